@@ -1,0 +1,54 @@
+"""The typed context every lifecycle stage reads and writes for one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.gateway.snapshot import DeploymentEntry, KeyEntry, ModelEntry, Snapshot
+
+
+@dataclass(slots=True)
+class Decision:
+    stage: str
+    outcome: str  # "allow", "deny", "pass", "error"
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    endpoint: str  # e.g. "chat.completions"
+    method: str
+    path: str
+    scope: dict[str, Any]
+    receive: Any
+    send: Any
+    snapshot: Snapshot
+    started: float  # perf_counter
+    started_wall: float  # epoch seconds
+    client_ip: str | None = None
+    user_agent: str = ""
+    authorization: str = ""
+    raw_body: bytes = b""
+    body: dict[str, Any] | None = None
+    model_name: str = ""
+    stream: bool = False
+    include_usage: bool = False
+    key: KeyEntry | None = None
+    model: ModelEntry | None = None
+    deployment: DeploymentEntry | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    status: int = 0
+    error_code: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usage_estimated: bool = False
+    upstream_ms: float | None = None
+    ttft_ms: float | None = None
+    client_disconnected: bool = False
+    response_started: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def decide(self, stage: str, outcome: str, reason: str = "") -> None:
+        self.decisions.append(Decision(stage, outcome, reason))

@@ -1,0 +1,59 @@
+"""Sending responses over raw ASGI."""
+
+from __future__ import annotations
+
+import orjson
+
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import GatewayError
+
+JSON = (b"content-type", b"application/json")
+SSE = (b"content-type", b"text/event-stream; charset=utf-8")
+
+
+def _headers(ctx: RequestContext, content_type: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [content_type, (b"x-request-id", ctx.request_id.encode()), *ctx.extra_headers]
+
+
+async def send_body(ctx: RequestContext, status: int, body: bytes) -> None:
+    ctx.status = status
+    ctx.response_started = True
+    await ctx.send(
+        {"type": "http.response.start", "status": status, "headers": _headers(ctx, JSON)}
+    )
+    await ctx.send({"type": "http.response.body", "body": body})
+
+
+async def send_json(ctx: RequestContext, status: int, payload: object) -> None:
+    await send_body(ctx, status, orjson.dumps(payload))
+
+
+async def send_error(ctx: RequestContext, error: GatewayError) -> None:
+    ctx.status = error.status
+    ctx.error_code = error.code
+    if ctx.response_started:
+        return  # the stream path ends its own response with an error event
+    ctx.response_started = True
+    headers = _headers(ctx, JSON) + error.headers
+    await ctx.send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await ctx.send({"type": "http.response.body", "body": error.body()})
+
+
+async def start_stream(ctx: RequestContext) -> None:
+    ctx.status = 200
+    ctx.response_started = True
+    headers = _headers(ctx, SSE) + [(b"cache-control", b"no-cache")]
+    await ctx.send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def send_chunk(ctx: RequestContext, chunk: bytes) -> None:
+    await ctx.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def end_stream(ctx: RequestContext) -> None:
+    await ctx.send({"type": "http.response.body", "body": b""})
+
+
+def sse_error_event(error: GatewayError) -> bytes:
+    """An explicit error event so a broken stream never looks like a clean end."""
+    return b"data: " + error.body() + b"\n\n"

@@ -1,0 +1,82 @@
+"""The immutable policy snapshot the hot path reads instead of the database.
+
+Built off the hot path by ``apps.policies.compile`` and swapped in atomically; a request
+keeps the snapshot it started with. Nothing here imports Django's ORM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: a key and its place in the hierarchy."""
+
+    key_id: int
+    key_name: str
+    key_prefix: str
+    project_id: int
+    project_name: str
+    team_id: int
+    team_name: str
+    org_id: int
+    org_name: str
+    owner_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    identity: Identity
+    # Epoch seconds; None means never.
+    expires_at: float | None
+    revoked: bool
+    # False when the key or any level above it is deactivated.
+    active: bool
+    # Public model names this key may use; None means every model.
+    allowed_models: frozenset[str] | None
+    # For a rotated key's old digest: when it stops working (epoch seconds).
+    valid_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentEntry:
+    id: int
+    provider: str
+    kind: str
+    api_base: str
+    api_key: str = field(repr=False)
+    upstream_model: str = ""
+    weight: int = 1
+    role: str = "primary"
+    tags: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}:{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    primaries: tuple[DeploymentEntry, ...]
+    fallbacks: tuple[DeploymentEntry, ...]
+    # Cumulative weights of ``primaries`` for weighted random choice.
+    cumulative_weights: tuple[int, ...]
+    created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    keys_by_digest: dict[str, KeyEntry]
+    models: dict[str, ModelEntry]
+    built_at: float = 0.0
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(version=-1, keys_by_digest={}, models={})

@@ -1,0 +1,85 @@
+"""Holds the current snapshot and swaps in a new one when the config version moves.
+
+Loading runs on one dedicated thread (it queries the database); the event loop only
+reads ``current``, a plain attribute, so requests never wait for a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from apps.gateway.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotStore:
+    def __init__(
+        self,
+        *,
+        loader: Callable[[], Snapshot],
+        version_reader: Callable[[], int],
+        poll_seconds: float,
+        release: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``release`` runs on the loader thread at stop (closes its DB connection)."""
+        self._loader = loader
+        self._version_reader = version_reader
+        self._release = release
+        self._poll_seconds = poll_seconds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-snapshot")
+        self._task: asyncio.Task[None] | None = None
+        self.current: Snapshot = Snapshot.empty()
+        self.last_ok: float = 0.0  # last successful contact with the database
+
+    @property
+    def loaded(self) -> bool:
+        return self.current.version >= 0
+
+    def reload(self) -> Snapshot:
+        """Build and install a fresh snapshot (blocking; any thread)."""
+        snapshot = self._loader()
+        self.current = snapshot
+        self.last_ok = time.time()
+        log.info(
+            "policy snapshot v%s loaded: %d keys, %d models",
+            snapshot.version,
+            len(snapshot.keys_by_digest),
+            len(snapshot.models),
+        )
+        return snapshot
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.reload)
+        self._task = asyncio.create_task(self._poll(), name="odock-snapshot-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._release)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            try:
+                version = await loop.run_in_executor(self._executor, self._version_reader)
+                self.last_ok = time.time()
+                if version != self.current.version:
+                    await loop.run_in_executor(self._executor, self.reload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: keep serving the last snapshot
+                log.exception("snapshot poll failed; serving snapshot v%s", self.current.version)

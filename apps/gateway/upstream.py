@@ -1,0 +1,255 @@
+"""Pooled aiohttp clients per upstream, and the OpenAI wire-format adapter.
+
+aiohttp, not httpx, on the hot path: measured here ~10x the throughput at concurrency 16
+(see ARCHITECTURE.md). One ClientSession (one connection pool) per api_base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import GatewayError, upstream_error
+from apps.gateway.respond import (
+    end_stream,
+    send_body,
+    send_chunk,
+    sse_error_event,
+    start_stream,
+)
+from apps.gateway.snapshot import DeploymentEntry
+
+OPENAI_KINDS = frozenset({"openai", "openai_compatible"})
+
+
+class UpstreamPool:
+    """Lazily creates one pooled ClientSession per upstream base URL."""
+
+    def __init__(self, *, timeout_seconds: float, max_connections: int = 1000) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._max_connections = max_connections
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=timeout_seconds)
+        # Streams: no total limit, but each read (time to next chunk) is bounded.
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
+        )
+
+    def session(self, base: str) -> aiohttp.ClientSession:
+        session = self._sessions.get(base)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=True,
+            )
+            self._sessions[base] = session
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+def _error_from_upstream(status: int, body: bytes, headers: Any) -> GatewayError:
+    """Map an upstream failure to what the client should see; never our provider key."""
+    message = ""
+    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+        message = str(orjson.loads(body)["error"]["message"])[:500]
+    if status == 429:
+        retry_after = headers.get("Retry-After") or "1"
+        return upstream_error(
+            429,
+            "The upstream provider is rate limiting; retry later.",
+            code="upstream_rate_limited",
+            retry_after=retry_after,
+        )
+    if status in (401, 403):
+        return upstream_error(
+            502,
+            "The upstream provider refused the gateway's credentials.",
+            code="upstream_auth_failed",
+        )
+    if 400 <= status < 500:
+        # The provider judged the request itself (e.g. context too long): let the client see why.
+        return GatewayError(
+            status if status in (400, 404, 413, 422) else 400,
+            message or "The upstream provider rejected the request.",
+            code="upstream_rejected",
+        )
+    return upstream_error(
+        502, f"The upstream provider failed with status {status}.", code="upstream_error"
+    )
+
+
+def _timeout_error() -> GatewayError:
+    return upstream_error(
+        504, "The upstream provider did not answer in time.", code="upstream_timeout"
+    )
+
+
+def _connect_error() -> GatewayError:
+    return upstream_error(
+        502, "The upstream provider could not be reached.", code="upstream_unreachable"
+    )
+
+
+def _auth_headers(dep: DeploymentEntry) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if dep.api_key:
+        headers["Authorization"] = f"Bearer {dep.api_key}"
+    return headers
+
+
+def _read_usage(ctx: RequestContext, usage: dict[str, Any] | None) -> bool:
+    if not usage:
+        return False
+    ctx.input_tokens = int(usage.get("prompt_tokens") or 0)
+    ctx.output_tokens = int(usage.get("completion_tokens") or 0)
+    return True
+
+
+class OpenAIAdapter:
+    """Speaks OpenAI's chat-completions and embeddings wire format (and compatible servers)."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+
+    async def post_json(self, ctx: RequestContext, dep: DeploymentEntry, path: str) -> None:
+        """Non-streaming call: forward, read usage, pass the body through untouched."""
+        assert ctx.body is not None
+        payload = dict(ctx.body)
+        payload["model"] = dep.upstream_model
+        session = self.pool.session(dep.api_base)
+        t0 = time.perf_counter()
+        try:
+            async with session.post(
+                dep.api_base + path,
+                data=orjson.dumps(payload),
+                headers=_auth_headers(dep),
+                timeout=self.pool.timeout,
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except TimeoutError as exc:
+            raise _timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise _connect_error() from exc
+        finally:
+            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            raise _error_from_upstream(status, body, headers)
+        try:
+            usage = orjson.loads(body).get("usage")
+        except (orjson.JSONDecodeError, AttributeError) as exc:
+            raise upstream_error(
+                502,
+                "The upstream provider sent an invalid response.",
+                code="upstream_invalid_response",
+            ) from exc
+        _read_usage(ctx, usage)
+        await send_body(ctx, 200, body)
+
+    async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        """Streaming call: events are passed through as they arrive.
+
+        Usage is always asked for (``include_usage``) so the record has real numbers; the
+        usage-only event is dropped again if the client did not ask for it.
+        """
+        assert ctx.body is not None
+        payload = dict(ctx.body)
+        payload["model"] = dep.upstream_model
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+        session = self.pool.session(dep.api_base)
+        t0 = time.perf_counter()
+        try:
+            async with session.post(
+                dep.api_base + "/chat/completions",
+                data=orjson.dumps(payload),
+                headers=_auth_headers(dep),
+                timeout=self.pool.stream_timeout,
+            ) as resp:
+                if resp.status != 200:
+                    body = await resp.read()
+                    raise _error_from_upstream(resp.status, body, resp.headers)
+                await self._pump(ctx, resp, t0)
+        except TimeoutError as exc:
+            raise _timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise _connect_error() from exc
+        finally:
+            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+
+    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse, t0: float) -> None:
+        buffer = b""
+        got_usage = False
+        done = False
+        chunks = 0
+        try:
+            async for data in resp.content.iter_any():
+                buffer += data
+                if b"\n\n" not in buffer:
+                    continue
+                *events, buffer = buffer.split(b"\n\n")
+                out = []
+                for event in events:
+                    if not event:
+                        continue
+                    if event.startswith(b"data: [DONE]"):
+                        done = True
+                    elif b'"usage":{' in event or b'"usage": {' in event:
+                        try:
+                            parsed = orjson.loads(event[event.index(b"{") :])
+                        except (ValueError, orjson.JSONDecodeError):
+                            parsed = {}
+                        got_usage = _read_usage(ctx, parsed.get("usage")) or got_usage
+                        if not parsed.get("choices") and not ctx.include_usage:
+                            continue  # the usage-only event the client did not ask for
+                    else:
+                        chunks += 1
+                    out.append(event)
+                    out.append(b"\n\n")
+                if out:
+                    if not ctx.response_started:
+                        ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+                        await start_stream(ctx)
+                    await send_chunk(ctx, b"".join(out))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not ctx.response_started:
+                raise
+            # Broken after the first byte: end with an explicit error event, never a clean end.
+            error = upstream_error(
+                502, "The upstream stream broke off.", code="upstream_stream_broken"
+            )
+            ctx.error_code = error.code
+            ctx.usage_estimated = not got_usage
+            if not got_usage:
+                ctx.output_tokens = chunks
+            await send_chunk(ctx, sse_error_event(error))
+            await end_stream(ctx)
+            raise error from exc
+        finally:
+            if not got_usage:
+                ctx.usage_estimated = True
+                ctx.output_tokens = max(ctx.output_tokens, chunks)
+        if not done and ctx.response_started:
+            error = upstream_error(
+                502, "The upstream stream ended without completing.", code="upstream_stream_broken"
+            )
+            ctx.error_code = error.code
+            await send_chunk(ctx, sse_error_event(error))
+            await end_stream(ctx)
+            raise error
+        if not ctx.response_started:
+            await start_stream(ctx)
+        await end_stream(ctx)

@@ -1,0 +1,73 @@
+"""Writes to virtual keys: issue, rotate, revoke. Each returns the secret only once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.keys.models import VirtualKey
+from apps.keys.secrets import key_digest, key_secret_generate, key_visible_prefix
+from apps.tenancy.models import Project
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: VirtualKey
+    secret: str  # shown once, never stored
+
+
+def _digest(secret: str) -> str:
+    return key_digest(secret, settings.ODOCK_KEY_PEPPER)
+
+
+def key_set_secret(*, key: VirtualKey, secret: str) -> None:
+    """Store a caller-chosen secret (odock_apply's ``secret:``) as its digest."""
+    if not secret.startswith("sk-odock-") or len(secret) < 20:
+        raise ValueError("a key secret must start with 'sk-odock-' and be at least 20 characters")
+    key.digest = _digest(secret)
+    key.prefix = key_visible_prefix(secret)
+
+
+def key_secret_matches(*, key: VirtualKey, secret: str) -> bool:
+    return key.digest == _digest(secret)
+
+
+@transaction.atomic
+def key_issue(
+    *,
+    project: Project,
+    name: str,
+    owner=None,
+    expires_at: datetime | None = None,
+    secret: str | None = None,
+) -> IssuedKey:
+    secret = secret or key_secret_generate()
+    key = VirtualKey(project=project, name=name, owner=owner, expires_at=expires_at)
+    key_set_secret(key=key, secret=secret)
+    key.full_clean()
+    key.save()
+    return IssuedKey(key=key, secret=secret)
+
+
+@transaction.atomic
+def key_rotate(*, key: VirtualKey, grace: timedelta | None = None) -> IssuedKey:
+    """New secret; the old one keeps working for ``grace`` so deployments can roll over."""
+    if grace is None:
+        grace = timedelta(seconds=settings.ODOCK_ROTATION_GRACE_SECONDS)
+    secret = key_secret_generate()
+    key.previous_digest = key.digest
+    key.previous_valid_until = timezone.now() + grace
+    key_set_secret(key=key, secret=secret)
+    key.save()
+    return IssuedKey(key=key, secret=secret)
+
+
+def key_revoke(*, key: VirtualKey) -> VirtualKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key

@@ -1,0 +1,124 @@
+"""Budgets, rate limits and model access, attachable at any level of the hierarchy.
+
+Each rule names exactly one level (organization, team, project or key). Enforcement of
+budgets and rate limits comes with the governance issue; model access is enforced now.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from apps.keys.models import VirtualKey
+from apps.providers.models import Model
+from apps.tenancy.models import Organization, Project, Team
+
+LEVELS = ("organization", "team", "project", "key")
+
+
+def _exactly_one_level(name: str) -> models.CheckConstraint:
+    one = [Q(**{f"{level}__isnull": level != chosen for level in LEVELS}) for chosen in LEVELS]
+    condition = one[0] | one[1] | one[2] | one[3]
+    return models.CheckConstraint(condition=condition, name=name)
+
+
+class ScopedRule(models.Model):
+    """Abstract: a rule attached to exactly one level of the hierarchy."""
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.ForeignKey(
+        VirtualKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+
+    class Meta:
+        abstract = True
+
+    def clean(self) -> None:
+        set_levels = [level for level in LEVELS if getattr(self, f"{level}_id") is not None]
+        if len(set_levels) != 1:
+            raise ValidationError("Attach the rule to exactly one level.")
+
+    @property
+    def level(self) -> str:
+        """e.g. ``team:search`` — the form refusals and reports name a level in."""
+        for level in LEVELS:
+            obj = getattr(self, level)
+            if obj is not None:
+                return f"{'org' if level == 'organization' else level}:{obj.name}"
+        return "unattached"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+    MONTHLY = "monthly", "Monthly"
+    TOTAL = "total", "Total (never resets)"
+
+
+def default_thresholds() -> list[int]:
+    return [50, 80, 100]
+
+
+class Budget(ScopedRule):
+    model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.CASCADE, help_text="Blank: all models."
+    )
+    limit_usd = models.DecimalField(
+        max_digits=14, decimal_places=6, validators=[MinValueValidator(Decimal("0"))]
+    )
+    period = models.CharField(
+        max_length=16, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTHLY
+    )
+    hard = models.BooleanField(
+        default=True, help_text="Hard: refuse past the limit. Soft: alert only."
+    )
+    alert_thresholds = models.JSONField(
+        default=default_thresholds, blank=True, help_text="Percentages that send an alert."
+    )
+
+    class Meta:
+        constraints = [_exactly_one_level("budget_exactly_one_level")]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.limit_usd} USD {self.period}"
+
+
+class RateLimit(ScopedRule):
+    model = models.ForeignKey(
+        Model, null=True, blank=True, on_delete=models.CASCADE, help_text="Blank: all models."
+    )
+    rpm = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tpm = models.PositiveIntegerField("tokens per minute", null=True, blank=True)
+    max_concurrency = models.PositiveIntegerField("concurrent requests", null=True, blank=True)
+
+    class Meta:
+        constraints = [_exactly_one_level("ratelimit_exactly_one_level")]
+
+    def __str__(self) -> str:
+        return f"{self.level} rpm={self.rpm} tpm={self.tpm} conc={self.max_concurrency}"
+
+
+class ModelAccess(ScopedRule):
+    """Allows one model at one level. A level with no rows allows whatever its parent allows;
+    a level with rows allows only those (intersected with every ancestor's list)."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="access_rules")
+
+    class Meta:
+        verbose_name = "model access rule"
+        constraints = [_exactly_one_level("modelaccess_exactly_one_level")]
+
+    def __str__(self) -> str:
+        return f"{self.level} may use {self.model.name}"

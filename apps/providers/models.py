@@ -1,0 +1,95 @@
+"""Providers (upstream accounts), public models with prices, and deployments between them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from apps.core.fields import EncryptedTextField
+
+
+class ProviderKind(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Mistral, …)"
+    AZURE = "azure", "Azure OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    GEMINI = "gemini", "Google Gemini"
+    BEDROCK = "bedrock", "AWS Bedrock"
+
+
+class Provider(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=ProviderKind.choices)
+    api_base = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest; never shown back.")
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Provider-specific settings, e.g. api_version, region."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Model(models.Model):
+    """A public model name apps ask for; served by one or more deployments."""
+
+    name = models.CharField(max_length=200, unique=True)
+    input_per_mtok = models.DecimalField(
+        "input price (USD per 1M tokens)",
+        max_digits=14,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
+    output_per_mtok = models.DecimalField(
+        "output price (USD per 1M tokens)",
+        max_digits=14,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeploymentRole(models.TextChoices):
+    PRIMARY = "primary", "Primary"
+    FALLBACK = "fallback", "Fallback"
+
+
+class Deployment(models.Model):
+    """One way to serve a model: a provider and the model's name there."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="deployments")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
+    upstream_model = models.CharField(max_length=200)
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    role = models.CharField(
+        max_length=16, choices=DeploymentRole.choices, default=DeploymentRole.PRIMARY
+    )
+    tags = models.JSONField(default=dict, blank=True, help_text='e.g. {"region": "eu"}')
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model__name", "role", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "provider", "upstream_model"], name="deployment_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} → {self.provider.name}:{self.upstream_model}"

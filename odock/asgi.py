@@ -1,0 +1,21 @@
+"""One ASGI application: the proxy (/v1, health, metrics) and Django (admin, API).
+
+Django is set up before Channels and the gateway are imported (they read settings).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "odock.settings")
+django_asgi_app = get_asgi_application()
+
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from odock.gateway import build_gateway  # noqa: E402
+from odock.routing import build_application  # noqa: E402
+
+gateway = build_gateway()
+# Static files (admin CSS/JS) are served by the same process, so one ASGI server runs
+# everything; put a CDN or reverse proxy in front for heavy admin use.
+application = build_application(gateway, ASGIStaticFilesHandler(django_asgi_app))

@@ -1,0 +1,184 @@
+"""Settings read from the environment.
+
+With no environment at all Odock runs embedded: a SQLite file under ``var/``, an
+in-process state store and Celery tasks run eagerly. ``DATABASE_URL`` and ``REDIS_URL``
+switch to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("ODOCK_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Strict boolean env parsing: anything but true/false is a configuration error."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def env_secret(name: str) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (docker secrets)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return None
+
+
+def _local_secret(filename: str) -> str:
+    """Embedded default: a random secret generated once and kept under var/."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / filename
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("ODOCK_DEBUG", False)
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or _local_secret("secret_key")
+# Keys that encrypt provider credentials at rest (Fernet). Comma-separated: the first
+# encrypts, all decrypt, so keys can be rotated.
+ODOCK_ENCRYPTION_KEYS = [
+    k.strip()
+    for k in (env_secret("ODOCK_ENCRYPTION_KEYS") or _local_secret("encryption_key")).split(",")
+    if k.strip()
+]
+# Pepper for virtual-key digests; changing it invalidates every issued key.
+ODOCK_KEY_PEPPER = env_secret("ODOCK_KEY_PEPPER") or SECRET_KEY
+
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ODOCK_ALLOWED_HOSTS", "*").split(",")]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("ODOCK_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "apps.core",
+    "apps.tenancy",
+    "apps.keys",
+    "apps.providers",
+    "apps.policies",
+    "apps.audit",
+    "apps.gateway",
+    "apps.fakes",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "odock.urls"
+ASGI_APPLICATION = "odock.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "odock.sqlite3",
+            "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+CELERY_TIMEZONE = "UTC"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("ODOCK_STATIC_ROOT", VAR_DIR / "static"))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("ODOCK_LOG_LEVEL", "INFO")},
+}
+
+# --- Gateway -------------------------------------------------------------------------
+# How often each gateway process checks the configuration version (seconds).
+ODOCK_SNAPSHOT_POLL_SECONDS = float(os.environ.get("ODOCK_SNAPSHOT_POLL_SECONDS", "1.0"))
+# Per-attempt upstream timeout (seconds) until per-model settings exist.
+ODOCK_UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_UPSTREAM_TIMEOUT_SECONDS", "60"))
+# Largest request body the proxy accepts (bytes); larger gets 413.
+ODOCK_MAX_BODY_BYTES = int(os.environ.get("ODOCK_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
+# Grace period during which a rotated key's old secret keeps working (seconds).
+ODOCK_ROTATION_GRACE_SECONDS = int(os.environ.get("ODOCK_ROTATION_GRACE_SECONDS", "86400"))
+# Request-log writer batching.
+ODOCK_RECORD_BATCH_SIZE = int(os.environ.get("ODOCK_RECORD_BATCH_SIZE", "500"))
+ODOCK_RECORD_FLUSH_SECONDS = float(os.environ.get("ODOCK_RECORD_FLUSH_SECONDS", "0.05"))

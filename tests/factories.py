@@ -1,0 +1,69 @@
+"""Factories that keep the hierarchy consistent (a key's project is in its team and org)."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+from apps.keys.services import IssuedKey, key_issue
+from apps.policies.models import ModelAccess
+from apps.providers.models import Deployment, Model, Provider
+from apps.tenancy.models import Organization, Project, Team
+
+_seq = itertools.count(1)
+
+
+def org_create(name: str | None = None) -> Organization:
+    return Organization.objects.create(name=name or f"org-{next(_seq)}")
+
+
+def team_create(org: Organization | None = None, name: str | None = None) -> Team:
+    return Team.objects.create(organization=org or org_create(), name=name or f"team-{next(_seq)}")
+
+
+def project_create(team: Team | None = None, name: str | None = None) -> Project:
+    return Project.objects.create(team=team or team_create(), name=name or f"proj-{next(_seq)}")
+
+
+def key_create(project: Project | None = None, name: str | None = None, **kwargs) -> IssuedKey:
+    return key_issue(
+        project=project or project_create(), name=name or f"key-{next(_seq)}", **kwargs
+    )
+
+
+def provider_create(
+    api_base: str,
+    *,
+    name: str | None = None,
+    api_key: str = "sk-upstream-secret",
+    kind: str = "openai",
+) -> Provider:
+    return Provider.objects.create(
+        name=name or f"prov-{next(_seq)}", kind=kind, api_base=api_base, api_key=api_key
+    )
+
+
+def model_create(
+    name: str,
+    provider: Provider,
+    *,
+    upstream_model: str | None = None,
+    input_per_mtok: str = "0.15",
+    output_per_mtok: str = "0.60",
+) -> Model:
+    model = Model.objects.create(
+        name=name, input_per_mtok=Decimal(input_per_mtok), output_per_mtok=Decimal(output_per_mtok)
+    )
+    Deployment.objects.create(model=model, provider=provider, upstream_model=upstream_model or name)
+    return model
+
+
+def allow_models(level_obj, *models: Model) -> None:
+    field = {
+        "Organization": "organization",
+        "Team": "team",
+        "Project": "project",
+        "VirtualKey": "key",
+    }[type(level_obj).__name__]
+    for m in models:
+        ModelAccess.objects.create(model=m, **{field: level_obj})
