@@ -67,3 +67,19 @@ def allow_models(level_obj, *models: Model) -> None:
     }[type(level_obj).__name__]
     for m in models:
         ModelAccess.objects.create(model=m, **{field: level_obj})
+
+
+def records_wait(gateway, count: int, timeout: float = 5.0) -> list:
+    """The request-log rows once ``count`` exist (a record is submitted just after the
+    response's last byte, so a fast client can ask before it is queued)."""
+    import time
+
+    from apps.audit.models import RequestLog
+
+    deadline = time.monotonic() + timeout
+    while True:
+        gateway.recorder.flush(timeout)
+        rows = list(RequestLog.objects.order_by("created_at"))
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.02)

@@ -110,13 +110,15 @@ class RequestLogWriter:
         delay = 0.1
         while True:
             try:
-                close_old_connections()
                 write_batch(batch)
                 self.written += len(batch)
                 break
             except (OperationalError, InterfaceError):
-                log.exception("database unavailable for %d request-log records; retrying",
-                              len(batch))
+                close_old_connections()  # drop a broken connection; the next try reconnects
+                connection.close_if_unusable_or_obsolete()
+                log.exception(
+                    "database unavailable for %d request-log records; retrying", len(batch)
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except DatabaseError:
@@ -133,25 +135,93 @@ class RequestLogWriter:
                 self._idle.notify_all()
 
 
+_COLUMNS = (
+    "request_id",
+    "created_at",
+    "organization_id",
+    "team_id",
+    "project_id",
+    "key_id",
+    "key_prefix",
+    "endpoint",
+    "model_requested",
+    "deployment",
+    "stream",
+    "status_code",
+    "error_code",
+    "input_tokens",
+    "output_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "latency_ms",
+    "upstream_ms",
+    "ttft_ms",
+    "client_disconnected",
+    "client_ip",
+    "user_agent",
+    "decisions",
+)
+
+
+def _insert_sql(table: str) -> str:
+    columns = ", ".join(_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(_COLUMNS))
+    # Idempotent on request_id: replaying a batch never writes a record twice.
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608 - names are constants
+
+
 def write_batch(batch: list[dict[str, Any]]) -> None:
-    """One INSERT for the batch (idempotent on request_id) and one UPDATE of last_used_at."""
+    """One multi-row INSERT for the batch and one UPDATE of the keys' last_used_at.
+
+    Plain ``executemany`` rather than ``bulk_create``: building model instances cost a
+    third of a gateway process's CPU at 1,700 requests/s (measured with py-spy).
+    """
     from django.db import transaction
 
     from apps.audit.models import RequestLog
     from apps.keys.models import VirtualKey
 
+    ops = connection.ops
+    cost_field = RequestLog._meta.get_field("cost_usd")
     rows = []
     last_used: dict[int, datetime] = {}
-    for record in batch:
-        data = dict(record)
-        created = datetime.fromtimestamp(data["created_at"], tz=UTC)
-        data["created_at"] = created
-        rows.append(RequestLog(**data))
-        key_id = data.get("key_id")
-        if key_id is not None and data["status_code"] < 400:
+    for r in batch:
+        created = datetime.fromtimestamp(r["created_at"], tz=UTC)
+        rows.append(
+            (
+                r["request_id"],
+                ops.adapt_datetimefield_value(created),
+                r["organization_id"],
+                r["team_id"],
+                r["project_id"],
+                r["key_id"],
+                r["key_prefix"],
+                r["endpoint"],
+                r["model_requested"],
+                r["deployment"],
+                r["stream"],
+                r["status_code"],
+                r["error_code"],
+                r["input_tokens"],
+                r["output_tokens"],
+                r["usage_estimated"],
+                ops.adapt_decimalfield_value(
+                    r["cost_usd"], cost_field.max_digits, cost_field.decimal_places
+                ),
+                r["latency_ms"],
+                r["upstream_ms"],
+                r["ttft_ms"],
+                r["client_disconnected"],
+                ops.adapt_ipaddressfield_value(r["client_ip"]),
+                r["user_agent"],
+                ops.adapt_json_value(r["decisions"], None),
+            )
+        )
+        key_id = r["key_id"]
+        if key_id is not None and r["status_code"] < 400:
             last_used[key_id] = max(created, last_used.get(key_id, created))
-    with transaction.atomic():
-        RequestLog.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(RequestLog._meta.db_table), rows)
         if last_used:
             newest = max(last_used.values())
             VirtualKey.objects.filter(pk__in=list(last_used)).update(last_used_at=newest)

@@ -18,9 +18,9 @@ def _headers(ctx: RequestContext, content_type: tuple[bytes, bytes]) -> list[tup
 async def send_body(ctx: RequestContext, status: int, body: bytes) -> None:
     ctx.status = status
     ctx.response_started = True
-    await ctx.send(
-        {"type": "http.response.start", "status": status, "headers": _headers(ctx, JSON)}
-    )
+    headers = _headers(ctx, JSON)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await ctx.send({"type": "http.response.start", "status": status, "headers": headers})
     await ctx.send({"type": "http.response.body", "body": body})
 
 
@@ -34,9 +34,11 @@ async def send_error(ctx: RequestContext, error: GatewayError) -> None:
     if ctx.response_started:
         return  # the stream path ends its own response with an error event
     ctx.response_started = True
+    body = error.body()
     headers = _headers(ctx, JSON) + error.headers
+    headers.append((b"content-length", str(len(body)).encode()))
     await ctx.send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await ctx.send({"type": "http.response.body", "body": error.body()})
+    await ctx.send({"type": "http.response.body", "body": body})
 
 
 async def start_stream(ctx: RequestContext) -> None:

@@ -7,8 +7,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from apps.audit.models import RequestLog
-from tests.factories import allow_models, key_create, model_create, provider_create
+from tests.factories import allow_models, key_create, model_create, provider_create, records_wait
 
 MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
 
@@ -17,20 +16,23 @@ MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
 def setup(gateway, fake_upstream):
     provider = provider_create(fake_upstream.url, api_key="sk-upstream-secret")
     model = model_create(
-        "gpt-4o-mini", provider, upstream_model="upstream-mini",
-        input_per_mtok="0.15", output_per_mtok="0.60",
+        "gpt-4o-mini",
+        provider,
+        upstream_model="upstream-mini",
+        input_per_mtok="0.15",
+        output_per_mtok="0.60",
     )
     model_create("text-embedding-3-small", provider, input_per_mtok="0.02", output_per_mtok="0")
     issued = key_create()
     gateway.snapshots.reload()
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=issued.secret, max_retries=0)
-    return {"gateway": gateway, "upstream": fake_upstream, "client": client, "key": issued,
-            "model": model}
-
-
-def _records(gateway) -> list[RequestLog]:
-    assert gateway.recorder.flush(10)
-    return list(RequestLog.objects.order_by("created_at"))
+    return {
+        "gateway": gateway,
+        "upstream": fake_upstream,
+        "client": client,
+        "key": issued,
+        "model": model,
+    }
 
 
 def test_chat_non_streaming_answers_and_records_cost(setup):
@@ -46,7 +48,7 @@ def test_chat_non_streaming_answers_and_records_cost(setup):
     # The provider's credential goes upstream, never the caller's virtual key.
     assert sent["headers"]["authorization"] == "Bearer sk-upstream-secret"
     assert setup["key"].secret not in str(sent)
-    [record] = _records(gateway)
+    [record] = records_wait(gateway, 1)
     assert record.status_code == 200
     assert record.key_id == setup["key"].key.pk
     assert record.deployment.endswith(":upstream-mini")
@@ -54,7 +56,11 @@ def test_chat_non_streaming_answers_and_records_cost(setup):
     expected = (record.input_tokens * Decimal("0.15") + 5 * Decimal("0.60")) / Decimal(1_000_000)
     assert record.cost_usd == expected
     assert [d[0] for d in record.decisions] == [
-        "authenticate", "authorize", "inspect", "reserve_budget", "route"
+        "authenticate",
+        "authorize",
+        "inspect",
+        "reserve_budget",
+        "route",
     ]
 
 
@@ -63,7 +69,9 @@ def test_chat_streaming_with_usage(setup):
     upstream.behavior.completion_tokens = 7
 
     stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True,
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -71,7 +79,7 @@ def test_chat_streaming_with_usage(setup):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 7
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
-    [record] = _records(setup["gateway"])
+    [record] = records_wait(setup["gateway"], 1)
     assert record.stream and record.status_code == 200
     assert record.output_tokens == 7 and not record.usage_estimated
     assert record.ttft_ms is not None and record.ttft_ms <= record.latency_ms
@@ -81,18 +89,20 @@ def test_streaming_without_include_usage_still_records_real_usage(setup):
     client, upstream = setup["client"], setup["upstream"]
     upstream.behavior.completion_tokens = 4
 
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
 
     assert all(c.usage is None for c in chunks)  # the client did not ask for the usage event
     assert upstream.requests[-1]["json"]["stream_options"] == {"include_usage": True}
-    [record] = _records(setup["gateway"])
+    [record] = records_wait(setup["gateway"], 1)
     assert record.output_tokens == 4 and not record.usage_estimated
 
 
 def test_embeddings(setup):
     result = setup["client"].embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert len(result.data) == 2 and result.data[0].embedding
-    [record] = _records(setup["gateway"])
+    [record] = records_wait(setup["gateway"], 1)
     assert record.endpoint == "embeddings" and record.status_code == 200
     assert record.input_tokens == result.usage.prompt_tokens
 
@@ -129,6 +139,9 @@ def test_upstream_errors_are_mapped_and_recorded(gateway_factory, fake_upstream)
         client.chat.completions.create(model="m", messages=MESSAGES)
     assert err.value.status_code == 504 and err.value.body["code"] == "upstream_timeout"
 
-    statuses = [(r.status_code, r.error_code) for r in _records(gateway)]
-    assert statuses == [(502, "upstream_error"), (429, "upstream_rate_limited"),
-                        (504, "upstream_timeout")]
+    statuses = [(r.status_code, r.error_code) for r in records_wait(gateway, 3)]
+    assert statuses == [
+        (502, "upstream_error"),
+        (429, "upstream_rate_limited"),
+        (504, "upstream_timeout"),
+    ]

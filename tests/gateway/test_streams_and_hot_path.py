@@ -11,9 +11,8 @@ import openai
 import pytest
 from django.db.backends import utils as db_utils
 
-from apps.audit.models import RequestLog
 from apps.keys.services import key_revoke
-from tests.factories import key_create, model_create, provider_create
+from tests.factories import key_create, model_create, provider_create, records_wait
 
 MESSAGES = [{"role": "user", "content": "stream me something long"}]
 
@@ -56,8 +55,7 @@ def test_client_disconnect_cancels_upstream_and_records_partial_usage(env):
 
     assert _wait_for(lambda: upstream.cancelled_streams == 1), "upstream stream was not cancelled"
     assert upstream.active_streams == 0
-    gateway.recorder.flush()
-    record = _wait_for(lambda: RequestLog.objects.exists()) and RequestLog.objects.get()
+    [record] = records_wait(gateway, 1)
     assert record.client_disconnected
     assert record.usage_estimated
     assert 0 < record.output_tokens < 1000  # what was produced before the cut
@@ -75,8 +73,7 @@ def test_upstream_breaking_mid_stream_ends_with_an_error_event(env):
         for _chunk in stream:
             pass
     assert "stream" in str(err.value.message)  # an explicit error, not a clean-looking end
-    gateway.recorder.flush()
-    record = RequestLog.objects.get()
+    [record] = records_wait(gateway, 1)
     assert record.status_code == 502 and record.error_code == "upstream_stream_broken"
 
 
@@ -121,9 +118,7 @@ def test_hot_path_makes_no_database_query(env, monkeypatch):
     for _ in range(20):
         list(client.chat.completions.create(model="alpha", messages=MESSAGES, stream=True))
     client.models.list()
-    gateway.recorder.flush()
-
-    assert RequestLog.objects.count() == 121
+    assert len(records_wait(gateway, 121)) == 121
     writer_or_loader = [n for n in seen if n.startswith(("odock-record-writer", "odock-snapshot"))]
     others = [n for n in seen if n not in writer_or_loader and n != threading.main_thread().name]
     assert others == [], f"queries from request-serving threads: {set(others)}"
