@@ -1,0 +1,472 @@
+"""Benchmark the gateway's overhead: the same wrk load, direct to a fake upstream and through
+the gateway, in one run.
+
+The script starts the fake OpenAI upstream (``apps.fakes.openai_server --no-validate``) on
+``--fake-port`` (9001 by default, the port the demo configuration points its provider at),
+then, for every mode (non-streaming chat, streaming chat) and every concurrency, runs wrk
+first against the fake directly and then against the gateway, and prints requests/s,
+p50/p99 latency and the gateway's added latency. A run with non-2xx answers or socket
+errors is flagged: a benchmark of errors is worthless.
+
+The gateway is opened by a *gateway opener*: a context manager ``(args, upstream_url) ->
+Target``. Today there is one, :func:`external_gateway`, for a gateway that is already
+running (``--gateway URL --key KEY --model MODEL``); one that starts the gateway itself
+only has to have the same shape and be passed to :func:`main`.
+
+Usage::
+
+    python bench/bench.py --gateway http://127.0.0.1:8000/v1 --key sk-odock-... \\
+        --model demo-model [--concurrency 1,16,64] [--duration 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODES = ("chat", "stream")
+PERCENTILES = ("50", "75", "90", "99")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where wrk sends requests: an OpenAI-style base URL (ending in ``/v1``) and a key."""
+
+    name: str
+    base_url: str
+    key: str
+    model: str
+
+
+#: Opens a gateway that routes ``Target.model`` to the given upstream base URL.
+GatewayOpener = Callable[[argparse.Namespace, str], contextlib.AbstractContextManager[Target]]
+
+
+@contextlib.contextmanager
+def external_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Target]:
+    """A gateway someone already started (``--gateway/--key/--model``).
+
+    Its configuration must send ``--model`` to ``upstream_url`` (the fake this script
+    started), otherwise the comparison is meaningless; the preflight check catches a
+    gateway that cannot answer at all.
+    """
+    if not args.gateway or not args.key:
+        raise SystemExit("bench: --gateway and --key are required (a running gateway)")
+    yield Target("gateway", args.gateway.rstrip("/"), args.key, args.model)
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclasses.dataclass
+class WrkResult:
+    """What one wrk run measured (latencies in milliseconds)."""
+
+    requests: int
+    rps: float
+    latency_ms: dict[str, float]
+    non_2xx: int
+    socket_errors: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk_output(text: str) -> WrkResult:
+    """Parse wrk's summary (run with ``--latency``)."""
+    rps_match = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
+    if rps_match is None:
+        raise ValueError(f"could not find Requests/sec in wrk output:\n{text}")
+    latency: dict[str, float] = {}
+    for pct, value, unit in re.findall(
+        r"^\s+(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE
+    ):
+        latency[pct.split(".")[0]] = float(value) * _UNIT_MS[unit]
+    requests_match = re.search(r"^\s*(\d+) requests in", text, re.MULTILINE)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    socket_errors = {}
+    if socket is not None:
+        socket_errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, socket.groups()), strict=True)
+        )
+    return WrkResult(
+        requests=int(requests_match.group(1)) if requests_match else 0,
+        rps=float(rps_match.group(1)),
+        latency_ms=latency,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=socket_errors,
+    )
+
+
+def request_body(model: str, mode: str) -> dict[str, Any]:
+    """The request every benchmark run sends (a tiny chat; ``stream: true`` in stream mode)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Hello! Please answer briefly."}],
+    }
+    if mode == "stream":
+        body["stream"] = True
+    return body
+
+
+def _lua_string(value: str) -> str:
+    level = 0
+    while f"]{'=' * level}]" in value:
+        level += 1
+    return f"[{'=' * level}[{value}]{'=' * level}]"
+
+
+def wrk_script(target: Target, mode: str) -> str:
+    """A wrk Lua script that POSTs the benchmark body with the target's key."""
+    body = json.dumps(request_body(target.model, mode), separators=(",", ":"))
+    return (
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = {_lua_string("Bearer " + target.key)}\n'
+        f"wrk.body = {_lua_string(body)}\n"
+    )
+
+
+def run_wrk(
+    wrk: str,
+    target: Target,
+    mode: str,
+    concurrency: int,
+    duration: float,
+    threads: int,
+    timeout: str,
+    script_dir: Path,
+) -> WrkResult:
+    """One wrk run against ``target``; returns the parsed result."""
+    script = script_dir / f"{target.name}-{mode}.lua"
+    script.write_text(wrk_script(target, mode))
+    command = [
+        wrk,
+        f"-t{max(1, min(threads, concurrency))}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={timeout}",
+        "--latency",
+        "-s",
+        str(script),
+        f"{target.base_url}/chat/completions",
+    ]
+    completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        command, capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
+    return parse_wrk_output(completed.stdout)
+
+
+# --------------------------------------------------------------------------- fake upstream
+
+
+@contextlib.contextmanager
+def fake_upstream(args: argparse.Namespace) -> Iterator[str]:
+    """Run the fake upstream in a subprocess; yields its base URL (``.../v1``)."""
+    command = [
+        sys.executable,
+        "-m",
+        "apps.fakes.openai_server",
+        "--no-validate",
+        "--host",
+        args.fake_host,
+        "--port",
+        str(args.fake_port),
+        "--completion-tokens",
+        str(args.completion_tokens),
+        "--latency-ms",
+        str(args.upstream_latency_ms),
+    ]
+    process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        url = _wait_until_listening(process, lines, timeout=20)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _wait_until_listening(
+    process: subprocess.Popen[str], lines: queue.Queue[str | None], timeout: float
+) -> str:
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        output.append(line)
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return match.group(1)
+    process.kill()
+    raise SystemExit(
+        f"bench: the fake upstream did not start (exit code {process.poll()}):\n" + "".join(output)
+    )
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def preflight(target: Target, mode: str) -> None:
+    """One request with the benchmark body: fail fast if the target cannot answer it."""
+    body = json.dumps(request_body(target.model, mode)).encode()
+    request = urllib.request.Request(  # noqa: S310 - the URL is the user's target
+        f"{target.base_url}/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            text = response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:500]
+        message = f"bench: {target.name} answered {exc.code} to a {mode} request: {detail}"
+        raise SystemExit(message) from None
+    except OSError as exc:
+        message = f"bench: cannot reach {target.name} at {target.base_url}: {exc}"
+        raise SystemExit(message) from None
+    if mode == "stream" and "data: [DONE]" not in text:
+        raise SystemExit(f"bench: {target.name} stream did not end with [DONE]: {text[:500]}")
+
+
+def _row(mode: str, concurrency: int, direct: WrkResult, gateway: WrkResult) -> dict[str, Any]:
+    def overhead(pct: str) -> float | None:
+        if pct in direct.latency_ms and pct in gateway.latency_ms:
+            return round(gateway.latency_ms[pct] - direct.latency_ms[pct], 3)
+        return None
+
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "direct": dataclasses.asdict(direct),
+        "gateway": dataclasses.asdict(gateway),
+        "ratio": round(gateway.rps / direct.rps, 3) if direct.rps else None,
+        "overhead_p50_ms": overhead("50"),
+        "overhead_p99_ms": overhead("99"),
+        "errors": direct.errors > 0 or gateway.errors > 0,
+    }
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a fixed-width text table (latencies in ms)."""
+    header = (
+        "mode",
+        "conc",
+        "direct rps",
+        "gw rps",
+        "ratio",
+        "direct p50",
+        "direct p99",
+        "gw p50",
+        "gw p99",
+        "+p50",
+        "+p99",
+        "errors",
+    )
+    lines = [header]
+    for row in rows:
+        direct, gateway = row["direct"], row["gateway"]
+        problems = []
+        for name, result in (("direct", direct), ("gw", gateway)):
+            errors = result["non_2xx"] + sum(result["socket_errors"].values())
+            if errors:
+                problems.append(
+                    f"{name}: {result['non_2xx']} non-2xx, "
+                    f"{sum(result['socket_errors'].values())} socket"
+                )
+        lines.append(
+            (
+                row["mode"],
+                str(row["concurrency"]),
+                f"{direct['rps']:.0f}",
+                f"{gateway['rps']:.0f}",
+                "-" if row["ratio"] is None else f"{row['ratio']:.2f}",
+                _fmt_ms(direct["latency_ms"].get("50")),
+                _fmt_ms(direct["latency_ms"].get("99")),
+                _fmt_ms(gateway["latency_ms"].get("50")),
+                _fmt_ms(gateway["latency_ms"].get("99")),
+                _fmt_ms(row["overhead_p50_ms"]),
+                _fmt_ms(row["overhead_p99_ms"]),
+                "ERRORS " + "; ".join(problems) if problems else "ok",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for number, line in enumerate(lines):
+        cells = [
+            cell.ljust(width) if i in (0, len(header) - 1) else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if number == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(out)
+
+
+def run_benchmark(
+    args: argparse.Namespace, wrk: str, open_gateway: GatewayOpener
+) -> list[dict[str, Any]]:
+    """Start the fake, open the gateway, and measure every mode x concurrency."""
+    rows: list[dict[str, Any]] = []
+    with (
+        fake_upstream(args) as upstream_url,
+        open_gateway(args, upstream_url) as gateway,
+        tempfile.TemporaryDirectory(prefix="odock-bench-") as tmp,
+    ):
+        direct = Target("direct", upstream_url, "sk-fake-direct", args.model)
+        log(f"fake upstream: {upstream_url}   gateway: {gateway.base_url}  model: {args.model}")
+        for mode in args.modes:
+            for target in (direct, gateway):
+                preflight(target, mode)
+        for mode in args.modes:
+            for concurrency in args.concurrency:
+                results = {}
+                for target in (direct, gateway):
+                    wrk_args = (args.threads, args.wrk_timeout, Path(tmp))
+                    if args.warmup > 0:
+                        run_wrk(wrk, target, mode, concurrency, args.warmup, *wrk_args)
+                    result = run_wrk(wrk, target, mode, concurrency, args.duration, *wrk_args)
+                    results[target.name] = result
+                    flag = f"  ({result.errors} ERRORS)" if result.errors else ""
+                    log(
+                        f"[{mode} c={concurrency}] {target.name:>7}: {result.rps:9.0f} rps  "
+                        f"p50 {_fmt_ms(result.latency_ms.get('50'))} ms  "
+                        f"p99 {_fmt_ms(result.latency_ms.get('99'))} ms{flag}"
+                    )
+                rows.append(_row(mode, concurrency, results["direct"], results["gateway"]))
+    return rows
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _concurrency_list(value: str) -> list[int]:
+    try:
+        levels = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of integers") from exc
+    if not levels or any(level < 1 for level in levels):
+        raise argparse.ArgumentTypeError("concurrency levels must be positive integers")
+    return levels
+
+
+def _mode_list(value: str) -> list[str]:
+    modes = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = set(modes) - set(MODES)
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"modes must be among {', '.join(MODES)}")
+    return modes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI options."""
+    parser = argparse.ArgumentParser(
+        description="Measure the gateway's overhead against a fake OpenAI upstream with wrk."
+    )
+    parser.add_argument("--gateway", help="gateway base URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--key", help="a virtual key of the gateway (sk-odock-...)")
+    parser.add_argument("--model", default="demo-model", help="model name to request")
+    parser.add_argument(
+        "--concurrency", type=_concurrency_list, default=[1, 16, 64], help="e.g. 1,16,64"
+    )
+    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help="chat,stream")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (max)")
+    parser.add_argument("--wrk-timeout", default="10s", help="wrk per-request timeout")
+    parser.add_argument("--fake-host", default="127.0.0.1")
+    parser.add_argument(
+        "--fake-port", type=int, default=9001, help="port of the fake upstream (0: any free)"
+    )
+    parser.add_argument("--completion-tokens", type=int, default=8, help="fake output tokens")
+    parser.add_argument(
+        "--upstream-latency-ms", type=float, default=0, help="latency the fake adds"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, open_gateway: GatewayOpener = external_gateway) -> int:
+    """Run the benchmark; ``open_gateway`` decides how the gateway under test is reached."""
+    args = build_parser().parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        log("bench: wrk is not installed. Install it with: apt-get install wrk")
+        return 2
+    started_at = datetime.datetime.now(datetime.UTC)
+    rows = run_benchmark(args, wrk, open_gateway)
+    print(format_table(rows))
+    if any(row["errors"] for row in rows):
+        print("\nWARNING: some runs had non-2xx answers or socket errors; see 'errors'.")
+    if args.json is not None:
+        report = {
+            "started_at": started_at.isoformat(),
+            "cpu_count": os.cpu_count(),
+            "config": {
+                key: (str(value) if isinstance(value, Path) else value)
+                for key, value in vars(args).items()
+                if key != "key"
+            },
+            "results": rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        log(f"results written to {args.json}")
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
