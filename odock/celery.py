@@ -9,5 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "odock.settings")
 app = Celery("odock")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# The one place that defines periodic jobs; later issues add roll-ups and reconciliation.
+# Separate queues so slow reports never delay alerts.
+app.conf.task_routes = {"policies.budget_alert_send": {"queue": "alerts"}}
+# The one place that defines periodic jobs.
 app.conf.beat_schedule = {}

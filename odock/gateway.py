@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import close_old_connections, connection
 
@@ -9,7 +11,12 @@ from apps.audit.writer import RequestLogWriter
 from apps.core.models import config_version_current
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.snapshot import Snapshot
+from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
+from apps.policies.alerts import budget_alert_enqueue
 from apps.policies.compile import snapshot_compile
+from apps.policies.spend import spend_counters_ensure
+
+log = logging.getLogger(__name__)
 
 
 def _load_snapshot() -> Snapshot:
@@ -32,14 +39,44 @@ def gateway_config_from_settings(**overrides) -> GatewayConfig:
         "upstream_timeout_seconds": settings.ODOCK_UPSTREAM_TIMEOUT_SECONDS,
         "max_body_bytes": settings.ODOCK_MAX_BODY_BYTES,
         "snapshot_poll_seconds": settings.ODOCK_SNAPSHOT_POLL_SECONDS,
+        "default_max_output_tokens": settings.ODOCK_DEFAULT_MAX_OUTPUT_TOKENS,
+        "hold_ttl_seconds": settings.ODOCK_RESERVATION_TTL_SECONDS,
+        "tokenizer_dir": str(settings.VAR_DIR / "tiktoken"),
+        "db_outage_grace_seconds": settings.ODOCK_DB_OUTAGE_GRACE_SECONDS,
     }
     values.update(overrides)
     return GatewayConfig(**values)
 
 
-def build_gateway(**config_overrides) -> GatewayApp:
+def _state_store(redis_url: str) -> StateStore:
+    return RedisStateStore(redis_url) if redis_url else LocalStateStore()
+
+
+def _spend_guard(redis_url: str):
+    """On every snapshot poll: if Redis lost its counters (restart, flush), rebuild them
+    from the database before they can let a budget be overspent."""
+    if not redis_url:
+        return lambda: None
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+
+    def guard() -> None:
+        try:
+            spend_counters_ensure(client)
+        except redis.RedisError:
+            log.warning("Redis unreachable while checking spend counters")
+
+    return guard
+
+
+def build_gateway(*, redis_url: str | None = None, **config_overrides) -> GatewayApp:
+    redis_url = settings.REDIS_URL if redis_url is None else redis_url
     return GatewayApp(
         config=gateway_config_from_settings(**config_overrides),
+        state_store=_state_store(redis_url),
+        on_budget_alert=budget_alert_enqueue,
+        on_poll=_spend_guard(redis_url),
         snapshot_loader=_load_snapshot,
         version_reader=_read_version,
         release_loader=_close_thread_connection,

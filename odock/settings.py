@@ -179,7 +179,27 @@ ODOCK_UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_UPSTREAM_TIMEOUT_SE
 ODOCK_MAX_BODY_BYTES = int(os.environ.get("ODOCK_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 # Grace period during which a rotated key's old secret keeps working (seconds).
 ODOCK_ROTATION_GRACE_SECONDS = int(os.environ.get("ODOCK_ROTATION_GRACE_SECONDS", "86400"))
+# Output tokens assumed when reserving budget for a request that sets no max_tokens.
+ODOCK_DEFAULT_MAX_OUTPUT_TOKENS = int(os.environ.get("ODOCK_DEFAULT_MAX_OUTPUT_TOKENS", "4096"))
+# A reservation not settled within this time (a crashed process) is swept.
+ODOCK_RESERVATION_TTL_SECONDS = float(os.environ.get("ODOCK_RESERVATION_TTL_SECONDS", "600"))
+# Without the database for this long, fail-closed organisations are refused (503).
+ODOCK_DB_OUTAGE_GRACE_SECONDS = float(os.environ.get("ODOCK_DB_OUTAGE_GRACE_SECONDS", "30"))
 # Request-log writer batching.
 ODOCK_RECORD_BATCH_SIZE = int(os.environ.get("ODOCK_RECORD_BATCH_SIZE", "500"))
 ODOCK_RECORD_FLUSH_SECONDS = float(os.environ.get("ODOCK_RECORD_FLUSH_SECONDS", "0.05"))
-FORMS_URLFIELD_ASSUME_HTTPS = True
+
+# --- Email (budget alerts) -------------------------------------------------------------
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+# Without an SMTP host (embedded default) alerts are printed to the console.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "odock@localhost")

@@ -83,3 +83,143 @@ def gateway_factory(transactional_db):
 @pytest.fixture
 def gateway(gateway_factory):
     return gateway_factory()
+
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_reachable() -> bool:
+    import os
+
+    if os.environ.get("ODOCK_REQUIRE_SERVICES") == "1":
+        return True  # CI: an unreachable Redis must fail the tests, not skip them
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis (database 15), emptied before and after the test."""
+    if not _redis_reachable():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def database_url() -> str:
+    """The URL of the database this test run uses (for gateway subprocesses)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("multi-process tests need PostgreSQL (set DATABASE_URL)")
+    user = s.get("USER") or "postgres"
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+class GatewayProcess:
+    """A real gateway process (uvicorn, as in production) for multi-process tests."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "odock.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--lifespan",
+                "on",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway process exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gateway process did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+
+@pytest.fixture
+def gateway_processes(transactional_db, tmp_path):
+    """Start N gateway processes sharing this test's PostgreSQL database (and Redis)."""
+    import os
+
+    from django.conf import settings
+
+    started: list[GatewayProcess] = []
+
+    def start(count: int, *, redis_url: str = "", **extra_env: str) -> list[GatewayProcess]:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "ODOCK_KEY_PEPPER": settings.ODOCK_KEY_PEPPER,
+            "ODOCK_ENCRYPTION_KEYS": ",".join(settings.ODOCK_ENCRYPTION_KEYS),
+            "ODOCK_VAR_DIR": str(settings.VAR_DIR),
+            "ODOCK_SNAPSHOT_POLL_SECONDS": "0.2",
+            "CELERY_TASK_ALWAYS_EAGER": "true",
+            **extra_env,
+        }
+        procs = [GatewayProcess(env) for _ in range(count)]
+        started.extend(procs)
+        for p in procs:
+            p.wait_ready()
+        return procs
+
+    yield start
+    for p in started:
+        p.stop()

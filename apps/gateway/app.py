@@ -15,10 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from apps.gateway.background import BackgroundCalls
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.lifecycle import Pipeline
@@ -36,6 +38,8 @@ from apps.gateway.stages import (
     validate_chat,
     validate_embeddings,
 )
+from apps.gateway.state_store import LocalStateStore, StateStore
+from apps.gateway.tokens import tokenizer_configure
 from apps.gateway.upstream import OpenAIAdapter, UpstreamPool
 from apps.keys.secrets import key_digest
 
@@ -48,6 +52,13 @@ class GatewayConfig:
     upstream_timeout_seconds: float = 60.0
     max_body_bytes: int = 8 * 1024 * 1024
     snapshot_poll_seconds: float = 1.0
+    # Output tokens assumed for a budget reservation when the request sets no max_tokens.
+    default_max_output_tokens: int = 4096
+    # How long a reservation is held before a crashed process's hold is swept.
+    hold_ttl_seconds: float = 600.0
+    tokenizer_dir: str = ""
+    # After this long without reaching the database, fail-closed organisations get 503.
+    db_outage_grace_seconds: float = 30.0
 
 
 class Recorder(RecordSink, Protocol):
@@ -63,6 +74,9 @@ class GatewayApp:
         snapshot_loader: Callable[[], Snapshot],
         version_reader: Callable[[], int],
         recorder: Recorder,
+        state_store: StateStore,
+        on_budget_alert: Callable[[str], None] = lambda alert: None,
+        on_poll: Callable[[], None] = lambda: None,
         release_loader: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
@@ -71,12 +85,23 @@ class GatewayApp:
             version_reader=version_reader,
             poll_seconds=config.snapshot_poll_seconds,
             release=release_loader,
+            on_poll=on_poll,
         )
+        self.state_store = state_store
+        self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)
         self.recorder = recorder
         self.pool = UpstreamPool(timeout_seconds=config.upstream_timeout_seconds)
         adapter = OpenAIAdapter(self.pool)
         pepper = config.key_pepper
         authenticate = Authenticate(lambda secret: key_digest(secret, pepper))
+        reserve = ReserveBudget(
+            state_store,
+            fallback=LocalStateStore(),
+            default_max_output_tokens=config.default_max_output_tokens,
+            hold_ttl_ms=int(config.hold_ttl_seconds * 1000),
+            on_alert=self.alerts.submit,
+            database_healthy=self._database_healthy,
+        )
         record = Record(recorder)
         self.pipelines: dict[tuple[str, str], Pipeline] = {
             ("POST", "/v1/chat/completions"): Pipeline(
@@ -85,7 +110,7 @@ class GatewayApp:
                     authenticate,
                     Authorize(validate_chat),
                     Inspect(),
-                    ReserveBudget(),
+                    reserve,
                     Route(adapter, "chat"),
                 ],
                 record,
@@ -96,7 +121,7 @@ class GatewayApp:
                     authenticate,
                     Authorize(validate_embeddings),
                     Inspect(),
-                    ReserveBudget(),
+                    reserve,
                     Route(adapter, "embeddings"),
                 ],
                 record,
@@ -109,6 +134,9 @@ class GatewayApp:
         self.metrics: Counter[tuple[str, int]] = Counter()
         self.latency_sum: Counter[str] = Counter()
 
+    def _database_healthy(self) -> bool:
+        return time.time() - self.snapshots.last_ok < self.config.db_outage_grace_seconds
+
     # --- lifecycle of the process ----------------------------------------------------
 
     async def startup(self) -> None:
@@ -120,6 +148,11 @@ class GatewayApp:
             if self._started:
                 return
             self.recorder.start()
+            self.alerts.start()
+            if self.config.tokenizer_dir:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, tokenizer_configure, Path(self.config.tokenizer_dir)
+                )
             await self.snapshots.start()
             self._started = True
 
@@ -129,7 +162,10 @@ class GatewayApp:
         self._started = False
         await self.snapshots.stop()
         await self.pool.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
+        await self.state_store.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.recorder.stop)
+        await loop.run_in_executor(None, self.alerts.stop)
 
     async def lifespan(self, scope: dict, receive: Any, send: Any) -> None:
         while True:

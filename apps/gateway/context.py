@@ -49,6 +49,8 @@ class RequestContext:
     client_disconnected: bool = False
     response_started: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    prompt_tokens: int | None = None  # counted by the gateway, before the call
+    reservation: Any = None  # governance.Reservation while one is held
 
     def decide(self, stage: str, outcome: str, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

@@ -16,6 +16,7 @@ from apps.gateway.errors import GatewayError
 from apps.gateway.record import Record
 from apps.gateway.respond import send_error
 from apps.gateway.stages import Stage
+from apps.gateway.tokens import count_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ class Pipeline:
         self.record = record
 
     async def handle(self, ctx: RequestContext) -> None:
+        ran: list[Stage] = []
         try:
             for stage in self.stages:
+                ran.append(stage)
                 await stage.run(ctx)
         except GatewayError as error:
             await self._refuse(ctx, error)
@@ -48,6 +51,12 @@ class Pipeline:
                 ),
             )
         finally:
+            fill_missing_usage(ctx)
+            # Stages that hold something (a budget reservation) let go of it, in reverse.
+            for stage in reversed(ran):
+                finish = getattr(stage, "finish", None)
+                if finish is not None:
+                    await _shielded(finish(ctx))
             self.record.run(ctx)
 
     @staticmethod
@@ -56,3 +65,22 @@ class Pipeline:
             await send_error(ctx, error)
         except OSError:  # the client is already gone
             ctx.client_disconnected = True
+
+
+def fill_missing_usage(ctx: RequestContext) -> None:
+    """The provider sent no usage (client left, stream broke): estimate it and say so."""
+    if ctx.deployment is None or ctx.body is None:
+        return
+    if ctx.input_tokens == 0:
+        ctx.input_tokens = ctx.prompt_tokens or count_prompt_tokens(ctx.body)
+        ctx.usage_estimated = True
+
+
+async def _shielded(work) -> None:
+    """Settling must finish even when the request task is being cancelled."""
+    try:
+        await asyncio.shield(asyncio.ensure_future(work))
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("finishing a stage failed")

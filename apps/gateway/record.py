@@ -7,14 +7,11 @@ makes that writer durable.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
-
 from decimal import Decimal
+from typing import Any, Protocol
 
 from apps.core.money import cost_usd
 from apps.gateway.context import RequestContext
-from apps.gateway.stages import estimate_prompt_tokens
-
 
 ZERO = Decimal(0)
 
@@ -30,10 +27,6 @@ class Record:
         self._sink = sink
 
     def run(self, ctx: RequestContext) -> None:
-        if ctx.deployment is not None and ctx.body is not None and ctx.input_tokens == 0:
-            # The provider reported no usage (e.g. the client left mid-stream): estimate.
-            ctx.input_tokens = estimate_prompt_tokens(ctx.body)
-            ctx.usage_estimated = True
         cost = ZERO
         if ctx.model is not None and (ctx.input_tokens or ctx.output_tokens):
             cost = cost_usd(

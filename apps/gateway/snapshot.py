@@ -27,6 +27,24 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitRule:
+    """One enforced limit from one level of the hierarchy (every level is enforced).
+
+    ``limit`` is requests (rpm), tokens (tpm), concurrent requests (concurrency) or
+    micro-USD (budget). ``model`` set: the rule applies to that public model only.
+    """
+
+    kind: str  # "rpm" | "tpm" | "concurrency" | "budget"
+    rule_id: int
+    level: str  # e.g. "team:search" — named in refusals and in the admin
+    limit: int
+    model: str | None = None
+    period: str = ""  # budgets: daily | weekly | monthly | total
+    hard: bool = True
+    thresholds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class KeyEntry:
     identity: Identity
     # Epoch seconds; None means never.
@@ -38,6 +56,11 @@ class KeyEntry:
     allowed_models: frozenset[str] | None
     # For a rotated key's old digest: when it stops working (epoch seconds).
     valid_until: float | None = None
+    # Budgets and rate limits of the key, its project, team and organisation.
+    limits: tuple[LimitRule, ...] = ()
+    # When the shared state store (Redis) is unreachable: serve with local best-effort
+    # limits (True) or refuse with 503 (False). Set per organisation.
+    fail_open: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,14 @@ class SnapshotStore:
         version_reader: Callable[[], int],
         poll_seconds: float,
         release: Callable[[], None] = lambda: None,
+        on_poll: Callable[[], None] = lambda: None,
     ) -> None:
-        """``release`` runs on the loader thread at stop (closes its DB connection)."""
+        """``release`` runs on the loader thread at stop (closes its DB connection);
+        ``on_poll`` runs there on every poll (e.g. rebuilding counters after a Redis flush)."""
         self._loader = loader
         self._version_reader = version_reader
         self._release = release
+        self._on_poll = on_poll
         self._poll_seconds = poll_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-snapshot")
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +82,7 @@ class SnapshotStore:
                 self.last_ok = time.time()
                 if version != self.current.version:
                     await loop.run_in_executor(self._executor, self.reload)
+                await loop.run_in_executor(self._executor, self._on_poll)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database is away: keep serving the last snapshot

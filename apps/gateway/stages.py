@@ -8,8 +8,10 @@ Stages not built yet are present as named pass-through steps so the shape is fin
 from __future__ import annotations
 
 import bisect
+import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -17,8 +19,11 @@ import orjson
 from apps.gateway.context import RequestContext
 from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
+from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
 from apps.gateway.respond import send_json
-from apps.gateway.snapshot import DeploymentEntry, ModelEntry
+from apps.gateway.snapshot import DeploymentEntry, LimitRule, ModelEntry
+from apps.gateway.state_store import StateStore, StateUnavailable
+from apps.gateway.tokens import count_prompt_tokens
 from apps.gateway.upstream import OPENAI_KINDS, OpenAIAdapter
 from apps.keys.secrets import KEY_PREFIX
 
@@ -189,14 +194,160 @@ class Inspect:
         ctx.decide(self.name, "pass", "no guardrails configured (not built yet)")
 
 
-# --- 4. reserve budget (pass-through until governance lands) -------------------------
+# --- 4. reserve budget ----------------------------------------------------------------
+
+LIMIT_CODES = {
+    "rpm": ("rate_limit_exceeded", "{limit} requests per minute"),
+    "tpm": ("token_rate_limit_exceeded", "{limit} tokens per minute"),
+    "concurrency": ("concurrency_limit_exceeded", "{limit} concurrent requests"),
+    "budget": ("budget_exceeded", "a {period} budget of {usd} USD"),
+}
+
+
+def _duration(ms: int) -> str:
+    """OpenAI's reset format: 250ms, 1s, 6m0s."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    seconds = ms / 1000
+    minutes, rest = divmod(seconds, 60)
+    if minutes:
+        return f"{int(minutes)}m{rest:.0f}s"
+    return f"{rest:.3g}s"
+
+
+def _refusal(rule: LimitRule, retry_after_ms: int) -> GatewayError:
+    code, what = LIMIT_CODES[rule.kind]
+    usd = f"{rule.limit / 1_000_000:.6f}".rstrip("0").rstrip(".")
+    limit_text = what.format(limit=rule.limit, period=rule.period, usd=usd)
+    if retry_after_ms < 0 and rule.kind != "budget":
+        message = f"This request alone exceeds the limit of {limit_text} at {rule.level}."
+        retry_seconds = 60
+    else:
+        message = f"Limit of {limit_text} reached at {rule.level}."
+        retry_seconds = 86_400 if retry_after_ms < 0 else max(1, math.ceil(retry_after_ms / 1000))
+    headers = [
+        (b"retry-after", str(retry_seconds).encode()),
+        (b"x-odock-limit-level", rule.level.encode()),
+    ]
+    return GatewayError(429, message, code=code, type="rate_limit_error", headers=headers)
+
+
+def _max_output_tokens(ctx: RequestContext, default: int) -> int:
+    if ctx.endpoint == "embeddings":
+        return 0
+    assert ctx.body is not None
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = ctx.body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
 
 
 class ReserveBudget:
+    """Rate limits and budgets at every level, checked and reserved in one atomic step.
+
+    The worst case (prompt tokens counted + max output tokens) is held; ``finish``
+    settles with the real usage, or releases the hold when nothing was spent.
+    """
+
     name = "reserve_budget"
 
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        fallback: StateStore,
+        default_max_output_tokens: int,
+        hold_ttl_ms: int,
+        on_alert: Callable[[str], None],
+        database_healthy: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._database_healthy = database_healthy
+        self._store = store
+        self._fallback = fallback
+        self._default_max_output = default_max_output_tokens
+        self._ttl_ms = hold_ttl_ms
+        self._on_alert = on_alert
+
     async def run(self, ctx: RequestContext) -> None:
-        ctx.decide(self.name, "pass", "budgets and rate limits not enforced yet")
+        assert ctx.key is not None and ctx.model is not None and ctx.body is not None
+        if not self._database_healthy():
+            # Policies may have changed since the database went away.
+            if not ctx.key.fail_open:
+                ctx.decide(self.name, "deny", "database unreachable; organisation fails closed")
+                raise GatewayError(
+                    503,
+                    "Policies cannot be confirmed right now; retry shortly.",
+                    code="governance_unavailable",
+                    type="api_error",
+                    headers=[(b"retry-after", b"5")],
+                )
+            ctx.decide(self.name, "incident", "database unreachable; fail-open on last snapshot")
+        rules = applicable_rules(ctx.key.limits, ctx.model_name)
+        if not rules:
+            ctx.decide(self.name, "pass", "no budget or rate limit applies")
+            return
+        ctx.prompt_tokens = count_prompt_tokens(ctx.body)
+        reservation = plan_checks(
+            ctx.request_id,
+            rules,
+            model=ctx.model,
+            prompt_tokens=ctx.prompt_tokens,
+            max_output_tokens=_max_output_tokens(ctx, self._default_max_output),
+        )
+        store = self._store
+        try:
+            result = await store.reserve(reservation.rid, reservation.checks, self._ttl_ms)
+        except StateUnavailable:
+            if not ctx.key.fail_open:
+                ctx.decide(self.name, "deny", "state store unreachable; organisation fails closed")
+                raise GatewayError(
+                    503,
+                    "Usage limits cannot be checked right now; retry shortly.",
+                    code="governance_unavailable",
+                    type="api_error",
+                    headers=[(b"retry-after", b"5")],
+                ) from None
+            store = self._fallback
+            ctx.decide(
+                self.name, "incident", "state store unreachable; fail-open with local limits"
+            )
+            result = await store.reserve(reservation.rid, reservation.checks, self._ttl_ms)
+        if not result.ok:
+            rule = rules[result.denied]
+            ctx.decide(self.name, "deny", f"{rule.kind} limit at {rule.level}")
+            raise _refusal(rule, result.retry_after_ms)
+        reservation.store = store
+        ctx.reservation = reservation
+        for kind, header in (("requests", result.rpm), ("tokens", result.tpm)):
+            if header is not None:
+                limit, remaining, reset_ms = header
+                ctx.extra_headers += [
+                    (f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
+                    (f"x-ratelimit-remaining-{kind}".encode(), str(max(remaining, 0)).encode()),
+                    (f"x-ratelimit-reset-{kind}".encode(), _duration(reset_ms).encode()),
+                ]
+        ctx.decide(self.name, "allow", f"reserved {len(rules)} limits")
+
+    async def finish(self, ctx: RequestContext) -> None:
+        reservation = ctx.reservation
+        if reservation is None or reservation.settled or ctx.model is None:
+            return
+        reservation.settled = True
+        items = plan_settlement(
+            reservation,
+            input_tokens=ctx.input_tokens,
+            output_tokens=ctx.output_tokens,
+            model=ctx.model,
+        )
+        try:
+            alerts = await reservation.store.settle(reservation.rid, items)
+        except StateUnavailable:
+            # The hold expires by itself; the record keeps the real cost for rebuilding.
+            ctx.decide(self.name, "incident", "state store unreachable at settlement")
+            return
+        for alert in alerts:
+            self._on_alert(alert)
 
 
 # --- 5. route ------------------------------------------------------------------------
@@ -212,25 +363,6 @@ def choose_deployment(
         return model.primaries[0]
     point = rng.random() * model.cumulative_weights[-1]
     return model.primaries[bisect.bisect_right(model.cumulative_weights, point)]
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """Rough count (4 characters a token) for when the provider reports no usage."""
-    chars = 0
-    for m in body.get("messages") or ():
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])
-    value = body.get("input")
-    if isinstance(value, str):
-        chars += len(value)
-    elif isinstance(value, list):
-        chars += sum(len(v) for v in value if isinstance(v, str))
-    return max(1, chars // 4)
 
 
 class Route:

@@ -6,14 +6,27 @@ queries whatever the number of keys.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
+from decimal import ROUND_FLOOR, Decimal
 
 from apps.core.models import config_version_current
-from apps.gateway.snapshot import DeploymentEntry, Identity, KeyEntry, ModelEntry, Snapshot
+from apps.gateway.snapshot import (
+    DeploymentEntry,
+    Identity,
+    KeyEntry,
+    LimitRule,
+    ModelEntry,
+    Snapshot,
+)
 from apps.keys.models import VirtualKey
-from apps.policies.models import ModelAccess
+from apps.policies.models import Budget, ModelAccess, RateLimit
 from apps.providers.models import Deployment, DeploymentRole, Model
+from apps.tenancy.models import OutagePolicy
+
+MICRO = Decimal(1_000_000)
+LevelKey = tuple[str, int]
 
 
 def _allowed_models_by_level() -> dict[tuple[str, int], set[str]]:
@@ -31,6 +44,52 @@ def _allowed_models_by_level() -> dict[tuple[str, int], set[str]]:
             if level_id is not None:
                 allowed[(level, level_id)].add(model_name)
     return allowed
+
+
+def _level_of(rule) -> LevelKey:
+    for level, attr in (
+        ("org", "organization_id"),
+        ("team", "team_id"),
+        ("project", "project_id"),
+        ("key", "key_id"),
+    ):
+        level_id = getattr(rule, attr)
+        if level_id is not None:
+            return (level, level_id)
+    raise ValueError(f"{rule!r} is attached to no level")
+
+
+def _limit_rules_by_level() -> dict[LevelKey, list[LimitRule]]:
+    """Every budget and rate limit, compiled and grouped by the level it is attached to."""
+    rules: dict[LevelKey, list[LimitRule]] = defaultdict(list)
+    related = ("organization", "team", "project", "key", "model")
+    for b in Budget.objects.select_related(*related):
+        micro = int((b.limit_usd * MICRO).to_integral_value(rounding=ROUND_FLOOR))
+        rules[_level_of(b)].append(
+            LimitRule(
+                kind="budget",
+                rule_id=b.pk,
+                level=b.level,
+                limit=micro,
+                model=b.model.name if b.model_id else None,
+                period=b.period,
+                hard=b.hard,
+                thresholds=tuple(sorted({int(t) for t in (b.alert_thresholds or [])})),
+            )
+        )
+    for r in RateLimit.objects.select_related(*related):
+        for kind, value in (("rpm", r.rpm), ("tpm", r.tpm), ("concurrency", r.max_concurrency)):
+            if value is not None:
+                rules[_level_of(r)].append(
+                    LimitRule(
+                        kind=kind,
+                        rule_id=r.pk,
+                        level=r.level,
+                        limit=value,
+                        model=r.model.name if r.model_id else None,
+                    )
+                )
+    return rules
 
 
 def _intersect(chain: list[set[str] | None]) -> frozenset[str] | None:
@@ -88,6 +147,7 @@ def _compile_models() -> dict[str, ModelEntry]:
 
 def _compile_keys() -> dict[str, KeyEntry]:
     allowed = _allowed_models_by_level()
+    limits = _limit_rules_by_level()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -111,22 +171,22 @@ def _compile_keys() -> dict[str, KeyEntry]:
             allowed.get(("project", project.pk)),
             allowed.get(("key", k.pk)),
         ]
+        levels = [("org", org.pk), ("team", team.pk), ("project", project.pk), ("key", k.pk)]
         entry = KeyEntry(
             identity=identity,
             expires_at=k.expires_at.timestamp() if k.expires_at else None,
             revoked=k.revoked_at is not None,
             active=org.is_active and team.is_active and project.is_active,
             allowed_models=_intersect(chain),
+            # Every level's rules are enforced independently, so a child's looser limit
+            # can never loosen its parent's: the parent's own counter still refuses.
+            limits=tuple(rule for level in levels for rule in limits.get(level, ())),
+            fail_open=org.outage_policy == OutagePolicy.FAIL_OPEN,
         )
         keys[k.digest] = entry
         if k.previous_digest and k.previous_valid_until:
-            keys[k.previous_digest] = KeyEntry(
-                identity=identity,
-                expires_at=entry.expires_at,
-                revoked=entry.revoked,
-                active=entry.active,
-                allowed_models=entry.allowed_models,
-                valid_until=k.previous_valid_until.timestamp(),
+            keys[k.previous_digest] = dataclasses.replace(
+                entry, valid_until=k.previous_valid_until.timestamp()
             )
     return keys
 

@@ -122,3 +122,30 @@ class ModelAccess(ScopedRule):
 
     def __str__(self) -> str:
         return f"{self.level} may use {self.model.name}"
+
+
+class BudgetAlert(models.Model):
+    """One alert per budget, period and threshold: the unique constraint makes sending
+    idempotent even if Redis (which detects the crossing) was flushed."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    period_key = models.CharField(max_length=16)
+    threshold = models.PositiveSmallIntegerField()
+    limit_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    spent_usd = models.DecimalField(max_digits=20, decimal_places=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    webhook_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    emailed = models.BooleanField(default=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_key", "threshold"], name="budget_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.period_key} {self.threshold}%"

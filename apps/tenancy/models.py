@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from django.db import models
 
+from apps.core.fields import EncryptedTextField
+
+
+class OutagePolicy(models.TextChoices):
+    FAIL_CLOSED = "fail_closed", "Fail closed: refuse with 503"
+    FAIL_OPEN = "fail_open", "Fail open: local best-effort limits, incident recorded"
+
 
 class Organization(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True, help_text="Inactive: every key below is refused.")
+    outage_policy = models.CharField(
+        max_length=16,
+        choices=OutagePolicy.choices,
+        default=OutagePolicy.FAIL_CLOSED,
+        help_text="What the gateway does when Redis (shared limits) or the database is away.",
+    )
+    alert_webhook_url = models.URLField(
+        max_length=500, blank=True, help_text="Budget alerts are POSTed here, signed (HMAC)."
+    )
+    alert_webhook_secret = EncryptedTextField(
+        blank=True, help_text="HMAC-SHA256 key for X-Odock-Signature; encrypted at rest."
+    )
+    alert_emails = models.CharField(
+        max_length=1000, blank=True, help_text="Comma-separated addresses for budget alerts."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,158 @@
+"""Turning a key's limit rules into the counters one request checks and reserves.
+
+Pure functions over the snapshot: no I/O. Money in integer micro-USD; a model's price
+per million tokens in USD is exactly its price per token in micro-USD.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+
+from apps.gateway.snapshot import LimitRule, ModelEntry
+from apps.gateway.state_store import PREFIX, Check, Settlement, StateStore
+
+KEEP_AFTER_PERIOD = timedelta(days=35)  # old periods stay readable for reconciliation
+TOTAL_KEEP_MS = 10 * 365 * 86_400_000
+
+
+def period_bounds(period: str, now: datetime) -> tuple[str, datetime | None]:
+    """The period's key and its end (UTC calendar boundaries); ``total`` never ends."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return f"d{day:%Y%m%d}", day + timedelta(days=1)
+    if period == "weekly":
+        start = day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+        return f"w{start:%Y%m%d}", start + timedelta(days=7)
+    if period == "monthly":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return f"m{start:%Y%m}", end
+    return "total", None
+
+
+def period_start(period: str, now: datetime) -> datetime | None:
+    key, end = period_bounds(period, now)
+    if end is None:
+        return None
+    return {
+        "daily": end - timedelta(days=1),
+        "weekly": end - timedelta(days=7),
+        "monthly": now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+    }[period]
+
+
+def budget_key(rule_id: int, period_key: str) -> str:
+    return f"{PREFIX}b:{rule_id}:{period_key}"
+
+
+def budget_alert_key(rule_id: int, period_key: str) -> str:
+    return f"{PREFIX}alert:{rule_id}:{period_key}"
+
+
+def cost_micro(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
+    """Rounded up: counters may overstate spend by < 1 micro-USD a request, never under."""
+    exact = input_tokens * model.input_per_mtok + output_tokens * model.output_per_mtok
+    return int(Decimal(exact).to_integral_value(rounding=ROUND_CEILING))
+
+
+@dataclass(slots=True)
+class Reservation:
+    rid: str
+    rules: list[LimitRule]
+    checks: list[Check]
+    prompt_tokens: int
+    max_output_tokens: int
+    period_keys: list[str]
+    store: StateStore | None = None
+    settled: bool = False
+
+
+def applicable_rules(rules: tuple[LimitRule, ...], model_name: str) -> list[LimitRule]:
+    return [r for r in rules if r.model is None or r.model == model_name]
+
+
+def plan_checks(
+    rid: str,
+    rules: list[LimitRule],
+    *,
+    model: ModelEntry,
+    prompt_tokens: int,
+    max_output_tokens: int,
+    now: datetime | None = None,
+) -> Reservation:
+    """Checks for every applicable rule, with the worst case this request could cost."""
+    now = now or datetime.now(UTC)
+    worst_tokens = prompt_tokens + max_output_tokens
+    worst_micro = cost_micro(prompt_tokens, max_output_tokens, model)
+    checks: list[Check] = []
+    period_keys: list[str] = []
+    for rule in rules:
+        period_key = ""
+        if rule.kind == "rpm":
+            check = Check("r", f"{PREFIX}rpm:{rule.rule_id}", rule.limit, 1)
+        elif rule.kind == "tpm":
+            check = Check("t", f"{PREFIX}tpm:{rule.rule_id}", rule.limit, worst_tokens)
+        elif rule.kind == "concurrency":
+            check = Check("c", f"{PREFIX}c:{rule.rule_id}", rule.limit, 1)
+        else:
+            period_key, end = period_bounds(rule.period, now)
+            if end is None:
+                keep_ms, retry_ms = TOTAL_KEEP_MS, -1
+            else:
+                keep_ms = int((end - now + KEEP_AFTER_PERIOD).total_seconds() * 1000)
+                retry_ms = math.ceil((end - now).total_seconds() * 1000)
+            check = Check(
+                "b",
+                budget_key(rule.rule_id, period_key),
+                rule.limit,
+                worst_micro,
+                hard=rule.hard,
+                keep_ms=keep_ms,
+                retry_ms=retry_ms,
+            )
+        checks.append(check)
+        period_keys.append(period_key)
+    return Reservation(
+        rid=rid,
+        rules=rules,
+        checks=checks,
+        prompt_tokens=prompt_tokens,
+        max_output_tokens=max_output_tokens,
+        period_keys=period_keys,
+    )
+
+
+def plan_settlement(
+    reservation: Reservation, *, input_tokens: int, output_tokens: int, model: ModelEntry
+) -> list[Settlement]:
+    """Real usage replaces the worst case; 0 tokens releases the hold entirely."""
+    actual_micro = cost_micro(input_tokens, output_tokens, model)
+    items: list[Settlement] = []
+    for rule, check, period_key in zip(
+        reservation.rules, reservation.checks, reservation.period_keys, strict=True
+    ):
+        if check.kind == "b":
+            items.append(
+                Settlement(
+                    "b",
+                    check.key,
+                    check.amount,
+                    actual_micro,
+                    limit=rule.limit,
+                    keep_ms=check.keep_ms,
+                    thresholds=rule.thresholds,
+                    alert_key=budget_alert_key(rule.rule_id, period_key),
+                )
+            )
+        elif check.kind == "t":
+            items.append(
+                Settlement(
+                    "t", check.key, check.amount, input_tokens + output_tokens, limit=rule.limit
+                )
+            )
+        elif check.kind == "c":
+            items.append(Settlement("c", check.key, 1, 0))
+    return items

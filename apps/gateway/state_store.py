@@ -1,0 +1,377 @@
+"""Shared counters for rate limits, concurrency and budgets.
+
+Every level's limits are checked and reserved in ONE atomic step (a Lua script in
+Redis), so any number of gateway processes agree without races. The embedded default
+uses ``LocalStateStore``: the same algorithm in-process, for a single process.
+
+Algorithms
+- rpm / tpm: GCRA (a "virtual scheduling" token bucket): each key holds a theoretical
+  arrival time (TAT). A request of weight w is allowed if TAT + w*interval - window <= now.
+  Exact over any sliding 60 s window; no 2x burst at a fixed-window boundary.
+- concurrency: a sorted set of reservation ids scored by their expiry.
+- budgets: a settled-spend counter and a reserved counter (micro-USD) per budget and
+  period. Reservations are holds with a TTL kept apart from settled spend: a crashed
+  process's holds expire and are swept, so they never leave phantom spend.
+
+Clock: Redis's own TIME, so gateway machines with skewed clocks still agree.
+All keys share the ``{odock}`` hash tag, so they live in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+PREFIX = "{odock}:"
+WINDOW_MS = 60_000
+
+
+class StateUnavailable(Exception):
+    """The shared store cannot be reached; the caller applies the outage policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One counter to check and reserve. ``kind``: r (rpm), t (tpm), c (concurrency),
+    b (budget). ``amount``: requests, tokens, 1, or micro-USD."""
+
+    kind: str
+    key: str
+    limit: int
+    amount: int
+    hard: bool = True
+    keep_ms: int = 0  # budgets: how long the period's counters live
+    retry_ms: int = 0  # budgets: time until the period ends (Retry-After)
+
+
+@dataclass(slots=True)
+class ReserveResult:
+    ok: bool
+    denied: int = -1  # index of the first check that refused
+    retry_after_ms: int = 0
+    # For x-ratelimit-* headers: the tightest rpm and tpm checks.
+    rpm: tuple[int, int, int] | None = None  # (limit, remaining, reset_ms)
+    tpm: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a reservation ends. ``actual``: tokens (t) or micro-USD (b); 0 releases."""
+
+    kind: str
+    key: str
+    reserved: int
+    actual: int
+    limit: int = 0
+    keep_ms: int = 0
+    thresholds: tuple[int, ...] = ()
+    alert_key: str = ""
+
+
+class StateStore(Protocol):
+    async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult: ...
+
+    async def settle(self, rid: str, items: list[Settlement]) -> list[str]:
+        """Returns the alert keys that crossed a threshold for the first time."""
+        ...
+
+
+# --- Redis --------------------------------------------------------------------------
+
+_COMMON = """
+local function sweep(prefix, now)
+  local holds = prefix .. 'holds'
+  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, 100)
+  for _, rid in ipairs(expired) do
+    local hk = prefix .. 'hold:' .. rid
+    local applied = redis.call('GET', hk)
+    if applied then
+      for _, a in ipairs(cjson.decode(applied)) do
+        if a[1] == 'b' then redis.call('DECRBY', a[2] .. ':r', a[3])
+        elseif a[1] == 'c' then redis.call('ZREM', a[2], rid) end
+      end
+      redis.call('DEL', hk)
+    end
+    redis.call('ZREM', holds, rid)
+  end
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+RESERVE_LUA = (
+    _COMMON
+    + """
+local prefix, rid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local checks = cjson.decode(ARGV[4])
+local now = now_ms()
+sweep(prefix, now)
+local plan = {}
+local rpm, tpm = {-1, -1, 0}, {-1, -1, 0}
+for i, c in ipairs(checks) do
+  local kind, key, limit, amount = c[1], c[2], c[3], c[4]
+  if kind == 'r' or kind == 't' then
+    local interval = 60000 / limit
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    local new_tat = tat + interval * amount
+    local allow_at = new_tat - 60000
+    if amount > limit then return {0, i - 1, -1} end
+    if allow_at > now then return {0, i - 1, math.ceil(allow_at - now)} end
+    plan[i] = new_tat
+    local remaining = math.floor((60000 - (new_tat - now)) / interval)
+    local hdr = (kind == 'r') and rpm or tpm
+    if hdr[2] < 0 or remaining < hdr[2] then
+      hdr[1], hdr[2], hdr[3] = limit, remaining, math.ceil(new_tat - now)
+    end
+  elseif kind == 'c' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) + 1 > limit then return {0, i - 1, 1000} end
+  elseif kind == 'b' then
+    local spent = tonumber(redis.call('GET', key .. ':s') or '0')
+    local reserved = tonumber(redis.call('GET', key .. ':r') or '0')
+    if c[5] == 1 and spent + reserved + amount > limit then return {0, i - 1, c[7]} end
+  end
+end
+local applied = {}
+for i, c in ipairs(checks) do
+  local kind, key, amount = c[1], c[2], c[4]
+  if kind == 'r' or kind == 't' then
+    redis.call('SET', key, tostring(plan[i]), 'PX', math.ceil(plan[i] - now) + 1000)
+  elseif kind == 'c' then
+    redis.call('ZADD', key, now + ttl, rid)
+    redis.call('PEXPIRE', key, ttl + 60000)
+    table.insert(applied, {'c', key, 1})
+  elseif kind == 'b' then
+    redis.call('INCRBY', key .. ':r', amount)
+    if c[6] > 0 then redis.call('PEXPIRE', key .. ':r', c[6]) end
+    table.insert(applied, {'b', key, amount})
+  end
+end
+if #applied > 0 then
+  redis.call('SET', prefix .. 'hold:' .. rid, cjson.encode(applied), 'PX', ttl + 60000)
+  redis.call('ZADD', prefix .. 'holds', now + ttl, rid)
+end
+return {1, -1, 0, rpm[1], rpm[2], rpm[3], tpm[1], tpm[2], tpm[3]}
+"""
+)
+
+SETTLE_LUA = (
+    _COMMON
+    + """
+local prefix, rid = ARGV[1], ARGV[2]
+local items = cjson.decode(ARGV[3])
+local hk = prefix .. 'hold:' .. rid
+local held = redis.call('EXISTS', hk) == 1
+local alerts = {}
+for _, it in ipairs(items) do
+  local kind, key, reserved, actual = it[1], it[2], it[3], it[4]
+  if kind == 'b' then
+    if held then redis.call('DECRBY', key .. ':r', reserved) end
+    local after = redis.call('INCRBY', key .. ':s', actual)
+    if it[6] > 0 then redis.call('PEXPIRE', key .. ':s', it[6]) end
+    local before = after - actual
+    for _, th in ipairs(it[7]) do
+      local mark = it[5] * th / 100
+      if before < mark and after >= mark then
+        if redis.call('SET', it[8] .. ':' .. th, '1', 'NX', 'PX', math.max(it[6], 60000)) then
+          table.insert(alerts, it[8] .. ':' .. th)
+        end
+      end
+    end
+  elseif kind == 't' then
+    if actual ~= reserved then
+      local tat = tonumber(redis.call('GET', key) or '0')
+      if tat > 0 then
+        redis.call('SET', key, tostring(tat + (actual - reserved) * 60000 / it[5]), 'KEEPTTL')
+      end
+    end
+  elseif kind == 'c' then
+    redis.call('ZREM', key, rid)
+  end
+end
+redis.call('DEL', hk)
+redis.call('ZREM', prefix .. 'holds', rid)
+return alerts
+"""
+)
+
+
+def _check_row(c: Check) -> list[Any]:
+    return [c.kind, c.key, c.limit, c.amount, 1 if c.hard else 0, c.keep_ms, c.retry_ms]
+
+
+def _settle_row(s: Settlement) -> list[Any]:
+    return [
+        s.kind,
+        s.key,
+        s.reserved,
+        s.actual,
+        s.limit,
+        s.keep_ms,
+        list(s.thresholds),
+        s.alert_key,
+    ]
+
+
+def _parse_reserve(raw: list[Any]) -> ReserveResult:
+    if int(raw[0]) != 1:
+        return ReserveResult(ok=False, denied=int(raw[1]), retry_after_ms=int(raw[2]))
+    rpm = (int(raw[3]), int(raw[4]), int(raw[5])) if int(raw[3]) >= 0 else None
+    tpm = (int(raw[6]), int(raw[7]), int(raw[8])) if int(raw[6]) >= 0 else None
+    return ReserveResult(ok=True, rpm=rpm, tpm=tpm)
+
+
+class RedisStateStore:
+    """One EVALSHA per reserve and per settle; a connection pool per process."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
+        import redis.asyncio as aioredis  # imported once, at construction
+
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            max_connections=512,
+            health_check_interval=30,
+        )
+        self._reserve = self._redis.register_script(RESERVE_LUA)
+        self._settle = self._redis.register_script(SETTLE_LUA)
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        self._outage = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+    async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult:
+        payload = orjson.dumps([_check_row(c) for c in checks])
+        try:
+            raw = await self._reserve(args=[PREFIX, rid, ttl_ms, payload])
+        except self._outage as exc:
+            raise StateUnavailable(str(exc)) from exc
+        return _parse_reserve(raw)
+
+    async def settle(self, rid: str, items: list[Settlement]) -> list[str]:
+        payload = orjson.dumps([_settle_row(s) for s in items])
+        try:
+            raw = await self._settle(args=[PREFIX, rid, payload])
+        except self._outage as exc:
+            raise StateUnavailable(str(exc)) from exc
+        return [a.decode() if isinstance(a, bytes) else a for a in raw]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+# --- In-process ---------------------------------------------------------------------
+
+
+@dataclass
+class LocalStateStore:
+    """The same semantics as the Lua scripts, for one process (embedded default, and the
+    fail-open fallback when Redis is away). Runs on the event loop: no awaits inside,
+    so each call is atomic."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    zsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    holds: dict[str, tuple[float, list[tuple[str, str, int]]]] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def _now() -> float:
+        return time.time() * 1000
+
+    def _sweep(self, now: float) -> None:
+        for rid in [r for r, (expiry, _) in self.holds.items() if expiry <= now]:
+            _, applied = self.holds.pop(rid)
+            for kind, key, amount in applied:
+                if kind == "b":
+                    self.values[key + ":r"] = self.values.get(key + ":r", 0) - amount
+                elif kind == "c":
+                    self.zsets.get(key, {}).pop(rid, None)
+
+    async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult:
+        now = self._now()
+        self._sweep(now)
+        plan: dict[int, float] = {}
+        result = ReserveResult(ok=True)
+        for i, c in enumerate(checks):
+            if c.kind in ("r", "t"):
+                interval = WINDOW_MS / c.limit
+                tat = max(self.values.get(c.key, 0.0), now)
+                new_tat = tat + interval * c.amount
+                if c.amount > c.limit:
+                    return ReserveResult(ok=False, denied=i, retry_after_ms=-1)
+                if new_tat - WINDOW_MS > now:
+                    return ReserveResult(
+                        ok=False, denied=i, retry_after_ms=math.ceil(new_tat - WINDOW_MS - now)
+                    )
+                plan[i] = new_tat
+                remaining = math.floor((WINDOW_MS - (new_tat - now)) / interval)
+                current = result.rpm if c.kind == "r" else result.tpm
+                if current is None or remaining < current[1]:
+                    header = (c.limit, remaining, math.ceil(new_tat - now))
+                    if c.kind == "r":
+                        result.rpm = header
+                    else:
+                        result.tpm = header
+            elif c.kind == "c":
+                members = self.zsets.setdefault(c.key, {})
+                for member in [m for m, exp in members.items() if exp <= now]:
+                    del members[member]
+                if len(members) + 1 > c.limit:
+                    return ReserveResult(ok=False, denied=i, retry_after_ms=1000)
+            elif c.kind == "b":
+                used = self.values.get(c.key + ":s", 0) + self.values.get(c.key + ":r", 0)
+                if c.hard and used + c.amount > c.limit:
+                    return ReserveResult(ok=False, denied=i, retry_after_ms=c.retry_ms)
+        applied: list[tuple[str, str, int]] = []
+        for i, c in enumerate(checks):
+            if c.kind in ("r", "t"):
+                self.values[c.key] = plan[i]
+            elif c.kind == "c":
+                self.zsets[c.key][rid] = now + ttl_ms
+                applied.append(("c", c.key, 1))
+            elif c.kind == "b":
+                self.values[c.key + ":r"] = self.values.get(c.key + ":r", 0) + c.amount
+                applied.append(("b", c.key, c.amount))
+        if applied:
+            self.holds[rid] = (now + ttl_ms, applied)
+        return result
+
+    async def settle(self, rid: str, items: list[Settlement]) -> list[str]:
+        held = rid in self.holds
+        alerts: list[str] = []
+        for it in items:
+            if it.kind == "b":
+                if held:
+                    self.values[it.key + ":r"] = self.values.get(it.key + ":r", 0) - it.reserved
+                before = self.values.get(it.key + ":s", 0)
+                after = before + it.actual
+                self.values[it.key + ":s"] = after
+                for th in it.thresholds:
+                    mark = it.limit * th / 100
+                    alert = f"{it.alert_key}:{th}"
+                    if before < mark <= after and alert not in self.marks:
+                        self.marks[alert] = 1
+                        alerts.append(alert)
+            elif it.kind == "t" and it.actual != it.reserved and it.key in self.values:
+                self.values[it.key] += (it.actual - it.reserved) * WINDOW_MS / it.limit
+            elif it.kind == "c":
+                self.zsets.get(it.key, {}).pop(rid, None)
+        self.holds.pop(rid, None)
+        return alerts
+
+    def spent(self, key: str) -> int:
+        return int(self.values.get(key + ":s", 0))
+
+    def reserved(self, key: str) -> int:
+        return int(self.values.get(key + ":r", 0))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,125 @@
+"""Reads about policies: a key's effective policy with where each part comes from, and
+current spend against every budget that applies to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from apps.gateway.governance import period_bounds
+from apps.keys.models import VirtualKey
+from apps.policies.models import Budget, ModelAccess, RateLimit
+from apps.policies.spend import budget_spent_usd
+
+
+@dataclass(frozen=True)
+class Level:
+    kind: str  # org | team | project | key
+    obj: object
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.obj.name}"  # type: ignore[attr-defined]
+
+    @property
+    def field(self) -> str:
+        return {"org": "organization", "team": "team", "project": "project", "key": "key"}[
+            self.kind
+        ]
+
+
+def key_levels(key: VirtualKey) -> list[Level]:
+    project = key.project
+    team = project.team
+    return [
+        Level("org", team.organization),
+        Level("team", team),
+        Level("project", project),
+        Level("key", key),
+    ]
+
+
+def _level_q(levels: list[Level]):
+    from django.db.models import Q
+
+    q = Q(pk__in=[])
+    for level in levels:
+        q |= Q(**{level.field: level.obj})
+    return q
+
+
+def effective_policy_for_key(key: VirtualKey) -> dict:
+    """What governs this key, level by level. Every listed limit is enforced; for each kind
+    the tightest one is marked ``binding`` (a looser child limit never loosens a parent)."""
+    levels = key_levels(key)
+    labels = {(level.field, level.obj.pk): level.label for level in levels}
+
+    def label_of(rule) -> str:
+        for level in levels:
+            if getattr(rule, f"{level.field}_id") == level.obj.pk:
+                return labels[(level.field, level.obj.pk)]
+        return "?"
+
+    allowed: dict[str, set[str]] = {}
+    for rule in ModelAccess.objects.filter(_level_q(levels)).select_related("model"):
+        allowed.setdefault(label_of(rule), set()).add(rule.model.name)
+    effective_models: set[str] | None = None
+    for level in levels:
+        names = allowed.get(level.label)
+        if names is not None:
+            effective_models = names if effective_models is None else effective_models & names
+
+    limits = []
+    for r in RateLimit.objects.filter(_level_q(levels)).select_related("model"):
+        for kind, value in (("rpm", r.rpm), ("tpm", r.tpm), ("concurrency", r.max_concurrency)):
+            if value is not None:
+                limits.append(
+                    {
+                        "kind": kind,
+                        "limit": value,
+                        "level": label_of(r),
+                        "model": r.model.name if r.model_id else None,
+                        "rule_id": r.pk,
+                    }
+                )
+    now = datetime.now(UTC)
+    budgets = []
+    for b in Budget.objects.filter(_level_q(levels)).select_related("model"):
+        period_key, end = period_bounds(b.period, now)
+        spent = budget_spent_usd(b, now)
+        budgets.append(
+            {
+                "level": label_of(b),
+                "limit_usd": str(b.limit_usd),
+                "period": b.period,
+                "period_key": period_key,
+                "period_ends": end.isoformat() if end else None,
+                "hard": b.hard,
+                "model": b.model.name if b.model_id else None,
+                "spent_usd": str(spent),
+                "remaining_usd": str(max(b.limit_usd - spent, Decimal(0))),
+                "thresholds": b.alert_thresholds,
+                "rule_id": b.pk,
+            }
+        )
+    for group in (limits, budgets):
+        by_kind: dict[tuple, list[dict]] = {}
+        for item in group:
+            by_kind.setdefault((item.get("kind", item.get("period")), item["model"]), []).append(
+                item
+            )
+        for items in by_kind.values():
+            tightest = min(items, key=lambda i: Decimal(str(i.get("limit", i.get("limit_usd")))))
+            for item in items:
+                item["binding"] = item is tightest
+    return {
+        "key": key.name,
+        "levels": [level.label for level in levels],
+        "models": {
+            "effective": sorted(effective_models) if effective_models is not None else None,
+            "by_level": {k: sorted(v) for k, v in allowed.items()},
+        },
+        "rate_limits": limits,
+        "budgets": budgets,
+    }

@@ -1,0 +1,151 @@
+"""The state store's algorithms, run identically against Redis and the in-process store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from apps.gateway.state_store import (
+    PREFIX,
+    Check,
+    LocalStateStore,
+    RedisStateStore,
+    Settlement,
+    StateUnavailable,
+)
+
+TTL = 60_000
+
+
+_loop = asyncio.new_event_loop()
+
+
+def run(coro):
+    """One loop for the module: the Redis client's connections belong to a loop."""
+    return _loop.run_until_complete(coro)
+
+
+@pytest.fixture(params=["local", "redis"])
+def store(request):
+    if request.param == "local":
+        yield LocalStateStore()
+        return
+    url = request.getfixturevalue("redis_url")
+    redis_store = RedisStateStore(url)
+    yield redis_store
+    run(redis_store.close())
+
+
+def reserve(store, rid, checks):
+    async def go():
+        return await store.reserve(rid, checks, TTL)
+
+    return run(go())
+
+
+def settle(store, rid, items):
+    async def go():
+        return await store.settle(rid, items)
+
+    return run(go())
+
+
+def test_rpm_allows_exactly_the_limit_then_refuses_with_retry_after(store):
+    check = Check("r", PREFIX + "rpm:1", 5, 1)
+    results = [reserve(store, f"r{i}", [check]) for i in range(6)]
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    # One request's worth of the window (60 s / 5 = 12 s) must pass before the next.
+    assert 11_000 <= results[-1].retry_after_ms <= 12_000
+    assert results[0].rpm[:2] == (5, 4) and results[4].rpm[:2] == (5, 0)
+
+
+def test_a_refusal_at_one_level_reserves_nothing_at_the_others(store):
+    team = Check("b", PREFIX + "b:1:total", 1_000, 100)
+    project = Check("b", PREFIX + "b:2:total", 150, 100)
+    assert reserve(store, "a", [team, project]).ok
+    refused = reserve(store, "b", [team, project])
+    assert not refused.ok and refused.denied == 1
+    settle(store, "a", [Settlement("b", team.key, 100, 0), Settlement("b", project.key, 100, 0)])
+    # Had the refused request held the team's budget, 900 would not be free now.
+    assert reserve(store, "c", [Check("b", team.key, 1_000, 1_000)]).ok
+
+
+def test_concurrency_slots_are_freed_by_settlement(store):
+    check = Check("c", PREFIX + "c:1", 2, 1)
+    assert reserve(store, "a", [check]).ok and reserve(store, "b", [check]).ok
+    assert not reserve(store, "c", [check]).ok
+    settle(store, "a", [Settlement("c", check.key, 1, 0)])
+    assert reserve(store, "c", [check]).ok
+
+
+def test_budget_holds_then_settles_to_real_cost(store):
+    key = PREFIX + "b:9:d20261124"
+    check = Check("b", key, 100, 40, keep_ms=TTL)
+    assert reserve(store, "a", [check]).ok
+    assert reserve(store, "b", [check]).ok
+    assert not reserve(store, "c", [check]).ok  # 40 + 40 + 40 > 100
+    settle(store, "a", [Settlement("b", key, 40, 10, limit=100, keep_ms=TTL)])
+    assert reserve(store, "c", [check]).ok  # 10 spent + 40 + 40 held = 90
+
+
+def test_soft_budget_never_refuses_and_alerts_once_per_threshold(store):
+    key = PREFIX + "b:3:m202611"
+    check = Check("b", key, 100, 30, hard=False, keep_ms=TTL)
+    alerts = []
+    for i in range(6):
+        assert reserve(store, f"s{i}", [check]).ok
+        alerts += settle(
+            store,
+            f"s{i}",
+            [
+                Settlement(
+                    "b",
+                    key,
+                    30,
+                    30,
+                    limit=100,
+                    keep_ms=TTL,
+                    thresholds=(50, 80, 100),
+                    alert_key=PREFIX + "alert:3:m202611",
+                )
+            ],
+        )
+    assert alerts == [
+        PREFIX + "alert:3:m202611:50",
+        PREFIX + "alert:3:m202611:80",
+        PREFIX + "alert:3:m202611:100",
+    ]
+
+
+def test_expired_holds_are_swept(store):
+    key = PREFIX + "b:4:total"
+    check = Check("b", key, 100, 100, keep_ms=TTL)
+
+    async def go():
+        assert (await store.reserve("crashed", [check], 50)).ok  # never settled
+        assert not (await store.reserve("x", [check], TTL)).ok
+        await asyncio.sleep(0.1)
+        return await store.reserve("y", [check], TTL)
+
+    assert run(go()).ok
+
+
+def test_tpm_refunds_unused_tokens(store):
+    check = Check("t", PREFIX + "tpm:1", 1_000, 800)
+    assert reserve(store, "a", [check]).ok
+    assert not reserve(store, "b", [Check("t", check.key, 1_000, 300)]).ok
+    settle(store, "a", [Settlement("t", check.key, 800, 100, limit=1_000)])
+    assert reserve(store, "b", [Check("t", check.key, 1_000, 300)]).ok
+
+
+def test_a_request_larger_than_the_limit_is_refused_for_good(store):
+    result = reserve(store, "a", [Check("t", PREFIX + "tpm:2", 100, 101)])
+    assert not result.ok and result.retry_after_ms == -1
+
+
+def test_unreachable_redis_raises_state_unavailable():
+    dead = RedisStateStore("redis://127.0.0.1:1/0", timeout_seconds=0.2)
+    with pytest.raises(StateUnavailable):
+        reserve(dead, "a", [Check("r", PREFIX + "rpm:1", 5, 1)])
+    run(dead.close())
