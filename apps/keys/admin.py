@@ -1,0 +1,173 @@
+"""Admin for virtual keys. Secrets are shown exactly once, on the page answering the POST
+that created them (issue or rotate); no page ever shows a secret or a digest again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+
+from apps.keys.models import VirtualKey
+from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
+from apps.policies.admin import LevelRulesMixin, rule_inlines_for
+
+SHOW_ONCE_TEMPLATE = "admin/keys/virtualkey/key_created.html"
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        not_revoked = Q(revoked_at__isnull=True)
+        if self.value() == "active":
+            return queryset.filter(not_revoked, Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        if self.value() == "expired":
+            return queryset.filter(not_revoked, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(VirtualKey)
+class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
+    # No digest here, ever; a secret appears only on the show-once page.
+    status_fields = (
+        "prefix",
+        "status",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "previous_valid_until",
+    )
+    add_fieldsets = ((None, {"fields": ("project", "name", "owner", "expires_at")}),)
+    fieldsets = (
+        *add_fieldsets,
+        (
+            "Status",
+            {
+                "fields": status_fields,
+                "description": (
+                    "Only a digest of the secret is stored. After a rotation the previous "
+                    "secret keeps working until 'previous valid until'."
+                ),
+            },
+        ),
+    )
+    readonly_fields = ("project", *status_fields)
+    list_display = (
+        "name",
+        "project",
+        "prefix",
+        "status",
+        "owner",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+    )
+    list_filter = (
+        KeyStatusFilter,
+        ("project__team__organization", admin.RelatedOnlyFieldListFilter),
+    )
+    list_select_related = ("project__team__organization", "owner")
+    search_fields = (
+        "name",
+        "prefix",
+        "project__name",
+        "project__team__name",
+        "project__team__organization__name",
+        "owner__username",
+    )
+    search_help_text = "Key name or prefix, project, team, organisation or owner username."
+    autocomplete_fields = ("project", "owner")
+    actions = ("revoke_keys", "rotate_key")
+    rule_inlines = rule_inlines_for("key")
+
+    @admin.display(description="status")
+    def status(self, obj: VirtualKey) -> str:
+        if obj.is_revoked:
+            return "revoked"
+        return "expired" if obj.is_expired else "active"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[VirtualKey]:
+        # str(key.project) names its team and organisation.
+        return super().get_queryset(request).select_related("project__team__organization")
+
+    def get_fieldsets(self, request: HttpRequest, obj: VirtualKey | None = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: VirtualKey | None = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: VirtualKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = key_issue(
+            project=obj.project, name=obj.name, owner=obj.owner, expires_at=obj.expires_at
+        )
+        # The admin goes on with ``obj`` (history entry, response): make it the issued row.
+        for field in VirtualKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(issued.key, field.attname))
+        obj._state.adding = False
+        obj._state.db = issued.key._state.db
+        # Kept on this request only, for response_add; never in the session or messages.
+        request._odock_issued_key = issued  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: VirtualKey, post_url_continue: Any = None
+    ) -> HttpResponse:
+        issued = getattr(request, "_odock_issued_key", None)
+        if issued is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self._secret_response(request, issued, rotated=False)
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> None:
+        revoked = 0
+        for key in queryset:
+            if not key.is_revoked:
+                key_revoke(key=key)
+                self.log_change(request, key, "Revoked the key.")
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate key (shows the new secret once)", permissions=["change"])
+    def rotate_key(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> Any:
+        keys = list(queryset[:2])
+        if len(keys) != 1:
+            self.message_user(request, "Select exactly one key to rotate.", messages.ERROR)
+            return None
+        if keys[0].is_revoked:
+            self.message_user(request, "A revoked key cannot be rotated.", messages.ERROR)
+            return None
+        issued = key_rotate(key=keys[0])
+        self.log_change(request, issued.key, "Rotated the key.")
+        return self._secret_response(request, issued, rotated=True)
+
+    def _secret_response(
+        self, request: HttpRequest, issued: IssuedKey, *, rotated: bool
+    ) -> HttpResponse:
+        """The one page that shows a secret: rendered in answer to the POST, never cached."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Key rotated" if rotated else "Key created",
+            "key": issued.key,
+            "secret": issued.secret,
+            "rotated": rotated,
+            "key_url": reverse("admin:keys_virtualkey_change", args=[issued.key.pk]),
+        }
+        response = TemplateResponse(request, SHOW_ONCE_TEMPLATE, context)
+        add_never_cache_headers(response)
+        return response

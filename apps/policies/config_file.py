@@ -1,0 +1,702 @@
+"""The declarative configuration file ``odock_apply`` reads: schema, checks and apply.
+
+What a run does (and what a second run relies on):
+
+- **Validate everything first.** The YAML is checked against the schema below
+  (``extra="forbid"``: a misspelt field is an error), then for meaning: references to
+  providers and models (in the file or already in the database), duplicate names, key
+  secrets, environment variables. Every problem is reported as ``path: message``, e.g.
+  ``organizations[0].teams[1].rate_limit.rpm: Input should be a valid integer``, and
+  nothing is written.
+- **One transaction.** An error found while applying rolls the whole run back. Generated
+  key secrets are printed only after the commit.
+- **Natural keys.** Providers and models by name; a deployment by (model, provider,
+  upstream model); organisations by name, teams by name in their organisation, projects in
+  their team, keys in their project.
+- **Nothing is deleted by omission**, except the collections owned by an object the file
+  mentions, which the file's list replaces: a model's ``deployments``, and a level's
+  budgets (``budget:`` or ``budgets:``), rate limits (``rate_limit:`` or ``rate_limits:``)
+  and model access (``models:``). So a level listed without ``budget:`` ends with no budget
+  rows; an empty or absent ``models:`` list allows whatever the parent allows. Providers,
+  models, organisations, teams, projects and keys the file does not name are left alone.
+- **Optional scalars left out keep their current value** (``active``, a provider's
+  ``api_key``/``options``, an organisation's ``display_name``, a key's ``expires_at``); new
+  rows get the model defaults.
+- **Only real changes are saved**, so re-applying the same file writes nothing, does not
+  bump the configuration version, and reports ``created 0, updated 0, deleted 0``.
+- **Keys.** ``secret:`` is stored as its digest (and the digest replaced if the secret
+  changed); without ``secret:`` a new key gets a generated secret printed once, and an
+  existing key is left as it is. ``revoked: true`` revokes; it cannot be undone from the
+  file. ``expires_at`` must carry a timezone.
+- **Money** is Decimal: write it as a string (``"0.15"``) or a plain YAML number (read as
+  Decimal, never float); negatives are refused.
+- **Provider secrets** can come from the environment (``api_key_env: VAR``) so they need
+  not sit in the file.
+- ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
+  files written for the full architecture apply today.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, TextIO
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from apps.keys.models import VirtualKey
+from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
+from apps.policies.models import Budget, BudgetPeriod, ModelAccess, RateLimit, ScopedRule
+from apps.providers.models import Deployment, DeploymentRole, Model, Provider, ProviderKind
+from apps.tenancy.models import Organization, Project, Team
+
+
+class ConfigError(Exception):
+    """The file is invalid or cannot be applied; ``errors`` are ``path: message`` lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --- Schema ---------------------------------------------------------------------------
+
+
+def _refuse_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError('money must be a Decimal: write it as a string, e.g. "0.15"')
+    return value
+
+
+Money = Annotated[
+    Decimal, BeforeValidator(_refuse_float), Field(ge=0, max_digits=14, decimal_places=6)
+]
+Slug = Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Count = Annotated[int, Field(ge=0)]
+
+
+def _plain_json(value: Any) -> Any:
+    """Free-form settings land in a JSONField: YAML's Decimals and dates become JSON types
+    (these are options and tags, not money)."""
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PriceSpec(_Spec):
+    input_per_mtok: Money
+    output_per_mtok: Money
+
+
+class DeploymentSpec(_Spec):
+    provider: Slug
+    model: ModelName  # the model's name at the provider
+    weight: PositiveInt = 1
+    role: DeploymentRole = DeploymentRole.PRIMARY
+    tags: JsonObject = Field(default_factory=dict)
+    active: bool | None = None
+
+
+class ModelSpec(_Spec):
+    name: ModelName
+    price: PriceSpec
+    deployments: list[DeploymentSpec] = Field(default_factory=list)
+    active: bool | None = None
+
+
+class ProviderSpec(_Spec):
+    name: Slug
+    kind: ProviderKind
+    api_base: str
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    options: JsonObject | None = None
+    active: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ProviderSpec:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key or api_key_env, not both")
+        return self
+
+
+class BudgetSpec(_Spec):
+    limit_usd: Money
+    period: BudgetPeriod = BudgetPeriod.MONTHLY
+    hard: bool = True
+    alert_thresholds: list[PositiveInt] = Field(default_factory=lambda: [50, 80, 100])
+    model: ModelName | None = None
+
+
+class RateLimitSpec(_Spec):
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_concurrency: Count | None = None
+    model: ModelName | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimitSpec:
+        if self.rpm is None and self.tpm is None and self.max_concurrency is None:
+            raise ValueError("set at least one of rpm, tpm, max_concurrency")
+        return self
+
+
+class LevelSpec(_Spec):
+    """Rules any level can carry; each list replaces that level's rules of its type."""
+
+    budget: BudgetSpec | None = None
+    budgets: list[BudgetSpec] | None = None
+    rate_limit: RateLimitSpec | None = None
+    rate_limits: list[RateLimitSpec] | None = None
+    models: list[ModelName] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _single_or_list(self) -> LevelSpec:
+        for one, many in (("budget", "budgets"), ("rate_limit", "rate_limits")):
+            if getattr(self, one) is not None and getattr(self, many) is not None:
+                raise ValueError(f"give {one} or {many}, not both")
+        return self
+
+    def budget_list(self) -> list[tuple[str, BudgetSpec]]:
+        """(path suffix, spec) pairs, whichever of the two spellings was used."""
+        if self.budget is not None:
+            return [("budget", self.budget)]
+        return [(f"budgets[{i}]", b) for i, b in enumerate(self.budgets or [])]
+
+    def rate_limit_list(self) -> list[tuple[str, RateLimitSpec]]:
+        if self.rate_limit is not None:
+            return [("rate_limit", self.rate_limit)]
+        return [(f"rate_limits[{i}]", r) for i, r in enumerate(self.rate_limits or [])]
+
+
+class KeySpec(LevelSpec):
+    name: Slug
+    secret: SecretStr | None = None
+    expires_at: AwareDatetime | None = None
+    revoked: bool | None = None
+
+
+class ProjectSpec(LevelSpec):
+    name: Slug
+    active: bool | None = None
+    keys: list[KeySpec] = Field(default_factory=list)
+
+
+class TeamSpec(LevelSpec):
+    name: Slug
+    active: bool | None = None
+    projects: list[ProjectSpec] = Field(default_factory=list)
+
+
+class OrganizationSpec(LevelSpec):
+    name: Slug
+    display_name: str | None = None
+    active: bool | None = None
+    teams: list[TeamSpec] = Field(default_factory=list)
+
+
+class ConfigFile(_Spec):
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+    organizations: list[OrganizationSpec] = Field(default_factory=list)
+    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)  # not supported yet
+
+
+@dataclass(frozen=True, slots=True)
+class LevelEntry:
+    """One level of the hierarchy in the file, parents before children."""
+
+    path: str  # e.g. organizations[0].teams[1]
+    kind: str  # organization, team, project or key (the rule models' field names)
+    names: tuple[str, ...]  # e.g. ("acme", "search")
+    spec: LevelSpec
+
+
+def config_levels(config: ConfigFile) -> Iterator[LevelEntry]:
+    for i, org in enumerate(config.organizations):
+        org_path = f"organizations[{i}]"
+        yield LevelEntry(org_path, "organization", (org.name,), org)
+        for j, team in enumerate(org.teams):
+            team_path = f"{org_path}.teams[{j}]"
+            yield LevelEntry(team_path, "team", (org.name, team.name), team)
+            for k, project in enumerate(team.projects):
+                project_path = f"{team_path}.projects[{k}]"
+                names = (org.name, team.name, project.name)
+                yield LevelEntry(project_path, "project", names, project)
+                for n, key in enumerate(project.keys):
+                    yield LevelEntry(f"{project_path}.keys[{n}]", "key", (*names, key.name), key)
+
+
+# --- Loading --------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML numbers with a fraction load as Decimal (money never passes through float), and
+    a key given twice in one mapping is an error instead of silently winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_decimal(self, node: yaml.ScalarNode) -> Decimal | float:
+        try:
+            return Decimal(self.construct_scalar(node).replace("_", ""))
+        except InvalidOperation:  # .inf, .nan, sexagesimal: let the schema refuse them
+            return self.construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_decimal)
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def config_load(text: str) -> ConfigFile:
+    """Parse and validate the file's structure (meaning is checked by ``config_check``)."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError([f"{where}: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(file): {exc}"]) from None
+    try:
+        return ConfigFile.model_validate(data if data is not None else {})
+    except PydanticValidationError as exc:
+        raise ConfigError(
+            [
+                f"{_error_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+# --- Checks ---------------------------------------------------------------------------
+
+
+def _duplicates(errors: list[str], path: str, names: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            errors.append(f"{path}[{i}]: duplicate {what} {name!r}")
+        seen.add(name)
+
+
+def _check_level_rules(errors: list[str], entry: LevelEntry, known_models: set[str]) -> None:
+    spec, path = entry.spec, entry.path
+
+    def check_model(where: str, name: str | None) -> None:
+        if name is not None and name not in known_models:
+            errors.append(f"{where}: unknown model {name!r}")
+
+    budgets = spec.budget_list()
+    for suffix, budget in budgets:
+        check_model(f"{path}.{suffix}.model", budget.model)
+    _duplicates(
+        errors,
+        f"{path}.budgets",
+        [(b.model or "all models", b.period.value) for _s, b in budgets],
+        "budget (model, period)",
+    )
+    limits = spec.rate_limit_list()
+    for suffix, limit in limits:
+        check_model(f"{path}.{suffix}.model", limit.model)
+    _duplicates(
+        errors, f"{path}.rate_limits", [limit.model for _s, limit in limits], "rate limit for model"
+    )
+    for i, name in enumerate(spec.models):
+        check_model(f"{path}.models[{i}]", name)
+    _duplicates(errors, f"{path}.models", spec.models, "model")
+
+
+def config_check(config: ConfigFile) -> list[str]:
+    """Errors of meaning, each as ``path: message``; references may name rows already in
+    the database as well as ones in the file."""
+    errors: list[str] = []
+    known_providers = {p.name for p in config.providers} | set(
+        Provider.objects.values_list("name", flat=True)
+    )
+    known_models = {m.name for m in config.models} | set(
+        Model.objects.values_list("name", flat=True)
+    )
+    _duplicates(errors, "providers", [p.name for p in config.providers], "provider")
+    for i, provider in enumerate(config.providers):
+        try:  # the model field's own rules (URL syntax, length)
+            Provider._meta.get_field("api_base").clean(provider.api_base, None)
+        except ValidationError as exc:
+            errors.extend(f"providers[{i}].api_base: {m}" for m in exc.messages)
+        if provider.api_key_env is not None and not os.environ.get(provider.api_key_env):
+            errors.append(f"providers[{i}].api_key_env: {provider.api_key_env} is not set")
+    _duplicates(errors, "models", [m.name for m in config.models], "model")
+    for i, model in enumerate(config.models):
+        for j, deployment in enumerate(model.deployments):
+            if deployment.provider not in known_providers:
+                where = f"models[{i}].deployments[{j}].provider"
+                errors.append(f"{where}: unknown provider {deployment.provider!r}")
+        _duplicates(
+            errors,
+            f"models[{i}].deployments",
+            [(d.provider, d.model) for d in model.deployments],
+            "deployment",
+        )
+    _duplicates(errors, "organizations", [o.name for o in config.organizations], "organization")
+    secrets: dict[str, str] = {}
+    for entry in config_levels(config):
+        _check_level_rules(errors, entry, known_models)
+        if isinstance(entry.spec, OrganizationSpec):
+            _duplicates(errors, f"{entry.path}.teams", [t.name for t in entry.spec.teams], "team")
+        elif isinstance(entry.spec, TeamSpec):
+            _duplicates(
+                errors, f"{entry.path}.projects", [p.name for p in entry.spec.projects], "project"
+            )
+        elif isinstance(entry.spec, ProjectSpec):
+            _duplicates(errors, f"{entry.path}.keys", [k.name for k in entry.spec.keys], "key")
+        elif isinstance(entry.spec, KeySpec) and entry.spec.secret is not None:
+            secret = entry.spec.secret.get_secret_value()
+            try:
+                key_set_secret(key=VirtualKey(), secret=secret)  # the service's own rule
+            except ValueError as exc:
+                errors.append(f"{entry.path}.secret: {exc}")
+            if secret in secrets:
+                errors.append(f"{entry.path}.secret: same secret as {secrets[secret]}")
+            secrets.setdefault(secret, entry.path)
+    return errors
+
+
+def config_warnings(config: ConfigFile) -> list[str]:
+    return ["mcp_servers: not supported yet, ignored"] if config.mcp_servers else []
+
+
+# --- Apply ----------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    warnings: list[str] = field(default_factory=list)
+    # (key path, secret) of generated keys: printed once, never stored.
+    issued: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def summary(self) -> str:
+        counts = (
+            f"created {len(self.created)}, updated {len(self.updated)}, "
+            f"deleted {len(self.deleted)}, unchanged {self.unchanged}"
+        )
+        return counts if self.changed else f"no changes: {counts}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    path: str  # where the file says it, for errors
+    detail: str  # for the report, e.g. "monthly, all models"
+    values: dict[str, Any]
+
+
+@contextmanager
+def _errors_at(path: str) -> Iterator[None]:
+    """Turn a model's ValidationError into ConfigError lines under the file's path."""
+    try:
+        yield
+    except ValidationError as exc:
+        if not hasattr(exc, "error_dict"):
+            raise ConfigError([f"{path}: {m}" for m in exc.messages]) from None
+        lines = []
+        for name, messages in exc.message_dict.items():
+            if name == "digest":  # the only unique digest clash: a secret already in use
+                lines.append(f"{path}.secret: this secret is already used by another key")
+                continue
+            where = path if name == "__all__" else f"{path}.{name}"
+            lines.extend(f"{where}: {m}" for m in messages)
+        raise ConfigError(lines) from None
+
+
+class _Applier:
+    """Applies a checked ConfigFile; one instance per run, inside one transaction."""
+
+    def __init__(self, result: ApplyResult) -> None:
+        self.result = result
+        self.providers: dict[str, Provider] = {}
+        self.models: dict[str, Model] = {}
+        self.levels: dict[tuple[str, ...], models.Model] = {}
+
+    def run(self, config: ConfigFile) -> None:
+        for i, spec in enumerate(config.providers):
+            self._provider(spec, f"providers[{i}]")
+        self.providers = {p.name: p for p in Provider.objects.only("name")}
+        for i, spec in enumerate(config.models):
+            self._model(spec, f"models[{i}]")
+        self.models = {m.name: m for m in Model.objects.only("name")}
+        for entry in config_levels(config):
+            self.levels[entry.names] = self._level(entry)
+            self._rules(entry)
+
+    def _save(self, obj: models.Model, values: dict[str, Any], label: str, path: str) -> None:
+        """Create ``obj`` or update the fields that differ; an identical row is not saved."""
+        adding = obj._state.adding
+        changed = [name for name, value in values.items() if getattr(obj, name) != value]
+        if not adding and not changed:
+            self.result.unchanged += 1
+            return
+        for name in changed:
+            setattr(obj, name, values[name])
+        with _errors_at(path):
+            obj.full_clean()
+        obj.save(update_fields=None if adding else changed)
+        if adding:
+            self.result.created.append(label)
+        else:
+            self.result.updated.append(f"{label} ({', '.join(changed)})")
+
+    def _provider(self, spec: ProviderSpec, path: str) -> None:
+        values: dict[str, Any] = {"kind": spec.kind.value, "api_base": spec.api_base}
+        if spec.api_key is not None:
+            values["api_key"] = spec.api_key.get_secret_value()
+        elif spec.api_key_env is not None:
+            values["api_key"] = os.environ[spec.api_key_env]
+        if spec.options is not None:
+            values["options"] = spec.options
+        if spec.active is not None:
+            values["is_active"] = spec.active
+        obj = Provider.objects.filter(name=spec.name).first() or Provider(name=spec.name)
+        self._save(obj, values, f"provider {spec.name}", path)
+
+    def _model(self, spec: ModelSpec, path: str) -> None:
+        values: dict[str, Any] = {
+            "input_per_mtok": spec.price.input_per_mtok,
+            "output_per_mtok": spec.price.output_per_mtok,
+        }
+        if spec.active is not None:
+            values["is_active"] = spec.active
+        model = Model.objects.filter(name=spec.name).first() or Model(name=spec.name)
+        self._save(model, values, f"model {spec.name}", path)
+        existing = {(d.provider_id, d.upstream_model): d for d in model.deployments.all()}
+        for j, dep in enumerate(spec.deployments):
+            provider = self.providers[dep.provider]
+            row = existing.pop((provider.pk, dep.model), None) or Deployment(
+                model=model, provider=provider, upstream_model=dep.model
+            )
+            dep_values: dict[str, Any] = {
+                "weight": dep.weight,
+                "role": dep.role.value,
+                "tags": dep.tags,
+            }
+            if dep.active is not None:
+                dep_values["is_active"] = dep.active
+            self._save(row, dep_values, f"deployment {row}", f"{path}.deployments[{j}]")
+        for row in existing.values():
+            row.delete()
+            self.result.deleted.append(f"deployment {row}")
+
+    def _level(self, entry: LevelEntry) -> models.Model:
+        spec, label = entry.spec, f"{entry.kind} {'/'.join(entry.names)}"
+        if isinstance(spec, KeySpec):
+            return self._key(entry, label)
+        values: dict[str, Any] = {}
+        if getattr(spec, "active", None) is not None:
+            values["is_active"] = spec.active  # type: ignore[attr-defined]
+        if isinstance(spec, OrganizationSpec):
+            obj = Organization.objects.filter(name=spec.name).first() or Organization(
+                name=spec.name
+            )
+            if spec.display_name is not None:
+                values["display_name"] = spec.display_name
+        elif isinstance(spec, TeamSpec):
+            org = self.levels[entry.names[:-1]]
+            obj = Team.objects.filter(organization=org, name=spec.name).first() or Team(
+                organization=org, name=spec.name
+            )
+        else:
+            team = self.levels[entry.names[:-1]]
+            obj = Project.objects.filter(team=team, name=spec.name).first() or Project(
+                team=team, name=spec.name
+            )
+        self._save(obj, values, label, entry.path)
+        return obj
+
+    def _key(self, entry: LevelEntry, label: str) -> VirtualKey:
+        spec = entry.spec
+        assert isinstance(spec, KeySpec)
+        project = self.levels[entry.names[:-1]]
+        secret = spec.secret.get_secret_value() if spec.secret is not None else None
+        key = VirtualKey.objects.filter(project=project, name=spec.name).first()
+        if key is None:
+            with _errors_at(entry.path):
+                issued = key_issue(
+                    project=project, name=spec.name, expires_at=spec.expires_at, secret=secret
+                )
+            key = issued.key
+            self.result.created.append(label)
+            if spec.revoked:
+                key_revoke(key=key)
+            elif secret is None:
+                self.result.issued.append(("/".join(entry.names), issued.secret))
+            return key
+        changed = []
+        if secret is not None and not key_secret_matches(key=key, secret=secret):
+            key_set_secret(key=key, secret=secret)
+            changed += ["digest", "prefix"]
+        if "expires_at" in spec.model_fields_set and key.expires_at != spec.expires_at:
+            key.expires_at = spec.expires_at
+            changed.append("expires_at")
+        if changed:
+            with _errors_at(entry.path):
+                key.full_clean()
+            key.save(update_fields=changed)
+        if spec.revoked and not key.is_revoked:
+            key_revoke(key=key)
+            changed.append("revoked_at")
+        elif spec.revoked is False and key.is_revoked:
+            raise ConfigError(
+                [f"{entry.path}.revoked: the key is revoked; issue a new key instead"]
+            )
+        if changed:
+            shown = ["secret" if name == "digest" else name for name in changed if name != "prefix"]
+            self.result.updated.append(f"{label} ({', '.join(shown)})")
+        else:
+            self.result.unchanged += 1
+        return key
+
+    def _rules(self, entry: LevelEntry) -> None:
+        """Make the level's rules of each type exactly the file's (matched by natural key)."""
+        owner, spec = self.levels[entry.names], entry.spec
+        where = f"{entry.kind} {'/'.join(entry.names)}"
+
+        def model_id(name: str | None) -> int | None:
+            return None if name is None else self.models[name].pk
+
+        budgets = {
+            (model_id(b.model), b.period.value): _Rule(
+                f"{entry.path}.{suffix}",
+                f"{b.period.value}, {b.model or 'all models'}",
+                {"limit_usd": b.limit_usd, "hard": b.hard, "alert_thresholds": b.alert_thresholds},
+            )
+            for suffix, b in spec.budget_list()
+        }
+        limits = {
+            (model_id(r.model),): _Rule(
+                f"{entry.path}.{suffix}",
+                r.model or "all models",
+                {"rpm": r.rpm, "tpm": r.tpm, "max_concurrency": r.max_concurrency},
+            )
+            for suffix, r in spec.rate_limit_list()
+        }
+        access = {
+            (model_id(name),): _Rule(f"{entry.path}.models[{i}]", name, {})
+            for i, name in enumerate(spec.models)
+        }
+        for rule_model, match, desired in (
+            (Budget, ("model_id", "period"), budgets),
+            (RateLimit, ("model_id",), limits),
+            (ModelAccess, ("model_id",), access),
+        ):
+            self._sync_rules(rule_model, match, desired, entry.kind, owner, where)
+
+    def _sync_rules(
+        self,
+        rule_model: type[ScopedRule],
+        match: tuple[str, ...],
+        desired: dict[tuple, _Rule],
+        level: str,
+        owner: models.Model,
+        where: str,
+    ) -> None:
+        name = rule_model._meta.verbose_name
+        kept: dict[tuple, ScopedRule] = {}
+        for row in rule_model.objects.filter(**{level: owner}).order_by("pk"):
+            natural = tuple(getattr(row, f) for f in match)
+            if natural in desired and natural not in kept:
+                kept[natural] = row
+            else:
+                row.delete()
+                self.result.deleted.append(f"{name} on {where} ({row})")
+        for natural, rule in desired.items():
+            row = kept.get(natural) or rule_model(
+                **{level: owner}, **dict(zip(match, natural, strict=True))
+            )
+            self._save(row, rule.values, f"{name} on {where} ({rule.detail})", rule.path)
+
+
+def _report(result: ApplyResult, stdout: TextIO) -> None:
+    for line in result.warnings:
+        stdout.write(f"warning: {line}\n")
+    for verb, lines in (
+        ("created", result.created),
+        ("updated", result.updated),
+        ("deleted", result.deleted),
+    ):
+        for line in lines:
+            stdout.write(f"{verb} {line}\n")
+    for path, secret in result.issued:
+        stdout.write(f"key {path}: {secret}\n")
+    if result.issued:
+        stdout.write("Copy the generated keys now: they are stored only as digests.\n")
+    stdout.write(result.summary() + "\n")
+
+
+def config_apply(config: ConfigFile, *, stdout: TextIO | None = None) -> ApplyResult:
+    """Check, then apply in one transaction; print the outcome (and generated keys, once)
+    to ``stdout`` only after the commit."""
+    errors = config_check(config)
+    if errors:
+        raise ConfigError(errors)
+    result = ApplyResult(warnings=config_warnings(config))
+    with transaction.atomic():
+        _Applier(result).run(config)
+    if stdout is not None:
+        _report(result, stdout)
+    return result
