@@ -74,6 +74,77 @@ def external_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Ta
     yield Target("gateway", args.gateway.rstrip("/"), args.key, args.model)
 
 
+@contextlib.contextmanager
+def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Target]:
+    """Start a gateway process of this checkout (uvicorn + uvloop + httptools, one worker)
+    on a fresh SQLite database in a temporary folder (or ``--database-url``), seeded by
+    ``bench/seed.py``; ``--governed`` puts a budget and a rate limit on every level."""
+    with tempfile.TemporaryDirectory(prefix="odock-bench-var-") as var:
+        env = {**os.environ, "ODOCK_VAR_DIR": var, "ODOCK_LOG_LEVEL": "WARNING"}
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        if args.database_url:
+            env["DATABASE_URL"] = args.database_url
+        if args.redis_url:
+            env["REDIS_URL"] = args.redis_url
+        py = sys.executable
+        subprocess.run(
+            [py, "manage.py", "migrate", "-v", "0", "--noinput"], cwd=REPO_ROOT, env=env, check=True
+        )
+        seed = [py, "bench/seed.py", "--upstream", upstream_url, "--model", args.model]
+        if args.governed:
+            seed.append("--governed")
+        key = (
+            subprocess.run(seed, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        port = args.gateway_port
+        proc = subprocess.Popen(
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "odock.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--lifespan",
+                "on",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        try:
+            _wait_for_port(port, proc, 30)
+            yield Target("gateway", f"http://127.0.0.1:{port}/v1", key, args.model)
+        finally:
+            proc.terminate()
+            proc.wait(15)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: the gateway exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):  # noqa: S310
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("bench: the gateway did not become ready")
+
+
 # --------------------------------------------------------------------------- wrk
 
 
@@ -437,12 +508,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream-latency-ms", type=float, default=0, help="latency the fake adds"
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--start-gateway",
+        action="store_true",
+        help="start a gateway of this checkout instead of --gateway",
+    )
+    parser.add_argument(
+        "--governed",
+        action="store_true",
+        help="with --start-gateway: budgets and rate limits at every level",
+    )
+    parser.add_argument("--gateway-port", type=int, default=8765)
+    parser.add_argument("--database-url", default="", help="with --start-gateway")
+    parser.add_argument("--redis-url", default="", help="with --start-gateway")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, open_gateway: GatewayOpener = external_gateway) -> int:
     """Run the benchmark; ``open_gateway`` decides how the gateway under test is reached."""
     args = build_parser().parse_args(argv)
+    if args.start_gateway:
+        open_gateway = local_gateway
     wrk = shutil.which("wrk")
     if wrk is None:
         log("bench: wrk is not installed. Install it with: apt-get install wrk")

@@ -20,6 +20,12 @@ class EncryptedTextField(models.TextField):
             return value
         return crypto.decrypt(value)
 
+    def formfield(self, **kwargs: Any) -> Any:
+        """Write-only by default: no form ever renders the stored secret."""
+        from apps.core.forms import WriteOnlySecretField
+
+        return super().formfield(**{"form_class": WriteOnlySecretField, **kwargs})
+
     def get_prep_value(self, value: Any) -> str | None:
         value = super().get_prep_value(value)
         if value is None or value == "":

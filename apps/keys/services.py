@@ -56,6 +56,8 @@ def key_issue(
 @transaction.atomic
 def key_rotate(*, key: VirtualKey, grace: timedelta | None = None) -> IssuedKey:
     """New secret; the old one keeps working for ``grace`` so deployments can roll over."""
+    if key.revoked_at is not None:
+        raise ValueError("a revoked key cannot be rotated; issue a new key")
     if grace is None:
         grace = timedelta(seconds=settings.ODOCK_ROTATION_GRACE_SECONDS)
     secret = key_secret_generate()

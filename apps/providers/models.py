@@ -8,6 +8,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
+from apps.core.validators import validate_upstream_url
 
 
 class ProviderKind(models.TextChoices):
@@ -22,7 +23,11 @@ class ProviderKind(models.TextChoices):
 class Provider(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=ProviderKind.choices)
-    api_base = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    api_base = models.CharField(
+        max_length=500,
+        validators=[validate_upstream_url],
+        help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1",
+    )
     api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest; never shown back.")
     options = models.JSONField(
         default=dict, blank=True, help_text="Provider-specific settings, e.g. api_version, region."

@@ -41,3 +41,13 @@ def test_rotation_keeps_old_digest_for_grace():
     assert rotated.secret != issued.secret
     assert key.previous_digest == old_digest and key.digest != old_digest
     assert key.previous_valid_until is not None
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_cannot_be_rotated():
+    from apps.keys.services import key_revoke
+
+    issued = key_create()
+    key_revoke(key=issued.key)
+    with pytest.raises(ValueError, match="revoked"):
+        key_rotate(key=issued.key)

@@ -28,3 +28,27 @@ def test_snapshot_holds_decrypted_key_but_never_prints_it():
     deployment: DeploymentEntry = snapshot_compile().models["m"].primaries[0]
     assert deployment.api_key == "sk-live-very-secret-value"
     assert "sk-live-very-secret-value" not in repr(deployment)
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api.openai.com/v1", True),
+        ("http://vllm:8000/v1", True),  # in-cluster service name
+        ("http://127.0.0.1:9001/v1", True),
+        ("ftp://example.com", False),
+        ("http://", False),
+        ("http://host:notaport/v1", False),
+        ("not a url", False),
+    ],
+)
+def test_api_base_accepts_single_label_hosts_and_refuses_junk(url, ok):
+    from django.core.exceptions import ValidationError
+
+    from apps.core.validators import validate_upstream_url
+
+    if ok:
+        validate_upstream_url(url)
+    else:
+        with pytest.raises(ValidationError):
+            validate_upstream_url(url)

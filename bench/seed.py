@@ -1,0 +1,56 @@
+"""Seed a benchmark database: one org/team/project/key, a model on the fake upstream, and
+with --governed a budget and a rate limit at every level (large enough never to refuse,
+so every request pays the full governance cost). Prints the key's secret."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "odock.settings")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--model", default="demo-model")
+    parser.add_argument("--governed", action="store_true")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from apps.keys.services import key_issue
+    from apps.policies.models import Budget, RateLimit
+    from apps.providers.models import Deployment, Model, Provider
+    from apps.tenancy.models import Organization, Project, Team
+
+    provider = Provider.objects.create(name="bench-fake", kind="openai", api_base=args.upstream)
+    model = Model.objects.create(
+        name=args.model, input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60")
+    )
+    Deployment.objects.create(model=model, provider=provider, upstream_model=args.model)
+    org = Organization.objects.create(name="bench")
+    team = Team.objects.create(organization=org, name="bench-team")
+    project = Project.objects.create(team=team, name="bench-project")
+    issued = key_issue(project=project, name="bench-key")
+    if args.governed:
+        for field, obj in (
+            ("organization", org),
+            ("team", team),
+            ("project", project),
+            ("key", issued.key),
+        ):
+            Budget.objects.create(**{field: obj}, limit_usd=Decimal("1000000"), period="daily")
+            RateLimit.objects.create(
+                **{field: obj}, rpm=100_000_000, tpm=10_000_000_000, max_concurrency=100_000
+            )
+    print(issued.secret)
+
+
+if __name__ == "__main__":
+    main()
