@@ -55,8 +55,9 @@ class Pipeline:
             # Stages that hold something (a budget reservation) let go of it, in reverse.
             for stage in reversed(ran):
                 finish = getattr(stage, "finish", None)
-                if finish is not None:
-                    await _shielded(finish(ctx))
+                pending = finish(ctx) if finish is not None else None
+                if pending is not None:
+                    await _shielded(pending)
             self.record.run(ctx)
 
     @staticmethod

@@ -11,7 +11,7 @@ import bisect
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -329,10 +329,15 @@ class ReserveBudget:
                 ]
         ctx.decide(self.name, "allow", f"reserved {len(rules)} limits")
 
-    async def finish(self, ctx: RequestContext) -> None:
+    def finish(self, ctx: RequestContext) -> Awaitable[None] | None:
+        """Settle the held reservation, if any (None: nothing to do, no task needed)."""
         reservation = ctx.reservation
         if reservation is None or reservation.settled or ctx.model is None:
-            return
+            return None
+        return self._settle(ctx, reservation)
+
+    async def _settle(self, ctx: RequestContext, reservation: Any) -> None:
+        assert ctx.model is not None
         reservation.settled = True
         items = plan_settlement(
             reservation,
