@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from decimal import Decimal
 
 import httpx
 import openai
@@ -12,6 +13,7 @@ import pytest
 from django.db.backends import utils as db_utils
 
 from apps.keys.services import key_revoke
+from apps.policies.models import Budget, RateLimit
 from tests.factories import key_create, model_create, provider_create, records_wait
 
 MESSAGES = [{"role": "user", "content": "stream me something long"}]
@@ -101,9 +103,22 @@ def test_admin_change_reaches_running_gateway_within_two_seconds(gateway_factory
 
 
 def test_hot_path_makes_no_database_query(env, monkeypatch):
-    """Count every SQL statement by thread: only the record writer and the snapshot
-    loader may touch the database, never the thread serving requests."""
+    """Count every SQL statement by thread: only the record writer, the snapshot loader
+    and the alert sender may touch the database, never the thread serving requests —
+    with budgets and rate limits on at every level."""
     gateway, _upstream, issued = env
+    key = issued.key
+    for field, obj in (
+        ("organization", key.project.team.organization),
+        ("team", key.project.team),
+        ("project", key.project),
+        ("key", key),
+    ):
+        Budget.objects.create(
+            **{field: obj}, limit_usd=Decimal("1000"), period="daily", alert_thresholds=[1]
+        )
+        RateLimit.objects.create(**{field: obj}, rpm=100_000, tpm=10_000_000, max_concurrency=50)
+    gateway.snapshots.reload()
     seen: list[str] = []
     original = db_utils.CursorWrapper._execute
 
@@ -119,7 +134,9 @@ def test_hot_path_makes_no_database_query(env, monkeypatch):
         list(client.chat.completions.create(model="alpha", messages=MESSAGES, stream=True))
     client.models.list()
     assert len(records_wait(gateway, 121)) == 121
-    writer_or_loader = [n for n in seen if n.startswith(("odock-record-writer", "odock-snapshot"))]
+    writer_or_loader = [
+        n for n in seen if n.startswith(("odock-record-writer", "odock-snapshot", "odock-alerts"))
+    ]
     others = [n for n in seen if n not in writer_or_loader and n != threading.main_thread().name]
     assert others == [], f"queries from request-serving threads: {set(others)}"
     assert len(writer_or_loader) > 0  # the counter works: the writer's inserts were seen

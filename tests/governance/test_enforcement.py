@@ -290,3 +290,17 @@ def test_database_outage_follows_the_org_policy(world, gateway_processes, policy
         )
     finally:
         proxy.close()
+
+
+def test_a_per_model_limit_applies_to_that_model_only(world, gateway_factory):
+    other = model_create("other", provider_create(world["upstream"].url))
+    RateLimit.objects.create(team=world["team"], rpm=2, model=other)
+    gateway = gateway_factory()  # embedded default: the in-process state store
+    gateway.snapshots.reload()
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=world["key"].secret, max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(**{**BODY, "model": "other"})
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(**{**BODY, "model": "other"})
+    for _ in range(5):  # the limit on "other" does not touch "metered"
+        assert client.chat.completions.create(**BODY).choices
