@@ -75,12 +75,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # serves the API docs' Swagger files locally (no CDN)
     "apps.core",
     "apps.tenancy",
     "apps.keys",
     "apps.providers",
     "apps.policies",
     "apps.audit",
+    "apps.api",
     "apps.gateway",
     "apps.fakes",
 ]

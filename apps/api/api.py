@@ -1,0 +1,205 @@
+"""The management API (django-ninja), mounted at /api/ by odock/urls.py.
+
+Endpoints are thin: scope and reads through ``apps.api.selectors``, writes through the
+keys app's services. Every endpoint needs an admin token; the OpenAPI schema and the docs
+page do not, so clients can be generated without one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Query, Router, Status
+from ninja.errors import HttpError
+from ninja.operation import Operation
+
+from apps.api import selectors
+from apps.api.auth import AdminTokenAuth
+from apps.api.models import AdminToken
+from apps.api.schemas import (
+    ErrorOut,
+    KeyCreateIn,
+    KeyListQuery,
+    KeyOut,
+    KeyPageOut,
+    KeyRotatedOut,
+    KeyRotateIn,
+    KeySecretOut,
+    OrganizationOut,
+    PolicyOut,
+    SpendOut,
+    SpendQuery,
+)
+from apps.keys.models import VirtualKey
+from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
+from apps.policies.selectors import effective_policy_for_key
+
+
+class OdockAPI(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        """Plain view names (``keys_list``): what generated clients name their methods."""
+        return operation.view_func.__name__
+
+
+api = OdockAPI(
+    title="Odock management API",
+    version="1",
+    description=(
+        "Manage virtual keys and read effective policies and spend. Authenticate with "
+        "`Authorization: Bearer odk-admin-…`; an organisation's token sees only that "
+        "organisation. Money is a decimal string, never a JSON number."
+    ),
+    urls_namespace="odock-api",
+    openapi_url="/v1/openapi.json",
+    docs_url="/v1/docs",
+)
+v1 = Router(auth=AdminTokenAuth(), tags=["v1"])
+
+READ_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut}
+CURSOR_TAG = "k1:"
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Forbidden"}, status=403)
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """Django validation (services' full_clean, selectors) in ninja's 422 shape."""
+    errors = exc.message_dict if hasattr(exc, "error_dict") else {NON_FIELD_ERRORS: exc.messages}
+    detail = [
+        {"type": "value_error", "loc": [] if field == NON_FIELD_ERRORS else [field], "msg": msg}
+        for field, messages in errors.items()
+        for msg in messages
+    ]
+    return api.create_response(request, {"detail": detail}, status=422)
+
+
+def _token(request: HttpRequest) -> AdminToken:
+    return request.auth  # type: ignore[attr-defined]
+
+
+def cursor_encode(last_id: int) -> str:
+    """Opaque to clients, so the paging scheme can change without breaking them."""
+    return base64.urlsafe_b64encode(f"{CURSOR_TAG}{last_id}".encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str | None) -> int:
+    """The id the page starts after; 0 for the first page. A malformed cursor is a 422."""
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(CURSOR_TAG) and text[len(CURSOR_TAG) :].isdigit():
+            return int(text[len(CURSOR_TAG) :])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationError({"cursor": "invalid cursor"})
+
+
+@v1.get("/keys", response={200: KeyPageOut, **READ_ERRORS, 403: ErrorOut}, summary="List keys")
+def keys_list(request: HttpRequest, filters: Query[KeyListQuery]) -> dict[str, Any]:
+    """Keys visible to the token, ordered by id, one page at a time (revoked ones only
+    with ``include_revoked``)."""
+    token = _token(request)
+    scope = selectors.scope_resolve(
+        token=token, org=filters.org, team=filters.team, project=filters.project
+    )
+    keys, more = selectors.key_page_visible(
+        token=token,
+        scope=scope,
+        include_revoked=filters.include_revoked,
+        after_id=cursor_decode(filters.cursor),
+        limit=filters.limit,
+    )
+    return {"items": keys, "next_cursor": cursor_encode(keys[-1].pk) if more else None}
+
+
+@v1.post(
+    "/keys",
+    response={201: KeySecretOut, **READ_ERRORS, 403: ErrorOut, 409: ErrorOut},
+    summary="Create a key (its secret is returned once)",
+)
+def keys_create(request: HttpRequest, payload: KeyCreateIn) -> Status[IssuedKey]:
+    token = _token(request)
+    if payload.project_id is not None:
+        project = selectors.project_get_visible(token=token, project_id=payload.project_id)
+    else:
+        project = selectors.scope_resolve(
+            token=token, org=payload.org, team=payload.team, project=payload.project
+        ).project
+    assert project is not None  # KeyCreateIn requires a project name or id
+    try:
+        issued = key_issue(project=project, name=payload.name, expires_at=payload.expires_at)
+    except (ValidationError, IntegrityError):
+        # full_clean refuses a taken name; IntegrityError is a concurrent create winning.
+        if selectors.key_name_taken(project=project, name=payload.name):
+            raise HttpError(
+                409, f"a key named {payload.name!r} already exists in this project"
+            ) from None
+        raise
+    return Status(201, issued)
+
+
+@v1.post("/keys/{key_id}/revoke", response={200: KeyOut, **READ_ERRORS}, summary="Revoke a key")
+def keys_revoke(request: HttpRequest, key_id: int) -> VirtualKey:
+    """Idempotent: revoking a revoked key returns it unchanged."""
+    key = selectors.key_get_visible(token=_token(request), key_id=key_id)
+    return key_revoke(key=key)
+
+
+@v1.post(
+    "/keys/{key_id}/rotate",
+    response={200: KeyRotatedOut, **READ_ERRORS, 409: ErrorOut},
+    summary="Rotate a key (the new secret is returned once)",
+)
+def keys_rotate(request: HttpRequest, key_id: int, payload: KeyRotateIn | None = None) -> IssuedKey:
+    """The previous secret keeps working for ``grace_seconds`` so clients can roll over."""
+    key = selectors.key_get_visible(token=_token(request), key_id=key_id)
+    if key.is_revoked:
+        raise HttpError(409, "a revoked key cannot be rotated")
+    grace_seconds = payload.grace_seconds if payload is not None else None
+    grace = timedelta(seconds=grace_seconds) if grace_seconds is not None else None
+    return key_rotate(key=key, grace=grace)
+
+
+@v1.get(
+    "/keys/{key_id}/policy",
+    response={200: PolicyOut, **READ_ERRORS},
+    summary="A key's effective policy",
+)
+def keys_policy(request: HttpRequest, key_id: int) -> dict[str, Any]:
+    """Every level's rules and the merged result, as the gateway enforces them."""
+    key = selectors.key_get_visible(token=_token(request), key_id=key_id)
+    return effective_policy_for_key(key)
+
+
+@v1.get(
+    "/spend",
+    response={200: list[SpendOut], **READ_ERRORS, 403: ErrorOut},
+    summary="Current spend against every visible budget",
+)
+def spend_list(request: HttpRequest, filters: Query[SpendQuery]) -> list[selectors.BudgetSpend]:
+    """Budgets that govern the selected node and those attached below it, with their
+    settled spend in the current period (from the request log)."""
+    token = _token(request)
+    scope = selectors.scope_resolve(
+        token=token, org=filters.org, team=filters.team, project=filters.project, key_id=filters.key
+    )
+    return selectors.budget_spend_list(token=token, scope=scope)
+
+
+@v1.get("/orgs", response={200: list[OrganizationOut], 401: ErrorOut}, summary="Organisations")
+def orgs_list(request: HttpRequest) -> Any:
+    """Visible organisations with their teams and projects."""
+    return selectors.organization_list_visible(token=_token(request))
+
+
+api.add_router("/v1/", v1)

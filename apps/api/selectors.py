@@ -1,0 +1,248 @@
+"""Reads for the management API, every one scoped by the caller's admin token.
+
+An org-scoped token sees its organisation only; a platform token (no organisation) sees
+all. Unknown ids and ids of other organisations both raise Http404, so ids leak nothing;
+naming another organisation explicitly raises PermissionDenied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from apps.api.models import AdminToken
+from apps.core.money import USD_QUANTUM
+from apps.gateway.governance import period_bounds
+from apps.keys.models import VirtualKey
+from apps.policies.models import Budget
+from apps.policies.spend import budget_spent_usd
+from apps.tenancy.models import Organization, Project, Team
+
+PERCENT_QUANTUM = Decimal("0.01")
+
+
+def organization_list_visible(*, token: AdminToken) -> QuerySet[Organization]:
+    """Organisations with their teams and projects prefetched (one query per level)."""
+    qs = Organization.objects.prefetch_related("teams__projects").order_by("name")
+    if token.organization_id is not None:
+        qs = qs.filter(pk=token.organization_id)
+    return qs
+
+
+def key_queryset_visible(*, token: AdminToken) -> QuerySet[VirtualKey]:
+    qs = VirtualKey.objects.select_related("project__team__organization", "owner")
+    if token.organization_id is not None:
+        qs = qs.filter(project__team__organization_id=token.organization_id)
+    return qs
+
+
+def key_get_visible(*, token: AdminToken, key_id: int) -> VirtualKey:
+    """The key, or Http404 whether it does not exist or belongs to another organisation."""
+    key = key_queryset_visible(token=token).filter(pk=key_id).first()
+    if key is None:
+        raise Http404("key not found")
+    return key
+
+
+def project_get_visible(*, token: AdminToken, project_id: int) -> Project:
+    qs = Project.objects.select_related("team__organization")
+    if token.organization_id is not None:
+        qs = qs.filter(team__organization_id=token.organization_id)
+    project = qs.filter(pk=project_id).first()
+    if project is None:
+        raise Http404("project not found")
+    return project
+
+
+def key_name_taken(*, project: Project, name: str) -> bool:
+    return VirtualKey.objects.filter(project=project, name=name).exists()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A node of the hierarchy a request is about; all None means everything visible."""
+
+    organization: Organization | None = None
+    team: Team | None = None
+    project: Project | None = None
+    key: VirtualKey | None = None
+
+    def keys_q(self) -> Q:
+        """Keys at or below this node."""
+        if self.key is not None:
+            return Q(pk=self.key.pk)
+        if self.project is not None:
+            return Q(project=self.project)
+        if self.team is not None:
+            return Q(project__team=self.team)
+        if self.organization is not None:
+            return Q(project__team__organization=self.organization)
+        return Q()
+
+    def budgets_q(self) -> Q:
+        """Budgets that govern this node (its own and its ancestors') and those attached
+        below it: everything whose spend a caller asking about this node cares about."""
+        if self.key is not None:
+            key = self.key
+            team = key.project.team
+            return (
+                Q(organization_id=team.organization_id)
+                | Q(team=team)
+                | Q(project_id=key.project_id)
+                | Q(key=key)
+            )
+        if self.project is not None:
+            team = self.project.team
+            return (
+                Q(organization_id=team.organization_id)
+                | Q(team=team)
+                | Q(project=self.project)
+                | Q(key__project=self.project)
+            )
+        if self.team is not None:
+            return (
+                Q(organization_id=self.team.organization_id)
+                | Q(team=self.team)
+                | Q(project__team=self.team)
+                | Q(key__project__team=self.team)
+            )
+        if self.organization is not None:
+            org = self.organization
+            return (
+                Q(organization=org)
+                | Q(team__organization=org)
+                | Q(project__team__organization=org)
+                | Q(key__project__team__organization=org)
+            )
+        return Q()
+
+
+def scope_resolve(
+    *,
+    token: AdminToken,
+    org: str | None = None,
+    team: str | None = None,
+    project: str | None = None,
+    key_id: int | None = None,
+) -> Scope:
+    """Turn ``org`` / ``team`` / ``project`` names (and a key id) into one node.
+
+    Names are unique only within their parent, so a team needs its organisation (implied
+    by an org-scoped token) and a project needs its team; anything else is ambiguous.
+    """
+    organization = token.organization if token.organization_id is not None else None
+    if org is not None:
+        if organization is not None and org != organization.name:
+            raise PermissionDenied("this token is limited to another organisation")
+        if organization is None:
+            organization = Organization.objects.filter(name=org).first()
+            if organization is None:
+                raise Http404(f"organisation {org!r} not found")
+    team_obj = None
+    if team is not None:
+        if organization is None:
+            raise ValidationError({"team": "give org too: team names are unique per organisation"})
+        team_obj = Team.objects.filter(organization=organization, name=team).first()
+        if team_obj is None:
+            raise Http404(f"team {team!r} not found")
+    project_obj = None
+    if project is not None:
+        if team_obj is None:
+            raise ValidationError({"project": "give team too: project names are unique per team"})
+        project_obj = (
+            Project.objects.select_related("team__organization")
+            .filter(team=team_obj, name=project)
+            .first()
+        )
+        if project_obj is None:
+            raise Http404(f"project {project!r} not found")
+    scope = Scope(organization=organization, team=team_obj, project=project_obj)
+    if key_id is not None:
+        key = key_queryset_visible(token=token).filter(scope.keys_q(), pk=key_id).first()
+        if key is None:
+            raise Http404("key not found")
+        scope = Scope(organization=organization, team=team_obj, project=project_obj, key=key)
+    return scope
+
+
+def key_page_visible(
+    *,
+    token: AdminToken,
+    scope: Scope,
+    include_revoked: bool = False,
+    after_id: int = 0,
+    limit: int = 100,
+) -> tuple[list[VirtualKey], bool]:
+    """One page of keys ordered by id, strictly after ``after_id`` (keyset pagination: no
+    COUNT, no OFFSET, stable while keys are added). Returns (keys, more_exist)."""
+    qs = key_queryset_visible(token=token).filter(scope.keys_q(), pk__gt=after_id)
+    if not include_revoked:
+        qs = qs.filter(revoked_at__isnull=True)
+    rows = list(qs.order_by("pk")[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+@dataclass(frozen=True)
+class BudgetSpend:
+    budget_id: int
+    level: str
+    model: str | None
+    period: str
+    period_key: str
+    period_ends: datetime | None
+    limit_usd: Decimal
+    spent_usd: Decimal
+    remaining_usd: Decimal
+    percent: Decimal | None
+    hard: bool
+
+
+def budget_spend_list(
+    *, token: AdminToken, scope: Scope, now: datetime | None = None
+) -> list[BudgetSpend]:
+    """Settled spend in the current period of every budget the scope covers.
+
+    From the request log (``budget_spent_usd``), not Redis: this is the figure finance
+    reconciles against, and it survives a Redis flush. One aggregate query per budget.
+    """
+    now = now or datetime.now(UTC)
+    qs = Budget.objects.select_related("organization", "team", "project", "key", "model").filter(
+        scope.budgets_q()
+    )
+    if token.organization_id is not None:
+        org_id = token.organization_id
+        qs = qs.filter(
+            Q(organization_id=org_id)
+            | Q(team__organization_id=org_id)
+            | Q(project__team__organization_id=org_id)
+            | Q(key__project__team__organization_id=org_id)
+        )
+    rows = []
+    for budget in qs.order_by("pk"):
+        period_key, period_ends = period_bounds(budget.period, now)
+        spent = budget_spent_usd(budget, now).quantize(USD_QUANTUM)
+        limit = budget.limit_usd
+        percent = None
+        if limit > 0:
+            percent = (spent * 100 / limit).quantize(PERCENT_QUANTUM)
+        rows.append(
+            BudgetSpend(
+                budget_id=budget.pk,
+                level=budget.level,
+                model=budget.model.name if budget.model_id else None,
+                period=budget.period,
+                period_key=period_key,
+                period_ends=period_ends,
+                limit_usd=limit,
+                spent_usd=spent,
+                remaining_usd=max(limit - spent, Decimal(0)).quantize(USD_QUANTUM),
+                percent=percent,
+                hard=budget.hard,
+            )
+        )
+    return rows

@@ -1,0 +1,93 @@
+"""Writes to admin tokens: issue (the secret is returned once), revoke, and the lookup the
+API's auth class relies on."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.api.models import ADMIN_TOKEN_PREFIX, AdminToken
+from apps.keys.secrets import key_digest
+from apps.tenancy.models import Organization
+
+VISIBLE_PREFIX_LENGTH = len(ADMIN_TOKEN_PREFIX) + 6
+# last_used_at is informational: writing it on every call would turn each read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class IssuedAdminToken(NamedTuple):
+    token: AdminToken
+    secret: str  # shown once, never stored
+
+
+def admin_token_digest(secret: str) -> str:
+    """Same keyed digest as virtual keys: a stolen database alone cannot test guesses."""
+    return key_digest(secret, settings.ODOCK_KEY_PEPPER)
+
+
+def admin_token_issue(
+    *,
+    name: str,
+    organization: Organization | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedAdminToken:
+    """A new token; ``organization=None`` makes it platform-wide. The secret exists only in
+    the return value."""
+    secret = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = AdminToken(
+        name=name,
+        organization=organization,
+        expires_at=expires_at,
+        prefix=secret[:VISIBLE_PREFIX_LENGTH],
+        digest=admin_token_digest(secret),
+    )
+    token.full_clean()
+    token.save()
+    return IssuedAdminToken(token=token, secret=secret)
+
+
+def admin_token_revoke(*, token: AdminToken) -> AdminToken:
+    """Idempotent: revoking twice keeps the first revocation time."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def admin_token_authenticate(*, secret: str) -> AdminToken | None:
+    """The live token this secret belongs to, or None (unknown, revoked or expired).
+
+    The lookup is by HMAC digest, which a caller cannot steer byte by byte, so the index
+    lookup's timing says nothing about the secret; compare_digest re-checks the row in
+    constant time in case the database matched loosely (e.g. a case-insensitive collation).
+    """
+    if not secret.startswith(ADMIN_TOKEN_PREFIX):
+        return None
+    digest = admin_token_digest(secret)
+    token = (
+        AdminToken.objects.select_related("organization")
+        .filter(digest=digest, revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not hmac.compare_digest(token.digest, digest) or token.is_expired:
+        return None
+    _touch(token)
+    return token
+
+
+def _touch(token: AdminToken) -> None:
+    """Record use at most once a minute, as a conditional update (no lost-update races)."""
+    now = timezone.now()
+    stale = now - LAST_USED_RESOLUTION
+    if token.last_used_at is not None and token.last_used_at > stale:
+        return
+    AdminToken.objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=token.pk
+    ).update(last_used_at=now)
+    token.last_used_at = now
