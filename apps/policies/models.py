@@ -149,3 +149,36 @@ class BudgetAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.budget} {self.period_key} {self.threshold}%"
+
+
+class BudgetSpend(models.Model):
+    """Settled spend of one budget in one period, rolled up from the request log.
+
+    The durable figure the admin shows and reconciliation compares Redis against; a row
+    is ``final`` once its period has ended and late records (spool replays) had time to
+    land, after which roll-ups leave it alone."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="spend")
+    period_key = models.CharField(max_length=16)
+    period_start = models.DateTimeField(null=True, blank=True, help_text="Blank: total.")
+    period_end = models.DateTimeField(null=True, blank=True, help_text="Blank: never ends.")
+    spent_usd = models.DecimalField(max_digits=20, decimal_places=12, default=Decimal(0))
+    requests = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField()
+    final = models.BooleanField(default=False)
+    redis_micro = models.BigIntegerField(
+        null=True, blank=True, help_text="Settled micro-USD in Redis at the last reconciliation."
+    )
+    drift_micro = models.BigIntegerField(
+        null=True, blank=True, help_text="Redis minus database at the last reconciliation."
+    )
+
+    class Meta:
+        verbose_name_plural = "budget spend"
+        ordering = ["budget_id", "-period_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "period_key"], name="budget_spend_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.period_key}: {self.spent_usd} USD"
