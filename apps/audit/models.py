@@ -50,6 +50,8 @@ class RequestLog(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["team", "-created_at"]),
+            models.Index(fields=["project", "-created_at"]),
             models.Index(fields=["key", "-created_at"]),
             models.Index(fields=["status_code", "-created_at"]),
         ]

@@ -13,7 +13,7 @@ from decimal import ROUND_CEILING, Decimal
 from django.db.models import Q, Sum
 
 from apps.audit.models import RequestLog
-from apps.gateway.governance import budget_key, period_bounds, period_start
+from apps.gateway.governance import TOTAL_KEEP_MS, budget_key, period_bounds, period_start
 from apps.policies.models import Budget
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def budget_spent_usd(budget: Budget, now: datetime | None = None) -> Decimal:
     q = budget_filter(budget)
     start = period_start(budget.period, now)
     if start is not None:
-        q &= Q(created_at__gte=start)
+        _, end = period_bounds(budget.period, now)
+        q &= Q(created_at__gte=start, created_at__lt=end)
     total = RequestLog.objects.filter(q).aggregate(total=Sum("cost_usd"))["total"]
     return total or Decimal(0)
 
@@ -74,7 +75,9 @@ def spend_counters_rebuild(redis_client, now: datetime | None = None) -> dict[in
     added: dict[int, int] = {}
     for budget in Budget.objects.select_related("model"):
         period_key, end = period_bounds(budget.period, now)
-        keep_ms = int((end - now).total_seconds() * 1000) + 35 * 86_400_000 if end else 10**13
+        keep_ms = (
+            int((end - now).total_seconds() * 1000) + 35 * 86_400_000 if end else TOTAL_KEEP_MS
+        )
         micro = usd_to_micro(budget_spent_usd(budget, now))
         added[budget.pk] = int(
             raise_to(keys=[budget_key(budget.pk, period_key) + ":s"], args=[micro, keep_ms])
