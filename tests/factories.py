@@ -83,3 +83,26 @@ def records_wait(gateway, count: int, timeout: float = 5.0) -> list:
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.02)
+
+
+def request_log_create(key, cost_usd: str, *, created_at=None, model_requested: str = "m"):
+    """A settled request of ``key`` costing ``cost_usd`` (now unless ``created_at``), with
+    the ids of every level, as the gateway's recorder writes them."""
+    from django.utils import timezone
+
+    from apps.audit.models import RequestLog
+
+    project = key.project
+    return RequestLog.objects.create(
+        request_id=f"req-{next(_seq)}",
+        created_at=created_at or timezone.now(),
+        organization_id=project.team.organization_id,
+        team_id=project.team_id,
+        project_id=project.pk,
+        key_id=key.pk,
+        key_prefix=key.prefix,
+        endpoint="chat.completions",
+        model_requested=model_requested,
+        status_code=200,
+        cost_usd=Decimal(cost_usd),
+    )

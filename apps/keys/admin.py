@@ -1,5 +1,8 @@
 """Admin for virtual keys. Secrets are shown exactly once, on the page answering the POST
-that created them (issue or rotate); no page ever shows a secret or a digest again."""
+that created them (issue or rotate); no page ever shows a secret or a digest again.
+
+A key's change page also shows its effective policy: what the gateway enforces for it,
+merged from every level above, with where each part comes from."""
 
 from __future__ import annotations
 
@@ -8,16 +11,58 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.safestring import SafeString
 
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
-from apps.policies.admin import LevelRulesMixin, rule_inlines_for
+from apps.policies.admin import (
+    LevelRulesMixin,
+    percent_text,
+    percent_used,
+    period_end_text,
+    rule_inlines_for,
+    usd,
+)
+from apps.policies.selectors import effective_policy_for_key
 
 SHOW_ONCE_TEMPLATE = "admin/keys/virtualkey/key_created.html"
+EFFECTIVE_POLICY_TEMPLATE = "admin/keys/virtualkey/effective_policy.html"
+RATE_LIMIT_KINDS = {
+    "rpm": "requests / minute",
+    "tpm": "tokens / minute",
+    "concurrency": "concurrent requests",
+}
+
+
+def effective_policy_context(policy: dict[str, Any]) -> dict[str, Any]:
+    """``effective_policy_for_key``'s dict made ready to print: money formatted, percent
+    used and period ends computed, each level's model list in hierarchy order."""
+    by_level = policy["models"]["by_level"]
+    return {
+        "levels": policy["levels"],
+        "effective_models": policy["models"]["effective"],
+        "models_by_level": [(label, by_level.get(label)) for label in policy["levels"]],
+        "rate_limits": [
+            {**limit, "kind_label": RATE_LIMIT_KINDS.get(limit["kind"], limit["kind"])}
+            for limit in policy["rate_limits"]
+        ],
+        "budgets": [
+            {
+                **budget,
+                "spent": usd(budget["spent_usd"]),
+                "limit": usd(budget["limit_usd"]),
+                "remaining": usd(budget["remaining_usd"]),
+                "percent": percent_text(percent_used(budget["spent_usd"], budget["limit_usd"])),
+                "ends": period_end_text(budget["period_ends"]),
+            }
+            for budget in policy["budgets"]
+        ],
+    }
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -63,8 +108,20 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
                 ),
             },
         ),
+        (
+            "Effective policy",
+            {
+                "fields": ("effective_policy",),
+                "description": (
+                    "What the gateway enforces for this key, merged from its organisation, "
+                    "team, project and the key itself. Every limit listed is enforced; "
+                    "'binding' marks the tightest of each kind, so a looser limit on a "
+                    "child level never loosens its parent's."
+                ),
+            },
+        ),
     )
-    readonly_fields = ("project", *status_fields)
+    readonly_fields = ("project", *status_fields, "effective_policy")
     list_display = (
         "name",
         "project",
@@ -98,6 +155,12 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
         if obj.is_revoked:
             return "revoked"
         return "expired" if obj.is_expired else "active"
+
+    @admin.display(description="merged from every level")
+    def effective_policy(self, obj: VirtualKey) -> SafeString:
+        context = effective_policy_context(effective_policy_for_key(obj))
+        # A rendered template is already safe markup; it autoescapes every value.
+        return render_to_string(EFFECTIVE_POLICY_TEMPLATE, context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[VirtualKey]:
         # str(key.project) names its team and organisation.

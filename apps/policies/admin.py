@@ -1,18 +1,192 @@
-"""Admin for budgets, rate limits and model access, standalone and as inlines on each level."""
+"""Admin for budgets, rate limits and model access, standalone and as inlines on each level;
+read-only budget alerts; and the spend displays the level and key pages share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import InlineModelAdmin
+from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
-from apps.policies.models import LEVELS, Budget, ModelAccess, RateLimit, ScopedRule
+from apps.gateway.governance import period_bounds
+from apps.policies.models import LEVELS, Budget, BudgetAlert, ModelAccess, RateLimit, ScopedRule
+from apps.policies.spend import budget_spent_usd
 
 RULE_MODELS: tuple[type[ScopedRule], ...] = (Budget, RateLimit, ModelAccess)
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
+
+# --- Spend display helpers (shared by the level, key and budget admins) ---------------
+
+
+def usd(value: Decimal | str) -> str:
+    """Money for people: at most 6 decimals (micro-USD, what the counters hold), at least 2."""
+    amount = Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+    return f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount:f}"
+
+
+def percent_used(spent: Decimal | str, limit: Decimal | str) -> Decimal | None:
+    """Share of the limit spent, to one decimal; None for a zero limit (no share to show:
+    any spend at all is over it)."""
+    limit = Decimal(limit)
+    if limit <= 0:
+        return None
+    return (Decimal(spent) * 100 / limit).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def percent_text(percent: Decimal | None) -> str:
+    return "—" if percent is None else f"{percent}%"
+
+
+def period_end_text(end: datetime | str | None) -> str:
+    """Periods are UTC calendar boundaries (``period_bounds``), so say UTC, not local time."""
+    if end is None:
+        return "never (total)"
+    if isinstance(end, str):
+        end = datetime.fromisoformat(end)
+    return f"{end.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    budget: Budget
+    spent_usd: Decimal
+    percent: Decimal | None
+    period_key: str
+    period_ends: datetime | None
+
+
+def budget_usage_at_level(level: str, obj: models.Model) -> list[BudgetUsage]:
+    """Every budget attached to one level, with this period's settled spend (one aggregate
+    per budget: a level carries a handful of budgets)."""
+    now = datetime.now(UTC)
+    usages = []
+    for budget in Budget.objects.filter(**{level: obj}).select_related("model").order_by("pk"):
+        spent = budget_spent_usd(budget, now)
+        period_key, ends = period_bounds(budget.period, now)
+        usages.append(
+            BudgetUsage(budget, spent, percent_used(spent, budget.limit_usd), period_key, ends)
+        )
+    return usages
+
+
+def budget_usage_table(usages: list[BudgetUsage]) -> SafeString:
+    """A compact read-only table of budgets against their spend."""
+    if not usages:
+        return format_html("<p>{}</p>", "No budget is attached at this level.")
+    head = ("Model", "Period", "Spent", "Limit", "% used", "Period ends", "Enforcement")
+    rows = format_html_join(
+        "\n",
+        '<tr class="budget-usage"><td>{}</td><td>{} ({})</td><td>{} USD</td><td>{} USD</td>'
+        "<td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                u.budget.model.name if u.budget.model_id else "all models",
+                u.budget.get_period_display(),
+                u.period_key,
+                usd(u.spent_usd),
+                usd(u.budget.limit_usd),
+                percent_text(u.percent),
+                period_end_text(u.period_ends),
+                "hard (refuses past the limit)" if u.budget.hard else "soft (alerts only)",
+            )
+            for u in usages
+        ),
+    )
+    header = format_html_join("", "<th>{}</th>", ((h,) for h in head))
+    return format_html(
+        '<table class="odock-spend"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        header,
+        rows,
+    )
+
+
+# --- Forms ----------------------------------------------------------------------------
+
+
+class RateLimitForm(forms.ModelForm):
+    """A rate limit with no limit set would list as a rule yet limit nothing."""
+
+    class Meta:
+        model = RateLimit
+        fields = (*LEVELS, "model", *LIMIT_FIELDS)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        present = [name for name in LIMIT_FIELDS if name in self.fields]
+        if any(self.has_error(name) for name in present):
+            return cleaned  # the field's own error says what is wrong
+        if present and all(cleaned.get(name) is None for name in present):
+            raise ValidationError(
+                "Set at least one of requests per minute, tokens per minute or concurrent "
+                "requests: a rate limit with all three blank limits nothing.",
+                code="no_limit",
+            )
+        return cleaned
+
+
+class ModelAccessForm(forms.ModelForm):
+    """Refuses listing a model twice at one level (the table has no unique constraint, and
+    a second row would only clutter the level's list and its removal)."""
+
+    class Meta:
+        model = ModelAccess
+        fields = (*LEVELS, "model")
+
+    def _level_ids(self, cleaned: dict[str, Any]) -> dict[str, int]:
+        """The level this rule is attached to, whether the form shows the level fields (the
+        standalone admin) or one is fixed by the parent (an inline)."""
+        ids = {}
+        for level in LEVELS:
+            if level in self.fields:
+                value = cleaned.get(level)
+                level_id = value.pk if value is not None else None
+            else:
+                level_id = getattr(self.instance, f"{level}_id")
+            if level_id is not None:
+                ids[f"{level}_id"] = level_id
+        return ids
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        model, levels = cleaned.get("model"), self._level_ids(cleaned)
+        if model is None or len(levels) != 1:
+            return cleaned  # the model's own "exactly one level" check reports this
+        existing = (
+            ModelAccess.objects.filter(model=model, **levels)
+            .exclude(pk=self.instance.pk)
+            .select_related(*LEVELS)
+            .first()
+        )
+        if existing is not None:
+            self.add_error(
+                "model",
+                ValidationError(
+                    f"{existing.level} already allows {model.name}; a model is listed once "
+                    "per level.",
+                    code="duplicate",
+                ),
+            )
+        return cleaned
+
+
+RULE_FORMS: dict[type[ScopedRule], type[forms.ModelForm]] = {
+    RateLimit: RateLimitForm,
+    ModelAccess: ModelAccessForm,
+}
+
+
+# --- Inlines on the level pages -------------------------------------------------------
 
 
 class RuleInlineFormSet(BaseInlineFormSet):
@@ -22,6 +196,21 @@ class RuleInlineFormSet(BaseInlineFormSet):
     @classmethod
     def get_default_prefix(cls) -> str:
         return cls.model._meta.model_name
+
+    def clean(self) -> None:
+        super().clean()
+        if self.model is not ModelAccess:
+            return
+        # Each form checks the database; two new rows naming one model only meet here.
+        seen: set[int] = set()
+        for form in self.forms:
+            cleaned = getattr(form, "cleaned_data", None) or {}
+            model = cleaned.get("model")
+            if model is None or cleaned.get("DELETE"):
+                continue
+            if model.pk in seen:
+                raise ValidationError(f"{model.name} is listed twice; list each model once.")
+            seen.add(model.pk)
 
 
 class RuleInline(admin.TabularInline):
@@ -41,7 +230,13 @@ def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
         type(
             f"{model.__name__}{level.title()}Inline",
             (RuleInline,),
-            {"model": model, "fk_name": level, "exclude": others, "__module__": __name__},
+            {
+                "model": model,
+                "fk_name": level,
+                "exclude": others,
+                "form": RULE_FORMS.get(model, forms.ModelForm),
+                "__module__": __name__,
+            },
         )
         for model in RULE_MODELS
     )
@@ -57,16 +252,20 @@ class LevelRulesMixin:
         return inlines if obj is None else [*inlines, *self.rule_inlines]
 
 
+# --- Rule admins ----------------------------------------------------------------------
+
+
 class LevelTypeFilter(admin.SimpleListFilter):
     title = "level"
     parameter_name = "level"
+    field_prefix = ""  # "budget__" when the rows point at a rule
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [(level, level.title()) for level in LEVELS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() in LEVELS:
-            return queryset.filter(**{f"{self.value()}__isnull": False})
+            return queryset.filter(**{f"{self.field_prefix}{self.value()}__isnull": False})
         return queryset
 
 
@@ -92,15 +291,113 @@ class RuleAdmin(admin.ModelAdmin):
 
 @admin.register(Budget)
 class BudgetAdmin(RuleAdmin):
-    list_display = ("level", "model", "limit_usd", "period", "hard")
+    list_display = ("level", "model", "limit_usd", "period", "hard", "spent", "used")
     list_filter = (*RuleAdmin.list_filter, "period", "hard")
+
+    def _spent(self, obj: Budget) -> Decimal:
+        # One aggregate over the request log per row. Acceptable here: budgets are few
+        # (a handful per level), and a page shows at most list_per_page of them. Kept on
+        # the row so the two columns share it.
+        if not hasattr(obj, "_odock_spent_usd"):
+            obj._odock_spent_usd = budget_spent_usd(obj)  # type: ignore[attr-defined]
+        return obj._odock_spent_usd  # type: ignore[attr-defined]
+
+    @admin.display(description="spent (this period)")
+    def spent(self, obj: Budget) -> str:
+        return f"{usd(self._spent(obj))} USD"
+
+    @admin.display(description="% used")
+    def used(self, obj: Budget) -> str:
+        return percent_text(percent_used(self._spent(obj), obj.limit_usd))
 
 
 @admin.register(RateLimit)
 class RateLimitAdmin(RuleAdmin):
+    form = RateLimitForm
     list_display = ("level", "model", "rpm", "tpm", "max_concurrency")
 
 
 @admin.register(ModelAccess)
 class ModelAccessAdmin(RuleAdmin):
+    form = ModelAccessForm
     list_display = ("level", "model")
+
+
+# --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------
+
+
+class AlertLevelFilter(LevelTypeFilter):
+    field_prefix = "budget__"
+
+
+class DeliveredFilter(admin.SimpleListFilter):
+    title = "delivered"
+    parameter_name = "delivered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(delivered_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(admin.ModelAdmin):
+    """A record of what was sent: read-only, so it stays evidence of what people were told."""
+
+    list_display = (
+        "created_at",
+        "budget_level",
+        "period_key",
+        "threshold_percent",
+        "spent_usd",
+        "limit_usd",
+        "delivered",
+        "webhook_status",
+        "emailed",
+        "error",
+    )
+    list_filter = (AlertLevelFilter, DeliveredFilter, "threshold", "emailed", "budget__period")
+    list_select_related = (
+        "budget__organization",
+        "budget__team",
+        "budget__project",
+        "budget__key",
+        "budget__model",
+    )
+    search_fields = (
+        "budget__organization__name",
+        "budget__team__name",
+        "budget__project__name",
+        "budget__key__name",
+        "period_key",
+    )
+    search_help_text = "Organisation, team, project or key name, or a period (e.g. m202601)."
+    date_hierarchy = "created_at"
+
+    @admin.display(description="budget level", ordering="budget_id")
+    def budget_level(self, obj: BudgetAlert) -> str:
+        return obj.budget.level
+
+    @admin.display(description="threshold", ordering="threshold")
+    def threshold_percent(self, obj: BudgetAlert) -> str:
+        return f"{obj.threshold}%"
+
+    @admin.display(description="delivered", boolean=True, ordering="delivered_at")
+    def delivered(self, obj: BudgetAlert) -> bool:
+        return obj.delivered_at is not None
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BudgetAlert]:
+        # str(alert) (change page title, history) names the budget's level and model.
+        return super().get_queryset(request).select_related(*self.list_select_related)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: BudgetAlert | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BudgetAlert | None = None) -> bool:
+        return False

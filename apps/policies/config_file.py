@@ -20,8 +20,8 @@ What a run does (and what a second run relies on):
   rows; an empty or absent ``models:`` list allows whatever the parent allows. Providers,
   models, organisations, teams, projects and keys the file does not name are left alone.
 - **Optional scalars left out keep their current value** (``active``, a provider's
-  ``api_key``/``options``, an organisation's ``display_name``, a key's ``expires_at``); new
-  rows get the model defaults.
+  ``api_key``/``options``, an organisation's ``display_name``, ``outage_policy`` and each
+  of its ``alerts`` fields, a key's ``expires_at``); new rows get the model defaults.
 - **Only real changes are saved**, so re-applying the same file writes nothing, does not
   bump the configuration version, and reports ``created 0, updated 0, deleted 0``.
 - **Keys.** ``secret:`` is stored as its digest (and the digest replaced if the secret
@@ -32,6 +32,12 @@ What a run does (and what a second run relies on):
   Decimal, never float); negatives are refused.
 - **Provider secrets** can come from the environment (``api_key_env: VAR``) so they need
   not sit in the file.
+- **Organisations** may set ``outage_policy: fail_closed | fail_open`` (what the gateway
+  does when Redis or the database is away) and ``alerts:`` for budget threshold alerts:
+  ``webhook_url``, ``webhook_secret`` or ``webhook_secret_env: VAR`` (the HMAC key, stored
+  encrypted), ``emails: [..]`` (each address checked). An empty value (``""``, ``[]``)
+  clears that setting. Secrets, like key secrets, are never printed: the report names the
+  changed field only.
 - ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
   files written for the full architecture apply today.
 """
@@ -48,6 +54,7 @@ from typing import Annotated, Any, TextIO
 
 import yaml
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import models, transaction
 from pydantic import (
     AfterValidator,
@@ -67,7 +74,7 @@ from apps.keys.models import VirtualKey
 from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
 from apps.policies.models import Budget, BudgetPeriod, ModelAccess, RateLimit, ScopedRule
 from apps.providers.models import Deployment, DeploymentRole, Model, Provider, ProviderKind
-from apps.tenancy.models import Organization, Project, Team
+from apps.tenancy.models import Organization, OutagePolicy, Project, Team
 
 
 class ConfigError(Exception):
@@ -221,10 +228,44 @@ class TeamSpec(LevelSpec):
     projects: list[ProjectSpec] = Field(default_factory=list)
 
 
+def _email(value: str) -> str:
+    try:
+        validate_email(value)
+    except ValidationError as exc:
+        raise ValueError(exc.messages[0]) from None
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    """The model field's own rules (URL syntax, length); "" clears the URL."""
+    try:
+        Organization._meta.get_field("alert_webhook_url").clean(value, None)
+    except ValidationError as exc:
+        raise ValueError(" ".join(exc.messages)) from None
+    return value
+
+
+class AlertsSpec(_Spec):
+    """Where an organisation's budget alerts go; a field left out keeps its value."""
+
+    webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_env: str | None = None
+    emails: list[Annotated[str, AfterValidator(_email)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> AlertsSpec:
+        if self.webhook_secret is not None and self.webhook_secret_env is not None:
+            raise ValueError("give webhook_secret or webhook_secret_env, not both")
+        return self
+
+
 class OrganizationSpec(LevelSpec):
     name: Slug
     display_name: str | None = None
     active: bool | None = None
+    outage_policy: OutagePolicy | None = None
+    alerts: AlertsSpec | None = None
     teams: list[TeamSpec] = Field(default_factory=list)
 
 
@@ -357,6 +398,19 @@ def _check_level_rules(errors: list[str], entry: LevelEntry, known_models: set[s
     _duplicates(errors, f"{path}.models", spec.models, "model")
 
 
+def _check_alerts(errors: list[str], path: str, alerts: AlertsSpec | None) -> None:
+    if alerts is None:
+        return
+    env = alerts.webhook_secret_env
+    if env is not None and not os.environ.get(env):
+        errors.append(f"{path}.webhook_secret_env: {env} is not set")
+    if alerts.emails is not None:
+        _duplicates(errors, f"{path}.emails", alerts.emails, "address")
+        limit = Organization._meta.get_field("alert_emails").max_length
+        if len(_email_text(alerts.emails)) > limit:
+            errors.append(f"{path}.emails: longer than {limit} characters in all")
+
+
 def config_check(config: ConfigFile) -> list[str]:
     """Errors of meaning, each as ``path: message``; references may name rows already in
     the database as well as ones in the file."""
@@ -388,6 +442,8 @@ def config_check(config: ConfigFile) -> list[str]:
             "deployment",
         )
     _duplicates(errors, "organizations", [o.name for o in config.organizations], "organization")
+    for i, org in enumerate(config.organizations):
+        _check_alerts(errors, f"organizations[{i}].alerts", org.alerts)
     secrets: dict[str, str] = {}
     for entry in config_levels(config):
         _check_level_rules(errors, entry, known_models)
@@ -555,6 +611,10 @@ class _Applier:
             )
             if spec.display_name is not None:
                 values["display_name"] = spec.display_name
+            if spec.outage_policy is not None:
+                values["outage_policy"] = spec.outage_policy.value
+            if spec.alerts is not None:
+                values.update(_alert_values(spec.alerts, obj))
         elif isinstance(spec, TeamSpec):
             org = self.levels[entry.names[:-1]]
             obj = Team.objects.filter(organization=org, name=spec.name).first() or Team(
@@ -669,6 +729,30 @@ class _Applier:
                 **{level: owner}, **dict(zip(match, natural, strict=True))
             )
             self._save(row, rule.values, f"{name} on {where} ({rule.detail})", rule.path)
+
+
+def _email_text(emails: list[str]) -> str:
+    """How ``Organization.alert_emails`` stores a list (the alert sender splits on commas)."""
+    return ", ".join(emails)
+
+
+def _alert_values(alerts: AlertsSpec, org: Organization) -> dict[str, Any]:
+    """The organisation fields the file's ``alerts:`` sets; left-out fields are kept."""
+    values: dict[str, Any] = {}
+    given = alerts.model_fields_set
+    if "webhook_url" in given:
+        values["alert_webhook_url"] = alerts.webhook_url or ""
+    if alerts.webhook_secret_env is not None:
+        values["alert_webhook_secret"] = os.environ[alerts.webhook_secret_env]
+    elif "webhook_secret" in given:
+        secret = alerts.webhook_secret
+        values["alert_webhook_secret"] = secret.get_secret_value() if secret else ""
+    if "emails" in given:
+        emails = alerts.emails or []
+        stored = [a.strip() for a in org.alert_emails.split(",") if a.strip()]
+        # The same list written differently by hand ("a@x,b@y") is not a change.
+        values["alert_emails"] = org.alert_emails if stored == emails else _email_text(emails)
+    return values
 
 
 def _report(result: ApplyResult, stdout: TextIO) -> None:

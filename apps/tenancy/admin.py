@@ -1,15 +1,29 @@
-"""Admin for the hierarchy: each level lists its children inline and links to their pages."""
+"""Admin for the hierarchy: each level lists its children inline and links to their pages,
+and shows its budgets against this period's spend."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
+from django.utils.safestring import SafeString
 
 from apps.core.admin import WriteOnlySecretsAdminMixin
+from apps.core.forms import WriteOnlySecretsModelForm
 from apps.keys.models import VirtualKey
-from apps.policies.admin import LevelRulesMixin, rule_inlines_for
+from apps.policies.admin import (
+    LevelRulesMixin,
+    budget_usage_at_level,
+    budget_usage_table,
+    rule_inlines_for,
+)
 from apps.tenancy.models import Organization, Project, Team
+
+SPEND_FIELD = "spend_vs_limit"
 
 
 class ChildLevelInline(admin.TabularInline):
@@ -49,17 +63,95 @@ class VirtualKeyInline(admin.TabularInline):
         return False
 
 
+class LevelSpendMixin:
+    """For a level's ModelAdmin: a read-only "Spend vs limit" section on change pages.
+
+    ``spend_level`` is the rule field naming this level (``organization``, ``team``...).
+    """
+
+    spend_level: str = ""
+    readonly_fields: Any = (SPEND_FIELD,)
+
+    @admin.display(description="budgets at this level")
+    def spend_vs_limit(self, obj: Model) -> SafeString:
+        return budget_usage_table(budget_usage_at_level(self.spend_level, obj))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        # Django's default single fieldset lists every readonly field; the spend table
+        # goes in its own section instead, and only once the level exists.
+        fieldsets = [
+            (name, {**options, "fields": [f for f in options["fields"] if f != SPEND_FIELD]})
+            for name, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
+        ]
+        if obj is not None:
+            fieldsets.append(
+                (
+                    "Spend vs limit",
+                    {
+                        "fields": [SPEND_FIELD],
+                        "description": (
+                            "Settled spend in each budget's current period, from the request "
+                            "log (requests still in flight are not counted yet)."
+                        ),
+                    },
+                )
+            )
+        return fieldsets
+
+
+def email_list_clean(value: str) -> str:
+    """Comma-separated addresses, each checked, stored as ``a@x, b@y`` (how the alert
+    sender splits them)."""
+    addresses = [part.strip() for part in value.split(",") if part.strip()]
+    errors = []
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            errors.append(f"{address!r} is not a valid email address.")
+    if errors:
+        raise ValidationError(errors)
+    return ", ".join(addresses)
+
+
+class OrganizationForm(WriteOnlySecretsModelForm):
+    def clean_alert_emails(self) -> str:
+        return email_list_clean(self.cleaned_data.get("alert_emails") or "")
+
+
 @admin.register(Organization)
-class OrganizationAdmin(WriteOnlySecretsAdminMixin, LevelRulesMixin, admin.ModelAdmin):
+class OrganizationAdmin(
+    LevelSpendMixin, WriteOnlySecretsAdminMixin, LevelRulesMixin, admin.ModelAdmin
+):
+    form = OrganizationForm
+    fieldsets = (
+        (None, {"fields": ("name", "display_name", "is_active")}),
+        (
+            "Outages and alerts",
+            {
+                "fields": (
+                    "outage_policy",
+                    "alert_webhook_url",
+                    "alert_webhook_secret",
+                    "alert_emails",
+                ),
+                "description": (
+                    "What the gateway does when Redis or the database is unreachable, and "
+                    "where budget threshold alerts go. The webhook secret is write-only."
+                ),
+            },
+        ),
+    )
     list_display = ("name", "display_name", "is_active", "outage_policy", "created_at")
     list_filter = ("is_active", "outage_policy")
     search_fields = ("name", "display_name")
     inlines = (TeamInline,)
     rule_inlines = rule_inlines_for("organization")
+    spend_level = "organization"
 
 
 @admin.register(Team)
-class TeamAdmin(LevelRulesMixin, admin.ModelAdmin):
+class TeamAdmin(LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
     list_display = ("name", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("organization",)
@@ -67,6 +159,7 @@ class TeamAdmin(LevelRulesMixin, admin.ModelAdmin):
     autocomplete_fields = ("organization",)
     inlines = (ProjectInline,)
     rule_inlines = rule_inlines_for("team")
+    spend_level = "team"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         # str(team) names its organisation (autocomplete results, change page title).
@@ -74,7 +167,7 @@ class TeamAdmin(LevelRulesMixin, admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(LevelRulesMixin, admin.ModelAdmin):
+class ProjectAdmin(LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
     list_display = ("name", "team", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("team__organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("team__organization",)
@@ -82,6 +175,7 @@ class ProjectAdmin(LevelRulesMixin, admin.ModelAdmin):
     autocomplete_fields = ("team",)
     inlines = (VirtualKeyInline,)
     rule_inlines = rule_inlines_for("project")
+    spend_level = "project"
 
     @admin.display(description="organization", ordering="team__organization__name")
     def organization(self, obj: Project) -> str:

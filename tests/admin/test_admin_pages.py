@@ -10,11 +10,13 @@ from django.contrib.auth.models import Group, User
 from django.test import RequestFactory
 from django.urls import reverse
 
+from apps.api.models import AdminToken
+from apps.api.services import admin_token_issue
 from apps.audit.models import RequestLog
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, ModelAccess, RateLimit
+from apps.policies.models import Budget, BudgetAlert, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
 from apps.tenancy.models import Organization, Project, Team
 
@@ -27,6 +29,7 @@ def assert_no_secret(content: bytes, secrets: dict[str, str], url: str) -> None:
 
 @pytest.mark.django_db
 def test_every_admin_page_renders_without_secrets(admin_client, admin_user, world):
+    admin_token = admin_token_issue(name="ops", organization=world.org)
     objects = {
         Organization: world.org,
         Team: world.team,
@@ -38,12 +41,20 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         Budget: world.budget,
         RateLimit: world.rate_limit,
         ModelAccess: world.access,
+        BudgetAlert: BudgetAlert.objects.create(
+            budget=world.budget, period_key="m202601", threshold=80, limit_usd=10, spent_usd=8
+        ),
         RequestLog: world.log,
         User: admin_user,
         Group: world.group,
+        AdminToken: admin_token.token,
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
-    secrets = world.secrets()
+    secrets = {
+        **world.secrets(),
+        "admin token secret": admin_token.secret,
+        "admin token digest": admin_token.token.digest,
+    }
     request = RequestFactory().get("/admin/")
     request.user = admin_user
     checked = 0

@@ -183,7 +183,7 @@ organizations:
         (
             SEMANTIC_ERRORS,
             [
-                "providers[0].api_base: Enter a valid URL.",
+                "providers[0].api_base: Enter a valid http(s) URL",
                 "providers[1]: duplicate provider 'p1'",
                 "models[0].deployments[0].provider: unknown provider 'nope'",
                 "organizations[0].teams[0].models[1]: unknown model 'unknown-model'",
@@ -423,3 +423,126 @@ def test_config_load_reads_yaml_numbers_as_decimal_and_refuses_duplicate_keys():
         config_load("organizations:\n- name: a\n  name: b\n")
     with pytest.raises(ConfigError, match=r"^line 1"):
         config_load("organizations: [")
+
+
+ALERTS = """
+organizations:
+  - name: acme
+    outage_policy: fail_open
+    alerts:
+      webhook_url: "https://hooks.example.com/odock"
+      webhook_secret: "whsec-from-file-31"
+      emails: [ops@acme.io, finance@acme.io]
+"""
+
+
+def raw_webhook_secret(name: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT alert_webhook_secret FROM tenancy_organization WHERE name = %s", [name]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_outage_policy_and_alerts_apply_idempotently_without_printing_the_secret(
+    apply_text, monkeypatch
+):
+    out = apply_text(ALERTS)
+
+    acme = Organization.objects.get(name="acme")
+    assert acme.outage_policy == "fail_open"
+    assert acme.alert_webhook_url == "https://hooks.example.com/odock"
+    assert acme.alert_webhook_secret == "whsec-from-file-31"
+    assert "whsec-from-file-31" not in raw_webhook_secret("acme")  # encrypted at rest
+    assert acme.alert_emails == "ops@acme.io, finance@acme.io"
+    assert "whsec-from-file-31" not in out
+    assert "no changes" in apply_text(ALERTS)
+
+    # The secret from the environment replaces it; only the field's name is reported.
+    monkeypatch.setenv("ODOCK_TEST_WEBHOOK_SECRET", "whsec-from-env-58")
+    out = apply_text(
+        ALERTS.replace(
+            'webhook_secret: "whsec-from-file-31"', "webhook_secret_env: ODOCK_TEST_WEBHOOK_SECRET"
+        )
+    )
+    assert "updated organization acme (alert_webhook_secret)" in out
+    assert "whsec-from-env-58" not in out
+    acme.refresh_from_db()
+    assert acme.alert_webhook_secret == "whsec-from-env-58"
+
+    # Left out keeps; an empty value clears just that setting.
+    assert "no changes" in apply_text("organizations: [{name: acme}]")
+    out = apply_text("organizations: [{name: acme, alerts: {emails: []}}]")
+    assert "updated organization acme (alert_emails)" in out
+    acme.refresh_from_db()
+    assert (acme.outage_policy, acme.alert_emails) == ("fail_open", "")
+    assert acme.alert_webhook_url == "https://hooks.example.com/odock"
+    assert acme.alert_webhook_secret == "whsec-from-env-58"
+
+
+@pytest.mark.django_db
+def test_the_same_emails_written_differently_by_hand_are_not_a_change(apply_text):
+    apply_text(ALERTS)
+    Organization.objects.filter(name="acme").update(alert_emails="ops@acme.io,finance@acme.io")
+    assert "no changes" in apply_text(ALERTS)
+
+
+BAD_ALERTS = """
+organizations:
+  - name: acme
+    outage_policy: fail_sometimes
+    alerts:
+      webhook_url: "not a url"
+      emails: [ops@acme.io, "finance at acme"]
+      sms: true
+  - name: other
+    alerts:
+      webhook_secret: "whsec-never-shown-12"
+      webhook_secret_env: ODOCK_TEST_WEBHOOK_SECRET
+"""
+
+SEMANTIC_BAD_ALERTS = """
+organizations:
+  - name: acme
+    outage_policy: fail_closed
+    alerts:
+      webhook_url: ""
+      webhook_secret_env: ODOCK_TEST_UNSET_SECRET
+      emails: [ops@acme.io, ops@acme.io]
+"""
+
+
+@pytest.mark.django_db
+def test_bad_outage_policy_and_alerts_name_paths_and_change_nothing(apply_text, monkeypatch):
+    monkeypatch.delenv("ODOCK_TEST_UNSET_SECRET", raising=False)
+    apply_text(ALERTS)
+    before = Organization.objects.values().get(name="acme")
+
+    with pytest.raises(CommandError) as excinfo:
+        apply_text(BAD_ALERTS)
+
+    message = str(excinfo.value)
+    for line in (
+        "organizations[0].outage_policy: Input should be 'fail_closed' or 'fail_open'",
+        "organizations[0].alerts.webhook_url: Enter a valid URL.",
+        "organizations[0].alerts.emails[1]: Enter a valid email address.",
+        "organizations[0].alerts.sms: Extra inputs are not permitted",
+        "organizations[1].alerts: give webhook_secret or webhook_secret_env, not both",
+    ):
+        assert line in message
+    assert "whsec-never-shown-12" not in message
+    assert Organization.objects.values().get(name="acme") == before
+    assert not Organization.objects.filter(name="other").exists()
+
+    # Past the schema, meaning is checked: the environment and repeated addresses.
+    with pytest.raises(CommandError) as excinfo:
+        apply_text(SEMANTIC_BAD_ALERTS)
+
+    message = str(excinfo.value)
+    for line in (
+        "organizations[0].alerts.webhook_secret_env: ODOCK_TEST_UNSET_SECRET is not set",
+        "organizations[0].alerts.emails[1]: duplicate address 'ops@acme.io'",
+    ):
+        assert line in message
+    assert Organization.objects.values().get(name="acme") == before
