@@ -49,9 +49,29 @@ def _level_q(levels: list[Level]):
     return q
 
 
+def _mark_binding(limits: list[dict], budgets: list[dict]) -> None:
+    """The rate limit that binds is the smallest of its kind; the budget that binds is the
+    hard one with the least left (a team's nearly spent budget refuses before a key's
+    untouched smaller one). Soft budgets never refuse, so never bind."""
+    groups: dict[tuple, list[dict]] = {}
+    for item in limits:
+        groups.setdefault((item["kind"], item["model"]), []).append(item)
+    for items in groups.values():
+        tightest = min(items, key=lambda i: i["limit"])
+        for item in items:
+            item["binding"] = item is tightest
+    by_model: dict[str | None, list[dict]] = {}
+    for item in budgets:
+        item["binding"] = False
+        if item["hard"]:
+            by_model.setdefault(item["model"], []).append(item)
+    for items in by_model.values():
+        min(items, key=lambda i: Decimal(i["remaining_usd"]))["binding"] = True
+
+
 def effective_policy_for_key(key: VirtualKey) -> dict:
-    """What governs this key, level by level. Every listed limit is enforced; for each kind
-    the tightest one is marked ``binding`` (a looser child limit never loosens a parent)."""
+    """What governs this key, level by level. Every listed limit is enforced; the one that
+    refuses first is marked ``binding`` (a looser child limit never loosens a parent)."""
     levels = key_levels(key)
     labels = {(level.field, level.obj.pk): level.label for level in levels}
 
@@ -103,16 +123,7 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
                 "rule_id": b.pk,
             }
         )
-    for group in (limits, budgets):
-        by_kind: dict[tuple, list[dict]] = {}
-        for item in group:
-            by_kind.setdefault((item.get("kind", item.get("period")), item["model"]), []).append(
-                item
-            )
-        for items in by_kind.values():
-            tightest = min(items, key=lambda i: Decimal(str(i.get("limit", i.get("limit_usd")))))
-            for item in items:
-                item["binding"] = item is tightest
+    _mark_binding(limits, budgets)
     return {
         "key": key.name,
         "levels": [level.label for level in levels],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
+from apps.core.validators import validate_upstream_url
 
 
 class OutagePolicy(models.TextChoices):
@@ -22,8 +23,11 @@ class Organization(models.Model):
         default=OutagePolicy.FAIL_CLOSED,
         help_text="What the gateway does when Redis (shared limits) or the database is away.",
     )
-    alert_webhook_url = models.URLField(
-        max_length=500, blank=True, help_text="Budget alerts are POSTed here, signed (HMAC)."
+    alert_webhook_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_upstream_url],
+        help_text="Budget alerts are POSTed here (http or https), signed (HMAC).",
     )
     alert_webhook_secret = EncryptedTextField(
         blank=True, help_text="HMAC-SHA256 key for X-Odock-Signature; encrypted at rest."

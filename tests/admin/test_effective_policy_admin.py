@@ -134,3 +134,34 @@ def test_budgets_show_spend_limit_remaining_percent_and_period_end(world, key_pa
 def test_effective_policy_is_only_on_the_change_page(admin_client, world):
     html = admin_client.get(reverse("admin:keys_virtualkey_add")).content.decode()
     assert "odock-effective-policy" not in html
+
+
+@pytest.mark.django_db
+def test_the_binding_budget_is_the_hard_one_with_least_left():
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from apps.audit.models import RequestLog
+    from apps.policies.models import Budget
+    from apps.policies.selectors import effective_policy_for_key
+    from tests.factories import key_create
+
+    issued = key_create()
+    key, team = issued.key, issued.key.project.team
+    Budget.objects.create(team=team, limit_usd=Decimal("100"), period="total")
+    Budget.objects.create(key=key, limit_usd=Decimal("5"), period="total")
+    Budget.objects.create(key=key, limit_usd=Decimal("1"), period="total", hard=False)
+    other = key_create(issued.key.project)  # another key of the team spent 99.50
+    RequestLog.objects.create(
+        request_id="r1",
+        created_at=timezone.now(),
+        team=team,
+        key=other.key,
+        endpoint="chat.completions",
+        status_code=200,
+        cost_usd=Decimal("99.5"),
+    )
+    budgets = effective_policy_for_key(key)["budgets"]
+    binding = [b for b in budgets if b["binding"]]
+    assert [(b["level"], b["limit_usd"]) for b in binding] == [(f"team:{team.name}", "100.000000")]
