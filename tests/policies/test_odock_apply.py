@@ -525,7 +525,7 @@ def test_bad_outage_policy_and_alerts_name_paths_and_change_nothing(apply_text, 
     message = str(excinfo.value)
     for line in (
         "organizations[0].outage_policy: Input should be 'fail_closed' or 'fail_open'",
-        "organizations[0].alerts.webhook_url: Enter a valid URL.",
+        "organizations[0].alerts.webhook_url: Enter a valid http(s) URL",
         "organizations[0].alerts.emails[1]: Enter a valid email address.",
         "organizations[0].alerts.sms: Extra inputs are not permitted",
         "organizations[1].alerts: give webhook_secret or webhook_secret_env, not both",
