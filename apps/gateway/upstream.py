@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, upstream_error
@@ -123,6 +124,17 @@ class OpenAIAdapter:
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        self._targets: dict[tuple[str, str, str], tuple[URL, dict[str, str]]] = {}
+
+    def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
+        """The parsed URL and headers of an upstream endpoint, built once, not per request."""
+        cache_key = (dep.api_base, path, dep.api_key)
+        target = self._targets.get(cache_key)
+        if target is None:
+            if len(self._targets) > 10_000:  # credentials rotate; never grow without bound
+                self._targets.clear()
+            target = self._targets[cache_key] = (URL(dep.api_base + path), _auth_headers(dep))
+        return target
 
     async def post_json(self, ctx: RequestContext, dep: DeploymentEntry, path: str) -> None:
         """Non-streaming call: forward, read usage, pass the body through untouched."""
@@ -130,12 +142,13 @@ class OpenAIAdapter:
         payload = dict(ctx.body)
         payload["model"] = dep.upstream_model
         session = self.pool.session(dep.api_base)
+        url, headers = self._target(dep, path)
         t0 = time.perf_counter()
         try:
             async with session.post(
-                dep.api_base + path,
+                url,
                 data=orjson.dumps(payload),
-                headers=_auth_headers(dep),
+                headers=headers,
                 timeout=self.pool.timeout,
             ) as resp:
                 body = await resp.read()
@@ -171,12 +184,13 @@ class OpenAIAdapter:
         payload["model"] = dep.upstream_model
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
         session = self.pool.session(dep.api_base)
+        url, headers = self._target(dep, "/chat/completions")
         t0 = time.perf_counter()
         try:
             async with session.post(
-                dep.api_base + "/chat/completions",
+                url,
                 data=orjson.dumps(payload),
-                headers=_auth_headers(dep),
+                headers=headers,
                 timeout=self.pool.stream_timeout,
             ) as resp:
                 if resp.status != 200:
