@@ -7,6 +7,7 @@ per million tokens in USD is exactly its price per token in micro-USD.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -74,6 +75,35 @@ def applicable_rules(rules: tuple[LimitRule, ...], model_name: str) -> list[Limi
     return [r for r in rules if r.model is None or r.model == model_name]
 
 
+_PERIODS: dict[str, tuple[float, float, str, float | None]] = {}
+KEEP_AFTER_PERIOD_MS = int(KEEP_AFTER_PERIOD.total_seconds() * 1000)
+
+
+def current_period(period: str, now_ts: float) -> tuple[str, float | None]:
+    """(period key, end as epoch seconds) — cached until the period ends, so the hot path
+    does no calendar arithmetic."""
+    cached = _PERIODS.get(period)
+    if cached is not None and cached[0] <= now_ts < cached[1]:
+        return cached[2], cached[3]
+    now = datetime.fromtimestamp(now_ts, UTC)
+    key, end = period_bounds(period, now)
+    start = period_start(period, now)
+    end_ts = end.timestamp() if end else None
+    _PERIODS[period] = (
+        start.timestamp() if start else float("-inf"),
+        end_ts if end_ts is not None else float("inf"),
+        key,
+        end_ts,
+    )
+    return key, end_ts
+
+
+def counter_key(rule: LimitRule) -> str:
+    """The rule's counter in the state store (budgets: without the period suffix)."""
+    kind = {"rpm": "rpm", "tpm": "tpm", "concurrency": "c", "budget": "b"}[rule.kind]
+    return f"{PREFIX}{kind}:{rule.rule_id}" + (":" if rule.kind == "budget" else "")
+
+
 def plan_checks(
     rid: str,
     rules: list[LimitRule],
@@ -81,32 +111,33 @@ def plan_checks(
     model: ModelEntry,
     prompt_tokens: int,
     max_output_tokens: int,
-    now: datetime | None = None,
+    now_ts: float | None = None,
 ) -> Reservation:
     """Checks for every applicable rule, with the worst case this request could cost."""
-    now = now or datetime.now(UTC)
+    now_ts = time.time() if now_ts is None else now_ts
     worst_tokens = prompt_tokens + max_output_tokens
     worst_micro = cost_micro(prompt_tokens, max_output_tokens, model)
     checks: list[Check] = []
     period_keys: list[str] = []
     for rule in rules:
         period_key = ""
-        if rule.kind == "rpm":
-            check = Check("r", f"{PREFIX}rpm:{rule.rule_id}", rule.limit, 1)
-        elif rule.kind == "tpm":
-            check = Check("t", f"{PREFIX}tpm:{rule.rule_id}", rule.limit, worst_tokens)
-        elif rule.kind == "concurrency":
-            check = Check("c", f"{PREFIX}c:{rule.rule_id}", rule.limit, 1)
+        kind = rule.kind
+        if kind == "rpm":
+            check = Check("r", rule.key, rule.limit, 1)
+        elif kind == "tpm":
+            check = Check("t", rule.key, rule.limit, worst_tokens)
+        elif kind == "concurrency":
+            check = Check("c", rule.key, rule.limit, 1)
         else:
-            period_key, end = period_bounds(rule.period, now)
-            if end is None:
+            period_key, end_ts = current_period(rule.period, now_ts)
+            if end_ts is None:
                 keep_ms, retry_ms = TOTAL_KEEP_MS, -1
             else:
-                keep_ms = int((end - now + KEEP_AFTER_PERIOD).total_seconds() * 1000)
-                retry_ms = math.ceil((end - now).total_seconds() * 1000)
+                retry_ms = math.ceil((end_ts - now_ts) * 1000)
+                keep_ms = retry_ms + KEEP_AFTER_PERIOD_MS
             check = Check(
                 "b",
-                budget_key(rule.rule_id, period_key),
+                rule.key + period_key,
                 rule.limit,
                 worst_micro,
                 hard=rule.hard,

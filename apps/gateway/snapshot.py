@@ -42,6 +42,8 @@ class LimitRule:
     period: str = ""  # budgets: daily | weekly | monthly | total
     hard: bool = True
     thresholds: tuple[int, ...] = ()
+    # The counter in the state store (budgets: the period key is appended per request).
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

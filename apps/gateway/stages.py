@@ -330,14 +330,11 @@ class ReserveBudget:
         ctx.decide(self.name, "allow", f"reserved {len(rules)} limits")
 
     def finish(self, ctx: RequestContext) -> Awaitable[None] | None:
-        """Settle the held reservation, if any (None: nothing to do, no task needed)."""
+        """Settle the held reservation with the real usage (0 tokens releases it). Queued,
+        not awaited: the response is already on its way and the hold covers the gap."""
         reservation = ctx.reservation
         if reservation is None or reservation.settled or ctx.model is None:
             return None
-        return self._settle(ctx, reservation)
-
-    async def _settle(self, ctx: RequestContext, reservation: Any) -> None:
-        assert ctx.model is not None
         reservation.settled = True
         items = plan_settlement(
             reservation,
@@ -345,12 +342,10 @@ class ReserveBudget:
             output_tokens=ctx.output_tokens,
             model=ctx.model,
         )
-        try:
-            alerts = await reservation.store.settle(reservation.rid, items)
-        except StateUnavailable:
-            # The hold expires by itself; the record keeps the real cost for rebuilding.
-            ctx.decide(self.name, "incident", "state store unreachable at settlement")
-            return
+        reservation.store.settle_later(reservation.rid, items, self._report_alerts)
+        return None
+
+    def _report_alerts(self, alerts: list[str]) -> None:
         for alert in alerts:
             self._on_alert(alert)
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 from decimal import ROUND_FLOOR, Decimal
 
 from apps.core.models import config_version_current
+from apps.gateway.governance import counter_key
 from apps.gateway.snapshot import (
     DeploymentEntry,
     Identity,
@@ -89,7 +90,10 @@ def _limit_rules_by_level() -> dict[LevelKey, list[LimitRule]]:
                         model=r.model.name if r.model_id else None,
                     )
                 )
-    return rules
+    return {
+        level: [dataclasses.replace(rule, key=counter_key(rule)) for rule in level_rules]
+        for level, level_rules in rules.items()
+    }
 
 
 def _intersect(chain: list[set[str] | None]) -> frozenset[str] | None:

@@ -1,0 +1,136 @@
+"""A minimal pipelined Redis client for the hot path: asyncio protocol + hiredis.
+
+redis-py's asyncio client measured 117 µs per PING round trip here (stream reader,
+retry and observability layers); this transport does the same round trip in a fraction
+of that, and pipelines every concurrent request on one connection (Redis executes
+commands in order anyway). Packing and parsing are hiredis's; this module only moves
+bytes and matches replies to waiters in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+
+class RedisUnavailable(Exception):
+    """Connecting, writing or waiting for a reply failed (or timed out)."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if not self.waiters:
+                break
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.fail(RedisUnavailable(f"connection lost: {exc}"))
+
+    def fail(self, error: Exception) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+
+class PipelinedRedis:
+    """``await call(*args)`` and ``await call_many([args, ...])``; replies that are Redis
+    errors come back as ``hiredis.ReplyError`` values, never raised."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
+        parts = urlsplit(url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._password = unquote(parts.password) if parts.password else None
+        self._username = unquote(parts.username) if parts.username else None
+        self._db = int(parts.path.lstrip("/") or 0)
+        self._timeout = timeout_seconds
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._connect())
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(_Protocol, self._host, self._port), self._timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot connect: {exc}") from exc
+        handshake = []
+        if self._password is not None:
+            auth = (
+                ("AUTH", self._username, self._password)
+                if self._username
+                else ("AUTH", self._password)
+            )
+            handshake.append(auth)
+        if self._db:
+            handshake.append(("SELECT", self._db))
+        self._protocol = protocol
+        for reply in await self._send(protocol, handshake):
+            if isinstance(reply, hiredis.ReplyError):
+                protocol.transport.close()  # type: ignore[union-attr]
+                raise RedisUnavailable(f"handshake refused: {reply}")
+        return protocol
+
+    async def _send(self, protocol: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if not commands:
+            return []
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in commands]
+        protocol.waiters.extend(waiters)
+        assert protocol.transport is not None
+        protocol.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+        # One timer for the whole batch; on timeout the connection is dropped, since a
+        # late reply would otherwise be matched to the wrong waiter.
+        timer = loop.call_later(self._timeout, self._expire, protocol, waiters[-1])
+        try:
+            return [await w for w in waiters]
+        finally:
+            timer.cancel()
+
+    def _expire(self, protocol: _Protocol, last: asyncio.Future[Any]) -> None:
+        if not last.done():
+            protocol.fail(RedisUnavailable("timed out waiting for Redis"))
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            protocol.closed = True
+
+    async def call(self, *args: Any) -> Any:
+        [reply] = await self.call_many([args])
+        return reply
+
+    async def call_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        protocol = await self._connection()
+        return await self._send(protocol, commands)
+
+    async def close(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
