@@ -6,36 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from apps.api.models import AdminToken
 from apps.api.services import IssuedAdminToken, admin_token_issue, admin_token_revoke
+from apps.core.admin import CredentialStatusFilter
 
 SHOW_ONCE_TEMPLATE = "api/admintoken_created.html"
-
-
-class TokenStatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        not_revoked = Q(revoked_at__isnull=True)
-        if self.value() == "active":
-            return queryset.filter(not_revoked, Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        if self.value() == "expired":
-            return queryset.filter(not_revoked, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
 
 
 @admin.register(AdminToken)
@@ -52,7 +33,7 @@ class AdminTokenAdmin(admin.ModelAdmin):
         "last_used_at",
         "created_at",
     )
-    list_filter = (TokenStatusFilter, ("organization", admin.RelatedOnlyFieldListFilter))
+    list_filter = (CredentialStatusFilter, ("organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("organization",)
     search_fields = ("name", "prefix", "organization__name")
     search_help_text = "Token name or prefix, or organisation."

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib import admin
 from django.db import models
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from apps.core.fields import EncryptedTextField
@@ -31,3 +34,25 @@ class WriteOnlySecretsAdminMixin:
                 label=capfirst(db_field.verbose_name), help_text=help_text.strip()
             )
         return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+class CredentialStatusFilter(admin.SimpleListFilter):
+    """Active / expired / revoked, for anything with ``expires_at`` and ``revoked_at``
+    (virtual keys, admin tokens)."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        not_revoked = Q(revoked_at__isnull=True)
+        if self.value() == "active":
+            return queryset.filter(not_revoked, Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        if self.value() == "expired":
+            return queryset.filter(not_revoked, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset

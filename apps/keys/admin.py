@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import SafeString
 
+from apps.core.admin import CredentialStatusFilter
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
 from apps.policies.admin import (
@@ -63,25 +63,6 @@ def effective_policy_context(policy: dict[str, Any]) -> dict[str, Any]:
             for budget in policy["budgets"]
         ],
     }
-
-
-class KeyStatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        not_revoked = Q(revoked_at__isnull=True)
-        if self.value() == "active":
-            return queryset.filter(not_revoked, Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        if self.value() == "expired":
-            return queryset.filter(not_revoked, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
 
 
 @admin.register(VirtualKey)
@@ -133,7 +114,7 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
         "created_at",
     )
     list_filter = (
-        KeyStatusFilter,
+        CredentialStatusFilter,
         ("project__team__organization", admin.RelatedOnlyFieldListFilter),
     )
     list_select_related = ("project__team__organization", "owner")
