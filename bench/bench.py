@@ -78,7 +78,7 @@ def external_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Ta
 def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Target]:
     """Start a gateway process of this checkout (uvicorn + uvloop + httptools, one worker)
     on a fresh SQLite database in a temporary folder (or ``--database-url``), seeded by
-    ``bench/seed.py``; ``--governed`` puts a budget and a rate limit on every level."""
+    ``bench/seed.py``; ``--governance typical|full`` adds budgets and rate limits."""
     with tempfile.TemporaryDirectory(prefix="odock-bench-var-") as var:
         env = {**os.environ, "ODOCK_VAR_DIR": var, "ODOCK_LOG_LEVEL": "WARNING"}
         env.pop("DATABASE_URL", None)
@@ -92,8 +92,7 @@ def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Targe
             [py, "manage.py", "migrate", "-v", "0", "--noinput"], cwd=REPO_ROOT, env=env, check=True
         )
         seed = [py, "bench/seed.py", "--upstream", upstream_url, "--model", args.model]
-        if args.governed:
-            seed.append("--governed")
+        seed += ["--governance", "full" if args.governed else args.governance]
         key = (
             subprocess.run(seed, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
             .stdout.strip()
@@ -516,7 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--governed",
         action="store_true",
-        help="with --start-gateway: budgets and rate limits at every level",
+        help="with --start-gateway: same as --governance full",
+    )
+    parser.add_argument(
+        "--governance",
+        choices=("none", "typical", "full"),
+        default="none",
+        help="with --start-gateway: typical = team and key budgets and a team RPM (3 "
+        "counters); full = budget, rpm, tpm and concurrency at all four levels (16)",
     )
     parser.add_argument("--gateway-port", type=int, default=8765)
     parser.add_argument("--database-url", default="", help="with --start-gateway")

@@ -1,6 +1,6 @@
-"""Seed a benchmark database: one org/team/project/key, a model on the fake upstream, and
-with --governed a budget and a rate limit at every level (large enough never to refuse,
-so every request pays the full governance cost). Prints the key's secret."""
+"""Seed a benchmark database: one org/team/project/key and a model on the fake upstream;
+with --governance typical|full, limits large enough never to refuse, so every request
+pays the governance cost without being turned away. Prints the key's secret."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--model", default="demo-model")
-    parser.add_argument("--governed", action="store_true")
+    parser.add_argument("--governance", choices=("none", "typical", "full"), default="none")
     args = parser.parse_args()
 
     import django
@@ -38,7 +38,7 @@ def main() -> None:
     team = Team.objects.create(organization=org, name="bench-team")
     project = Project.objects.create(team=team, name="bench-project")
     issued = key_issue(project=project, name="bench-key")
-    if args.governed:
+    if args.governance == "full":  # every kind of limit at every level: 16 counters
         for field, obj in (
             ("organization", org),
             ("team", team),
@@ -49,6 +49,10 @@ def main() -> None:
             RateLimit.objects.create(
                 **{field: obj}, rpm=100_000_000, tpm=10_000_000_000, max_concurrency=100_000
             )
+    elif args.governance == "typical":  # a team and a key budget, a team RPM: 3 counters
+        Budget.objects.create(team=team, limit_usd=Decimal("1000000"), period="monthly")
+        Budget.objects.create(key=issued.key, limit_usd=Decimal("1000000"), period="daily")
+        RateLimit.objects.create(team=team, rpm=100_000_000)
     print(issued.secret)
 
 

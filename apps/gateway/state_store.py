@@ -262,9 +262,15 @@ class RedisStateStore:
         self._pending: list[tuple[list[Any], Callable[[list[str]], None]]] = []
         self._wakeup: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # After a failure, requests don't each wait for a timeout: Redis counts as down
+        # for this long and the outage policy applies at once.
+        self._down_until = 0.0
+        self.down_seconds = 1.0
 
     async def _evalsha_many(self, script: str, arg_lists: list[list[Any]]) -> list[Any]:
         """Run a script once per argument list, pipelined in one round trip."""
+        if self._down_until and time.monotonic() < self._down_until:
+            raise StateUnavailable("Redis was unreachable moments ago")
         sha = self._sha[script]
         try:
             results = await self._redis.call_many([("EVALSHA", sha, 0, *a) for a in arg_lists])
@@ -281,7 +287,9 @@ class RedisStateStore:
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
         except RedisUnavailable as exc:
+            self._down_until = time.monotonic() + self.down_seconds
             raise StateUnavailable(str(exc)) from exc
+        self._down_until = 0.0
         for result in results:
             if isinstance(result, ReplyError):
                 raise RuntimeError(f"state store script failed: {result}")
