@@ -292,6 +292,9 @@ class GatewayApp:
         stale_after = max(5.0, self.config.snapshot_poll_seconds * 5)
         db_ok = (time.time() - self.snapshots.last_ok) < stale_after
         checks = {"snapshot": self.snapshots.loaded, "database": db_ok}
+        state_ok = await self.state_store.ping()
+        if state_ok is not None:  # None: in-process store, nothing to reach
+            checks["redis"] = state_ok
         ready = all(checks.values())
         await _plain(
             send,

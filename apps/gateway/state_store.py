@@ -82,6 +82,10 @@ class Settlement:
 
 
 class StateStore(Protocol):
+    async def ping(self) -> bool | None:
+        """True/False: the shared store answers or not; None: there is none to reach."""
+        ...
+
     async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult: ...
 
     async def settle(self, rid: str, items: list[Settlement]) -> list[str]:
@@ -295,6 +299,13 @@ class RedisStateStore:
                 raise RuntimeError(f"state store script failed: {result}")
         return results
 
+    async def ping(self) -> bool | None:
+        """For /readyz: can the shared counters be reached right now?"""
+        try:
+            return await self._redis.call("PING") == b"PONG"
+        except RedisUnavailable:
+            return False
+
     async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult:
         payload = orjson.dumps([_check_row(c) for c in checks])
         [raw] = await self._evalsha_many("reserve", [[PREFIX, rid, ttl_ms, payload]])
@@ -371,6 +382,9 @@ class LocalStateStore:
     @staticmethod
     def _now() -> float:
         return time.time() * 1000
+
+    async def ping(self) -> bool | None:
+        return None  # in-process: nothing to reach
 
     def _sweep(self, now: float) -> None:
         for rid in [r for r, (expiry, _) in self.holds.items() if expiry <= now]:

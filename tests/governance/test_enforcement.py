@@ -238,7 +238,10 @@ def test_redis_outage_follows_the_org_policy(world, gateway_factory, policy):
     gateway.snapshots.reload()
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=world["key"].secret, max_retries=0)
     assert client.chat.completions.create(**BODY).choices  # Redis up
+    assert httpx.get(gateway.url + "/readyz").json()["checks"]["redis"] is True
     proxy.cut()
+    ready = httpx.get(gateway.url + "/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
     try:
         if policy == OutagePolicy.FAIL_CLOSED:
             with pytest.raises(openai.APIStatusError) as err:
