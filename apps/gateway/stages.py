@@ -232,6 +232,17 @@ def _refusal(rule: LimitRule, retry_after_ms: int) -> GatewayError:
     return GatewayError(429, message, code=code, type="rate_limit_error", headers=headers)
 
 
+def _governance_unavailable(what: str) -> GatewayError:
+    """An outage under a fail-closed policy: a clear 503 the client can retry."""
+    return GatewayError(
+        503,
+        f"{what}; retry shortly.",
+        code="governance_unavailable",
+        type="api_error",
+        headers=[(b"retry-after", b"5")],
+    )
+
+
 def _max_output_tokens(ctx: RequestContext, default: int) -> int:
     if ctx.endpoint == "embeddings":
         return 0
@@ -275,13 +286,7 @@ class ReserveBudget:
             # Policies may have changed since the database went away.
             if not ctx.key.fail_open:
                 ctx.decide(self.name, "deny", "database unreachable; organisation fails closed")
-                raise GatewayError(
-                    503,
-                    "Policies cannot be confirmed right now; retry shortly.",
-                    code="governance_unavailable",
-                    type="api_error",
-                    headers=[(b"retry-after", b"5")],
-                )
+                raise _governance_unavailable("Policies cannot be confirmed right now")
             ctx.decide(self.name, "incident", "database unreachable; fail-open on last snapshot")
         rules = applicable_rules(ctx.key.limits, ctx.model_name)
         if not rules:
@@ -301,13 +306,7 @@ class ReserveBudget:
         except StateUnavailable:
             if not ctx.key.fail_open:
                 ctx.decide(self.name, "deny", "state store unreachable; organisation fails closed")
-                raise GatewayError(
-                    503,
-                    "Usage limits cannot be checked right now; retry shortly.",
-                    code="governance_unavailable",
-                    type="api_error",
-                    headers=[(b"retry-after", b"5")],
-                ) from None
+                raise _governance_unavailable("Usage limits cannot be checked right now") from None
             store = self._fallback
             ctx.decide(
                 self.name, "incident", "state store unreachable; fail-open with local limits"
