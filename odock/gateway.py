@@ -43,6 +43,8 @@ def gateway_config_from_settings(**overrides) -> GatewayConfig:
         "hold_ttl_seconds": settings.ODOCK_RESERVATION_TTL_SECONDS,
         "tokenizer_dir": str(settings.VAR_DIR / "tiktoken"),
         "db_outage_grace_seconds": settings.ODOCK_DB_OUTAGE_GRACE_SECONDS,
+        "max_attempts": settings.ODOCK_MAX_ATTEMPTS,
+        "request_deadline_seconds": settings.ODOCK_REQUEST_DEADLINE_SECONDS,
     }
     values.update(overrides)
     return GatewayConfig(**values)

@@ -177,6 +177,9 @@ LOGGING = {
 ODOCK_SNAPSHOT_POLL_SECONDS = float(os.environ.get("ODOCK_SNAPSHOT_POLL_SECONDS", "1.0"))
 # Per-attempt upstream timeout (seconds) until per-model settings exist.
 ODOCK_UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_UPSTREAM_TIMEOUT_SECONDS", "60"))
+# Upstream attempts per request (across deployments) and the whole request's deadline.
+ODOCK_MAX_ATTEMPTS = int(os.environ.get("ODOCK_MAX_ATTEMPTS", "3"))
+ODOCK_REQUEST_DEADLINE_SECONDS = float(os.environ.get("ODOCK_REQUEST_DEADLINE_SECONDS", "120"))
 # Largest request body the proxy accepts (bytes); larger gets 413.
 ODOCK_MAX_BODY_BYTES = int(os.environ.get("ODOCK_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 # Grace period during which a rotated key's old secret keeps working (seconds).

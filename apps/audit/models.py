@@ -45,6 +45,9 @@ class RequestLog(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     decisions = models.JSONField(default=list, help_text="Each stage's decision and reason.")
+    attempts = models.JSONField(
+        default=list, help_text="Each upstream attempt: deployment, status, error code, ms."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -147,6 +147,7 @@ _COLUMNS = (
     "client_ip",
     "user_agent",
     "decisions",
+    "attempts",
 )
 
 
@@ -202,6 +203,7 @@ def write_batch(batch: list[dict[str, Any]]) -> None:
                 ops.adapt_ipaddressfield_value(r["client_ip"]),
                 r["user_agent"],
                 ops.adapt_json_value(r["decisions"], None),
+                ops.adapt_json_value(r["attempts"], None),
             )
         )
         key_id = r["key_id"]

@@ -27,6 +27,7 @@ from apps.gateway.errors import GatewayError
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.record import Record, RecordSink
 from apps.gateway.respond import JSON
+from apps.gateway.routing import CircuitBreakers
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.gateway.stages import (
@@ -35,6 +36,7 @@ from apps.gateway.stages import (
     Inspect,
     ListModels,
     ReserveBudget,
+    RetryPolicy,
     Route,
     validate_chat,
     validate_embeddings,
@@ -62,6 +64,13 @@ class GatewayConfig:
     db_outage_grace_seconds: float = 30.0
     # Cyclic-GC generation-0 threshold once started (0: leave Python's default).
     gc_gen0_threshold: int = 10_000
+    # Routing: attempts across deployments, the whole request's deadline, and when a
+    # deployment's circuit opens (failures within a window) and for how long.
+    max_attempts: int = 3
+    request_deadline_seconds: float = 120.0
+    breaker_threshold: int = 5
+    breaker_window_seconds: float = 30.0
+    breaker_cooldown_seconds: float = 30.0
 
 
 class Recorder(RecordSink, Protocol):
@@ -106,6 +115,14 @@ class GatewayApp:
             database_healthy=self._database_healthy,
         )
         record = Record(recorder)
+        self.breakers = CircuitBreakers(
+            threshold=config.breaker_threshold,
+            window=config.breaker_window_seconds,
+            cooldown=config.breaker_cooldown_seconds,
+        )
+        policy = RetryPolicy(
+            max_attempts=config.max_attempts, deadline_seconds=config.request_deadline_seconds
+        )
         self.pipelines: dict[tuple[str, str], Pipeline] = {
             ("POST", "/v1/chat/completions"): Pipeline(
                 "chat.completions",
@@ -114,7 +131,7 @@ class GatewayApp:
                     Authorize(validate_chat),
                     Inspect(),
                     reserve,
-                    Route(adapter, "chat"),
+                    Route(adapter, "chat", breakers=self.breakers, policy=policy),
                 ],
                 record,
             ),
@@ -125,7 +142,7 @@ class GatewayApp:
                     Authorize(validate_embeddings),
                     Inspect(),
                     reserve,
-                    Route(adapter, "embeddings"),
+                    Route(adapter, "embeddings", breakers=self.breakers, policy=policy),
                 ],
                 record,
             ),
@@ -289,7 +306,11 @@ class GatewayApp:
             await _plain(send, 404, None, error.body())
 
     async def _readyz(self, send: Any) -> None:
-        stale_after = max(5.0, self.config.snapshot_poll_seconds * 5)
+        # Not ready once the database has been silent for a few polls, or for the outage
+        # grace period if that is shorter (when fail-closed organisations get 503).
+        stale_after = min(
+            max(5.0, self.config.snapshot_poll_seconds * 5), self.config.db_outage_grace_seconds
+        )
         db_ok = (time.time() - self.snapshots.last_ok) < stale_after
         checks = {"snapshot": self.snapshots.loaded, "database": db_ok}
         state_ok = await self.state_store.ping()

@@ -7,11 +7,12 @@ Stages not built yet are present as named pass-through steps so the shape is fin
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -21,7 +22,8 @@ from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
 from apps.gateway.respond import send_json
-from apps.gateway.snapshot import DeploymentEntry, LimitRule, ModelEntry
+from apps.gateway.routing import RETRYABLE_CODES, Attempt, CircuitBreakers, candidates
+from apps.gateway.snapshot import DeploymentEntry, LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
 from apps.gateway.tokens import count_prompt_tokens
 from apps.gateway.upstream import OPENAI_KINDS, OpenAIAdapter
@@ -352,31 +354,54 @@ class ReserveBudget:
 # --- 5. route ------------------------------------------------------------------------
 
 
-def choose_deployment(
-    model: ModelEntry, rng: random.Random = random._inst
-) -> DeploymentEntry | None:  # type: ignore[attr-defined]
-    """Weighted random among the primary deployments."""
-    if not model.primaries:
-        return None
-    if len(model.primaries) == 1:
-        return model.primaries[0]
-    point = rng.random() * model.cumulative_weights[-1]
-    return model.primaries[bisect.bisect_right(model.cumulative_weights, point)]
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3  # across all deployments
+    deadline_seconds: float = 120.0  # the whole request, from arrival
+    backoff_base_seconds: float = 0.1  # before retrying a deployment already tried
+    backoff_max_seconds: float = 2.0
+
+
+def _retry_after_seconds(error: GatewayError) -> float | None:
+    for name, value in error.headers:
+        if name == b"retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 class Route:
-    """Pick a deployment, call it, and relay the answer (streamed or not)."""
+    """Try deployments in order until one answers; relay its answer (streamed or not).
+
+    Order: a weighted-random primary, the other primaries, then fallbacks. A retryable
+    failure fails over to the next deployment at once; once every deployment has been
+    tried, the ones that failed retryably are tried again after an exponential backoff
+    with jitter (or the upstream's Retry-After), within ``max_attempts`` and the overall
+    deadline. A stream fails over only before its first byte reached the client. A
+    deployment whose circuit is open is skipped.
+    """
 
     name = "route"
 
-    def __init__(self, adapter: OpenAIAdapter, operation: str) -> None:
+    def __init__(
+        self,
+        adapter: OpenAIAdapter,
+        operation: str,
+        *,
+        breakers: CircuitBreakers,
+        policy: RetryPolicy,
+    ) -> None:
         self._adapter = adapter
         self._operation = operation  # "chat" or "embeddings"
+        self._breakers = breakers
+        self._policy = policy
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.model is not None
-        dep = choose_deployment(ctx.model)
-        if dep is None:
+        order = candidates(ctx.model)
+        if not order:
             ctx.decide(self.name, "error", "no active deployment")
             raise GatewayError(
                 503,
@@ -384,22 +409,83 @@ class Route:
                 code="no_deployment",
                 type="api_error",
             )
-        if dep.kind not in OPENAI_KINDS:
-            ctx.decide(self.name, "error", f"provider kind {dep.kind} has no adapter yet")
-            raise GatewayError(
-                503,
-                f"The provider kind '{dep.kind}' is not supported yet.",
-                code="provider_not_supported",
-                type="api_error",
-            )
+        policy = self._policy
+        deadline = ctx.started + policy.deadline_seconds
+        last_error: GatewayError | None = None
+        tried: set[int] = set()
+        attempts = 0
+        for _round in range(policy.max_attempts):
+            progressed = False
+            for dep in order:
+                if attempts >= policy.max_attempts or time.perf_counter() >= deadline:
+                    break
+                if not self._breakers.allow(dep.id):
+                    if dep.id not in tried:
+                        ctx.attempts.append(Attempt(dep.label, 0, "circuit_open", 0.0))
+                        tried.add(dep.id)
+                    continue
+                if dep.id in tried and last_error is not None:
+                    wait = _retry_after_seconds(last_error)
+                    if wait is None:
+                        wait = min(
+                            policy.backoff_max_seconds,
+                            policy.backoff_base_seconds * 2 ** (attempts - 1),
+                        )
+                        wait *= 0.5 + random.random() / 2  # jitter
+                    if time.perf_counter() + wait >= deadline:
+                        break
+                    await asyncio.sleep(wait)
+                tried.add(dep.id)
+                attempts += 1
+                progressed = True
+                try:
+                    await self._attempt(ctx, dep)
+                except GatewayError as error:
+                    self._breakers.record(dep.id, ok=False)
+                    if ctx.response_started or error.code not in RETRYABLE_CODES:
+                        ctx.decide(self.name, "error", f"{dep.label}: {error.code}")
+                        raise
+                    last_error = error
+                    continue
+                self._breakers.record(dep.id, ok=True)
+                return
+            if not progressed:
+                break
+        ctx.decide(self.name, "error", f"every deployment failed ({attempts} attempts)")
+        if last_error is not None:
+            raise last_error
+        raise GatewayError(
+            503,
+            f"No healthy deployment is available for '{ctx.model.name}'.",
+            code="no_healthy_deployment",
+            type="api_error",
+            headers=[(b"retry-after", b"5")],
+        )
+
+    async def _attempt(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
         ctx.deployment = dep
+        t0 = time.perf_counter()
+        try:
+            if dep.kind not in OPENAI_KINDS:
+                raise GatewayError(
+                    503,
+                    f"The provider kind '{dep.kind}' is not supported yet.",
+                    code="provider_not_supported",
+                    type="api_error",
+                )
+            if self._operation == "embeddings":
+                await self._adapter.post_json(ctx, dep, "/embeddings")
+            elif ctx.stream:
+                await until_client_disconnects(ctx, self._adapter.stream_chat(ctx, dep))
+            else:
+                await self._adapter.post_json(ctx, dep, "/chat/completions")
+        except GatewayError as error:
+            ctx.attempts.append(
+                Attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
+            )
+            raise
+        ctx.attempts.append(Attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
         ctx.decide(self.name, "allow", f"deployment {dep.label}")
-        if self._operation == "embeddings":
-            await self._adapter.post_json(ctx, dep, "/embeddings")
-        elif ctx.stream:
-            await until_client_disconnects(ctx, self._adapter.stream_chat(ctx, dep))
-        else:
-            await self._adapter.post_json(ctx, dep, "/chat/completions")
 
 
 # --- models listing (no upstream call) ------------------------------------------------

@@ -117,7 +117,7 @@ def test_models_lists_only_what_the_key_may_use(setup):
 
 
 def test_upstream_errors_are_mapped_and_recorded(gateway_factory, fake_upstream):
-    gateway = gateway_factory(upstream_timeout_seconds=0.5)
+    gateway = gateway_factory(upstream_timeout_seconds=0.5, max_attempts=1)
     model_create("m", provider_create(fake_upstream.url))
     issued = key_create()
     gateway.snapshots.reload()

@@ -44,6 +44,7 @@ def test_a_server_that_never_answers_times_out():
         )
         with pytest.raises(RedisUnavailable):
             await client.call("PING")
+        await client.close()
 
     run(go())
     listener.close()
