@@ -51,7 +51,7 @@ class RequestContext:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     prompt_tokens: int | None = None  # counted by the gateway, before the call
     reservation: Any = None  # governance.Reservation while one is held
-    attempts: list[Any] = field(default_factory=list)  # routing.Attempt, one per upstream try
+    attempts: list[tuple] = field(default_factory=list)  # routing.attempt(), one per try
 
     def decide(self, stage: str, outcome: str, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

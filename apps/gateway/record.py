@@ -62,6 +62,6 @@ class Record:
                 "client_ip": ctx.client_ip,
                 "user_agent": ctx.user_agent[:300],
                 "decisions": [[d.stage, d.outcome, d.reason] for d in ctx.decisions],
-                "attempts": [a.as_list() for a in ctx.attempts],
+                "attempts": ctx.attempts,
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
@@ -28,15 +29,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-@dataclass(slots=True)
-class Attempt:
-    deployment: str
-    status: int
-    code: str
-    ms: float
-
-    def as_list(self) -> list:
-        return [self.deployment, self.status, self.code, round(self.ms, 3)]
+def attempt(deployment: str, status: int, code: str, ms: float) -> tuple[str, int, str, float]:
+    """One upstream try as the record stores it: (deployment, status, error code, ms)."""
+    return (deployment, status, code, round(ms, 3))
 
 
 def choose_deployment(
@@ -51,8 +46,10 @@ def choose_deployment(
     return model.primaries[bisect.bisect_right(model.cumulative_weights, point)]
 
 
-def candidates(model: ModelEntry, rng: random.Random | None = None) -> list[DeploymentEntry]:
+def candidates(model: ModelEntry, rng: random.Random | None = None) -> Sequence[DeploymentEntry]:
     """A weighted-random primary first, the other primaries by weight, then fallbacks."""
+    if len(model.primaries) == 1 and not model.fallbacks:
+        return model.primaries  # the common case: nothing to choose or sort
     first = choose_deployment(model, rng)
     if first is None:
         return list(model.fallbacks)

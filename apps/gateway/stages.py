@@ -22,7 +22,7 @@ from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
 from apps.gateway.respond import send_json
-from apps.gateway.routing import RETRYABLE_CODES, Attempt, CircuitBreakers, candidates
+from apps.gateway.routing import RETRYABLE_CODES, CircuitBreakers, attempt, candidates
 from apps.gateway.snapshot import DeploymentEntry, LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
 from apps.gateway.tokens import count_prompt_tokens
@@ -421,7 +421,7 @@ class Route:
                     break
                 if not self._breakers.allow(dep.id):
                     if dep.id not in tried:
-                        ctx.attempts.append(Attempt(dep.label, 0, "circuit_open", 0.0))
+                        ctx.attempts.append(attempt(dep.label, 0, "circuit_open", 0.0))
                         tried.add(dep.id)
                     continue
                 if dep.id in tried and last_error is not None:
@@ -481,10 +481,10 @@ class Route:
                 await self._adapter.post_json(ctx, dep, "/chat/completions")
         except GatewayError as error:
             ctx.attempts.append(
-                Attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
+                attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
             )
             raise
-        ctx.attempts.append(Attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
+        ctx.attempts.append(attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
         ctx.decide(self.name, "allow", f"deployment {dep.label}")
 
 
