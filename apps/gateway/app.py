@@ -103,7 +103,9 @@ class GatewayApp:
         self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)
         self.recorder = recorder
         self.pool = UpstreamPool(timeout_seconds=config.upstream_timeout_seconds)
-        adapter = OpenAIAdapter(self.pool)
+        openai_wire = OpenAIAdapter(self.pool)
+        # Provider kind -> adapter; kinds without one answer 503 provider_not_supported.
+        adapters = {"openai": openai_wire, "openai_compatible": openai_wire}
         pepper = config.key_pepper
         authenticate = Authenticate(lambda secret: key_digest(secret, pepper))
         reserve = ReserveBudget(
@@ -131,7 +133,7 @@ class GatewayApp:
                     Authorize(validate_chat),
                     Inspect(),
                     reserve,
-                    Route(adapter, "chat", breakers=self.breakers, policy=policy),
+                    Route(adapters, "chat", breakers=self.breakers, policy=policy),
                 ],
                 record,
             ),
@@ -142,7 +144,7 @@ class GatewayApp:
                     Authorize(validate_embeddings),
                     Inspect(),
                     reserve,
-                    Route(adapter, "embeddings", breakers=self.breakers, policy=policy),
+                    Route(adapters, "embeddings", breakers=self.breakers, policy=policy),
                 ],
                 record,
             ),

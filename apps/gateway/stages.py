@@ -26,7 +26,7 @@ from apps.gateway.routing import RETRYABLE_CODES, CircuitBreakers, attempt, cand
 from apps.gateway.snapshot import DeploymentEntry, LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
 from apps.gateway.tokens import count_prompt_tokens
-from apps.gateway.upstream import OPENAI_KINDS, OpenAIAdapter
+from apps.gateway.upstream import Adapter
 from apps.keys.secrets import KEY_PREFIX
 
 
@@ -387,13 +387,13 @@ class Route:
 
     def __init__(
         self,
-        adapter: OpenAIAdapter,
+        adapters: dict[str, Adapter],
         operation: str,
         *,
         breakers: CircuitBreakers,
         policy: RetryPolicy,
     ) -> None:
-        self._adapter = adapter
+        self._adapters = adapters  # provider kind -> adapter
         self._operation = operation  # "chat" or "embeddings"
         self._breakers = breakers
         self._policy = policy
@@ -466,7 +466,8 @@ class Route:
         ctx.deployment = dep
         t0 = time.perf_counter()
         try:
-            if dep.kind not in OPENAI_KINDS:
+            adapter = self._adapters.get(dep.kind)
+            if adapter is None:
                 raise GatewayError(
                     503,
                     f"The provider kind '{dep.kind}' is not supported yet.",
@@ -474,11 +475,11 @@ class Route:
                     type="api_error",
                 )
             if self._operation == "embeddings":
-                await self._adapter.post_json(ctx, dep, "/embeddings")
+                await adapter.embeddings(ctx, dep)
             elif ctx.stream:
-                await until_client_disconnects(ctx, self._adapter.stream_chat(ctx, dep))
+                await until_client_disconnects(ctx, adapter.stream_chat(ctx, dep))
             else:
-                await self._adapter.post_json(ctx, dep, "/chat/completions")
+                await adapter.chat(ctx, dep)
         except GatewayError as error:
             ctx.attempts.append(
                 attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -26,7 +26,17 @@ from apps.gateway.respond import (
 )
 from apps.gateway.snapshot import DeploymentEntry
 
-OPENAI_KINDS = frozenset({"openai", "openai_compatible"})
+
+class Adapter(Protocol):
+    """Speaks one provider's wire format. Each method sends the OpenAI-format answer to the
+    client (``respond``), fills ``ctx`` usage, and raises ``GatewayError`` on failure —
+    before the first byte for anything retryable."""
+
+    async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None: ...
+
+    async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None: ...
+
+    async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None: ...
 
 
 class UpstreamPool:
@@ -135,6 +145,12 @@ class OpenAIAdapter:
                 self._targets.clear()
             target = self._targets[cache_key] = (URL(dep.api_base + path), _auth_headers(dep))
         return target
+
+    async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        await self.post_json(ctx, dep, "/chat/completions")
+
+    async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        await self.post_json(ctx, dep, "/embeddings")
 
     async def post_json(self, ctx: RequestContext, dep: DeploymentEntry, path: str) -> None:
         """Non-streaming call: forward, read usage, pass the body through untouched."""
