@@ -120,7 +120,8 @@ class FakeBehavior:
     #: Pause between SSE events of a stream, in milliseconds.
     stream_chunk_delay_ms: float = 0
     #: Streams: close the connection after this many content chunks, without the final
-    #: chunk, the usage chunk or ``[DONE]`` (an upstream dying mid-stream).
+    #: chunk, the usage chunk or ``[DONE]`` (an upstream dying mid-stream); negative: right
+    #: after the 200 status, before any event.
     disconnect_after_chunks: int | None = None
     #: Check request bodies against the openai SDK's parameter types (400 when invalid).
     validate: bool = True
@@ -724,7 +725,8 @@ class FakeOpenAIServer:
             delay = behavior.stream_chunk_delay_ms / 1000
             cut = behavior.disconnect_after_chunks
             if cut is not None:
-                events = events[: 1 + max(0, min(cut, content_chunks))]  # role chunk + N
+                # role chunk + N; a negative N hangs up before even the role chunk
+                events = [] if cut < 0 else events[: 1 + min(cut, content_chunks)]
             for number, event in enumerate(events):
                 if number and delay:
                     await asyncio.sleep(delay)

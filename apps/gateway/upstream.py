@@ -256,7 +256,12 @@ class OpenAIAdapter:
                     await send_chunk(ctx, b"".join(out))
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not ctx.response_started:
-                raise
+                if isinstance(exc, TimeoutError):
+                    raise
+                # Connected and answered 200, then broke before any event: retryable.
+                raise upstream_error(
+                    502, "The upstream stream broke off.", code="upstream_stream_broken"
+                ) from exc
             # Broken after the first byte: end with an explicit error event, never a clean end.
             error = upstream_error(
                 502, "The upstream stream broke off.", code="upstream_stream_broken"
@@ -272,10 +277,12 @@ class OpenAIAdapter:
             if not got_usage:
                 ctx.usage_estimated = True
                 ctx.output_tokens = max(ctx.output_tokens, chunks)
-        if not done and ctx.response_started:
+        if not done:
             error = upstream_error(
                 502, "The upstream stream ended without completing.", code="upstream_stream_broken"
             )
+            if not ctx.response_started:
+                raise error  # nothing reached the client: the route stage may fail over
             ctx.error_code = error.code
             await send_chunk(ctx, sse_error_event(error))
             await end_stream(ctx)

@@ -149,3 +149,17 @@ def test_breaker_state_machine():
     breakers.record(2, ok=False, now=0)
     breakers.record(2, ok=False, now=20)  # outside the window: still closed
     assert breakers.state(2, now=20) == "closed"
+
+
+def test_an_upstream_stream_that_ends_before_any_event_fails_over(
+    pair, fake_upstream, second_upstream
+):
+    """200 and then nothing: the client must not get an empty stream that looks finished."""
+    gateway, client = pair()
+    fake_upstream.behavior.completion_tokens = 0
+    fake_upstream.behavior.disconnect_after_chunks = -1  # hang up before the role event
+    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    [record] = records_wait(gateway, 1)
+    assert [a[0] for a in record.attempts] == ["primary:m", "backup:m-fallback"]
+    assert record.attempts[0][2] == "upstream_stream_broken"
