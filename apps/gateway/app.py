@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from apps.gateway.adapters_anthropic import AnthropicAdapter
 from apps.gateway.background import BackgroundCalls
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
@@ -105,7 +106,11 @@ class GatewayApp:
         self.pool = UpstreamPool(timeout_seconds=config.upstream_timeout_seconds)
         openai_wire = OpenAIAdapter(self.pool)
         # Provider kind -> adapter; kinds without one answer 503 provider_not_supported.
-        adapters = {"openai": openai_wire, "openai_compatible": openai_wire}
+        adapters = {
+            "openai": openai_wire,
+            "openai_compatible": openai_wire,
+            "anthropic": AnthropicAdapter(self.pool),
+        }
         pepper = config.key_pepper
         authenticate = Authenticate(lambda secret: key_digest(secret, pepper))
         reserve = ReserveBudget(
