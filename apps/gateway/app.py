@@ -25,6 +25,7 @@ from apps.gateway.adapters_anthropic import AnthropicAdapter
 from apps.gateway.background import BackgroundCalls
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.record import Record, RecordSink
 from apps.gateway.respond import JSON
@@ -142,6 +143,18 @@ class GatewayApp:
                 ],
                 record,
             ),
+            ("POST", "/v1/messages"): Pipeline(
+                "messages",
+                [
+                    AnthropicFormat(),  # answers (refusals included) in Anthropic's format
+                    authenticate,
+                    Authorize(validate_messages),
+                    Inspect(),
+                    reserve,
+                    Route(adapters, "chat", breakers=self.breakers, policy=policy),
+                ],
+                record,
+            ),
             ("POST", "/v1/embeddings"): Pipeline(
                 "embeddings",
                 [
@@ -251,11 +264,16 @@ class GatewayApp:
         client = scope.get("client")
         if client:
             ctx.client_ip = client[0]
+        api_key = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 ctx.authorization = value.decode("latin-1")
             elif name == b"user-agent":
                 ctx.user_agent = value.decode("latin-1")
+            elif name == b"x-api-key":
+                api_key = value
+        if api_key and not ctx.authorization:  # Anthropic clients' header
+            ctx.authorization = "Bearer " + api_key.decode("latin-1")
         if method == "POST":
             try:
                 ctx.raw_body = await self._read_body(receive)

@@ -1,0 +1,604 @@
+"""Inbound Anthropic compatibility: ``POST /v1/messages`` in, any provider behind it.
+
+A client speaking the Anthropic Messages API (the official ``anthropic`` SDK pointed at the
+gateway) is served by the same lifecycle as chat completions: the request is translated to
+an OpenAI chat body here, the stages and adapters run unchanged, and the OpenAI-format
+answer they send is translated back on its way out by wrapping ``ctx.send``
+(:class:`AnthropicResponse`). The translators are pure functions (no I/O, no ``ctx``).
+
+What is translated (request):
+  * ``system`` (a string or text blocks) → a leading ``system`` message;
+  * text and base64/URL ``image`` blocks → content parts; assistant ``tool_use`` blocks →
+    ``tool_calls``; user ``tool_result`` blocks → ``role: "tool"`` messages (before the
+    rest of that user turn, as OpenAI wants them right after the assistant's calls);
+  * ``tools`` → function tools, ``tool_choice`` (auto/any/tool/none,
+    ``disable_parallel_tool_use``), ``stop_sequences`` → ``stop``, ``max_tokens``,
+    ``temperature``, ``top_p``, ``metadata.user_id`` → ``user``; ``stream`` → ``stream``
+    with ``stream_options.include_usage`` always on, so usage is always captured.
+
+Not translated: ``top_k``, ``thinking`` and thinking blocks, document blocks, cache
+control (no OpenAI equivalent); server tools (web search, ...) are refused with a 400.
+``stop_reason`` is never ``stop_sequence``: OpenAI's ``stop`` does not say which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import bad_request
+
+ROLES = ("user", "assistant")
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    if status in ERROR_TYPES:
+        return ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _text_blocks(value: Any, param: str) -> str:
+    """A string or a list of text blocks → the text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for i, block in enumerate(value):
+            if not isinstance(block, dict) or block.get("type") != "text":
+                raise bad_request(
+                    f"{param}[{i}] must be a text block.", code="invalid_value", param=param
+                )
+            parts.append(str(block.get("text") or ""))
+        return "\n".join(parts)
+    raise bad_request(
+        f"'{param}' must be a string or text blocks.", code="invalid_type", param=param
+    )
+
+
+def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
+    source = block.get("source") or {}
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        media_type = source.get("media_type") or "image/png"
+        url = f"data:{media_type};base64,{source['data']}"
+    elif source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise bad_request(
+            "Image blocks need a base64 or url source.", code="invalid_value", param=param
+        )
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_result_message(block: dict[str, Any], param: str) -> dict[str, Any]:
+    content = block.get("content")
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):  # text blocks are kept; images in results are dropped
+        text = "\n".join(
+            str(b.get("text") or "")
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
+    else:
+        raise bad_request("tool_result content is invalid.", code="invalid_type", param=param)
+    if block.get("is_error"):
+        text = f"Error: {text}" if text else "Error"
+    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": text}
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(block.get("id") or ""),
+        "type": "function",
+        "function": {
+            "name": str(block.get("name") or ""),
+            "arguments": orjson.dumps(block.get("input") or {}).decode(),
+        },
+    }
+
+
+def _message(index: int, message: Any) -> list[dict[str, Any]]:
+    """One Anthropic message → one or more OpenAI messages."""
+    param = f"messages[{index}]"
+    if not isinstance(message, dict) or message.get("role") not in ROLES:
+        raise bad_request(
+            f"{param} must be an object with role 'user' or 'assistant'.",
+            code="invalid_value",
+            param=param,
+        )
+    role, content = message["role"], message.get("content")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if not isinstance(content, list):
+        raise bad_request(
+            f"{param}.content must be a string or an array of blocks.",
+            code="invalid_type",
+            param=f"{param}.content",
+        )
+    parts: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        where = f"{param}.content[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": str(block.get("text") or "")})
+        elif kind == "image" and role == "user":
+            parts.append(_image_part(block, where))
+        elif kind == "tool_use" and role == "assistant":
+            calls.append(_tool_call(block))
+        elif kind == "tool_result" and role == "user":
+            results.append(_tool_result_message(block, where))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # no OpenAI equivalent
+        else:
+            raise bad_request(
+                f"{where}: block type {kind!r} is not supported in a {role} message.",
+                code="invalid_value",
+                param=where,
+            )
+    out: list[dict[str, Any]] = list(results)
+    if role == "assistant":
+        text = "".join(p["text"] for p in parts)
+        if text or calls:
+            answer: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                answer["tool_calls"] = calls
+            out.append(answer)
+    elif parts:
+        only_text = all(p["type"] == "text" for p in parts)
+        value: Any = "\n".join(p["text"] for p in parts) if only_text else parts
+        out.append({"role": "user", "content": value})
+    return out
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise bad_request("'tools' must be an array.", code="invalid_type", param="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "custom") not in ("custom", None):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise bad_request(
+                f"tools[{i}]: tool type {kind!r} is not supported (custom tools only).",
+                code="invalid_value",
+                param=f"tools[{i}]",
+            )
+        function: dict[str, Any] = {
+            "name": str(tool.get("name") or ""),
+            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description"):
+            function["description"] = str(tool["description"])
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _apply_tool_choice(choice: Any, out: dict[str, Any]) -> None:
+    if not isinstance(choice, dict):
+        raise bad_request(
+            "'tool_choice' must be an object.", code="invalid_type", param="tool_choice"
+        )
+    kind = choice.get("type")
+    if kind == "auto":
+        out["tool_choice"] = "auto"
+    elif kind == "any":
+        out["tool_choice"] = "required"
+    elif kind == "none":
+        out["tool_choice"] = "none"
+    elif kind == "tool":
+        name = str(choice.get("name") or "")
+        out["tool_choice"] = {"type": "function", "function": {"name": name}}
+    else:
+        raise bad_request(
+            f"Unknown tool_choice type {kind!r}.", code="invalid_value", param="tool_choice"
+        )
+    if choice.get("disable_parallel_tool_use") and kind != "none":
+        out["parallel_tool_calls"] = False
+
+
+def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """A validated Anthropic Messages request body → an OpenAI chat-completions body."""
+    messages: list[dict[str, Any]] = []
+    if body.get("system") is not None:
+        system = _text_blocks(body["system"], "system")
+        if system:
+            messages.append({"role": "system", "content": system})
+    for index, message in enumerate(body["messages"]):
+        messages.extend(_message(index, message))
+    out: dict[str, Any] = {
+        "model": body["model"],
+        "messages": messages,
+        "max_tokens": body["max_tokens"],
+    }
+    for name in ("temperature", "top_p"):
+        if isinstance(body.get(name), (int, float)) and not isinstance(body.get(name), bool):
+            out[name] = body[name]
+    stop = body.get("stop_sequences")
+    if isinstance(stop, list) and stop:
+        out["stop"] = [str(s) for s in stop]
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"])
+        if body.get("tool_choice") is not None:
+            _apply_tool_choice(body["tool_choice"], out)
+    user = (
+        (body.get("metadata") or {}).get("user_id")
+        if isinstance(body.get("metadata"), dict)
+        else None
+    )
+    if isinstance(user, str) and user:
+        out["user"] = user
+    if body.get("stream") is True:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def validate_messages(ctx: RequestContext) -> None:
+    """Parse and check an Anthropic Messages request; set ``ctx`` up as for chat."""
+    try:
+        body = orjson.loads(ctx.raw_body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request(
+            "'model' is required and must be a string.",
+            code="missing_required_parameter",
+            param="model",
+        )
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise bad_request(
+            "'max_tokens' is required and must be a positive integer.",
+            code="missing_required_parameter" if max_tokens is None else "invalid_value",
+            param="max_tokens",
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request(
+            "'messages' is required and must be a non-empty array.",
+            code="missing_required_parameter",
+            param="messages",
+        )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean.", code="invalid_type", param="stream")
+    ctx.model_name = model
+    ctx.body = messages_to_openai(body)
+    ctx.stream = stream
+    ctx.include_usage = True
+    install(ctx)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI usage → Anthropic usage (``input_tokens`` excludes cache reads there)."""
+    usage = usage or {}
+    cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+    prompt = int(usage.get("prompt_tokens") or 0)
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def _message_id(openai_id: Any) -> str:
+    raw = str(openai_id or "")
+    raw = raw.removeprefix("chatcmpl-")
+    return raw if raw.startswith("msg_") else f"msg_{raw}"
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+        parsed = orjson.loads(arguments or "{}")
+        return parsed if isinstance(parsed, dict) else {"value": parsed}
+    return {}
+
+
+def openai_to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` → an Anthropic ``Message`` named after ``model``."""
+    choices = completion.get("choices") or [{}]
+    choice = choices[0] or {}
+    answer = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    text = answer.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    for call in answer.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": str(call.get("id") or ""),
+                "name": str(function.get("name") or ""),
+                "input": _tool_input(function.get("arguments")),
+            }
+        )
+    return {
+        "id": _message_id(completion.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": anthropic_usage(completion.get("usage")),
+    }
+
+
+def openai_error_to_anthropic(status: int, body: bytes, request_id: str = "") -> bytes:
+    """An OpenAI-style ``{"error": {...}}`` body → Anthropic's error shape."""
+    message = ""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        message = str(orjson.loads(body)["error"]["message"])
+    out: dict[str, Any] = {
+        "type": "error",
+        "error": {
+            "type": anthropic_error_type(status),
+            "message": message or f"The request failed with status {status}.",
+        },
+    }
+    if request_id:
+        out["request_id"] = request_id
+    return orjson.dumps(out)
+
+
+def sse_event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class MessageStreamTranslator:
+    """OpenAI ``chat.completion.chunk`` objects → Anthropic stream events (bytes).
+
+    Pure state machine: ``feed`` takes one parsed ``data`` object (a chunk, the usage
+    chunk or an ``{"error": ...}`` event); ``done`` is called at ``[DONE]`` / the end of
+    the body and emits ``message_delta`` (stop reason, usage) and ``message_stop``.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.started = False
+        self.finished = False
+        self.failed = False
+        self.stop_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self._index = -1  # Anthropic block index of the open block
+        self._open: str | None = None  # "text" / "tool" / None
+        self._tools: dict[int, int] = {}  # OpenAI tool index → Anthropic block index
+
+    def _start(self, chunk: dict[str, Any]) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        message = {
+            "id": _message_id(chunk.get("id")),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return sse_event("message_start", {"type": "message_start", "message": message})
+
+    def _close_block(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return sse_event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._index += 1
+        self._open = kind
+        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return out + sse_event("content_block_start", start)
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        event = {"type": "content_block_delta", "index": self._index, "delta": delta}
+        return sse_event("content_block_delta", event)
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        if self.finished:
+            return b""
+        if "error" in chunk and "choices" not in chunk:
+            return self.error(chunk.get("error") or {}, status=502)
+        out = self._start(chunk)
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._open != "text":
+                    out += self._open_block("text", {"type": "text", "text": ""})
+                out += self._delta({"type": "text_delta", "text": text})
+            for call in delta.get("tool_calls") or ():
+                tool_index = int(call.get("index") or 0)
+                function = call.get("function") or {}
+                if tool_index not in self._tools:
+                    block = {
+                        "type": "tool_use",
+                        "id": str(call.get("id") or ""),
+                        "name": str(function.get("name") or ""),
+                        "input": {},
+                    }
+                    out += self._open_block("tool", block)
+                    self._tools[tool_index] = self._index
+                elif self._tools[tool_index] != self._index:
+                    continue  # interleaved pieces of an earlier call: cannot be reopened
+                piece = function.get("arguments")
+                if piece:
+                    out += self._delta({"type": "input_json_delta", "partial_json": piece})
+            reason = choice.get("finish_reason")
+            if reason:
+                self.stop_reason = STOP_REASONS.get(reason, "end_turn")
+                out += self._close_block()
+        return out
+
+    def done(self) -> bytes:
+        """At ``[DONE]`` or the end of the body: close the message (once)."""
+        if self.finished:
+            return b""
+        if self.stop_reason is None and not self.failed:
+            return self.error({"message": "The upstream stream ended without completing."}, 502)
+        self.finished = True
+        out = self._start({}) + self._close_block()
+        usage = anthropic_usage(self.usage)
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+            "usage": usage,
+        }
+        return (
+            out
+            + sse_event("message_delta", delta)
+            + sse_event("message_stop", {"type": "message_stop"})
+        )
+
+    def error(self, error: dict[str, Any], status: int = 502) -> bytes:
+        self.finished = self.failed = True
+        body = {
+            "type": "error",
+            "error": {
+                "type": anthropic_error_type(status),
+                "message": str(error.get("message") or "The upstream provider failed."),
+            },
+        }
+        return sse_event("error", body)
+
+
+def _sse_data(event: bytes) -> dict[str, Any] | str | None:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return "[DONE]"
+            with contextlib.suppress(orjson.JSONDecodeError):
+                data = orjson.loads(payload)
+                return data if isinstance(data, dict) else None
+    return None
+
+
+class AnthropicResponse:
+    """Wraps ``ctx.send``: OpenAI-format ASGI messages in, Anthropic-format ones out."""
+
+    def __init__(self, ctx: RequestContext, send: Any) -> None:
+        self._ctx = ctx
+        self._send = send
+        self._start: dict[str, Any] | None = None
+        self._mode = ""  # "json", "sse" or "raw"
+        self._parts: list[bytes] = []
+        self._buffer = b""
+        self._stream: MessageStreamTranslator | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            if content_type.startswith(b"text/event-stream"):
+                self._mode = "sse"
+                self._stream = MessageStreamTranslator(self._ctx.model_name)
+                await self._send(message)
+            elif content_type.startswith(b"application/json"):
+                self._mode = "json"
+                self._start = message  # held until the body is complete
+            else:
+                self._mode = "raw"
+                await self._send(message)
+            return
+        if message["type"] != "http.response.body" or self._mode == "raw":
+            await self._send(message)
+            return
+        if self._mode == "json":
+            self._parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                await self._send_json()
+            return
+        await self._relay_sse(message)
+
+    async def _send_json(self) -> None:
+        assert self._start is not None
+        status = self._start["status"]
+        body = b"".join(self._parts)
+        if status >= 400:
+            body = openai_error_to_anthropic(status, body, self._ctx.request_id)
+        elif status == 200:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                body = orjson.dumps(openai_to_message(orjson.loads(body), self._ctx.model_name))
+        headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def _relay_sse(self, message: dict[str, Any]) -> None:
+        assert self._stream is not None
+        translator = self._stream
+        self._buffer += message.get("body", b"").replace(b"\r\n", b"\n")
+        out = b""
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        for raw in events:
+            data = _sse_data(raw) if raw else None
+            if data == "[DONE]":
+                out += translator.done()
+            elif isinstance(data, dict):
+                out += translator.feed(data)
+        more = bool(message.get("more_body"))
+        if not more:
+            out += translator.done()
+        if out or not more:
+            await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+
+def install(ctx: RequestContext) -> None:
+    """Translate everything this request sends from now on (idempotent)."""
+    if not isinstance(ctx.send, AnthropicResponse):
+        ctx.send = AnthropicResponse(ctx, ctx.send)
+
+
+class AnthropicFormat:
+    """First stage of ``/v1/messages``: answers go out in Anthropic's format, refusals of
+    the stages before ``authorize`` (a missing or unknown key) included."""
+
+    name = "anthropic_format"
+
+    async def run(self, ctx: RequestContext) -> None:
+        install(ctx)
