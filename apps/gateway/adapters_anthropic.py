@@ -415,19 +415,9 @@ class AnthropicAdapter:
         assert ctx.body is not None
         payload = openai_to_anthropic(ctx.body, dep.upstream_model)
         url, headers = self._target(dep)
-        t0 = time.perf_counter()
-        try:
-            async with self.pool.session(dep.api_base).post(
-                url, data=orjson.dumps(payload), headers=headers, timeout=self.pool.timeout
-            ) as resp:
-                body = await resp.read()
-                status, resp_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            raise _timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise _connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+        status, body, resp_headers = await self.pool.post(
+            ctx, dep, url, orjson.dumps(payload), headers
+        )
         if status != 200:
             raise _error_from_upstream(status, body, resp_headers)
         try:

@@ -66,6 +66,29 @@ class UpstreamPool:
             self._sessions[base] = session
         return session
 
+    async def post(
+        self,
+        ctx: RequestContext,
+        dep: DeploymentEntry,
+        url: URL,
+        data: bytes,
+        headers: dict[str, str],
+    ) -> tuple[int, bytes, Any]:
+        """One non-streaming upstream call: (status, body, headers). Its time goes into
+        ``ctx.upstream_ms``; timeouts and connection failures become retryable errors."""
+        t0 = time.perf_counter()
+        try:
+            async with self.session(dep.api_base).post(
+                url, data=data, headers=headers, timeout=self.timeout
+            ) as resp:
+                return resp.status, await resp.read(), resp.headers
+        except TimeoutError as exc:
+            raise _timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise _connect_error() from exc
+        finally:
+            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
@@ -157,27 +180,12 @@ class OpenAIAdapter:
         assert ctx.body is not None
         payload = dict(ctx.body)
         payload["model"] = dep.upstream_model
-        session = self.pool.session(dep.api_base)
         url, headers = self._target(dep, path)
-        t0 = time.perf_counter()
-        try:
-            async with session.post(
-                url,
-                data=orjson.dumps(payload),
-                headers=headers,
-                timeout=self.pool.timeout,
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                headers = resp.headers
-        except TimeoutError as exc:
-            raise _timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise _connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+        status, body, resp_headers = await self.pool.post(
+            ctx, dep, url, orjson.dumps(payload), headers
+        )
         if status != 200:
-            raise _error_from_upstream(status, body, headers)
+            raise _error_from_upstream(status, body, resp_headers)
         try:
             usage = orjson.loads(body).get("usage")
         except (orjson.JSONDecodeError, AttributeError) as exc:
