@@ -64,7 +64,6 @@ import dataclasses
 import functools
 import itertools
 import re
-import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -81,11 +80,11 @@ from apps.fakes.openai_server import (
     _describe,
     _drain,
     _NestedInvalid,
-    _new_event_loop,
     _tokens,
     behavior_from_options,
 )
 from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from apps.fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_PORT",
@@ -583,22 +582,9 @@ def run(
     api_key: str | None = None,
 ) -> None:
     """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-
-    async def serve() -> None:
-        server = FakeAnthropicServer(host, port, behavior, api_key, record=False)
-        await server.start_async()
-        print(f"fake Anthropic server listening on {server.url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await server.stop_async()
-
-    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(serve())
+    _run_openai_style(
+        host, port, behavior, api_key, server_class=FakeAnthropicServer, label="Anthropic"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

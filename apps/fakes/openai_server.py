@@ -836,13 +836,19 @@ def run(
     port: int = 9001,
     behavior: FakeBehavior | None = None,
     api_key: str | None = None,
+    *,
+    server_class: type[FakeOpenAIServer] | None = None,
+    label: str = "OpenAI",
 ) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
+    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded.
+
+    ``server_class`` lets the other fakes (built on this one) reuse the same runner."""
+    factory = server_class or FakeOpenAIServer
 
     async def serve() -> None:
-        server = FakeOpenAIServer(host, port, behavior, api_key, record=False)
+        server = factory(host, port, behavior, api_key, record=False)
         await server.start_async()
-        print(f"fake OpenAI server listening on {server.url}", flush=True)
+        print(f"fake {label} server listening on {server.url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

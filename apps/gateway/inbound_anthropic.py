@@ -30,6 +30,7 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import bad_request
+from apps.gateway.stages import parse_json_body, require_model
 
 ROLES = ("user", "assistant")
 
@@ -264,19 +265,8 @@ def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
 
 def validate_messages(ctx: RequestContext) -> None:
     """Parse and check an Anthropic Messages request; set ``ctx`` up as for chat."""
-    try:
-        body = orjson.loads(ctx.raw_body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request("The request body is not valid JSON.", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request(
-            "'model' is required and must be a string.",
-            code="missing_required_parameter",
-            param="model",
-        )
+    body = parse_json_body(ctx)
+    model = require_model(body)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise bad_request(

@@ -88,7 +88,8 @@ class Authenticate:
 # --- 2. authorize --------------------------------------------------------------------
 
 
-def _parse_body(ctx: RequestContext) -> dict[str, Any]:
+def parse_json_body(ctx: RequestContext) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not."""
     try:
         body = orjson.loads(ctx.raw_body)
     except orjson.JSONDecodeError as exc:
@@ -98,7 +99,7 @@ def _parse_body(ctx: RequestContext) -> dict[str, Any]:
     return body
 
 
-def _require_model(body: dict[str, Any]) -> str:
+def require_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request(
@@ -110,8 +111,8 @@ def _require_model(body: dict[str, Any]) -> str:
 
 
 def validate_chat(ctx: RequestContext) -> None:
-    body = _parse_body(ctx)
-    ctx.model_name = _require_model(body)
+    body = parse_json_body(ctx)
+    ctx.model_name = require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request(
@@ -140,8 +141,8 @@ def validate_chat(ctx: RequestContext) -> None:
 
 
 def validate_embeddings(ctx: RequestContext) -> None:
-    body = _parse_body(ctx)
-    ctx.model_name = _require_model(body)
+    body = parse_json_body(ctx)
+    ctx.model_name = require_model(body)
     value = body.get("input")
     if not isinstance(value, (str, list)) or (isinstance(value, list) and not value):
         raise bad_request(
