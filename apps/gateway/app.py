@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from apps.gateway.adapters_anthropic import AnthropicAdapter
+from apps.gateway.adapters import build_adapters
 from apps.gateway.background import BackgroundCalls
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
@@ -45,7 +45,7 @@ from apps.gateway.stages import (
 )
 from apps.gateway.state_store import LocalStateStore, StateStore
 from apps.gateway.tokens import tokenizer_configure
-from apps.gateway.upstream import OpenAIAdapter, UpstreamPool
+from apps.gateway.upstream import UpstreamPool
 from apps.keys.secrets import key_digest
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,7 @@ class GatewayApp:
         self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)
         self.recorder = recorder
         self.pool = UpstreamPool(timeout_seconds=config.upstream_timeout_seconds)
-        openai_wire = OpenAIAdapter(self.pool)
-        # Provider kind -> adapter; kinds without one answer 503 provider_not_supported.
-        adapters = {
-            "openai": openai_wire,
-            "openai_compatible": openai_wire,
-            "anthropic": AnthropicAdapter(self.pool),
-        }
+        adapters = build_adapters(self.pool)
         pepper = config.key_pepper
         authenticate = Authenticate(lambda secret: key_digest(secret, pepper))
         reserve = ReserveBudget(

@@ -43,6 +43,7 @@ class RequestContext:
     error_code: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
     usage_estimated: bool = False
     upstream_ms: float | None = None
     ttft_ms: float | None = None
