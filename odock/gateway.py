@@ -10,6 +10,7 @@ from django.db import close_old_connections, connection
 from apps.audit.writer import RequestLogWriter
 from apps.core.models import config_version_current
 from apps.gateway.app import GatewayApp, GatewayConfig
+from apps.gateway.routing_state import RedisBreakerState
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.policies.alerts import budget_alert_enqueue
@@ -45,6 +46,10 @@ def gateway_config_from_settings(**overrides) -> GatewayConfig:
         "db_outage_grace_seconds": settings.ODOCK_DB_OUTAGE_GRACE_SECONDS,
         "max_attempts": settings.ODOCK_MAX_ATTEMPTS,
         "request_deadline_seconds": settings.ODOCK_REQUEST_DEADLINE_SECONDS,
+        "attempt_timeout_seconds": settings.ODOCK_ATTEMPT_TIMEOUT_SECONDS,
+        "breaker_threshold": settings.ODOCK_BREAKER_THRESHOLD,
+        "breaker_window_seconds": settings.ODOCK_BREAKER_WINDOW_SECONDS,
+        "breaker_cooldown_seconds": settings.ODOCK_BREAKER_COOLDOWN_SECONDS,
     }
     values.update(overrides)
     return GatewayConfig(**values)
@@ -77,6 +82,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
     return GatewayApp(
         config=gateway_config_from_settings(**config_overrides),
         state_store=_state_store(redis_url),
+        routing_state=RedisBreakerState(redis_url) if redis_url else None,
         on_budget_alert=budget_alert_enqueue,
         on_poll=_spend_guard(redis_url),
         snapshot_loader=_load_snapshot,

@@ -175,11 +175,23 @@ LOGGING = {
 # --- Gateway -------------------------------------------------------------------------
 # How often each gateway process checks the configuration version (seconds).
 ODOCK_SNAPSHOT_POLL_SECONDS = float(os.environ.get("ODOCK_SNAPSHOT_POLL_SECONDS", "1.0"))
-# Per-attempt upstream timeout (seconds) until per-model settings exist.
+# Upstream connection and read timeout (seconds): a non-streaming answer, or each read
+# of a stream.
 ODOCK_UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_UPSTREAM_TIMEOUT_SECONDS", "60"))
 # Upstream attempts per request (across deployments) and the whole request's deadline.
 ODOCK_MAX_ATTEMPTS = int(os.environ.get("ODOCK_MAX_ATTEMPTS", "3"))
 ODOCK_REQUEST_DEADLINE_SECONDS = float(os.environ.get("ODOCK_REQUEST_DEADLINE_SECONDS", "120"))
+# Per upstream attempt (a stream: until its first byte); a model's own setting wins.
+# Empty: only the upstream timeout above bounds an attempt.
+ODOCK_ATTEMPT_TIMEOUT_SECONDS = (
+    float(os.environ["ODOCK_ATTEMPT_TIMEOUT_SECONDS"])
+    if os.environ.get("ODOCK_ATTEMPT_TIMEOUT_SECONDS")
+    else None
+)
+# Circuit breaker per deployment, shared by every gateway process through Redis.
+ODOCK_BREAKER_THRESHOLD = int(os.environ.get("ODOCK_BREAKER_THRESHOLD", "5"))
+ODOCK_BREAKER_WINDOW_SECONDS = float(os.environ.get("ODOCK_BREAKER_WINDOW_SECONDS", "30"))
+ODOCK_BREAKER_COOLDOWN_SECONDS = float(os.environ.get("ODOCK_BREAKER_COOLDOWN_SECONDS", "30"))
 # Largest request body the proxy accepts (bytes); larger gets 413.
 ODOCK_MAX_BODY_BYTES = int(os.environ.get("ODOCK_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 # Grace period during which a rotated key's old secret keeps working (seconds).

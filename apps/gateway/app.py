@@ -29,7 +29,9 @@ from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.record import Record, RecordSink
 from apps.gateway.respond import JSON
-from apps.gateway.routing import CircuitBreakers
+from apps.gateway.route import RetryPolicy, Route
+from apps.gateway.routing import CircuitBreakers, DeploymentStats
+from apps.gateway.routing_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.gateway.stages import (
@@ -38,8 +40,6 @@ from apps.gateway.stages import (
     Inspect,
     ListModels,
     ReserveBudget,
-    RetryPolicy,
-    Route,
     validate_chat,
     validate_embeddings,
 )
@@ -73,6 +73,8 @@ class GatewayConfig:
     breaker_threshold: int = 5
     breaker_window_seconds: float = 30.0
     breaker_cooldown_seconds: float = 30.0
+    attempt_timeout_seconds: float | None = None
+    routing_refresh_seconds: float = 1.0  # shared circuit state, and health every 5th tick
 
 
 class Recorder(RecordSink, Protocol):
@@ -92,8 +94,12 @@ class GatewayApp:
         on_budget_alert: Callable[[str], None] = lambda alert: None,
         on_poll: Callable[[], None] = lambda: None,
         release_loader: Callable[[], None] = lambda: None,
+        routing_state: RedisBreakerState | None = None,
     ) -> None:
         self.config = config
+        self.routing_state = routing_state
+        self.deployment_stats = DeploymentStats()
+        self._routing_task: asyncio.Task[None] | None = None
         self.snapshots = SnapshotStore(
             loader=snapshot_loader,
             version_reader=version_reader,
@@ -121,10 +127,23 @@ class GatewayApp:
             threshold=config.breaker_threshold,
             window=config.breaker_window_seconds,
             cooldown=config.breaker_cooldown_seconds,
+            shared=routing_state,
         )
         policy = RetryPolicy(
-            max_attempts=config.max_attempts, deadline_seconds=config.request_deadline_seconds
+            max_attempts=config.max_attempts,
+            attempt_timeout_seconds=config.attempt_timeout_seconds,
+            deadline_seconds=config.request_deadline_seconds,
         )
+
+        def route(operation: str) -> Route:
+            return Route(
+                adapters,
+                operation,
+                breakers=self.breakers,
+                policy=policy,
+                stats=self.deployment_stats,
+            )
+
         self.pipelines: dict[tuple[str, str], Pipeline] = {
             ("POST", "/v1/chat/completions"): Pipeline(
                 "chat.completions",
@@ -133,7 +152,7 @@ class GatewayApp:
                     Authorize(validate_chat),
                     Inspect(),
                     reserve,
-                    Route(adapters, "chat", breakers=self.breakers, policy=policy),
+                    route("chat"),
                 ],
                 record,
             ),
@@ -145,7 +164,7 @@ class GatewayApp:
                     Authorize(validate_messages),
                     Inspect(),
                     reserve,
-                    Route(adapters, "chat", breakers=self.breakers, policy=policy),
+                    route("chat"),
                 ],
                 record,
             ),
@@ -156,7 +175,7 @@ class GatewayApp:
                     Authorize(validate_embeddings),
                     Inspect(),
                     reserve,
-                    Route(adapters, "embeddings", breakers=self.breakers, policy=policy),
+                    route("embeddings"),
                 ],
                 record,
             ),
@@ -188,8 +207,30 @@ class GatewayApp:
                     None, tokenizer_configure, Path(self.config.tokenizer_dir)
                 )
             await self.snapshots.start()
+            self._routing_task = asyncio.create_task(self._routing_loop())
             self._tune_gc()
             self._started = True
+
+    async def _routing_loop(self) -> None:
+        """Learn circuits other processes opened; publish this process's deployment health
+        for the admin (Redis, or in-process in the embedded mode)."""
+        tick = 0
+        while True:
+            await asyncio.sleep(self.config.routing_refresh_seconds)
+            tick += 1
+            report = self.deployment_stats.report() if tick % 5 == 1 else None
+            if self.routing_state is None:
+                if report is not None:
+                    for dep_id, figures in report.items():
+                        figures["breaker"] = self.breakers.state(dep_id)
+                        LOCAL_HEALTH[dep_id] = figures
+                continue
+            try:
+                await self.routing_state.refresh()
+                if report is not None:
+                    await self.routing_state.publish_health(report)
+            except Exception:  # Redis away: local breakers still work; try again next tick
+                log.debug("routing state refresh failed", exc_info=True)
 
     def _tune_gc(self) -> None:
         """Full collections walking Django's start-up objects were the p99 tail (66 ms at
@@ -205,9 +246,13 @@ class GatewayApp:
         if not self._started:
             return
         self._started = False
+        if self._routing_task is not None:
+            self._routing_task.cancel()
         await self.snapshots.stop()
         await self.pool.close()
         await self.state_store.close()
+        if self.routing_state is not None:
+            await self.routing_state.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.recorder.stop)
         await loop.run_in_executor(None, self.alerts.stop)

@@ -38,6 +38,7 @@ class RequestContext:
     key: KeyEntry | None = None
     model: ModelEntry | None = None
     deployment: DeploymentEntry | None = None
+    served_model: ModelEntry | None = None  # differs from ``model`` after a model fallback
     decisions: list[Decision] = field(default_factory=list)
     status: int = 0
     error_code: str = ""
@@ -53,6 +54,7 @@ class RequestContext:
     prompt_tokens: int | None = None  # counted by the gateway, before the call
     reservation: Any = None  # governance.Reservation while one is held
     attempts: list[tuple] = field(default_factory=list)  # routing.attempt(), one per try
+    first_byte_timer: Any = None  # the attempt's asyncio.Timeout until a stream starts
 
     def decide(self, stage: str, outcome: str, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

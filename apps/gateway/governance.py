@@ -59,6 +59,17 @@ def cost_micro(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
     return int(Decimal(exact).to_integral_value(rounding=ROUND_CEILING))
 
 
+def reserve_micro(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
+    """The most the request could cost: at the highest prices among the model and the
+    fallback models that may serve it."""
+    input_price = model.reserve_input_per_mtok
+    output_price = model.reserve_output_per_mtok
+    if input_price is None or output_price is None:
+        return cost_micro(input_tokens, output_tokens, model)
+    exact = input_tokens * input_price + output_tokens * output_price
+    return int(Decimal(exact).to_integral_value(rounding=ROUND_CEILING))
+
+
 @dataclass(slots=True)
 class Reservation:
     rid: str
@@ -116,7 +127,7 @@ def plan_checks(
     """Checks for every applicable rule, with the worst case this request could cost."""
     now_ts = time.time() if now_ts is None else now_ts
     worst_tokens = prompt_tokens + max_output_tokens
-    worst_micro = cost_micro(prompt_tokens, max_output_tokens, model)
+    worst_micro = reserve_micro(prompt_tokens, max_output_tokens, model)
     checks: list[Check] = []
     period_keys: list[str] = []
     for rule in rules:

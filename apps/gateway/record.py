@@ -28,12 +28,13 @@ class Record:
 
     def run(self, ctx: RequestContext) -> None:
         cost = ZERO
-        if ctx.model is not None and (ctx.input_tokens or ctx.output_tokens):
+        priced = ctx.served_model or ctx.model  # the model that answered sets the price
+        if priced is not None and (ctx.input_tokens or ctx.output_tokens):
             cost = cost_usd(
                 input_tokens=ctx.input_tokens,
                 output_tokens=ctx.output_tokens,
-                input_per_mtok=ctx.model.input_per_mtok,
-                output_per_mtok=ctx.model.output_per_mtok,
+                input_per_mtok=priced.input_per_mtok,
+                output_per_mtok=priced.output_per_mtok,
             )
         identity = ctx.key.identity if ctx.key is not None else None
         self._sink.submit(

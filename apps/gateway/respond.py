@@ -44,6 +44,9 @@ async def send_error(ctx: RequestContext, error: GatewayError) -> None:
 async def start_stream(ctx: RequestContext) -> None:
     ctx.status = 200
     ctx.response_started = True
+    if ctx.first_byte_timer is not None:
+        # The per-attempt timeout bounds the wait for the first byte, not the generation.
+        ctx.first_byte_timer.reschedule(None)
     headers = _headers(ctx, SSE) + [(b"cache-control", b"no-cache")]
     await ctx.send({"type": "http.response.start", "status": 200, "headers": headers})
 

@@ -63,6 +63,9 @@ class KeyEntry:
     # When the shared state store (Redis) is unreachable: serve with local best-effort
     # limits (True) or refuse with 503 (False). Set per organisation.
     fail_open: bool = False
+    # Data residency: (tag, allowed values) every serving deployment must match, from
+    # the deployment tag rules of every level (values intersected per tag).
+    required_tags: tuple[tuple[str, frozenset[str]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ class DeploymentEntry:
     role: str = "primary"
     tags: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()
+    priority: int = 0  # ordered-priority routing: lower first
 
     @property
     def label(self) -> str:
@@ -93,6 +97,18 @@ class ModelEntry:
     # Cumulative weights of ``primaries`` for weighted random choice.
     cumulative_weights: tuple[int, ...]
     created: int = 0
+    strategy: str = "weighted"  # weighted | priority | lowest_latency | least_busy
+    max_attempts: int | None = None  # None: the gateway default
+    attempt_timeout_seconds: float | None = None  # None: the gateway default
+    # Other public models to try, in order, and on which failures.
+    fallback_models: tuple[str, ...] = ()
+    fallback_on_error: bool = True
+    fallback_on_context_window: bool = True
+    fallback_on_content_policy: bool = False
+    # The highest prices among this model and its fallbacks: what a budget reservation
+    # holds, so a request served by a pricier fallback model cannot overspend.
+    reserve_input_per_mtok: Decimal | None = None
+    reserve_output_per_mtok: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

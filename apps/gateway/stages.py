@@ -7,26 +7,20 @@ Stages not built yet are present as named pass-through steps so the shape is fin
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from apps.gateway.context import RequestContext
-from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
 from apps.gateway.respond import send_json
-from apps.gateway.routing import RETRYABLE_CODES, CircuitBreakers, attempt, candidates
-from apps.gateway.snapshot import DeploymentEntry, LimitRule
+from apps.gateway.snapshot import LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
 from apps.gateway.tokens import count_prompt_tokens
-from apps.gateway.upstream import Adapter
 from apps.keys.secrets import KEY_PREFIX
 
 
@@ -342,7 +336,7 @@ class ReserveBudget:
             reservation,
             input_tokens=ctx.input_tokens,
             output_tokens=ctx.output_tokens,
-            model=ctx.model,
+            model=ctx.served_model or ctx.model,  # priced as the model that answered
         )
         reservation.store.settle_later(reservation.rid, items, self._report_alerts)
         return None
@@ -350,144 +344,6 @@ class ReserveBudget:
     def _report_alerts(self, alerts: list[str]) -> None:
         for alert in alerts:
             self._on_alert(alert)
-
-
-# --- 5. route ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 3  # across all deployments
-    deadline_seconds: float = 120.0  # the whole request, from arrival
-    backoff_base_seconds: float = 0.1  # before retrying a deployment already tried
-    backoff_max_seconds: float = 2.0
-
-
-def _retry_after_seconds(error: GatewayError) -> float | None:
-    for name, value in error.headers:
-        if name == b"retry-after":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
-
-
-class Route:
-    """Try deployments in order until one answers; relay its answer (streamed or not).
-
-    Order: a weighted-random primary, the other primaries, then fallbacks. A retryable
-    failure fails over to the next deployment at once; once every deployment has been
-    tried, the ones that failed retryably are tried again after an exponential backoff
-    with jitter (or the upstream's Retry-After), within ``max_attempts`` and the overall
-    deadline. A stream fails over only before its first byte reached the client. A
-    deployment whose circuit is open is skipped.
-    """
-
-    name = "route"
-
-    def __init__(
-        self,
-        adapters: dict[str, Adapter],
-        operation: str,
-        *,
-        breakers: CircuitBreakers,
-        policy: RetryPolicy,
-    ) -> None:
-        self._adapters = adapters  # provider kind -> adapter
-        self._operation = operation  # "chat" or "embeddings"
-        self._breakers = breakers
-        self._policy = policy
-
-    async def run(self, ctx: RequestContext) -> None:
-        assert ctx.model is not None
-        order = candidates(ctx.model)
-        if not order:
-            ctx.decide(self.name, "error", "no active deployment")
-            raise GatewayError(
-                503,
-                f"No deployment is available for '{ctx.model.name}'.",
-                code="no_deployment",
-                type="api_error",
-            )
-        policy = self._policy
-        deadline = ctx.started + policy.deadline_seconds
-        last_error: GatewayError | None = None
-        tried: set[int] = set()
-        attempts = 0
-        for _round in range(policy.max_attempts):
-            progressed = False
-            for dep in order:
-                if attempts >= policy.max_attempts or time.perf_counter() >= deadline:
-                    break
-                if not self._breakers.allow(dep.id):
-                    if dep.id not in tried:
-                        ctx.attempts.append(attempt(dep.label, 0, "circuit_open", 0.0))
-                        tried.add(dep.id)
-                    continue
-                if dep.id in tried and last_error is not None:
-                    wait = _retry_after_seconds(last_error)
-                    if wait is None:
-                        wait = min(
-                            policy.backoff_max_seconds,
-                            policy.backoff_base_seconds * 2 ** (attempts - 1),
-                        )
-                        wait *= 0.5 + random.random() / 2  # jitter
-                    if time.perf_counter() + wait >= deadline:
-                        break
-                    await asyncio.sleep(wait)
-                tried.add(dep.id)
-                attempts += 1
-                progressed = True
-                try:
-                    await self._attempt(ctx, dep)
-                except GatewayError as error:
-                    self._breakers.record(dep.id, ok=False)
-                    if ctx.response_started or error.code not in RETRYABLE_CODES:
-                        ctx.decide(self.name, "error", f"{dep.label}: {error.code}")
-                        raise
-                    last_error = error
-                    continue
-                self._breakers.record(dep.id, ok=True)
-                return
-            if not progressed:
-                break
-        ctx.decide(self.name, "error", f"every deployment failed ({attempts} attempts)")
-        if last_error is not None:
-            raise last_error
-        raise GatewayError(
-            503,
-            f"No healthy deployment is available for '{ctx.model.name}'.",
-            code="no_healthy_deployment",
-            type="api_error",
-            headers=[(b"retry-after", b"5")],
-        )
-
-    async def _attempt(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        ctx.deployment = dep
-        t0 = time.perf_counter()
-        try:
-            adapter = self._adapters.get(dep.kind)
-            if adapter is None:
-                raise GatewayError(
-                    503,
-                    f"The provider kind '{dep.kind}' is not supported yet.",
-                    code="provider_not_supported",
-                    type="api_error",
-                )
-            if self._operation == "embeddings":
-                await adapter.embeddings(ctx, dep)
-            elif ctx.stream:
-                await until_client_disconnects(ctx, adapter.stream_chat(ctx, dep))
-            else:
-                await adapter.chat(ctx, dep)
-        except GatewayError as error:
-            ctx.attempts.append(
-                attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
-            )
-            raise
-        ctx.attempts.append(attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
-        ctx.decide(self.name, "allow", f"deployment {dep.label}")
 
 
 # --- models listing (no upstream call) ------------------------------------------------

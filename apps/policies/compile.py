@@ -22,8 +22,8 @@ from apps.gateway.snapshot import (
     Snapshot,
 )
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, ModelAccess, RateLimit
-from apps.providers.models import Deployment, DeploymentRole, Model
+from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+from apps.providers.models import Deployment, DeploymentRole, Model, ModelFallback
 from apps.tenancy.models import OutagePolicy
 
 MICRO = Decimal(1_000_000)
@@ -106,7 +106,17 @@ def _intersect(chain: list[set[str] | None]) -> frozenset[str] | None:
     return None if result is None else frozenset(result)
 
 
+def _reserve_prices(name: str, entries: dict[str, ModelEntry]) -> tuple[Decimal, Decimal]:
+    chain = [entries[name], *(entries[f] for f in entries[name].fallback_models if f in entries)]
+    return max(m.input_per_mtok for m in chain), max(m.output_per_mtok for m in chain)
+
+
 def _compile_models() -> dict[str, ModelEntry]:
+    fallback_names: dict[int, list[str]] = defaultdict(list)
+    for model_id, name in ModelFallback.objects.filter(fallback__is_active=True).values_list(
+        "model_id", "fallback__name"
+    ):
+        fallback_names[model_id].append(name)  # ordered by position (Meta.ordering)
     deployments = defaultdict(list)
     for d in Deployment.objects.filter(is_active=True, provider__is_active=True).select_related(
         "provider"
@@ -124,6 +134,7 @@ def _compile_models() -> dict[str, ModelEntry]:
                 api_key=d.provider.api_key or "",
                 upstream_model=d.upstream_model,
                 weight=d.weight,
+                priority=d.priority,
                 role=d.role,
                 tags=tuple(sorted((str(k), str(v)) for k, v in (d.tags or {}).items())),
                 options=tuple(
@@ -145,13 +156,45 @@ def _compile_models() -> dict[str, ModelEntry]:
             fallbacks=tuple(fallbacks),
             cumulative_weights=tuple(cumulative),
             created=int(m.created_at.timestamp()),
+            strategy=m.routing_strategy,
+            max_attempts=m.max_attempts,
+            attempt_timeout_seconds=m.attempt_timeout_seconds,
+            fallback_models=tuple(fallback_names.get(m.pk, ())),
+            fallback_on_error=m.fallback_on_error,
+            fallback_on_context_window=m.fallback_on_context_window,
+            fallback_on_content_policy=m.fallback_on_content_policy,
+        )
+    for name, entry in models.items():
+        reserve_in, reserve_out = _reserve_prices(name, models)
+        models[name] = dataclasses.replace(
+            entry, reserve_input_per_mtok=reserve_in, reserve_output_per_mtok=reserve_out
         )
     return models
+
+
+def _tag_rules_by_level() -> dict[LevelKey, list[tuple[str, frozenset[str]]]]:
+    rules: dict[LevelKey, list[tuple[str, frozenset[str]]]] = defaultdict(list)
+    for rule in DeploymentTagRule.objects.all():
+        rules[_level_of(rule)].append((rule.tag, frozenset(rule.allowed_values or ())))
+    return rules
+
+
+def _required_tags(
+    levels: list[LevelKey], rules: dict[LevelKey, list[tuple[str, frozenset[str]]]]
+) -> tuple[tuple[str, frozenset[str]], ...]:
+    """Every level's rule applies: the allowed values of a tag are intersected, so a child
+    can narrow its parent's residency, never widen it."""
+    required: dict[str, frozenset[str]] = {}
+    for level in levels:
+        for tag, values in rules.get(level, ()):
+            required[tag] = required[tag] & values if tag in required else values
+    return tuple(sorted(required.items()))
 
 
 def _compile_keys() -> dict[str, KeyEntry]:
     allowed = _allowed_models_by_level()
     limits = _limit_rules_by_level()
+    tag_rules = _tag_rules_by_level()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -186,6 +229,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
             # can never loosen its parent's: the parent's own counter still refuses.
             limits=tuple(rule for level in levels for rule in limits.get(level, ())),
             fail_open=org.outage_policy == OutagePolicy.FAIL_OPEN,
+            required_tags=_required_tags(levels, tag_rules),
         )
         keys[k.digest] = entry
         if k.previous_digest and k.previous_valid_until:

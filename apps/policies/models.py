@@ -124,6 +124,32 @@ class ModelAccess(ScopedRule):
         return f"{self.level} may use {self.model.name}"
 
 
+class DeploymentTagRule(ScopedRule):
+    """Data-residency routing: requests under this level may only be served by deployments
+    whose ``tag`` is one of ``allowed_values``. Rules at several levels all apply (the
+    allowed values are intersected); a deployment without the tag never matches."""
+
+    tag = models.CharField(max_length=64, help_text='e.g. "region"')
+    allowed_values = models.JSONField(help_text='e.g. ["eu", "ch"]')
+
+    class Meta:
+        verbose_name = "deployment tag rule"
+        constraints = [_exactly_one_level("deploymenttagrule_exactly_one_level")]
+
+    def __str__(self) -> str:
+        return f"{self.level} requires {self.tag} in {', '.join(self.allowed_values or [])}"
+
+    def clean(self) -> None:
+        super().clean()
+        values = self.allowed_values
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v for v in values)
+        ):
+            raise ValidationError({"allowed_values": "A non-empty list of strings."})
+
+
 class BudgetAlert(models.Model):
     """One alert per budget, period and threshold: the unique constraint makes sending
     idempotent even if Redis (which detects the crossing) was flushed."""

@@ -13,8 +13,8 @@ def _bump(**_kwargs) -> None:
 
 def connect_config_signals() -> None:
     from apps.keys.models import VirtualKey
-    from apps.policies.models import Budget, ModelAccess, RateLimit
-    from apps.providers.models import Deployment, Model, Provider
+    from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+    from apps.providers.models import Deployment, Model, ModelFallback, Provider
     from apps.tenancy.models import Organization, Project, Team
 
     for model in (
@@ -28,6 +28,8 @@ def connect_config_signals() -> None:
         Budget,
         RateLimit,
         ModelAccess,
+        ModelFallback,
+        DeploymentTagRule,
     ):
         uid = f"odock-config-{model._meta.label}"
         post_save.connect(_bump, sender=model, dispatch_uid=f"{uid}-save", weak=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import openai
@@ -134,21 +135,24 @@ def test_client_errors_are_not_retried(gateway_factory, fake_upstream):
 
 
 def test_breaker_state_machine():
-    breakers = CircuitBreakers(threshold=2, window=10, cooldown=5)
-    breakers.record(1, ok=False, now=0)
-    assert breakers.allow(1, now=1)
-    breakers.record(1, ok=False, now=1)
-    assert breakers.state(1, now=2) == "open" and not breakers.allow(1, now=2)
-    assert breakers.allow(1, now=6)  # the probe
-    assert not breakers.allow(1, now=6.1)  # only one probe at a time
-    breakers.record(1, ok=False, now=6.2)  # probe failed: open again
-    assert not breakers.allow(1, now=7)
-    assert breakers.allow(1, now=11.3)
-    breakers.record(1, ok=True, now=11.4)
-    assert breakers.state(1, now=11.5) == "closed"
-    breakers.record(2, ok=False, now=0)
-    breakers.record(2, ok=False, now=20)  # outside the window: still closed
-    assert breakers.state(2, now=20) == "closed"
+    async def scenario() -> None:
+        breakers = CircuitBreakers(threshold=2, window=10, cooldown=5)
+        await breakers.record(1, ok=False, now=0)
+        assert await breakers.allow(1, now=1)
+        await breakers.record(1, ok=False, now=1)
+        assert breakers.state(1, now=2) == "open" and not await breakers.allow(1, now=2)
+        assert await breakers.allow(1, now=6)  # the probe
+        assert not await breakers.allow(1, now=6.1)  # only one probe at a time
+        await breakers.record(1, ok=False, now=6.2)  # probe failed: open again
+        assert not await breakers.allow(1, now=7)
+        assert await breakers.allow(1, now=11.3)
+        await breakers.record(1, ok=True, now=11.4)
+        assert breakers.state(1, now=11.5) == "closed"
+        await breakers.record(2, ok=False, now=0)
+        await breakers.record(2, ok=False, now=20)  # outside the window: still closed
+        assert breakers.state(2, now=20) == "closed"
+
+    asyncio.run(scenario())
 
 
 def test_an_upstream_stream_that_ends_before_any_event_fails_over(
