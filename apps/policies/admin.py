@@ -20,10 +20,18 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.gateway.governance import period_bounds
-from apps.policies.models import LEVELS, Budget, BudgetAlert, ModelAccess, RateLimit, ScopedRule
+from apps.policies.models import (
+    LEVELS,
+    Budget,
+    BudgetAlert,
+    DeploymentTagRule,
+    ModelAccess,
+    RateLimit,
+    ScopedRule,
+)
 from apps.policies.spend import budget_spent_usd
 
-RULE_MODELS: tuple[type[ScopedRule], ...] = (Budget, RateLimit, ModelAccess)
+RULE_MODELS: tuple[type[ScopedRule], ...] = (Budget, RateLimit, ModelAccess, DeploymentTagRule)
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
 # --- Spend display helpers (shared by the level, key and budget admins) ---------------
@@ -219,6 +227,10 @@ class RuleInline(admin.TabularInline):
     autocomplete_fields = ("model",)
 
 
+def _has_model_field(rule_model: type[ScopedRule]) -> bool:
+    return any(f.name == "model" for f in rule_model._meta.get_fields())
+
+
 def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
     """Budget, RateLimit and ModelAccess inlines bound to one level (the other levels hidden).
 
@@ -235,6 +247,7 @@ def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
                 "fk_name": level,
                 "exclude": others,
                 "form": RULE_FORMS.get(model, forms.ModelForm),
+                "autocomplete_fields": ("model",) if _has_model_field(model) else (),
                 "__module__": __name__,
             },
         )
@@ -321,6 +334,22 @@ class RateLimitAdmin(RuleAdmin):
 class ModelAccessAdmin(RuleAdmin):
     form = ModelAccessForm
     list_display = ("level", "model")
+
+
+@admin.register(DeploymentTagRule)
+class DeploymentTagRuleAdmin(RuleAdmin):
+    """Data-residency routing rules: which deployments may serve a level's requests."""
+
+    list_display = ("level", "tag", "allowed")
+    list_select_related = ("organization", "team", "project", "key")
+    autocomplete_fields = ("organization", "team", "project", "key")
+    search_fields = ("organization__name", "team__name", "project__name", "key__name", "tag")
+    search_help_text = "Organisation, team, project, key name or tag."
+    list_filter = (LevelTypeFilter, "tag")
+
+    @admin.display(description="allowed values")
+    def allowed(self, obj: DeploymentTagRule) -> str:
+        return ", ".join(obj.allowed_values or [])
 
 
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from apps.gateway.governance import period_bounds
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, ModelAccess, RateLimit
+from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
 from apps.policies.spend import budget_spent_usd
 
 
@@ -124,6 +124,14 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
             }
         )
     _mark_binding(limits, budgets)
+    residency: dict[str, set[str]] = {}
+    residency_rules = []
+    for t in DeploymentTagRule.objects.filter(_level_q(levels)):
+        values = set(t.allowed_values or ())
+        residency[t.tag] = residency[t.tag] & values if t.tag in residency else values
+        residency_rules.append(
+            {"level": label_of(t), "tag": t.tag, "allowed": sorted(values), "rule_id": t.pk}
+        )
     return {
         "key": key.name,
         "levels": [level.label for level in levels],
@@ -133,4 +141,8 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
         },
         "rate_limits": limits,
         "budgets": budgets,
+        "deployment_tags": {
+            "effective": {tag: sorted(values) for tag, values in sorted(residency.items())},
+            "rules": residency_rules,
+        },
     }

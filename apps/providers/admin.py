@@ -8,7 +8,8 @@ from django.http import HttpRequest
 
 from apps.core.admin import WriteOnlySecretsAdminMixin
 from apps.core.forms import WriteOnlySecretField, WriteOnlySecretsModelForm
-from apps.providers.models import Deployment, Model, Provider
+from apps.providers.models import Deployment, Model, ModelFallback, Provider
+from apps.providers.selectors import deployment_health
 
 
 class ProviderForm(WriteOnlySecretsModelForm):
@@ -19,7 +20,7 @@ class ProviderForm(WriteOnlySecretsModelForm):
 
 class DeploymentInline(admin.TabularInline):
     model = Deployment
-    fields = ("provider", "upstream_model", "role", "weight", "tags", "is_active")
+    fields = ("provider", "upstream_model", "role", "weight", "priority", "tags", "is_active")
     autocomplete_fields = ("provider",)
     extra = 0
 
@@ -56,19 +57,74 @@ class ProviderAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
         return bool(obj.api_key)
 
 
+class ModelFallbackInline(admin.TabularInline):
+    model = ModelFallback
+    fk_name = "model"
+    fields = ("position", "fallback")
+    autocomplete_fields = ("fallback",)
+    extra = 0
+    verbose_name = "fallback model"
+    verbose_name_plural = "fallback models (tried in position order)"
+
+
 @admin.register(Model)
 class PublicModelAdmin(admin.ModelAdmin):
-    """Models apps ask for, with prices; their deployments are edited inline."""
+    """Models apps ask for, with prices and routing; deployments and fallbacks inline."""
 
-    list_display = ("name", "input_per_mtok", "output_per_mtok", "is_active", "created_at")
-    list_filter = ("is_active", "deployments__provider__kind", "deployments__provider")
+    list_display = (
+        "name",
+        "input_per_mtok",
+        "output_per_mtok",
+        "routing_strategy",
+        "is_active",
+        "created_at",
+    )
+    list_filter = (
+        "is_active",
+        "routing_strategy",
+        "deployments__provider__kind",
+        "deployments__provider",
+    )
     search_fields = ("name",)
-    inlines = (DeploymentInline,)
+    fieldsets = (
+        (None, {"fields": ("name", "input_per_mtok", "output_per_mtok", "is_active")}),
+        (
+            "Routing",
+            {
+                "fields": (
+                    "routing_strategy",
+                    "max_attempts",
+                    "attempt_timeout_seconds",
+                    "fallback_on_error",
+                    "fallback_on_context_window",
+                    "fallback_on_content_policy",
+                ),
+                "description": "How deployments are chosen, and when the request moves on to "
+                "the fallback models below. Blank numbers take the gateway defaults.",
+            },
+        ),
+    )
+    inlines = (DeploymentInline, ModelFallbackInline)
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ("model", "provider", "upstream_model", "role", "weight", "is_active")
+    """The deployment list is also the health board: circuit state, last-minute error
+    rate and latency as the gateway processes report them."""
+
+    list_display = (
+        "model",
+        "provider",
+        "upstream_model",
+        "role",
+        "weight",
+        "priority",
+        "is_active",
+        "circuit",
+        "error_rate",
+        "latency",
+        "in_flight",
+    )
     list_filter = (
         "role",
         "is_active",
@@ -78,3 +134,35 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_select_related = ("model", "provider")
     search_fields = ("model__name", "provider__name", "upstream_model")
     autocomplete_fields = ("model", "provider")
+
+    def get_changelist_instance(self, request: HttpRequest):
+        changelist = super().get_changelist_instance(request)
+        # One health read for the page, not one per row; kept on the rows of this request.
+        health = deployment_health([d.pk for d in changelist.result_list])
+        for deployment in changelist.result_list:
+            deployment._odock_health = health.get(deployment.pk) or {}
+        return changelist
+
+    def _figures(self, obj: Deployment) -> dict:
+        return getattr(obj, "_odock_health", {})
+
+    @admin.display(description="circuit")
+    def circuit(self, obj: Deployment) -> str:
+        return self._figures(obj).get("breaker") or "closed"
+
+    @admin.display(description="errors (last min)")
+    def error_rate(self, obj: Deployment) -> str:
+        figures = self._figures(obj)
+        rate = figures.get("error_rate")
+        if rate is None:
+            return "no traffic"
+        return f"{rate * 100:.1f}% of {figures['ok'] + figures['failed']}"
+
+    @admin.display(description="latency (avg ms)")
+    def latency(self, obj: Deployment) -> str:
+        value = self._figures(obj).get("latency_ms")
+        return "—" if value is None else f"{value:.0f}"
+
+    @admin.display(description="in flight")
+    def in_flight(self, obj: Deployment) -> int:
+        return int(self._figures(obj).get("in_flight") or 0)

@@ -16,7 +16,7 @@ from apps.audit.models import RequestLog
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, BudgetAlert, ModelAccess, RateLimit
+from apps.policies.models import Budget, BudgetAlert, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
 from apps.tenancy.models import Organization, Project, Team
 
@@ -41,6 +41,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         Budget: world.budget,
         RateLimit: world.rate_limit,
         ModelAccess: world.access,
+        DeploymentTagRule: DeploymentTagRule.objects.create(
+            project=world.project, tag="region", allowed_values=["eu"]
+        ),
         BudgetAlert: BudgetAlert.objects.create(
             budget=world.budget, period_key="m202601", threshold=80, limit_usd=10, spent_usd=8
         ),

@@ -30,6 +30,8 @@ def org_form(world, **overrides: str) -> dict[str, object]:
         "ratelimit-INITIAL_FORMS": "0",
         "modelaccess-TOTAL_FORMS": "0",
         "modelaccess-INITIAL_FORMS": "0",
+        "deploymenttagrule-TOTAL_FORMS": "0",
+        "deploymenttagrule-INITIAL_FORMS": "0",
     }
     return {**data, **overrides}
 

@@ -80,6 +80,8 @@ def test_team_inline_attaches_the_rule_to_the_team(admin_client, world):
         "ratelimit-INITIAL_FORMS": "0",
         "modelaccess-TOTAL_FORMS": "0",
         "modelaccess-INITIAL_FORMS": "0",
+        "deploymenttagrule-TOTAL_FORMS": "0",
+        "deploymenttagrule-INITIAL_FORMS": "0",
     }
 
     response = admin_client.post(url, data)
