@@ -38,6 +38,15 @@ What a run does (and what a second run relies on):
   encrypted), ``emails: [..]`` (each address checked). An empty value (``""``, ``[]``)
   clears that setting. Secrets, like key secrets, are never printed: the report names the
   changed field only.
+- **Routing.** A model's ``routing:`` block (``strategy``, ``max_attempts``,
+  ``attempt_timeout_seconds``, ``fallback_models`` in order, ``fallback_on`` a list of
+  ``error`` / ``context_window`` / ``content_policy``) is complete when given: what it
+  leaves out takes the defaults, and its ``fallback_models`` replace the model's. Without
+  ``routing:`` the model's routing is left as it is. Deployments take ``priority`` (lower
+  first for the ``priority`` strategy) and ``tags``.
+- **Data residency.** A level's ``deployment_tags: {region: [eu]}`` replaces its tag rules:
+  its requests may only be served by deployments whose tag has one of the values (every
+  level's rules apply).
 - ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
   files written for the full architecture apply today.
 """
@@ -50,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
 
 import yaml
 from django.core.exceptions import ValidationError
@@ -72,8 +81,23 @@ from pydantic import ValidationError as PydanticValidationError
 
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
-from apps.policies.models import Budget, BudgetPeriod, ModelAccess, RateLimit, ScopedRule
-from apps.providers.models import Deployment, DeploymentRole, Model, Provider, ProviderKind
+from apps.policies.models import (
+    Budget,
+    BudgetPeriod,
+    DeploymentTagRule,
+    ModelAccess,
+    RateLimit,
+    ScopedRule,
+)
+from apps.providers.models import (
+    Deployment,
+    DeploymentRole,
+    Model,
+    ModelFallback,
+    Provider,
+    ProviderKind,
+    RoutingStrategy,
+)
 from apps.tenancy.models import Organization, OutagePolicy, Project, Team
 
 
@@ -133,14 +157,29 @@ class DeploymentSpec(_Spec):
     model: ModelName  # the model's name at the provider
     weight: PositiveInt = 1
     role: DeploymentRole = DeploymentRole.PRIMARY
+    priority: Count = 0
     tags: JsonObject = Field(default_factory=dict)
     active: bool | None = None
+
+
+FallbackTrigger = Literal["error", "context_window", "content_policy"]
+
+
+class RoutingSpec(_Spec):
+    """A model's routing, complete: fields left out take the defaults."""
+
+    strategy: RoutingStrategy = RoutingStrategy.WEIGHTED
+    max_attempts: PositiveInt | None = None
+    attempt_timeout_seconds: Annotated[float, Field(ge=0.1)] | None = None
+    fallback_models: list[ModelName] = Field(default_factory=list)
+    fallback_on: list[FallbackTrigger] = Field(default_factory=lambda: ["error", "context_window"])
 
 
 class ModelSpec(_Spec):
     name: ModelName
     price: PriceSpec
     deployments: list[DeploymentSpec] = Field(default_factory=list)
+    routing: RoutingSpec | None = None
     active: bool | None = None
 
 
@@ -189,6 +228,11 @@ class LevelSpec(_Spec):
     rate_limit: RateLimitSpec | None = None
     rate_limits: list[RateLimitSpec] | None = None
     models: list[ModelName] = Field(default_factory=list)
+    # Data residency: tag -> allowed values, e.g. {"region": ["eu"]}.
+    deployment_tags: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)],
+    ] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _single_or_list(self) -> LevelSpec:
@@ -441,6 +485,14 @@ def config_check(config: ConfigFile) -> list[str]:
             [(d.provider, d.model) for d in model.deployments],
             "deployment",
         )
+        if model.routing is not None:
+            where = f"models[{i}].routing.fallback_models"
+            for j, name in enumerate(model.routing.fallback_models):
+                if name == model.name:
+                    errors.append(f"{where}[{j}]: a model cannot be its own fallback")
+                elif name not in known_models:
+                    errors.append(f"{where}[{j}]: unknown model {name!r}")
+            _duplicates(errors, where, model.routing.fallback_models, "model")
     _duplicates(errors, "organizations", [o.name for o in config.organizations], "organization")
     for i, org in enumerate(config.organizations):
         _check_alerts(errors, f"organizations[{i}].alerts", org.alerts)
@@ -537,6 +589,9 @@ class _Applier:
         for i, spec in enumerate(config.models):
             self._model(spec, f"models[{i}]")
         self.models = {m.name: m for m in Model.objects.only("name")}
+        for i, spec in enumerate(config.models):
+            if spec.routing is not None:
+                self._fallbacks(spec, f"models[{i}].routing.fallback_models")
         for entry in config_levels(config):
             self.levels[entry.names] = self._level(entry)
             self._rules(entry)
@@ -578,6 +633,16 @@ class _Applier:
         }
         if spec.active is not None:
             values["is_active"] = spec.active
+        if spec.routing is not None:
+            routing = spec.routing
+            values.update(
+                routing_strategy=routing.strategy.value,
+                max_attempts=routing.max_attempts,
+                attempt_timeout_seconds=routing.attempt_timeout_seconds,
+                fallback_on_error="error" in routing.fallback_on,
+                fallback_on_context_window="context_window" in routing.fallback_on,
+                fallback_on_content_policy="content_policy" in routing.fallback_on,
+            )
         model = Model.objects.filter(name=spec.name).first() or Model(name=spec.name)
         self._save(model, values, f"model {spec.name}", path)
         existing = {(d.provider_id, d.upstream_model): d for d in model.deployments.all()}
@@ -589,6 +654,7 @@ class _Applier:
             dep_values: dict[str, Any] = {
                 "weight": dep.weight,
                 "role": dep.role.value,
+                "priority": dep.priority,
                 "tags": dep.tags,
             }
             if dep.active is not None:
@@ -597,6 +663,20 @@ class _Applier:
         for row in existing.values():
             row.delete()
             self.result.deleted.append(f"deployment {row}")
+
+    def _fallbacks(self, spec: ModelSpec, path: str) -> None:
+        """The file's list replaces the model's fallback models, in its order."""
+        assert spec.routing is not None
+        model = self.models[spec.name]
+        existing = {f.fallback_id: f for f in ModelFallback.objects.filter(model=model)}
+        for position, name in enumerate(spec.routing.fallback_models):
+            fallback = self.models[name]
+            row = existing.pop(fallback.pk, None) or ModelFallback(model=model, fallback=fallback)
+            label = f"fallback {spec.name} → {name}"
+            self._save(row, {"position": position}, label, f"{path}[{position}]")
+        for row in existing.values():
+            row.delete()
+            self.result.deleted.append(f"fallback {row}")
 
     def _level(self, entry: LevelEntry) -> models.Model:
         spec, label = entry.spec, f"{entry.kind} {'/'.join(entry.names)}"
@@ -699,10 +779,17 @@ class _Applier:
             (model_id(name),): _Rule(f"{entry.path}.models[{i}]", name, {})
             for i, name in enumerate(spec.models)
         }
+        tags = {
+            (tag,): _Rule(
+                f"{entry.path}.deployment_tags.{tag}", f"{tag}", {"allowed_values": values}
+            )
+            for tag, values in spec.deployment_tags.items()
+        }
         for rule_model, match, desired in (
             (Budget, ("model_id", "period"), budgets),
             (RateLimit, ("model_id",), limits),
             (ModelAccess, ("model_id",), access),
+            (DeploymentTagRule, ("tag",), tags),
         ):
             self._sync_rules(rule_model, match, desired, entry.kind, owner, where)
 
