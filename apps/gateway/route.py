@@ -72,17 +72,24 @@ def _fallback_reason(model: ModelEntry, error: GatewayError | None) -> str | Non
 
 
 class _Budget:
-    """Attempts and time left for the whole request, shared by every model tried."""
+    """Attempts and time left for the whole request, shared by every model tried.
 
-    __slots__ = ("attempts", "max_attempts", "deadline")
+    ``reserved`` attempts are kept for the fallback models still to come (one each), so
+    retrying a failing model never leaves its fallbacks without a try."""
+
+    __slots__ = ("attempts", "max_attempts", "deadline", "reserved")
 
     def __init__(self, max_attempts: int, deadline: float) -> None:
         self.attempts = 0
         self.max_attempts = max_attempts
         self.deadline = deadline
+        self.reserved = 0
 
     def exhausted(self) -> bool:
-        return self.attempts >= self.max_attempts or time.perf_counter() >= self.deadline
+        return (
+            self.attempts >= self.max_attempts - self.reserved
+            or time.perf_counter() >= self.deadline
+        )
 
 
 class Route:
@@ -113,7 +120,11 @@ class Route:
         )
         last_error: GatewayError | None = None
         excluded_by_tags = False
-        for model in self._models(ctx, requested):
+        chain = list(self._models(ctx, requested))
+        for index, model in enumerate(chain):
+            to_come = len(chain) - index - 1 if requested.fallback_on_error else 0
+            # This model always gets an attempt if any is left; each later one gets one.
+            budget.reserved = max(0, min(to_come, budget.max_attempts - budget.attempts - 1))
             if model is not requested:
                 reason = _fallback_reason(requested, last_error)
                 if reason is None:
@@ -129,7 +140,7 @@ class Route:
                 return
             if error is not None:
                 last_error = error
-            if budget.exhausted():
+            if budget.reserved == 0 and budget.exhausted():
                 break
         raise self._failure(ctx, requested, last_error, budget, excluded_by_tags)
 
@@ -156,14 +167,13 @@ class Route:
         excluded_by_tags: bool,
     ) -> GatewayError:
         if last_error is not None:
-            ctx.decide(
-                self.name, "error", f"no deployment answered ({budget.attempts} attempts)"
-            )
+            ctx.decide(self.name, "error", f"no deployment answered ({budget.attempts} attempts)")
             return last_error
         if excluded_by_tags and not ctx.attempts:
             rules = ", ".join(
-                f"{tag} in {sorted(values)}" for tag, values in ctx.key.required_tags
-            )  # type: ignore[union-attr]
+                f"{tag} in {sorted(values)}" if values else f"{tag}: no value every level allows"
+                for tag, values in ctx.key.required_tags  # type: ignore[union-attr]
+            )
             ctx.decide(self.name, "deny", f"no deployment satisfies {rules}")
             return forbidden(
                 f"No deployment of '{requested.name}' satisfies this key's data-residency "
