@@ -78,9 +78,25 @@ def external_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Ta
 def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Target]:
     """Start a gateway process of this checkout (uvicorn + uvloop + httptools, one worker)
     on a fresh SQLite database in a temporary folder (or ``--database-url``), seeded by
-    ``bench/seed.py``; ``--governance typical|full`` adds budgets and rate limits."""
+    ``bench/seed.py``; ``--governance typical|full`` adds budgets and rate limits;
+    ``--failing-primary`` puts a primary deployment in front that answers every request
+    with a 500 at once, so each request pays one failed attempt and one failover."""
+    with contextlib.ExitStack() as stack:
+        failing_url = ""
+        if args.failing_primary:
+            # Zero latency: the primary fails fast, the cost measured is the retry itself.
+            failing_args = argparse.Namespace(**{**vars(args), "upstream_latency_ms": 0})
+            failing_url = stack.enter_context(
+                fake_upstream(failing_args, port=0, extra=("--fail-status", "500"))
+            )
+        yield from _local_gateway(args, upstream_url, failing_url)
+
+
+def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str):
     with tempfile.TemporaryDirectory(prefix="odock-bench-var-") as var:
         env = {**os.environ, "ODOCK_VAR_DIR": var, "ODOCK_LOG_LEVEL": "WARNING"}
+        if failing_url:
+            env["ODOCK_BREAKER_THRESHOLD"] = "1000000000"  # never rest the failing primary
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         if args.database_url:
@@ -93,6 +109,8 @@ def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Targe
         )
         seed = [py, "bench/seed.py", "--upstream", upstream_url, "--model", args.model]
         seed += ["--governance", "full" if args.governed else args.governance]
+        if failing_url:
+            seed += ["--failing-primary", failing_url]
         key = (
             subprocess.run(seed, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
             .stdout.strip()
@@ -256,7 +274,9 @@ def run_wrk(
 
 
 @contextlib.contextmanager
-def fake_upstream(args: argparse.Namespace) -> Iterator[str]:
+def fake_upstream(
+    args: argparse.Namespace, *, port: int | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """Run the fake upstream in a subprocess; yields its base URL (``.../v1``)."""
     command = [
         sys.executable,
@@ -266,11 +286,12 @@ def fake_upstream(args: argparse.Namespace) -> Iterator[str]:
         "--host",
         args.fake_host,
         "--port",
-        str(args.fake_port),
+        str(args.fake_port if port is None else port),
         "--completion-tokens",
         str(args.completion_tokens),
         "--latency-ms",
         str(args.upstream_latency_ms),
+        *extra,
     ]
     process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         command,
@@ -523,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="with --start-gateway: typical = team and key budgets and a team RPM (3 "
         "counters); full = budget, rpm, tpm and concurrency at all four levels (16)",
+    )
+    parser.add_argument(
+        "--failing-primary",
+        action="store_true",
+        help="with --start-gateway: every request first meets a primary that fails with "
+        "500 at once, then fails over to the fake (one retry per request)",
     )
     parser.add_argument("--gateway-port", type=int, default=8765)
     parser.add_argument("--database-url", default="", help="with --start-gateway")

@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--model", default="demo-model")
     parser.add_argument("--governance", choices=("none", "typical", "full"), default="none")
+    parser.add_argument("--failing-primary", default="", help="URL of an always-failing fake")
     args = parser.parse_args()
 
     import django
@@ -33,7 +34,17 @@ def main() -> None:
     model = Model.objects.create(
         name=args.model, input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60")
     )
-    Deployment.objects.create(model=model, provider=provider, upstream_model=args.model)
+    if args.failing_primary:  # tried first, fails; the healthy fake becomes the fallback
+        failing = Provider.objects.create(
+            name="bench-failing", kind="openai", api_base=args.failing_primary
+        )
+        Deployment.objects.create(model=model, provider=failing, upstream_model=args.model)
+    Deployment.objects.create(
+        model=model,
+        provider=provider,
+        upstream_model=args.model,
+        role="fallback" if args.failing_primary else "primary",
+    )
     org = Organization.objects.create(name="bench")
     team = Team.objects.create(organization=org, name="bench-team")
     project = Project.objects.create(team=team, name="bench-project")
