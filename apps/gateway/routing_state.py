@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import uuid
 from typing import Any
 
 import orjson
@@ -29,6 +31,7 @@ OPEN_KEY = f"{PREFIX}cb"
 # per-deployment figures here for the admin to read.
 LOCAL_HEALTH: dict[int, dict[str, Any]] = {}
 HEALTH_TTL_SECONDS = 60
+HEALTH_STALE_SECONDS = 30  # a process that stopped reporting (restarted, gone) is ignored
 
 # KEYS: failures counter, open hash. ARGV: window ms, threshold, cooldown s, deployment id.
 FAILURE_LUA = """
@@ -59,7 +62,8 @@ return tostring(until_ts)
 
 
 def process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per gateway instance (a test may run several in one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _check(reply: Any) -> Any:
@@ -143,7 +147,8 @@ class RedisBreakerState:
         commands: list[tuple[Any, ...]] = []
         for dep_id, figures in report.items():
             key = f"{PREFIX}health:{dep_id}"
-            commands.append(("HSET", key, self.process, orjson.dumps(figures)))
+            stamped = {**figures, "at": time.time()}
+            commands.append(("HSET", key, self.process, orjson.dumps(stamped)))
             commands.append(("EXPIRE", key, HEALTH_TTL_SECONDS))
         for reply in await self._redis.call_many(commands):
             _check(reply)
@@ -160,9 +165,14 @@ def health_read(client: Any, deployment_ids: list[int]) -> dict[int, dict[str, A
         pipe.hgetall(f"{PREFIX}health:{dep_id}")
     pipe.hgetall(OPEN_KEY)
     *per_dep, opened = pipe.execute()
+    fresh_after = time.time() - HEALTH_STALE_SECONDS
     return {
         dep_id: merge_health(
-            [orjson.loads(v) for v in (rows or {}).values()],
+            [
+                figures
+                for figures in (orjson.loads(v) for v in (rows or {}).values())
+                if figures.get("at", 0) >= fresh_after
+            ],
             open_until=float(opened[str(dep_id).encode()])
             if str(dep_id).encode() in opened
             else None,
