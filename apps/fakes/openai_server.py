@@ -5,6 +5,17 @@ model list). Its behaviour can be changed while it runs (latency, failures, hang
 streams), and it can check every request body against the ``openai`` SDK's own parameter
 types, so a translation bug in the gateway fails loudly here.
 
+Tool calls, mirroring the Anthropic fake: when the request has ``tools`` and its last
+message is a user message whose text contains the word "weather", or whenever
+``tool_choice`` is ``required`` or names a function (never when it is ``none``), the answer
+is one function call (``arguments`` = ``TOOL_ARGUMENTS``, ``content: null``,
+``finish_reason: "tool_calls"``) to the named tool, else the first one. A follow-up ending
+with the ``role: "tool"`` result gets a text answer. Streams carry the call as OpenAI
+streams it: a first delta with the role, index, id, type, name and empty ``arguments``,
+then the arguments in pieces. When validating, every ``tool`` message must answer a call
+of the assistant message before it, and every call must be answered, as the real API
+insists (400 otherwise). Requests without ``tools`` pay nothing for this.
+
 It uses aiohttp's low-level server and imports nothing from Django, so it starts fast, runs
 standalone (``python -m apps.fakes.openai_server``) and is not the bottleneck of a
 benchmark.
@@ -29,6 +40,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import re
 import signal
 import struct
 import sys
@@ -47,6 +59,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "MODEL_IDS",
+    "TOOL_ARGUMENTS",
+    "TOOL_INPUT",
     "FakeBehavior",
     "FakeOpenAIServer",
     "add_cli_arguments",
@@ -58,6 +72,12 @@ __all__ = [
 
 #: Model ids listed by ``GET /v1/models``. Requests for any other model are still served.
 MODEL_IDS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model")
+
+#: The arguments of every function call the fake answers with, and the same as a string.
+TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+_TOOL_ARGUMENT_PIECE = 4  # characters per streamed ``arguments`` delta
+_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
 _HANG_SECONDS = 24 * 3600.0
 _DEFAULT_EMBEDDING_DIMENSIONS = 8
@@ -125,6 +145,9 @@ class FakeBehavior:
     disconnect_after_chunks: int | None = None
     #: Check request bodies against the openai SDK's parameter types (400 when invalid).
     validate: bool = True
+    #: The model's context window in (estimated) prompt tokens: a longer chat prompt gets
+    #: OpenAI's 400 ``context_length_exceeded``.
+    context_window: int | None = None
 
 
 # --------------------------------------------------------------------------- validation
@@ -271,6 +294,54 @@ def _check_embedding_input(value: Any) -> str | None:
     )
 
 
+def _call_ids(message: Mapping[str, Any]) -> list[str]:
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return []
+    return [str(call.get("id")) for call in calls if isinstance(call, dict)]
+
+
+def _check_tool_pairing(messages: list[Any]) -> str | None:
+    """``tool`` messages must answer the calls of the assistant message just before them.
+
+    The real API's rules (and, nearly, its words): a ``tool`` message needs a preceding
+    assistant message with ``tool_calls``, its ``tool_call_id`` must be one of those calls,
+    and every call must be answered before the next non-tool message.
+    """
+    open_ids: set[str] = set()  # calls of the last assistant message, in the tool block
+    pending: list[str] = []  # of those, the ones not answered yet
+    in_block = False  # the messages since that assistant message were all ``tool``
+    caller = 0
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            if not in_block:
+                return (
+                    f"Invalid parameter: messages with role 'tool' must be a response to a "
+                    f"preceeding message with 'tool_calls'. (messages.[{index}].role)"
+                )
+            call_id = str(message.get("tool_call_id"))
+            if call_id not in open_ids:
+                return (
+                    f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in "
+                    f"'tool_calls' of previous message. (messages.[{index}].tool_call_id)"
+                )
+            if call_id in pending:
+                pending.remove(call_id)
+            continue
+        if pending:
+            break
+        ids = _call_ids(message) if role == "assistant" else []
+        open_ids, pending, in_block, caller = set(ids), list(ids), bool(ids), index
+    if pending:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(pending)} (messages.[{caller}].role)"
+        )
+    return None
+
+
 def validate_request(kind: str, body: Any) -> str | None:
     """Check a request body like OpenAI would; return what is wrong, or ``None``.
 
@@ -313,7 +384,8 @@ def validate_request(kind: str, body: Any) -> str | None:
         if isinstance(exc.error, validators.error_type):
             return _describe(body, exc.path, exc.error.errors())  # type: ignore[attr-defined]
         return f"Invalid request body at {_data_path(body, exc.path)[0]}: {exc.error}"
-    return None
+    messages = body.get("messages") if kind == "chat" else None
+    return _check_tool_pairing(messages) if isinstance(messages, list) else None
 
 
 # --------------------------------------------------------------------------- payloads
@@ -352,6 +424,56 @@ def _prompt_tokens(messages: Any) -> int:
             if isinstance(message, dict):
                 total += _text_length(message.get("content"))
     return max(1, total // 4)
+
+
+def _last_user_text(messages: Any) -> str:
+    """The text of the last message if it is the user's (after a tool result: none)."""
+    if not isinstance(messages, list) or not messages:
+        return ""
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return ""
+    content = last.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _tool_name(tool: Any) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return str(name or "tool")
+
+
+def _tool_to_call(body: Mapping[str, Any]) -> str | None:
+    """The name of the function the fake calls for this request, or ``None`` for text."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if isinstance(function, dict) and function.get("name"):
+            return str(function["name"])
+        return _tool_name(tools[0])
+    if choice == "required" or _WEATHER.search(_last_user_text(body.get("messages"))):
+        return _tool_name(tools[0])
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _argument_pieces() -> tuple[str, ...]:
+    """``TOOL_ARGUMENTS`` cut into the small pieces a stream carries them in."""
+    step = _TOOL_ARGUMENT_PIECE
+    return tuple(TOOL_ARGUMENTS[i : i + step] for i in range(0, len(TOOL_ARGUMENTS), step))
 
 
 def _error_body(
@@ -419,7 +541,7 @@ class FakeOpenAIServer:
         self.record = record
         #: ``requests`` keeps at most this many (the newest) entries.
         self.max_recorded = max_recorded
-        #: Received requests: ``{"path", "headers" (lower-case names), "json"}``.
+        #: Received requests: ``{"path", "query", "headers" (lower-case names), "json"}``.
         self.requests: list[dict[str, Any]] = []
         #: Streaming responses currently open (counted from when the stream is accepted).
         self.active_streams = 0
@@ -538,6 +660,7 @@ class FakeOpenAIServer:
     def _record(self, request: web.BaseRequest, body: Any) -> None:
         entry = {
             "path": request.path,
+            "query": dict(request.query),
             "headers": {name.lower(): value for name, value in request.headers.items()},
             "json": body,
         }
@@ -558,12 +681,12 @@ class FakeOpenAIServer:
         finally:
             self.active_requests -= 1
 
-    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        method = request.method
-        path = request.path
+    async def _read_json(self, request: web.BaseRequest) -> tuple[Any, bool]:
+        """The POST body parsed (``None`` when empty or not a POST), and whether it was
+        invalid JSON. Records the request when recording is on."""
         body: Any = None
         bad_json = False
-        if method == "POST":
+        if request.method == "POST":
             raw = await request.read()
             if raw:
                 try:
@@ -572,6 +695,12 @@ class FakeOpenAIServer:
                     bad_json = True
         if self.record:
             self._record(request, body)
+        return body, bad_json
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        method = request.method
+        path = request.path
+        body, bad_json = await self._read_json(request)
 
         expected = self._expected_auth
         if expected is not None and request.headers.get("Authorization") != expected:
@@ -599,6 +728,17 @@ class FakeOpenAIServer:
                 return _error(400, problem)
         if kind == "embeddings":
             return await self._with_effects(behavior, self._embeddings(body))
+        if behavior.context_window is not None:
+            prompt = _prompt_tokens(body.get("messages"))
+            if prompt > behavior.context_window:
+                return _error(
+                    400,
+                    f"This model's maximum context length is {behavior.context_window} tokens. "
+                    f"However, your messages resulted in {prompt} tokens. Please reduce the "
+                    "length of the messages.",
+                    code="context_length_exceeded",
+                    param="messages",
+                )
         if body.get("stream") is True:
             return await self._stream_chat(request, body, behavior)
         return await self._with_effects(behavior, self._chat(body, behavior))
@@ -640,10 +780,33 @@ class FakeOpenAIServer:
         payload = {"id": model, "object": "model", "created": created, "owned_by": "odock-fake"}
         return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
 
+    def _call_id(self) -> str:
+        return f"call_fake{next(self._ids):012d}"
+
     def _chat(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response:
+        payload = self._chat_payload(body, behavior)
+        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+
+    def _chat_payload(self, body: dict[str, Any], behavior: FakeBehavior) -> dict[str, Any]:
+        """The ``chat.completion`` object (subclasses add provider-specific fields)."""
         prompt_tokens = _prompt_tokens(body.get("messages"))
         completion_tokens = max(0, behavior.completion_tokens)
-        payload = {
+        tool = _tool_to_call(body)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": _content(completion_tokens) if tool is None else None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if tool is not None:
+            message["tool_calls"] = [
+                {
+                    "id": self._call_id(),
+                    "type": "function",
+                    "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+                }
+            ]
+        return {
             "id": f"chatcmpl-fake{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -651,14 +814,9 @@ class FakeOpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": _content(completion_tokens),
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "stop" if tool is None else "tool_calls",
                 }
             ],
             "usage": {
@@ -670,7 +828,6 @@ class FakeOpenAIServer:
             "service_tier": "default",
             "system_fingerprint": None,
         }
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
 
     def _embeddings(self, body: dict[str, Any]) -> web.Response:
         raw_input = body.get("input")
@@ -750,7 +907,8 @@ class FakeOpenAIServer:
     def _stream_events(
         self, body: dict[str, Any], behavior: FakeBehavior
     ) -> tuple[list[bytes], int]:
-        """All SSE events of one stream, serialised up front: role, tokens, stop, usage."""
+        """All SSE events of one stream, serialised up front, and the number of content
+        chunks: role, tokens (or a function call's argument pieces), finish, usage."""
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(
             stream_options.get("include_usage")
@@ -771,22 +929,48 @@ class FakeOpenAIServer:
             item = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             return prefix + orjson.dumps(item) + suffix
 
-        tokens = _tokens(max(0, behavior.completion_tokens))
-        events = [choice({"role": "assistant", "content": "", "refusal": None})]
-        events.extend(choice({"content": token}) for token in tokens)
-        events.append(choice({}, "stop"))
+        tool = _tool_to_call(body)
+        if tool is None:
+            tokens = _tokens(max(0, behavior.completion_tokens))
+            completion_tokens = len(tokens)
+            events = [choice({"role": "assistant", "content": "", "refusal": None})]
+            events.extend(choice({"content": token}) for token in tokens)
+            events.append(choice({}, "stop"))
+            content_chunks = len(tokens)
+        else:
+            # As OpenAI streams a call: the role, id, type, name and empty arguments first,
+            # then the arguments in pieces; usage counts tokens, not pieces.
+            completion_tokens = max(0, behavior.completion_tokens)
+            first = {
+                "index": 0,
+                "id": self._call_id(),
+                "type": "function",
+                "function": {"name": tool, "arguments": ""},
+            }
+            events = [
+                choice(
+                    {"role": "assistant", "content": None, "tool_calls": [first], "refusal": None}
+                )
+            ]
+            pieces = _argument_pieces()
+            events.extend(
+                choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in pieces
+            )
+            events.append(choice({}, "tool_calls"))
+            content_chunks = len(pieces)
         if include_usage:
             prompt_tokens = _prompt_tokens(body.get("messages"))
             usage = {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(tokens),
-                "total_tokens": prompt_tokens + len(tokens),
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
                 **_USAGE_DETAILS,
             }
             usage_chunk = orjson.dumps({**head, "choices": [], "usage": usage})
             events.append(b"data: " + usage_chunk + b"\n\n")
         events.append(_SSE_DONE)
-        return events, len(tokens)
+        return events, content_chunks
 
 
 def _has_effects(behavior: FakeBehavior) -> bool:
@@ -839,14 +1023,16 @@ def run(
     *,
     server_class: type[FakeOpenAIServer] | None = None,
     label: str = "OpenAI",
+    server_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded.
 
-    ``server_class`` lets the other fakes (built on this one) reuse the same runner."""
+    ``server_class`` (and its extra constructor arguments, ``server_kwargs``) lets the other
+    fakes (built on this one) reuse the same runner."""
     factory = server_class or FakeOpenAIServer
 
     async def serve() -> None:
-        server = factory(host, port, behavior, api_key, record=False)
+        server = factory(host, port, behavior, api_key, record=False, **(server_kwargs or {}))
         await server.start_async()
         print(f"fake {label} server listening on {server.url}", flush=True)
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from apps.gateway.respond import (
     sse_error_event,
     start_stream,
 )
+from apps.gateway.routing import CONTENT_POLICY_CODE, CONTEXT_WINDOW_CODE
 from apps.gateway.snapshot import DeploymentEntry
 
 
@@ -94,11 +96,34 @@ class UpstreamPool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
+# How providers say a prompt does not fit the model's context window (OpenAI and Azure
+# also send the code), and the codes of a prompt refused on content policy.
+CONTEXT_WINDOW_MESSAGE = re.compile(
+    r"maximum context length|context[_ ]length|context window|prompt is too long"
+    r"|input is too long|exceeds the maximum number of tokens|too many (input )?tokens",
+    re.IGNORECASE,
+)
+CONTENT_POLICY_UPSTREAM_CODES = frozenset({"content_filter", "content_policy_violation"})
+
+
 def _error_from_upstream(status: int, body: bytes, headers: Any) -> GatewayError:
     """Map an upstream failure to what the client should see; never our provider key."""
-    message = ""
-    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-        message = str(orjson.loads(body)["error"]["message"])[:500]
+    message, code, param = "", "", None
+    with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        error = orjson.loads(body)["error"]
+        code, param = str(error.get("code") or ""), error.get("param")
+        message = str(error["message"])[:500]
+    if status in (400, 413, 422):
+        # Refusals another model may not make: the route stage can fall back on these.
+        if code == CONTEXT_WINDOW_CODE or CONTEXT_WINDOW_MESSAGE.search(message):
+            return GatewayError(400, message, code=CONTEXT_WINDOW_CODE, param="messages")
+        if code in CONTENT_POLICY_UPSTREAM_CODES:  # e.g. Azure's prompt filter
+            return GatewayError(
+                400,
+                message or "The prompt was refused by the provider's content filter.",
+                code=CONTENT_POLICY_CODE,
+                param=str(param) if param else None,
+            )
     if status == 429:
         retry_after = headers.get("Retry-After") or "1"
         return upstream_error(
@@ -145,10 +170,13 @@ def _auth_headers(dep: DeploymentEntry) -> dict[str, str]:
 
 
 def _read_usage(ctx: RequestContext, usage: dict[str, Any] | None) -> bool:
+    """OpenAI usage → ``ctx``; cache reads are part of ``prompt_tokens`` (0 when absent)."""
     if not usage:
         return False
     ctx.input_tokens = int(usage.get("prompt_tokens") or 0)
     ctx.output_tokens = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    ctx.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     return True
 
 

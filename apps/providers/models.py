@@ -99,8 +99,7 @@ class Model(models.Model):
     )
     fallback_on_content_policy = models.BooleanField(
         default=False,
-        help_text="Try the fallback models when the provider refuses the prompt on content "
-        "policy.",
+        help_text="Try the fallback models when the provider refuses the prompt on content policy.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

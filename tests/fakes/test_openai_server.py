@@ -7,6 +7,7 @@ against the real wire format. No database is needed.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,10 +15,26 @@ import httpx
 import openai
 import pytest
 
-from apps.fakes.openai_server import FakeBehavior, FakeOpenAIServer, validate_request
+from apps.fakes.openai_server import (
+    TOOL_ARGUMENTS,
+    TOOL_INPUT,
+    FakeBehavior,
+    FakeOpenAIServer,
+    validate_request,
+)
 
 API_KEY = "sk-fake-test"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture
@@ -391,3 +408,222 @@ def test_async_start_and_stop_inside_a_running_loop() -> None:
     assert content.startswith("tok0")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v1/models")
+
+
+# --------------------------------------------------------------------------- tool calls
+
+
+def test_tool_call_when_the_user_asks_about_the_weather(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    server.behavior.completion_tokens = 6
+    completion = client.chat.completions.create(
+        model="m", messages=WEATHER_QUESTION, tools=[WEATHER_TOOL, TIME_TOOL]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == TOOL_ARGUMENTS == '{"city": "Paris"}'
+    assert json.loads(call.function.arguments) == dict(TOOL_INPUT)
+    assert completion.usage is not None and completion.usage.completion_tokens == 6
+    raw = server.requests[-1]["json"]
+    assert raw["tools"][0]["function"]["name"] == "get_weather"
+
+
+@pytest.mark.parametrize(
+    ("messages", "tools", "tool_choice", "expected"),
+    [
+        (WEATHER_QUESTION, [WEATHER_TOOL, TIME_TOOL], "none", None),  # never when "none"
+        (WEATHER_QUESTION, None, None, None),  # no tools, no call
+        ([{"role": "user", "content": "hi"}], [WEATHER_TOOL], "auto", None),
+        ([{"role": "user", "content": "hi"}], [TIME_TOOL, WEATHER_TOOL], "required", "get_time"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            [TIME_TOOL, WEATHER_TOOL],
+            {"type": "function", "function": {"name": "get_weather"}},
+            "get_weather",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "Weather, please"}]}],
+            [TIME_TOOL],
+            None,
+            "get_time",
+        ),
+    ],
+)
+def test_which_requests_get_a_tool_call(
+    client: openai.OpenAI, messages: list, tools: list | None, tool_choice: object, expected: str
+) -> None:
+    extra: dict = {}
+    if tools is not None:
+        extra["tools"] = tools
+    if tool_choice is not None:
+        extra["tool_choice"] = tool_choice
+    completion = client.chat.completions.create(model="m", messages=messages, **extra)
+    calls = completion.choices[0].message.tool_calls
+    if expected is None:
+        assert calls is None and completion.choices[0].finish_reason == "stop"
+        assert completion.choices[0].message.content
+    else:
+        assert [c.function.name for c in calls or []] == [expected]
+
+
+def test_streamed_tool_call_matches_openai_deltas(
+    server: FakeOpenAIServer, client: openai.OpenAI
+) -> None:
+    server.behavior.completion_tokens = 5
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=WEATHER_QUESTION,
+            tools=[WEATHER_TOOL],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant" and first.content is None
+    [head] = first.tool_calls or []
+    assert (head.index, head.type, head.function.name, head.function.arguments) == (
+        0,
+        "function",
+        "get_weather",
+        "",
+    )
+    assert head.id and head.id.startswith("call_")
+    pieces = [c.choices[0].delta.tool_calls for c in chunks[1:] if c.choices]
+    argument_pieces = [p[0] for p in pieces if p]
+    assert len(argument_pieces) > 1  # arguments arrive in pieces, as OpenAI sends them
+    assert all(p.index == 0 and p.id is None and p.function.name is None for p in argument_pieces)
+    assert "".join(p.function.arguments for p in argument_pieces) == TOOL_ARGUMENTS
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "tool_calls" and finishes.count("tool_calls") == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
+
+
+def test_sdk_stream_helper_accumulates_the_tool_call(client: openai.OpenAI) -> None:
+    """The SDK's own stream accumulator rebuilds the call: the deltas are well-formed."""
+    with client.chat.completions.stream(
+        model="m", messages=WEATHER_QUESTION, tools=[WEATHER_TOOL]
+    ) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and call.function.arguments == TOOL_ARGUMENTS
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_stream_tool_call_wire_format(server: FakeOpenAIServer) -> None:
+    body = {"model": "m", "messages": WEATHER_QUESTION, "tools": [WEATHER_TOOL], "stream": True}
+    response = httpx.post(f"{server.url}/chat/completions", json=body, headers=AUTH)
+    events = [e for e in response.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0][len("data: ") :])["choices"][0]["delta"]
+    assert first["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": ""}
+    assert first["content"] is None and first["role"] == "assistant"
+    last = json.loads(events[-2][len("data: ") :])["choices"][0]
+    assert last == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_round_trip_ends_with_a_text_answer(
+    server: FakeOpenAIServer, client: openai.OpenAI, stream: bool
+) -> None:
+    first = client.chat.completions.create(
+        model="m", messages=WEATHER_QUESTION, tools=[WEATHER_TOOL]
+    )
+    [call] = first.choices[0].message.tool_calls or []
+    follow_up = [
+        *WEATHER_QUESTION,
+        first.choices[0].message.model_dump(exclude_none=True, exclude={"annotations"}),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+    ]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="m", messages=follow_up, tools=[WEATHER_TOOL], stream=True
+            )
+        )
+        assert all(not (c.choices and c.choices[0].delta.tool_calls) for c in chunks)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        answer = client.chat.completions.create(model="m", messages=follow_up, tools=[WEATHER_TOOL])
+        assert answer.choices[0].message.tool_calls is None
+        text, finish = answer.choices[0].message.content or "", answer.choices[0].finish_reason
+    assert text.startswith("tok0") and finish == "stop"
+    sent = server.requests[-1]["json"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2]["tool_call_id"] == call.id
+
+
+def _call(call_id: str) -> dict:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS},
+    }
+
+
+def test_unanswered_or_unknown_tool_call_ids_are_400(client: openai.OpenAI) -> None:
+    assistant = {"role": "assistant", "content": None, "tool_calls": [_call("call_a")]}
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.chat.completions.create(
+            model="m",
+            messages=[
+                *WEATHER_QUESTION,
+                assistant,
+                {"role": "tool", "tool_call_id": "call_zzz", "content": "x"},
+            ],
+        )
+    assert "'tool_call_id' of 'call_zzz' not found" in excinfo.value.message
+    assert excinfo.value.body["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("messages", "mentions"),
+    [
+        (
+            [
+                {"role": "user", "content": "x"},
+                {"role": "tool", "tool_call_id": "c", "content": "y"},
+            ],
+            "must be a response to a preceeding message with 'tool_calls'",
+        ),
+        (
+            [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [_call("c1"), _call("c2")]},
+                {"role": "tool", "tool_call_id": "c1", "content": "y"},
+                {"role": "user", "content": "and?"},
+            ],
+            "did not have response messages: c2",
+        ),
+        (
+            [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_call("c1")]}],
+            "did not have response messages: c1",
+        ),
+        (
+            [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [_call("c1")]},
+                {"role": "tool", "tool_call_id": "c1", "content": "y"},
+                {"role": "user", "content": "again"},
+                {"role": "tool", "tool_call_id": "c1", "content": "y"},
+            ],
+            "must be a response to a preceeding message",
+        ),
+    ],
+)
+def test_tool_pairing_validation(messages: list, mentions: str) -> None:
+    problem = validate_request("chat", {"model": "m", "messages": messages})
+    assert problem is not None and mentions in problem
+    two_answered = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [_call("c1"), _call("c2")]},
+        {"role": "tool", "tool_call_id": "c2", "content": "y"},
+        {"role": "tool", "tool_call_id": "c1", "content": "z"},
+        {"role": "assistant", "content": "done"},
+    ]
+    assert validate_request("chat", {"model": "m", "messages": two_answered}) is None

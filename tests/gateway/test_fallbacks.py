@@ -275,3 +275,66 @@ def test_a_breaker_opened_by_one_gateway_protects_another(gateway_factory, fakes
     time.sleep(0.3)
     chat(client_for(one, issued.secret))
     assert len(primary.requests) == 4  # closed again everywhere
+
+
+def test_context_window_overflow_falls_back_to_a_larger_model(gateway_factory, fakes):
+    small_fake, large_fake = fakes(2)
+    small_fake.behavior.context_window = 20  # estimated tokens: characters // 4
+    small = model_create("small", provider_create(small_fake.url, name="s"), upstream_model="s")
+    large = model_create("large", provider_create(large_fake.url, name="l"), upstream_model="l")
+    ModelFallback.objects.create(model=small, fallback=large)
+    issued = key_create()
+    gateway = gateway_factory()
+    gateway.snapshots.reload()
+    client = client_for(gateway, issued.secret)
+    long_prompt = [{"role": "user", "content": "word " * 200}]
+
+    assert chat(client, "small").choices[0].message.content  # short: the small model
+    answer = client.chat.completions.create(model="small", messages=long_prompt, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    assert [r["json"]["model"] for r in large_fake.requests] == ["l"]
+    records = sorted(records_wait(gateway, 2), key=lambda r: r.created_at)
+    assert [(x[0], x[2]) for x in records[1].attempts] == [
+        ("s:s", "context_length_exceeded"),
+        ("l:l", ""),
+    ]
+
+    Model.objects.filter(pk=small.pk).update(fallback_on_context_window=False)
+    gateway.snapshots.reload()
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="small", messages=long_prompt)
+    assert info.value.body["code"] == "context_length_exceeded"
+    assert "maximum context length is 20 tokens" in info.value.body["message"]
+    assert len(large_fake.requests) == 1
+
+
+def test_content_policy_refusal_falls_back_only_when_enabled(gateway_factory, fakes):
+    from apps.fakes.azure_server import FakeAzureOpenAIServer
+
+    [other] = fakes(1)
+    azure = FakeAzureOpenAIServer(api_key="az-key", content_filter_word="forbidden").start()
+    try:
+        strict = model_create(
+            "strict", provider_create(azure.url, name="az", kind="azure", api_key="az-key")
+        )
+        ModelFallback.objects.create(
+            model=strict, fallback=model_create("lenient", provider_create(other.url))
+        )
+        issued = key_create()
+        gateway = gateway_factory()
+        gateway.snapshots.reload()
+        client = client_for(gateway, issued.secret)
+        refused = [{"role": "user", "content": "something forbidden"}]
+
+        with pytest.raises(openai.BadRequestError) as info:  # off by default
+            client.chat.completions.create(model="strict", messages=refused)
+        assert info.value.body["code"] == "content_filter" and not other.requests
+
+        Model.objects.filter(pk=strict.pk).update(fallback_on_content_policy=True)
+        gateway.snapshots.reload()
+        answer = client.chat.completions.create(model="strict", messages=refused)
+        assert answer.choices[0].message.content and len(other.requests) == 1
+        last = max(records_wait(gateway, 2), key=lambda r: r.created_at)
+        assert ["route", "fallback", "lenient: content policy refusal"] in last.decisions
+    finally:
+        azure.stop()

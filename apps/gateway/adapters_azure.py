@@ -1,0 +1,107 @@
+"""The Azure OpenAI adapter: OpenAI's wire format at Azure's URLs, with Azure's credential.
+
+Azure OpenAI speaks OpenAI's chat-completions and embeddings format, so this adapter is
+:class:`~apps.gateway.upstream.OpenAIAdapter` (subclassed: the forwarding, the stream pump,
+usage accounting and the error mapping are its) with two things changed: where the request
+goes and how a content-filter refusal is reported.
+
+Where (the provider's ``api_base`` is the resource endpoint, ``https://NAME.openai.azure.com``;
+a trailing ``/openai`` or ``/openai/v1`` is tolerated), chosen by the provider option
+``api_version``:
+  * a dated version (default ``DEFAULT_API_VERSION`` = ``2024-10-21``, the current GA data
+    plane version): ``POST {api_base}/openai/deployments/{deployment}/chat/completions
+    ?api-version={api_version}`` (and ``/embeddings``), where ``{deployment}`` is the
+    Deployment's ``upstream_model``; the ``model`` in the body is ignored by Azure there;
+  * ``v1``: the newer v1 surface, ``POST {api_base}/openai/v1/chat/completions`` (and
+    ``/embeddings``), no ``api-version``, ``model`` in the body = ``upstream_model``.
+The credential goes as ``api-key: <key>`` (Azure's key header), never ``Authorization``.
+
+Translated:
+  * a 400 whose ``error.code`` is ``content_filter`` (the prompt tripped Azure's content
+    management policy) → 400 with code ``content_filter`` and Azure's message, so the
+    router and the client can tell a content-policy refusal from a malformed request;
+    every other upstream error is mapped as for OpenAI (4xx that describe the request →
+    ``upstream_rejected``, 401/403 → 502 ``upstream_auth_failed``, 429 → 429, 5xx → 502).
+
+Passed through untouched (they are valid OpenAI-format extensions):
+  * ``prompt_filter_results`` / ``content_filter_results`` in answers, and the leading
+    stream chunk with empty ``choices`` that carries ``prompt_filter_results`` (usage is
+    still read from the final usage chunk);
+  * ``finish_reason: "content_filter"`` (the completion was cut by the output filter).
+
+Not supported:
+  * Microsoft Entra ID (AAD) bearer tokens: only API keys are stored for a provider;
+  * dated ``api_version`` values older than ``2024-09-01-preview`` reject
+    ``stream_options``, which the gateway always sends on streams to count usage: use the
+    default or a newer version (or ``v1``);
+  * the Assistants, Responses, images and audio APIs: the gateway does not proxy them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from yarl import URL
+
+from apps.gateway.snapshot import DeploymentEntry
+from apps.gateway.upstream import OpenAIAdapter, UpstreamPool
+
+#: The ``api-version`` used when the provider sets none: the GA data-plane version.
+DEFAULT_API_VERSION = "2024-10-21"
+#: ``api_version`` value selecting the v1 surface (``/openai/v1/...``, no api-version).
+V1 = "v1"
+
+
+def api_version_of(dep: DeploymentEntry) -> str:
+    """The provider option ``api_version``, or the default GA version."""
+    for key, value in dep.options:
+        if key == "api_version" and value.strip():
+            return value.strip()
+    return DEFAULT_API_VERSION
+
+
+def _resource_base(api_base: str) -> str:
+    base = api_base.rstrip("/")
+    for suffix in ("/openai/v1", "/openai"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def azure_url(api_base: str, deployment: str, path: str, api_version: str) -> URL:
+    """The upstream URL of ``path`` (``/chat/completions`` or ``/embeddings``)."""
+    base = URL(_resource_base(api_base))
+    if api_version == V1:
+        return base / "openai" / "v1" / path.lstrip("/")
+    # The deployment name is one path segment, whatever it contains.
+    segment = quote(deployment, safe="")
+    url = (base / "openai" / "deployments").joinpath(segment, encoded=True) / path.lstrip("/")
+    return url.with_query({"api-version": api_version})
+
+
+def azure_headers(api_key: str) -> dict[str, str]:
+    """Static headers of every call: Azure's key header, not ``Authorization``."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["api-key"] = api_key
+    return headers
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    """OpenAI's adapter, pointed at Azure OpenAI deployments (see the module docstring)."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        super().__init__(pool)
+        self._azure_targets: dict[tuple[Any, ...], tuple[URL, dict[str, str]]] = {}
+
+    def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
+        """The URL and headers of a deployment's endpoint, built once, not per request."""
+        cache_key = (dep.api_base, path, dep.api_key, dep.upstream_model, dep.options)
+        target = self._azure_targets.get(cache_key)
+        if target is None:
+            if len(self._azure_targets) > 10_000:  # credentials rotate; never grow unbounded
+                self._azure_targets.clear()
+            url = azure_url(dep.api_base, dep.upstream_model, path, api_version_of(dep))
+            target = self._azure_targets[cache_key] = (url, azure_headers(dep.api_key))
+        return target
