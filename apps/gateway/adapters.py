@@ -7,6 +7,9 @@ One entry per ``ProviderKind``; a kind without an adapter answers 503
 from __future__ import annotations
 
 from apps.gateway.adapters_anthropic import AnthropicAdapter
+from apps.gateway.adapters_azure import AzureOpenAIAdapter
+from apps.gateway.adapters_bedrock import BedrockAdapter
+from apps.gateway.adapters_gemini import GeminiAdapter
 from apps.gateway.upstream import Adapter, OpenAIAdapter, UpstreamPool
 
 
@@ -17,5 +20,8 @@ def build_adapters(pool: UpstreamPool) -> dict[str, Adapter]:
         "openai": openai_wire,
         "openai_compatible": openai_wire,
         "anthropic": AnthropicAdapter(pool),
+        "bedrock": BedrockAdapter(pool),
+        "azure": AzureOpenAIAdapter(pool),
+        "gemini": GeminiAdapter(pool),
     }
     return adapters
