@@ -133,6 +133,7 @@ class GatewayApp:
             max_attempts=config.max_attempts,
             attempt_timeout_seconds=config.attempt_timeout_seconds,
             deadline_seconds=config.request_deadline_seconds,
+            upstream_timeout_seconds=config.upstream_timeout_seconds,
         )
 
         def route(operation: str) -> Route:

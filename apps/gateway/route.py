@@ -44,6 +44,9 @@ class RetryPolicy:
     max_attempts: int = 3  # across all deployments and fallback models
     attempt_timeout_seconds: float | None = None  # None: only the upstream pool's timeouts
     deadline_seconds: float = 120.0  # the whole request, from arrival (until a stream starts)
+    # The upstream pool's own per-call bound: an attempt limit at least this long needs no
+    # timer of its own (saves a timer per request in the common configuration).
+    upstream_timeout_seconds: float = 60.0
     backoff_base_seconds: float = 0.1  # before retrying a deployment already tried
     backoff_max_seconds: float = 2.0
 
@@ -254,6 +257,14 @@ class Route:
                 break
         return False, last_error
 
+    async def _call(self, ctx: RequestContext, adapter: Adapter, dep: DeploymentEntry) -> None:
+        if self._operation == "embeddings":
+            await adapter.embeddings(ctx, dep)
+        elif ctx.stream:
+            await until_client_disconnects(ctx, adapter.stream_chat(ctx, dep))
+        else:
+            await adapter.chat(ctx, dep)
+
     async def _attempt(
         self, ctx: RequestContext, model: ModelEntry, dep: DeploymentEntry, deadline: float
     ) -> None:
@@ -273,19 +284,17 @@ class Route:
                     code="provider_not_supported",
                     type="api_error",
                 )
-            try:
-                async with asyncio.timeout(seconds) as timer:
-                    ctx.first_byte_timer = timer  # a stream's first byte lifts the limit
-                    if self._operation == "embeddings":
-                        await adapter.embeddings(ctx, dep)
-                    elif ctx.stream:
-                        await until_client_disconnects(ctx, adapter.stream_chat(ctx, dep))
-                    else:
-                        await adapter.chat(ctx, dep)
-            except TimeoutError as exc:
-                raise _timeout_error() from exc
-            finally:
-                ctx.first_byte_timer = None
+            if seconds >= self._policy.upstream_timeout_seconds:
+                await self._call(ctx, adapter, dep)
+            else:
+                try:
+                    async with asyncio.timeout(seconds) as timer:
+                        ctx.first_byte_timer = timer  # a stream's first byte lifts the limit
+                        await self._call(ctx, adapter, dep)
+                except TimeoutError as exc:
+                    raise _timeout_error() from exc
+                finally:
+                    ctx.first_byte_timer = None
             ok = True
         except GatewayError as error:
             await self._breakers.record(dep.id, ok=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -213,7 +214,7 @@ class BreakerState(Protocol):
 
 @dataclass(slots=True)
 class _Breaker:
-    failures: list[float] = field(default_factory=list)
+    failures: deque[float] = field(default_factory=deque)  # times, oldest first
     opened_at: float | None = None
     probing: bool = False
 
@@ -302,10 +303,13 @@ class CircuitBreakers:
             breaker.probing = False
             breaker.opened_at = now
             return
-        breaker.failures = [t for t in breaker.failures if now - t < self.window] + [now]
-        if len(breaker.failures) >= self.threshold:
+        failures = breaker.failures
+        while failures and now - failures[0] >= self.window:
+            failures.popleft()  # amortised O(1): a long outage must not cost O(n) per failure
+        failures.append(now)
+        if len(failures) >= self.threshold:
             breaker.opened_at = now
-            breaker.failures = []
+            failures.clear()
 
     def state(self, deployment_id: int, now: float | None = None) -> str:
         """closed | open | half_open, by this process's view (shared state included)."""
