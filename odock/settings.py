@@ -59,6 +59,11 @@ ODOCK_ENCRYPTION_KEYS = [
     for k in (env_secret("ODOCK_ENCRYPTION_KEYS") or _local_secret("encryption_key")).split(",")
     if k.strip()
 ]
+# Ed25519 key (base64 of the 32-byte seed) that signs audit-chain checkpoints. Losing it
+# does not break verification of the hash chain, only of later signatures.
+ODOCK_AUDIT_SIGNING_KEY = env_secret("ODOCK_AUDIT_SIGNING_KEY") or _local_secret(
+    "audit_signing_key"
+)
 # Pepper for virtual-key digests; changing it invalidates every issued key.
 ODOCK_KEY_PEPPER = env_secret("ODOCK_KEY_PEPPER") or SECRET_KEY
 

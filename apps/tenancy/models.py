@@ -35,6 +35,12 @@ class Organization(models.Model):
     alert_emails = models.CharField(
         max_length=1000, blank=True, help_text="Comma-separated addresses for budget alerts."
     )
+    audit_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Audit records older than this are purged, by whole sealed segments. "
+        "Blank: kept forever.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
