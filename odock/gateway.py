@@ -47,6 +47,7 @@ def gateway_config_from_settings(**overrides) -> GatewayConfig:
         "max_attempts": settings.ODOCK_MAX_ATTEMPTS,
         "request_deadline_seconds": settings.ODOCK_REQUEST_DEADLINE_SECONDS,
         "attempt_timeout_seconds": settings.ODOCK_ATTEMPT_TIMEOUT_SECONDS,
+        "audit_durable": settings.ODOCK_AUDIT_DURABLE,
         "breaker_threshold": settings.ODOCK_BREAKER_THRESHOLD,
         "breaker_window_seconds": settings.ODOCK_BREAKER_WINDOW_SECONDS,
         "breaker_cooldown_seconds": settings.ODOCK_BREAKER_COOLDOWN_SECONDS,
@@ -91,5 +92,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         recorder=RequestLogWriter(
             batch_size=settings.ODOCK_RECORD_BATCH_SIZE,
             flush_seconds=settings.ODOCK_RECORD_FLUSH_SECONDS,
+            spool_dir=settings.ODOCK_AUDIT_SPOOL_DIR,
+            seal_seconds=settings.ODOCK_AUDIT_SEAL_SECONDS,
         ),
     )

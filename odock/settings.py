@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "apps.policies",
     "apps.audit",
     "apps.api",
+    "apps.reports",
     "apps.gateway",
     "apps.fakes",
 ]
@@ -193,6 +194,14 @@ ODOCK_ATTEMPT_TIMEOUT_SECONDS = (
     if os.environ.get("ODOCK_ATTEMPT_TIMEOUT_SECONDS")
     else None
 )
+# Audit records: durable before a response's last byte (true) or written behind it (false);
+# the spool keeps records on local disk while the database is away; chains are sealed into
+# signed checkpoints this often.
+ODOCK_AUDIT_DURABLE = env_bool("ODOCK_AUDIT_DURABLE", True)
+ODOCK_AUDIT_SPOOL_DIR = Path(os.environ.get("ODOCK_AUDIT_SPOOL_DIR", VAR_DIR / "audit-spool"))
+ODOCK_AUDIT_SEAL_SECONDS = float(os.environ.get("ODOCK_AUDIT_SEAL_SECONDS", "10"))
+# Organisations without their own retention, and records of no organisation (unknown keys).
+ODOCK_AUDIT_DEFAULT_RETENTION_DAYS = int(os.environ.get("ODOCK_AUDIT_DEFAULT_RETENTION_DAYS", "0"))
 # Circuit breaker per deployment, shared by every gateway process through Redis.
 ODOCK_BREAKER_THRESHOLD = int(os.environ.get("ODOCK_BREAKER_THRESHOLD", "5"))
 ODOCK_BREAKER_WINDOW_SECONDS = float(os.environ.get("ODOCK_BREAKER_WINDOW_SECONDS", "30"))

@@ -74,6 +74,9 @@ class GatewayConfig:
     breaker_window_seconds: float = 30.0
     breaker_cooldown_seconds: float = 30.0
     attempt_timeout_seconds: float | None = None
+    # The response's last byte waits until its audit record is committed or spooled.
+    audit_durable: bool = True
+    audit_durable_timeout_seconds: float = 10.0
     routing_refresh_seconds: float = 1.0  # shared circuit state, and health every 5th tick
 
 
@@ -122,7 +125,11 @@ class GatewayApp:
             on_alert=self.alerts.submit,
             database_healthy=self._database_healthy,
         )
-        record = Record(recorder)
+        record = Record(
+            recorder,
+            durable=config.audit_durable,
+            durable_timeout=config.audit_durable_timeout_seconds,
+        )
         self.breakers = CircuitBreakers(
             threshold=config.breaker_threshold,
             window=config.breaker_window_seconds,

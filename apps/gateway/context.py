@@ -55,6 +55,13 @@ class RequestContext:
     reservation: Any = None  # governance.Reservation while one is held
     attempts: list[tuple] = field(default_factory=list)  # routing.attempt(), one per try
     first_byte_timer: Any = None  # the attempt's asyncio.Timeout until a stream starts
+    # Guardrail findings ({"detector", "action", "stage"}; never the matched text) and the
+    # redactions applied (original, placeholder) — filled by the guardrail stages.
+    findings: list[dict[str, str]] = field(default_factory=list)
+    redactions: list[tuple[str, str]] = field(default_factory=list)
+    # Content capture for the audit record: bytes of the response kept, up to the limit.
+    capture_limit: int = 0
+    captured: bytearray | None = None
 
     def decide(self, stage: str, outcome: str, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

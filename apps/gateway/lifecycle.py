@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
@@ -28,6 +29,7 @@ class Pipeline:
         self.record = record
 
     async def handle(self, ctx: RequestContext) -> None:
+        held = _hold_last_message(ctx) if self.record.durable else None
         ran: list[Stage] = []
         try:
             for stage in self.stages:
@@ -58,7 +60,26 @@ class Pipeline:
                 pending = finish(ctx) if finish is not None else None
                 if pending is not None:
                     await _shielded(pending)
-            self.record.run(ctx)
+            durable = self.record.run(ctx)
+            if held is not None:
+                await self._release(ctx, held, durable)
+
+    async def _release(
+        self, ctx: RequestContext, held: list[Any], durable: asyncio.Future[None] | None
+    ) -> None:
+        """The response's last byte goes out once its audit record is durable."""
+        if durable is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(durable), self.record.durable_timeout)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.error("audit record %s not durable in time; answering anyway", ctx.request_id)
+        if held:
+            try:
+                await held[1](held[0])
+            except OSError:  # the client is already gone
+                ctx.client_disconnected = True
 
     @staticmethod
     async def _refuse(ctx: RequestContext, error: GatewayError) -> None:
@@ -66,6 +87,21 @@ class Pipeline:
             await send_error(ctx, error)
         except OSError:  # the client is already gone
             ctx.client_disconnected = True
+
+
+def _hold_last_message(ctx: RequestContext) -> list[Any]:
+    """Wrap ``ctx.send`` so the final body message is kept back: ``[message, send]``."""
+    held: list[Any] = []
+    send = ctx.send
+
+    async def hold_last(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            held[:] = [message, send]
+            return
+        await send(message)
+
+    ctx.send = hold_last
+    return held
 
 
 def fill_missing_usage(ctx: RequestContext) -> None:

@@ -1,11 +1,13 @@
-"""Stage 6, record: turn the finished context into one request-log record.
+"""Stage 6, record: turn the finished context into one audit record.
 
-The record is handed to a background writer (a queue, no I/O here); the audit issue
-makes that writer durable.
+The record is handed to the audit writer's queue (no I/O here). In durable mode the
+pipeline holds the response's last byte until the writer says the record is committed or
+spooled to disk (``durable`` future); in async mode it is not held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from typing import Any, Protocol
@@ -17,52 +19,100 @@ ZERO = Decimal(0)
 
 
 class RecordSink(Protocol):
-    def submit(self, record: dict[str, Any]) -> None: ...
+    def submit(
+        self, record: dict[str, Any], durable: asyncio.Future[None] | None = None
+    ) -> None: ...
+
+
+def _text(data: bytes, ctx: RequestContext, limit: int) -> str:
+    text = data[:limit].decode("utf-8", errors="replace")
+    if ctx.key is not None and ctx.key.capture_mode == "redacted":
+        # The guardrails' redactions, applied the way the provider saw the prompt.
+        for original, placeholder in ctx.redactions:
+            text = text.replace(original, placeholder)
+    return text
+
+
+def captured_content(ctx: RequestContext) -> dict[str, Any] | None:
+    """Prompt and response as the key's capture policy allows, each cut to its limit."""
+    if ctx.captured is None or ctx.key is None:
+        return None
+    limit = ctx.capture_limit
+    return {
+        "mode": ctx.key.capture_mode,
+        "request": _text(ctx.raw_body, ctx, limit),
+        "request_truncated": len(ctx.raw_body) > limit,
+        "response": _text(bytes(ctx.captured), ctx, limit),
+        "response_truncated": len(ctx.captured) >= limit,
+    }
 
 
 class Record:
     name = "record"
 
-    def __init__(self, sink: RecordSink) -> None:
+    def __init__(
+        self, sink: RecordSink, *, durable: bool = False, durable_timeout: float = 10.0
+    ) -> None:
         self._sink = sink
+        self.durable = durable
+        # Past this the answer is released anyway (and the incident logged): a stuck
+        # writer must not hang every client.
+        self.durable_timeout = durable_timeout
 
-    def run(self, ctx: RequestContext) -> None:
-        cost = ZERO
-        priced = ctx.served_model or ctx.model  # the model that answered sets the price
-        if priced is not None and (ctx.input_tokens or ctx.output_tokens):
-            cost = cost_usd(
-                input_tokens=ctx.input_tokens,
-                output_tokens=ctx.output_tokens,
-                input_per_mtok=priced.input_per_mtok,
-                output_per_mtok=priced.output_per_mtok,
-            )
-        identity = ctx.key.identity if ctx.key is not None else None
-        self._sink.submit(
-            {
-                "request_id": ctx.request_id,
-                "created_at": ctx.started_wall,
-                "organization_id": identity.org_id if identity else None,
-                "team_id": identity.team_id if identity else None,
-                "project_id": identity.project_id if identity else None,
-                "key_id": identity.key_id if identity else None,
-                "key_prefix": identity.key_prefix if identity else "",
-                "endpoint": ctx.endpoint,
-                "model_requested": ctx.model_name[:200],
-                "deployment": ctx.deployment.label if ctx.deployment else "",
-                "stream": ctx.stream,
-                "status_code": ctx.status or 500,
-                "error_code": ctx.error_code,
-                "input_tokens": ctx.input_tokens,
-                "output_tokens": ctx.output_tokens,
-                "usage_estimated": ctx.usage_estimated,
-                "cost_usd": cost,
-                "latency_ms": (time.perf_counter() - ctx.started) * 1000,
-                "upstream_ms": ctx.upstream_ms,
-                "ttft_ms": ctx.ttft_ms,
-                "client_disconnected": ctx.client_disconnected,
-                "client_ip": ctx.client_ip,
-                "user_agent": ctx.user_agent[:300],
-                "decisions": [[d.stage, d.outcome, d.reason] for d in ctx.decisions],
-                "attempts": ctx.attempts,
-            }
+    def run(self, ctx: RequestContext) -> asyncio.Future[None] | None:
+        """Submit the record; in durable mode, the future the response's end waits for."""
+        future = asyncio.get_running_loop().create_future() if self.durable else None
+        self._sink.submit(record_of(ctx), future)
+        return future
+
+
+def record_of(ctx: RequestContext) -> dict[str, Any]:
+    cost = ZERO
+    served = ctx.served_model or ctx.model  # the model that answered sets the price
+    if served is not None and (ctx.input_tokens or ctx.output_tokens):
+        cost = cost_usd(
+            input_tokens=ctx.input_tokens,
+            output_tokens=ctx.output_tokens,
+            input_per_mtok=served.input_per_mtok,
+            output_per_mtok=served.output_per_mtok,
         )
+    identity = ctx.key.identity if ctx.key is not None else None
+    deployment = ctx.deployment
+    latency = (time.perf_counter() - ctx.started) * 1000
+    in_attempts = sum(a[3] for a in ctx.attempts)  # upstream calls, relaying included
+    findings = ctx.findings
+    return {
+        "request_id": ctx.request_id,
+        "created_at": ctx.started_wall,
+        "organization_id": identity.org_id if identity else None,
+        "team_id": identity.team_id if identity else None,
+        "project_id": identity.project_id if identity else None,
+        "key_id": identity.key_id if identity else None,
+        "key_prefix": identity.key_prefix if identity else "",
+        "user_id": identity.owner_id if identity else None,
+        "endpoint": ctx.endpoint,
+        "model_requested": ctx.model_name,
+        "model_served": served.name if served is not None and deployment else "",
+        "provider": deployment.provider if deployment else "",
+        "deployment": deployment.label if deployment else "",
+        "stream": ctx.stream,
+        "status_code": ctx.status or 500,
+        "error_code": ctx.error_code,
+        "input_tokens": ctx.input_tokens,
+        "output_tokens": ctx.output_tokens,
+        "cached_tokens": ctx.cached_tokens,
+        "usage_estimated": ctx.usage_estimated,
+        "cost_usd": cost,
+        "latency_ms": latency,
+        "upstream_ms": ctx.upstream_ms,
+        "overhead_ms": max(latency - in_attempts, 0.0),
+        "ttft_ms": ctx.ttft_ms,
+        "client_disconnected": ctx.client_disconnected,
+        "client_ip": ctx.client_ip,
+        "user_agent": ctx.user_agent,
+        "decisions": [[d.stage, d.outcome, d.reason] for d in ctx.decisions],
+        "attempts": ctx.attempts,
+        "findings": findings,
+        "finding_types": ",".join(sorted({f["detector"] for f in findings})) if findings else "",
+        "content": captured_content(ctx),
+    }

@@ -15,7 +15,16 @@ def _headers(ctx: RequestContext, content_type: tuple[bytes, bytes]) -> list[tup
     return [content_type, (b"x-request-id", ctx.request_id.encode()), *ctx.extra_headers]
 
 
+def _capture(ctx: RequestContext, data: bytes) -> None:
+    """Keep the response for the audit record, up to the capture policy's limit."""
+    captured = ctx.captured
+    if captured is not None and len(captured) < ctx.capture_limit:
+        captured += data[: ctx.capture_limit - len(captured)]
+
+
 async def send_body(ctx: RequestContext, status: int, body: bytes) -> None:
+    if ctx.capture_limit:
+        _capture(ctx, body)
     ctx.status = status
     ctx.response_started = True
     headers = _headers(ctx, JSON)
@@ -35,6 +44,8 @@ async def send_error(ctx: RequestContext, error: GatewayError) -> None:
         return  # the stream path ends its own response with an error event
     ctx.response_started = True
     body = error.body()
+    if ctx.capture_limit:
+        _capture(ctx, body)
     headers = _headers(ctx, JSON) + error.headers
     headers.append((b"content-length", str(len(body)).encode()))
     await ctx.send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -52,6 +63,8 @@ async def start_stream(ctx: RequestContext) -> None:
 
 
 async def send_chunk(ctx: RequestContext, chunk: bytes) -> None:
+    if ctx.capture_limit:
+        _capture(ctx, chunk)
     await ctx.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 

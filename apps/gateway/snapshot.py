@@ -66,6 +66,10 @@ class KeyEntry:
     # Data residency: (tag, allowed values) every serving deployment must match, from
     # the deployment tag rules of every level (values intersected per tag).
     required_tags: tuple[tuple[str, frozenset[str]], ...] = ()
+    # What the audit record keeps of prompt and response: "none" | "redacted" | "full",
+    # each cut to ``capture_max_bytes`` (the most specific level's content capture rule).
+    capture_mode: str = "none"
+    capture_max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,9 @@ class Authenticate:
                 "This API key's organisation, team or project is inactive.", code="key_inactive"
             )
         ctx.decide(self.name, "allow", f"key {entry.identity.key_prefix}")
+        if entry.capture_mode != "none":
+            ctx.capture_limit = entry.capture_max_bytes
+            ctx.captured = bytearray()
 
 
 # --- 2. authorize --------------------------------------------------------------------

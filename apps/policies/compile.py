@@ -172,6 +172,12 @@ def _compile_models() -> dict[str, ModelEntry]:
     return models
 
 
+def _capture_by_level() -> dict[LevelKey, tuple[str, int]]:
+    from apps.audit.models import ContentCapture
+
+    return {_level_of(rule): (rule.mode, rule.max_bytes) for rule in ContentCapture.objects.all()}
+
+
 def _tag_rules_by_level() -> dict[LevelKey, list[tuple[str, frozenset[str]]]]:
     rules: dict[LevelKey, list[tuple[str, frozenset[str]]]] = defaultdict(list)
     for rule in DeploymentTagRule.objects.all():
@@ -195,6 +201,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
     allowed = _allowed_models_by_level()
     limits = _limit_rules_by_level()
     tag_rules = _tag_rules_by_level()
+    capture = _capture_by_level()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -231,6 +238,12 @@ def _compile_keys() -> dict[str, KeyEntry]:
             fail_open=org.outage_policy == OutagePolicy.FAIL_OPEN,
             required_tags=_required_tags(levels, tag_rules),
         )
+        # Content capture: the most specific level with a rule decides.
+        mode, max_bytes = next(
+            (capture[level] for level in reversed(levels) if level in capture), ("none", 0)
+        )
+        if mode != "none":
+            entry = dataclasses.replace(entry, capture_mode=mode, capture_max_bytes=max_bytes)
         keys[k.digest] = entry
         if k.previous_digest and k.previous_valid_until:
             keys[k.previous_digest] = dataclasses.replace(
