@@ -15,12 +15,19 @@ app.autodiscover_tasks()
 # ``celery -A odock worker`` consumes all of them; ``-Q`` splits them across workers.
 # Each with its own exchange and routing key, so a routed task lands in exactly one.
 app.conf.task_queues = [
-    Queue(name, Exchange(name), routing_key=name) for name in ("celery", "alerts", "rollups")
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("celery", "alerts", "rollups", "reports")
 ]
 app.conf.task_routes = {
     "policies.budget_alert_send": {"queue": "alerts"},
     "policies.budget_spend_rollup": {"queue": "rollups"},
     "policies.spend_reconcile": {"queue": "rollups"},
+    "audit.retention_purge": {"queue": "rollups"},
+    "compliance.evidence_pack_build": {"queue": "reports"},
+    "reports.usage_rollup": {"queue": "rollups"},
+    "reports.usage_rollup_period": {"queue": "rollups"},
+    "reports.report_schedules_enqueue_due": {"queue": "reports"},
+    "reports.report_schedule_send": {"queue": "reports"},
 }
 # The one place that defines periodic jobs. Each takes a cluster lock, so duplicate
 # deliveries (two beats, acks_late redelivery) do the work once; ``expires`` drops a
@@ -35,5 +42,22 @@ app.conf.beat_schedule = {
         "task": "policies.spend_reconcile",
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 290},
+    },
+    "audit-retention-purge": {
+        "task": "audit.retention_purge",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3600},
+    },
+    "reports-usage-rollup": {
+        "task": "reports.usage_rollup",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 290},
+    },
+    # Hourly through the 1st: a tick lost to a beat restart is made up by the next, and
+    # delivery is idempotent per schedule and month, so extra ticks send nothing.
+    "reports-monthly-delivery": {
+        "task": "reports.report_schedules_enqueue_due",
+        "schedule": crontab(minute=30, day_of_month="1"),
+        "options": {"expires": 3500},
     },
 }
