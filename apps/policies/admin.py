@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from apps.audit.models import ContentCapture
 from apps.gateway.governance import period_bounds
 from apps.policies.models import (
     LEVELS,
@@ -31,7 +32,13 @@ from apps.policies.models import (
 )
 from apps.policies.spend import budget_spent_usd
 
-RULE_MODELS: tuple[type[ScopedRule], ...] = (Budget, RateLimit, ModelAccess, DeploymentTagRule)
+RULE_MODELS: tuple[type[ScopedRule], ...] = (
+    Budget,
+    RateLimit,
+    ModelAccess,
+    DeploymentTagRule,
+    ContentCapture,
+)
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
 # --- Spend display helpers (shared by the level, key and budget admins) ---------------
@@ -350,6 +357,18 @@ class DeploymentTagRuleAdmin(RuleAdmin):
     @admin.display(description="allowed values")
     def allowed(self, obj: DeploymentTagRule) -> str:
         return ", ".join(obj.allowed_values or [])
+
+
+@admin.register(ContentCapture)
+class ContentCaptureAdmin(RuleAdmin):
+    """How much prompt and response the audit record keeps, per level."""
+
+    list_display = ("level", "mode", "max_bytes")
+    list_select_related = ("organization", "team", "project", "key")
+    autocomplete_fields = ("organization", "team", "project", "key")
+    search_fields = ("organization__name", "team__name", "project__name", "key__name")
+    search_help_text = "Organisation, team, project or key name."
+    list_filter = (LevelTypeFilter, "mode")
 
 
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from apps.api.models import AdminToken
 from apps.api.services import admin_token_issue
-from apps.audit.models import RequestLog
+from apps.audit.models import ContentCapture, RequestLog
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.keys.models import VirtualKey
@@ -41,6 +41,7 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         Budget: world.budget,
         RateLimit: world.rate_limit,
         ModelAccess: world.access,
+        ContentCapture: ContentCapture.objects.create(project=world.project, mode="full"),
         DeploymentTagRule: DeploymentTagRule.objects.create(
             project=world.project, tag="region", allowed_values=["eu"]
         ),

@@ -89,6 +89,8 @@ def test_change_page_edits_name_but_never_shows_a_digest(admin_client, world):
             "modelaccess-INITIAL_FORMS": "1",
             "deploymenttagrule-TOTAL_FORMS": "0",
             "deploymenttagrule-INITIAL_FORMS": "0",
+            "contentcapture-TOTAL_FORMS": "0",
+            "contentcapture-INITIAL_FORMS": "0",
             "modelaccess-0-id": world.access.pk,
             "modelaccess-0-key": key.pk,
             "modelaccess-0-model": world.model.pk,

@@ -32,6 +32,8 @@ def org_form(world, **overrides: str) -> dict[str, object]:
         "modelaccess-INITIAL_FORMS": "0",
         "deploymenttagrule-TOTAL_FORMS": "0",
         "deploymenttagrule-INITIAL_FORMS": "0",
+        "contentcapture-TOTAL_FORMS": "0",
+        "contentcapture-INITIAL_FORMS": "0",
     }
     return {**data, **overrides}
 
