@@ -47,6 +47,9 @@ What a run does (and what a second run relies on):
 - **Data residency.** A level's ``deployment_tags: {region: [eu]}`` replaces its tag rules:
   its requests may only be served by deployments whose tag has one of the values (every
   level's rules apply).
+- **Audit.** A level's ``capture: {mode: none|redacted|full, max_bytes: N}`` replaces its
+  content capture rule (absent: none at that level; the most specific level with a rule
+  decides); an organisation's ``audit_retention_days`` (0: forever).
 - ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
   files written for the full architecture apply today.
 """
@@ -79,6 +82,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from apps.audit.models import CaptureMode, ContentCapture
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
 from apps.policies.models import (
@@ -220,6 +224,11 @@ class RateLimitSpec(_Spec):
         return self
 
 
+class CaptureSpec(_Spec):
+    mode: CaptureMode
+    max_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 16_384
+
+
 class LevelSpec(_Spec):
     """Rules any level can carry; each list replaces that level's rules of its type."""
 
@@ -228,6 +237,8 @@ class LevelSpec(_Spec):
     rate_limit: RateLimitSpec | None = None
     rate_limits: list[RateLimitSpec] | None = None
     models: list[ModelName] = Field(default_factory=list)
+    # What the audit record keeps of prompt and response at this level (and below).
+    capture: CaptureSpec | None = None
     # Data residency: tag -> allowed values, e.g. {"region": ["eu"]}.
     deployment_tags: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=64)],
@@ -310,6 +321,8 @@ class OrganizationSpec(LevelSpec):
     active: bool | None = None
     outage_policy: OutagePolicy | None = None
     alerts: AlertsSpec | None = None
+    # Audit records older than this are purged (by sealed segment); 0: kept forever.
+    audit_retention_days: Count | None = None
     teams: list[TeamSpec] = Field(default_factory=list)
 
 
@@ -693,6 +706,8 @@ class _Applier:
                 values["display_name"] = spec.display_name
             if spec.outage_policy is not None:
                 values["outage_policy"] = spec.outage_policy.value
+            if spec.audit_retention_days is not None:
+                values["audit_retention_days"] = spec.audit_retention_days or None
             if spec.alerts is not None:
                 values.update(_alert_values(spec.alerts, obj))
         elif isinstance(spec, TeamSpec):
@@ -779,6 +794,17 @@ class _Applier:
             (model_id(name),): _Rule(f"{entry.path}.models[{i}]", name, {})
             for i, name in enumerate(spec.models)
         }
+        capture = (
+            {
+                (): _Rule(
+                    f"{entry.path}.capture",
+                    spec.capture.mode.value,
+                    {"mode": spec.capture.mode.value, "max_bytes": spec.capture.max_bytes},
+                )
+            }
+            if spec.capture is not None
+            else {}
+        )
         tags = {
             (tag,): _Rule(
                 f"{entry.path}.deployment_tags.{tag}", f"{tag}", {"allowed_values": values}
@@ -790,6 +816,7 @@ class _Applier:
             (RateLimit, ("model_id",), limits),
             (ModelAccess, ("model_id",), access),
             (DeploymentTagRule, ("tag",), tags),
+            (ContentCapture, (), capture),
         ):
             self._sync_rules(rule_model, match, desired, entry.kind, owner, where)
 
