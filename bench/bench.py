@@ -97,6 +97,8 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
         env = {**os.environ, "ODOCK_VAR_DIR": var, "ODOCK_LOG_LEVEL": "WARNING"}
         if failing_url:
             env["ODOCK_BREAKER_THRESHOLD"] = "1000000000"  # never rest the failing primary
+        env["ODOCK_AUDIT_DURABLE"] = "true" if args.audit == "durable" else "false"
+        env["ODOCK_AUDIT_SPOOL_DIR"] = str(Path(var) / "audit-spool")
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         if args.database_url:
@@ -550,6 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --start-gateway: every request first meets a primary that fails with "
         "500 at once, then fails over to the fake (one retry per request)",
+    )
+    parser.add_argument(
+        "--audit",
+        choices=("durable", "async"),
+        default="durable",
+        help="with --start-gateway: hold each response's last byte until its audit record "
+        "is committed (durable, the default) or write records behind the response (async)",
     )
     parser.add_argument("--gateway-port", type=int, default=8765)
     parser.add_argument("--database-url", default="", help="with --start-gateway")

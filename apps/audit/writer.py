@@ -430,6 +430,28 @@ def _insert_sql(table: str) -> str:
     return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608 - names are constants
 
 
+_STAGING = "odock_audit_staging"
+
+
+def _copy_insert(cursor: Any, table: str, rows: list[list[Any]]) -> None:
+    """PostgreSQL: COPY the batch into a session temp table, then one INSERT … SELECT …
+    ON CONFLICT DO NOTHING (idempotent). ``executemany`` (a statement per row) held the
+    writer to ~3,900 rows/s, a multi-row INSERT to less (psycopg re-parses the long
+    statement each time); COPY is PostgreSQL's bulk path."""
+    columns = ", ".join(_COLUMNS)
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "  # noqa: S608
+        f"SELECT {columns} FROM {table} WITH NO DATA"
+    )
+    with cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGING} "  # noqa: S608
+        "ON CONFLICT DO NOTHING"
+    )
+
+
 def _orjson_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -480,8 +502,12 @@ def write_batch(batch: list[dict[str, Any]]) -> None:
         key_id = r.get("key_id")
         if key_id is not None and r["status_code"] < 400:
             last_used[key_id] = max(created, last_used.get(key_id, created))
+    table = RequestLog._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_insert_sql(RequestLog._meta.db_table), rows)
+        if connection.vendor == "postgresql":
+            _copy_insert(cursor, table, rows)
+        else:
+            cursor.executemany(_insert_sql(table), rows)
         if last_used:
             newest = max(last_used.values())
             VirtualKey.objects.filter(pk__in=list(last_used)).update(last_used_at=newest)

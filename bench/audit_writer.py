@@ -1,0 +1,105 @@
+"""Sustained write rate of the audit writer: records/s into the configured database.
+
+Submits ``--records`` realistic records (hash chains, JSON decisions and attempts, two
+organisations) to a ``RequestLogWriter`` as fast as possible and times until every one is
+committed. Run against PostgreSQL::
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/odock_bench \\
+        .venv/bin/python bench/audit_writer.py --records 50000
+
+It migrates the database first and leaves the rows there (use a scratch database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "odock.settings")
+
+
+def record(i: int) -> dict:
+    now = time.time()
+    return {
+        "request_id": f"bench-{uuid.uuid4().hex}",
+        "created_at": now,
+        "organization_id": 1 + i % 2,
+        "team_id": 1,
+        "project_id": 1,
+        "key_id": None,
+        "key_prefix": "sk-odock-abcd",
+        "user_id": None,
+        "endpoint": "chat.completions",
+        "model_requested": "gpt-4o-mini",
+        "model_served": "gpt-4o-mini",
+        "provider": "openai",
+        "deployment": "openai:gpt-4o-mini",
+        "stream": False,
+        "status_code": 200,
+        "error_code": "",
+        "input_tokens": 120,
+        "output_tokens": 48,
+        "cached_tokens": 0,
+        "usage_estimated": False,
+        "cost_usd": Decimal("0.000046800000"),
+        "latency_ms": 812.345,
+        "upstream_ms": 810.1,
+        "overhead_ms": 2.245,
+        "ttft_ms": None,
+        "client_disconnected": False,
+        "client_ip": "10.1.2.3",
+        "user_agent": "OpenAI/Python 3.54.0",
+        "decisions": [
+            ["authenticate", "allow", "key sk-odock-abcd"],
+            ["authorize", "allow", "model gpt-4o-mini"],
+            ["inspect", "pass", "no guardrails"],
+            ["reserve_budget", "allow", "reserved 3 limits"],
+            ["route", "allow", "deployment openai:gpt-4o-mini"],
+        ],
+        "attempts": [["openai:gpt-4o-mini", 200, "", 810.1]],
+        "findings": [],
+        "content": None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from apps.audit.writer import RequestLogWriter
+
+    call_command("migrate", verbosity=0)
+    records = [record(i) for i in range(args.records)]
+    writer = RequestLogWriter(batch_size=args.batch_size, flush_seconds=0.01)
+    writer.start()
+    started = time.perf_counter()
+    for r in records:
+        writer.submit(r)
+    if not writer.flush(timeout=600):
+        print("writer did not finish", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    writer.stop()
+    print(
+        f"{args.records} records in {elapsed:.2f} s: {args.records / elapsed:,.0f} records/s "
+        f"into {connection.vendor} (batch {args.batch_size}, hash chains on)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
