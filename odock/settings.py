@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "apps.reports",
     "apps.gateway",
     "apps.fakes",
+    "apps.compliance",
 ]
 
 MIDDLEWARE = [
@@ -99,6 +100,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Actor, request id and address of configuration changes (the change trail).
+    "apps.compliance.middleware.ChangeContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -170,6 +173,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("ODOCK_STATIC_ROOT", VAR_DIR / "static"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Generated files (evidence packs), served only through staff-only admin views.
+MEDIA_ROOT = Path(os.environ.get("ODOCK_MEDIA_ROOT", VAR_DIR / "media"))
 
 LOGGING = {
     "version": 1,

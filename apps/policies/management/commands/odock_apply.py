@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.compliance.context import changes_by
 from apps.policies.config_file import ConfigError, config_apply, config_load
 
 
@@ -31,7 +32,8 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
         try:
-            config_apply(config_load(text), stdout=self.stdout)
+            with changes_by("odock_apply"):  # the change trail names the file, not "system"
+                config_apply(config_load(text), stdout=self.stdout)
         except ConfigError as exc:
             lines = "\n".join(f"  {line}" for line in exc.errors)
             raise CommandError(
