@@ -40,6 +40,7 @@ from apps.gateway.stages import (
     Inspect,
     ListModels,
     ReserveBudget,
+    UnknownEndpoint,
     validate_chat,
     validate_embeddings,
 )
@@ -190,6 +191,10 @@ class GatewayApp:
             ("GET", "/v1/models"): Pipeline("models", [authenticate, ListModels()], record),
         }
         self._paths = {path for _, path in self.pipelines}
+        # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
+        self._unknown = Pipeline(
+            "unknown", [authenticate, UnknownEndpoint(frozenset(self._paths))], record
+        )
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self.metrics: Counter[tuple[str, int]] = Counter()
@@ -293,12 +298,43 @@ class GatewayApp:
             await self.startup()
         pipeline = self.pipelines.get((method, path))
         if pipeline is None:
-            await self._serve_other(method, path, send)
+            if path.startswith("/v1/"):  # an API call the gateway does not serve: recorded
+                await self._refuse_unknown(method, path, scope, receive, send)
+            else:
+                await self._serve_other(method, path, send)
             return
         started = time.perf_counter()
+        ctx = self._context(pipeline.endpoint, method, path, scope, receive, send, started)
+        if method == "POST":
+            try:
+                ctx.raw_body = await self._read_body(receive)
+            except GatewayError as error:
+                await pipeline.reject(ctx, error)  # too large: refused before any stage
+                return
+        await pipeline.handle(ctx)
+        self.metrics[(pipeline.endpoint, ctx.status)] += 1
+        self.latency_sum[pipeline.endpoint] += time.perf_counter() - started
+
+    async def _refuse_unknown(
+        self, method: str, path: str, scope: dict, receive: Any, send: Any
+    ) -> None:
+        ctx = self._context("unknown", method, path, scope, receive, send, time.perf_counter())
+        await self._unknown.handle(ctx)
+        self.metrics[("unknown", ctx.status)] += 1
+
+    def _context(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        scope: dict,
+        receive: Any,
+        send: Any,
+        started: float,
+    ) -> RequestContext:
         ctx = RequestContext(
             request_id="req_" + os.urandom(12).hex(),
-            endpoint=pipeline.endpoint,
+            endpoint=endpoint,
             method=method,
             path=path,
             scope=scope,
@@ -321,17 +357,7 @@ class GatewayApp:
                 api_key = value
         if api_key and not ctx.authorization:  # Anthropic clients' header
             ctx.authorization = "Bearer " + api_key.decode("latin-1")
-        if method == "POST":
-            try:
-                ctx.raw_body = await self._read_body(receive)
-            except GatewayError as error:
-                # Too large: refused before any stage; still recorded.
-                await pipeline._refuse(ctx, error)
-                pipeline.record.run(ctx)
-                return
-        await pipeline.handle(ctx)
-        self.metrics[(pipeline.endpoint, ctx.status)] += 1
-        self.latency_sum[pipeline.endpoint] += time.perf_counter() - started
+        return ctx
 
     async def _read_body(self, receive: Any) -> bytes:
         limit = self.config.max_body_bytes

@@ -81,6 +81,15 @@ class Pipeline:
             except OSError:  # the client is already gone
                 ctx.client_disconnected = True
 
+    async def reject(self, ctx: RequestContext, error: GatewayError) -> None:
+        """Refuse before any stage ran (a body too large, an unknown endpoint) — recorded,
+        durably, like every other refusal."""
+        held = _hold_last_message(ctx) if self.record.durable else None
+        await self._refuse(ctx, error)
+        durable = self.record.run(ctx)
+        if held is not None:
+            await self._release(ctx, held, durable)
+
     @staticmethod
     async def _refuse(ctx: RequestContext, error: GatewayError) -> None:
         try:

@@ -352,6 +352,23 @@ class ReserveBudget:
 # --- models listing (no upstream call) ------------------------------------------------
 
 
+class UnknownEndpoint:
+    """Refuses what the gateway does not serve: 405 on a known path, 404 otherwise."""
+
+    name = "route"
+
+    def __init__(self, known_paths: frozenset[str]) -> None:
+        self._known = known_paths
+
+    async def run(self, ctx: RequestContext) -> None:
+        ctx.decide(self.name, "deny", f"{ctx.method} {ctx.path[:100]}")
+        if ctx.path in self._known:
+            raise GatewayError(
+                405, f"Method {ctx.method} is not allowed on {ctx.path}.", code="method_not_allowed"
+            )
+        raise GatewayError(404, f"Unknown endpoint {ctx.path}.", code="unknown_endpoint")
+
+
 class ListModels:
     name = "list_models"
 

@@ -179,11 +179,22 @@ def test_oversized_body_gets_413(gateway_factory, fake_upstream):
 
 
 def test_unknown_endpoint_and_wrong_method(env):
+    """Authenticated first (nothing about the API is told to a caller without a key), then
+    refused; every one of them recorded and attributed."""
     url = env["gateway"].url
-    assert httpx.get(url + "/v1/nope").status_code == 404
-    response = httpx.get(url + "/v1/chat/completions")
+    auth = {"Authorization": f"Bearer {env['key'].secret}"}
+    assert httpx.get(url + "/v1/nope").status_code == 401
+    assert httpx.get(url + "/v1/nope", headers=auth).status_code == 404
+    response = httpx.get(url + "/v1/chat/completions", headers=auth)
     assert response.status_code == 405
     _assert_openai_error(response.json(), "method_not_allowed")
+    records = sorted(records_wait(env["gateway"], 3), key=lambda r: r.created_at)
+    assert [(r.endpoint, r.status_code) for r in records] == [
+        ("unknown", 401),
+        ("unknown", 404),
+        ("unknown", 405),
+    ]
+    assert records[1].key_id == env["key"].key.pk
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(url + "/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["snapshot"] is True
