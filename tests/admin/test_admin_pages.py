@@ -4,6 +4,9 @@ in plaintext or as stored ciphertext)."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
@@ -13,11 +16,13 @@ from django.urls import reverse
 from apps.api.models import AdminToken
 from apps.api.services import admin_token_issue
 from apps.audit.models import ContentCapture, RequestLog
+from apps.compliance.models import ConfigChange, EvidencePack
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget, BudgetAlert, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
+from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
 from apps.tenancy.models import Organization, Project, Team
 
 
@@ -30,6 +35,14 @@ def assert_no_secret(content: bytes, secrets: dict[str, str], url: str) -> None:
 @pytest.mark.django_db
 def test_every_admin_page_renders_without_secrets(admin_client, admin_user, world):
     admin_token = admin_token_issue(name="ops", organization=world.org)
+    rollup = UsageRollup.objects.create(
+        hour=datetime(2026, 1, 1, tzinfo=UTC),
+        organization_id=world.org.pk,
+        model_requested="gpt-4o-mini",
+        requests=3,
+        cost_usd=Decimal("0.5"),
+        computed_at=datetime(2026, 1, 1, 1, tzinfo=UTC),
+    )
     objects = {
         Organization: world.org,
         Team: world.team,
@@ -52,6 +65,15 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         User: admin_user,
         Group: world.group,
         AdminToken: admin_token.token,
+        UsageRollup: rollup,
+        SpendReport: SpendReport.objects.get(pk=rollup.pk),
+        ReportSchedule: ReportSchedule.objects.create(
+            organization=world.org, emails="finance@example.com", group_by="team,model"
+        ),
+        ConfigChange: ConfigChange.objects.first(),  # the changes made above are recorded
+        EvidencePack: EvidencePack.objects.create(
+            organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
+        ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
     secrets = {
