@@ -39,6 +39,7 @@ from apps.api.schemas import (
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
 from apps.policies.selectors import effective_policy_for_key
+from apps.reports.api import router as reports_router
 
 
 class OdockAPI(NinjaAPI):
@@ -203,3 +204,5 @@ def orgs_list(request: HttpRequest) -> Any:
 
 
 api.add_router("/v1/", v1)
+api.add_router("/v1/audit/", "apps.api.audit.router")  # search and export
+api.add_router("/v1/reports/", reports_router)  # finance spend report (apps.reports)

@@ -97,6 +97,18 @@ class RequestLog(models.Model):
             models.Index(fields=["status_code", "-created_at"]),
             models.Index(fields=["model_requested", "-created_at"]),
             models.Index(fields=["-created_at", "-id"]),  # keyset pagination
+            models.Index(fields=["provider", "-created_at"]),
+            models.Index(
+                fields=["error_code", "-created_at"],
+                condition=~models.Q(error_code=""),
+                name="requestlog_error_code_idx",
+            ),
+            # Records with guardrail findings are few: a detector filter scans only those.
+            models.Index(
+                fields=["-created_at"],
+                condition=~models.Q(finding_types=""),
+                name="requestlog_findings_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["chain", "seq"], name="requestlog_chain_seq"),

@@ -522,6 +522,10 @@ def test_openapi_schema_and_docs_load_without_a_token():
         f"{API}/keys/{{key_id}}/policy",
         f"{API}/spend",
         f"{API}/orgs",
+        f"{API}/audit/records",
+        f"{API}/audit/records/{{request_id}}",
+        f"{API}/audit/export",
+        f"{API}/reports/spend",
     }
     assert set(schema["paths"][f"{API}/keys"]) == {"get", "post"}
     assert schema["components"]["securitySchemes"]["AdminTokenAuth"]["scheme"] == "bearer"
