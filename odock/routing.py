@@ -1,10 +1,12 @@
-"""The ASGI router: the gateway's raw callable for /v1 and health, Django for the rest."""
+"""The ASGI router: the gateway's raw callable for /v1 and health, Django for the rest,
+and the dashboard's live feed for websockets (staff sessions only)."""
 
 from __future__ import annotations
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
+from apps.dashboard.routing import websocket_application
 from apps.gateway.app import GatewayApp
 
 
@@ -17,6 +19,7 @@ def build_application(gateway: GatewayApp, django_app) -> ProtocolTypeRouter:
                     re_path(r"", django_app),
                 ]
             ),
+            "websocket": websocket_application(),  # the dashboard's live feed
             "lifespan": gateway.lifespan,
         }
     )

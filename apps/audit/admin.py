@@ -30,7 +30,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.audit import export
-from apps.audit.models import RequestLog
+from apps.audit.models import AuditCheckpoint, AuditPurge, RequestLog
 from apps.audit.selectors import (
     DEFAULT_WINDOW,
     FILTER_PARAMS,
@@ -572,3 +572,43 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: RequestLog | None = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit evidence: visible, never editable from the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdmin):
+    """Sealed, signed segments of the hash chains; ``manage.py audit_verify`` checks them."""
+
+    list_display = (
+        "chain",
+        "organization_id",
+        "first_seq",
+        "last_seq",
+        "records",
+        "last_at",
+        "sealed_at",
+        "purged_at",
+    )
+    list_filter = ("purged_at",)
+    search_fields = ("chain",)
+    show_full_result_count = False
+
+
+@admin.register(AuditPurge)
+class AuditPurgeAdmin(ReadOnlyAdmin):
+    """What each retention run removed."""
+
+    list_display = ("ran_at", "organization_id", "retention_days", "segments", "records")
+    search_fields = ("organization_id",)

@@ -8,7 +8,9 @@ spooled to disk (``durable`` future); in async mode it is not held.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -16,6 +18,12 @@ from apps.core.money import cost_usd
 from apps.gateway.context import RequestContext
 
 ZERO = Decimal(0)
+log = logging.getLogger(__name__)
+
+# Called with each record as it is submitted, on the event loop (the admin dashboard's
+# live feed registers one in its AppConfig.ready). An observer must be cheap, must not
+# block and must not change the record; with no observer this costs an empty loop.
+RECORD_OBSERVERS: list[Callable[[dict[str, Any]], None]] = []
 
 
 class RecordSink(Protocol):
@@ -62,7 +70,15 @@ class Record:
     def run(self, ctx: RequestContext) -> asyncio.Future[None] | None:
         """Submit the record; in durable mode, the future the response's end waits for."""
         future = asyncio.get_running_loop().create_future() if self.durable else None
-        self._sink.submit(record_of(ctx), future)
+        record = record_of(ctx)
+        # Observers see the record before the writer thread does, so they never read a
+        # dict that thread is adding its chain fields to.
+        for observe in RECORD_OBSERVERS:
+            try:
+                observe(record)
+            except Exception:  # an observer's bug must never cost a request its record
+                log.exception("record observer %r failed", observe)
+        self._sink.submit(record, future)
         return future
 
 

@@ -471,7 +471,13 @@ def test_the_jobs_are_scheduled_on_the_rollups_queue():
     from odock.celery import app
 
     schedule = {entry["task"] for entry in app.conf.beat_schedule.values()}
-    assert schedule == {"policies.budget_spend_rollup", "policies.spend_reconcile"}
-    for name in schedule:
+    rollups = {
+        "policies.budget_spend_rollup",
+        "policies.spend_reconcile",
+        "audit.retention_purge",
+        "reports.usage_rollup",
+    }
+    assert schedule == rollups | {"reports.report_schedules_enqueue_due"}
+    for name in rollups:
         assert app.conf.task_routes[name] == {"queue": "rollups"}
     assert "rollups" in {q.name for q in app.conf.task_queues}
