@@ -13,6 +13,7 @@ from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.routing_state import RedisBreakerState
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
+from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
 from apps.policies.compile import snapshot_compile
 from apps.policies.spend import spend_counters_ensure
@@ -84,6 +85,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         config=gateway_config_from_settings(**config_overrides),
         state_store=_state_store(redis_url),
         routing_state=RedisBreakerState(redis_url) if redis_url else None,
+        guardrail_plugins=plugins_load(settings.ODOCK_GUARDRAIL_PLUGINS),
         on_budget_alert=budget_alert_enqueue,
         on_poll=_spend_guard(redis_url),
         snapshot_loader=_load_snapshot,

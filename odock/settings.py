@@ -7,6 +7,7 @@ switch to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -92,6 +93,8 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.fakes",
     "apps.compliance",
+    "apps.dashboard",
+    "apps.guardrails",
 ]
 
 MIDDLEWARE = [
@@ -207,6 +210,9 @@ ODOCK_AUDIT_SPOOL_DIR = Path(os.environ.get("ODOCK_AUDIT_SPOOL_DIR", VAR_DIR / "
 ODOCK_AUDIT_SEAL_SECONDS = float(os.environ.get("ODOCK_AUDIT_SEAL_SECONDS", "10"))
 # Organisations without their own retention, and records of no organisation (unknown keys).
 ODOCK_AUDIT_DEFAULT_RETENTION_DAYS = int(os.environ.get("ODOCK_AUDIT_DEFAULT_RETENTION_DAYS", "0"))
+# Guardrail plugins installed in every gateway process, switched on per level by guardrail
+# rules (detector "plugin"): JSON {"name": {"class": "dotted.Path", "options": {...}}}.
+ODOCK_GUARDRAIL_PLUGINS = json.loads(os.environ.get("ODOCK_GUARDRAIL_PLUGINS") or "{}")
 # Circuit breaker per deployment, shared by every gateway process through Redis.
 ODOCK_BREAKER_THRESHOLD = int(os.environ.get("ODOCK_BREAKER_THRESHOLD", "5"))
 ODOCK_BREAKER_WINDOW_SECONDS = float(os.environ.get("ODOCK_BREAKER_WINDOW_SECONDS", "30"))

@@ -39,6 +39,7 @@ def tracked_models() -> tuple[type[models.Model], ...]:
     (``apps.policies.signals``), plus the audit content-capture rules."""
     from apps.api.models import AdminToken
     from apps.audit.models import ContentCapture
+    from apps.guardrails.models import GuardrailRule
     from apps.keys.models import VirtualKey
     from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
@@ -58,6 +59,7 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         ModelAccess,
         DeploymentTagRule,
         ContentCapture,
+        GuardrailRule,
         AdminToken,  # who may change all of the above through the API
     )
 

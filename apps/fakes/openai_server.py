@@ -148,6 +148,11 @@ class FakeBehavior:
     #: The model's context window in (estimated) prompt tokens: a longer chat prompt gets
     #: OpenAI's 400 ``context_length_exceeded``.
     context_window: int | None = None
+    #: A fixed answer instead of "tok0 tok1 ...": streamed in 4-character pieces, so a value
+    #: in it crosses chunk boundaries (guardrail tests).
+    reply: str | None = None
+    #: ``POST /v1/moderations`` flags an input containing any of these words.
+    flagged_words: tuple[str, ...] = ("forbidden",)
 
 
 # --------------------------------------------------------------------------- validation
@@ -398,6 +403,10 @@ def _tokens(count: int) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=64)
+def _pieces(text: str, size: int = 4) -> tuple[str, ...]:
+    return tuple(text[i : i + size] for i in range(0, len(text), size))
+
+
 def _content(count: int) -> str:
     return "".join(_tokens(count))
 
@@ -710,6 +719,8 @@ class FakeOpenAIServer:
             kind = "chat"
         elif path == "/v1/embeddings":
             kind = "embeddings"
+        elif path == "/v1/moderations" and method == "POST" and not bad_json:
+            return await self._with_effects(self.behavior, self._moderations(body))
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
                 return _error(405, f"Method {method} not allowed for {path}.")
@@ -783,6 +794,28 @@ class FakeOpenAIServer:
     def _call_id(self) -> str:
         return f"call_fake{next(self._ids):012d}"
 
+    def _moderations(self, body: Any) -> web.Response:
+        """OpenAI's moderation result shape: one result per input string."""
+        raw = body.get("input") if isinstance(body, dict) else None
+        inputs = [raw] if isinstance(raw, str) else [str(x) for x in raw or ()]
+        words = self.behavior.flagged_words
+        results = []
+        for text in inputs:
+            flagged = any(word in text.lower() for word in words)
+            results.append(
+                {
+                    "flagged": flagged,
+                    "categories": {"harassment": flagged},
+                    "category_scores": {"harassment": 0.99 if flagged else 0.01},
+                }
+            )
+        payload = {
+            "id": f"modr-fake{next(self._ids)}",
+            "model": "fake-moderation",
+            "results": results,
+        }
+        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+
     def _chat(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response:
         payload = self._chat_payload(body, behavior)
         return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
@@ -794,7 +827,11 @@ class FakeOpenAIServer:
         tool = _tool_to_call(body)
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": _content(completion_tokens) if tool is None else None,
+            "content": (
+                behavior.reply if behavior.reply is not None else _content(completion_tokens)
+            )
+            if tool is None
+            else None,
             "refusal": None,
             "annotations": [],
         }
@@ -931,7 +968,11 @@ class FakeOpenAIServer:
 
         tool = _tool_to_call(body)
         if tool is None:
-            tokens = _tokens(max(0, behavior.completion_tokens))
+            tokens = (
+                _pieces(behavior.reply)
+                if behavior.reply is not None
+                else _tokens(max(0, behavior.completion_tokens))
+            )
             completion_tokens = len(tokens)
             events = [choice({"role": "assistant", "content": "", "refusal": None})]
             events.extend(choice({"content": token}) for token in tokens)

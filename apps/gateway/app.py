@@ -99,6 +99,7 @@ class GatewayApp:
         on_poll: Callable[[], None] = lambda: None,
         release_loader: Callable[[], None] = lambda: None,
         routing_state: RedisBreakerState | None = None,
+        guardrail_plugins: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.routing_state = routing_state
@@ -126,6 +127,7 @@ class GatewayApp:
             on_alert=self.alerts.submit,
             database_healthy=self._database_healthy,
         )
+        inspect = Inspect(guardrail_plugins)
         record = Record(
             recorder,
             durable=config.audit_durable,
@@ -159,7 +161,7 @@ class GatewayApp:
                 [
                     authenticate,
                     Authorize(validate_chat),
-                    Inspect(),
+                    inspect,
                     reserve,
                     route("chat"),
                 ],
@@ -171,7 +173,7 @@ class GatewayApp:
                     AnthropicFormat(),  # answers (refusals included) in Anthropic's format
                     authenticate,
                     Authorize(validate_messages),
-                    Inspect(),
+                    inspect,
                     reserve,
                     route("chat"),
                 ],
@@ -182,7 +184,7 @@ class GatewayApp:
                 [
                     authenticate,
                     Authorize(validate_embeddings),
-                    Inspect(),
+                    inspect,
                     reserve,
                     route("embeddings"),
                 ],

@@ -60,6 +60,7 @@ class RequestContext:
     findings: list[dict[str, str]] = field(default_factory=list)
     redactions: list[tuple[str, str]] = field(default_factory=list)
     # Content capture for the audit record: bytes of the response kept, up to the limit.
+    output_guard: Any = None  # guardrails.OutputGuard when the answer is to be checked
     capture_limit: int = 0
     captured: bytearray | None = None
 

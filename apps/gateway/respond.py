@@ -6,6 +6,7 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.guardrails import Blocked
 
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream; charset=utf-8")
@@ -23,6 +24,8 @@ def _capture(ctx: RequestContext, data: bytes) -> None:
 
 
 async def send_body(ctx: RequestContext, status: int, body: bytes) -> None:
+    if ctx.output_guard is not None and status == 200:
+        body = ctx.output_guard.filter_body(body)  # a block raises before anything is sent
     if ctx.capture_limit:
         _capture(ctx, body)
     ctx.status = status
@@ -63,12 +66,44 @@ async def start_stream(ctx: RequestContext) -> None:
 
 
 async def send_chunk(ctx: RequestContext, chunk: bytes) -> None:
+    if ctx.output_guard is not None:
+        try:
+            chunk = ctx.output_guard.filter_chunk(chunk)
+        except Blocked as blocked:  # what was released before the block still goes out
+            if blocked.released:
+                await ctx.send(
+                    {"type": "http.response.body", "body": blocked.released, "more_body": True}
+                )
+            await _cut(ctx, blocked.error)
+            raise blocked.error from None
+        if not chunk:
+            return
     if ctx.capture_limit:
         _capture(ctx, chunk)
     await ctx.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
 async def end_stream(ctx: RequestContext) -> None:
+    guard = ctx.output_guard
+    if guard is not None:
+        ctx.output_guard = None
+        try:
+            rest = guard.finish()
+        except GatewayError as error:
+            await _cut(ctx, error)
+            raise
+        if rest:
+            await send_chunk(ctx, rest)
+    await ctx.send({"type": "http.response.body", "body": b""})
+
+
+async def _cut(ctx: RequestContext, error: GatewayError) -> None:
+    """An output guardrail blocked mid-stream: end it cleanly with an explicit error event."""
+    ctx.output_guard = None
+    ctx.error_code = error.code
+    await ctx.send(
+        {"type": "http.response.body", "body": sse_error_event(error), "more_body": True}
+    )
     await ctx.send({"type": "http.response.body", "body": b""})
 
 

@@ -297,7 +297,8 @@ class Route:
                     ctx.first_byte_timer = None
             ok = True
         except GatewayError as error:
-            await self._breakers.record(dep.id, ok=False)
+            if error.code != "guardrail_blocked":  # our policy, not the deployment's fault
+                await self._breakers.record(dep.id, ok=False)
             ctx.attempts.append(
                 attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class KeyEntry:
     # each cut to ``capture_max_bytes`` (the most specific level's content capture rule).
     capture_mode: str = "none"
     capture_max_bytes: int = 0
+    # The key's effective guardrails, compiled (``apps.gateway.guardrails.GuardSet``).
+    guardrails: Any = None
 
 
 @dataclass(frozen=True, slots=True)

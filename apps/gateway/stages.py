@@ -17,6 +17,7 @@ import orjson
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
+from apps.gateway.guardrails import inspect_input, inspect_plugins
 from apps.gateway.respond import send_json
 from apps.gateway.snapshot import LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
@@ -188,10 +189,27 @@ class Authorize:
 
 
 class Inspect:
+    """Input guardrails (``apps.gateway.guardrails``): block, redact or flag what the prompt
+    carries, per the key's effective rules; arms the output guard for the route stage."""
+
     name = "inspect"
 
+    def __init__(self, plugins: dict[str, Any] | None = None) -> None:
+        self._plugins = plugins or {}
+
     async def run(self, ctx: RequestContext) -> None:
-        ctx.decide(self.name, "pass", "no guardrails configured (not built yet)")
+        guard = ctx.key.guardrails if ctx.key is not None else None
+        if guard is None:
+            ctx.decide(self.name, "pass", "no guardrails")
+            return
+        try:
+            inspect_input(ctx, guard, count_prompt_tokens)
+            await inspect_plugins(ctx, guard, self._plugins)
+        except GatewayError:
+            ctx.decide(self.name, "deny", "blocked by a guardrail")
+            raise
+        acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
+        ctx.decide(self.name, "allow", ", ".join(acted) if acted else "nothing found")
 
 
 # --- 4. reserve budget ----------------------------------------------------------------

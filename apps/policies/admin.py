@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 
 from apps.audit.models import ContentCapture
 from apps.gateway.governance import period_bounds
+from apps.guardrails.models import GuardrailRule
 from apps.policies.models import (
     LEVELS,
     Budget,
@@ -38,6 +39,7 @@ RULE_MODELS: tuple[type[ScopedRule], ...] = (
     ModelAccess,
     DeploymentTagRule,
     ContentCapture,
+    GuardrailRule,
 )
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
@@ -369,6 +371,19 @@ class ContentCaptureAdmin(RuleAdmin):
     search_fields = ("organization__name", "team__name", "project__name", "key__name")
     search_help_text = "Organisation, team, project or key name."
     list_filter = (LevelTypeFilter, "mode")
+
+
+@admin.register(GuardrailRule)
+class GuardrailRuleAdmin(RuleAdmin):
+    """What each level's guardrails do; a child may tighten its parent's rule, not loosen
+    it (unless the parent allows), which the key's effective policy page shows."""
+
+    list_display = ("level", "key_name", "action", "mode", "stage", "allow_loosen")
+    list_select_related = ("organization", "team", "project", "key")
+    autocomplete_fields = ("organization", "team", "project", "key")
+    search_fields = ("organization__name", "team__name", "project__name", "key__name", "name")
+    search_help_text = "Organisation, team, project, key or custom rule name."
+    list_filter = (LevelTypeFilter, "detector", "action", "mode", "stage")
 
 
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------

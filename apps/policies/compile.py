@@ -13,6 +13,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from apps.core.models import config_version_current
 from apps.gateway.governance import counter_key
+from apps.gateway.guardrails import guardset_compile
 from apps.gateway.snapshot import (
     DeploymentEntry,
     Identity,
@@ -21,6 +22,7 @@ from apps.gateway.snapshot import (
     ModelEntry,
     Snapshot,
 )
+from apps.guardrails.policy import resolve
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, DeploymentRole, Model, ModelFallback
@@ -172,6 +174,17 @@ def _compile_models() -> dict[str, ModelEntry]:
     return models
 
 
+def _guardrails_by_level() -> dict[LevelKey, list]:
+    from apps.guardrails.models import GuardrailRule
+    from apps.guardrails.policy import effective_rule_of
+
+    rules: dict[LevelKey, list] = defaultdict(list)
+    related = ("organization", "team", "project", "key")
+    for rule in GuardrailRule.objects.select_related(*related).order_by("pk"):
+        rules[_level_of(rule)].append(effective_rule_of(rule))
+    return rules
+
+
 def _capture_by_level() -> dict[LevelKey, tuple[str, int]]:
     from apps.audit.models import ContentCapture
 
@@ -202,6 +215,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
     limits = _limit_rules_by_level()
     tag_rules = _tag_rules_by_level()
     capture = _capture_by_level()
+    guardrails = _guardrails_by_level()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -244,6 +258,11 @@ def _compile_keys() -> dict[str, KeyEntry]:
         )
         if mode != "none":
             entry = dataclasses.replace(entry, capture_mode=mode, capture_max_bytes=max_bytes)
+        if guardrails:
+            resolution = resolve([guardrails.get(level, ()) for level in levels])
+            guard = guardset_compile(list(resolution.rules.values()))
+            if guard is not None:
+                entry = dataclasses.replace(entry, guardrails=guard)
         keys[k.digest] = entry
         if k.previous_digest and k.previous_valid_until:
             keys[k.previous_digest] = dataclasses.replace(

@@ -50,6 +50,12 @@ What a run does (and what a second run relies on):
 - **Audit.** A level's ``capture: {mode: none|redacted|full, max_bytes: N}`` replaces its
   content capture rule (absent: none at that level; the most specific level with a rule
   decides); an organisation's ``audit_retention_days`` (0: forever).
+- **Guardrails.** A level's ``guardrails:`` list replaces its guardrail rules (matched by
+  detector and custom name): ``{detector, name?, action: block|redact|flag, mode:
+  enforce|shadow, stage: input|output|both, allow_loosen?, restore_in_response?}`` plus the
+  detector's settings written flat (``regex``/``keywords``/``case_sensitive`` for custom,
+  ``threshold`` for prompt_injection, ``max_input_bytes``/``max_messages``/
+  ``max_prompt_tokens`` for input_limits). Each rule is validated like the admin form.
 - ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
   files written for the full architecture apply today.
 """
@@ -83,6 +89,11 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from apps.audit.models import CaptureMode, ContentCapture
+from apps.guardrails.models import Action as GuardrailAction
+from apps.guardrails.models import Detector as GuardrailDetector
+from apps.guardrails.models import GuardrailRule
+from apps.guardrails.models import Mode as GuardrailMode
+from apps.guardrails.models import Stage as GuardrailStage
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
 from apps.policies.models import (
@@ -224,6 +235,37 @@ class RateLimitSpec(_Spec):
         return self
 
 
+class GuardrailSpec(_Spec):
+    """One guardrail rule; detector-specific settings are written flat beside it."""
+
+    detector: GuardrailDetector
+    name: Annotated[str, StringConstraints(pattern=r"^[-a-zA-Z0-9_]+$", max_length=64)] = ""
+    action: GuardrailAction = GuardrailAction.BLOCK
+    mode: GuardrailMode = GuardrailMode.ENFORCE
+    stage: GuardrailStage = GuardrailStage.INPUT
+    allow_loosen: bool = False
+    restore_in_response: bool = False
+    regex: str | None = None
+    keywords: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    case_sensitive: bool | None = None
+    threshold: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_input_bytes: PositiveInt | None = None
+    max_messages: PositiveInt | None = None
+    max_prompt_tokens: PositiveInt | None = None
+
+    def settings(self) -> dict[str, Any]:
+        names = (
+            "regex",
+            "keywords",
+            "case_sensitive",
+            "threshold",
+            "max_input_bytes",
+            "max_messages",
+            "max_prompt_tokens",
+        )
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
 class CaptureSpec(_Spec):
     mode: CaptureMode
     max_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 16_384
@@ -239,6 +281,8 @@ class LevelSpec(_Spec):
     models: list[ModelName] = Field(default_factory=list)
     # What the audit record keeps of prompt and response at this level (and below).
     capture: CaptureSpec | None = None
+    # Guardrail rules of this level (the list replaces the level's rules).
+    guardrails: list[GuardrailSpec] = Field(default_factory=list)
     # Data residency: tag -> allowed values, e.g. {"region": ["eu"]}.
     deployment_tags: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=64)],
@@ -453,6 +497,12 @@ def _check_level_rules(errors: list[str], entry: LevelEntry, known_models: set[s
     for i, name in enumerate(spec.models):
         check_model(f"{path}.models[{i}]", name)
     _duplicates(errors, f"{path}.models", spec.models, "model")
+    _duplicates(
+        errors,
+        f"{path}.guardrails",
+        [(g.detector.value, g.name) for g in spec.guardrails],
+        "guardrail (detector, name)",
+    )
 
 
 def _check_alerts(errors: list[str], path: str, alerts: AlertsSpec | None) -> None:
@@ -805,6 +855,21 @@ class _Applier:
             if spec.capture is not None
             else {}
         )
+        guards = {
+            (g.detector.value, g.name): _Rule(
+                f"{entry.path}.guardrails[{i}]",
+                f"{g.detector.value}{'.' + g.name if g.name else ''}",
+                {
+                    "action": g.action.value,
+                    "mode": g.mode.value,
+                    "stage": g.stage.value,
+                    "allow_loosen": g.allow_loosen,
+                    "restore_in_response": g.restore_in_response,
+                    "settings": g.settings(),
+                },
+            )
+            for i, g in enumerate(spec.guardrails)
+        }
         tags = {
             (tag,): _Rule(
                 f"{entry.path}.deployment_tags.{tag}", f"{tag}", {"allowed_values": values}
@@ -817,6 +882,7 @@ class _Applier:
             (ModelAccess, ("model_id",), access),
             (DeploymentTagRule, ("tag",), tags),
             (ContentCapture, (), capture),
+            (GuardrailRule, ("detector", "name"), guards),
         ):
             self._sync_rules(rule_model, match, desired, entry.kind, owner, where)
 

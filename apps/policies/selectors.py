@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from apps.gateway.governance import period_bounds
+from apps.guardrails.models import GuardrailRule
+from apps.guardrails.policy import effective_rule_of, resolve
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
 from apps.policies.spend import budget_spent_usd
@@ -132,6 +134,11 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
         residency_rules.append(
             {"level": label_of(t), "tag": t.tag, "allowed": sorted(values), "rule_id": t.pk}
         )
+    guard_levels = []
+    for level in levels:
+        rules = GuardrailRule.objects.filter(**{level.field: level.obj}).order_by("pk")
+        guard_levels.append([effective_rule_of(r) for r in rules])
+    guard = resolve(guard_levels)
     return {
         "key": key.name,
         "levels": [level.label for level in levels],
@@ -141,6 +148,19 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
         },
         "rate_limits": limits,
         "budgets": budgets,
+        "guardrails": {
+            "effective": [
+                {
+                    "rule": r.key_name,
+                    "action": r.action,
+                    "mode": "shadow" if r.shadow else "enforce",
+                    "stages": sorted(r.stages),
+                    "from": r.level,
+                }
+                for r in sorted(guard.rules.values(), key=lambda r: r.key_name)
+            ],
+            "ignored": [{"level": level, "why": why} for level, why in guard.ignored],
+        },
         "deployment_tags": {
             "effective": {tag: sorted(values) for tag, values in sorted(residency.items())},
             "rules": residency_rules,

@@ -13,6 +13,7 @@ def _bump(**_kwargs) -> None:
 
 def connect_config_signals() -> None:
     from apps.audit.models import ContentCapture
+    from apps.guardrails.models import GuardrailRule
     from apps.keys.models import VirtualKey
     from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
@@ -32,6 +33,7 @@ def connect_config_signals() -> None:
         ModelFallback,
         DeploymentTagRule,
         ContentCapture,
+        GuardrailRule,
     ):
         uid = f"odock-config-{model._meta.label}"
         post_save.connect(_bump, sender=model, dispatch_uid=f"{uid}-save", weak=False)

@@ -15,10 +15,11 @@ from django.urls import reverse
 
 from apps.api.models import AdminToken
 from apps.api.services import admin_token_issue
-from apps.audit.models import ContentCapture, RequestLog
+from apps.audit.models import AuditCheckpoint, AuditPurge, ContentCapture, RequestLog
 from apps.compliance.models import ConfigChange, EvidencePack
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
+from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget, BudgetAlert, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
@@ -55,6 +56,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         RateLimit: world.rate_limit,
         ModelAccess: world.access,
         ContentCapture: ContentCapture.objects.create(project=world.project, mode="full"),
+        GuardrailRule: GuardrailRule.objects.create(
+            team=world.team, detector="email", action="redact", stage="both"
+        ),
         DeploymentTagRule: DeploymentTagRule.objects.create(
             project=world.project, tag="region", allowed_values=["eu"]
         ),
@@ -62,6 +66,26 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
             budget=world.budget, period_key="m202601", threshold=80, limit_usd=10, spent_usd=8
         ),
         RequestLog: world.log,
+        AuditCheckpoint: AuditCheckpoint.objects.create(
+            chain="acme-host-1-abcd:1",
+            organization_id=world.org.pk,
+            first_seq=1,
+            last_seq=1,
+            first_prev_hash="0" * 64,
+            last_hash="f" * 64,
+            records=1,
+            first_at=datetime(2026, 1, 1, tzinfo=UTC),
+            last_at=datetime(2026, 1, 1, tzinfo=UTC),
+            sealed_at=datetime(2026, 1, 1, tzinfo=UTC),
+            signature="c2ln",
+        ),
+        AuditPurge: AuditPurge.objects.create(
+            ran_at=datetime(2026, 2, 1, tzinfo=UTC),
+            organization_id=world.org.pk,
+            retention_days=30,
+            segments=1,
+            records=1,
+        ),
         User: admin_user,
         Group: world.group,
         AdminToken: admin_token.token,

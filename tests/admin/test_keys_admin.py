@@ -91,6 +91,8 @@ def test_change_page_edits_name_but_never_shows_a_digest(admin_client, world):
             "deploymenttagrule-INITIAL_FORMS": "0",
             "contentcapture-TOTAL_FORMS": "0",
             "contentcapture-INITIAL_FORMS": "0",
+            "guardrailrule-TOTAL_FORMS": "0",
+            "guardrailrule-INITIAL_FORMS": "0",
             "modelaccess-0-id": world.access.pk,
             "modelaccess-0-key": key.pk,
             "modelaccess-0-model": world.model.pk,

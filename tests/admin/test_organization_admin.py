@@ -34,6 +34,8 @@ def org_form(world, **overrides: str) -> dict[str, object]:
         "deploymenttagrule-INITIAL_FORMS": "0",
         "contentcapture-TOTAL_FORMS": "0",
         "contentcapture-INITIAL_FORMS": "0",
+        "guardrailrule-TOTAL_FORMS": "0",
+        "guardrailrule-INITIAL_FORMS": "0",
     }
     return {**data, **overrides}
 

@@ -84,6 +84,8 @@ def test_team_inline_attaches_the_rule_to_the_team(admin_client, world):
         "deploymenttagrule-INITIAL_FORMS": "0",
         "contentcapture-TOTAL_FORMS": "0",
         "contentcapture-INITIAL_FORMS": "0",
+        "guardrailrule-TOTAL_FORMS": "0",
+        "guardrailrule-INITIAL_FORMS": "0",
     }
 
     response = admin_client.post(url, data)

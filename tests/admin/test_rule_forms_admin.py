@@ -34,6 +34,8 @@ def project_page_form(world, **new_rows: list[dict[str, str]]) -> dict[str, obje
         "deploymenttagrule-INITIAL_FORMS": "0",
         "contentcapture-TOTAL_FORMS": "0",
         "contentcapture-INITIAL_FORMS": "0",
+        "guardrailrule-TOTAL_FORMS": "0",
+        "guardrailrule-INITIAL_FORMS": "0",
     }
     for prefix, rows in new_rows.items():
         first = int(data[f"{prefix}-TOTAL_FORMS"])  # type: ignore[call-overload]

@@ -29,6 +29,7 @@ from apps.compliance.context import change_context, changes_by
 from apps.compliance.middleware import ChangeContextMiddleware
 from apps.compliance.models import ConfigChange
 from apps.compliance.trail import tracked_models
+from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey
 from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
@@ -186,7 +187,12 @@ def assert_by_admin(change: ConfigChange, user: User) -> None:
 
 def test_every_tracked_model_is_covered():
     """A governance model added to the trail needs a case here (or its own test below)."""
-    assert set(tracked_models()) == set(CASES) | {ModelFallback, ContentCapture, AdminToken}
+    assert set(tracked_models()) == set(CASES) | {
+        ModelFallback,
+        ContentCapture,
+        GuardrailRule,
+        AdminToken,
+    }
 
 
 @pytest.mark.django_db

@@ -1,0 +1,447 @@
+"""Guardrails at run time: the prompt in the inspect stage, the answer in the route stage.
+
+A key's effective rules (``apps.guardrails.policy``) are compiled into a ``GuardSet`` with
+the snapshot, off the hot path: detectors built, regexes compiled, shared by every key with
+the same rules. Per request:
+
+* ``inspect_input`` scans every text of the prompt — system, user and assistant messages,
+  tool results and tool-call arguments, embeddings input — and blocks (400
+  ``guardrail_blocked`` naming the detector, never the text), redacts in place (the same
+  value gets the same placeholder, e.g. ``[EMAIL_1]``, across the whole request) or flags;
+  shadow rules only record what they would have done. Input limits are checked first.
+* ``OutputGuard`` sees the answer before the client does: a whole body, or a stream event
+  by event. For streams it holds back the last ``window`` characters of content so a value
+  split across chunks is caught before any of it leaves; a block cuts the stream with an
+  explicit error event. Redactions in the answer, and restoring the prompt's redacted
+  values (``restore_in_response``), work on both.
+
+Findings (``ctx.findings``) carry the detector, the action taken and the stage — never the
+matched text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import GatewayError
+from apps.guardrails.detectors import Finding, build_detectors, redact, restore, scan_all
+from apps.guardrails.plugins import GuardrailPlugin, PluginRequest
+from apps.guardrails.policy import EffectiveRule
+
+PII = frozenset({"email", "phone", "card", "iban", "us_ssn", "ip_address"})
+STREAM_WINDOW = 128  # characters of streamed content held back for cross-chunk matches
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    rule: EffectiveRule
+    detectors: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSet:
+    input: tuple[CompiledRule, ...] = ()
+    output: tuple[CompiledRule, ...] = ()
+    limits: CompiledRule | None = None
+    plugins: tuple[CompiledRule, ...] = ()  # apps.guardrails.plugins, by rule name
+    restore: bool = False  # some redacting input rule restores values in the answer
+
+
+def _detector_config(rule: EffectiveRule) -> dict[str, Any]:
+    settings = rule.settings_dict()
+    if rule.detector in PII:
+        return {"pii": [rule.detector]}
+    if rule.detector == "secrets":
+        return {"secrets": True}
+    if rule.detector == "prompt_injection":
+        return {"prompt_injection": {"threshold": settings.get("threshold", 0.7)}}
+    return {
+        "custom": [
+            {
+                "name": rule.key_name.removeprefix("custom."),
+                "regex": settings.get("regex"),
+                "keywords": settings.get("keywords"),
+                "case_sensitive": bool(settings.get("case_sensitive", False)),
+            }
+        ]
+    }
+
+
+_COMPILED: dict[tuple[EffectiveRule, ...], GuardSet] = {}
+
+
+def guardset_compile(rules: Sequence[EffectiveRule]) -> GuardSet | None:
+    """Memoised per distinct rule set: thousands of keys usually share a few policies."""
+    if not rules:
+        return None
+    cache_key = tuple(sorted(rules, key=lambda r: r.key_name))
+    compiled = _COMPILED.get(cache_key)
+    if compiled is not None:
+        return compiled
+    inputs, outputs, plugins, limits = [], [], [], None
+    for rule in cache_key:
+        if rule.detector == "input_limits":
+            limits = CompiledRule(rule, ())
+            continue
+        if rule.detector == "plugin":
+            plugins.append(CompiledRule(rule, ()))
+            continue
+        entry = CompiledRule(rule, tuple(build_detectors(_detector_config(rule))))
+        if "input" in rule.stages:
+            inputs.append(entry)
+        if "output" in rule.stages:
+            outputs.append(entry)
+    compiled = GuardSet(
+        input=tuple(inputs),
+        output=tuple(outputs),
+        limits=limits,
+        plugins=tuple(plugins),
+        restore=any(r.restore and r.action == "redact" and not r.shadow for r in cache_key),
+    )
+    if len(_COMPILED) > 1000:
+        _COMPILED.clear()
+    _COMPILED[cache_key] = compiled
+    return compiled
+
+
+# --- findings ------------------------------------------------------------------------------
+
+
+def _note(ctx: RequestContext, detector: str, action: str, stage: str) -> None:
+    for finding in ctx.findings:
+        if (finding["detector"], finding["action"], finding["stage"]) == (
+            detector,
+            action,
+            stage,
+        ):
+            finding["count"] = finding.get("count", 1) + 1
+            return
+    ctx.findings.append({"detector": detector, "action": action, "stage": stage, "count": 1})
+
+
+def _blocked(detector: str, stage: str, param: str | None = None) -> GatewayError:
+    where = "request" if stage == "input" else "answer"
+    return GatewayError(
+        400,
+        f"The {where} was blocked by the guardrail '{detector}'.",
+        code="guardrail_blocked",
+        param=param,
+    )
+
+
+# --- the prompt ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One text of the request body, and how to put a redacted version back."""
+
+    path: str
+    owner: Any
+    key: Any
+
+    @property
+    def text(self) -> str:
+        return self.owner[self.key]
+
+    def replace(self, text: str) -> None:
+        self.owner[self.key] = text
+
+
+def _slots(body: dict[str, Any]) -> Iterator[_Slot]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                yield _Slot(f"messages[{i}].content", message, "content")
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        yield _Slot(f"messages[{i}].content[{j}].text", part, "text")
+            for k, call in enumerate(message.get("tool_calls") or ()):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    path = f"messages[{i}].tool_calls[{k}].function.arguments"
+                    yield _Slot(path, function, "arguments")
+    value = body.get("input")  # embeddings
+    if isinstance(value, str):
+        yield _Slot("input", body, "input")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                yield _Slot(f"input[{i}]", value, i)
+
+
+def _check_limits(ctx: RequestContext, limits: CompiledRule, prompt_tokens: Any) -> None:
+    settings = limits.rule.settings_dict()
+    body = ctx.body or {}
+    exceeded = None
+    if len(ctx.raw_body) > settings.get("max_input_bytes", float("inf")):
+        exceeded = "limit.input_bytes"
+    elif len(body.get("messages") or ()) > settings.get("max_messages", float("inf")):
+        exceeded = "limit.messages"
+    elif "max_prompt_tokens" in settings and prompt_tokens(body) > settings["max_prompt_tokens"]:
+        exceeded = "limit.prompt_tokens"
+    if exceeded is None:
+        return
+    if limits.rule.shadow:
+        _note(ctx, exceeded, "shadow:block", "input")
+        return
+    _note(ctx, exceeded, "block", "input")
+    raise _blocked(exceeded, "input")
+
+
+def inspect_input(ctx: RequestContext, guard: GuardSet, prompt_tokens: Any) -> None:
+    """Scan, then act: blocks raise; redactions change ``ctx.body`` in place."""
+    if guard.limits is not None:
+        _check_limits(ctx, guard.limits, prompt_tokens)
+    if guard.input and ctx.body is not None:
+        _scan_input(ctx, guard)
+    if guard.output or (guard.restore and ctx.redactions):
+        ctx.output_guard = OutputGuard(ctx, guard)
+
+
+def _scan_input(ctx: RequestContext, guard: GuardSet) -> None:
+    assert ctx.body is not None
+    slots = list(_slots(ctx.body))
+    numbering: dict[str, str] = {}
+    for compiled in guard.input:
+        rule = compiled.rule
+        for slot in slots:
+            findings = scan_all(compiled.detectors, slot.text)
+            if not findings:
+                continue
+            if rule.shadow:
+                for f in findings:
+                    _note(ctx, f.detector, f"shadow:{rule.action}", "input")
+                continue
+            for f in findings:
+                _note(ctx, f.detector, rule.action, "input")
+            if rule.action == "block":
+                raise _blocked(findings[0].detector, "input", slot.path)
+            if rule.action == "redact":
+                text, pairs = redact(slot.text, findings, numbering=numbering)
+                slot.replace(text)
+                ctx.redactions.extend(p for p in pairs if p not in ctx.redactions)
+
+
+async def inspect_plugins(
+    ctx: RequestContext, guard: GuardSet, plugins: dict[str, GuardrailPlugin]
+) -> None:
+    """The rules that call installed plugins, after the built-in detectors (so a plugin
+    calling out sees the prompt already redacted)."""
+    if not guard.plugins or ctx.body is None or ctx.key is None:
+        return
+    texts = [slot.text for slot in _slots(ctx.body)]
+    identity = ctx.key.identity
+    request = PluginRequest(
+        request_id=ctx.request_id,
+        endpoint=ctx.endpoint,
+        model=ctx.model_name,
+        organization=identity.org_name,
+        team=identity.team_name,
+        project=identity.project_name,
+        key_prefix=identity.key_prefix,
+    )
+    for compiled in guard.plugins:
+        rule = compiled.rule
+        plugin = plugins.get(rule.key_name.removeprefix("plugin."))
+        if plugin is None:
+            _note(ctx, rule.key_name, "not_installed", "input")
+            continue
+        result = await plugin.check(texts, request)
+        if result.failed:
+            if result.fail_open or rule.shadow:
+                _note(ctx, f"{rule.key_name}.unavailable", "fail_open", "input")
+                continue
+            _note(ctx, f"{rule.key_name}.unavailable", "fail_closed", "input")
+            raise GatewayError(
+                503,
+                f"The guardrail '{rule.key_name}' could not check the request; retry later.",
+                code="guardrail_unavailable",
+                type="api_error",
+                headers=[(b"retry-after", b"5")],
+            )
+        action = f"shadow:{rule.action}" if rule.shadow else rule.action
+        for detector in result.findings:
+            _note(ctx, detector, action, "input")
+        if result.findings and not rule.shadow and rule.action == "block":
+            raise _blocked(result.findings[0], "input")
+
+
+# --- the answer --------------------------------------------------------------------------
+
+
+@dataclass
+class OutputGuard:
+    ctx: RequestContext
+    guard: GuardSet
+    window: int = STREAM_WINDOW
+    pending: str = ""
+    template: dict[str, Any] | None = None
+    tail: str = ""  # the last released characters: context for matches, never re-sent
+    blocked: bool = False
+    _buffer: bytes = b""
+    _seen: set[tuple[str, int]] = field(default_factory=set)
+    _released: int = 0
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _scan(self, text: str) -> list[tuple[EffectiveRule, Finding]]:
+        found = []
+        for compiled in self.guard.output:
+            for f in scan_all(compiled.detectors, text):
+                found.append((compiled.rule, f))
+        return found
+
+    def _apply(self, text: str, found: list[tuple[EffectiveRule, Finding]], base: int) -> str:
+        """Record findings once, raise on an enforced block, redact, restore."""
+        redactions = []
+        for rule, f in found:
+            absolute = (f.detector, base + f.start)
+            new = absolute not in self._seen
+            self._seen.add(absolute)
+            action = f"shadow:{rule.action}" if rule.shadow else rule.action
+            if new:
+                _note(self.ctx, f.detector, action, "output")
+            if rule.shadow:
+                continue
+            if rule.action == "block":
+                raise _blocked(f.detector, "output")
+            if rule.action == "redact":
+                redactions.append(f)
+        if redactions:
+            text, _pairs = redact(text, redactions, numbering={})
+        if self.guard.restore and self.ctx.redactions:
+            text = restore(text, self.ctx.redactions)
+        return text
+
+    # -- a whole answer -----------------------------------------------------------------------
+
+    def filter_body(self, body: bytes) -> bytes:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        changed = False
+        for choice in answer.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str) and content:
+                new = self._apply(content, self._scan(content), 0)
+                if new != content:
+                    message["content"] = new
+                    changed = True
+        return orjson.dumps(answer) if changed else body
+
+    # -- a stream ---------------------------------------------------------------------------
+
+    def filter_chunk(self, chunk: bytes) -> bytes:
+        """Bytes of SSE events in; the bytes to send now out (content may be held back).
+        A block raises ``Blocked`` carrying what was released before it."""
+        self._buffer += chunk
+        if b"\n\n" not in self._buffer:
+            return b""
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        out: list[bytes] = []
+        try:
+            for event in events:
+                if not event.strip():
+                    continue
+                content, parsed = _content_of(event)
+                if content is None:
+                    out.append(self._flush())
+                    out.append(event + b"\n\n")
+                else:
+                    if self.template is not None and parsed is not None:
+                        parsed["choices"][0]["delta"].pop("role", None)  # said once is enough
+                    self.template = parsed
+                    self.pending += content
+                    out.append(self._release(final=False))
+        except GatewayError as error:
+            raise Blocked(error, b"".join(out)) from None
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """At the end of the stream: whatever is still held back, checked."""
+        return self._flush() + (self._buffer + b"\n\n" if self._buffer.strip() else b"")
+
+    def _flush(self) -> bytes:
+        return self._release(final=True) if self.pending else b""
+
+    def _release(self, *, final: bool) -> bytes:
+        context = self.tail
+        found = [
+            (rule, Finding(f.detector, f.start - len(context), f.end - len(context), f.score))
+            for rule, f in self._scan(context + self.pending)
+            if f.end > len(context)  # matches wholly in released text were handled then
+        ]
+        for rule, f in found:  # a block acts the moment its match is complete
+            if rule.action == "block" and not rule.shadow:
+                _note(self.ctx, f.detector, "block", "output")
+                raise _blocked(f.detector, "output")
+        cut = len(self.pending) if final else len(self.pending) - self.window
+        if cut <= 0:
+            return b""
+        for _rule, f in found:
+            if f.start < cut < f.end:
+                cut = max(f.start, 0)  # never release part of a match
+        opening = self.pending.rfind("[", max(cut - 24, 0), cut)
+        if not final and opening != -1 and "]" not in self.pending[opening:cut]:
+            cut = opening  # nor part of a placeholder that may be restored
+        if cut <= 0:
+            return b""
+        text = self.pending[:cut]
+        inside = [(r, f) for r, f in found if f.start >= 0 and f.end <= cut]
+        text = self._apply(text, inside, self._released)
+        self._released += cut
+        self.tail = (self.tail + self.pending[:cut])[-self.window :]
+        self.pending = self.pending[cut:]
+        return _with_content(self.template, text)
+
+
+class Blocked(Exception):
+    """An output block mid-stream, with the content released before it (still to send)."""
+
+    def __init__(self, error: GatewayError, released: bytes) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.released = released
+
+
+def _content_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The delta content of an OpenAI chunk event, or None for any other event."""
+    if not event.startswith(b"data: {") or b'"content"' not in event:
+        return None, None
+    try:
+        parsed = orjson.loads(event[6:])
+    except orjson.JSONDecodeError:
+        return None, None
+    choices = parsed.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1:
+        return None, None
+    delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
+    content = delta.get("content") if isinstance(delta, dict) else None
+    if not isinstance(content, str) or not content or set(delta) - {"content", "role"}:
+        return None, None
+    if choices[0].get("finish_reason"):
+        return None, None
+    return content, parsed
+
+
+def _with_content(template: dict[str, Any] | None, text: str) -> bytes:
+    if template is None or not text:
+        return b""
+    event = dict(template)
+    choice = dict(event["choices"][0])
+    choice["delta"] = {**choice["delta"], "content": text}
+    event["choices"] = [choice]
+    return b"data: " + orjson.dumps(event) + b"\n\n"
