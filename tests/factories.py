@@ -106,3 +106,16 @@ def request_log_create(key, cost_usd: str, *, created_at=None, model_requested: 
         status_code=200,
         cost_usd=Decimal(cost_usd),
     )
+
+
+def odock_apply_text(tmp_path, text: str) -> str:
+    """Run ``manage.py odock_apply`` on ``text`` written to a file; its printed summary."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    path = tmp_path / "odock.yaml"
+    path.write_text(text)
+    out = StringIO()
+    call_command("odock_apply", str(path), stdout=out)
+    return out.getvalue()

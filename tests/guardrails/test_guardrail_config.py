@@ -3,16 +3,15 @@ the rules the model refuses."""
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
 from apps.policies.compile import snapshot_compile
 from apps.policies.selectors import effective_policy_for_key
+from tests.factories import odock_apply_text
 
 pytestmark = pytest.mark.django_db
 
@@ -37,12 +36,7 @@ organizations:
 """
 
 
-def apply(tmp_path, text: str) -> str:
-    path = tmp_path / "odock.yaml"
-    path.write_text(text)
-    out = StringIO()
-    call_command("odock_apply", str(path), stdout=out)
-    return out.getvalue()
+apply = odock_apply_text
 
 
 def test_guardrails_apply_idempotently_and_resolve_tighten_only(tmp_path):

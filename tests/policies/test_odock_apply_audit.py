@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from apps.audit.models import ContentCapture
 from apps.policies.compile import snapshot_compile
 from apps.tenancy.models import Organization
+from tests.factories import odock_apply_text
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +30,7 @@ organizations:
 """
 
 
-def apply(tmp_path, text: str) -> str:
-    path = tmp_path / "odock.yaml"
-    path.write_text(text)
-    out = StringIO()
-    call_command("odock_apply", str(path), stdout=out)
-    return out.getvalue()
+apply = odock_apply_text
 
 
 def test_capture_and_retention_apply_idempotently_and_compile(tmp_path):

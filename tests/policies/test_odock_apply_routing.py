@@ -3,14 +3,13 @@ tag rules apply, re-apply as a no-op, and compile into the gateway snapshot."""
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from apps.policies.compile import snapshot_compile
 from apps.policies.models import DeploymentTagRule
 from apps.providers.models import Deployment, Model, ModelFallback
+from tests.factories import odock_apply_text
 
 pytestmark = pytest.mark.django_db
 
@@ -51,12 +50,7 @@ organizations:
 """
 
 
-def apply(tmp_path, text: str) -> str:
-    path = tmp_path / "odock.yaml"
-    path.write_text(text)
-    out = StringIO()
-    call_command("odock_apply", str(path), stdout=out)
-    return out.getvalue()
+apply = odock_apply_text
 
 
 def test_routing_applies_idempotently_and_compiles(tmp_path):
