@@ -55,6 +55,7 @@ class Target:
     base_url: str
     key: str
     model: str
+    prompt_bytes: int = 0
 
 
 #: Opens a gateway that routes ``Target.model`` to the given upstream base URL.
@@ -113,6 +114,8 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
         seed += ["--governance", "full" if args.governed else args.governance]
         if failing_url:
             seed += ["--failing-primary", failing_url]
+        if args.guardrails:
+            seed += ["--guardrails"]
         key = (
             subprocess.run(seed, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
             .stdout.strip()
@@ -211,12 +214,19 @@ def parse_wrk_output(text: str) -> WrkResult:
     )
 
 
-def request_body(model: str, mode: str) -> dict[str, Any]:
-    """The request every benchmark run sends (a tiny chat; ``stream: true`` in stream mode)."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Hello! Please answer briefly."}],
-    }
+PROSE = (
+    "The quarterly review covers revenue, churn and the roadmap for the next release. "
+    "Please summarise the main risks, list the open questions and suggest next steps. "
+)
+
+
+def request_body(model: str, mode: str, prompt_bytes: int = 0) -> dict[str, Any]:
+    """The request every benchmark run sends (a tiny chat, or ``prompt_bytes`` of ordinary
+    prose; ``stream: true`` in stream mode)."""
+    content = "Hello! Please answer briefly."
+    if prompt_bytes > len(content):
+        content = (PROSE * (prompt_bytes // len(PROSE) + 1))[:prompt_bytes]
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
     if mode == "stream":
         body["stream"] = True
     return body
@@ -231,7 +241,7 @@ def _lua_string(value: str) -> str:
 
 def wrk_script(target: Target, mode: str) -> str:
     """A wrk Lua script that POSTs the benchmark body with the target's key."""
-    body = json.dumps(request_body(target.model, mode), separators=(",", ":"))
+    body = json.dumps(request_body(target.model, mode, target.prompt_bytes), separators=(",", ":"))
     return (
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
@@ -350,7 +360,7 @@ def _wait_until_listening(
 
 def preflight(target: Target, mode: str) -> None:
     """One request with the benchmark body: fail fast if the target cannot answer it."""
-    body = json.dumps(request_body(target.model, mode)).encode()
+    body = json.dumps(request_body(target.model, mode, target.prompt_bytes)).encode()
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's target
         f"{target.base_url}/chat/completions",
         data=body,
@@ -459,7 +469,8 @@ def run_benchmark(
         open_gateway(args, upstream_url) as gateway,
         tempfile.TemporaryDirectory(prefix="odock-bench-") as tmp,
     ):
-        direct = Target("direct", upstream_url, "sk-fake-direct", args.model)
+        direct = Target("direct", upstream_url, "sk-fake-direct", args.model, args.prompt_bytes)
+        gateway = dataclasses.replace(gateway, prompt_bytes=args.prompt_bytes)
         log(f"fake upstream: {upstream_url}   gateway: {gateway.base_url}  model: {args.model}")
         for mode in args.modes:
             for target in (direct, gateway):
@@ -546,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="with --start-gateway: typical = team and key budgets and a team RPM (3 "
         "counters); full = budget, rpm, tpm and concurrency at all four levels (16)",
+    )
+    parser.add_argument(
+        "--prompt-bytes", type=int, default=0, help="pad the prompt to this size (ordinary prose)"
+    )
+    parser.add_argument(
+        "--guardrails",
+        action="store_true",
+        help="with --start-gateway: every built-in guardrail detector on, prompt and answer",
     )
     parser.add_argument(
         "--failing-primary",

@@ -20,6 +20,9 @@ def main() -> None:
     parser.add_argument("--model", default="demo-model")
     parser.add_argument("--governance", choices=("none", "typical", "full"), default="none")
     parser.add_argument("--failing-primary", default="", help="URL of an always-failing fake")
+    parser.add_argument(
+        "--guardrails", action="store_true", help="every built-in detector on, at the org"
+    )
     args = parser.parse_args()
 
     import django
@@ -64,6 +67,15 @@ def main() -> None:
         Budget.objects.create(team=team, limit_usd=Decimal("1000000"), period="monthly")
         Budget.objects.create(key=issued.key, limit_usd=Decimal("1000000"), period="daily")
         RateLimit.objects.create(team=team, rpm=100_000_000)
+    if args.guardrails:  # all built-in detectors on prompt and answer; nothing in the bench
+        # traffic matches, so every request pays the full scan and is still answered.
+        from apps.guardrails.models import GuardrailRule
+
+        for detector in ("email", "phone", "card", "iban", "us_ssn", "ip_address", "secrets"):
+            GuardrailRule.objects.create(
+                organization=org, detector=detector, action="redact", stage="both"
+            )
+        GuardrailRule.objects.create(organization=org, detector="prompt_injection", action="flag")
     print(issued.secret)
 
 

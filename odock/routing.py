@@ -8,18 +8,21 @@ from django.urls import re_path
 
 from apps.dashboard.routing import websocket_application
 from apps.gateway.app import GatewayApp
+from apps.mcp.wiring import build_mcp_app
 
 
 def build_application(gateway: GatewayApp, django_app) -> ProtocolTypeRouter:
+    mcp = build_mcp_app(gateway)  # /mcp: the MCP gateway (apps/mcp)
     return ProtocolTypeRouter(
         {
             "http": URLRouter(
                 [
+                    re_path(r"^mcp/?$", mcp),
                     re_path(r"^(?:v1/|healthz$|readyz$|metrics$)", gateway),
                     re_path(r"", django_app),
                 ]
             ),
             "websocket": websocket_application(),  # the dashboard's live feed
-            "lifespan": gateway.lifespan,
+            "lifespan": mcp.lifespan,  # the gateway's, closing MCP upstreams too
         }
     )

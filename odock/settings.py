@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "apps.compliance",
     "apps.dashboard",
     "apps.guardrails",
+    "apps.mcp",
 ]
 
 MIDDLEWARE = [

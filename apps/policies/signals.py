@@ -15,6 +15,7 @@ def connect_config_signals() -> None:
     from apps.audit.models import ContentCapture
     from apps.guardrails.models import GuardrailRule
     from apps.keys.models import VirtualKey
+    from apps.mcp.models import McpServer, McpTool, ToolGrant
     from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
     from apps.tenancy.models import Organization, Project, Team
@@ -34,6 +35,9 @@ def connect_config_signals() -> None:
         DeploymentTagRule,
         ContentCapture,
         GuardrailRule,
+        McpServer,
+        McpTool,
+        ToolGrant,
     ):
         uid = f"odock-config-{model._meta.label}"
         post_save.connect(_bump, sender=model, dispatch_uid=f"{uid}-save", weak=False)

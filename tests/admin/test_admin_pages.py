@@ -21,6 +21,7 @@ from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
+from apps.mcp.models import McpServer, ToolGrant
 from apps.policies.models import Budget, BudgetAlert, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
@@ -36,6 +37,9 @@ def assert_no_secret(content: bytes, secrets: dict[str, str], url: str) -> None:
 @pytest.mark.django_db
 def test_every_admin_page_renders_without_secrets(admin_client, admin_user, world):
     admin_token = admin_token_issue(name="ops", organization=world.org)
+    mcp_server = McpServer.objects.create(
+        name="acme-tools", url="http://127.0.0.1:9/mcp", bearer_token="mcp-upstream-token-77"
+    )
     rollup = UsageRollup.objects.create(
         hour=datetime(2026, 1, 1, tzinfo=UTC),
         organization_id=world.org.pk,
@@ -89,6 +93,8 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         User: admin_user,
         Group: world.group,
         AdminToken: admin_token.token,
+        McpServer: mcp_server,
+        ToolGrant: ToolGrant.objects.create(project=world.project, server=mcp_server),
         UsageRollup: rollup,
         SpendReport: SpendReport.objects.get(pk=rollup.pk),
         ReportSchedule: ReportSchedule.objects.create(
@@ -104,6 +110,7 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         **world.secrets(),
         "admin token secret": admin_token.secret,
         "admin token digest": admin_token.token.digest,
+        "mcp upstream token": "mcp-upstream-token-77",
     }
     request = RequestFactory().get("/admin/")
     request.user = admin_user
