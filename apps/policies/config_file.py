@@ -56,12 +56,19 @@ What a run does (and what a second run relies on):
   detector's settings written flat (``regex``/``keywords``/``case_sensitive`` for custom,
   ``threshold`` for prompt_injection, ``max_input_bytes``/``max_messages``/
   ``max_prompt_tokens`` for input_limits). Each rule is validated like the admin form.
-- ``mcp_servers:`` is accepted and ignored with a warning until MCP support lands, so
-  files written for the full architecture apply today.
+- **MCP.** ``mcp_servers:`` registers upstream MCP servers by name: ``url:`` (Streamable
+  HTTP) or ``command:`` + ``args:`` (stdio), ``active``, and credentials the gateway injects:
+  ``bearer_token`` or ``bearer_token_env: VAR``, ``headers: {Name: value}`` or
+  ``headers_env: {Name: VAR}`` (stored encrypted, never printed; left out: kept; ``""`` or
+  ``{}``: cleared). A server's ``tools:`` list (``name``, ``requires_approval``, ``rpm``,
+  ``cost_usd``) replaces its per-tool settings. A level's ``tools:`` list replaces its tool
+  grants, matched by (``server``, ``tool``): ``{server, tool: "*" | name, effect: allow|deny,
+  unattended}``; the server may be in the file or already in the database.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
@@ -96,6 +103,9 @@ from apps.guardrails.models import Mode as GuardrailMode
 from apps.guardrails.models import Stage as GuardrailStage
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_issue, key_revoke, key_secret_matches, key_set_secret
+from apps.mcp.models import Effect as ToolEffect
+from apps.mcp.models import McpServer, McpTool, ToolGrant, Transport
+from apps.mcp.policy import SEPARATOR
 from apps.policies.models import (
     Budget,
     BudgetPeriod,
@@ -271,6 +281,19 @@ class CaptureSpec(_Spec):
     max_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 16_384
 
 
+ToolName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+
+
+class ToolGrantSpec(_Spec):
+    """One tool grant of a level: a server's tool (``*``: every tool) allowed or denied."""
+
+    server: Slug
+    tool: ToolName = "*"
+    effect: ToolEffect = ToolEffect.ALLOW
+    unattended: bool = False
+
+
 class LevelSpec(_Spec):
     """Rules any level can carry; each list replaces that level's rules of its type."""
 
@@ -288,6 +311,8 @@ class LevelSpec(_Spec):
         Annotated[str, StringConstraints(min_length=1, max_length=64)],
         Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)],
     ] = Field(default_factory=dict)
+    # MCP tool grants of this level (the list replaces the level's grants).
+    tools: list[ToolGrantSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _single_or_list(self) -> LevelSpec:
@@ -370,11 +395,45 @@ class OrganizationSpec(LevelSpec):
     teams: list[TeamSpec] = Field(default_factory=list)
 
 
+class McpToolSpec(_Spec):
+    """Settings of one upstream tool; the server's list replaces its tool settings."""
+
+    name: ToolName
+    requires_approval: bool = False
+    rpm: PositiveInt | None = None
+    cost_usd: Money = Decimal(0)
+
+
+class McpServerSpec(_Spec):
+    name: Slug
+    url: str | None = None
+    command: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    args: list[str] = Field(default_factory=list)
+    bearer_token: SecretStr | None = None
+    bearer_token_env: str | None = None
+    headers: dict[HeaderName, SecretStr] | None = None
+    headers_env: dict[HeaderName, str] | None = None
+    active: bool | None = None
+    tools: list[McpToolSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> McpServerSpec:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give url (Streamable HTTP) or command (stdio), exactly one")
+        if self.url is not None and self.args:
+            raise ValueError("args go with command (stdio), not url")
+        if self.bearer_token is not None and self.bearer_token_env is not None:
+            raise ValueError("give bearer_token or bearer_token_env, not both")
+        if self.headers is not None and self.headers_env is not None:
+            raise ValueError("give headers or headers_env, not both")
+        return self
+
+
 class ConfigFile(_Spec):
     providers: list[ProviderSpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
     organizations: list[OrganizationSpec] = Field(default_factory=list)
-    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)  # not supported yet
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +531,9 @@ def _duplicates(errors: list[str], path: str, names: list[Any], what: str) -> No
         seen.add(name)
 
 
-def _check_level_rules(errors: list[str], entry: LevelEntry, known_models: set[str]) -> None:
+def _check_level_rules(
+    errors: list[str], entry: LevelEntry, known_models: set[str], known_servers: set[str]
+) -> None:
     spec, path = entry.spec, entry.path
 
     def check_model(where: str, name: str | None) -> None:
@@ -503,6 +564,34 @@ def _check_level_rules(errors: list[str], entry: LevelEntry, known_models: set[s
         [(g.detector.value, g.name) for g in spec.guardrails],
         "guardrail (detector, name)",
     )
+    for i, grant in enumerate(spec.tools):
+        if grant.server not in known_servers:
+            errors.append(f"{path}.tools[{i}].server: unknown MCP server {grant.server!r}")
+    _duplicates(
+        errors,
+        f"{path}.tools",
+        [(g.server, g.tool) for g in spec.tools],
+        "tool grant (server, tool)",
+    )
+
+
+def _check_mcp_servers(errors: list[str], servers: list[McpServerSpec]) -> None:
+    _duplicates(errors, "mcp_servers", [s.name for s in servers], "MCP server")
+    for i, server in enumerate(servers):
+        path = f"mcp_servers[{i}]"
+        if SEPARATOR in server.name:
+            errors.append(f"{path}.name: a server name may not contain {SEPARATOR!r}")
+        if server.url is not None:
+            try:  # the model field's own rules (URL syntax, length)
+                McpServer._meta.get_field("url").clean(server.url, None)
+            except ValidationError as exc:
+                errors.extend(f"{path}.url: {m}" for m in exc.messages)
+        if server.bearer_token_env is not None and not os.environ.get(server.bearer_token_env):
+            errors.append(f"{path}.bearer_token_env: {server.bearer_token_env} is not set")
+        for header, env in (server.headers_env or {}).items():
+            if not os.environ.get(env):
+                errors.append(f"{path}.headers_env.{header}: {env} is not set")
+        _duplicates(errors, f"{path}.tools", [t.name for t in server.tools], "tool")
 
 
 def _check_alerts(errors: list[str], path: str, alerts: AlertsSpec | None) -> None:
@@ -556,12 +645,16 @@ def config_check(config: ConfigFile) -> list[str]:
                 elif name not in known_models:
                     errors.append(f"{where}[{j}]: unknown model {name!r}")
             _duplicates(errors, where, model.routing.fallback_models, "model")
+    _check_mcp_servers(errors, config.mcp_servers)
+    known_servers = {s.name for s in config.mcp_servers} | set(
+        McpServer.objects.values_list("name", flat=True)
+    )
     _duplicates(errors, "organizations", [o.name for o in config.organizations], "organization")
     for i, org in enumerate(config.organizations):
         _check_alerts(errors, f"organizations[{i}].alerts", org.alerts)
     secrets: dict[str, str] = {}
     for entry in config_levels(config):
-        _check_level_rules(errors, entry, known_models)
+        _check_level_rules(errors, entry, known_models, known_servers)
         if isinstance(entry.spec, OrganizationSpec):
             _duplicates(errors, f"{entry.path}.teams", [t.name for t in entry.spec.teams], "team")
         elif isinstance(entry.spec, TeamSpec):
@@ -583,7 +676,8 @@ def config_check(config: ConfigFile) -> list[str]:
 
 
 def config_warnings(config: ConfigFile) -> list[str]:
-    return ["mcp_servers: not supported yet, ignored"] if config.mcp_servers else []
+    """Nothing the file can say is ignored today; kept for the report's warning lines."""
+    return []
 
 
 # --- Apply ----------------------------------------------------------------------------
@@ -644,6 +738,7 @@ class _Applier:
         self.providers: dict[str, Provider] = {}
         self.models: dict[str, Model] = {}
         self.levels: dict[tuple[str, ...], models.Model] = {}
+        self.mcp_servers: dict[str, McpServer] = {}
 
     def run(self, config: ConfigFile) -> None:
         for i, spec in enumerate(config.providers):
@@ -655,6 +750,9 @@ class _Applier:
         for i, spec in enumerate(config.models):
             if spec.routing is not None:
                 self._fallbacks(spec, f"models[{i}].routing.fallback_models")
+        for i, spec in enumerate(config.mcp_servers):
+            self._mcp_server(spec, f"mcp_servers[{i}]")
+        self.mcp_servers = {s.name: s for s in McpServer.objects.only("name")}
         for entry in config_levels(config):
             self.levels[entry.names] = self._level(entry)
             self._rules(entry)
@@ -726,6 +824,43 @@ class _Applier:
         for row in existing.values():
             row.delete()
             self.result.deleted.append(f"deployment {row}")
+
+    def _mcp_server(self, spec: McpServerSpec, path: str) -> None:
+        """The server (credentials by field name only in the report), then its tool list."""
+        server = McpServer.objects.filter(name=spec.name).first() or McpServer(name=spec.name)
+        values: dict[str, Any] = {
+            "transport": (Transport.HTTP if spec.url is not None else Transport.STDIO).value,
+            "url": spec.url or "",
+            "command": spec.command or "",
+            "args": spec.args,
+        }
+        if spec.bearer_token_env is not None:
+            values["bearer_token"] = os.environ[spec.bearer_token_env]
+        elif spec.bearer_token is not None:
+            values["bearer_token"] = spec.bearer_token.get_secret_value()
+        headers: dict[str, str] | None = None
+        if spec.headers_env is not None:
+            headers = {name: os.environ[env] for name, env in spec.headers_env.items()}
+        elif spec.headers is not None:
+            headers = {name: value.get_secret_value() for name, value in spec.headers.items()}
+        if headers is not None:
+            values["headers"] = _headers_text(headers, server)
+        if spec.active is not None:
+            values["is_active"] = spec.active
+        self._save(server, values, f"MCP server {spec.name}", path)
+        existing = {t.name: t for t in server.tools.all()}
+        for j, tool in enumerate(spec.tools):
+            row = existing.pop(tool.name, None) or McpTool(server=server, name=tool.name)
+            tool_values = {
+                "requires_approval": tool.requires_approval,
+                "rpm": tool.rpm,
+                "cost_usd": tool.cost_usd,
+            }
+            label = f"MCP tool setting {spec.name}{SEPARATOR}{tool.name}"
+            self._save(row, tool_values, label, f"{path}.tools[{j}]")
+        for row in existing.values():
+            row.delete()
+            self.result.deleted.append(f"MCP tool setting {spec.name}{SEPARATOR}{row.name}")
 
     def _fallbacks(self, spec: ModelSpec, path: str) -> None:
         """The file's list replaces the model's fallback models, in its order."""
@@ -876,6 +1011,14 @@ class _Applier:
             )
             for tag, values in spec.deployment_tags.items()
         }
+        grants = {
+            (self.mcp_servers[g.server].pk, g.tool): _Rule(
+                f"{entry.path}.tools[{i}]",
+                f"{g.effect.value} {g.server}{SEPARATOR}{g.tool}",
+                {"effect": g.effect.value, "unattended": g.unattended},
+            )
+            for i, g in enumerate(spec.tools)
+        }
         for rule_model, match, desired in (
             (Budget, ("model_id", "period"), budgets),
             (RateLimit, ("model_id",), limits),
@@ -883,6 +1026,7 @@ class _Applier:
             (DeploymentTagRule, ("tag",), tags),
             (ContentCapture, (), capture),
             (GuardrailRule, ("detector", "name"), guards),
+            (ToolGrant, ("server_id", "tool"), grants),
         ):
             self._sync_rules(rule_model, match, desired, entry.kind, owner, where)
 
@@ -914,6 +1058,18 @@ class _Applier:
 def _email_text(emails: list[str]) -> str:
     """How ``Organization.alert_emails`` stores a list (the alert sender splits on commas)."""
     return ", ".join(emails)
+
+
+def _headers_text(headers: dict[str, str], server: McpServer) -> str:
+    """How ``McpServer.headers`` stores them (JSON); the same object stored differently is
+    not a change, and ``{}`` clears them."""
+    if not headers:
+        return ""
+    try:
+        stored = json.loads(server.headers) if server.headers else None
+    except ValueError:
+        stored = None
+    return server.headers if stored == headers else json.dumps(headers, sort_keys=True)
 
 
 def _alert_values(alerts: AlertsSpec, org: Organization) -> dict[str, Any]:

@@ -104,8 +104,8 @@ def test_architecture_example_applies():
     key_budget = Budget.objects.get(key=key)
     assert (key_budget.limit_usd, key_budget.period) == (Decimal("5"), "daily")
 
-    assert "warning: mcp_servers: not supported yet, ignored" in out
-    assert "created 13, updated 0, deleted 0" in out
+    assert "created MCP server tickets" in out and "warning" not in out
+    assert "created 14, updated 0, deleted 0" in out
     assert EXAMPLE_KEY_SECRET not in out and "sk-upstream" not in out
 
 
@@ -122,7 +122,7 @@ def test_second_apply_changes_nothing(django_capture_on_commit_callbacks):
 
     assert second == []
     assert config_version_current() == version
-    assert "no changes: created 0, updated 0, deleted 0, unchanged 13" in out
+    assert "no changes: created 0, updated 0, deleted 0, unchanged 14" in out
     assert {m.__name__: set(m.objects.values_list("pk", flat=True)) for m in TABLES} == pks
 
 
