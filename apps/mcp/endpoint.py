@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from mcp.shared.exceptions import MCPError
@@ -180,6 +181,18 @@ class McpApp:
             await self.lifespan(scope, receive, send)
             return
         await self.gateway.startup()
+        if not origin_allowed(scope["headers"]):
+            # DNS rebinding: a web page must not drive a local agent's gateway (the spec's
+            # MUST). Non-browser clients send no Origin and are not affected.
+            body = orjson.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32000, "message": "Origin not allowed."},
+                }
+            )
+            await _send_raw(send, 403, body)
+            return
         method = scope["method"]
         if method == "POST":
             await self._post(scope, receive, send)
@@ -851,6 +864,20 @@ class McpApp:
 def _with_http(failure: McpFailure, status: int) -> McpFailure:
     failure.http_status = status
     return failure
+
+
+def origin_allowed(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No Origin (an agent, not a browser), or an Origin naming this very host."""
+    origin = host = b""
+    for name, value in headers:
+        if name == b"origin":
+            origin = value
+        elif name == b"host":
+            host = value
+    if not origin:
+        return True
+    netloc = urlsplit(origin.decode("latin-1")).netloc
+    return bool(netloc) and netloc == host.decode("latin-1")
 
 
 async def _send_raw(

@@ -344,3 +344,19 @@ def test_a_tools_list_changed_upstream_refreshes_the_catalog(world):
     assert "tickets__fresh" not in before
     assert after == before | {"tickets__fresh"}
     assert called.content[0].text == "fresh"
+
+
+def test_a_foreign_origin_is_refused(world):
+    """DNS rebinding: a browser page elsewhere must not reach /mcp; agents send no Origin."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {world['key'].secret}", "Accept": "application/json"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    refused = httpx.post(
+        world["url"], json=body, headers={**headers, "Origin": "http://evil.example"}
+    )
+    assert refused.status_code == 403
+    same_host = httpx.post(
+        world["url"], json=body, headers={**headers, "Origin": world["gateway"].url}
+    )
+    assert same_host.status_code != 403
