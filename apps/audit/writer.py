@@ -40,7 +40,7 @@ from django.db import (
     connection,
 )
 
-from apps.audit.chain import ChainHeads
+from apps.audit.chain import HASHED_FIELDS, ChainHeads
 
 log = logging.getLogger(__name__)
 
@@ -381,45 +381,9 @@ def _replay(records: list[dict[str, Any]]) -> bool:
 
 # --- SQL --------------------------------------------------------------------------------
 
-_COLUMNS = (
-    "request_id",
-    "created_at",
-    "organization_id",
-    "team_id",
-    "project_id",
-    "key_id",
-    "key_prefix",
-    "user_id",
-    "endpoint",
-    "model_requested",
-    "model_served",
-    "provider",
-    "deployment",
-    "stream",
-    "status_code",
-    "error_code",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "usage_estimated",
-    "cost_usd",
-    "latency_ms",
-    "upstream_ms",
-    "overhead_ms",
-    "ttft_ms",
-    "client_disconnected",
-    "client_ip",
-    "user_agent",
-    "decisions",
-    "attempts",
-    "findings",
-    "finding_types",
-    "content",
-    "chain",
-    "seq",
-    "prev_hash",
-    "hash",
-)
+# The stored fields are the hashed ones plus the hash itself: one list, so a new field can
+# never be written without being hashed (or hashed without being written).
+_COLUMNS = (*HASHED_FIELDS, "hash")
 _JSON_COLUMNS = frozenset({"decisions", "attempts", "findings", "content"})
 
 

@@ -59,7 +59,6 @@ ranges are run-to-run noise on a shared machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import functools
 import itertools
@@ -82,6 +81,8 @@ from apps.fakes.openai_server import (
     _NestedInvalid,
     _tokens,
     behavior_from_options,
+    failure_message,
+    parse_cli,
 )
 from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
 from apps.fakes.openai_server import run as _run_openai_style
@@ -407,49 +408,15 @@ class FakeAnthropicServer(FakeOpenAIServer):
         """``http://host:port``: the anthropic SDK appends ``/v1/messages`` to ``base_url``."""
         return f"http://{self.host}:{self.port}"
 
-    async def start_async(self) -> None:
-        """Bind and start serving on the running event loop; sets ``port``."""
-        if self._runner is not None:
-            raise RuntimeError("server already started")
-        self._expected_auth = f"Bearer {self.api_key}" if self.api_key is not None else None
-        if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, _get_validators)
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=2048, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    def start(self, timeout: float = 15.0) -> FakeAnthropicServer:
-        """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
-        super().start(timeout)
-        return self
-
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
+    def _load_validators(self) -> object:
+        return _get_validators()
 
     # ---- request handling
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         path = request.path
-        body: Any = None
-        bad_json = False
-        if method == "POST":
-            raw = await request.read()
-            if raw:
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    bad_json = True
-        if self.record:
-            self._record(request, body)
+        body, bad_json = await self._read_json(request)
 
         expected = self.api_key
         if expected is not None:
@@ -488,14 +455,9 @@ class FakeAnthropicServer(FakeOpenAIServer):
             return await self._stream_chat(request, body, behavior)
         return await self._with_effects(behavior, self._message(body, behavior))
 
-    async def _effects(self, behavior: FakeBehavior) -> web.Response | None:
-        """The base class's latency / hang / failure, with the failure in Anthropic's shape."""
-        failure = await super()._effects(behavior)
-        if failure is None:
-            return None
-        status = failure.status
-        message = _ERROR_MESSAGES.get(status, f"The fake upstream was told to fail with {status}.")
-        return _error(status, message)
+    def _failure(self, status: int) -> web.Response:
+        """The ``fail_status`` answer in Anthropic's shape."""
+        return _error(status, failure_message(status, _ERROR_MESSAGES))
 
     def _message_head(self, body: Mapping[str, Any], plan: _Plan) -> dict[str, Any]:
         return {
@@ -568,11 +530,11 @@ class FakeAnthropicServer(FakeOpenAIServer):
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """The OpenAI fake's options, with this server's default port and key header."""
-    _add_openai_cli_arguments(parser)
-    parser.set_defaults(port=DEFAULT_PORT)
-    for action in parser._actions:  # argparse has no public way to change a help text
-        if action.dest == "api_key":
-            action.help = "require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')"
+    _add_openai_cli_arguments(
+        parser,
+        port=DEFAULT_PORT,
+        api_key_help="require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')",
+    )
 
 
 def run(
@@ -589,12 +551,12 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.fakes.anthropic_server [--port 9002] [--no-validate] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.fakes.anthropic_server",
-        description="Fake Anthropic Messages API upstream for Odock tests and benchmarks.",
+    args = parse_cli(
+        argv,
+        "apps.fakes.anthropic_server",
+        "Fake Anthropic Messages API upstream for Odock tests and benchmarks.",
+        add_cli_arguments,
     )
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
     run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
     return 0
 

@@ -63,6 +63,7 @@ from apps.fakes.openai_server import (
     FakeOpenAIServer,
     _error,
     behavior_from_options,
+    parse_cli,
     validate_request,
 )
 from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
@@ -221,14 +222,6 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
         """``http://host:port``: the Azure client's ``azure_endpoint``."""
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> FakeAzureOpenAIServer:
-        """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
-        super().start(timeout)
-        return self
-
-    def __enter__(self) -> FakeAzureOpenAIServer:
-        return self.start()
-
     # ---- request handling
 
     def _authorized(self, request: web.BaseRequest, v1: bool) -> bool:
@@ -304,12 +297,9 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
             "MissingApiVersionParameter",
         )
 
-    async def _effects(self, behavior: FakeBehavior) -> web.Response | None:
-        """The base class's latency / hang / failure, with the failure in Azure's shape."""
-        failure = await super()._effects(behavior)
-        if failure is None:
-            return None
-        return _azure_error(failure.status)
+    def _failure(self, status: int) -> web.Response:
+        """The ``fail_status`` answer in Azure's shape."""
+        return _azure_error(status)
 
     # ---- payloads
 
@@ -364,11 +354,7 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """The OpenAI fake's options, with this server's port, key header and Azure knobs."""
-    _add_openai_cli_arguments(parser)
-    parser.set_defaults(port=DEFAULT_PORT)
-    for action in parser._actions:  # argparse has no public way to change a help text
-        if action.dest == "api_key":
-            action.help = "require 'api-key: KEY'"
+    _add_openai_cli_arguments(parser, port=DEFAULT_PORT, api_key_help="require 'api-key: KEY'")
     parser.add_argument(
         "--deployment",
         action="append",
@@ -413,12 +399,12 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.fakes.azure_server",
-        description="Fake Azure OpenAI upstream for Odock tests and benchmarks.",
+    args = parse_cli(
+        argv,
+        "apps.fakes.azure_server",
+        "Fake Azure OpenAI upstream for Odock tests and benchmarks.",
+        add_cli_arguments,
     )
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
     run(
         args.host,
         args.port,

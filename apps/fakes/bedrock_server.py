@@ -57,7 +57,6 @@ connection after N content deltas. Like its siblings it imports nothing from Dja
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -66,7 +65,6 @@ import functools
 import hmac
 import os
 import re
-import signal
 import struct
 import sys
 import threading
@@ -85,11 +83,13 @@ from apps.fakes.openai_server import (
     FakeBehavior,
     FakeOpenAIServer,
     _embedding,
-    _new_event_loop,
     _tokens,
     behavior_from_options,
+    failure_message,
+    parse_cli,
 )
 from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from apps.fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_PORT",
@@ -578,31 +578,8 @@ class FakeBedrockServer(FakeOpenAIServer):
         """``http://host:port``: a botocore ``endpoint_url`` and a Provider's ``api_base``."""
         return f"http://{self.host}:{self.port}"
 
-    async def start_async(self) -> None:
-        """Bind and start serving on the running event loop; sets ``port``."""
-        if self._runner is not None:
-            raise RuntimeError("server already started")
-        if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, _get_model)
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=2048, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    def start(self, timeout: float = 15.0) -> FakeBedrockServer:
-        """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
-        super().start(timeout)
-        return self
-
-    def __enter__(self) -> FakeBedrockServer:
-        return self.start()
+    def _load_validators(self) -> object:
+        return _get_model()
 
     # ---- authentication
 
@@ -698,31 +675,20 @@ class FakeBedrockServer(FakeOpenAIServer):
     def _record_request(
         self, request: web.BaseRequest, body: Any, model_id: str, operation: str
     ) -> None:
-        entry = {
-            "path": request.path,
-            "raw_path": request.raw_path,
-            "model_id": model_id,
-            "operation": operation,
-            "headers": {name.lower(): value for name, value in request.headers.items()},
-            "json": body,
-        }
-        with self._lock:
-            requests = self.requests
-            requests.append(entry)
-            excess = len(requests) - self.max_recorded
-            if excess > 0:
-                del requests[: max(excess, self.max_recorded // 10)]
+        self._store_record(
+            {
+                "path": request.path,
+                "raw_path": request.raw_path,
+                "model_id": model_id,
+                "operation": operation,
+                "headers": {name.lower(): value for name, value in request.headers.items()},
+                "json": body,
+            }
+        )
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
-        raw = await request.read() if method == "POST" else b""
-        body: Any = None
-        bad_json = False
-        if raw:
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                bad_json = True
+        raw, body, bad_json = await self._read_body(request)  # the raw body is signed
         match = _PATH.match(request.raw_path)
         model_id = unquote(match.group(1)) if match else ""
         operation = match.group(2) if match else ""
@@ -767,14 +733,9 @@ class FakeBedrockServer(FakeOpenAIServer):
             return await self._stream_chat(request, body, behavior)
         return await self._with_effects(behavior, self._converse(body, behavior))
 
-    async def _effects(self, behavior: FakeBehavior) -> web.Response | None:
-        """The base class's latency / hang / failure, with the failure in Bedrock's shape."""
-        failure = await super()._effects(behavior)
-        if failure is None:
-            return None
-        status = failure.status
-        message = _ERROR_MESSAGES.get(status, f"The fake upstream was told to fail with {status}.")
-        return _error(status, message)
+    def _failure(self, status: int) -> web.Response:
+        """The ``fail_status`` answer in Bedrock's shape."""
+        return _error(status, failure_message(status, _ERROR_MESSAGES))
 
     def _converse(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
@@ -834,56 +795,15 @@ class FakeBedrockServer(FakeOpenAIServer):
             _event("messageStop", {"stopReason": plan.stop_reason}),
             _event("metadata", metadata),
         ]
+        exception = getattr(behavior, "stream_exception", None)
+        if exception:  # BedrockBehavior's knob: an exception message replaces the rest
+            after = max(0, int(getattr(behavior, "stream_exception_after", 0) or 0))
+            message = f"The fake upstream was told to fail the stream with {exception}."
+            events = [*events[:after], _exception_event(exception, message)]
         return events, len(deltas)
 
-    async def _stream_chat(
-        self, request: web.BaseRequest, body: dict[str, Any], behavior: FakeBehavior
-    ) -> web.StreamResponse:
-        self.active_streams += 1
-        finished = False
-        response: web.StreamResponse | None = None
-        try:
-            if self._has_effects(behavior):
-                failure = await self._effects(behavior)
-                if failure is not None:
-                    finished = True
-                    return failure
-            events, content_chunks = self._stream_events(body, behavior)
-            exception = getattr(behavior, "stream_exception", None)
-            if exception:
-                after = max(0, int(getattr(behavior, "stream_exception_after", 0) or 0))
-                message = f"The fake upstream was told to fail the stream with {exception}."
-                events = [*events[:after], _exception_event(exception, message)]
-            headers = {"Content-Type": _EVENT_STREAM, "x-amzn-RequestId": str(uuid.uuid4())}
-            response = web.StreamResponse(status=200, headers=headers)
-            await response.prepare(request)
-            delay = behavior.stream_chunk_delay_ms / 1000
-            cut = behavior.disconnect_after_chunks
-            if cut is not None:
-                events = [] if cut < 0 else events[: 1 + min(cut, content_chunks)]
-            for number, event in enumerate(events):
-                if number and delay:
-                    await asyncio.sleep(delay)
-                await response.write(event)
-            if cut is not None:
-                finished = True  # the server hangs up on purpose; not a client cancellation
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            finished = True
-            return response
-        except ConnectionError:  # the client went away while we were writing
-            assert response is not None
-            return response
-        finally:
-            self.active_streams -= 1
-            if not finished:
-                self.cancelled_streams += 1
-
-    @staticmethod
-    def _has_effects(behavior: FakeBehavior) -> bool:
-        return bool(behavior.latency_ms) or behavior.hang or behavior.fail_status is not None
+    def _stream_headers(self, body: dict[str, Any]) -> Mapping[str, str]:
+        return {"Content-Type": _EVENT_STREAM, "x-amzn-RequestId": str(uuid.uuid4())}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -891,11 +811,11 @@ class FakeBedrockServer(FakeOpenAIServer):
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """The OpenAI fake's options, this server's port, and AWS credentials."""
-    _add_openai_cli_arguments(parser)
-    parser.set_defaults(port=DEFAULT_PORT)
-    for action in parser._actions:  # argparse has no public way to change a help text
-        if action.dest == "api_key":
-            action.help = "accept 'Authorization: Bearer KEY' (a Bedrock API key)"
+    _add_openai_cli_arguments(
+        parser,
+        port=DEFAULT_PORT,
+        api_key_help="accept 'Authorization: Bearer KEY' (a Bedrock API key)",
+    )
     parser.add_argument(
         "--access-key-id",
         default=os.environ.get("FAKE_BEDROCK_ACCESS_KEY_ID"),
@@ -922,42 +842,30 @@ def run(
     region: str = DEFAULT_REGION,
 ) -> None:
     """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-
-    async def serve() -> None:
-        server = FakeBedrockServer(
-            host,
-            port,
-            behavior,
-            api_key,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            session_token=session_token,
-            region=region,
-            record=False,
-        )
-        await server.start_async()
-        print(f"fake Bedrock server listening on {server.url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await server.stop_async()
-
-    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(serve())
+    _run_openai_style(
+        host,
+        port,
+        behavior,
+        api_key,
+        server_class=FakeBedrockServer,
+        label="Bedrock",
+        server_kwargs={
+            "access_key_id": access_key_id,
+            "secret_access_key": secret_access_key,
+            "session_token": session_token,
+            "region": region,
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.fakes.bedrock_server [--port 9004] [--access-key-id ...] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.fakes.bedrock_server",
-        description="Fake AWS Bedrock Runtime upstream for Odock tests and benchmarks.",
+    args = parse_cli(
+        argv,
+        "apps.fakes.bedrock_server",
+        "Fake AWS Bedrock Runtime upstream for Odock tests and benchmarks.",
+        add_cli_arguments,
     )
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
     options = vars(args)
     base = behavior_from_options(options)
     behavior = BedrockBehavior(**dataclasses.asdict(base))

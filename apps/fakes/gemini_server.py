@@ -60,7 +60,6 @@ shape. Like its siblings it imports nothing from Django.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import enum
 import itertools
@@ -79,9 +78,10 @@ from apps.fakes.openai_server import (
     FakeBehavior,
     FakeOpenAIServer,
     _embedding,
-    _has_effects,
     _tokens,
     behavior_from_options,
+    failure_message,
+    parse_cli,
 )
 from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
 from apps.fakes.openai_server import run as _run_openai_style
@@ -606,48 +606,15 @@ class FakeGeminiServer(FakeOpenAIServer):
         """``http://host:port``: the google-genai SDK appends ``/v1beta/models/...``."""
         return f"http://{self.host}:{self.port}"
 
-    async def start_async(self) -> None:
-        """Bind and start serving on the running event loop; sets ``port``."""
-        if self._runner is not None:
-            raise RuntimeError("server already started")
-        if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, _get_validators)
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=2048, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    def start(self, timeout: float = 15.0) -> FakeGeminiServer:
-        """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
-        super().start(timeout)
-        return self
-
-    def __enter__(self) -> FakeGeminiServer:
-        return self.start()
+    def _load_validators(self) -> object:
+        return _get_validators()
 
     # ---- request handling
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         path = request.path
-        body: Any = None
-        bad_json = False
-        if method == "POST":
-            raw = await request.read()
-            if raw:
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    bad_json = True
-        if self.record:
-            self._record(request, body)
+        body, bad_json = await self._read_json(request)
 
         route = _ROUTE.match(path)
         if route is None or route.group(3) not in _METHODS:
@@ -689,13 +656,9 @@ class FakeGeminiServer(FakeOpenAIServer):
         answer = web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
         return await self._with_effects(behavior, answer)
 
-    async def _effects(self, behavior: FakeBehavior) -> web.Response | None:
-        """The base class's latency / hang / failure, with the failure in Google's shape."""
-        failure = await super()._effects(behavior)
-        if failure is None:
-            return None
-        status = failure.status
-        message = _ERROR_MESSAGES.get(status, f"The fake upstream was told to fail with {status}.")
+    def _failure(self, status: int) -> web.Response:
+        """The ``fail_status`` answer in Google's shape (a 429 with its RetryInfo)."""
+        message = failure_message(status, _ERROR_MESSAGES)
         return _error(status, message, _RETRY_DETAILS if status == 429 else None)
 
     def _usage(self, plan: _Plan, output_tokens: int | None = None) -> dict[str, Any]:
@@ -791,48 +754,9 @@ class FakeGeminiServer(FakeOpenAIServer):
             pieces[-1] += b"]"
         return pieces, len(events)
 
-    async def _stream_chat(
-        self, request: web.BaseRequest, body: dict[str, Any], behavior: FakeBehavior
-    ) -> web.StreamResponse:
-        """The base class's stream loop, with the content type of the framing asked for
-        (SSE with ``alt=sse``, else a JSON array) and the effects in Google's shape."""
-        self.active_streams += 1
-        finished = False
-        response: web.StreamResponse | None = None
-        try:
-            if _has_effects(behavior):
-                failure = await self._effects(behavior)
-                if failure is not None:
-                    finished = True
-                    return failure
-            pieces, events = self._stream_events(body, behavior)
-            headers = _SSE_HEADERS if body["sse"] else _JSON_HEADERS
-            response = web.StreamResponse(status=200, headers=headers)
-            await response.prepare(request)
-            delay = behavior.stream_chunk_delay_ms / 1000
-            cut = behavior.disconnect_after_chunks
-            if cut is not None:
-                pieces = [] if cut < 0 else pieces[: 1 + min(cut, events)]
-            for number, piece in enumerate(pieces):
-                if number and delay:
-                    await asyncio.sleep(delay)
-                if piece:
-                    await response.write(piece)
-            if cut is not None:
-                finished = True  # the server hangs up on purpose; not a client cancellation
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            finished = True
-            return response
-        except ConnectionError:  # the client went away while we were writing
-            assert response is not None
-            return response
-        finally:
-            self.active_streams -= 1
-            if not finished:
-                self.cancelled_streams += 1
+    def _stream_headers(self, body: dict[str, Any]) -> Mapping[str, str]:
+        """The framing asked for: SSE with ``alt=sse``, else a JSON array."""
+        return _SSE_HEADERS if body["sse"] else _JSON_HEADERS
 
 
 # --------------------------------------------------------------------------- CLI
@@ -840,11 +764,9 @@ class FakeGeminiServer(FakeOpenAIServer):
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """The OpenAI fake's options, with this server's default port and key header."""
-    _add_openai_cli_arguments(parser)
-    parser.set_defaults(port=DEFAULT_PORT)
-    for action in parser._actions:  # argparse has no public way to change a help text
-        if action.dest == "api_key":
-            action.help = "require 'x-goog-api-key: KEY' (or '?key=KEY')"
+    _add_openai_cli_arguments(
+        parser, port=DEFAULT_PORT, api_key_help="require 'x-goog-api-key: KEY' (or '?key=KEY')"
+    )
 
 
 def run(
@@ -859,12 +781,12 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.fakes.gemini_server [--port 9003] [--no-validate] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.fakes.gemini_server",
-        description="Fake Google Gemini API upstream for Odock tests and benchmarks.",
+    args = parse_cli(
+        argv,
+        "apps.fakes.gemini_server",
+        "Fake Google Gemini API upstream for Odock tests and benchmarks.",
+        add_cli_arguments,
     )
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
     run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
     return 0
 

@@ -46,8 +46,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -65,7 +65,9 @@ __all__ = [
     "FakeOpenAIServer",
     "add_cli_arguments",
     "behavior_from_options",
+    "failure_message",
     "main",
+    "parse_cli",
     "run",
     "validate_request",
 ]
@@ -580,7 +582,7 @@ class FakeOpenAIServer:
             raise RuntimeError("server already started")
         self._expected_auth = f"Bearer {self.api_key}" if self.api_key is not None else None
         if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, _get_validators)
+            await asyncio.get_running_loop().run_in_executor(None, self._load_validators)
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=0.5)
         await runner.setup()
@@ -593,13 +595,18 @@ class FakeOpenAIServer:
         self._runner = runner
         self.port = runner.addresses[0][1]
 
+    def _load_validators(self) -> object:
+        """Build (and cache) what ``validate`` checks against, before the first request;
+        each sibling fake checks against its own SDK's types."""
+        return _get_validators()
+
     async def stop_async(self) -> None:
         """Stop serving; open requests are cancelled after a short grace period."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
 
-    def start(self, timeout: float = 15.0) -> FakeOpenAIServer:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
         if self._thread is not None:
             raise RuntimeError("server already started")
@@ -651,7 +658,7 @@ class FakeOpenAIServer:
         self._thread = None
         self._loop = None
 
-    def __enter__(self) -> FakeOpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -667,12 +674,17 @@ class FakeOpenAIServer:
     # ---- request handling
 
     def _record(self, request: web.BaseRequest, body: Any) -> None:
-        entry = {
-            "path": request.path,
-            "query": dict(request.query),
-            "headers": {name.lower(): value for name, value in request.headers.items()},
-            "json": body,
-        }
+        self._store_record(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "headers": {name.lower(): value for name, value in request.headers.items()},
+                "json": body,
+            }
+        )
+
+    def _store_record(self, entry: dict[str, Any]) -> None:
+        """Append to ``requests`` under the lock, keeping at most ``max_recorded``."""
         with self._lock:
             requests = self.requests
             requests.append(entry)
@@ -690,18 +702,23 @@ class FakeOpenAIServer:
         finally:
             self.active_requests -= 1
 
+    async def _read_body(self, request: web.BaseRequest) -> tuple[bytes, Any, bool]:
+        """The raw POST body (``b""`` when not a POST), it parsed (``None`` when empty),
+        and whether it was invalid JSON. Records nothing."""
+        raw = await request.read() if request.method == "POST" else b""
+        body: Any = None
+        bad_json = False
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad_json = True
+        return raw, body, bad_json
+
     async def _read_json(self, request: web.BaseRequest) -> tuple[Any, bool]:
         """The POST body parsed (``None`` when empty or not a POST), and whether it was
         invalid JSON. Records the request when recording is on."""
-        body: Any = None
-        bad_json = False
-        if request.method == "POST":
-            raw = await request.read()
-            if raw:
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    bad_json = True
+        _, body, bad_json = await self._read_body(request)
         if self.record:
             self._record(request, body)
         return body, bad_json
@@ -766,10 +783,14 @@ class FakeOpenAIServer:
             if remaining is None or remaining > 0:
                 if remaining is not None:
                     behavior.fail_times = remaining - 1
-                if status == 429:
-                    return _error(429, "Rate limit reached for requests (fake).")
-                return _error(status, f"The fake upstream was told to fail with {status}.")
+                return self._failure(status)
         return None
+
+    def _failure(self, status: int) -> web.Response:
+        """The answer of the ``fail_status`` knob, in this fake's error shape."""
+        if status == 429:
+            return _error(429, "Rate limit reached for requests (fake).")
+        return _error(status, failure_message(status))
 
     async def _with_effects(self, behavior: FakeBehavior, answer: web.Response) -> web.Response:
         failure = await self._effects(behavior) if _has_effects(behavior) else None
@@ -914,7 +935,7 @@ class FakeOpenAIServer:
                     finished = True
                     return failure
             events, content_chunks = self._stream_events(body, behavior)
-            response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+            response = web.StreamResponse(status=200, headers=self._stream_headers(body))
             await response.prepare(request)
             delay = behavior.stream_chunk_delay_ms / 1000
             cut = behavior.disconnect_after_chunks
@@ -924,7 +945,8 @@ class FakeOpenAIServer:
             for number, event in enumerate(events):
                 if number and delay:
                     await asyncio.sleep(delay)
-                await response.write(event)
+                if event:  # a sibling's framing may have nothing to send at a step
+                    await response.write(event)
             if cut is not None:
                 finished = True  # the server hangs up on purpose; not a client cancellation
                 if request.transport is not None:
@@ -940,6 +962,10 @@ class FakeOpenAIServer:
             self.active_streams -= 1
             if not finished:
                 self.cancelled_streams += 1
+
+    def _stream_headers(self, body: dict[str, Any]) -> Mapping[str, str]:
+        """The headers of a stream's 200 (the siblings have their own content types)."""
+        return _SSE_HEADERS
 
     def _stream_events(
         self, body: dict[str, Any], behavior: FakeBehavior
@@ -1014,6 +1040,12 @@ class FakeOpenAIServer:
         return events, content_chunks
 
 
+def failure_message(status: int, messages: Mapping[int, str] | None = None) -> str:
+    """The message of a ``fail_status`` failure: the provider's usual one, if given."""
+    default = f"The fake upstream was told to fail with {status}."
+    return messages.get(status, default) if messages else default
+
+
 def _has_effects(behavior: FakeBehavior) -> bool:
     return bool(behavior.latency_ms) or behavior.hang or behavior.fail_status is not None
 
@@ -1025,10 +1057,16 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the server's options to a parser (shared by ``main`` and ``fake_provider``)."""
+def add_cli_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    port: int = 9001,
+    api_key_help: str = "require 'Authorization: Bearer KEY'",
+) -> None:
+    """Add the server's options to a parser (shared by ``main``, ``fake_provider`` and the
+    sibling fakes, which pass their own default port and key header)."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=9001, help="port to bind (0: any free)")
+    parser.add_argument("--port", type=int, default=port, help="port to bind (0: any free)")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay before answering")
     parser.add_argument("--completion-tokens", type=int, default=8, help="output tokens")
     parser.add_argument("--fail-status", type=int, default=None, help="always fail with this")
@@ -1040,7 +1078,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-validate", action="store_true", help="skip request validation (benchmarks)"
     )
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument("--api-key", default=None, help=api_key_help)
 
 
 def behavior_from_options(options: Mapping[str, Any]) -> FakeBehavior:
@@ -1089,14 +1127,26 @@ def run(
         runner.run(serve())
 
 
+def parse_cli(
+    argv: Sequence[str] | None,
+    module: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+) -> argparse.Namespace:
+    """The ``python -m <module>`` command line of a fake, parsed."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apps.fakes.openai_server [--port 9001] [--no-validate] ...``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apps.fakes.openai_server",
-        description="Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
+    args = parse_cli(
+        argv,
+        "apps.fakes.openai_server",
+        "Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
+        add_cli_arguments,
     )
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
     run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
     return 0
 

@@ -26,22 +26,39 @@ read), ``prompt_tokens_details.cached_tokens`` the cache reads alone.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from apps.gateway.adapter_common import (
+    ChunkTranslator,
+    add_turn,
+    cache_counted_usage,
+    chat_completion,
+    data_url,
+    fail_unfinished,
+    function_tools,
+    image_url_of,
+    record_usage,
+    send_translated,
+    settle_stream_usage,
+    text_of,
+    tool_arguments,
+    tool_call,
+    tool_parameters,
+)
 from apps.gateway.context import RequestContext
-from apps.gateway.errors import GatewayError, bad_request, upstream_error
-from apps.gateway.respond import end_stream, send_body, send_chunk, sse_error_event, start_stream
+from apps.gateway.errors import GatewayError
+from apps.gateway.respond import end_stream, fail_stream, send_body
 from apps.gateway.snapshot import DeploymentEntry
 from apps.gateway.upstream import (
     UpstreamPool,
-    _connect_error,
     _error_from_upstream,
-    _timeout_error,
+    cached_target,
+    invalid_response,
+    stream_broken,
 )
 
 DEFAULT_MAX_TOKENS = 4096
@@ -60,27 +77,12 @@ FINISH_REASONS = {
 # --------------------------------------------------------------------------- requests
 
 
-def _text_of(content: Any) -> str:
-    """The text of an OpenAI content value (a string or a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text") or "")
-            for p in content
-            if isinstance(p, dict) and p.get("type") == "text" and p.get("text")
-        )
-    return ""
-
-
 def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
-        # Only data URLs are forwarded: the gateway does not fetch remote images for the
-        # provider, and the Messages API version we target takes base64 sources only.
+    parsed = data_url(image_url_of(part))
+    if parsed is None:
+        # The Messages API version we target takes base64 sources only.
         return None
-    media_type, data = url[5:].split(";base64,", 1)
+    media_type, data = parsed
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
@@ -108,31 +110,22 @@ def _tool_use_blocks(tool_calls: Any, index: int) -> list[dict[str, Any]]:
         if not isinstance(call, dict):
             continue  # malformed: nothing to translate
         function = call.get("function") or {}
-        arguments = function.get("arguments") or "{}"
-        try:
-            parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-        except orjson.JSONDecodeError as exc:
-            raise bad_request(
-                "Tool call arguments must be a JSON object.",
-                code="invalid_value",
-                param=f"messages[{index}].tool_calls",
-            ) from exc
+        arguments = tool_arguments(function, index)
         blocks.append(
             {
                 "type": "tool_use",
                 "id": str(call.get("id") or ""),
                 "name": str(function.get("name") or ""),
-                "input": parsed if isinstance(parsed, dict) else {"value": parsed},
+                "input": arguments,
             }
         )
     return blocks
 
 
-def _tool(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function") or {}
+def _tool(function: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": str(function.get("name") or ""),
-        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        "input_schema": tool_parameters(function),
     }
     if function.get("description"):
         out["description"] = str(function["description"])
@@ -159,12 +152,12 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
     for index, message in enumerate(body.get("messages") or ()):
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
+            text = text_of(message.get("content"))
             if text:
                 system.append(text)
             continue
         if role == "tool":
-            result = _text_of(message.get("content"))
+            result = text_of(message.get("content"))
             block: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": str(message.get("tool_call_id") or ""),
@@ -177,12 +170,7 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
             blocks += _tool_use_blocks(message.get("tool_calls"), index)
         else:
             role, blocks = "user", _content_blocks(message.get("content"))
-        if not blocks:
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+        add_turn(messages, role, blocks, "content")
     for message in messages:  # a lone text block reads better (and logs smaller) as a string
         content = message["content"]
         if len(content) == 1 and content[0]["type"] == "text":
@@ -201,11 +189,7 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
         out["stop_sequences"] = [stop]
     elif isinstance(stop, list) and stop:
         out["stop_sequences"] = [str(s) for s in stop]
-    tools = [
-        _tool(t)
-        for t in body.get("tools") or ()
-        if isinstance(t, dict) and t.get("type", "function") == "function"
-    ]
+    tools = [_tool(f) for f in function_tools(body)]
     if tools:
         out["tools"] = tools
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -223,56 +207,35 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
 
 def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage → OpenAI usage; cache reads and writes are input tokens too."""
-    usage = usage or {}
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
-    completion = int(usage.get("output_tokens") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
-
-
-def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": block.get("id"),
-        "type": "function",
-        "function": {
-            "name": block.get("name"),
-            "arguments": orjson.dumps(block.get("input") or {}).decode(),
-        },
-    }
+    return cache_counted_usage(
+        usage,
+        input_key="input_tokens",
+        output_key="output_tokens",
+        read_key="cache_read_input_tokens",
+        write_key="cache_creation_input_tokens",
+    )
 
 
 def anthropic_to_openai(message: dict[str, Any], public_model: str) -> dict[str, Any]:
     """An Anthropic ``Message`` → an OpenAI ``chat.completion`` named after the public model."""
     blocks = message.get("content") or []
     text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
-    calls = [_tool_call(b) for b in blocks if b.get("type") == "tool_use"]
-    answer: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
-    if calls:
-        answer["tool_calls"] = calls
-    return {
-        "id": f"chatcmpl-{message.get('id', '')}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": public_model,
-        "choices": [
-            {
-                "index": 0,
-                "message": answer,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
-                "logprobs": None,
-            }
-        ],
-        "usage": openai_usage(message.get("usage")),
-    }
+    calls = [
+        tool_call(b.get("id"), b.get("name"), b.get("input"))
+        for b in blocks
+        if b.get("type") == "tool_use"
+    ]
+    return chat_completion(
+        f"chatcmpl-{message.get('id', '')}",
+        public_model,
+        text,
+        calls,
+        FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+        openai_usage(message.get("usage")),
+    )
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkTranslator):
     """Anthropic stream events (parsed ``data`` objects) → OpenAI chunk SSE events.
 
     Pure state machine: ``feed`` returns the bytes to send for one event; ``usage`` holds
@@ -281,28 +244,10 @@ class StreamTranslator:
     """
 
     def __init__(self, public_model: str, *, include_usage: bool) -> None:
-        self.public_model = public_model
-        self.include_usage = include_usage
-        self.id = "chatcmpl-"
-        self.created = int(time.time())
-        self.usage: dict[str, Any] = {}
-        self.got_usage = False
+        super().__init__(public_model, include_usage=include_usage, completion_id="chatcmpl-")
         self.finish_reason = "stop"
-        self.finished = False
         self.error: dict[str, Any] | None = None
-        self.deltas = 0
         self._tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool index
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        payload = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.public_model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-            **extra,
-        }
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
 
     def feed(self, event: dict[str, Any]) -> bytes:
         kind = event.get("type")
@@ -347,18 +292,7 @@ class StreamTranslator:
             return b""
         if kind == "message_stop":
             self.finished = True
-            out = self._chunk({}, self.finish_reason)
-            if self.include_usage:
-                usage_chunk = {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.public_model,
-                    "choices": [],
-                    "usage": openai_usage(self.usage),
-                }
-                out += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
-            return out + b"data: [DONE]\n\n"
+            return self._chunk({}, self.finish_reason) + self._closing(openai_usage)
         if kind == "error":
             self.error = event.get("error") or {}
         return b""  # ping, content_block_stop, unknown future events
@@ -374,16 +308,6 @@ def _sse_data(event: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _invalid_response() -> GatewayError:
-    return upstream_error(
-        502, "The upstream provider sent an invalid response.", code="upstream_invalid_response"
-    )
-
-
-def _broken(message: str = "The upstream stream broke off.") -> GatewayError:
-    return upstream_error(502, message, code="upstream_stream_broken")
-
-
 class AnthropicAdapter:
     """Serves OpenAI chat-completions from the Anthropic Messages API."""
 
@@ -392,21 +316,18 @@ class AnthropicAdapter:
         self._targets: dict[tuple[str, str, tuple], tuple[URL, dict[str, str]]] = {}
 
     def _target(self, dep: DeploymentEntry) -> tuple[URL, dict[str, str]]:
-        """The parsed URL and headers, built once per deployment, not per request."""
-        cache_key = (dep.api_base, dep.api_key, dep.options)
-        target = self._targets.get(cache_key)
-        if target is None:
-            if len(self._targets) > 10_000:  # credentials rotate; never grow without bound
-                self._targets.clear()
+        """The parsed URL and headers of a deployment."""
+
+        def build() -> tuple[URL, dict[str, str]]:
             headers = {
                 "content-type": "application/json",
                 "anthropic-version": dict(dep.options).get("anthropic_version") or DEFAULT_VERSION,
             }
             if dep.api_key:
                 headers["x-api-key"] = dep.api_key
-            url = URL(dep.api_base.rstrip("/") + "/v1/messages")
-            target = self._targets[cache_key] = (url, headers)
-        return target
+            return URL(dep.api_base.rstrip("/") + "/v1/messages"), headers
+
+        return cached_target(self._targets, (dep.api_base, dep.api_key, dep.options), build)
 
     async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
         raise GatewayError(400, "Anthropic has no embeddings API.", code="embeddings_not_supported")
@@ -424,43 +345,17 @@ class AnthropicAdapter:
             message = orjson.loads(body)
             answer = anthropic_to_openai(message, ctx.model_name)
         except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise _invalid_response() from exc
-        ctx.input_tokens = answer["usage"]["prompt_tokens"]
-        ctx.output_tokens = answer["usage"]["completion_tokens"]
+            raise invalid_response() from exc
+        record_usage(ctx, answer["usage"])
         await send_body(ctx, 200, orjson.dumps(answer))
 
     async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
         assert ctx.body is not None
         payload = openai_to_anthropic({**ctx.body, "stream": True}, dep.upstream_model)
         url, headers = self._target(dep)
-        t0 = time.perf_counter()
-        try:
-            async with self.pool.session(dep.api_base).post(
-                url, data=orjson.dumps(payload), headers=headers, timeout=self.pool.stream_timeout
-            ) as resp:
-                if resp.status != 200:
-                    body = await resp.read()
-                    raise _error_from_upstream(resp.status, body, resp.headers)
-                await self._pump(ctx, resp)
-        except TimeoutError as exc:
-            raise _timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise _connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
-
-    async def _send(self, ctx: RequestContext, out: bytes) -> None:
-        if not ctx.response_started:
-            ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-            await start_stream(ctx)
-        await send_chunk(ctx, out)
-
-    async def _fail(self, ctx: RequestContext, error: GatewayError) -> GatewayError:
-        """After the first byte: end the stream with an explicit error event."""
-        ctx.error_code = error.code
-        await send_chunk(ctx, sse_error_event(error))
-        await end_stream(ctx)
-        return error
+        await self.pool.post_stream(
+            ctx, dep, url, orjson.dumps(payload), headers, _error_from_upstream, self._pump
+        )
 
     async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
         translator = StreamTranslator(ctx.model_name, include_usage=ctx.include_usage)
@@ -471,43 +366,15 @@ class AnthropicAdapter:
                 if b"\n\n" not in buffer:
                     continue
                 *events, buffer = buffer.split(b"\n\n")
-                out = b""
-                for raw in events:
-                    event = _sse_data(raw) if raw else None
-                    if event is None:
-                        continue
-                    out += translator.feed(event)
-                    if translator.error is not None:
-                        break
-                if out:
-                    await self._send(ctx, out)
-                if translator.error is not None:
-                    message = str(translator.error.get("message") or "")[:500]
-                    error = upstream_error(
-                        502,
-                        f"The upstream provider failed mid-stream: {message}".rstrip(": "),
-                        code="upstream_error",
-                    )
-                    if not ctx.response_started:
-                        raise error  # nothing sent yet: the route stage may fail over
-                    raise await self._fail(ctx, _broken(error.message))
+                await send_translated(ctx, translator, events, _sse_data)
                 if translator.finished:
                     break
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not ctx.response_started:
                 raise
-            raise await self._fail(ctx, _broken()) from exc
+            raise await fail_stream(ctx, stream_broken()) from exc
         finally:
-            if translator.got_usage:
-                usage = openai_usage(translator.usage)
-                ctx.input_tokens = usage["prompt_tokens"]
-                ctx.output_tokens = usage["completion_tokens"]
-            if not (translator.got_usage and translator.finished):
-                # No final count from the provider: one token per delta is the estimate.
-                ctx.usage_estimated = True
-                ctx.output_tokens = max(ctx.output_tokens, translator.deltas)
+            settle_stream_usage(ctx, translator, openai_usage)
         if not translator.finished:
-            if not ctx.response_started:
-                raise _broken("The upstream stream ended without completing.")
-            raise await self._fail(ctx, _broken("The upstream stream ended without completing."))
+            await fail_unfinished(ctx)
         await end_stream(ctx)

@@ -45,7 +45,7 @@ from urllib.parse import quote
 from yarl import URL
 
 from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.upstream import OpenAIAdapter, UpstreamPool
+from apps.gateway.upstream import OpenAIAdapter, UpstreamPool, cached_target
 
 #: The ``api-version`` used when the provider sets none: the GA data-plane version.
 DEFAULT_API_VERSION = "2024-10-21"
@@ -96,12 +96,12 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         self._azure_targets: dict[tuple[Any, ...], tuple[URL, dict[str, str]]] = {}
 
     def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
-        """The URL and headers of a deployment's endpoint, built once, not per request."""
-        cache_key = (dep.api_base, path, dep.api_key, dep.upstream_model, dep.options)
-        target = self._azure_targets.get(cache_key)
-        if target is None:
-            if len(self._azure_targets) > 10_000:  # credentials rotate; never grow unbounded
-                self._azure_targets.clear()
-            url = azure_url(dep.api_base, dep.upstream_model, path, api_version_of(dep))
-            target = self._azure_targets[cache_key] = (url, azure_headers(dep.api_key))
-        return target
+        """The URL and headers of a deployment's endpoint."""
+        return cached_target(
+            self._azure_targets,
+            (dep.api_base, path, dep.api_key, dep.upstream_model, dep.options),
+            lambda: (
+                azure_url(dep.api_base, dep.upstream_model, path, api_version_of(dep)),
+                azure_headers(dep.api_key),
+            ),
+        )

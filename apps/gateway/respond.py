@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from apps.gateway.context import RequestContext
@@ -81,6 +83,24 @@ async def send_chunk(ctx: RequestContext, chunk: bytes) -> None:
     if ctx.capture_limit:
         _capture(ctx, chunk)
     await ctx.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def send_stream_data(ctx: RequestContext, chunk: bytes) -> None:
+    """Send translated stream events; the first one opens the stream and times the first
+    token, so every adapter measures ``ttft_ms`` at the same point."""
+    if not ctx.response_started:
+        ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+        await start_stream(ctx)
+    await send_chunk(ctx, chunk)
+
+
+async def fail_stream(ctx: RequestContext, error: GatewayError) -> GatewayError:
+    """After the first byte: end the stream with an explicit error event (never a clean
+    end) and hand the error back for the caller to raise."""
+    ctx.error_code = error.code
+    await send_chunk(ctx, sse_error_event(error))
+    await end_stream(ctx)
+    return error
 
 
 async def end_stream(ctx: RequestContext) -> None:

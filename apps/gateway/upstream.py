@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import re
 import time
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -20,13 +21,15 @@ from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, upstream_error
 from apps.gateway.respond import (
     end_stream,
+    fail_stream,
     send_body,
-    send_chunk,
-    sse_error_event,
+    send_stream_data,
     start_stream,
 )
 from apps.gateway.routing import CONTENT_POLICY_CODE, CONTEXT_WINDOW_CODE
 from apps.gateway.snapshot import DeploymentEntry
+
+T = TypeVar("T")
 
 
 class Adapter(Protocol):
@@ -84,6 +87,35 @@ class UpstreamPool:
                 url, data=data, headers=headers, timeout=self.timeout
             ) as resp:
                 return resp.status, await resp.read(), resp.headers
+        except TimeoutError as exc:
+            raise _timeout_error() from exc
+        except aiohttp.ClientError as exc:
+            raise _connect_error() from exc
+        finally:
+            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+
+    async def post_stream(
+        self,
+        ctx: RequestContext,
+        dep: DeploymentEntry,
+        url: URL,
+        data: bytes,
+        headers: dict[str, str],
+        error_of: Callable[[int, bytes, Any], GatewayError],
+        pump: Callable[[RequestContext, aiohttp.ClientResponse], Awaitable[None]],
+    ) -> None:
+        """One streaming upstream call, the same for every adapter: a non-200 answer is
+        mapped by ``error_of``, a 200 is handed to ``pump``; timeouts and connection
+        failures become retryable errors and the whole time goes into ``ctx.upstream_ms``."""
+        t0 = time.perf_counter()
+        try:
+            async with self.session(dep.api_base).post(
+                url, data=data, headers=headers, timeout=self.stream_timeout
+            ) as resp:
+                if resp.status != 200:
+                    body = await resp.read()
+                    raise error_of(resp.status, body, resp.headers)
+                await pump(ctx, resp)
         except TimeoutError as exc:
             raise _timeout_error() from exc
         except aiohttp.ClientError as exc:
@@ -162,6 +194,29 @@ def _connect_error() -> GatewayError:
     )
 
 
+def invalid_response() -> GatewayError:
+    """The provider answered 200 with something that is not its wire format."""
+    return upstream_error(
+        502, "The upstream provider sent an invalid response.", code="upstream_invalid_response"
+    )
+
+
+def stream_broken(message: str = "The upstream stream broke off.") -> GatewayError:
+    """A stream that broke or ended early; retryable before the first byte."""
+    return upstream_error(502, message, code="upstream_stream_broken")
+
+
+def cached_target(cache: dict[Any, T], key: Hashable, build: Callable[[], T]) -> T:
+    """A deployment's parsed URL and headers, built once, not per request. Credentials
+    rotate, so the cache is cleared rather than allowed to grow without bound."""
+    target = cache.get(key)
+    if target is None:
+        if len(cache) > 10_000:
+            cache.clear()
+        target = cache[key] = build()
+    return target
+
+
 def _auth_headers(dep: DeploymentEntry) -> dict[str, str]:
     headers = {"Content-Type": "application/json"}
     if dep.api_key:
@@ -188,14 +243,12 @@ class OpenAIAdapter:
         self._targets: dict[tuple[str, str, str], tuple[URL, dict[str, str]]] = {}
 
     def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
-        """The parsed URL and headers of an upstream endpoint, built once, not per request."""
-        cache_key = (dep.api_base, path, dep.api_key)
-        target = self._targets.get(cache_key)
-        if target is None:
-            if len(self._targets) > 10_000:  # credentials rotate; never grow without bound
-                self._targets.clear()
-            target = self._targets[cache_key] = (URL(dep.api_base + path), _auth_headers(dep))
-        return target
+        """The parsed URL and headers of an upstream endpoint."""
+        return cached_target(
+            self._targets,
+            (dep.api_base, path, dep.api_key),
+            lambda: (URL(dep.api_base + path), _auth_headers(dep)),
+        )
 
     async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
         await self.post_json(ctx, dep, "/chat/completions")
@@ -217,11 +270,7 @@ class OpenAIAdapter:
         try:
             usage = orjson.loads(body).get("usage")
         except (orjson.JSONDecodeError, AttributeError) as exc:
-            raise upstream_error(
-                502,
-                "The upstream provider sent an invalid response.",
-                code="upstream_invalid_response",
-            ) from exc
+            raise invalid_response() from exc
         _read_usage(ctx, usage)
         await send_body(ctx, 200, body)
 
@@ -235,28 +284,12 @@ class OpenAIAdapter:
         payload = dict(ctx.body)
         payload["model"] = dep.upstream_model
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
-        session = self.pool.session(dep.api_base)
         url, headers = self._target(dep, "/chat/completions")
-        t0 = time.perf_counter()
-        try:
-            async with session.post(
-                url,
-                data=orjson.dumps(payload),
-                headers=headers,
-                timeout=self.pool.stream_timeout,
-            ) as resp:
-                if resp.status != 200:
-                    body = await resp.read()
-                    raise _error_from_upstream(resp.status, body, resp.headers)
-                await self._pump(ctx, resp, t0)
-        except TimeoutError as exc:
-            raise _timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise _connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
+        await self.pool.post_stream(
+            ctx, dep, url, orjson.dumps(payload), headers, _error_from_upstream, self._pump
+        )
 
-    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse, t0: float) -> None:
+    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
         buffer = b""
         got_usage = False
         done = False
@@ -286,43 +319,27 @@ class OpenAIAdapter:
                     out.append(event)
                     out.append(b"\n\n")
                 if out:
-                    if not ctx.response_started:
-                        ctx.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-                        await start_stream(ctx)
-                    await send_chunk(ctx, b"".join(out))
+                    await send_stream_data(ctx, b"".join(out))
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not ctx.response_started:
                 if isinstance(exc, TimeoutError):
                     raise
                 # Connected and answered 200, then broke before any event: retryable.
-                raise upstream_error(
-                    502, "The upstream stream broke off.", code="upstream_stream_broken"
-                ) from exc
+                raise stream_broken() from exc
             # Broken after the first byte: end with an explicit error event, never a clean end.
-            error = upstream_error(
-                502, "The upstream stream broke off.", code="upstream_stream_broken"
-            )
-            ctx.error_code = error.code
             ctx.usage_estimated = not got_usage
             if not got_usage:
                 ctx.output_tokens = chunks
-            await send_chunk(ctx, sse_error_event(error))
-            await end_stream(ctx)
-            raise error from exc
+            raise await fail_stream(ctx, stream_broken()) from exc
         finally:
             if not got_usage:
                 ctx.usage_estimated = True
                 ctx.output_tokens = max(ctx.output_tokens, chunks)
         if not done:
-            error = upstream_error(
-                502, "The upstream stream ended without completing.", code="upstream_stream_broken"
-            )
+            error = stream_broken("The upstream stream ended without completing.")
             if not ctx.response_started:
                 raise error  # nothing reached the client: the route stage may fail over
-            ctx.error_code = error.code
-            await send_chunk(ctx, sse_error_event(error))
-            await end_stream(ctx)
-            raise error
+            raise await fail_stream(ctx, error)
         if not ctx.response_started:
             await start_stream(ctx)
         await end_stream(ctx)

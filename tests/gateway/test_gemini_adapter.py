@@ -17,15 +17,15 @@ import orjson
 import pytest
 
 from apps.fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
-from apps.gateway.adapters_gemini import (
+from apps.gateway.adapters_gemini import gemini_error
+from apps.gateway.errors import GatewayError
+from apps.gateway.translate_gemini import (
     StreamTranslator,
-    gemini_error,
     gemini_to_openai,
     gemini_to_openai_embeddings,
     openai_to_gemini,
     openai_to_gemini_embeddings,
 )
-from apps.gateway.errors import GatewayError
 from apps.providers.models import Deployment, DeploymentRole, Provider
 from tests.factories import key_create, model_create, provider_create, records_wait
 

@@ -1,0 +1,357 @@
+"""Bedrock Converse ⇄ OpenAI chat-completions translation.
+
+Pure functions (no I/O, no ``ctx``) so they can be tested without a server; the adapter
+that signs and sends them is :mod:`apps.gateway.adapters_bedrock`.
+
+What is translated (OpenAI → Converse):
+  * ``system`` / ``developer`` messages → ``system: [{"text"}]``; user/assistant turns →
+    ``messages`` with ``{"text"}`` blocks; consecutive same-role messages are merged
+    (Converse requires alternating roles);
+  * image parts given as base64 ``data:`` URLs → ``{"image": {"format", "source":
+    {"bytes"}}}`` (png, jpeg, gif, webp); a remote image URL or another format is a 400:
+    Bedrock cannot fetch URLs and dropping the image would answer a different question;
+  * ``tools`` → ``toolConfig.tools[].toolSpec`` (``inputSchema.json`` = parameters);
+    ``tool_choice`` auto/required/named → ``{"auto"}``/``{"any"}``/``{"tool"}``;
+    ``tool_choice: "none"`` has no Converse equivalent: the tools are not sent, unless the
+    conversation already holds tool calls, where Bedrock insists on a ``toolConfig``: then
+    they are sent with the model's default choice;
+  * assistant ``tool_calls`` → ``toolUse`` blocks; ``role: "tool"`` → a user message with a
+    ``toolResult`` block whose content is the tool's text (kept as ``text``, not parsed
+    into ``json``: every Converse model takes text, not all take ``json``; no ``status``,
+    which only some models accept);
+  * ``max_completion_tokens`` / ``max_tokens``, ``temperature``, ``top_p``, ``stop`` →
+    ``inferenceConfig`` {maxTokens, temperature, topP, stopSequences};
+  * ``response_format``: ``json_object`` / ``text`` add nothing; ``json_schema`` is
+    refused with 400 ``unsupported_parameter`` rather than silently ignored.
+Not forwarded: ``parallel_tool_calls``, ``user``, ``seed``, penalties, ``logprobs``,
+``logit_bias``, ``stream_options`` (the usage chunk is ours); ``n`` > 1 is refused (400).
+A conversation that does not start with a user turn, or that holds tool calls but no
+``tools``, is sent as is: Bedrock's own ValidationException explains it to the client.
+
+Answers (Converse → OpenAI): text blocks joined, ``toolUse`` → ``tool_calls`` (arguments =
+the JSON of ``input``), ``reasoningContent`` dropped; stop reasons end_turn/stop_sequence →
+stop, max_tokens/model_context_window_exceeded → length, tool_use → tool_calls,
+guardrail_intervened/content_filtered → content_filter. Usage: ``prompt_tokens`` counts
+``inputTokens`` + cache reads + cache writes (all are input the model read),
+``prompt_tokens_details.cached_tokens`` the cache reads alone.
+
+Streams: messageStart → the role chunk; ``contentBlockStart`` of a toolUse → a tool_calls
+delta (index, id, name); ``contentBlockDelta`` text / toolUse.input pieces → content /
+arguments deltas; messageStop → the finish_reason chunk; metadata → the usage chunk (only
+when ``stream_options.include_usage``) and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from apps.gateway.adapter_common import (
+    ChunkTranslator,
+    add_turn,
+    cache_counted_usage,
+    chat_completion,
+    data_url,
+    function_tools,
+    image_url_of,
+    stop_sequences,
+    text_of,
+    tool_arguments,
+    tool_call,
+    tool_parameters,
+)
+from apps.gateway.errors import bad_request
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+    parsed = data_url(image_url_of(part))
+    if parsed is None:
+        raise bad_request(
+            "Bedrock takes images only as base64 data URLs (data:image/png;base64,...).",
+            code="unsupported_parameter",
+            param=param,
+        )
+    media_type, data = parsed
+    image_format = IMAGE_FORMATS.get(media_type.lower())
+    if image_format is None:
+        raise bad_request(
+            f"Bedrock does not accept images of type '{media_type[:50]}' "
+            "(png, jpeg, gif and webp only).",
+            code="invalid_value",
+            param=param,
+        )
+    # In the REST JSON body a blob is its base64 text: the data URL's payload as is.
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
+
+
+def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
+    """OpenAI user/assistant content → Converse blocks (empty text dropped: it is rejected)."""
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        for position, part in enumerate(content):
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text" and part.get("text"):
+                blocks.append({"text": str(part["text"])})
+            elif part.get("type") == "image_url":
+                blocks.append(_image_block(part, f"messages[{index}].content[{position}]"))
+    return blocks
+
+
+def _tool_use_blocks(tool_calls: Any, index: int) -> list[dict[str, Any]]:
+    blocks = []
+    for call in tool_calls or ():
+        if not isinstance(call, dict):
+            continue  # malformed: nothing to translate
+        function = call.get("function") or {}
+        arguments = tool_arguments(function, index)
+        blocks.append(
+            {
+                "toolUse": {
+                    "toolUseId": str(call.get("id") or ""),
+                    "name": str(function.get("name") or ""),
+                    "input": arguments,
+                }
+            }
+        )
+    return blocks
+
+
+def _tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = [
+            {"text": str(p["text"])}
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and p.get("text")
+        ]
+    else:
+        texts = [{"text": content}] if isinstance(content, str) and content else []
+    return {"toolResult": {"toolUseId": str(message.get("tool_call_id") or ""), "content": texts}}
+
+
+def _tool_spec(function: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": str(function.get("name") or ""),
+        "inputSchema": {"json": tool_parameters(function)},
+    }
+    if function.get("description"):
+        spec["description"] = str(function["description"])
+    return {"toolSpec": spec}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return {"tool": {"name": str(name or "")}}
+    if choice == "required":
+        return {"any": {}}
+    if choice == "auto":
+        return {"auto": {}}
+    return None  # not given (the model's default is auto), or "none" (handled by the caller)
+
+
+def _inference_config(body: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        config["maxTokens"] = max_tokens
+    for source, target in (("temperature", "temperature"), ("top_p", "topP")):
+        value = body.get(source)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            config[target] = value
+    stop = stop_sequences(body)
+    if stop:
+        config["stopSequences"] = stop
+    return config
+
+
+def _check_unsupported(body: dict[str, Any]) -> None:
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        raise bad_request(
+            "response_format 'json_schema' is not supported for Bedrock deployments "
+            "(Converse has no structured-output mode we translate to); use 'json_object' "
+            "or a tool.",
+            code="unsupported_parameter",
+            param="response_format",
+        )
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:
+        raise bad_request(
+            "Bedrock returns one choice per request: 'n' must be 1.",
+            code="unsupported_parameter",
+            param="n",
+        )
+
+
+def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat-completions body → a Converse body (the model id goes in the URL)."""
+    _check_unsupported(body)
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    has_tool_blocks = False
+    for index, message in enumerate(body.get("messages") or ()):
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = text_of(message.get("content"))
+            if text:
+                system.append({"text": text})
+            continue
+        if role == "tool":
+            role, blocks = "user", [_tool_result_block(message)]
+            has_tool_blocks = True
+        elif role == "assistant":
+            blocks = _content_blocks(message.get("content"), index)
+            calls = _tool_use_blocks(message.get("tool_calls"), index)
+            has_tool_blocks = has_tool_blocks or bool(calls)
+            blocks += calls
+        else:
+            role, blocks = "user", _content_blocks(message.get("content"), index)
+        add_turn(messages, role, blocks, "content")
+
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = system
+    config = _inference_config(body)
+    if config:
+        out["inferenceConfig"] = config
+    tools = [_tool_spec(f) for f in function_tools(body)]
+    choice = body.get("tool_choice")
+    if tools and (choice != "none" or has_tool_blocks):
+        tool_config: dict[str, Any] = {"tools": tools}
+        converse_choice = _tool_choice(choice)
+        if converse_choice is not None:
+            tool_config["toolChoice"] = converse_choice
+        out["toolConfig"] = tool_config
+    return out
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Converse ``TokenUsage`` → OpenAI usage; cache reads and writes are input tokens too."""
+    return cache_counted_usage(
+        usage,
+        input_key="inputTokens",
+        output_key="outputTokens",
+        read_key="cacheReadInputTokens",
+        write_key="cacheWriteInputTokens",
+    )
+
+
+def _tool_call(tool_use: dict[str, Any]) -> dict[str, Any]:
+    return tool_call(tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input"))
+
+
+def converse_to_openai(answer: dict[str, Any], public_model: str, answer_id: str) -> dict[str, Any]:
+    """A Converse answer → an OpenAI ``chat.completion`` named after the public model."""
+    message = (answer.get("output") or {}).get("message") or {}
+    blocks = [b for b in message.get("content") or () if isinstance(b, dict)]
+    text = "".join(str(b["text"]) for b in blocks if isinstance(b.get("text"), str))
+    calls = [_tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)]
+    return chat_completion(
+        f"chatcmpl-{answer_id}",
+        public_model,
+        text,
+        calls,
+        FINISH_REASONS.get(str(answer.get("stopReason") or ""), "stop"),
+        openai_usage(answer.get("usage")),
+    )
+
+
+class StreamTranslator(ChunkTranslator):
+    """ConverseStream messages (event-stream headers + JSON payload) → OpenAI chunk events.
+
+    Pure state machine: ``feed`` returns the bytes to send for one message. ``usage`` holds
+    the metadata event's counts; ``finished`` turns true at the metadata event after a
+    messageStop; an ``exception`` (or ``error``) message is kept in ``error`` as
+    ``(exception type, message)`` and produces nothing.
+    """
+
+    def __init__(self, public_model: str, answer_id: str, *, include_usage: bool) -> None:
+        super().__init__(
+            public_model, include_usage=include_usage, completion_id=f"chatcmpl-{answer_id}"
+        )
+        self.stopped = False
+        self.finish_reason = "stop"
+        self.error: tuple[str, str] | None = None
+        self._tool_index: dict[int, int] = {}  # contentBlockIndex → OpenAI tool index
+
+    def feed(self, headers: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
+        message_type = headers.get(":message-type")
+        if message_type == "exception":
+            kind = str(headers.get(":exception-type") or "exception")
+            self.error = (kind, str(payload.get("message") or payload.get("Message") or ""))
+            return b""
+        if message_type == "error":
+            kind = str(headers.get(":error-code") or "error")
+            self.error = (kind, str(headers.get(":error-message") or ""))
+            return b""
+        kind = headers.get(":event-type")
+        if kind == "messageStart":
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "contentBlockStart":
+            tool_use = (payload.get("start") or {}).get("toolUse")
+            if not isinstance(tool_use, dict):
+                return b""
+            block = int(payload.get("contentBlockIndex") or 0)
+            tool_index = self._tool_index.setdefault(block, len(self._tool_index))
+            call = {
+                "index": tool_index,
+                "id": tool_use.get("toolUseId"),
+                "type": "function",
+                "function": {"name": tool_use.get("name"), "arguments": ""},
+            }
+            return self._chunk({"tool_calls": [call]})
+        if kind == "contentBlockDelta":
+            delta = payload.get("delta") or {}
+            if isinstance(delta.get("text"), str):
+                self.deltas += 1
+                return self._chunk({"content": delta["text"]})
+            tool_use = delta.get("toolUse")
+            if isinstance(tool_use, dict):
+                self.deltas += 1
+                block = int(payload.get("contentBlockIndex") or 0)
+                tool_index = self._tool_index.setdefault(block, len(self._tool_index))
+                piece = str(tool_use.get("input") or "")
+                return self._chunk(
+                    {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
+                )
+            return b""  # reasoning, citations: no OpenAI equivalent
+        if kind == "messageStop":
+            self.stopped = True
+            self.finish_reason = FINISH_REASONS.get(str(payload.get("stopReason") or ""), "stop")
+            return self._chunk({}, self.finish_reason)
+        if kind == "metadata":
+            if isinstance(payload.get("usage"), dict):
+                self.usage = payload["usage"]
+                self.got_usage = True
+            if not self.stopped:
+                return b""  # metadata before messageStop: the stream is not complete
+            self.finished = True
+            return self._closing(openai_usage)
+        return b""  # contentBlockStop, unknown future events
