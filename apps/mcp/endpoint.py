@@ -723,16 +723,15 @@ class McpApp:
         )
         return data
 
-    async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _whole_servers(self, ctx: RequestContext) -> list[Any]:
+        """Ready upstreams the key may use as a whole (resources and prompts need that)."""
         assert ctx.key is not None
         policy = await self.current_policy()
         ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
-        resources = [
-            r
-            for u in ready
-            if decide(policy, ctx.key.identity, u.spec.name, "*").allowed
-            for r in u.resources
-        ]
+        return [u for u in ready if decide(policy, ctx.key.identity, u.spec.name, "*").allowed]
+
+    async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
+        resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
         ctx.decide("authorize", "allow", f"{len(resources)} resources")
         return {"resources": resources}
 
@@ -766,13 +765,9 @@ class McpApp:
         )
 
     async def _prompts_list(self, ctx: RequestContext) -> dict[str, Any]:
-        assert ctx.key is not None
-        policy = await self.current_policy()
-        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
         prompts = [
             {**p, "name": f"{u.spec.name}{SEPARATOR}{p['name']}"}
-            for u in ready
-            if decide(policy, ctx.key.identity, u.spec.name, "*").allowed
+            for u in await self._whole_servers(ctx)
             for p in u.prompts
         ]
         ctx.decide("authorize", "allow", f"{len(prompts)} prompts")
