@@ -22,20 +22,7 @@ from apps.gateway.adapters_anthropic import (
 )
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-
+from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 # --------------------------------------------------------------------------- pure: requests
 
@@ -453,21 +440,7 @@ def test_tool_call_round_trip(setup, stream):
         call_id, name, arguments = call.id, call.function.name, call.function.arguments
     assert name == "get_weather" and json.loads(arguments) == dict(TOOL_INPUT)
 
-    follow_up = [
-        *messages,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": arguments},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"},
-    ]
+    follow_up = tool_follow_up(messages, call_id, name, arguments)
     answer = client.chat.completions.create(
         model="claude", messages=follow_up, tools=[WEATHER_TOOL]
     )

@@ -21,24 +21,13 @@ from apps.gateway.snapshot import DeploymentEntry
 from apps.gateway.translate_bedrock import StreamTranslator, converse_to_openai, openai_to_converse
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 ACCESS_KEY_ID = "AKIDODOCKTEST"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYodockSECRET"
 SESSION_TOKEN = "FwoGZXIvYXdzEODOCKsessionTOKEN"
 REGION = "eu-west-1"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 PNG = "iVBORw0KGgoAAAANSUhEUg=="  # the first bytes of a PNG file
 
 
@@ -670,21 +659,7 @@ def test_tool_call_round_trip(setup, stream):
         "get_weather"
     )
 
-    follow_up = [
-        *messages,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": arguments},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"},
-    ]
+    follow_up = tool_follow_up(messages, call_id, name, arguments)
     answer = client.chat.completions.create(
         model="claude", messages=follow_up, tools=[WEATHER_TOOL]
     )

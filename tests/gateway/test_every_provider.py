@@ -15,22 +15,12 @@ import openai
 import pytest
 
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.tool_calls import WEATHER_TOOL
 
 UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
 AWS_KEY_ID = "AKIDMATRIXTEST"
 KINDS = ["openai", "openai_compatible", "azure", "anthropic", "gemini", "bedrock"]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
+WEATHER = WEATHER_TOOL
 ANTHROPIC_WEATHER = {
     "name": "get_weather",
     "description": "Current weather in a city.",

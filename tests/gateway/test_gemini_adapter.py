@@ -28,19 +28,8 @@ from apps.gateway.translate_gemini import (
 )
 from apps.providers.models import Deployment, DeploymentRole, Provider
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 UPSTREAM_KEY = "AIza-upstream-secret"
 
 
@@ -631,21 +620,7 @@ def test_tool_call_round_trip(setup, stream):
     declared = upstream.requests[-1]["json"]["tools"][0]["functionDeclarations"][0]
     assert declared["parametersJsonSchema"] == WEATHER_TOOL["function"]["parameters"]
 
-    follow_up = [
-        *messages,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": arguments},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"},
-    ]
+    follow_up = tool_follow_up(messages, call_id, name, arguments)
     answer = client.chat.completions.create(
         model="gemini", messages=follow_up, tools=[WEATHER_TOOL]
     )

@@ -22,23 +22,12 @@ from apps.fakes.azure_server import FakeAzureOpenAIServer
 from apps.fakes.openai_server import TOOL_ARGUMENTS, FakeOpenAIServer
 from apps.gateway.adapters_azure import DEFAULT_API_VERSION
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.tool_calls import WEATHER_TOOL
 
 UPSTREAM_KEY = "sk-upstream-wire"
 CHAT_PRICE = (Decimal("0.15"), Decimal("0.60"))
 EMBED_PRICE = Decimal("0.02")
 MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @dataclass
