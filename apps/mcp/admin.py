@@ -16,8 +16,16 @@ class McpToolInline(admin.TabularInline):
 
 @admin.register(McpServer)
 class McpServerAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
-    list_display = ("name", "transport", "url", "command", "credentials_set", "is_active")
-    list_filter = ("transport", "is_active")
+    list_display = (
+        "name",
+        "transport",
+        "url",
+        "command",
+        "namespaced",
+        "credentials_set",
+        "is_active",
+    )
+    list_filter = ("transport", "namespaced", "is_active")
     search_fields = ("name", "url", "command")
     inlines = (McpToolInline,)
 

@@ -21,6 +21,7 @@ def _spec(server: McpServer) -> ServerSpec:
         url=server.url,
         command=server.command,
         args=tuple(server.args or ()),
+        namespaced=server.namespaced,
         headers=tuple(sorted(headers.items())),
     )
 

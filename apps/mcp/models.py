@@ -30,6 +30,14 @@ class McpServer(models.Model):
     name = models.SlugField(
         max_length=64, unique=True, help_text="Prefix of its tools' names: <name>__<tool>."
     )
+    namespaced = models.BooleanField(
+        default=True,
+        help_text=(
+            "Agents see its tools and prompts as <name>__<tool>. Off: under their upstream "
+            "names (a name two servers of one key share is then hidden and refused as "
+            "ambiguous)."
+        ),
+    )
     transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.HTTP)
     url = models.URLField(max_length=500, blank=True, help_text="Streamable HTTP endpoint.")
     command = models.CharField(max_length=500, blank=True, help_text="stdio: the executable.")

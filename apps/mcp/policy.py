@@ -20,8 +20,13 @@ class ServerSpec:
     url: str
     command: str = ""
     args: tuple[str, ...] = ()
+    namespaced: bool = True
     # Injected upstream, never sent to a client (repr hidden so logs do not show them).
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def exposed(self, name: str) -> str:
+        """The name agents see for one of its tools or prompts."""
+        return f"{self.name}{SEPARATOR}{name}" if self.namespaced else name
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -1,8 +1,10 @@
 """Pooled client sessions to the upstream MCP servers (the official SDK's client).
 
 One long-lived ``ClientSession`` per server and gateway process, opened on first use and
-kept: discovery (tools, resources, prompts) happens once, and again when the server says
-its list changed. A session that fails is dropped and reopened on the next request.
+kept: discovery (tools, resources, templates, prompts) happens once, and again when the
+server says its list changed (then the gateway tells its agents). A session that fails is
+dropped and reopened on the next request, re-subscribing the resources agents watch.
+Upstream log level is set to ``debug``: each agent session filters at its own level.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from apps.mcp.policy import ServerSpec
+from apps.mcp.relay import RelayCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,16 @@ def _wire(model: Any) -> dict[str, Any]:
     data = model.model_dump(by_alias=True, exclude_none=True, mode="json")
     data.pop("resultType", None)  # 2026-07-28 envelope field; not in the revisions we serve
     return data
+
+
+class UpstreamEvents:
+    """What the pool tells the gateway about (its agents' GET streams); no-ops by default."""
+
+    def list_changed(self, server: str, kind: str) -> None:
+        """``kind``: tools | resources | prompts."""
+
+    def resource_updated(self, server: str, uri: str) -> None:
+        pass
 
 
 async def _all_pages(fetch: Any, attr: str) -> list[dict[str, Any]]:
@@ -46,13 +59,18 @@ async def _all_pages(fetch: Any, attr: str) -> list[dict[str, Any]]:
 
 
 class UpstreamServer:
-    def __init__(self, spec: ServerSpec, *, timeout: float) -> None:
+    def __init__(
+        self, spec: ServerSpec, *, timeout: float, events: UpstreamEvents | None = None
+    ) -> None:
         self.spec = spec
         self.timeout = timeout
+        self.events = events or UpstreamEvents()
         self.session: ClientSession | None = None
         self.tools: dict[str, dict[str, Any]] = {}
         self.resources: list[dict[str, Any]] = []
+        self.templates: list[dict[str, Any]] = []
         self.prompts: list[dict[str, Any]] = []
+        self.subscribers: dict[str, set[str]] = {}  # uri -> agent session ids
         self.capabilities: types.ServerCapabilities | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -101,13 +119,28 @@ class UpstreamServer:
                     read, write = await stack.enter_async_context(
                         streamable_http_client(self.spec.url, http_client=client)
                     )
+                relay = RelayCallbacks(self.spec.name)
                 session = await stack.enter_async_context(
-                    ClientSession(read, write, message_handler=self._on_message)
+                    ClientSession(
+                        read,
+                        write,
+                        message_handler=self._on_message,
+                        logging_callback=relay.logging,
+                        sampling_callback=relay.sampling,
+                        elicitation_callback=relay.elicitation,
+                        list_roots_callback=relay.roots,
+                    )
                 )
                 result = await session.initialize()
                 self.capabilities = result.capabilities
                 self.session = session
+                if result.capabilities.logging is not None:
+                    with contextlib.suppress(Exception):
+                        await session.set_logging_level("debug")
                 await self.discover()
+                for uri in [u for u, who in self.subscribers.items() if who]:
+                    with contextlib.suppress(Exception):
+                        await session.subscribe_resource(uri)
                 self._ready.set()
                 await self._stop.wait()
         except Exception:
@@ -125,6 +158,10 @@ class UpstreamServer:
         if caps is None or caps.resources is not None:
             with contextlib.suppress(Exception):
                 self.resources = await _all_pages(session.list_resources, "resources")
+            with contextlib.suppress(Exception):
+                self.templates = await _all_pages(
+                    session.list_resource_templates, "resource_templates"
+                )
         if caps is None or caps.prompts is not None:
             with contextlib.suppress(Exception):
                 self.prompts = await _all_pages(session.list_prompts, "prompts")
@@ -137,20 +174,49 @@ class UpstreamServer:
         self.tools = {t["name"]: t for t in tools}
         self.refreshes += 1
 
-    async def _on_message(self, message: Any) -> None:
-        """``list_changed``: discover again (in a task: the handler must not block)."""
-        if isinstance(message, types.ToolListChangedNotification):
-            asyncio.get_running_loop().create_task(self._safely(self.refresh_tools()))
-        elif isinstance(
-            message, (types.ResourceListChangedNotification, types.PromptListChangedNotification)
-        ):
-            asyncio.get_running_loop().create_task(self._safely(self.discover()))
+    @property
+    def can_subscribe(self) -> bool:
+        caps = self.capabilities
+        return bool(caps and caps.resources and caps.resources.subscribe)
 
-    async def _safely(self, job: Any) -> None:
+    async def subscribe(self, uri: str, session_id: str) -> None:
+        """Counted per agent session; the upstream is subscribed once, by the first."""
+        who = self.subscribers.setdefault(uri, set())
+        if not who and self.session is not None:
+            await self.session.subscribe_resource(uri)
+        who.add(session_id)
+
+    async def unsubscribe(self, uri: str, session_id: str) -> None:
+        who = self.subscribers.get(uri)
+        if who is None or session_id not in who:
+            return
+        who.discard(session_id)
+        if not who:
+            del self.subscribers[uri]
+            if self.session is not None:
+                with contextlib.suppress(Exception):
+                    await self.session.unsubscribe_resource(uri)
+
+    async def _on_message(self, message: Any) -> None:
+        """``list_changed``: discover again, then tell the agents (in a task: the handler
+        must not block); ``resources/updated``: tell the agents subscribed to it."""
+        loop = asyncio.get_running_loop()
+        if isinstance(message, types.ToolListChangedNotification):
+            loop.create_task(self._safely(self.refresh_tools(), "tools"))
+        elif isinstance(message, types.ResourceListChangedNotification):
+            loop.create_task(self._safely(self.discover(), "resources"))
+        elif isinstance(message, types.PromptListChangedNotification):
+            loop.create_task(self._safely(self.discover(), "prompts"))
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            self.events.resource_updated(self.spec.name, message.params.uri)
+
+    async def _safely(self, job: Any, kind: str) -> None:
         try:
             await job
         except Exception:
             log.warning("MCP upstream %s: refresh failed", self.spec.name, exc_info=True)
+            return
+        self.events.list_changed(self.spec.name, kind)
 
     def drop(self) -> None:
         """Close the session; the next request opens a new one."""
@@ -164,8 +230,9 @@ class UpstreamServer:
 
 
 class UpstreamPool:
-    def __init__(self, *, timeout: float = 30.0) -> None:
+    def __init__(self, *, timeout: float = 30.0, events: UpstreamEvents | None = None) -> None:
         self.timeout = timeout
+        self.events = events
         self.servers: dict[str, UpstreamServer] = {}
 
     def sync(self, specs: dict[str, ServerSpec]) -> None:
@@ -178,7 +245,9 @@ class UpstreamPool:
     def get(self, spec: ServerSpec) -> UpstreamServer:
         upstream = self.servers.get(spec.name)
         if upstream is None:
-            upstream = self.servers[spec.name] = UpstreamServer(spec, timeout=self.timeout)
+            upstream = self.servers[spec.name] = UpstreamServer(
+                spec, timeout=self.timeout, events=self.events
+            )
         return upstream
 
     async def ready(self, specs: list[ServerSpec]) -> list[UpstreamServer]:

@@ -57,7 +57,8 @@ What a run does (and what a second run relies on):
   ``threshold`` for prompt_injection, ``max_input_bytes``/``max_messages``/
   ``max_prompt_tokens`` for input_limits). Each rule is validated like the admin form.
 - **MCP.** ``mcp_servers:`` registers upstream MCP servers by name: ``url:`` (Streamable
-  HTTP) or ``command:`` + ``args:`` (stdio), ``active``, and credentials the gateway injects:
+  HTTP) or ``command:`` + ``args:`` (stdio), ``active``, ``namespaced`` (default true: tools
+  and prompts are ``<server>__<name>``; false: upstream names), and credentials the gateway injects:
   ``bearer_token`` or ``bearer_token_env: VAR``, ``headers: {Name: value}`` or
   ``headers_env: {Name: VAR}`` (stored encrypted, never printed; left out: kept; ``""`` or
   ``{}``: cleared). A server's ``tools:`` list (``name``, ``requires_approval``, ``rpm``,
@@ -414,6 +415,7 @@ class McpServerSpec(_Spec):
     headers: dict[HeaderName, SecretStr] | None = None
     headers_env: dict[HeaderName, str] | None = None
     active: bool | None = None
+    namespaced: bool | None = None
     tools: list[McpToolSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -847,6 +849,8 @@ class _Applier:
             values["headers"] = _headers_text(headers, server)
         if spec.active is not None:
             values["is_active"] = spec.active
+        if spec.namespaced is not None:
+            values["namespaced"] = spec.namespaced
         self._save(server, values, f"MCP server {spec.name}", path)
         existing = {t.name: t for t in server.tools.all()}
         for j, tool in enumerate(spec.tools):

@@ -276,7 +276,9 @@ def test_sessions_versions_and_authentication(world):
         unknown = {"jsonrpc": "2.0", "id": 3, "method": "nope/nope"}
         assert http.post(url, json=unknown, headers=with_sid).json()["error"]["code"] == -32601
         assert http.post(url, content=b"{", headers=with_sid).json()["error"]["code"] == -32700
-        assert http.get(url, headers=with_sid).status_code == 405
+        json_only = {**with_sid, "Accept": "application/json"}
+        assert http.get(url, headers=json_only).status_code == 406  # GET is an event stream
+        assert http.put(url, json=ping, headers=with_sid).status_code == 405
 
         assert http.delete(url, headers={**theirs, "Mcp-Session-Id": sid}).status_code == 404
         assert http.delete(url, headers=with_sid).status_code == 200

@@ -1,0 +1,572 @@
+"""The MCP methods ``/mcp`` answers for a key, over the upstream servers it may use.
+
+Names: a namespaced server's tools and prompts are ``<server>__<name>``; an un-namespaced
+server's keep their upstream names. A name two servers of one key would share is hidden
+from lists and refused as ambiguous (a call must never land on the wrong server).
+Resources keep their URIs. Tools need a grant on the tool; resources, templates, prompts
+and completions need the whole server granted.
+
+A tool call, top to bottom: resolve the name → authorize (grant, approval) → validate the
+arguments → inspect them (guardrails) → reserve (rate, budget) → call upstream, relaying
+what it says meanwhile → settle → inspect the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+
+from apps.gateway.context import RequestContext
+from apps.gateway.snapshot import Identity
+from apps.mcp import metering
+from apps.mcp.errors import (
+    APPROVAL_REQUIRED,
+    GUARDRAIL_BLOCKED,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    NOT_ALLOWED,
+    RESOURCE_NOT_FOUND,
+    UNAVAILABLE,
+    McpFailure,
+)
+from apps.mcp.inspect import Blocked, scan_value, schema_violation
+from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
+from apps.mcp.relay import Relay, wire
+from apps.mcp.sessions import LOG_LEVELS, Session
+from apps.mcp.upstream import UpstreamPool, UpstreamServer, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+_TEMPLATES: dict[str, UriTemplate | None] = {}
+
+
+def template_matches(template: str, uri: str) -> bool:
+    """RFC 6570 matching with the SDK's parser, each template parsed once."""
+    if template not in _TEMPLATES:
+        if len(_TEMPLATES) > 5000:
+            _TEMPLATES.clear()
+        try:
+            _TEMPLATES[template] = UriTemplate.parse(template)
+        except InvalidUriTemplate:
+            _TEMPLATES[template] = None
+    parsed = _TEMPLATES[template]
+    return parsed is not None and parsed.match(uri) is not None
+
+
+def named_servers(policy: McpPolicy, identity: Identity) -> set[str]:
+    """Servers some level of the key grants anything on (others are never contacted)."""
+    levels = [
+        ("org", identity.org_id),
+        ("team", identity.team_id),
+        ("project", identity.project_id),
+        ("key", identity.key_id),
+    ]
+    return {g.server for lv in levels for g in policy.grants.get(lv, ()) if g.allow}
+
+
+class CallTrace:
+    """What the record says beyond the context: server, upstream name and cost of a call."""
+
+    __slots__ = ("server", "tool", "cost_micro")
+
+    def __init__(self) -> None:
+        self.server = ""
+        self.tool = ""
+        self.cost_micro = 0
+
+
+class McpMethods:
+    """Mixed into ``McpApp``: needs ``gateway``, ``pool`` and ``current_policy``."""
+
+    gateway: Any
+    pool: UpstreamPool
+    call_timeout: float
+
+    async def current_policy(self) -> McpPolicy:  # pragma: no cover - McpApp's
+        raise NotImplementedError
+
+    async def dispatch(
+        self,
+        ctx: RequestContext,
+        session: Session,
+        method: str,
+        params: dict[str, Any],
+        trace: CallTrace,
+        relay: Relay,
+    ) -> dict[str, Any]:
+        if method == "ping":
+            return {}
+        if method == "tools/list":
+            return await self._tools_list(ctx)
+        if method == "tools/call":
+            return await self._tools_call(ctx, params, trace, relay)
+        if method == "resources/list":
+            return await self._resources_list(ctx)
+        if method == "resources/templates/list":
+            return await self._templates_list(ctx)
+        if method == "resources/read":
+            return await self._resources_read(ctx, params, trace, relay)
+        if method == "resources/subscribe":
+            return await self._subscribe(ctx, session, params, trace)
+        if method == "resources/unsubscribe":
+            return await self._unsubscribe(ctx, session, params, trace)
+        if method == "prompts/list":
+            return await self._prompts_list(ctx)
+        if method == "prompts/get":
+            return await self._prompts_get(ctx, params, trace, relay)
+        if method == "completion/complete":
+            return await self._complete(ctx, params, trace, relay)
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LOG_LEVELS:
+                raise McpFailure(
+                    INVALID_PARAMS,
+                    f"'level' must be one of {', '.join(LOG_LEVELS)}.",
+                    status=400,
+                    code="invalid_params",
+                )
+            session.log_level = level
+            ctx.decide("session", "allow", f"log level {level}")
+            return {}
+        ctx.decide("route", "deny", "unknown method")
+        raise McpFailure(
+            METHOD_NOT_FOUND, f"Method not found: {method[:100]}", status=404, code="unknown_method"
+        )
+
+    # --- which upstreams, which names -------------------------------------------------
+
+    async def _candidate_servers(self, ctx: RequestContext, policy: McpPolicy) -> list[ServerSpec]:
+        assert ctx.key is not None
+        named = named_servers(policy, ctx.key.identity)
+        return [spec for name, spec in sorted(policy.servers.items()) if name in named]
+
+    async def _whole_servers(self, ctx: RequestContext) -> list[UpstreamServer]:
+        """Ready upstreams the key may use as a whole (resources and prompts need that)."""
+        assert ctx.key is not None
+        policy = await self.current_policy()
+        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
+        return [u for u in ready if decide(policy, ctx.key.identity, u.spec.name, "*").allowed]
+
+    async def _resolve(
+        self, ctx: RequestContext, policy: McpPolicy, name: Any, kind: str, trace: CallTrace
+    ) -> tuple[ServerSpec, UpstreamServer, str, GrantDecision]:
+        """The upstream and upstream name behind the name an agent used (``kind``: tool or
+        prompt); refusals never reach the upstream."""
+        if not isinstance(name, str) or not name:
+            raise McpFailure(
+                INVALID_PARAMS, f"'name' must name a {kind}.", status=400, code="invalid_params"
+            )
+        ctx.model_name = name[:200]
+        matches: list[tuple[str, str]] = []
+        server, sep, rest = name.partition(SEPARATOR)
+        if sep and (spec := policy.servers.get(server)) is not None and spec.namespaced:
+            matches.append((server, rest))
+        plain = [s for s in await self._candidate_servers(ctx, policy) if not s.namespaced]
+        for upstream in await self.pool.ready(plain) if plain else ():
+            names = upstream.tools if kind == "tool" else {p["name"] for p in upstream.prompts}
+            if name in names:
+                matches.append((upstream.spec.name, name))
+        if len(matches) > 1:
+            ctx.decide("authorize", "deny", f"ambiguous {kind} name")
+            raise McpFailure(
+                INVALID_PARAMS,
+                f"The {kind} name '{name}' is ambiguous: several servers of this key offer it.",
+                status=409,
+                code=f"{kind}_name_ambiguous",
+            )
+        if not matches and not sep:
+            ctx.decide("authorize", "deny", f"no such {kind}")
+            raise McpFailure(
+                INVALID_PARAMS, f"Unknown {kind}: {name}", status=404, code=f"{kind}_not_found"
+            )
+        # No match for <server>__<name>: refused below like an ungranted tool.
+        server, upstream_name = matches[0] if matches else (server, rest)
+        target = upstream_name if kind == "tool" else "*"
+        spec, upstream, grant = await self._upstream_for(
+            ctx, policy, server, target, trace, shown=name, kind=kind
+        )
+        trace.tool = upstream_name
+        return spec, upstream, upstream_name, grant
+
+    async def _upstream_for(
+        self,
+        ctx: RequestContext,
+        policy: McpPolicy,
+        server: str,
+        target: str,
+        trace: CallTrace,
+        *,
+        shown: str,
+        kind: str,
+    ) -> tuple[ServerSpec, UpstreamServer, GrantDecision]:
+        """The server if the key may use ``target`` on it ("*": the whole server)."""
+        assert ctx.key is not None
+        trace.server, trace.tool = server, target
+        spec = policy.servers.get(server)
+        grant = decide(policy, ctx.key.identity, server, target)
+        if spec is None or not grant.allowed:
+            # An unknown server and an ungranted tool look the same to the agent.
+            ctx.decide("authorize", "deny", grant.reason if spec else "unknown server")
+            raise McpFailure(
+                NOT_ALLOWED,
+                f"This key may not use the {kind} '{shown[:200]}'.",
+                status=403,
+                code="tool_not_allowed",
+            )
+        upstream = self.pool.get(spec)
+        try:
+            await upstream.ensure()
+        except UpstreamUnavailable as exc:
+            ctx.decide("route", "error", "upstream unavailable")
+            raise McpFailure(
+                UNAVAILABLE, str(exc), status=502, code="upstream_unavailable"
+            ) from None
+        return spec, upstream, grant
+
+    async def _resource_owner(
+        self, ctx: RequestContext, uri: Any, trace: CallTrace, *, template: bool = False
+    ) -> UpstreamServer:
+        """The whole-granted upstream offering ``uri`` (a resource, else a template's match;
+        with ``template``, the template itself)."""
+        if not isinstance(uri, str) or not uri:
+            raise McpFailure(
+                INVALID_PARAMS, "'uri' must be a string.", status=400, code="invalid_params"
+            )
+        ctx.model_name = uri[:200]
+        whole = await self._whole_servers(ctx)
+        if template:
+            tiers = [[u for u in whole if any(t.get("uriTemplate") == uri for t in u.templates)]]
+        else:
+            tiers = [
+                [u for u in whole if any(r.get("uri") == uri for r in u.resources)],
+                [
+                    u
+                    for u in whole
+                    if any(template_matches(t.get("uriTemplate", ""), uri) for t in u.templates)
+                ],
+            ]
+        for owners in tiers:
+            if len(owners) > 1:
+                ctx.decide("authorize", "deny", "ambiguous resource")
+                raise McpFailure(
+                    INVALID_PARAMS,
+                    "The resource is ambiguous: several servers of this key offer it.",
+                    status=409,
+                    code="resource_ambiguous",
+                )
+            if owners:
+                trace.server, trace.tool = owners[0].spec.name, "*"
+                return owners[0]
+        ctx.decide("authorize", "deny", "no such resource for this key")
+        raise McpFailure(
+            RESOURCE_NOT_FOUND, "Resource not found.", status=404, code="resource_not_found"
+        )
+
+    # --- calling upstream ---------------------------------------------------------------
+
+    async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, call: Any) -> Any:
+        """One request to the upstream; its errors as JSON-RPC answers."""
+        session = upstream.session
+        started = time.perf_counter()
+        try:
+            if session is None:
+                raise UpstreamUnavailable("session closed")
+            return await asyncio.wait_for(call(session), timeout=self.call_timeout)
+        except MCPError as exc:
+            ctx.decide("route", "error", f"upstream error {exc.error.code}")
+            raise McpFailure(
+                exc.error.code, exc.error.message, status=502, code="upstream_error"
+            ) from None
+        except Exception as exc:
+            upstream.drop()  # reopened on the next request
+            ctx.decide("route", "error", type(exc).__name__)
+            raise McpFailure(
+                UNAVAILABLE,
+                f"The MCP server '{upstream.spec.name}' did not answer.",
+                status=504 if isinstance(exc, TimeoutError) else 502,
+                code="upstream_unavailable",
+            ) from None
+        finally:
+            ctx.upstream_ms = (time.perf_counter() - started) * 1000
+            ctx.attempts.append(("mcp", upstream.spec.name, ctx.upstream_ms, ctx.upstream_ms))
+
+    def _bind(self, ctx: RequestContext, relay: Relay, spec: ServerSpec) -> None:
+        """The relay speaks for this server; what it relays is inspected both ways."""
+        assert ctx.key is not None
+        guard = ctx.key.guardrails
+        rules_in = guard.input if guard is not None else ()
+        rules_out = guard.output if guard is not None else ()
+        relay.bind(
+            spec.name,
+            outward=lambda v: scan_value(
+                ctx, rules_out, v, stage="output", path="relay", scrub=spec.secrets
+            ),
+            inward=lambda v: scan_value(ctx, rules_in, v, stage="input", path="relay"),
+        )
+
+    # --- tools ----------------------------------------------------------------------------
+
+    async def _tools_list(self, ctx: RequestContext) -> dict[str, Any]:
+        assert ctx.key is not None
+        policy = await self.current_policy()
+        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
+        entries = [
+            (upstream.spec.exposed(name), tool)
+            for upstream in ready
+            for name, tool in sorted(upstream.tools.items())
+            if decide(policy, ctx.key.identity, upstream.spec.name, name).allowed
+        ]
+        tools = _unique(entries)
+        hidden = len(entries) - len(tools)
+        note = f", {hidden} ambiguous names hidden" if hidden else ""
+        ctx.decide("authorize", "allow", f"{len(tools)} tools from {len(ready)} servers{note}")
+        return {"tools": tools}
+
+    async def _tools_call(
+        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
+    ) -> dict[str, Any]:
+        assert ctx.key is not None
+        policy = await self.current_policy()
+        name = params.get("name")
+        spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", trace)
+        definition = upstream.tools.get(tool)
+        if definition is None:
+            ctx.decide("authorize", "deny", "no such tool upstream")
+            raise McpFailure(
+                INVALID_PARAMS, f"Unknown tool: {name}", status=404, code="tool_not_found"
+            )
+        settings = policy.settings_of(spec.name, tool)
+        if settings.requires_approval and not grant.unattended:
+            ctx.decide("authorize", "deny", "requires approval")
+            raise McpFailure(
+                APPROVAL_REQUIRED,
+                f"The tool '{name}' requires approval: this key is not allowed to call it "
+                "unattended.",
+                status=403,
+                code="approval_required",
+            )
+        ctx.decide("authorize", "allow", grant.reason)
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            ctx.decide("validate", "deny", "arguments not an object")
+            raise McpFailure(
+                INVALID_PARAMS, "'arguments' must be an object.", status=400, code="invalid_params"
+            )
+        violation = schema_violation(definition.get("inputSchema"), arguments)
+        if violation:
+            ctx.decide("validate", "deny", "arguments do not match the input schema")
+            raise McpFailure(
+                INVALID_PARAMS,
+                f"Invalid arguments: {violation}.",
+                status=400,
+                code="invalid_arguments",
+            )
+        ctx.decide("validate", "allow", "arguments match the input schema")
+        arguments = self._inspect_arguments(ctx, arguments)
+        reservation = await metering.reserve(self.gateway, ctx, settings)
+        self._bind(ctx, relay, spec)
+        progress = relay.progress if relay.progress_token is not None else None
+        called = False
+        try:
+            result = await self._forward(
+                ctx,
+                upstream,
+                lambda s: s.call_tool(tool, arguments, progress_callback=progress),
+            )
+            called = True
+        except McpFailure as failure:
+            called = failure.code == "upstream_error"  # the upstream ran (and refused) it
+            raise
+        finally:
+            metering.settle(self.gateway, reservation, called, settings.cost_micro)
+        data = wire(result)
+        trace.cost_micro = settings.cost_micro
+        outcome = "error" if data.get("isError") else "ok"
+        ctx.decide("route", "allow", f"{spec.name}: {outcome}{relay.summary()}")
+        return self._inspect_result(ctx, spec, data)
+
+    def _inspect_arguments(self, ctx: RequestContext, arguments: dict[str, Any]) -> dict:
+        assert ctx.key is not None
+        guard = ctx.key.guardrails
+        if guard is None or not guard.input:
+            ctx.decide("inspect", "pass", "no guardrails")
+            return arguments
+        try:
+            arguments = scan_value(ctx, guard.input, arguments, stage="input", path="arguments")
+        except Blocked as blocked:
+            ctx.decide("inspect", "deny", "blocked by a guardrail")
+            raise McpFailure(
+                GUARDRAIL_BLOCKED,
+                f"The arguments were blocked by the guardrail '{blocked.detector}'.",
+                status=400,
+                code="guardrail_blocked",
+                data={"detector": blocked.detector, "param": blocked.path},
+            ) from None
+        acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
+        ctx.decide("inspect", "allow", ", ".join(acted) if acted else "nothing found")
+        return arguments
+
+    def _inspect_result(
+        self, ctx: RequestContext, spec: ServerSpec, result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Output guardrails and credential scrubbing before the agent sees the result."""
+        assert ctx.key is not None
+        guard = ctx.key.guardrails
+        rules = guard.output if guard is not None else ()
+        try:
+            return scan_value(ctx, rules, result, stage="output", path="result", scrub=spec.secrets)
+        except Blocked as blocked:
+            ctx.decide("inspect_output", "deny", "blocked by a guardrail")
+            raise McpFailure(
+                GUARDRAIL_BLOCKED,
+                f"The result was blocked by the guardrail '{blocked.detector}'.",
+                status=400,
+                code="guardrail_blocked",
+                data={"detector": blocked.detector},
+            ) from None
+
+    # --- resources --------------------------------------------------------------------------
+
+    async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
+        resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
+        ctx.decide("authorize", "allow", f"{len(resources)} resources")
+        return {"resources": resources}
+
+    async def _templates_list(self, ctx: RequestContext) -> dict[str, Any]:
+        templates = [t for u in await self._whole_servers(ctx) for t in u.templates]
+        ctx.decide("authorize", "allow", f"{len(templates)} resource templates")
+        return {"resourceTemplates": templates}
+
+    async def _resources_read(
+        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
+    ) -> dict[str, Any]:
+        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+        uri = params["uri"]
+        self._bind(ctx, relay, upstream.spec)
+        result = await self._forward(ctx, upstream, lambda s: s.read_resource(uri))
+        ctx.decide("route", "allow", f"{upstream.spec.name}{relay.summary()}")
+        return self._inspect_result(ctx, upstream.spec, wire(result))
+
+    async def _subscribe(
+        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
+    ) -> dict[str, Any]:
+        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+        uri = params["uri"]
+        if not upstream.can_subscribe:
+            ctx.decide("route", "deny", "upstream offers no subscriptions")
+            raise McpFailure(
+                METHOD_NOT_FOUND,
+                "The server offering this resource does not support subscriptions.",
+                status=400,
+                code="subscribe_not_supported",
+            )
+        await self._forward(ctx, upstream, lambda s: upstream.subscribe(uri, session.id))
+        session.subscriptions.add((upstream.spec.name, uri))
+        ctx.decide("route", "allow", f"subscribed at {upstream.spec.name}")
+        return {}
+
+    async def _unsubscribe(
+        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
+    ) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise McpFailure(
+                INVALID_PARAMS, "'uri' must be a string.", status=400, code="invalid_params"
+            )
+        ctx.model_name = uri[:200]
+        for server, watched in list(session.subscriptions):
+            if watched == uri:
+                session.subscriptions.discard((server, uri))
+                trace.server, trace.tool = server, "*"
+                upstream = self.pool.servers.get(server)
+                if upstream is not None:
+                    await upstream.unsubscribe(uri, session.id)
+        ctx.decide("route", "allow", "unsubscribed")
+        return {}
+
+    # --- prompts and completions --------------------------------------------------------------
+
+    async def _prompts_list(self, ctx: RequestContext) -> dict[str, Any]:
+        entries = [
+            (u.spec.exposed(p["name"]), p)
+            for u in await self._whole_servers(ctx)
+            for p in u.prompts
+        ]
+        prompts = _unique(entries)
+        ctx.decide("authorize", "allow", f"{len(prompts)} prompts")
+        return {"prompts": prompts}
+
+    async def _prompts_get(
+        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
+    ) -> dict[str, Any]:
+        policy = await self.current_policy()
+        spec, upstream, prompt, _ = await self._resolve(
+            ctx, policy, params.get("name"), "prompt", trace
+        )
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise McpFailure(
+                INVALID_PARAMS, "'arguments' must be an object.", status=400, code="invalid_params"
+            )
+        arguments = self._inspect_arguments(ctx, arguments)
+        self._bind(ctx, relay, spec)
+        result = await self._forward(ctx, upstream, lambda s: s.get_prompt(prompt, arguments))
+        ctx.decide("route", "allow", f"{spec.name}{relay.summary()}")
+        return self._inspect_result(ctx, spec, wire(result))
+
+    async def _complete(
+        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
+    ) -> dict[str, Any]:
+        ref, argument = params.get("ref"), params.get("argument")
+        if not isinstance(ref, dict) or not isinstance(argument, dict):
+            raise McpFailure(
+                INVALID_PARAMS,
+                "'ref' and 'argument' must be objects.",
+                status=400,
+                code="invalid_params",
+            )
+        context = params.get("context") or {}
+        context_arguments = context.get("arguments") if isinstance(context, dict) else None
+        if ref.get("type") == "ref/prompt":
+            policy = await self.current_policy()
+            spec, upstream, prompt, _ = await self._resolve(
+                ctx, policy, ref.get("name"), "prompt", trace
+            )
+            upstream_ref: Any = types.PromptReference(type="ref/prompt", name=prompt)
+        elif ref.get("type") == "ref/resource":
+            upstream = await self._resource_owner(ctx, ref.get("uri"), trace, template=True)
+            spec = upstream.spec
+            upstream_ref = types.ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
+        else:
+            raise McpFailure(
+                INVALID_PARAMS,
+                "'ref.type' must be 'ref/prompt' or 'ref/resource'.",
+                status=400,
+                code="invalid_params",
+            )
+        caps = upstream.capabilities
+        if caps is not None and caps.completions is None:
+            ctx.decide("route", "pass", f"{spec.name} offers no completions")
+            return {"completion": {"values": [], "hasMore": False}}
+        self._bind(ctx, relay, spec)
+        result = await self._forward(
+            ctx, upstream, lambda s: s.complete(upstream_ref, argument, context_arguments)
+        )
+        ctx.decide("route", "allow", spec.name)
+        return self._inspect_result(ctx, spec, wire(result))
+
+
+def _unique(entries: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Entries under their exposed names, names offered twice left out (ambiguous)."""
+    counts = Counter(name for name, _ in entries)
+    for name, count in counts.items():
+        if count > 1:
+            log.warning("MCP name %r is offered by %d servers of one key: hidden", name, count)
+    return [{**item, "name": name} for name, item in entries if counts[name] == 1]
