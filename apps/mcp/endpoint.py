@@ -258,6 +258,8 @@ class McpApp(McpMethods, UpstreamEvents):
             if method == "initialize":
                 result, session = self._initialize(ctx, params)
                 extra.append((b"mcp-session-id", session.id.encode()))
+            elif method == "server/discover":
+                result = self._discover(ctx)
             else:
                 session = self._session(ctx, headers)
                 meta = params.get("_meta")
@@ -380,6 +382,21 @@ class McpApp(McpMethods, UpstreamEvents):
             "instructions": INSTRUCTIONS,
         }
         return result, session
+
+    def _discover(self, ctx: RequestContext) -> dict[str, Any]:
+        """The 2026-07-28 revision's probe, answered without a session. It names only the
+        handshake revisions served here, which tells a modern client (the SDK's default
+        ``mode="auto"``) to fall back to ``initialize`` instead of failing."""
+        ctx.decide("session", "allow", "discover: handshake revisions only")
+        return {
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+            "capabilities": CAPABILITIES,
+            "instructions": INSTRUCTIONS,
+            "cacheScope": "private",  # the lists depend on the key
+            "ttlMs": 60_000,
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
+        }
 
     def _session(self, ctx: RequestContext, headers: dict[str, str]) -> Session:
         assert ctx.key is not None

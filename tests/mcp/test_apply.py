@@ -32,6 +32,7 @@ mcp_servers:
     command: python
     args: ["-m", "local_server"]
     active: false
+    namespaced: false
 organizations:
   - name: acme
     tools:
@@ -81,12 +82,14 @@ def test_apply_creates_servers_tools_and_grants_and_never_prints_credentials(tmp
     )
     assert McpServer.objects.get(name="wiki").extra_headers() == {"X-Wiki-Key": HEADER}
     local = McpServer.objects.get(name="local")
-    assert (local.transport, local.command, local.args, local.is_active) == (
+    assert (local.transport, local.command, local.args, local.is_active, local.namespaced) == (
         "stdio",
         "python",
         ["-m", "local_server"],
         False,
+        False,
     )
+    assert tickets.namespaced is True  # the default
     tools = {t.name: (t.requires_approval, t.rpm, t.cost_usd) for t in tickets.tools.all()}
     assert tools == {
         "refund": (True, 5, Decimal("0")),

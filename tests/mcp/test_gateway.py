@@ -8,7 +8,10 @@ import asyncio
 from decimal import Decimal
 
 import httpx
+import httpx2
 import pytest
+from django.test import override_settings
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from apps.audit.models import RequestLog
@@ -362,3 +365,30 @@ def test_a_foreign_origin_is_refused(world):
         world["url"], json=body, headers={**headers, "Origin": world["gateway"].url}
     )
     assert same_host.status_code != 403
+    # DNS rebinding: the attacker's name resolves to the gateway, so Host and Origin agree;
+    # only a loopback or explicitly trusted origin may drive it from a browser.
+    rebound = {**headers, "Host": "evil.example", "Origin": "http://evil.example"}
+    assert httpx.post(world["url"], json=body, headers=rebound).status_code == 403
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://console.example"]):
+        trusted = {**headers, "Origin": "https://console.example"}
+        assert httpx.post(world["url"], json=body, headers=trusted).status_code != 403
+
+
+def test_a_client_probing_server_discover_falls_back_to_initialize(world):
+    """The SDK's default ``mode="auto"`` asks ``server/discover`` (2026-07-28) first; Odock
+    answers with the revisions it serves, and the client completes the handshake."""
+    from mcp.client.client import Client
+
+    async def go():
+        headers = {"Authorization": f"Bearer {world['key'].secret}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=20) as http:
+            transport = streamable_http_client(world["url"], http_client=http)
+            async with Client(transport, mode="auto") as client:
+                tools = await client.list_tools()
+                return client.session.initialize_result, [t.name for t in tools.tools]
+
+    initialized, names = run(go())
+    assert initialized is not None and initialized.protocol_version == "2025-11-25"
+    assert "tickets__create_ticket" in names
+    discover = RequestLog.objects.get(endpoint="mcp.server/discover")
+    assert discover.status_code == 200 and discover.key_id == world["key"].key.pk
