@@ -52,7 +52,15 @@ echo "node $(node --version)"
 WORK=$(mktemp -d -t odock-conformance-XXXX)
 PIDS=()
 cleanup() {
+  # Stop every process and wait for it (a process left behind would hold CI's output open).
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    alive=false
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+    $alive || break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && echo "cleanup: pid $pid did not stop; killed" >&2; kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -121,8 +129,9 @@ ToolGrant.objects.create(organization=org, server=server, tool="*")
 print(key_issue(project=project, name="conformance").secret)
 EOF
 )
+# Agents' GET streams never end by themselves: a bounded graceful shutdown closes them.
 "$PY" -m uvicorn odock.asgi:application --host 127.0.0.1 --port "$GW_PORT" --lifespan on \
-  --no-access-log --log-level warning &
+  --no-access-log --log-level warning --timeout-graceful-shutdown 3 &
 PIDS+=($!)
 wait_port "$GW_PORT"
 

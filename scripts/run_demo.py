@@ -97,6 +97,8 @@ def main() -> None:
             "--lifespan",
             "on",
             "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",  # open streams (MCP agents' GET streams) would hold a stop forever
         ],
         cwd=ROOT,
     )

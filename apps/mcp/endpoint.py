@@ -336,7 +336,7 @@ class McpApp(McpMethods, UpstreamEvents):
         ctx.decide("session", "allow", "stream opened")
         ctx.status = 200
         await self._record(ctx, CallTrace())
-        await _stream(session, receive, send)
+        await _stream(session, receive, send, tick=self.current_policy)
 
     async def _delete(self, scope: dict, receive: Any, send: Any) -> None:
         """Ends a session; only the key that opened it may (others learn nothing)."""
@@ -495,7 +495,9 @@ class McpApp(McpMethods, UpstreamEvents):
             await _send_raw(ctx.send, http_status, payload, extra=extra)
 
 
-async def _stream(session: Session, receive: Any, send: Any) -> None:
+async def _stream(session: Session, receive: Any, send: Any, *, tick: Callable) -> None:
+    """Drains the session's outbox. Every second it also asks for the current policy, so a
+    grant change reaches an idle agent (as ``list_changed``) without waiting for a request."""
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
@@ -504,26 +506,34 @@ async def _stream(session: Session, receive: Any, send: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    gone = asyncio.get_running_loop().create_task(disconnected())
+    loop = asyncio.get_running_loop()
+    gone = loop.create_task(disconnected())
+    quiet_since = loop.time()
     try:
         while True:
-            item = asyncio.get_running_loop().create_task(session.outbox.get())
+            item = loop.create_task(session.outbox.get())
             done, _ = await asyncio.wait(
-                {item, gone}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                {item, gone}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
             )
             if item not in done:
                 item.cancel()
                 if gone in done:
                     break
-                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                with contextlib.suppress(Exception):  # a failed reload is retried next tick
+                    await tick()
+                if loop.time() - quiet_since > KEEPALIVE_SECONDS:
+                    quiet_since = loop.time()
+                    ping = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                    await send(ping)
                 continue
+            quiet_since = loop.time()
             message = item.result()
             if message is None:  # the session ended
                 break
             body = b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
             await send({"type": "http.response.body", "body": body, "more_body": True})
-    except OSError:
-        pass
+    except (OSError, asyncio.CancelledError):
+        pass  # the agent left, or the server's graceful-shutdown timeout ended the stream
     finally:
         session.streaming = False
         gone.cancel()

@@ -181,12 +181,15 @@ class McpMethods:
                 status=409,
                 code=f"{kind}_name_ambiguous",
             )
-        if not matches and not sep:
+        # <server>__<name> naming no namespaced server: an unknown server is refused below
+        # like an ungranted tool; an un-namespaced server's names have no prefixed alias.
+        known = policy.servers.get(server) if sep else None
+        prefixed = bool(sep) and (known is None or known.namespaced)
+        if not matches and not prefixed:
             ctx.decide("authorize", "deny", f"no such {kind}")
             raise McpFailure(
                 INVALID_PARAMS, f"Unknown {kind}: {name}", status=404, code=f"{kind}_not_found"
             )
-        # No match for <server>__<name>: refused below like an ungranted tool.
         server, upstream_name = matches[0] if matches else (server, rest)
         target = upstream_name if kind == "tool" else "*"
         spec, upstream, grant = await self._upstream_for(
@@ -324,8 +327,8 @@ class McpMethods:
             if decide(policy, ctx.key.identity, upstream.spec.name, name).allowed
         ]
         tools = _unique(entries)
-        hidden = len(entries) - len(tools)
-        note = f", {hidden} ambiguous names hidden" if hidden else ""
+        hidden = len({name for name, _ in entries}) - len(tools)
+        note = f", {hidden} ambiguous name{'s' if hidden > 1 else ''} hidden" if hidden else ""
         ctx.decide("authorize", "allow", f"{len(tools)} tools from {len(ready)} servers{note}")
         return {"tools": tools}
 
