@@ -31,7 +31,7 @@ class McpServerAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="credentials set", boolean=True)
     def credentials_set(self, obj: McpServer) -> bool:
-        return bool(obj.bearer_token or obj.headers)
+        return bool(obj.bearer_token or obj.headers or obj.environment)
 
 
 @admin.register(ToolGrant)

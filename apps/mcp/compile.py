@@ -23,6 +23,7 @@ def _spec(server: McpServer) -> ServerSpec:
         args=tuple(server.args or ()),
         namespaced=server.namespaced,
         headers=tuple(sorted(headers.items())),
+        env=tuple(sorted(server.extra_environment().items())),
     )
 
 

@@ -48,6 +48,11 @@ class McpServer(models.Model):
     headers = EncryptedTextField(
         blank=True, help_text='JSON object of extra upstream headers, e.g. {"X-Api-Key": "…"}.'
     )
+    environment = EncryptedTextField(
+        blank=True,
+        help_text="stdio: JSON object of environment variables for the command (its "
+        'credentials), e.g. {"GITHUB_TOKEN": "…"}; added to a minimal default environment.',
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -67,20 +72,28 @@ class McpServer(models.Model):
             raise ValidationError({"command": "A stdio server needs a command."})
         if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
             raise ValidationError({"args": "A list of strings."})
-        self.extra_headers()  # raises on a malformed value
+        self.extra_headers()  # raise on a malformed value
+        self.extra_environment()
 
     def extra_headers(self) -> dict[str, str]:
-        if not self.headers:
-            return {}
-        try:
-            value = json.loads(self.headers)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise ValidationError({"headers": "A JSON object of header name to string value."})
-        return value
+        return _string_map(self.headers, "headers", "header name")
+
+    def extra_environment(self) -> dict[str, str]:
+        return _string_map(self.environment, "environment", "variable name")
+
+
+def _string_map(text: str, field: str, what: str) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValidationError({field: f"A JSON object of {what} to string value."})
+    return value
 
 
 class McpTool(models.Model):

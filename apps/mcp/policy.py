@@ -21,8 +21,10 @@ class ServerSpec:
     command: str = ""
     args: tuple[str, ...] = ()
     namespaced: bool = True
-    # Injected upstream, never sent to a client (repr hidden so logs do not show them).
+    # Injected upstream, never sent to a client (repr hidden so logs do not show them):
+    # HTTP headers, or a stdio command's environment.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def exposed(self, name: str) -> str:
         """The name agents see for one of its tools or prompts."""
@@ -31,7 +33,7 @@ class ServerSpec:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Credential values, scrubbed from anything that could reach a client."""
-        return tuple(v for _, v in self.headers if len(v) >= 6)
+        return tuple(v for _, v in (*self.headers, *self.env) if len(v) >= 6)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,9 @@ class UpstreamServer:
             async with contextlib.AsyncExitStack() as stack:
                 if self.spec.transport == "stdio":
                     params = StdioServerParameters(
-                        command=self.spec.command, args=list(self.spec.args)
+                        command=self.spec.command,
+                        args=list(self.spec.args),
+                        env=dict(self.spec.env) or None,
                     )
                     read, write = await stack.enter_async_context(stdio_client(params))
                 else:

@@ -60,8 +60,9 @@ What a run does (and what a second run relies on):
   HTTP) or ``command:`` + ``args:`` (stdio), ``active``, ``namespaced`` (default true: tools
   and prompts are ``<server>__<name>``; false: upstream names), and credentials the gateway injects:
   ``bearer_token`` or ``bearer_token_env: VAR``, ``headers: {Name: value}`` or
-  ``headers_env: {Name: VAR}`` (stored encrypted, never printed; left out: kept; ``""`` or
-  ``{}``: cleared). A server's ``tools:`` list (``name``, ``requires_approval``, ``rpm``,
+  ``headers_env: {Name: VAR}``, and for stdio ``environment: {NAME: value}`` or
+  ``environment_env: {NAME: VAR}`` (stored encrypted, never printed; left out: kept; ``""``
+  or ``{}``: cleared). A server's ``tools:`` list (``name``, ``requires_approval``, ``rpm``,
   ``cost_usd``) replaces its per-tool settings. A level's ``tools:`` list replaces its tool
   grants, matched by (``server``, ``tool``): ``{server, tool: "*" | name, effect: allow|deny,
   unattended}``; the server may be in the file or already in the database.
@@ -284,6 +285,7 @@ class CaptureSpec(_Spec):
 
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class ToolGrantSpec(_Spec):
@@ -414,6 +416,8 @@ class McpServerSpec(_Spec):
     bearer_token_env: str | None = None
     headers: dict[HeaderName, SecretStr] | None = None
     headers_env: dict[HeaderName, str] | None = None
+    environment: dict[EnvName, SecretStr] | None = None
+    environment_env: dict[EnvName, str] | None = None
     active: bool | None = None
     namespaced: bool | None = None
     tools: list[McpToolSpec] = Field(default_factory=list)
@@ -428,6 +432,10 @@ class McpServerSpec(_Spec):
             raise ValueError("give bearer_token or bearer_token_env, not both")
         if self.headers is not None and self.headers_env is not None:
             raise ValueError("give headers or headers_env, not both")
+        if self.environment is not None and self.environment_env is not None:
+            raise ValueError("give environment or environment_env, not both")
+        if self.url is not None and (self.environment or self.environment_env):
+            raise ValueError("environment goes with command (stdio), not url")
         return self
 
 
@@ -593,6 +601,9 @@ def _check_mcp_servers(errors: list[str], servers: list[McpServerSpec]) -> None:
         for header, env in (server.headers_env or {}).items():
             if not os.environ.get(env):
                 errors.append(f"{path}.headers_env.{header}: {env} is not set")
+        for name, env in (server.environment_env or {}).items():
+            if not os.environ.get(env):
+                errors.append(f"{path}.environment_env.{name}: {env} is not set")
         _duplicates(errors, f"{path}.tools", [t.name for t in server.tools], "tool")
 
 
@@ -846,7 +857,14 @@ class _Applier:
         elif spec.headers is not None:
             headers = {name: value.get_secret_value() for name, value in spec.headers.items()}
         if headers is not None:
-            values["headers"] = _headers_text(headers, server)
+            values["headers"] = _json_text(headers, server.headers)
+        environment: dict[str, str] | None = None
+        if spec.environment_env is not None:
+            environment = {name: os.environ[env] for name, env in spec.environment_env.items()}
+        elif spec.environment is not None:
+            environment = {k: v.get_secret_value() for k, v in spec.environment.items()}
+        if environment is not None:
+            values["environment"] = _json_text(environment, server.environment)
         if spec.active is not None:
             values["is_active"] = spec.active
         if spec.namespaced is not None:
@@ -1064,16 +1082,16 @@ def _email_text(emails: list[str]) -> str:
     return ", ".join(emails)
 
 
-def _headers_text(headers: dict[str, str], server: McpServer) -> str:
-    """How ``McpServer.headers`` stores them (JSON); the same object stored differently is
-    not a change, and ``{}`` clears them."""
-    if not headers:
+def _json_text(mapping: dict[str, str], stored_text: str) -> str:
+    """How ``McpServer.headers``/``environment`` store a mapping (JSON); the same object
+    stored differently is not a change, and ``{}`` clears it."""
+    if not mapping:
         return ""
     try:
-        stored = json.loads(server.headers) if server.headers else None
+        stored = json.loads(stored_text) if stored_text else None
     except ValueError:
         stored = None
-    return server.headers if stored == headers else json.dumps(headers, sort_keys=True)
+    return stored_text if stored == mapping else json.dumps(mapping, sort_keys=True)
 
 
 def _alert_values(alerts: AlertsSpec, org: Organization) -> dict[str, Any]:

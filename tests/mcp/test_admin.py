@@ -11,6 +11,7 @@ from tests.factories import project_create
 
 TOKEN = "up-admin-token-abcdef123456"
 HEADER = "hdr-admin-secret-654321fedcba"
+ENV_SECRET = "env-admin-secret-777777777777"
 
 
 @pytest.mark.django_db
@@ -21,6 +22,7 @@ def test_mcp_admin_pages_never_show_upstream_credentials(admin_client):
         url="http://127.0.0.1:9/mcp",
         bearer_token=TOKEN,
         headers=f'{{"X": "{HEADER}"}}',
+        environment=f'{{"LOCAL_TOKEN": "{ENV_SECRET}"}}',
     )
     McpTool.objects.create(server=server, name="refund", requires_approval=True, rpm=5)
     grant = ToolGrant.objects.create(project=project, server=server, tool="refund")
@@ -40,14 +42,14 @@ def test_mcp_admin_pages_never_show_upstream_credentials(admin_client):
         response = admin_client.get(url)
         assert response.status_code == 200, url
         text = response.content.decode()
-        assert TOKEN not in text and HEADER not in text, url
+        assert TOKEN not in text and HEADER not in text and ENV_SECRET not in text, url
     # Stored encrypted: the database column holds neither value.
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT bearer_token, headers FROM mcp_gateway_mcpserver")
+        cursor.execute("SELECT bearer_token, headers, environment FROM mcp_gateway_mcpserver")
         raw = " ".join(cursor.fetchone())
-    assert TOKEN not in raw and HEADER not in raw
+    assert TOKEN not in raw and HEADER not in raw and ENV_SECRET not in raw
 
 
 @pytest.mark.django_db

@@ -16,6 +16,7 @@ from tests.factories import odock_apply_text
 
 TOKEN = "up-apply-token-0123456789"
 HEADER = "up-apply-header-9876543210"
+LOCAL_TOKEN = "up-apply-local-5555555555"
 
 CONFIG = """
 mcp_servers:
@@ -33,6 +34,7 @@ mcp_servers:
     args: ["-m", "local_server"]
     active: false
     namespaced: false
+    environment_env: {LOCAL_API_TOKEN: ODOCK_TEST_LOCAL_TOKEN}
 organizations:
   - name: acme
     tools:
@@ -57,6 +59,7 @@ organizations:
 def secrets_env(monkeypatch):
     monkeypatch.setenv("ODOCK_TEST_TICKETS_TOKEN", TOKEN)
     monkeypatch.setenv("ODOCK_TEST_WIKI_HEADER", HEADER)
+    monkeypatch.setenv("ODOCK_TEST_LOCAL_TOKEN", LOCAL_TOKEN)
 
 
 def grants() -> set[tuple[str, str, str, str, bool]]:
@@ -90,6 +93,7 @@ def test_apply_creates_servers_tools_and_grants_and_never_prints_credentials(tmp
         False,
     )
     assert tickets.namespaced is True  # the default
+    assert local.extra_environment() == {"LOCAL_API_TOKEN": LOCAL_TOKEN}
     tools = {t.name: (t.requires_approval, t.rpm, t.cost_usd) for t in tickets.tools.all()}
     assert tools == {
         "refund": (True, 5, Decimal("0")),
@@ -106,7 +110,7 @@ def test_apply_creates_servers_tools_and_grants_and_never_prints_credentials(tmp
     }
     assert "created 14, updated 0, deleted 0" in out  # 3 servers, 2 tools, 4 levels, 5 grants
     assert "warning" not in out
-    for secret in (TOKEN, HEADER, "sk-odock-test-mcp-apply-bot"):
+    for secret in (TOKEN, HEADER, LOCAL_TOKEN, "sk-odock-test-mcp-apply-bot"):
         assert secret not in out
 
 
