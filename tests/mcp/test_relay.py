@@ -350,39 +350,6 @@ def test_a_new_tool_grant_tells_streaming_agents_their_list_changed(world):
     assert after == before | {"wiki__delete_page"}
 
 
-def test_a_new_tool_grant_is_announced_once_the_gateway_next_compiles_its_policy(world):
-    """A request after the policy change (here another key's) also makes the gateway
-    compile it and tell every streaming agent."""
-    from tests.factories import key_create, project_create
-
-    stranger = key_create(project_create())
-
-    async def go():
-        async with probed_agent(world["url"], world["key"].secret) as (session, probe):
-            await probe.stream()
-            before = {t.name for t in (await session.list_tools()).tools}
-            await in_thread(
-                lambda: ToolGrant.objects.create(
-                    project=world["project"], server=world["servers"]["wiki"], tool="delete_page"
-                )
-            )
-            await in_thread(world["gateway"].snapshots.reload)
-            async with probed_agent(world["url"], stranger.secret) as (other, _):
-                assert (await other.list_tools()).tools == []  # no grants: nothing listed
-            [changed] = await probe.wait_for(types.ToolListChangedNotification)
-            after = {t.name for t in (await session.list_tools()).tools}
-            return before, changed, after, probe.messages
-
-    before, changed, after, messages = run(go())
-    assert "wiki__delete_page" not in before
-    assert changed.method == "notifications/tools/list_changed"
-    assert after == before | {"wiki__delete_page"}
-    assert world["wiki"].called("delete_page") == []  # announced, not called
-
-
-# --- resource subscriptions ------------------------------------------------------------------
-
-
 def test_resource_updates_reach_only_the_sessions_subscribed(relay_world):
     """A subscribes to the board, B (another session of the same key) does not: an update
     reaches A only. Once A unsubscribed and B subscribed, the next update reaches B only.
