@@ -45,6 +45,11 @@ class McpFailure(Exception):
         return {"jsonrpc": "2.0", "id": rpc_id, "error": error}
 
 
+def invalid_params(message: str) -> McpFailure:
+    """A malformed request parameter (nothing was done)."""
+    return McpFailure(INVALID_PARAMS, message, status=400, code="invalid_params")
+
+
 def with_http(failure: McpFailure, status: int) -> McpFailure:
     failure.http_status = status
     return failure

@@ -35,6 +35,7 @@ from apps.mcp.errors import (
     RESOURCE_NOT_FOUND,
     UNAVAILABLE,
     McpFailure,
+    invalid_params,
 )
 from apps.mcp.inspect import Blocked, scan_value, schema_violation
 from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
@@ -126,12 +127,7 @@ class McpMethods:
         if method == "logging/setLevel":
             level = params.get("level")
             if level not in LOG_LEVELS:
-                raise McpFailure(
-                    INVALID_PARAMS,
-                    f"'level' must be one of {', '.join(LOG_LEVELS)}.",
-                    status=400,
-                    code="invalid_params",
-                )
+                raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
             session.log_level = level
             ctx.decide("session", "allow", f"log level {level}")
             return {}
@@ -160,9 +156,7 @@ class McpMethods:
         """The upstream and upstream name behind the name an agent used (``kind``: tool or
         prompt); refusals never reach the upstream."""
         if not isinstance(name, str) or not name:
-            raise McpFailure(
-                INVALID_PARAMS, f"'name' must name a {kind}.", status=400, code="invalid_params"
-            )
+            raise invalid_params(f"'name' must name a {kind}.")
         ctx.model_name = name[:200]
         matches: list[tuple[str, str]] = []
         server, sep, rest = name.partition(SEPARATOR)
@@ -239,9 +233,7 @@ class McpMethods:
         """The whole-granted upstream offering ``uri`` (a resource, else a template's match;
         with ``template``, the template itself)."""
         if not isinstance(uri, str) or not uri:
-            raise McpFailure(
-                INVALID_PARAMS, "'uri' must be a string.", status=400, code="invalid_params"
-            )
+            raise invalid_params("'uri' must be a string.")
         ctx.model_name = uri[:200]
         whole = await self._whole_servers(ctx)
         if template:
@@ -359,9 +351,7 @@ class McpMethods:
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
             ctx.decide("validate", "deny", "arguments not an object")
-            raise McpFailure(
-                INVALID_PARAMS, "'arguments' must be an object.", status=400, code="invalid_params"
-            )
+            raise invalid_params("'arguments' must be an object.")
         violation = schema_violation(definition.get("inputSchema"), arguments)
         if violation:
             ctx.decide("validate", "deny", "arguments do not match the input schema")
@@ -480,9 +470,7 @@ class McpMethods:
     ) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
-            raise McpFailure(
-                INVALID_PARAMS, "'uri' must be a string.", status=400, code="invalid_params"
-            )
+            raise invalid_params("'uri' must be a string.")
         ctx.model_name = uri[:200]
         for server, watched in list(session.subscriptions):
             if watched == uri:
@@ -515,9 +503,7 @@ class McpMethods:
         )
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
-            raise McpFailure(
-                INVALID_PARAMS, "'arguments' must be an object.", status=400, code="invalid_params"
-            )
+            raise invalid_params("'arguments' must be an object.")
         arguments = self._inspect_arguments(ctx, arguments)
         self._bind(ctx, relay, spec)
         result = await self._forward(ctx, upstream, lambda s: s.get_prompt(prompt, arguments))
@@ -529,12 +515,7 @@ class McpMethods:
     ) -> dict[str, Any]:
         ref, argument = params.get("ref"), params.get("argument")
         if not isinstance(ref, dict) or not isinstance(argument, dict):
-            raise McpFailure(
-                INVALID_PARAMS,
-                "'ref' and 'argument' must be objects.",
-                status=400,
-                code="invalid_params",
-            )
+            raise invalid_params("'ref' and 'argument' must be objects.")
         context = params.get("context") or {}
         context_arguments = context.get("arguments") if isinstance(context, dict) else None
         if ref.get("type") == "ref/prompt":
@@ -548,12 +529,7 @@ class McpMethods:
             spec = upstream.spec
             upstream_ref = types.ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
         else:
-            raise McpFailure(
-                INVALID_PARAMS,
-                "'ref.type' must be 'ref/prompt' or 'ref/resource'.",
-                status=400,
-                code="invalid_params",
-            )
+            raise invalid_params("'ref.type' must be 'ref/prompt' or 'ref/resource'.")
         caps = upstream.capabilities
         if caps is not None and caps.completions is None:
             ctx.decide("route", "pass", f"{spec.name} offers no completions")

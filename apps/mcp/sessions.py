@@ -102,8 +102,7 @@ class SessionStore:
         idle = [
             s
             for s in self.sessions.values()
-            if not s.streaming and not s.pending
-            if now - s.last_seen > self.idle_seconds
+            if now - s.last_seen > self.idle_seconds and not s.streaming and not s.pending
         ]
         for session in idle:
             del self.sessions[session.id]

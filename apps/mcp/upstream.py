@@ -20,19 +20,13 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from apps.mcp.policy import ServerSpec
-from apps.mcp.relay import RelayCallbacks
+from apps.mcp.relay import RelayCallbacks, wire
 
 log = logging.getLogger(__name__)
 
 
 class UpstreamUnavailable(Exception):
     """The server could not be reached or its session failed."""
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    data = model.model_dump(by_alias=True, exclude_none=True, mode="json")
-    data.pop("resultType", None)  # 2026-07-28 envelope field; not in the revisions we serve
-    return data
 
 
 class UpstreamEvents:
@@ -51,7 +45,7 @@ async def _all_pages(fetch: Any, attr: str) -> list[dict[str, Any]]:
     for _ in range(100):  # a server paging forever must not hang discovery
         params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
         page = await fetch(params=params)
-        items.extend(_wire(item) for item in getattr(page, attr))
+        items.extend(wire(item) for item in getattr(page, attr))
         cursor = page.next_cursor
         if not cursor:
             break
