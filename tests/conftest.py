@@ -85,7 +85,9 @@ def gateway(gateway_factory):
     return gateway_factory()
 
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+# Database 15 unless ODOCK_TEST_REDIS_DB says otherwise (two test runs on one machine).
+REDIS_TEST_DB = int(__import__("os").environ.get("ODOCK_TEST_REDIS_DB", "15"))
+REDIS_TEST_URL = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
 
 
 def _redis_reachable() -> bool:

@@ -10,6 +10,7 @@ import pytest
 from hiredis import ReplyError
 
 from apps.gateway.resp import PipelinedRedis, RedisUnavailable
+from tests.conftest import REDIS_TEST_DB
 from tests.netutil import TcpProxy
 
 
@@ -54,7 +55,9 @@ def test_it_reconnects_after_an_outage(redis_url):
     proxy = TcpProxy(6379)
 
     async def go():
-        client = PipelinedRedis(f"redis://127.0.0.1:{proxy.port}/15", timeout_seconds=0.3)
+        client = PipelinedRedis(
+            f"redis://127.0.0.1:{proxy.port}/{REDIS_TEST_DB}", timeout_seconds=0.3
+        )
         assert await client.call("PING") == b"PONG"
         proxy.cut()
         with pytest.raises(RedisUnavailable):

@@ -17,6 +17,7 @@ from apps.gateway.governance import budget_key, period_bounds
 from apps.policies.alerts import webhook_signature
 from apps.policies.models import Budget, BudgetAlert, RateLimit
 from apps.tenancy.models import OutagePolicy
+from tests.conftest import REDIS_TEST_DB
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.netutil import TcpProxy, WebhookSink
 
@@ -234,7 +235,7 @@ def test_redis_outage_follows_the_org_policy(world, gateway_factory, policy):
     org.outage_policy = policy
     org.save()
     RateLimit.objects.create(team=world["team"], rpm=1000)
-    gateway = gateway_factory(redis_url=f"redis://127.0.0.1:{proxy.port}/15")
+    gateway = gateway_factory(redis_url=f"redis://127.0.0.1:{proxy.port}/{REDIS_TEST_DB}")
     gateway.snapshots.reload()
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=world["key"].secret, max_retries=0)
     assert client.chat.completions.create(**BODY).choices  # Redis up
