@@ -135,7 +135,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
                 "--loop",
                 "uvloop",
                 "--http",
-                "httptools",
+                "odock.server:HttpProtocol",
                 "--lifespan",
                 "on",
                 "--no-access-log",
@@ -494,6 +494,62 @@ def run_benchmark(
     return rows
 
 
+def validation_cost(model: str, rounds: int = 20_000) -> dict[str, float]:
+    """Microseconds per request the schema check (``apps.gateway.request_schema``) costs, on
+    the body this benchmark sends and on larger typical ones; measured in this process."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from apps.gateway.request_schema import CHAT_COMPLETIONS
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                "required": ["city"],
+            },
+        },
+    }
+    conversation = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    bodies = {
+        "bench body": request_body(model, "chat"),
+        "4 KB prompt": request_body(model, "chat", 4096),
+        "tool conversation": {
+            "model": model,
+            "messages": conversation,
+            "tools": [tool],
+            "temperature": 0.2,
+            "max_tokens": 256,
+        },
+    }
+    out = {}
+    for name, body in bodies.items():
+        CHAT_COMPLETIONS.check(body)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            CHAT_COMPLETIONS.check(body)
+        out[name] = (time.perf_counter() - started) / rounds * 1e6
+    return out
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -595,8 +651,13 @@ def main(argv: Sequence[str] | None = None, open_gateway: GatewayOpener = extern
         log("bench: wrk is not installed. Install it with: apt-get install wrk")
         return 2
     started_at = datetime.datetime.now(datetime.UTC)
+    validation = validation_cost(args.model)
     rows = run_benchmark(args, wrk, open_gateway)
     print(format_table(rows))
+    print(
+        "\nrequest validation (µs per request): "
+        + ", ".join(f"{name} {us:.1f}" for name, us in validation.items())
+    )
     if any(row["errors"] for row in rows):
         print("\nWARNING: some runs had non-2xx answers or socket errors; see 'errors'.")
     if args.json is not None:
@@ -609,6 +670,7 @@ def main(argv: Sequence[str] | None = None, open_gateway: GatewayOpener = extern
                 if key != "key"
             },
             "results": rows,
+            "validation_us": validation,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         log(f"results written to {args.json}")

@@ -30,7 +30,8 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import bad_request
-from apps.gateway.stages import parse_json_body, require_model
+from apps.gateway.request_schema import ANTHROPIC_MESSAGES
+from apps.gateway.stages import parse_json_body
 
 ROLES = ("user", "assistant")
 
@@ -266,24 +267,9 @@ def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
 def validate_messages(ctx: RequestContext) -> None:
     """Parse and check an Anthropic Messages request; set ``ctx`` up as for chat."""
     body = parse_json_body(ctx)
-    model = require_model(body)
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise bad_request(
-            "'max_tokens' is required and must be a positive integer.",
-            code="missing_required_parameter" if max_tokens is None else "invalid_value",
-            param="max_tokens",
-        )
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request(
-            "'messages' is required and must be a non-empty array.",
-            code="missing_required_parameter",
-            param="messages",
-        )
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean.", code="invalid_type", param="stream")
+    ANTHROPIC_MESSAGES.check(body)
+    model = body["model"]
+    stream = bool(body.get("stream"))
     ctx.model_name = model
     ctx.body = messages_to_openai(body)
     ctx.stream = stream

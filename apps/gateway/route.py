@@ -27,6 +27,7 @@ from apps.gateway.errors import GatewayError, forbidden
 from apps.gateway.routing import (
     CONTENT_POLICY_CODE,
     CONTEXT_WINDOW_CODE,
+    HEALTH_FAILURE_CODES,
     RETRYABLE_CODES,
     CircuitBreakers,
     DeploymentStats,
@@ -275,6 +276,7 @@ class Route:
         seconds = deadline - t0 if limit is None else min(limit, deadline - t0)
         stats.started(dep.id)
         ok = False
+        answered = False  # a refusal of the request: not the deployment's failure
         try:
             adapter = self._adapters.get(dep.kind)
             if adapter is None:
@@ -297,8 +299,10 @@ class Route:
                     ctx.first_byte_timer = None
             ok = True
         except GatewayError as error:
-            if error.code != "guardrail_blocked":  # our policy, not the deployment's fault
-                await self._breakers.record(dep.id, ok=False)
+            # A refusal of the request (upstream 4xx, our guardrails) is an answer: it counts
+            # for the deployment's health like a success (and ends a half-open probe).
+            answered = error.code not in HEALTH_FAILURE_CODES
+            await self._breakers.record(dep.id, ok=answered)
             ctx.attempts.append(
                 attempt(dep.label, error.status, error.code, (time.perf_counter() - t0) * 1000)
             )
@@ -309,7 +313,7 @@ class Route:
                 latency = (time.perf_counter() - t0) * 1000
                 if ctx.stream and ctx.ttft_ms is not None:
                     latency = ctx.ttft_ms - (t0 - ctx.started) * 1000  # to the first byte
-            stats.finished(dep.id, ok=ok, latency_ms=latency)
+            stats.finished(dep.id, ok=ok or answered, latency_ms=latency)
         await self._breakers.record(dep.id, ok=True)
         ctx.attempts.append(attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
         ctx.decide(self.name, "allow", f"deployment {dep.label}")

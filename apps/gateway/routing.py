@@ -32,6 +32,21 @@ RETRYABLE_CODES = frozenset(
         "provider_not_supported",
     }
 )
+# Failures that say something about the deployment (5xx, 429, timeouts, connection errors,
+# broken streams and answers): only these count towards opening its circuit. An upstream
+# 4xx is the provider judging the request (or our credentials): the deployment answered, so
+# one tenant's malformed requests can never rest a deployment every tenant shares.
+HEALTH_FAILURE_CODES = frozenset(
+    {
+        "upstream_rate_limited",
+        "upstream_error",
+        "upstream_unreachable",
+        "upstream_timeout",
+        "upstream_stream_broken",
+        "upstream_invalid_response",
+        "provider_not_supported",
+    }
+)
 # Failures no other deployment of the same model can fix, but another model may.
 CONTEXT_WINDOW_CODE = "context_length_exceeded"
 CONTENT_POLICY_CODE = "content_filter"

@@ -18,6 +18,7 @@ from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
 from apps.gateway.guardrails import inspect_input, inspect_plugins
+from apps.gateway.request_schema import CHAT_COMPLETIONS, EMBEDDINGS
 from apps.gateway.respond import send_json
 from apps.gateway.snapshot import LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
@@ -97,57 +98,20 @@ def parse_json_body(ctx: RequestContext) -> dict[str, Any]:
     return body
 
 
-def require_model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request(
-            "'model' is required and must be a string.",
-            code="missing_required_parameter",
-            param="model",
-        )
-    return model
-
-
 def validate_chat(ctx: RequestContext) -> None:
     body = parse_json_body(ctx)
-    ctx.model_name = require_model(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request(
-            "'messages' is required and must be a non-empty array.",
-            code="missing_required_parameter",
-            param="messages",
-        )
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise bad_request(
-                f"messages[{i}] must be an object with a 'role'.",
-                code="invalid_value",
-                param=f"messages[{i}]",
-            )
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean.", code="invalid_type", param="stream")
-    ctx.stream = stream
+    CHAT_COMPLETIONS.check(body)
+    ctx.model_name = body["model"]
+    ctx.stream = bool(body.get("stream"))
     options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise bad_request(
-            "'stream_options' must be an object.", code="invalid_type", param="stream_options"
-        )
     ctx.include_usage = bool(options and options.get("include_usage"))
     ctx.body = body
 
 
 def validate_embeddings(ctx: RequestContext) -> None:
     body = parse_json_body(ctx)
-    ctx.model_name = require_model(body)
-    value = body.get("input")
-    if not isinstance(value, (str, list)) or (isinstance(value, list) and not value):
-        raise bad_request(
-            "'input' is required: a string or a non-empty array.",
-            code="missing_required_parameter",
-            param="input",
-        )
+    EMBEDDINGS.check(body)
+    ctx.model_name = body["model"]
     ctx.body = body
 
 

@@ -67,7 +67,7 @@ def test_every_request_allowed_or_refused_is_durable_before_its_last_byte(world,
         "unknown key": (401, "invalid_api_key"),
         "model not allowed": (403, "model_not_allowed"),
         "unknown model": (404, "model_not_found"),
-        "bad body": (400, "missing_required_parameter"),
+        "bad body": (400, "invalid_type"),
         "rate limited": (429, "rate_limit_exceeded"),
     }
     for name, response in responses.items():

@@ -189,7 +189,7 @@ class _Ctx:
                 "model": "m",
                 "max_tokens": 5,
                 "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "web_search_20250305", "name": "w"}],
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
             },
             "tools[0]",
         ),

@@ -140,8 +140,12 @@ def test_unknown_model_gets_404(env):
             "model",
         ),
         (b'{"model": "alpha"}', "missing_required_parameter", "messages"),
-        (b'{"model": "alpha", "messages": "hi"}', "missing_required_parameter", "messages"),
-        (b'{"model": "alpha", "messages": [{"content": "x"}]}', "invalid_value", "messages[0]"),
+        (b'{"model": "alpha", "messages": "hi"}', "invalid_type", "messages"),
+        (
+            b'{"model": "alpha", "messages": [{"content": "x"}]}',
+            "missing_required_parameter",
+            "messages[0].role",
+        ),
         (
             b'{"model": "alpha", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
             "invalid_type",
