@@ -131,7 +131,7 @@ EOF
 )
 # Agents' GET streams never end by themselves: a bounded graceful shutdown closes them.
 "$PY" -m uvicorn odock.asgi:application --host 127.0.0.1 --port "$GW_PORT" --lifespan on \
-  --no-access-log --log-level warning --timeout-graceful-shutdown 3 &
+  --loop uvloop --http odock.server:HttpProtocol --no-access-log --log-level warning --timeout-graceful-shutdown 3 &
 PIDS+=($!)
 wait_port "$GW_PORT"
 

@@ -93,7 +93,7 @@ def main() -> None:
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            "odock.server:HttpProtocol",
             "--lifespan",
             "on",
             "--no-access-log",

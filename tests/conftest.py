@@ -26,7 +26,7 @@ class ServerThread:
             lifespan="on",
             log_level="warning",
             loop="uvloop",
-            http="httptools",
+            http="odock.server:HttpProtocol",
             timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
@@ -162,7 +162,7 @@ class GatewayProcess:
                 "--loop",
                 "uvloop",
                 "--http",
-                "httptools",
+                "odock.server:HttpProtocol",
                 "--lifespan",
                 "on",
                 "--no-access-log",

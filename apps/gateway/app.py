@@ -311,7 +311,7 @@ class GatewayApp:
             try:
                 ctx.raw_body = await self._read_body(receive)
             except GatewayError as error:
-                await pipeline.reject(ctx, error)  # too large: refused before any stage
+                await pipeline.reject(ctx, error)  # too large or cut off
                 return
         await pipeline.handle(ctx)
         self.metrics[(pipeline.endpoint, ctx.status)] += 1
@@ -364,6 +364,12 @@ class GatewayApp:
     async def _read_body(self, receive: Any) -> bytes:
         limit = self.config.max_body_bytes
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(
+                408,
+                "The request body ended before its declared length.",
+                code="request_body_incomplete",
+            )
         body = message.get("body", b"")
         if not message.get("more_body"):
             if len(body) > limit:
@@ -374,7 +380,13 @@ class GatewayApp:
         while message.get("more_body"):
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                # Gone before the body was whole (or cut off by the server's body timeout):
+                # a partial body is never treated as a request.
+                raise GatewayError(
+                    408,
+                    "The request body ended before its declared length.",
+                    code="request_body_incomplete",
+                )
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -82,9 +82,17 @@ class Pipeline:
                 ctx.client_disconnected = True
 
     async def reject(self, ctx: RequestContext, error: GatewayError) -> None:
-        """Refuse before any stage ran (a body too large, an unknown endpoint) — recorded,
-        durably, like every other refusal."""
+        """Refuse a request whose body could not be read (too large, cut off) — recorded,
+        durably, like every other refusal, and attributed to its key when it has a valid
+        one (the stages up to ``authenticate`` run; their own refusal is only recorded)."""
         held = _hold_last_message(ctx) if self.record.durable else None
+        for stage in self.stages:
+            try:
+                await stage.run(ctx)
+            except GatewayError:
+                break
+            if stage.name == "authenticate":
+                break
         await self._refuse(ctx, error)
         durable = self.record.run(ctx)
         if held is not None:

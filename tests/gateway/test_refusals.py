@@ -180,6 +180,8 @@ def test_oversized_body_gets_413(gateway_factory, fake_upstream):
     assert err.value.status_code == 413
     _assert_openai_error(err.value.response.json(), "request_too_large")
     assert fake_upstream.requests == []
+    [record] = records_wait(gateway, 1)
+    assert (record.status_code, record.key_id) == (413, issued.key.pk)  # attributed
 
 
 def test_unknown_endpoint_and_wrong_method(env):
