@@ -80,37 +80,25 @@ def explain(error: Any, body: Any) -> GatewayError:
         return _out_of_range(param, error.instance, "below minimum", ">=", kind.limit)
     if isinstance(kind, _Kind.Maximum | _Kind.ExclusiveMaximum):
         return _out_of_range(param, error.instance, "above maximum", "<=", kind.limit)
-    if isinstance(kind, _Kind.MinItems):
-        if kind.limit == 1:
-            return bad_request(
-                f"Invalid '{param}': empty array. Expected an array with at least one item.",
-                code="empty_array",
-                param=param,
-            )
+    if isinstance(kind, _Kind.MinItems) and kind.limit == 1:
         return bad_request(
-            f"Invalid '{param}': expected an array with at least {kind.limit} items.",
-            code="array_below_min_length",
+            f"Invalid '{param}': empty array. Expected an array with at least one item.",
+            code="empty_array",
             param=param,
         )
-    if isinstance(kind, _Kind.MaxItems):
-        return bad_request(
-            f"Invalid '{param}': expected an array with at most {kind.limit} items.",
-            code="array_above_max_length",
-            param=param,
-        )
-    if isinstance(kind, _Kind.MaxLength):
-        return bad_request(
-            f"Invalid '{param}': string too long. Expected at most {kind.limit} characters.",
-            code="string_above_max_length",
-            param=param,
-        )
-    if isinstance(kind, _Kind.MinLength):
-        return bad_request(
-            f"Invalid '{param}': string too short. Expected at least {kind.limit} characters.",
-            code="string_below_min_length",
-            param=param,
-        )
+    for limited, code, text in _LENGTH_LIMITS:
+        if isinstance(kind, limited):
+            message = f"Invalid '{param}': " + text.format(limit=kind.limit)
+            return bad_request(message, code=code, param=param)
     return bad_request(f"Invalid value for '{param}'.", code="invalid_value", param=param)
+
+
+_LENGTH_LIMITS = (
+    (_Kind.MinItems, "array_below_min_length", "expected an array with at least {limit} items."),
+    (_Kind.MaxItems, "array_above_max_length", "expected an array with at most {limit} items."),
+    (_Kind.MaxLength, "string_above_max_length", "expected at most {limit} characters."),
+    (_Kind.MinLength, "string_below_min_length", "expected at least {limit} characters."),
+)
 
 
 def _explain_any_of(

@@ -19,19 +19,6 @@ from typing import Any, Protocol
 
 from apps.gateway.snapshot import DeploymentEntry, KeyEntry, ModelEntry
 
-# Upstream failures worth another attempt (on another deployment, or later on this one).
-RETRYABLE_CODES = frozenset(
-    {
-        "upstream_rate_limited",
-        "upstream_error",
-        "upstream_unreachable",
-        "upstream_timeout",
-        "upstream_stream_broken",
-        "upstream_invalid_response",
-        "upstream_auth_failed",  # another provider's credentials may work
-        "provider_not_supported",
-    }
-)
 # Failures that say something about the deployment (5xx, 429, timeouts, connection errors,
 # broken streams and answers): only these count towards opening its circuit. An upstream
 # 4xx is the provider judging the request (or our credentials): the deployment answered, so
@@ -47,6 +34,9 @@ HEALTH_FAILURE_CODES = frozenset(
         "provider_not_supported",
     }
 )
+# Upstream failures worth another attempt (on another deployment, or later on this one);
+# another provider's credentials may work where these were refused.
+RETRYABLE_CODES = HEALTH_FAILURE_CODES | {"upstream_auth_failed"}
 # Failures no other deployment of the same model can fix, but another model may.
 CONTEXT_WINDOW_CODE = "context_length_exceeded"
 CONTENT_POLICY_CODE = "content_filter"
