@@ -1,7 +1,8 @@
 """Turning a key's limit rules into the counters one request checks and reserves.
 
-Pure functions over the snapshot: no I/O. Money in integer micro-USD; a model's price
-per million tokens in USD is exactly its price per token in micro-USD.
+Pure functions over the snapshot: no I/O. Money in integer pico-USD (1e-12 USD, the
+precision the request log stores), so a budget counter adds up exactly what the log
+records, however cheap each request.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
+from apps.core.money import MTOK, cost_usd
 from apps.gateway.snapshot import LimitRule, ModelEntry
-from apps.gateway.state_store import PREFIX, Check, Settlement, StateStore
+from apps.gateway.state_store import PREFIX, V2, Check, Settlement, StateStore
 
+PICO_PER_USD = 10**12
 KEEP_AFTER_PERIOD = timedelta(days=35)  # old periods stay readable for reconciliation
 TOTAL_KEEP_MS = 10 * 365 * 86_400_000
 
@@ -46,28 +49,46 @@ def period_start(period: str, now: datetime) -> datetime | None:
 
 
 def budget_key(rule_id: int, period_key: str) -> str:
-    return f"{PREFIX}b:{rule_id}:{period_key}"
+    return f"{V2}b:{rule_id}:{period_key}"
 
 
 def budget_alert_key(rule_id: int, period_key: str) -> str:
     return f"{PREFIX}alert:{rule_id}:{period_key}"
 
 
-def cost_micro(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
-    """Rounded up: counters may overstate spend by < 1 micro-USD a request, never under."""
-    exact = input_tokens * model.input_per_mtok + output_tokens * model.output_per_mtok
-    return int(Decimal(exact).to_integral_value(rounding=ROUND_CEILING))
+def usd_to_pico(usd: Decimal) -> int:
+    """Exact for any amount the database stores (at most 12 decimals); finer is rounded up."""
+    return int((usd * PICO_PER_USD).to_integral_value(rounding=ROUND_CEILING))
 
 
-def reserve_micro(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
+def pico_to_usd(pico: int) -> Decimal:
+    return Decimal(pico).scaleb(-12)
+
+
+def usd_text(pico: int) -> str:
+    """For messages: ``50``, ``0.0375``; no float, no trailing zeros."""
+    return f"{pico_to_usd(pico).normalize():f}"
+
+
+def cost_pico(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
+    """What the request log records for the call (``apps.core.money.cost_usd``), exactly."""
+    usd = cost_usd(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        input_per_mtok=model.input_per_mtok,
+        output_per_mtok=model.output_per_mtok,
+    )
+    return usd_to_pico(usd)
+
+
+def reserve_pico(input_tokens: int, output_tokens: int, model: ModelEntry) -> int:
     """The most the request could cost: at the highest prices among the model and the
     fallback models that may serve it."""
     input_price = model.reserve_input_per_mtok
     output_price = model.reserve_output_per_mtok
     if input_price is None or output_price is None:
-        return cost_micro(input_tokens, output_tokens, model)
-    exact = input_tokens * input_price + output_tokens * output_price
-    return int(Decimal(exact).to_integral_value(rounding=ROUND_CEILING))
+        input_price, output_price = model.input_per_mtok, model.output_per_mtok
+    return usd_to_pico((input_tokens * input_price + output_tokens * output_price) / MTOK)
 
 
 @dataclass(slots=True)
@@ -80,6 +101,7 @@ class Reservation:
     period_keys: list[str]
     store: StateStore | None = None
     settled: bool = False
+    started_ts: float = 0.0  # epoch seconds: the period, and the reconciliation bucket
 
 
 def applicable_rules(rules: tuple[LimitRule, ...], model_name: str) -> list[LimitRule]:
@@ -111,8 +133,10 @@ def current_period(period: str, now_ts: float) -> tuple[str, float | None]:
 
 def counter_key(rule: LimitRule) -> str:
     """The rule's counter in the state store (budgets: without the period suffix)."""
-    kind = {"rpm": "rpm", "tpm": "tpm", "concurrency": "c", "budget": "b"}[rule.kind]
-    return f"{PREFIX}{kind}:{rule.rule_id}" + (":" if rule.kind == "budget" else "")
+    if rule.kind == "budget":
+        return f"{V2}b:{rule.rule_id}:"
+    kind = {"rpm": "rpm", "tpm": "tpm", "concurrency": "c"}[rule.kind]
+    return f"{PREFIX}{kind}:{rule.rule_id}"
 
 
 def plan_checks(
@@ -124,10 +148,12 @@ def plan_checks(
     max_output_tokens: int,
     now_ts: float | None = None,
 ) -> Reservation:
-    """Checks for every applicable rule, with the worst case this request could cost."""
+    """Checks for every applicable rule, with the worst case this request could cost.
+    ``now_ts``: when the request started (its record's time), so Redis and the request
+    log put it in the same period."""
     now_ts = time.time() if now_ts is None else now_ts
     worst_tokens = prompt_tokens + max_output_tokens
-    worst_micro = reserve_micro(prompt_tokens, max_output_tokens, model)
+    worst_pico = reserve_pico(prompt_tokens, max_output_tokens, model)
     checks: list[Check] = []
     period_keys: list[str] = []
     for rule in rules:
@@ -150,7 +176,7 @@ def plan_checks(
                 "b",
                 rule.key + period_key,
                 rule.limit,
-                worst_micro,
+                worst_pico,
                 hard=rule.hard,
                 keep_ms=keep_ms,
                 retry_ms=retry_ms,
@@ -164,6 +190,7 @@ def plan_checks(
         prompt_tokens=prompt_tokens,
         max_output_tokens=max_output_tokens,
         period_keys=period_keys,
+        started_ts=now_ts,
     )
 
 
@@ -171,7 +198,8 @@ def plan_settlement(
     reservation: Reservation, *, input_tokens: int, output_tokens: int, model: ModelEntry
 ) -> list[Settlement]:
     """Real usage replaces the worst case; 0 tokens releases the hold entirely."""
-    actual_micro = cost_micro(input_tokens, output_tokens, model)
+    actual_pico = cost_pico(input_tokens, output_tokens, model)
+    minute = int(reservation.started_ts // 60)
     items: list[Settlement] = []
     for rule, check, period_key in zip(
         reservation.rules, reservation.checks, reservation.period_keys, strict=True
@@ -182,11 +210,12 @@ def plan_settlement(
                     "b",
                     check.key,
                     check.amount,
-                    actual_micro,
+                    actual_pico,
                     limit=rule.limit,
                     keep_ms=check.keep_ms,
                     thresholds=rule.thresholds,
                     alert_key=budget_alert_key(rule.rule_id, period_key),
+                    minute=minute,
                 )
             )
         elif check.kind == "t":

@@ -32,7 +32,7 @@ class LimitRule:
     """One enforced limit from one level of the hierarchy (every level is enforced).
 
     ``limit`` is requests (rpm), tokens (tpm), concurrent requests (concurrency) or
-    micro-USD (budget). ``model`` set: the rule applies to that public model only.
+    pico-USD (budget). ``model`` set: the rule applies to that public model only.
     """
 
     kind: str  # "rpm" | "tpm" | "concurrency" | "budget"

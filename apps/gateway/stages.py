@@ -16,7 +16,7 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
-from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement
+from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement, usd_text
 from apps.gateway.guardrails import inspect_input, inspect_plugins
 from apps.gateway.request_schema import CHAT_COMPLETIONS, EMBEDDINGS
 from apps.gateway.respond import send_json
@@ -199,7 +199,7 @@ def _duration(ms: int) -> str:
 
 def _refusal(rule: LimitRule, retry_after_ms: int) -> GatewayError:
     code, what = LIMIT_CODES[rule.kind]
-    usd = f"{rule.limit / 1_000_000:.6f}".rstrip("0").rstrip(".")
+    usd = usd_text(rule.limit) if rule.kind == "budget" else ""
     limit_text = what.format(limit=rule.limit, period=rule.period, usd=usd)
     if retry_after_ms < 0 and rule.kind != "budget":
         message = f"This request alone exceeds the limit of {limit_text} at {rule.level}."
@@ -281,6 +281,7 @@ class ReserveBudget:
             model=ctx.model,
             prompt_tokens=ctx.prompt_tokens,
             max_output_tokens=_max_output_tokens(ctx, self._default_max_output),
+            now_ts=ctx.started_wall,
         )
         store = self._store
         try:

@@ -9,9 +9,21 @@ Algorithms
   arrival time (TAT). A request of weight w is allowed if TAT + w*interval - window <= now.
   Exact over any sliding 60 s window; no 2x burst at a fixed-window boundary.
 - concurrency: a sorted set of reservation ids scored by their expiry.
-- budgets: a settled-spend counter and a reserved counter (micro-USD) per budget and
-  period. Reservations are holds with a TTL kept apart from settled spend: a crashed
-  process's holds expire and are swept, so they never leave phantom spend.
+- budgets: per budget and period, a settled-spend counter (``:s``), a held counter
+  (``:r``) and the holds behind it (``:h``, request id -> amount), in pico-USD (1e-12 USD,
+  the request log's precision), so a counter adds up exactly what the log records.
+  A hold is indexed by its expiry (``holds``) and its record lives until something
+  releases it: its settlement, or a sweep once it expired. Sweeps run in every reserve,
+  on a clock in every gateway process (``sweep``) and in the reconciliation job, so a
+  crashed process's holds come back without waiting for traffic.
+  Settlements are also added to per-minute buckets (``:m<minute>``) of the minute the
+  request started, kept 30 minutes: reconciliation leaves recent spend alone (its
+  records may not be in the database yet) and corrects the rest both ways.
+
+Pico-USD outgrow Lua's numbers (doubles, exact to 2^53 = 9,007 USD), so amounts travel
+as strings, Redis adds them (INCRBY: 64-bit, up to 9.2 million USD per counter), and the
+scripts compare them on two exact halves. Budget keys carry ``v2:`` (v1 counted whole
+micro-USD, rounded up): v1 keys are no longer read and expire by themselves.
 
 Clock: Redis's own TIME, so gateway machines with skewed clocks still agree.
 All keys share the ``{odock}`` hash tag, so they live in one Redis Cluster slot.
@@ -36,7 +48,11 @@ from apps.gateway.resp import PipelinedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
 PREFIX = "{odock}:"
+# Budget counters, holds and their index: v2 = pico-USD, holds released by sweeps.
+V2 = PREFIX + "v2:"
 WINDOW_MS = 60_000
+SWEEP_BATCH = 1000  # holds released per sweep call (a reserve sweeps 100)
+BUCKET_KEEP_MS = 30 * 60_000  # settled spend per request-start minute, for reconciliation
 
 
 class StateUnavailable(Exception):
@@ -46,7 +62,7 @@ class StateUnavailable(Exception):
 @dataclass(frozen=True, slots=True)
 class Check:
     """One counter to check and reserve. ``kind``: r (rpm), t (tpm), c (concurrency),
-    b (budget). ``amount``: requests, tokens, 1, or micro-USD."""
+    b (budget). ``amount``: requests, tokens, 1, or pico-USD."""
 
     kind: str
     key: str
@@ -69,7 +85,9 @@ class ReserveResult:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """How a reservation ends. ``actual``: tokens (t) or micro-USD (b); 0 releases."""
+    """How a reservation ends. ``actual``: tokens (t) or pico-USD (b); 0 releases.
+    ``minute``: the request's start (epoch minutes) for the budget's reconciliation
+    buckets; 0 keeps no bucket."""
 
     kind: str
     key: str
@@ -79,6 +97,7 @@ class Settlement:
     keep_ms: int = 0
     thresholds: tuple[int, ...] = ()
     alert_key: str = ""
+    minute: int = 0
 
 
 class StateStore(Protocol):
@@ -92,6 +111,11 @@ class StateStore(Protocol):
         """Returns the alert keys that crossed a threshold for the first time."""
         ...
 
+    async def sweep(self) -> int:
+        """Release every expired hold now; returns how many. Called on a clock, so a
+        crashed process's holds never wait for a request to come by."""
+        ...
+
     def settle_later(
         self, rid: str, items: list[Settlement], on_alerts: Callable[[list[str]], None]
     ) -> None:
@@ -102,21 +126,46 @@ class StateStore(Protocol):
 # --- Redis --------------------------------------------------------------------------
 
 _COMMON = """
-local function sweep(prefix, now)
-  local holds = prefix .. 'holds'
-  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, 100)
-  for _, rid in ipairs(expired) do
-    local hk = prefix .. 'hold:' .. rid
-    local applied = redis.call('GET', hk)
-    if applied then
-      for _, a in ipairs(cjson.decode(applied)) do
-        if a[1] == 'b' then redis.call('DECRBY', a[2] .. ':r', a[3])
-        elseif a[1] == 'c' then redis.call('ZREM', a[2], rid) end
-      end
-      redis.call('DEL', hk)
+-- Budget amounts are pico-USD strings: past 2^53 a Lua number (a double) is no longer
+-- exact, so Redis adds them (INCRBY, 64-bit) and they are compared here on two exact
+-- halves, n = hi * 1e9 + lo.
+local function halves(s)
+  local neg = string.sub(s, 1, 1) == '-'
+  if neg then s = string.sub(s, 2) end
+  local hi = tonumber(string.sub(s, 1, -10)) or 0
+  local lo = tonumber(string.sub(s, -9))
+  if neg then return -hi, -lo end
+  return hi, lo
+end
+-- The sign of hi * 1e9 + lo, for sums of a few halves times small integers.
+local function sign(hi, lo)
+  local carry = math.floor(lo / 1e9)
+  hi, lo = hi + carry, lo - carry * 1e9
+  if hi > 0 or (hi == 0 and lo > 0) then return 1 end
+  if hi == 0 and lo == 0 then return 0 end
+  return -1
+end
+-- Give back what a hold still holds. Idempotent: an amount leaves ':r' only with its
+-- entry in ':h', so a settlement racing a sweep never releases it twice.
+local function release(prefix, rid)
+  local hk = prefix .. 'hold:' .. rid
+  local applied = redis.call('GET', hk)
+  if applied then
+    for _, a in ipairs(cjson.decode(applied)) do
+      if a[1] == 'b' then
+        if redis.call('HDEL', a[2] .. ':h', rid) == 1 then
+          redis.call('DECRBY', a[2] .. ':r', a[3])
+        end
+      elseif a[1] == 'c' then redis.call('ZREM', a[2], rid) end
     end
-    redis.call('ZREM', holds, rid)
+    redis.call('DEL', hk)
   end
+  redis.call('ZREM', prefix .. 'holds', rid)
+end
+local function sweep(prefix, now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', prefix .. 'holds', '-inf', now, 'LIMIT', 0, limit)
+  for _, rid in ipairs(expired) do release(prefix, rid) end
+  return #expired
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -130,7 +179,7 @@ RESERVE_LUA = (
 local prefix, rid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local checks = cjson.decode(ARGV[4])
 local now = now_ms()
-sweep(prefix, now)
+sweep(prefix, now, 100)
 local plan = {}
 local rpm, tpm = {-1, -1, 0}, {-1, -1, 0}
 for i, c in ipairs(checks) do
@@ -153,9 +202,13 @@ for i, c in ipairs(checks) do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     if redis.call('ZCARD', key) + 1 > limit then return {0, i - 1, 1000} end
   elseif kind == 'b' then
-    local spent = tonumber(redis.call('GET', key .. ':s') or '0')
-    local reserved = tonumber(redis.call('GET', key .. ':r') or '0')
-    if c[5] == 1 and spent + reserved + amount > limit then return {0, i - 1, c[7]} end
+    if c[5] == 1 then
+      local sh, sl = halves(redis.call('GET', key .. ':s') or '0')
+      local hh, hl = halves(redis.call('GET', key .. ':r') or '0')
+      local ah, al = halves(amount)
+      local lh, ll = halves(limit)
+      if sign(sh + hh + ah - lh, sl + hl + al - ll) > 0 then return {0, i - 1, c[7]} end
+    end
   end
 end
 local applied = {}
@@ -166,15 +219,18 @@ for i, c in ipairs(checks) do
   elseif kind == 'c' then
     redis.call('ZADD', key, now + ttl, rid)
     redis.call('PEXPIRE', key, ttl + 60000)
-    table.insert(applied, {'c', key, 1})
+    table.insert(applied, {'c', key})
   elseif kind == 'b' then
     redis.call('INCRBY', key .. ':r', amount)
     if c[6] > 0 then redis.call('PEXPIRE', key .. ':r', c[6]) end
+    -- No TTL: every entry leaves with its hold, and Redis drops the emptied hash.
+    redis.call('HSET', key .. ':h', rid, amount)
     table.insert(applied, {'b', key, amount})
   end
 end
 if #applied > 0 then
-  redis.call('SET', prefix .. 'hold:' .. rid, cjson.encode(applied), 'PX', ttl + 60000)
+  -- No TTL: the record lives until a settlement or a sweep releases it.
+  redis.call('SET', prefix .. 'hold:' .. rid, cjson.encode(applied))
   redis.call('ZADD', prefix .. 'holds', now + ttl, rid)
 end
 return {1, -1, 0, rpm[1], rpm[2], rpm[3], tpm[1], tpm[2], tpm[3]}
@@ -184,23 +240,38 @@ return {1, -1, 0, rpm[1], rpm[2], rpm[3], tpm[1], tpm[2], tpm[3]}
 SETTLE_LUA = (
     _COMMON
     + """
-local prefix, rid = ARGV[1], ARGV[2]
+local prefix, rid, bucket_keep = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local items = cjson.decode(ARGV[3])
 local hk = prefix .. 'hold:' .. rid
-local held = redis.call('EXISTS', hk) == 1
 local alerts = {}
 for _, it in ipairs(items) do
   local kind, key, reserved, actual = it[1], it[2], it[3], it[4]
   if kind == 'b' then
-    if held then redis.call('DECRBY', key .. ':r', reserved) end
-    local after = redis.call('INCRBY', key .. ':s', actual)
+    -- The hold, if no sweep released it already (see release()).
+    if redis.call('HDEL', key .. ':h', rid) == 1 then
+      redis.call('DECRBY', key .. ':r', reserved)
+    end
+    local before = #it[7] > 0 and (redis.call('GET', key .. ':s') or '0')
+    redis.call('INCRBY', key .. ':s', actual)
     if it[6] > 0 then redis.call('PEXPIRE', key .. ':s', it[6]) end
-    local before = after - actual
-    for _, th in ipairs(it[7]) do
-      local mark = it[5] * th / 100
-      if before < mark and after >= mark then
-        if redis.call('SET', it[8] .. ':' .. th, '1', 'NX', 'PX', math.max(it[6], 60000)) then
-          table.insert(alerts, it[8] .. ':' .. th)
+    if it[9] > 0 and actual ~= '0' then
+      local bucket = key .. ':m' .. it[9]
+      if redis.call('INCRBY', bucket, actual) == tonumber(actual) then  -- a new bucket
+        redis.call('PEXPIRE', bucket, bucket_keep)
+      end
+    end
+    if before then
+      local bh, bl = halves(before)
+      local xh, xl = halves(actual)
+      local ah, al = bh + xh, bl + xl
+      local lh, ll = halves(it[5])
+      for _, th in ipairs(it[7]) do
+        -- Crossed th % of the limit: 100 * before < th * limit <= 100 * after.
+        if sign(100 * bh - th * lh, 100 * bl - th * ll) < 0
+            and sign(100 * ah - th * lh, 100 * al - th * ll) >= 0 then
+          if redis.call('SET', it[8] .. ':' .. th, '1', 'NX', 'PX', math.max(it[6], 60000)) then
+            table.insert(alerts, it[8] .. ':' .. th)
+          end
         end
       end
     end
@@ -221,21 +292,82 @@ return alerts
 """
 )
 
+SWEEP_LUA = (
+    _COMMON
+    + """
+return sweep(ARGV[1], now_ms(), tonumber(ARGV[2]))
+"""
+)
+
+# Reconciliation (``apps.policies.spend``), atomically for one budget counter: the
+# settled counter becomes the database's figure for requests started before the recent
+# window (ARGV[3]) plus this counter's buckets of that window (ARGV[5:]), lowering or
+# raising it; the held counter becomes the sum of the live holds on it. Returns, as
+# pico-USD strings: settled before and after, held before and after.
+RECONCILE_LUA = (
+    _COMMON
+    + """
+local prefix, key, older, keep = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local settled = redis.call('GET', key .. ':s') or '0'
+redis.call('SET', key .. ':s', older, 'PX', keep)
+for i = 5, #ARGV do
+  local recent = redis.call('GET', ARGV[i])
+  if recent then redis.call('INCRBY', key .. ':s', recent) end
+end
+local held = redis.call('GET', key .. ':r') or '0'
+local live = {}
+local entries = redis.call('HGETALL', key .. ':h')
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', prefix .. 'hold:' .. entries[i]) == 1 then
+    table.insert(live, entries[i + 1])
+  else
+    redis.call('HDEL', key .. ':h', entries[i])  -- its hold is gone: nothing is held
+  end
+end
+if #live > 0 or held ~= '0' then
+  redis.call('SET', key .. ':r', '0', 'PX', keep)
+  for _, amount in ipairs(live) do redis.call('INCRBY', key .. ':r', amount) end
+end
+return {settled, redis.call('GET', key .. ':s'), held, redis.call('GET', key .. ':r') or '0'}
+"""
+)
+
+# After Redis lost its data: raise each recent minute bucket to the database's figure
+# (never lower: a settlement may have landed before its record).
+BUCKETS_RAISE_LUA = (
+    _COMMON
+    + """
+local keep = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local nh, nl = halves(ARGV[i + 1])
+  local ch, cl = halves(redis.call('GET', ARGV[i]) or '0')
+  if sign(nh - ch, nl - cl) > 0 then
+    redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', keep)
+  end
+end
+return 0
+"""
+)
+
 
 def _check_row(c: Check) -> list[Any]:
+    if c.kind == "b":  # pico-USD: strings, never Lua numbers
+        return ["b", c.key, str(c.limit), str(c.amount), 1 if c.hard else 0, c.keep_ms, c.retry_ms]
     return [c.kind, c.key, c.limit, c.amount, 1 if c.hard else 0, c.keep_ms, c.retry_ms]
 
 
 def _settle_row(s: Settlement) -> list[Any]:
+    money = s.kind == "b"
     return [
         s.kind,
         s.key,
-        s.reserved,
-        s.actual,
-        s.limit,
+        str(s.reserved) if money else s.reserved,
+        str(s.actual) if money else s.actual,
+        str(s.limit) if money else s.limit,
         s.keep_ms,
         list(s.thresholds),
         s.alert_key,
+        s.minute,
     ]
 
 
@@ -258,7 +390,7 @@ class RedisStateStore:
 
     def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
         self._redis = PipelinedRedis(url, timeout_seconds=timeout_seconds)
-        self._scripts = {"reserve": RESERVE_LUA, "settle": SETTLE_LUA}
+        self._scripts = {"reserve": RESERVE_LUA, "settle": SETTLE_LUA, "sweep": SWEEP_LUA}
         self._sha = {
             name: hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest()
             for name, src in self._scripts.items()
@@ -308,7 +440,7 @@ class RedisStateStore:
 
     async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult:
         payload = orjson.dumps([_check_row(c) for c in checks])
-        [raw] = await self._evalsha_many("reserve", [[PREFIX, rid, ttl_ms, payload]])
+        [raw] = await self._evalsha_many("reserve", [[V2, rid, ttl_ms, payload]])
         return _parse_reserve(raw)
 
     async def settle(self, rid: str, items: list[Settlement]) -> list[str]:
@@ -317,7 +449,16 @@ class RedisStateStore:
 
     @staticmethod
     def _settle_args(rid: str, items: list[Settlement]) -> list[Any]:
-        return [PREFIX, rid, orjson.dumps([_settle_row(s) for s in items])]
+        return [V2, rid, orjson.dumps([_settle_row(s) for s in items]), BUCKET_KEEP_MS]
+
+    async def sweep(self) -> int:
+        released = 0
+        for _ in range(100):  # bounded: at most 100 batches a call, the rest next time
+            [count] = await self._evalsha_many("sweep", [[V2, SWEEP_BATCH]])
+            released += int(count)
+            if int(count) < SWEEP_BATCH:
+                break
+        return released
 
     def settle_later(
         self, rid: str, items: list[Settlement], on_alerts: Callable[[list[str]], None]
@@ -371,10 +512,11 @@ class RedisStateStore:
 @dataclass
 class LocalStateStore:
     """The same semantics as the Lua scripts, for one process (embedded default, and the
-    fail-open fallback when Redis is away). Runs on the event loop: no awaits inside,
-    so each call is atomic."""
+    fail-open fallback when Redis is away), in the same units (budgets in pico-USD, as
+    Python integers: exact at any size). No reconciliation buckets: the counters die with
+    the process. Runs on the event loop: no awaits inside, so each call is atomic."""
 
-    values: dict[str, float] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)  # budgets hold ints
     zsets: dict[str, dict[str, float]] = field(default_factory=dict)
     holds: dict[str, tuple[float, list[tuple[str, str, int]]]] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
@@ -386,14 +528,22 @@ class LocalStateStore:
     async def ping(self) -> bool | None:
         return None  # in-process: nothing to reach
 
-    def _sweep(self, now: float) -> None:
-        for rid in [r for r, (expiry, _) in self.holds.items() if expiry <= now]:
-            _, applied = self.holds.pop(rid)
-            for kind, key, amount in applied:
-                if kind == "b":
-                    self.values[key + ":r"] = self.values.get(key + ":r", 0) - amount
-                elif kind == "c":
-                    self.zsets.get(key, {}).pop(rid, None)
+    def _release(self, rid: str) -> None:
+        _, applied = self.holds.pop(rid, (0.0, []))
+        for kind, key, amount in applied:
+            if kind == "b":
+                self.values[key + ":r"] = self.values.get(key + ":r", 0) - amount
+            elif kind == "c":
+                self.zsets.get(key, {}).pop(rid, None)
+
+    def _sweep(self, now: float) -> int:
+        expired = [r for r, (expiry, _) in self.holds.items() if expiry <= now]
+        for rid in expired:
+            self._release(rid)
+        return len(expired)
+
+    async def sweep(self) -> int:
+        return self._sweep(self._now())
 
     async def reserve(self, rid: str, checks: list[Check], ttl_ms: int) -> ReserveResult:
         now = self._now()
@@ -448,26 +598,23 @@ class LocalStateStore:
         return self._settle_now(rid, items)
 
     def _settle_now(self, rid: str, items: list[Settlement]) -> list[str]:
-        held = rid in self.holds
+        self._release(rid)
         alerts: list[str] = []
         for it in items:
             if it.kind == "b":
-                if held:
-                    self.values[it.key + ":r"] = self.values.get(it.key + ":r", 0) - it.reserved
                 before = self.values.get(it.key + ":s", 0)
                 after = before + it.actual
                 self.values[it.key + ":s"] = after
                 for th in it.thresholds:
-                    mark = it.limit * th / 100
                     alert = f"{it.alert_key}:{th}"
-                    if before < mark <= after and alert not in self.marks:
+                    crossed = 100 * before < th * it.limit <= 100 * after
+                    if crossed and alert not in self.marks:
                         self.marks[alert] = 1
                         alerts.append(alert)
             elif it.kind == "t" and it.actual != it.reserved and it.key in self.values:
                 self.values[it.key] += (it.actual - it.reserved) * WINDOW_MS / it.limit
             elif it.kind == "c":
                 self.zsets.get(it.key, {}).pop(rid, None)
-        self.holds.pop(rid, None)
         return alerts
 
     def settle_later(

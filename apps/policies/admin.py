@@ -47,7 +47,7 @@ LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
 
 def usd(value: Decimal | str) -> str:
-    """Money for people: at most 6 decimals (micro-USD, what the counters hold), at least 2."""
+    """Money for people: at most 6 decimals (finer than anyone reads a bill), at least 2."""
     amount = Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
     return f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount:f}"
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from decimal import ROUND_FLOOR, Decimal
 
 from apps.core.models import config_version_current
-from apps.gateway.governance import counter_key
+from apps.gateway.governance import PICO_PER_USD, counter_key
 from apps.gateway.guardrails import guardset_compile
 from apps.gateway.snapshot import (
     DeploymentEntry,
@@ -28,7 +28,6 @@ from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLim
 from apps.providers.models import Deployment, DeploymentRole, Model, ModelFallback
 from apps.tenancy.models import OutagePolicy
 
-MICRO = Decimal(1_000_000)
 LevelKey = tuple[str, int]
 
 
@@ -67,13 +66,13 @@ def _limit_rules_by_level() -> dict[LevelKey, list[LimitRule]]:
     rules: dict[LevelKey, list[LimitRule]] = defaultdict(list)
     related = ("organization", "team", "project", "key", "model")
     for b in Budget.objects.select_related(*related):
-        micro = int((b.limit_usd * MICRO).to_integral_value(rounding=ROUND_FLOOR))
+        limit = int((b.limit_usd * PICO_PER_USD).to_integral_value(rounding=ROUND_FLOOR))
         rules[_level_of(b)].append(
             LimitRule(
                 kind="budget",
                 rule_id=b.pk,
                 level=b.level,
-                limit=micro,
+                limit=limit,
                 model=b.model.name if b.model_id else None,
                 period=b.period,
                 hard=b.hard,

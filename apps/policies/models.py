@@ -192,11 +192,19 @@ class BudgetSpend(models.Model):
     requests = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField()
     final = models.BooleanField(default=False)
-    redis_micro = models.BigIntegerField(
-        null=True, blank=True, help_text="Settled micro-USD in Redis at the last reconciliation."
+    redis_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="Settled spend in Redis at the last reconciliation, before it was corrected.",
     )
-    drift_micro = models.BigIntegerField(
-        null=True, blank=True, help_text="Redis minus database at the last reconciliation."
+    drift_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="Redis minus database at the last reconciliation (recent requests included).",
     )
 
     class Meta:

@@ -3,7 +3,8 @@
 Redis holds the live counters; ``BudgetSpend`` holds, per budget and period, the settled
 spend summed from the request log. The roll-up (every minute) keeps the current period's
 row fresh and finalises periods that ended (the period roll-over); reconciliation (every
-five minutes) compares Redis with the database and raises counters that lost spend.
+five minutes) releases expired holds and sets the Redis counters from the database, in
+both directions (``apps.policies.spend``).
 Both are scheduled jobs that must run once per cluster, so their tasks hold
 ``cluster_lock``.
 """
@@ -25,15 +26,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 
 from apps.audit.models import RequestLog
-from apps.gateway.governance import (
-    KEEP_AFTER_PERIOD,
-    TOTAL_KEEP_MS,
-    budget_key,
-    period_bounds,
-    period_start,
-)
+from apps.gateway.governance import period_bounds, period_start, pico_to_usd
 from apps.policies.models import Budget, BudgetSpend
-from apps.policies.spend import budget_filter, usd_to_micro
+from apps.policies.spend import RECENT, Drift, budget_filter, counters_reconcile, holds_sweep
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +37,6 @@ log = logging.getLogger(__name__)
 # before it is written as final and left alone.
 FINALISE_AFTER = timedelta(hours=1)
 LOCK_PREFIX = "{odock}:lock:"
-
-# Atomically: raise the settled counter to the database's figure (never lower it: spend
-# settled but not yet recorded explains a higher counter) and clamp a negative holds
-# counter to 0. Returns what it saw before, and how much it added.
-RECONCILE_LUA = """
-local settled = tonumber(redis.call('GET', KEYS[1]) or '0')
-local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
-local raised = 0
-if tonumber(ARGV[1]) > settled then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  raised = tonumber(ARGV[1]) - settled
-end
-if reserved < 0 then
-  redis.call('SET', KEYS[2], '0', 'KEEPTTL')
-end
-return {settled, reserved, raised}
-"""
 
 # Delete the lock only if it is still ours: a holder that outlived its TTL must not
 # delete the lock the next holder took.
@@ -215,47 +193,19 @@ def budget_spend_rollup(
 # --- Reconciliation -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Drift:
-    """One budget's current period as reconciliation found it, in micro-USD.
-
-    ``drift_micro`` is Redis minus the database, before any correction. Counters round
-    each request up, so 0 <= drift < requests is normal (``tolerance_micro``)."""
-
-    budget_id: int
-    period_key: str
-    db_micro: int
-    redis_micro: int
-    drift_micro: int
-    tolerance_micro: int
-    raised_micro: int
-    reserved_micro: int
-
-    @property
-    def anomalous(self) -> bool:
-        return (
-            self.raised_micro > 0
-            or abs(self.drift_micro) > self.tolerance_micro
-            or self.reserved_micro < 0
-        )
-
-
-def _keep_ms(window: Window, now: datetime) -> int:
-    if window.end is None:
-        return TOTAL_KEEP_MS
-    return int((window.end - now + KEEP_AFTER_PERIOD).total_seconds() * 1000)
-
-
 def spend_reconcile(*, redis_client: Any, now: datetime | None = None) -> list[Drift]:
-    """Compare every budget's current-period counter in Redis with the database.
+    """Set every budget's current-period counters in Redis from the database.
 
-    A counter below the database lost spend (flush, eviction, settles that failed open
-    to the local store) and is raised to it; a higher one is left alone (settled, not
-    yet recorded). Negative holds counters are a bug: clamped to 0 and logged. The
-    database figure and what Redis held are recorded on the ``BudgetSpend`` row.
+    Expired holds are released first; then, per budget, the settled counter becomes the
+    request log's figure (requests of the last ``RECENT`` counted as Redis has them: their
+    records may not have landed yet), lowering or raising it, and the holds counter the
+    sum of the live holds. Corrections are logged (a negative holds counter is a bug) and
+    what Redis held, before, is recorded on the ``BudgetSpend`` row.
     """
     now = now or datetime.now(UTC)
-    reconcile = redis_client.register_script(RECONCILE_LUA)
+    released = holds_sweep(redis_client)
+    if released:
+        log.info("released %s expired budget holds", released)
     budgets = list(Budget.objects.select_related("model").order_by("pk"))
     windows = {b.pk: period_window(b.period, now) for b in budgets}
     rows = {
@@ -265,46 +215,34 @@ def spend_reconcile(*, redis_client: Any, now: datetime | None = None) -> list[D
     drifts: list[Drift] = []
     for budget in budgets:
         window = windows[budget.pk]
-        # The database first, then Redis: anything settled in between makes Redis
-        # higher, never lower, so a raise is always lost spend.
-        ((spent, requests),) = _figures(budget, [window])
-        db_micro = usd_to_micro(spent)
-        key = budget_key(budget.pk, window.key)
-        settled, reserved, raised = (
-            int(v)
-            for v in reconcile(
-                keys=[key + ":s", key + ":r"], args=[db_micro, _keep_ms(window, now)]
-            )
-        )
-        drift = Drift(
-            budget_id=budget.pk,
-            period_key=window.key,
-            db_micro=db_micro,
-            redis_micro=settled,
-            drift_micro=settled - db_micro,
-            tolerance_micro=requests,
-            raised_micro=raised,
-            reserved_micro=reserved,
-        )
+        drift, spent, requests = counters_reconcile(redis_client, budget, now)
         drifts.append(drift)
-        if raised or abs(drift.drift_micro) > drift.tolerance_micro:
+        if drift.corrected_pico:
             log.warning(
-                "budget %s %s: Redis %s micro-USD, database %s (drift %s, tolerance %s); "
-                "raised by %s",
+                "budget %s %s: Redis had %s USD settled, the database %s (requests older "
+                "than %s); corrected by %s USD",
                 budget.pk,
                 window.key,
-                settled,
-                db_micro,
-                drift.drift_micro,
-                drift.tolerance_micro,
-                raised,
+                pico_to_usd(drift.redis_pico),
+                pico_to_usd(drift.db_pico),
+                RECENT,
+                pico_to_usd(drift.corrected_pico),
             )
-        if reserved < 0:
+        if drift.reserved_pico < 0:
             log.error(
-                "budget %s %s: negative reservations (%s micro-USD) clamped to 0",
+                "budget %s %s: negative holds counter (%s USD) set to the live holds (%s USD)",
                 budget.pk,
                 window.key,
-                reserved,
+                pico_to_usd(drift.reserved_pico),
+                pico_to_usd(drift.held_pico),
+            )
+        elif drift.reserved_pico != drift.held_pico:
+            log.warning(
+                "budget %s %s: holds counter %s USD, live holds %s USD; restored",
+                budget.pk,
+                window.key,
+                pico_to_usd(drift.reserved_pico),
+                pico_to_usd(drift.held_pico),
             )
         _spend_write(
             rows.get((budget.pk, window.key)),
@@ -315,8 +253,8 @@ def spend_reconcile(*, redis_client: Any, now: datetime | None = None) -> list[D
                 "spent_usd": spent,
                 "requests": requests,
                 "final": False,
-                "redis_micro": settled,
-                "drift_micro": drift.drift_micro,
+                "redis_usd": pico_to_usd(drift.redis_pico),
+                "drift_usd": pico_to_usd(drift.drift_pico),
             },
         )
     return drifts

@@ -1,35 +1,56 @@
-"""Spend truth: settled spend per budget and period, from the request log.
+"""Spend truth: settled spend per budget and period, from the request log, and the Redis
+counters set from it.
 
-Redis holds the live counters; the database holds every request's cost. After a Redis
-restart or flush the counters are rebuilt from here, so budgets never reset by accident.
+Redis holds the live counters (pico-USD, see ``apps.gateway.state_store``); the database
+holds every request's cost. Reconciliation (every five minutes) and the rebuild after
+Redis lost its data (at the next poll of any gateway) set each budget's current-period
+counters from here, lowering or raising them:
+
+- settled = the request log's spend for requests that started more than ``RECENT`` ago,
+  plus Redis's own per-minute buckets for the recent ones (their records may still be on
+  their way: written a moment after the settlement, or waiting in a spool);
+- held = the sum of the live holds, after the expired ones were released.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncMinute
 
 from apps.audit.models import RequestLog
-from apps.gateway.governance import TOTAL_KEEP_MS, budget_key, period_bounds, period_start
+from apps.gateway.governance import (
+    KEEP_AFTER_PERIOD,
+    TOTAL_KEEP_MS,
+    budget_key,
+    period_bounds,
+    period_start,
+    usd_to_pico,
+)
+from apps.gateway.state_store import (
+    BUCKET_KEEP_MS,
+    BUCKETS_RAISE_LUA,
+    RECONCILE_LUA,
+    SWEEP_BATCH,
+    SWEEP_LUA,
+    V2,
+)
 from apps.policies.models import Budget
 
 log = logging.getLogger(__name__)
-MICRO = Decimal(1_000_000)
-EPOCH_KEY = "{odock}:epoch"
-
-# Raise a counter to at least the database's figure; never lower it (requests settled
-# after the records were read are already in the counter).
-RAISE_TO_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return tonumber(ARGV[1]) - current
-end
-return 0
-"""
+# v2: the pico-USD counters. Its absence (a Redis restart or flush, or the upgrade from
+# the micro-USD counters of v1) makes the next gateway poll rebuild them from the log.
+EPOCH_KEY = V2 + "epoch"
+# Requests that started this recently are counted as Redis has them; older ones as the
+# request log has them. Buckets this far ahead of ``now`` count too (clock skew). The
+# buckets live BUCKET_KEEP_MS (30 minutes), longer than both together.
+RECENT = timedelta(minutes=10)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def budget_filter(budget: Budget) -> Q:
@@ -49,49 +70,145 @@ def budget_filter(budget: Budget) -> Q:
     return q
 
 
-def budget_spent_usd(budget: Budget, now: datetime | None = None) -> Decimal:
-    """Settled spend in the budget's current period, from the request log."""
-    now = now or datetime.now(UTC)
+def _period_q(budget: Budget, now: datetime) -> Q:
     q = budget_filter(budget)
     start = period_start(budget.period, now)
     if start is not None:
         _, end = period_bounds(budget.period, now)
         q &= Q(created_at__gte=start, created_at__lt=end)
-    total = RequestLog.objects.filter(q).aggregate(total=Sum("cost_usd"))["total"]
-    return total or Decimal(0)
+    return q
 
 
-def usd_to_micro(value: Decimal) -> int:
-    return int((value * MICRO).to_integral_value(rounding=ROUND_CEILING))
-
-
-def spend_counters_rebuild(redis_client, now: datetime | None = None) -> dict[int, int]:
-    """Raise every budget's current-period counter to the database's settled spend.
-
-    Returns {budget id: micro-USD added}; non-zero entries mean Redis had lost spend.
-    """
+def budget_spent_usd(budget: Budget, now: datetime | None = None) -> Decimal:
+    """Settled spend in the budget's current period, from the request log."""
     now = now or datetime.now(UTC)
-    raise_to = redis_client.register_script(RAISE_TO_LUA)
-    added: dict[int, int] = {}
-    for budget in Budget.objects.select_related("model"):
-        period_key, end = period_bounds(budget.period, now)
-        keep_ms = (
-            int((end - now).total_seconds() * 1000) + 35 * 86_400_000 if end else TOTAL_KEEP_MS
-        )
-        micro = usd_to_micro(budget_spent_usd(budget, now))
-        added[budget.pk] = int(
-            raise_to(keys=[budget_key(budget.pk, period_key) + ":s"], args=[micro, keep_ms])
-        )
-    return added
+    total = RequestLog.objects.filter(_period_q(budget, now)).aggregate(total=Sum("cost_usd"))
+    return total["total"] or Decimal(0)
 
 
-def spend_counters_ensure(redis_client) -> bool:
+# --- Counters -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One budget's current period as reconciliation found it, in pico-USD.
+
+    ``drift_pico``: Redis's settled counter minus the whole log, before the correction
+    (recent requests whose records had not landed yet included). ``corrected_pico``: what
+    was added to the counter (negative: lowered). ``reserved_pico`` / ``held_pico``: the
+    holds counter before, and the live holds it was set to."""
+
+    budget_id: int
+    period_key: str
+    db_pico: int
+    redis_pico: int
+    drift_pico: int
+    corrected_pico: int
+    reserved_pico: int
+    held_pico: int
+
+    @property
+    def anomalous(self) -> bool:
+        return self.corrected_pico != 0 or self.reserved_pico != self.held_pico
+
+
+def _minute(moment: datetime) -> int:
+    return int(moment.timestamp() // 60)
+
+
+def recent_minutes(now: datetime) -> range:
+    """The epoch minutes whose requests are counted as Redis has them."""
+    return range(_minute(now - RECENT), _minute(now + CLOCK_SKEW) + 1)
+
+
+def _keep_ms(end: datetime | None, now: datetime) -> int:
+    if end is None:
+        return TOTAL_KEEP_MS
+    return int((end - now + KEEP_AFTER_PERIOD).total_seconds() * 1000)
+
+
+def holds_sweep(redis_client: Any) -> int:
+    """Release every expired hold (a crashed process's), as the gateways do on a clock."""
+    sweep = redis_client.register_script(SWEEP_LUA)
+    released = 0
+    for _ in range(100):  # bounded; the gateways and the next run sweep the rest
+        count = int(sweep(args=[V2, SWEEP_BATCH]))
+        released += count
+        if count < SWEEP_BATCH:
+            break
+    return released
+
+
+def counters_reconcile(
+    redis_client: Any, budget: Budget, now: datetime, *, restore_recent: bool = False
+) -> tuple[Drift, Decimal, int]:
+    """Set one budget's current-period counters from the request log (see the module's
+    docstring); ``restore_recent``: Redis lost its data, so rebuild its recent buckets
+    from the log first. Sweep expired holds before. Returns the drift, and the period's
+    spend and request count in the log."""
+    period_key, end = period_bounds(budget.period, now)
+    key = budget_key(budget.pk, period_key)
+    minutes = recent_minutes(now)
+    cutoff = datetime.fromtimestamp(minutes[0] * 60, UTC)
+    q = _period_q(budget, now)
+    row = RequestLog.objects.filter(q).aggregate(
+        spent=Sum("cost_usd"),
+        older=Sum("cost_usd", filter=Q(created_at__lt=cutoff)),
+        requests=Count("id"),
+    )
+    spent, older = row["spent"] or Decimal(0), row["older"] or Decimal(0)
+    buckets = [f"{key}:m{minute}" for minute in minutes]
+    if restore_recent:
+        by_minute = (
+            RequestLog.objects.filter(q, created_at__gte=cutoff)
+            .annotate(minute=TruncMinute("created_at", tzinfo=UTC))
+            .values("minute")
+            .annotate(total=Sum("cost_usd"))
+        )
+        pairs = [
+            value
+            for r in by_minute
+            for value in (f"{key}:m{_minute(r['minute'])}", str(usd_to_pico(r["total"])))
+        ]
+        if pairs:
+            redis_client.register_script(BUCKETS_RAISE_LUA)(args=[BUCKET_KEEP_MS, *pairs])
+    reconcile = redis_client.register_script(RECONCILE_LUA)
+    settled, corrected, reserved, held = (
+        int(v)
+        for v in reconcile(args=[V2, key, str(usd_to_pico(older)), _keep_ms(end, now), *buckets])
+    )
+    db_pico = usd_to_pico(spent)
+    drift = Drift(
+        budget_id=budget.pk,
+        period_key=period_key,
+        db_pico=db_pico,
+        redis_pico=settled,
+        drift_pico=settled - db_pico,
+        corrected_pico=corrected - settled,
+        reserved_pico=reserved,
+        held_pico=held,
+    )
+    return drift, spent, row["requests"]
+
+
+def spend_counters_rebuild(redis_client: Any, now: datetime | None = None) -> list[Drift]:
+    """Every budget's current-period counters, rebuilt from the request log."""
+    now = now or datetime.now(UTC)
+    holds_sweep(redis_client)
+    return [
+        counters_reconcile(redis_client, budget, now, restore_recent=True)[0]
+        for budget in Budget.objects.select_related("model").order_by("pk")
+    ]
+
+
+def spend_counters_ensure(redis_client: Any) -> bool:
     """Rebuild the counters if Redis lost them (the epoch marker is gone). True if rebuilt."""
     if redis_client.exists(EPOCH_KEY):
         return False
-    added = spend_counters_rebuild(redis_client)
+    drifts = spend_counters_rebuild(redis_client)
     redis_client.set(EPOCH_KEY, datetime.now(UTC).isoformat())
     log.warning(
-        "spend counters rebuilt from the database: %s", {k: v for k, v in added.items() if v}
+        "spend counters rebuilt from the database (pico-USD added per budget): %s",
+        {d.budget_id: d.corrected_pico for d in drifts if d.corrected_pico},
     )
     return True

@@ -24,6 +24,7 @@ from tests.netutil import TcpProxy, WebhookSink
 # Output costs 1 micro-USD a token, input is free, and every answer is 10 tokens with
 # max_tokens=10: each request's worst case and real cost are both exactly 10 micro-USD.
 COST_MICRO = 10
+PICO_PER_MICRO = 10**6  # the counters in Redis are pico-USD
 BODY = {"model": "metered", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
 
 
@@ -86,7 +87,7 @@ def test_two_processes_never_overspend_a_team_budget(
     settled = sum(r.cost_usd for r in records)
     assert settled == Decimal(n * COST_MICRO) / 1_000_000 <= budget.limit_usd
     key = budget_key(budget.pk, "total")
-    assert _redis_int(redis_client, key + ":s") == n * COST_MICRO
+    assert _redis_int(redis_client, key + ":s") == n * COST_MICRO * PICO_PER_MICRO
     assert _redis_int(redis_client, key + ":r") == 0  # no reservation leaked
 
 
@@ -152,7 +153,7 @@ def test_reservations_are_released_on_upstream_failure_and_disconnect(
     assert record.client_disconnected
     assert _redis_int(redis_client, key + ":r") == 0
     # The partial answer is paid for: settled spend equals the recorded (estimated) cost.
-    assert _redis_int(redis_client, key + ":s") == record.output_tokens > 0
+    assert _redis_int(redis_client, key + ":s") == record.output_tokens * PICO_PER_MICRO > 0
     assert redis_client.zcard(f"{{odock}}:c:{RateLimit.objects.get().pk}") == 0
 
 
@@ -220,7 +221,7 @@ def test_spend_comes_back_after_a_redis_flush(world, gateway_factory, redis_url,
     deadline = time.monotonic() + 5
     while _redis_int(redis_client, spent_key) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _redis_int(redis_client, spent_key) == 3 * COST_MICRO
+    assert _redis_int(redis_client, spent_key) == 3 * COST_MICRO * PICO_PER_MICRO
 
     client.chat.completions.create(**BODY)
     client.chat.completions.create(**BODY)

@@ -149,3 +149,122 @@ def test_unreachable_redis_raises_state_unavailable():
     with pytest.raises(StateUnavailable):
         reserve(dead, "a", [Check("r", PREFIX + "rpm:1", 5, 1)])
     run(dead.close())
+
+
+# --- Holds released on a clock; counters exact at any size ---------------------------
+
+
+def _counter(store, key: str) -> int:
+    """A budget counter (``key`` with its ``:s`` or ``:r`` suffix), whichever the store."""
+    if isinstance(store, LocalStateStore):
+        return int(store.values.get(key, 0))
+    import redis
+
+    from tests.conftest import REDIS_TEST_URL
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        return int(client.get(key) or 0)
+    finally:
+        client.close()
+
+
+def test_an_expired_hold_is_released_by_the_sweeper_with_no_request_in_between(store):
+    key = PREFIX + "b:5:total"
+    slot = Check("c", PREFIX + "c:5", 1, 1)
+
+    async def go():
+        assert (await store.reserve("crashed", [Check("b", key, 100, 60), slot], 50)).ok
+        assert _counter(store, key + ":r") == 60
+        await asyncio.sleep(0.1)
+        return await store.sweep()  # what the gateway's background task and the jobs call
+
+    assert run(go()) == 1
+    assert _counter(store, key + ":r") == 0  # released though no request came by
+    assert run(store.sweep()) == 0  # once only
+    assert reserve(store, "next", [Check("b", key, 100, 100), slot]).ok
+
+
+def test_a_late_settlement_of_a_swept_hold_releases_nothing_twice(store):
+    key = PREFIX + "b:6:total"
+
+    async def go():
+        assert (await store.reserve("slow", [Check("b", key, 100, 60)], 50)).ok
+        assert (await store.reserve("live", [Check("b", key, 100, 30)], TTL)).ok
+        await asyncio.sleep(0.1)
+        await store.sweep()
+        # The slow request ends after its hold expired: it pays, and frees nothing more.
+        await store.settle("slow", [Settlement("b", key, 60, 20, limit=100, keep_ms=TTL)])
+
+    run(go())
+    assert _counter(store, key + ":r") == 30
+    assert _counter(store, key + ":s") == 20
+
+
+PICO = 10**12  # counters in pico-USD (the request log's precision, 1e-12 USD)
+
+
+def test_budgets_far_beyond_two_to_the_53_units_are_exact(store):
+    """$50,000 is 5e16 pico-USD: past 2^53, where a double can no longer tell n from n+1."""
+    limit = 50_000 * PICO
+    key = PREFIX + "b:7:total"
+    assert reserve(store, "a", [Check("b", key, limit, limit - 1, keep_ms=TTL)]).ok
+    settle(store, "a", [Settlement("b", key, limit - 1, limit - 3, limit=limit, keep_ms=TTL)])
+    assert _counter(store, key + ":s") == limit - 3
+    assert reserve(store, "b", [Check("b", key, limit, 3, keep_ms=TTL)]).ok  # exactly full
+    assert not reserve(store, "c", [Check("b", key, limit, 1, keep_ms=TTL)]).ok
+    settle(store, "b", [Settlement("b", key, 3, 1, limit=limit, keep_ms=TTL)])
+    assert _counter(store, key + ":s") == limit - 2 and _counter(store, key + ":r") == 0
+    assert reserve(store, "d", [Check("b", key, limit, 2, keep_ms=TTL)]).ok
+    assert not reserve(store, "e", [Check("b", key, limit, 1, keep_ms=TTL)]).ok
+
+
+def test_many_tiny_costs_are_counted_exactly(store):
+    """15,902 requests of a cheap model, planned and settled as the gateway does: the
+    counter equals the sum of the costs the request log records, to the last digit."""
+    import dataclasses
+    import random
+    from decimal import Decimal
+
+    from apps.core.money import cost_usd
+    from apps.gateway.governance import counter_key, plan_checks, plan_settlement
+    from apps.gateway.snapshot import LimitRule, ModelEntry
+
+    model = ModelEntry(
+        name="cheap",
+        input_per_mtok=Decimal("0.0375"),
+        output_per_mtok=Decimal("0.15"),
+        primaries=(),
+        fallbacks=(),
+        cumulative_weights=(),
+    )
+    rule = LimitRule(kind="budget", rule_id=8, level="team:t", limit=10**18, period="total")
+    rule = dataclasses.replace(rule, key=counter_key(rule))
+    rng = random.Random(5)
+
+    async def one(i: int) -> Decimal:
+        prompt, output = rng.randint(1, 40), rng.randint(0, 12)
+        reservation = plan_checks(
+            f"t{i}", [rule], model=model, prompt_tokens=prompt, max_output_tokens=12
+        )
+        assert (await store.reserve(reservation.rid, reservation.checks, TTL)).ok
+        items = plan_settlement(reservation, input_tokens=prompt, output_tokens=output, model=model)
+        await store.settle(reservation.rid, items)
+        return cost_usd(
+            input_tokens=prompt,
+            output_tokens=output,
+            input_per_mtok=model.input_per_mtok,
+            output_per_mtok=model.output_per_mtok,
+        )
+
+    async def go() -> Decimal:
+        total = Decimal(0)
+        for start in range(0, 15_902, 500):
+            costs = await asyncio.gather(*(one(i) for i in range(start, min(start + 500, 15_902))))
+            total += sum(costs, Decimal(0))
+        return total
+
+    expected = run(go())
+    key = rule.key + "total"
+    assert Decimal(_counter(store, key + ":s")) / PICO == expected
+    assert _counter(store, key + ":r") == 0

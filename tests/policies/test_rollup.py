@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import pytest
 import redis
@@ -27,6 +28,7 @@ from apps.policies.rollup import (
     cluster_lock,
     spend_reconcile,
 )
+from apps.policies.spend import spend_counters_ensure
 from tests.factories import key_create, model_create, project_create, provider_create, team_create
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # a Tuesday
@@ -47,10 +49,6 @@ WINDOWS = {
     ],
     "total": [("total", None, None)],
 }
-
-
-def micro_ceil(usd: Decimal) -> int:
-    return int((usd * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
 
 
 def log_create(key, created_at: datetime, cost: Decimal, model: str = "gpt-x") -> RequestLog:
@@ -288,6 +286,14 @@ def test_a_stale_writer_does_not_overwrite_a_newer_row(world):
 
 # --- Reconciliation against a real Redis ----------------------------------------------
 
+PICO = 10**12  # the counters' unit: pico-USD, the request log's precision
+
+
+def pico(usd: Decimal) -> int:
+    exact = usd * PICO
+    assert exact == exact.to_integral_value()
+    return int(exact)
+
 
 def settled_key(budget: Budget, period_key: str) -> str:
     return budget_key(budget.pk, period_key) + ":s"
@@ -295,8 +301,8 @@ def settled_key(budget: Budget, period_key: str) -> str:
 
 @pytest.fixture
 def counters(world, redis_url):
-    """Redis as the gateway would have left it: each request's cost rounded up and
-    added to every budget it counts against."""
+    """Redis as the gateway would have left it: each request's exact cost added to every
+    budget it counts against."""
     rows = random_logs(world, random.Random(11), 80)
     client = redis.Redis.from_url(redis_url)
     seen: dict[str, int] = {}
@@ -309,22 +315,21 @@ def counters(world, redis_url):
             and (start is None or r.created_at >= start)
             and (end is None or r.created_at < end)
         ]
-        seen[settled_key(budget, key)] = sum(micro_ceil(r.cost_usd) for r in chosen)
+        seen[settled_key(budget, key)] = sum(pico(r.cost_usd) for r in chosen)
         client.set(settled_key(budget, key), seen[settled_key(budget, key)])
     yield client, rows, seen
     client.close()
 
 
 @pytest.mark.django_db
-def test_counters_as_the_gateway_leaves_them_are_within_tolerance(counters, caplog):
+def test_counters_as_the_gateway_leaves_them_match_exactly(counters, caplog):
     client, _rows, seen = counters
     with caplog.at_level(logging.WARNING, logger="apps.policies.rollup"):
         drifts = spend_reconcile(redis_client=client, now=NOW)
     assert len(drifts) == 6 and not any(d.anomalous for d in drifts)
     assert not caplog.records
     assert {k: int(client.get(k)) for k in seen} == seen  # untouched
-    for drift in drifts:
-        assert 0 <= drift.drift_micro < max(drift.tolerance_micro, 1)
+    assert all(d.drift_pico == d.corrected_pico == 0 and d.db_pico > 0 for d in drifts)
 
 
 @pytest.mark.django_db
@@ -336,36 +341,147 @@ def test_a_flush_is_repaired_from_the_database(world, counters, caplog):
 
     for budget in Budget.objects.select_related("model"):
         key, start, end = WINDOWS[budget.period][0]
-        db_micro = micro_ceil(expected(budget, rows, start, end)[0])
-        assert db_micro > 0
-        assert int(client.get(settled_key(budget, key))) == db_micro
+        spent = expected(budget, rows, start, end)[0]
+        assert spent > 0
+        assert int(client.get(settled_key(budget, key))) == pico(spent)
         assert client.pttl(settled_key(budget, key)) > 0  # expires like the gateway's keys
         row = BudgetSpend.objects.get(budget=budget, period_key=key)
-        assert (row.redis_micro, row.drift_micro) == (0, -db_micro)
-        assert row.spent_usd == expected(budget, rows, start, end)[0]
-    assert all(d.raised_micro == d.db_micro and d.anomalous for d in drifts)
-    assert len([r for r in caplog.records if "raised by" in r.getMessage()]) == 6
+        assert (row.redis_usd, row.drift_usd, row.spent_usd) == (0, -spent, spent)
+    assert all(d.corrected_pico == d.db_pico and d.anomalous for d in drifts)
+    assert len([r for r in caplog.records if "corrected by" in r.getMessage()]) == 6
 
-    # Run again: nothing left to raise.
-    assert not any(d.raised_micro for d in spend_reconcile(redis_client=client, now=NOW))
+    # Run again: nothing left to correct.
+    assert not any(d.corrected_pico for d in spend_reconcile(redis_client=client, now=NOW))
 
 
 @pytest.mark.django_db
-def test_a_higher_counter_is_never_lowered(world, counters, caplog):
+def test_an_overstated_counter_is_lowered_to_the_database(world, counters, caplog):
     client, _rows, seen = counters
     budget = world["team_month"]
     key = settled_key(budget, "m202611")
-    client.set(key, seen[key] + 5_000_000)  # $5 settled, not yet in the request log
+    client.set(key, seen[key] + 5 * PICO)  # $5 counted that no request in the log cost
     with caplog.at_level(logging.WARNING, logger="apps.policies.rollup"):
         drifts = spend_reconcile(redis_client=client, now=NOW)
-    assert int(client.get(key)) == seen[key] + 5_000_000
+    assert int(client.get(key)) == seen[key]
     [drift] = [d for d in drifts if d.budget_id == budget.pk]
-    assert drift.raised_micro == 0 and drift.drift_micro > 5_000_000 - 1
-    assert drift.anomalous  # above tolerance: worth a warning
+    assert (drift.drift_pico, drift.corrected_pico) == (5 * PICO, -5 * PICO)
+    assert drift.anomalous
     assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert BudgetSpend.objects.get(budget=budget, period_key="m202611").drift_micro == (
-        drift.drift_micro
+    assert BudgetSpend.objects.get(budget=budget, period_key="m202611").drift_usd == 5
+    assert not any(d.anomalous for d in spend_reconcile(redis_client=client, now=NOW))
+
+
+def _settle_as_the_gateway(redis_url: str, budget: Budget, started: datetime, usd: Decimal):
+    """One request of ``usd``, reserved and settled through the gateway's own store."""
+    import asyncio
+    import dataclasses
+
+    from apps.gateway.governance import counter_key, plan_checks, plan_settlement
+    from apps.gateway.snapshot import LimitRule, ModelEntry
+    from apps.gateway.state_store import RedisStateStore
+
+    rule = LimitRule(
+        kind="budget", rule_id=budget.pk, level="team:a", limit=10**18, period=budget.period
     )
+    rule = dataclasses.replace(rule, key=counter_key(rule))
+    model = ModelEntry("m", usd * 1_000_000, Decimal(0), (), (), ())  # one token costs usd
+    reservation = plan_checks(
+        uuid.uuid4().hex,
+        [rule],
+        model=model,
+        prompt_tokens=1,
+        max_output_tokens=0,
+        now_ts=started.timestamp(),
+    )
+
+    async def go() -> None:
+        store = RedisStateStore(redis_url)
+        try:
+            assert (await store.reserve(reservation.rid, reservation.checks, 60_000)).ok
+            items = plan_settlement(reservation, input_tokens=1, output_tokens=0, model=model)
+            await store.settle(reservation.rid, items)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.django_db
+def test_settlements_of_recent_requests_are_kept_older_ones_must_be_in_the_log(
+    world, counters, redis_url
+):
+    """A request settles in Redis a moment before its record reaches the database (or
+    while the database is away and records wait in the spool): reconciliation leaves the
+    last ``RECENT`` alone and holds everything older to the request log, both ways."""
+    client, _rows, seen = counters
+    budget = world["team_month"]
+    key = settled_key(budget, "m202611")
+    assert timedelta(minutes=10) == rollup.RECENT
+    _settle_as_the_gateway(redis_url, budget, NOW - timedelta(minutes=2), Decimal("3"))
+    _settle_as_the_gateway(redis_url, budget, NOW - timedelta(minutes=11), Decimal("0.5"))
+    assert int(client.get(key)) == seen[key] + pico(Decimal("3.5"))
+
+    drifts = spend_reconcile(redis_client=client, now=NOW)
+
+    # The recent $3 has no record yet and is kept; the older $0.50 never got one.
+    assert int(client.get(key)) == seen[key] + 3 * PICO
+    [drift] = [d for d in drifts if d.budget_id == budget.pk]
+    assert drift.corrected_pico == -pico(Decimal("0.5"))
+    # The recent request's record lands: the log and Redis agree, nothing to correct.
+    log_create(world["keys"][0], NOW - timedelta(minutes=2), Decimal("3"))
+    later = spend_reconcile(redis_client=client, now=NOW + timedelta(minutes=15))
+    [drift] = [d for d in later if d.budget_id == budget.pk]
+    assert drift.drift_pico == drift.corrected_pico == 0
+    assert int(client.get(key)) == seen[key] + 3 * PICO
+
+
+@pytest.mark.django_db
+def test_the_holds_counter_is_restored_from_the_live_holds(world, counters, redis_url):
+    """Reconciliation while requests are in flight: settled spend from the log, held
+    amounts from the live holds, expired holds released; the budget then admits exactly
+    what is left."""
+    import asyncio
+
+    from apps.gateway.state_store import Check, RedisStateStore
+
+    client, _rows, seen = counters
+    budget = world["key_day"]
+    key = budget_key(budget.pk, "d20261124")
+    limit = pico(budget.limit_usd)
+    held = [7 * PICO, pico(Decimal("0.000000123456"))]
+
+    async def hold(rid: str, amount: int, ttl_ms: int) -> None:
+        store = RedisStateStore(redis_url)
+        try:
+            assert (await store.reserve(rid, [Check("b", key, limit, amount)], ttl_ms)).ok
+        finally:
+            await store.close()
+
+    asyncio.run(hold("live-1", held[0], 600_000))
+    asyncio.run(hold("live-2", held[1], 600_000))
+    client.set(key + ":r", 1)  # the holds counter no longer matches its holds
+    client.set(key + ":s", 0)  # and the settled counter lost its spend
+    asyncio.run(hold("crashed", 5 * PICO, 1))  # its process died; the hold expired
+    time.sleep(0.01)
+
+    drifts = spend_reconcile(redis_client=client, now=NOW)
+
+    assert int(client.get(key + ":s")) == seen[key + ":s"] > 0
+    assert int(client.get(key + ":r")) == sum(held)
+    assert not client.exists("{odock}:v2:hold:crashed")
+    [drift] = [d for d in drifts if d.budget_id == budget.pk]
+    assert (drift.reserved_pico, drift.held_pico) == (1, sum(held)) and drift.anomalous
+
+    async def admits(amount: int) -> bool:
+        store = RedisStateStore(redis_url)
+        try:
+            return (await store.reserve("next", [Check("b", key, limit, amount)], 60_000)).ok
+        finally:
+            await store.close()
+
+    left = limit - seen[key + ":s"] - sum(held)
+    assert not asyncio.run(admits(left + 1))
+    assert asyncio.run(admits(left))
 
 
 @pytest.mark.django_db
@@ -377,8 +493,31 @@ def test_negative_reservations_are_clamped_and_logged(world, counters, caplog):
         drifts = spend_reconcile(redis_client=client, now=NOW)
     assert int(client.get(reserved)) == 0
     assert client.pttl(reserved) > 0  # its expiry is kept
-    assert [d.reserved_micro for d in drifts if d.budget_id == world["key_day"].pk] == [-42]
+    [drift] = [d for d in drifts if d.budget_id == world["key_day"].pk]
+    assert (drift.reserved_pico, drift.held_pico) == (-42, 0)
     assert [r.levelname for r in caplog.records] == ["ERROR"]
+
+
+@pytest.mark.django_db
+def test_counters_of_the_micro_usd_era_are_rebuilt_in_pico_usd(world, redis_url):
+    """A deployment upgraded from micro-USD counters: they are left alone (and expire),
+    and the new ones are built from the request log at the first poll."""
+    client = redis.Redis.from_url(redis_url)
+    budget = world["org_total"]
+    client.set("{odock}:epoch", "2026-11-01T00:00:00+00:00")  # the old marker
+    client.set(f"{{odock}}:b:{budget.pk}:total:s", 999)  # an old counter, in micro-USD
+    now = datetime.now(UTC)
+    log_create(world["keys"][0], now - timedelta(hours=2), Decimal("0.000000123456"))
+    log_create(world["keys"][0], now - timedelta(minutes=1), Decimal("0.25"))
+
+    assert spend_counters_ensure(client)
+    assert not spend_counters_ensure(client)  # once
+
+    assert int(client.get(settled_key(budget, "total"))) == pico(Decimal("0.250000123456"))
+    assert int(client.get(f"{{odock}}:b:{budget.pk}:total:s")) == 999
+    # Rebuilt consistently with what reconciliation compares: nothing to correct.
+    assert not any(d.corrected_pico for d in spend_reconcile(redis_client=client, now=now))
+    client.close()
 
 
 # --- Once per cluster -----------------------------------------------------------------
@@ -461,9 +600,9 @@ def test_reconcile_task_raises_lost_spend(world, redis_url, settings):
     anomalies = tasks.spend_reconcile.apply(kwargs={"now": NOW.isoformat()}).get()
     # Redis is empty: every budget the request counts against (all six) lost its spend.
     assert {a["budget_id"] for a in anomalies} == set(Budget.objects.values_list("pk", flat=True))
-    assert all(a["raised_micro"] == 1_000_000 for a in anomalies)
+    assert all(a["corrected_pico"] == PICO for a in anomalies)
     client = redis.Redis.from_url(redis_url)
-    assert int(client.get(settled_key(world["org_total"], "total"))) == 1_000_000
+    assert int(client.get(settled_key(world["org_total"], "total"))) == PICO
     client.close()
 
 
