@@ -45,7 +45,7 @@ def test_a_crashed_process_holds_come_back_with_no_traffic(
         team=issued.key.project.team, limit_usd=Decimal("0.001"), period="total"
     )
     crashing, survivor = gateway_processes(
-        2, redis_url=redis_url, ODOCK_RESERVATION_TTL_SECONDS="1"
+        2, redis_url=redis_url, ODOCK_RESERVATION_TTL_SECONDS="3"
     )
     key = budget_key(budget.pk, "total")
     headers = {"Authorization": f"Bearer {issued.secret}"}
@@ -71,8 +71,8 @@ def test_a_crashed_process_holds_come_back_with_no_traffic(
     held = _int(redis_client, key + ":r")
     crashing.proc.kill()  # SIGKILL: no settlement, no shutdown hook
     crashing.proc.wait(10)
-    caller.join(10)
     assert _int(redis_client, key + ":r") == held  # nothing released it on the way down
+    caller.join(10)
 
     # No request at all from here on: only the sweepers may release the hold.
     _wait_for(lambda: _int(redis_client, key + ":r") == 0, 15, "the crashed hold leaked")
