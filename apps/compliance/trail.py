@@ -24,6 +24,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete, pre_sav
 from apps.compliance.context import change_context
 from apps.compliance.models import ChangeAction, ConfigChange
 from apps.core.fields import EncryptedTextField
+from apps.core.secrets import changed_at_names
 
 SECRET_NAME = re.compile(r"secret|api_key|digest|token", re.IGNORECASE)
 SECRET_CHANGED = "changed"  # noqa: S105 - the marker that replaces a secret
@@ -69,7 +70,10 @@ def is_secret(field: models.Field) -> bool:
 
 
 def _fields(model: type[models.Model]) -> list[models.Field]:
-    return [f for f in model._meta.concrete_fields if f.name not in IGNORED_FIELDS]
+    """What the trail compares: not usage, and not a secret's ``*_changed_at`` (the
+    secret's own "changed" entry, and the row's time, already say it)."""
+    skipped = IGNORED_FIELDS | changed_at_names(model)
+    return [f for f in model._meta.concrete_fields if f.name not in skipped]
 
 
 def _normal(field: models.Field, value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -14,16 +16,45 @@ from django.utils.text import capfirst
 
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField, WriteOnlySecretsModelForm
+from apps.core.secrets import encrypted_fields, secret_status
+
+
+def status_name(name: str) -> str:
+    """The read-only admin field shown in place of secret ``name``."""
+    return f"{name}_status"
+
+
+def _status_display(field: EncryptedTextField) -> Callable[[models.Model], str]:
+    """What a page shows in place of ``field``: set or not, and when it last changed."""
+
+    def status(obj: models.Model) -> str:
+        return secret_status(obj, field.name)
+
+    status.short_description = capfirst(field.verbose_name)  # type: ignore[attr-defined]
+    return status
 
 
 class WriteOnlySecretsAdminMixin:
-    """For a ModelAdmin: every ``EncryptedTextField`` of the model becomes write-only.
+    """For a ModelAdmin or inline: every ``EncryptedTextField`` of the model is write-only.
 
-    Its stored value never reaches a page (a default form would render the plaintext in a
-    textarea) and a blank submission keeps it. Fields a custom form declares itself win.
+    No page ever renders a stored secret, whatever the viewer's permissions:
+
+    - who may change the object gets an always-empty password input (blank keeps the stored
+      value) whose help text says whether one is set and when it last changed;
+    - who may only view it gets that sentence instead of the field: Django renders a
+      view-only page's fields read-only, which would print the decrypted value.
+
+    ``apps.core.checks`` refuses a secret-holding model's admin without this mixin, or one
+    naming a secret in its list, search, filter or read-only options.
     """
 
     form: type[forms.ModelForm] = WriteOnlySecretsModelForm
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.secret_fields = {f.name: f for f in encrypted_fields(self.model)}  # type: ignore[attr-defined]
+        for name, field in self.secret_fields.items():
+            setattr(self, status_name(name), _status_display(field))
 
     def formfield_for_dbfield(
         self, db_field: models.Field, request: HttpRequest, **kwargs: Any
@@ -34,6 +65,36 @@ class WriteOnlySecretsAdminMixin:
                 label=capfirst(db_field.verbose_name), help_text=help_text.strip()
             )
         return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+    def get_form(self, request: HttpRequest, obj: models.Model | None = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)  # type: ignore[misc]
+        for name in self.secret_fields:
+            field = form.base_fields.get(name)
+            if field is not None and obj is not None:
+                # A copy: a form's declared fields are shared by every request.
+                field = form.base_fields[name] = copy.deepcopy(field)
+                field.help_text = f"{secret_status(obj, name)}. {field.help_text}"
+        return form
+
+    def get_fieldsets(self, request: HttpRequest, obj: models.Model | None = None) -> Any:
+        """Who may not change the object sees each secret's status in its place."""
+        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
+        if self._may_write(request, obj):
+            return fieldsets
+        return [
+            (title, {**options, "fields": [self._shown(line) for line in options["fields"]]})
+            for title, options in fieldsets
+        ]
+
+    def _may_write(self, request: HttpRequest, obj: models.Model | None) -> bool:
+        # An add page is only served to who may add (an inline without that permission
+        # shows no form on it); a change page is read-only to who may not change.
+        return obj is None or self.has_change_permission(request, obj)  # type: ignore[attr-defined]
+
+    def _shown(self, line: Any) -> Any:
+        if isinstance(line, list | tuple):
+            return type(line)(self._shown(name) for name in line)
+        return status_name(line) if line in self.secret_fields else line
 
 
 class CredentialStatusFilter(admin.SimpleListFilter):

@@ -30,7 +30,7 @@ class WriteOnlySecretField(forms.CharField):
     """
 
     widget = WriteOnlySecretWidget
-    default_help_text = "Write-only; leave blank to keep the current key."
+    default_help_text = "Write-only; leave blank to keep the current value."
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)

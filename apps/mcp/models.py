@@ -15,6 +15,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
+from apps.core.secrets import SecretChangeTimes, secret_changed_at_field
 from apps.mcp.policy import SEPARATOR
 from apps.policies.models import ScopedRule, _exactly_one_level
 
@@ -24,7 +25,7 @@ class Transport(models.TextChoices):
     STDIO = "stdio", "stdio (local command)"
 
 
-class McpServer(models.Model):
+class McpServer(SecretChangeTimes, models.Model):
     """An upstream MCP server the gateway keeps a pooled session to."""
 
     name = models.SlugField(
@@ -53,6 +54,9 @@ class McpServer(models.Model):
         help_text="stdio: JSON object of environment variables for the command (its "
         'credentials), e.g. {"GITHUB_TOKEN": "…"}; added to a minimal default environment.',
     )
+    bearer_token_changed_at = secret_changed_at_field()
+    headers_changed_at = secret_changed_at_field()
+    environment_changed_at = secret_changed_at_field()
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

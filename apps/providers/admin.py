@@ -7,15 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.admin import WriteOnlySecretsAdminMixin
-from apps.core.forms import WriteOnlySecretField, WriteOnlySecretsModelForm
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 from apps.providers.selectors import deployment_health
-
-
-class ProviderForm(WriteOnlySecretsModelForm):
-    """Only to name the field "API key"; the admin supplies the model and the other fields."""
-
-    api_key = WriteOnlySecretField(label="API key")
 
 
 class DeploymentInline(admin.TabularInline):
@@ -46,7 +39,6 @@ class ProviderDeploymentInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
-    form = ProviderForm
     list_display = ("name", "kind", "api_base", "api_key_set", "is_active", "created_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "api_base")

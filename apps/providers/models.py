@@ -9,6 +9,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
+from apps.core.secrets import SecretChangeTimes, secret_changed_at_field
 from apps.core.validators import validate_upstream_url
 
 
@@ -21,7 +22,7 @@ class ProviderKind(models.TextChoices):
     BEDROCK = "bedrock", "AWS Bedrock"
 
 
-class Provider(models.Model):
+class Provider(SecretChangeTimes, models.Model):
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=ProviderKind.choices)
     api_base = models.CharField(
@@ -29,7 +30,10 @@ class Provider(models.Model):
         validators=[validate_upstream_url],
         help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1",
     )
-    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest; never shown back.")
+    api_key = EncryptedTextField(
+        "API key", blank=True, help_text="Encrypted at rest; never shown back."
+    )
+    api_key_changed_at = secret_changed_at_field()
     options = models.JSONField(
         default=dict, blank=True, help_text="Provider-specific settings, e.g. api_version, region."
     )

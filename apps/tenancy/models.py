@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from apps.core.fields import EncryptedTextField
+from apps.core.secrets import SecretChangeTimes, secret_changed_at_field
 from apps.core.validators import validate_upstream_url
 
 
@@ -13,7 +14,7 @@ class OutagePolicy(models.TextChoices):
     FAIL_OPEN = "fail_open", "Fail open: local best-effort limits, incident recorded"
 
 
-class Organization(models.Model):
+class Organization(SecretChangeTimes, models.Model):
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True, help_text="Inactive: every key below is refused.")
@@ -32,6 +33,7 @@ class Organization(models.Model):
     alert_webhook_secret = EncryptedTextField(
         blank=True, help_text="HMAC-SHA256 key for X-Odock-Signature; encrypted at rest."
     )
+    alert_webhook_secret_changed_at = secret_changed_at_field()
     alert_emails = models.CharField(
         max_length=1000, blank=True, help_text="Comma-separated addresses for budget alerts."
     )

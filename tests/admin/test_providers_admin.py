@@ -44,7 +44,7 @@ def test_api_key_is_encrypted_at_rest_and_never_rendered(admin_client, world):
         assert "sk-mistral-plain-77" not in html and stored not in html, url
     html = admin_client.get(change_url).content.decode()
     assert '<input type="password" name="api_key"' in html
-    assert "leave blank to keep the current key" in html
+    assert "leave blank to keep the current value" in html
 
 
 @pytest.mark.django_db
