@@ -7,15 +7,13 @@ page do not, so clients can be generated without one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Query, Router, Status
+from ninja import NinjaAPI, Path, Query, Router, Status
 from ninja.errors import HttpError
 from ninja.operation import Operation
 
@@ -23,7 +21,9 @@ from apps.api import selectors
 from apps.api.auth import AdminTokenAuth
 from apps.api.models import AdminToken
 from apps.api.schemas import (
+    MAX_ID,
     ErrorOut,
+    KeyCreateByIdIn,
     KeyCreateIn,
     KeyListQuery,
     KeyOut,
@@ -35,6 +35,8 @@ from apps.api.schemas import (
     PolicyOut,
     SpendOut,
     SpendQuery,
+    ValidationErrorOut,
+    refuse_undocumented_query,
 )
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
@@ -62,13 +64,23 @@ api = OdockAPI(
 )
 v1 = Router(auth=AdminTokenAuth(), tags=["v1"])
 
-READ_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut}
-CURSOR_TAG = "k1:"
+# Every operation answers 401 without a live token and 422 for input its schema refuses
+# (or a rule the schema cannot state, named in its description); 400 is a body that is
+# not JSON at all. Each operation adds what else it can answer.
+ERRORS: dict[int, Any] = {401: ErrorOut, 422: ValidationErrorOut}
+BODY_ERRORS: dict[int, Any] = {**ERRORS, 400: ErrorOut}
+READ_ERRORS: dict[int, Any] = {**ERRORS, 404: ErrorOut}
+KeyId = Path(..., ge=1, le=MAX_ID, description="key id")
 
 
 @api.exception_handler(PermissionDenied)
 def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc) or "Forbidden"}, status=403)
+
+
+@api.exception_handler(selectors.AmbiguousName)
+def _ambiguous(request: HttpRequest, exc: selectors.AmbiguousName) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=409)
 
 
 @api.exception_handler(ValidationError)
@@ -88,27 +100,26 @@ def _token(request: HttpRequest) -> AdminToken:
 
 
 def cursor_encode(last_id: int) -> str:
-    """Opaque to clients, so the paging scheme can change without breaking them."""
-    return base64.urlsafe_b64encode(f"{CURSOR_TAG}{last_id}".encode()).decode().rstrip("=")
+    """``k1.<id>``: the last id of the page (keys are listed by id). Clients pass it back
+    as it is; the schema's pattern says which cursors exist, so every one it allows works."""
+    return f"k1.{last_id}"
 
 
 def cursor_decode(cursor: str | None) -> int:
-    """The id the page starts after; 0 for the first page. A malformed cursor is a 422."""
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(CURSOR_TAG) and text[len(CURSOR_TAG) :].isdigit():
-            return int(text[len(CURSOR_TAG) :])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ValidationError({"cursor": "invalid cursor"})
+    """The id the page starts after; 0 for the first page (the schema checked the form)."""
+    return int(cursor.removeprefix("k1.")) if cursor else 0
 
 
-@v1.get("/keys", response={200: KeyPageOut, **READ_ERRORS, 403: ErrorOut}, summary="List keys")
+@v1.get(
+    "/keys",
+    response={200: KeyPageOut, **READ_ERRORS, 403: ErrorOut, 409: ErrorOut},
+    summary="List keys",
+)
 def keys_list(request: HttpRequest, filters: Query[KeyListQuery]) -> dict[str, Any]:
     """Keys visible to the token, ordered by id, one page at a time (revoked ones only
-    with ``include_revoked``)."""
+    with ``include_revoked``). A team or project named without its parent is looked up
+    in the token's scope: a name several share there is a 409 (give the parent too)."""
+    refuse_undocumented_query(request, KeyListQuery)
     token = _token(request)
     scope = selectors.scope_resolve(
         token=token, org=filters.org, team=filters.team, project=filters.project
@@ -125,18 +136,22 @@ def keys_list(request: HttpRequest, filters: Query[KeyListQuery]) -> dict[str, A
 
 @v1.post(
     "/keys",
-    response={201: KeySecretOut, **READ_ERRORS, 403: ErrorOut, 409: ErrorOut},
+    response={201: KeySecretOut, **BODY_ERRORS, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     summary="Create a key (its secret is returned once)",
 )
 def keys_create(request: HttpRequest, payload: KeyCreateIn) -> Status[IssuedKey]:
+    """Name the project by ``project_id``, or by its name (with ``team`` and ``org`` when
+    several projects share it: 409 otherwise). ``expires_at`` must be in the future (a
+    422 otherwise); a refused request creates nothing."""
+    refuse_undocumented_query(request)
     token = _token(request)
-    if payload.project_id is not None:
+    if isinstance(payload, KeyCreateByIdIn):
         project = selectors.project_get_visible(token=token, project_id=payload.project_id)
     else:
         project = selectors.scope_resolve(
             token=token, org=payload.org, team=payload.team, project=payload.project
         ).project
-    assert project is not None  # KeyCreateIn requires a project name or id
+    assert project is not None  # both shapes name a project
     try:
         issued = key_issue(project=project, name=payload.name, expires_at=payload.expires_at)
     except (ValidationError, IntegrityError):
@@ -150,19 +165,24 @@ def keys_create(request: HttpRequest, payload: KeyCreateIn) -> Status[IssuedKey]
 
 
 @v1.post("/keys/{key_id}/revoke", response={200: KeyOut, **READ_ERRORS}, summary="Revoke a key")
-def keys_revoke(request: HttpRequest, key_id: int) -> VirtualKey:
+def keys_revoke(request: HttpRequest, key_id: int = KeyId) -> VirtualKey:
     """Idempotent: revoking a revoked key returns it unchanged."""
+    refuse_undocumented_query(request)
     key = selectors.key_get_visible(token=_token(request), key_id=key_id)
     return key_revoke(key=key)
 
 
 @v1.post(
     "/keys/{key_id}/rotate",
-    response={200: KeyRotatedOut, **READ_ERRORS, 409: ErrorOut},
+    response={200: KeyRotatedOut, **BODY_ERRORS, 404: ErrorOut, 409: ErrorOut},
     summary="Rotate a key (the new secret is returned once)",
 )
-def keys_rotate(request: HttpRequest, key_id: int, payload: KeyRotateIn | None = None) -> IssuedKey:
-    """The previous secret keeps working for ``grace_seconds`` so clients can roll over."""
+def keys_rotate(
+    request: HttpRequest, key_id: int = KeyId, payload: KeyRotateIn | None = None
+) -> IssuedKey:
+    """The previous secret keeps working for ``grace_seconds`` so clients can roll over.
+    The body is optional: none (or ``null``) takes the default grace."""
+    refuse_undocumented_query(request)
     key = selectors.key_get_visible(token=_token(request), key_id=key_id)
     if key.is_revoked:
         raise HttpError(409, "a revoked key cannot be rotated")
@@ -176,20 +196,22 @@ def keys_rotate(request: HttpRequest, key_id: int, payload: KeyRotateIn | None =
     response={200: PolicyOut, **READ_ERRORS},
     summary="A key's effective policy",
 )
-def keys_policy(request: HttpRequest, key_id: int) -> dict[str, Any]:
+def keys_policy(request: HttpRequest, key_id: int = KeyId) -> dict[str, Any]:
     """Every level's rules and the merged result, as the gateway enforces them."""
+    refuse_undocumented_query(request)
     key = selectors.key_get_visible(token=_token(request), key_id=key_id)
     return effective_policy_for_key(key)
 
 
 @v1.get(
     "/spend",
-    response={200: list[SpendOut], **READ_ERRORS, 403: ErrorOut},
+    response={200: list[SpendOut], **READ_ERRORS, 403: ErrorOut, 409: ErrorOut},
     summary="Current spend against every visible budget",
 )
 def spend_list(request: HttpRequest, filters: Query[SpendQuery]) -> list[selectors.BudgetSpend]:
     """Budgets that govern the selected node and those attached below it, with their
-    settled spend in the current period (from the request log)."""
+    settled spend in the current period (from the request log). Names as for keys."""
+    refuse_undocumented_query(request, SpendQuery)
     token = _token(request)
     scope = selectors.scope_resolve(
         token=token, org=filters.org, team=filters.team, project=filters.project, key_id=filters.key
@@ -197,9 +219,10 @@ def spend_list(request: HttpRequest, filters: Query[SpendQuery]) -> list[selecto
     return selectors.budget_spend_list(token=token, scope=scope)
 
 
-@v1.get("/orgs", response={200: list[OrganizationOut], 401: ErrorOut}, summary="Organisations")
+@v1.get("/orgs", response={200: list[OrganizationOut], **ERRORS}, summary="Organisations")
 def orgs_list(request: HttpRequest) -> Any:
     """Visible organisations with their teams and projects."""
+    refuse_undocumented_query(request)
     return selectors.organization_list_visible(token=_token(request))
 
 

@@ -9,20 +9,25 @@ nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Query, Router, Schema
-from pydantic import Field, field_validator
+from ninja import Path, Query, Router, Schema
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from apps.api.auth import AdminTokenAuth
 from apps.api.models import AdminToken
-from apps.api.schemas import ErrorOut
+from apps.api.schemas import (
+    ErrorOut,
+    QueryBool,
+    Unset,
+    ValidationErrorOut,
+    query_bool,
+    refuse_undocumented_query,
+)
 from apps.audit import export
 from apps.audit.models import RequestLog
 from apps.audit.selectors import (
@@ -39,49 +44,101 @@ router = Router(auth=AdminTokenAuth(), tags=["audit"])
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-CURSOR_TAG = "a1:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut}
+_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 422: ValidationErrorOut}
+
+
+# What each filter accepts, stated in the schema so that every value it allows works
+# (``apps.audit.selectors.audit_filter_parse`` is the shared parser behind it).
+RELATIVE = r"^[0-9]{1,6}(m|min|h|d|w)$"
+_DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_RELATIVE = re.compile(RELATIVE)
+LEVEL = r"^[-A-Za-z0-9_]{1,100}$"  # an id, a name (a slug) or a key's visible prefix
+TEXT = r"^[^\x00-\x1f\x7f]{1,300}$"  # any text but control characters (NUL included)
+AMOUNT = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
+AUDIT_CURSOR = r"^a1\.-?[0-9]{1,18}\.[0-9]{1,18}$"
+REQUEST_ID = r"^[-A-Za-z0-9_.:]{1,40}$"
+
+
+def _instant_text(value: str) -> str:
+    """An RFC 3339 date-time, a date or a duration such as ``24h``: exactly the schema's
+    ``anyOf`` (Django's parser alone would also take other spellings)."""
+    if _DATE_TIME.match(value):
+        return value.upper()
+    if _DATE.match(value) or _RELATIVE.match(value):
+        return value
+    raise ValueError("give an RFC 3339 date-time, a date, or a duration such as 24h or 7d")
+
+
+Instant = Annotated[
+    str,
+    AfterValidator(_instant_text),
+    Field(
+        json_schema_extra={
+            "anyOf": [{"format": "date-time"}, {"format": "date"}, {"pattern": RELATIVE}]
+        }
+    ),
+]
+
+
+def _pattern(regex: str) -> Any:
+    return Annotated[str, StringConstraints(pattern=regex)]
 
 
 class AuditFilterQuery(Schema):
-    """The filters, as query parameters (shared with the admin and exports)."""
+    """The filters, as query parameters (shared with the admin and exports). An empty
+    range (``from`` not before ``to``, ``cost_min`` above ``cost_max``) is a 422."""
 
-    from_: str | None = Field(
+    from_: Instant | Unset = Field(
         default=None,
         alias="from",
-        description="start, inclusive: ISO 8601 time (UTC if no offset), date, or a "
-        "duration back from now such as 30m, 24h, 7d",
+        description="start, inclusive: RFC 3339 date-time, date, or a duration back from "
+        "now such as 30m, 24h, 7d",
     )
-    to: str | None = Field(
+    to: Instant | Unset = Field(
         default=None, description="end, exclusive: like from; a bare date includes that day"
     )
-    org: str | None = Field(default=None, description="organisation id or name")
-    team: str | None = Field(default=None, description="team id or name")
-    project: str | None = Field(default=None, description="project id or name")
-    key: str | None = Field(default=None, description="key id, name or visible prefix sk-odock-…")
-    model: str | None = Field(default=None, description="the model asked for")
-    provider: str | None = None
-    status: str | None = Field(default=None, description="a class (2xx, 4xx, 5xx) or a code")
-    error_code: str | None = None
-    finding: str | None = Field(default=None, description="a guardrail detector name")
-    cost_min: Decimal | None = Field(default=None, ge=0, description="USD, inclusive")
-    cost_max: Decimal | None = Field(default=None, ge=0, description="USD, inclusive")
-    endpoint: str | None = Field(default=None, description="e.g. chat.completions, embeddings")
-    stream: bool | None = None
+    org: _pattern(LEVEL) | Unset = Field(default=None, description="organisation id or name")
+    team: _pattern(LEVEL) | Unset = Field(default=None, description="team id or name")
+    project: _pattern(LEVEL) | Unset = Field(default=None, description="project id or name")
+    key: _pattern(LEVEL) | Unset = Field(
+        default=None, description="key id, name or visible prefix sk-odock-…"
+    )
+    model: _pattern(TEXT) | Unset = Field(default=None, description="the model asked for")
+    provider: _pattern(TEXT) | Unset = None
+    status: _pattern(r"^[1-5]([xX]{2}|[0-9]{2})$") | Unset = Field(
+        default=None, description="a class (2xx, 4xx, 5xx) or a code"
+    )
+    error_code: _pattern(TEXT) | Unset = None
+    finding: _pattern(r"^[A-Za-z0-9_.:-]{1,100}$") | Unset = Field(
+        default=None, description="a guardrail detector name"
+    )
+    cost_min: _pattern(AMOUNT) | Unset = Field(default=None, description="USD, inclusive")
+    cost_max: _pattern(AMOUNT) | Unset = Field(default=None, description="USD, inclusive")
+    endpoint: _pattern(TEXT) | Unset = Field(
+        default=None, description="e.g. chat.completions, embeddings"
+    )
+    stream: QueryBool | Unset = None
 
     def audit_filter(self) -> AuditFilter:
-        """The shared parser validates what the schema's types cannot (times, status)."""
+        """The shared parser validates what the schema cannot (an empty range)."""
         values = self.model_dump(by_alias=True)
         return audit_filter_parse({name: values.get(name) for name in FILTER_PARAMS})
 
 
 class AuditSearchQuery(AuditFilterQuery):
-    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+    cursor: _pattern(AUDIT_CURSOR) | Unset = Field(
+        default=None, description="next_cursor of the previous page"
+    )
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    include_content: bool = Field(
-        default=False, description="include captured prompts and responses (can be large)"
+    include_content: QueryBool = query_bool(
+        False, "include captured prompts and responses (can be large)"
     )
 
 
@@ -152,29 +209,20 @@ class AuditPageOut(Schema):
 
 
 def cursor_encode(position: Position) -> str:
-    """Opaque to clients (base64 of the last row's time in µs and id)."""
+    """``a1.<µs since 1970>.<id>``: the last row's position. Clients pass it back as it is;
+    the schema's pattern says which cursors exist, so every one it allows works."""
     micros = (position.created_at - _EPOCH) // _MICROSECOND
-    raw = f"{CURSOR_TAG}{micros}:{position.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _digits(text: str, most: int) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= most
+    return f"a1.{micros}.{position.id}"
 
 
 def cursor_decode(cursor: str | None) -> Position | None:
-    """None for the first page; a malformed cursor is a 422."""
+    """None for the first page (the schema checked the form). A time beyond what Python
+    can hold is clamped: "after 10,000 AD" starts at the newest row."""
     if not cursor:
         return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(CURSOR_TAG):
-            micros, _, pk = text[len(CURSOR_TAG) :].partition(":")
-            if _digits(micros.removeprefix("-"), 17) and _digits(pk, 18):
-                return Position(_EPOCH + int(micros) * _MICROSECOND, int(pk))
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        pass
-    raise ValidationError({"cursor": "invalid cursor"})
+    _, micros, pk = cursor.split(".")
+    bounded = min(max(int(micros), _MIN_MICROS), _MAX_MICROS)
+    return Position(_EPOCH + bounded * _MICROSECOND, int(pk))
 
 
 def _scope(request: HttpRequest) -> int | None:
@@ -190,6 +238,7 @@ def _scope(request: HttpRequest) -> int | None:
 def audit_records_list(request: HttpRequest, filters: Query[AuditSearchQuery]) -> dict[str, Any]:
     """Newest first, one page at a time; follow ``next_cursor`` for the rest. Every row
     is returned exactly once, even when many share a timestamp."""
+    refuse_undocumented_query(request, AuditSearchQuery)
     qs = request_log_search(filters=filters.audit_filter(), organization_id=_scope(request))
     if not filters.include_content:
         qs = qs.defer("content")
@@ -209,17 +258,33 @@ def audit_records_list(request: HttpRequest, filters: Query[AuditSearchQuery]) -
     response={200: AuditRecordOut, 404: ErrorOut, **ERRORS},
     summary="One audit record",
 )
-def audit_record_get(request: HttpRequest, request_id: str) -> RequestLog:
+def audit_record_get(
+    request: HttpRequest, request_id: str = Path(..., pattern=REQUEST_ID)
+) -> RequestLog:
+    refuse_undocumented_query(request)
     return request_log_get(request_id=request_id, organization_id=_scope(request))
+
+
+EXPORT_RESPONSE = {
+    "description": "One JSON object per line (jsonl) or a header line and one row per "
+    "record (csv), streamed as the records are read",
+    "content": {
+        media_type.split(";")[0]: {"schema": {"type": "string"}}
+        for media_type in export.FORMATS.values()
+    },
+}
 
 
 @router.get(
     "/export",
+    response=ERRORS,
+    openapi_extra={"responses": {200: EXPORT_RESPONSE}},
     summary="Export audit records (JSONL or CSV, streamed)",
 )
 def audit_export(request: HttpRequest, filters: Query[AuditExportQuery]) -> StreamingHttpResponse:
     """Every column of every matching record, newest first, streamed as it is read.
 
     No time window is implied: without ``from`` the export covers all time."""
+    refuse_undocumented_query(request, AuditExportQuery)
     qs = request_log_search(filters=filters.audit_filter(), organization_id=_scope(request))
     return export.export_response(qs, filters.format, request=request)

@@ -1,16 +1,38 @@
 """Request and response shapes of the management API (the edge: ninja / pydantic only here).
 
 Money is a string holding a Decimal, never a JSON number: floats lose cents.
+
+The OpenAPI schema is the contract, checked by schemathesis in CI
+(``tests/api/test_schemathesis.py``): every value the schema allows is accepted, and every
+value it refuses is a 422 that changes nothing. So query parameters are never "nullable"
+(a query string has no null: absent means unset), names carry their slug pattern, ids their
+bigint range, request bodies are JSON objects with exactly the documented fields
+(``BodyIn``), and the few rules a schema cannot state (a time in the future, a range whose
+end follows its start) are written in the operation's description.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Schema
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from apps.keys.models import VirtualKey
 
@@ -18,10 +40,96 @@ SLUG = r"^[-a-zA-Z0-9_]+$"
 MAX_GRACE_SECONDS = 30 * 86_400
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+MAX_ID = 2**63 - 1  # a bigint: a larger id would be a database error, not a 404
+
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SLUG)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# A query string has no null: an optional query parameter is absent or a value, and its
+# schema says just the value (``SkipJsonSchema`` keeps pydantic from adding "or null").
+Unset = SkipJsonSchema[None]
+
+
+def _bool_text(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("give true or false")
+
+
+# ``true`` or ``false`` exactly: a query string carries text, and pydantic would also read
+# yes / on / 1 (values the schema could not list as booleans).
+QueryBool = Annotated[
+    bool, PlainValidator(_bool_text), WithJsonSchema({"type": "string", "enum": ["true", "false"]})
+]
+
+
+def query_bool(default: bool, description: str | None = None) -> Any:
+    """A QueryBool parameter whose default the schema gives as text, like its values."""
+    return Field(
+        default=default,
+        description=description,
+        json_schema_extra=lambda schema: schema.update(default=str(default).lower()),
+    )
+
+
+# Before the year 9000 in any offset: a later time could not be read back as a Python
+# datetime once stored in UTC.
+_EXPIRY_TEXT = re.compile(r"^[0-8][0-9]{3}-")
+
+
+def _expiry_text(value: Any) -> Any:
+    """ISO 8601 text only: pydantic would also read a number as a Unix time (``0`` is 1970)."""
+    if not isinstance(value, str):
+        raise ValueError("give an ISO 8601 date and time with a UTC offset")
+    if not _EXPIRY_TEXT.match(value):
+        raise ValueError("give a time before the year 9000")
+    return value
+
+
+ExpiresAt = Annotated[
+    AwareDatetime,
+    BeforeValidator(_expiry_text),
+    Field(
+        strict=False,
+        description="ISO 8601 with a UTC offset, in the future (and before the year 9000)",
+        json_schema_extra={"pattern": _EXPIRY_TEXT.pattern, "examples": ["2030-01-01T00:00:00Z"]},
+    ),
+]
+
+
+def refuse_undocumented_query(request: HttpRequest, schema: type[Schema] | None = None) -> None:
+    """First thing in a view: a query parameter the operation does not document
+    (``schema``'s fields) is a 422, like an unknown field in a body — a misspelt filter
+    must not be ignored and widen the answer."""
+    names = {field.alias or name for name, field in (schema.model_fields if schema else {}).items()}
+    unknown = sorted(set(request.GET) - names)
+    if unknown:
+        raise ValidationError({name: "unknown query parameter" for name in unknown})
+
+
+class BodyIn(Schema):
+    """A request body: a JSON object with only the documented fields, each of its JSON type
+    (a list, ``null``, ``"5"`` for a number or a misspelt field is a 422, never read as
+    the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorOut(Schema):
     detail: str
+
+
+class ValidationErrorItem(Schema):
+    type: str
+    loc: list[str | int] = Field(description='where, e.g. ["query", "limit"] or ["cursor"]')
+    msg: str
+
+
+class ValidationErrorOut(Schema):
+    """422: what was wrong with the request, one item per problem."""
+
+    detail: list[ValidationErrorItem]
 
 
 def _status(key: VirtualKey) -> str:
@@ -69,12 +177,17 @@ class KeyOut(Schema):
         return obj.owner.get_username() if obj.owner_id else None
 
 
+KEY_CURSOR = r"^k1\.[0-9]{1,18}$"
+
+
 class KeyListQuery(Schema):
-    org: str | None = Field(default=None, description="organisation name")
-    team: str | None = Field(default=None, description="team name (needs org for platform tokens)")
-    project: str | None = Field(default=None, description="project name (needs team)")
-    include_revoked: bool = False
-    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+    org: Slug | Unset = Field(default=None, description="organisation name")
+    team: Slug | Unset = Field(default=None, description="team name")
+    project: Slug | Unset = Field(default=None, description="project name")
+    include_revoked: QueryBool = query_bool(False)
+    cursor: Annotated[str, StringConstraints(pattern=KEY_CURSOR)] | Unset = Field(
+        default=None, description="next_cursor of the previous page"
+    )
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
 
 
@@ -96,28 +209,36 @@ class KeyRotatedOut(KeySecretOut):
         return obj.key.previous_valid_until
 
 
-class KeyCreateIn(Schema):
-    """Name the project by id, or by names (``team`` and ``project``; ``org`` too for a
-    platform token, since team names are unique only within an organisation)."""
+class _KeyCreateIn(BodyIn):
+    name: Slug
+    expires_at: ExpiresAt | None = None
 
-    project_id: int | None = None
-    org: str | None = None
-    team: str | None = None
-    project: str | None = None
-    name: str = Field(min_length=1, max_length=100, pattern=SLUG)
-    expires_at: AwareDatetime | None = None
-
-    @model_validator(mode="after")
-    def _one_way_to_name_the_project(self) -> KeyCreateIn:
-        by_name = self.org is not None or self.team is not None or self.project is not None
-        if self.project_id is not None and by_name:
-            raise ValueError("give project_id or org/team/project names, not both")
-        if self.project_id is None and self.project is None:
-            raise ValueError("give project_id, or the project's team and project names")
-        return self
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= timezone.now():
+            raise ValueError("expires_at must be in the future")
+        return value.astimezone(UTC) if value is not None else None
 
 
-class KeyRotateIn(Schema):
+class KeyCreateByIdIn(_KeyCreateIn):
+    """The project by id."""
+
+    project_id: Id
+
+
+class KeyCreateByNamesIn(_KeyCreateIn):
+    """The project by name, with its team and organisation when several share the name."""
+
+    org: Slug | None = None
+    team: Slug | None = None
+    project: Slug
+
+
+KeyCreateIn = KeyCreateByIdIn | KeyCreateByNamesIn
+
+
+class KeyRotateIn(BodyIn):
     grace_seconds: int | None = Field(
         default=None,
         ge=0,
@@ -185,10 +306,10 @@ class PolicyOut(Schema):
 
 
 class SpendQuery(Schema):
-    org: str | None = Field(default=None, description="organisation name")
-    team: str | None = Field(default=None, description="team name (needs org for platform tokens)")
-    project: str | None = Field(default=None, description="project name (needs team)")
-    key: int | None = Field(default=None, description="key id")
+    org: Slug | Unset = Field(default=None, description="organisation name")
+    team: Slug | Unset = Field(default=None, description="team name")
+    project: Slug | Unset = Field(default=None, description="project name")
+    key: Id | Unset = Field(default=None, description="key id")
 
 
 class SpendOut(Schema):

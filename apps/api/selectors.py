@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -122,6 +123,19 @@ class Scope:
         return Q()
 
 
+class AmbiguousName(Exception):
+    """A name that several objects in the caller's scope share (the API answers 409)."""
+
+
+def _only(qs: QuerySet, what: str, name: str, parent: str) -> Any:
+    found = list(qs[:2])
+    if not found:
+        raise Http404(f"{what} {name!r} not found")
+    if len(found) > 1:
+        raise AmbiguousName(f"several {what}s are named {name!r}: give its {parent} too")
+    return found[0]
+
+
 def scope_resolve(
     *,
     token: AdminToken,
@@ -132,8 +146,10 @@ def scope_resolve(
 ) -> Scope:
     """Turn ``org`` / ``team`` / ``project`` names (and a key id) into one node.
 
-    Names are unique only within their parent, so a team needs its organisation (implied
-    by an org-scoped token) and a project needs its team; anything else is ambiguous.
+    Each name is looked up under the names given above it (or the token's organisation):
+    a team name alone finds the one team of that name, a project name alone the one
+    project. Names are unique only within their parent, so a name several objects share
+    there raises AmbiguousName; one that matches nothing, Http404.
     """
     organization = token.organization if token.organization_id is not None else None
     if org is not None:
@@ -145,22 +161,21 @@ def scope_resolve(
                 raise Http404(f"organisation {org!r} not found")
     team_obj = None
     if team is not None:
-        if organization is None:
-            raise ValidationError({"team": "give org too: team names are unique per organisation"})
-        team_obj = Team.objects.filter(organization=organization, name=team).first()
-        if team_obj is None:
-            raise Http404(f"team {team!r} not found")
+        teams = Team.objects.select_related("organization").filter(name=team)
+        if organization is not None:
+            teams = teams.filter(organization=organization)
+        team_obj = _only(teams, "team", team, "organisation")
+        organization = team_obj.organization
     project_obj = None
     if project is not None:
-        if team_obj is None:
-            raise ValidationError({"project": "give team too: project names are unique per team"})
-        project_obj = (
-            Project.objects.select_related("team__organization")
-            .filter(team=team_obj, name=project)
-            .first()
-        )
-        if project_obj is None:
-            raise Http404(f"project {project!r} not found")
+        projects = Project.objects.select_related("team__organization").filter(name=project)
+        if team_obj is not None:
+            projects = projects.filter(team=team_obj)
+        elif organization is not None:
+            projects = projects.filter(team__organization=organization)
+        project_obj = _only(projects, "project", project, "team")
+        team_obj = project_obj.team
+        organization = team_obj.organization
     scope = Scope(organization=organization, team=team_obj, project=project_obj)
     if key_id is not None:
         key = key_queryset_visible(token=token).filter(scope.keys_q(), pk=key_id).first()

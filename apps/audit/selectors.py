@@ -14,7 +14,7 @@ Everything here is built for a table of many millions of rows:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -83,6 +83,14 @@ class AuditFilter:
     endpoint: str | None = None
     stream: bool | None = None
 
+    def is_empty_range(self) -> bool:
+        """``from`` not before ``to``, or ``cost_min`` above ``cost_max``: nothing matches."""
+        times = self.created_from, self.created_to
+        costs = self.cost_min, self.cost_max
+        return (None not in times and times[0] >= times[1]) or (
+            None not in costs and costs[0] > costs[1]
+        )
+
 
 def _text(value: Any) -> str | None:
     if value is None:
@@ -98,18 +106,34 @@ def parse_instant(value: str, *, now: datetime, end_of_day: bool = False) -> dat
     relative = _RELATIVE.match(value)
     if relative:
         amount, unit = int(relative.group(1)), _RELATIVE_UNITS[relative.group(2)]
-        return now - timedelta(**{unit: amount})
+        return _clamped(lambda: now - timedelta(**{unit: amount}), EARLIEST)
     if _DATE.match(value):
         day = parse_date(value)
         if day is not None:
             start = datetime.combine(day, time.min, tzinfo=UTC)
-            return start + timedelta(days=1) if end_of_day else start
+            return _clamped(lambda: start + timedelta(days=1), LATEST) if end_of_day else start
     # An unescaped "+" in a query string arrives as a space: "10:00:00 00:00".
     repaired = re.sub(r"(\d) (\d\d:?\d\d)$", r"\1+\2", value)
     moment = parse_datetime(repaired)
     if moment is not None:
-        return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+        if timezone.is_naive(moment):
+            return moment.replace(tzinfo=UTC)
+        # 0001-01-01T00:00+01:00 is before the first moment Python holds in UTC.
+        return _clamped(lambda: moment.astimezone(UTC), EARLIEST if moment.year == 1 else LATEST)
     raise ValueError(value)
+
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _clamped(compute: Callable[[], datetime], bound: datetime) -> datetime:
+    """``compute()``, or ``bound`` when the result is beyond the years Python holds (a
+    duration of 999999 weeks, the day after 9999-12-31): such a range reaches the end."""
+    try:
+        return compute()
+    except OverflowError:
+        return bound
 
 
 def _decimal(value: Any) -> Decimal:
@@ -140,7 +164,9 @@ def audit_filter_parse(
 
     Empty values count as absent. With ``default_window``, a missing ``from`` becomes that
     long before ``to`` (or now): the admin's guard against unbounded scans. Every invalid
-    value is reported at once, as a ValidationError keyed by parameter name.
+    value is reported at once, as a ValidationError keyed by parameter name. An empty
+    range (``from`` not before ``to``, ``cost_min`` above ``cost_max``) is valid and
+    matches nothing, like any other filter no record meets.
     """
     now = now or timezone.now()
     errors: dict[str, str] = {}
@@ -199,11 +225,8 @@ def audit_filter_parse(
             errors["stream"] = "give true or false"
 
     if "from" not in values and default_window is not None and "from" not in errors:
-        values["from"] = values.get("to", now) - default_window
-    if "from" in values and "to" in values and values["from"] >= values["to"]:
-        errors["to"] = "must be later than from"
-    if "cost_min" in values and "cost_max" in values and values["cost_min"] > values["cost_max"]:
-        errors["cost_max"] = "must not be below cost_min"
+        end = values.get("to", now)
+        values["from"] = _clamped(lambda: end - default_window, EARLIEST)
     if errors:
         raise ValidationError(errors)
     return AuditFilter(
@@ -314,7 +337,7 @@ def request_log_search(
     """
     qs = queryset if queryset is not None else RequestLog.objects.all()
     resolved = _resolve(filters, organization_id)
-    if resolved.matches_nothing():
+    if filters.is_empty_range() or resolved.matches_nothing():
         return qs.none()
     if organization_id is not None:
         qs = qs.filter(organization_id=organization_id)

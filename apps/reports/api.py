@@ -14,23 +14,37 @@ from ninja import Query, Router
 
 from apps.api.auth import AdminTokenAuth
 from apps.api.models import AdminToken
-from apps.api.schemas import ErrorOut
+from apps.api.schemas import ErrorOut, ValidationErrorOut, refuse_undocumented_query
 from apps.api.selectors import scope_resolve
-from apps.reports.exports import report_file, report_json
+from apps.reports.exports import CONTENT_TYPES, report_file, report_json
 from apps.reports.schemas import SpendReportOut, SpendReportQuery
 from apps.reports.selectors import spend_report_build, spend_report_spec
 
 router = Router(auth=AdminTokenAuth(), tags=["reports"])
 
 
+# The 200 answer is JSON, or a file with format=csv|xlsx.
+FILES = {
+    CONTENT_TYPES[fmt].split(";")[0]: {"schema": {"type": "string"}} for fmt in ("csv", "xlsx")
+}
+
+
 @router.get(
     "/spend",
-    response={200: SpendReportOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    response={
+        200: SpendReportOut,
+        401: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        422: ValidationErrorOut,
+    },
+    openapi_extra={"responses": {200: {"content": FILES}}},
     summary="Spend report (JSON, or a CSV / XLSX download)",
 )
 def reports_spend(request: HttpRequest, filters: Query[SpendReportQuery]) -> Any:
     """Requests, tokens and cost per period and grouping, with totals and budget vs
     actual, from the hourly roll-ups. Its totals equal the request log's for the range."""
+    refuse_undocumented_query(request, SpendReportQuery)
     token: AdminToken = request.auth  # type: ignore[attr-defined]
     scope = scope_resolve(token=token, org=filters.org)
     spec = spend_report_spec(

@@ -11,19 +11,28 @@ from typing import Any, Literal
 from ninja import Schema
 from pydantic import Field
 
+from apps.api.schemas import Slug, Unset
+from apps.reports.models import GROUP_FIELDS
+
+_GROUP = f"({'|'.join(GROUP_FIELDS)})"
+GROUP_BY = f"^({_GROUP}(,{_GROUP})*)?$"
+
 
 class SpendReportQuery(Schema):
-    start: date = Field(description="first UTC day included (YYYY-MM-DD)")
-    end: date = Field(description="first UTC day excluded (YYYY-MM-DD)")
+    """``end`` must follow ``start``, by at most three years (a 422 otherwise)."""
+
+    start: date = Field(description="first UTC day included (YYYY-MM-DD)", examples=["2026-01-01"])
+    end: date = Field(description="first UTC day excluded (YYYY-MM-DD)", examples=["2026-02-01"])
     group_by: str = Field(
         default="",
+        pattern=GROUP_BY,
         description="comma-separated, any of org, team, project, key, model, provider",
     )
     granularity: Literal["day", "month"] = "day"
     format: Literal["json", "csv", "xlsx"] = Field(
         default="json", description="json, or a csv / xlsx download"
     )
-    org: str | None = Field(
+    org: Slug | Unset = Field(
         default=None,
         description="organisation name; an organisation's token always gets its own",
     )

@@ -213,9 +213,23 @@ def test_key_filters_by_names(acme, globex, platform):
 
     assert set(list_key_ids(acme.token, "&team=search&project=batch")) == {batch_key.pk}
     assert set(list_key_ids(platform, "&org=globex")) == {k.pk for k in globex.keys}
-    # A team name is unique only within its organisation: a platform token must say which.
-    assert call("GET", "/keys?team=search", platform).status_code == 422
+    # A name alone finds the one object of that name in the token's scope...
+    assert set(list_key_ids(platform, "&team=search")) == {
+        *map(lambda k: k.pk, acme.keys),
+        batch_key.pk,
+    }
+    assert set(list_key_ids(acme.token, "&project=batch")) == {batch_key.pk}
     assert call("GET", "/keys?org=acme&team=nope", platform).status_code == 404
+    # ...and when several share it (team names are unique per organisation only), a 409
+    # asks for the parent rather than guessing.
+    project_create(team_create(globex.org, "search"), "assistant")
+    response = call("GET", "/keys?team=search", platform)
+    assert response.status_code == 409 and "give its organisation" in response.json()["detail"]
+    assert call("GET", "/keys?project=assistant", platform).status_code == 409
+    assert call("GET", "/spend?team=search", platform).status_code == 409
+    assert set(list_key_ids(platform, "&org=acme&team=search&project=assistant")) == {
+        k.pk for k in acme.keys
+    }
 
 
 # --- keys: create, revoke, rotate -------------------------------------------------------
@@ -293,6 +307,101 @@ def test_create_refusals(acme, body, status):
     assert response.status_code == status, response.content
     assert "detail" in response.json()
     assert VirtualKey.objects.count() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "expires_at",
+    [
+        0,  # pydantic would read a number as a Unix time: a key expired in 1970
+        1_900_000_000,
+        "1970-01-01T00:00:00Z",  # in the past
+        "2020-06-01T12:00:00+02:00",
+        "9999-01-01T00:00:00Z",  # could not be read back once stored in UTC
+        "2031-01-01",  # a date is not a time
+        True,
+    ],
+)
+def test_create_refuses_an_expiry_that_is_not_a_future_time(acme, expires_at):
+    before = VirtualKey.objects.count()
+    body = {"project_id": acme.project.pk, "name": "x", "expires_at": expires_at}
+    response = call("POST", "/keys", acme.token, body)
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"][-1] == "expires_at"
+    assert VirtualKey.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_create_with_a_future_expiry_stores_it_in_utc(acme):
+    body = {"project_id": acme.project.pk, "name": "x", "expires_at": "2031-01-01T02:00:00+02:00"}
+    response = call("POST", "/keys", acme.token, body)
+    assert response.status_code == 201, response.content
+    key = VirtualKey.objects.get(name="x")
+    assert key.expires_at == datetime(2031, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[null, null]",  # was read as "no grace given" and rotated the key
+        b"[]",
+        b"5",
+        b'"grace"',
+        b'{"grace_seconds": "60"}',  # a string is not the documented integer
+        b'{"grace_seconds": true}',
+        b'{"grace_seconds": 60, "grace": 1}',  # a field the schema does not have
+    ],
+)
+def test_rotate_refuses_a_body_that_is_not_the_documented_object(acme, raw):
+    key = acme.keys[0]
+    response = Client().post(
+        f"{API}/keys/{key.pk}/rotate",
+        data=raw,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {acme.token}"},
+    )
+    assert response.status_code == 422, response.content
+    key.refresh_from_db()
+    assert key.previous_digest is None  # not rotated
+
+
+@pytest.mark.django_db
+def test_a_body_that_is_not_json_is_400_and_changes_nothing(acme):
+    key = acme.keys[0]
+    for path in ("/keys", f"/keys/{key.pk}/rotate"):
+        response = Client().post(
+            API + path,
+            data=b"\x00{",
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {acme.token}"},
+        )
+        assert response.status_code == 400 and "detail" in response.json(), path
+    key.refresh_from_db()
+    assert key.previous_digest is None and VirtualKey.objects.count() == len(acme.keys)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    ["/keys/99999999999999999999/policy", "/keys/0/policy", "/spend?key=99999999999999999999"],
+)
+def test_ids_beyond_a_bigint_are_422_not_a_server_error(acme, path):
+    assert call("GET", path, acme.token).status_code == 422
+
+
+@pytest.mark.django_db
+def test_unknown_query_parameters_are_422(acme):
+    for path in ("/keys?inclde_revoked=true", "/orgs?x=1", f"/keys/{acme.keys[0].pk}/policy?x=1"):
+        response = call("GET", path, acme.token)
+        assert response.status_code == 422, path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["1", "yes", "True", ""])
+def test_booleans_in_a_query_are_true_or_false(acme, value):
+    assert call("GET", f"/keys?include_revoked={value}", acme.token).status_code == 422
+    assert call("GET", "/keys?include_revoked=true", acme.token).status_code == 200
 
 
 @pytest.mark.django_db
@@ -500,7 +609,9 @@ def test_cursor_pagination_returns_every_key_exactly_once_without_counting(acme,
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "cursor=%%%", "cursor=bm9wZQ"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=501", "cursor=%%%", "cursor=bm9wZQ", "cursor=k1.", "cursor=k1.-1"]
+)
 def test_bad_page_parameters_are_422(acme, query):
     assert call("GET", f"/keys?{query}", acme.token).status_code == 422
 
@@ -533,6 +644,24 @@ def test_openapi_schema_and_docs_load_without_a_token():
     assert money["type"] == "string"
     assert reverse("odock-api:openapi-json") == f"{API}/openapi.json"
     assert Client().get(f"{API}/docs").status_code == 200
+
+
+def test_every_operation_documents_its_refusals_with_their_shapes():
+    """401 without a live token and 422 for refused input everywhere, 400 for a body that
+    is not JSON; each with the error shape the API really answers."""
+    schema = Client().get(f"{API}/openapi.json").json()
+    operations = [(m, p, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
+    assert len(operations) == 11
+    for method, path, op in operations:
+        codes = set(op["responses"])
+        assert {"401", "422"} <= codes, (method, path)
+        if "requestBody" in op:
+            assert "400" in codes, (method, path)
+        shape = op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        assert shape.endswith("/ValidationErrorOut"), (method, path)
+    assert {"403", "409"} <= set(schema["paths"][f"{API}/keys"]["post"]["responses"])
+    export = schema["paths"][f"{API}/audit/export"]["get"]["responses"]["200"]["content"]
+    assert set(export) == {"application/x-ndjson", "text/csv"}
 
 
 # --- the admin and the command that issue tokens -----------------------------------------
