@@ -3,8 +3,9 @@ a real gateway under uvicorn, a platform token, a fixed seed and bounded example
 
 Every check must pass: no 5xx, every status code and content type documented, every
 answer matching its schema, every request the schema allows accepted, every request it
-refuses rejected — and a rejected request changes nothing. The rules a schema cannot
-state are in ``schemathesis_hooks.py``.
+refuses rejected. The two rules a schema cannot state are in ``schemathesis_hooks.py``;
+the regression tests in test_management_api.py pin what it found (and that a refused
+request changes nothing).
 """
 
 from __future__ import annotations
