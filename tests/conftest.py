@@ -59,9 +59,13 @@ def fake_upstream() -> Iterator:
 
 
 @pytest.fixture
-def gateway_factory(transactional_db):
+def gateway_factory(transactional_db, settings, tmp_path):
     """Start real gateways (uvicorn on loopback, full ASGI router); stopped after the test."""
     from django.core.asgi import get_asgi_application
+
+    # This test's own spool and kept snapshot: nothing left by another test is adopted.
+    settings.ODOCK_AUDIT_SPOOL_DIR = tmp_path / "audit-spool"
+    settings.ODOCK_SNAPSHOT_FILE = tmp_path / "policy-snapshot"
 
     from odock.gateway import build_gateway
     from odock.routing import build_application
@@ -130,7 +134,7 @@ def database_url() -> str:
     from django.db import connection
 
     s = connection.settings_dict
-    if s["ENGINE"] != "django.db.backends.postgresql":
+    if connection.vendor != "postgresql":
         pytest.skip("multi-process tests need PostgreSQL (set DATABASE_URL)")
     user = s.get("USER") or "postgres"
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
@@ -187,6 +191,22 @@ class GatewayProcess:
             time.sleep(0.1)
         raise RuntimeError("gateway process did not become ready")
 
+    def wait_live(self, timeout: float = 30) -> None:
+        """Started and answering (``/healthz``), ready or not (the database may be away)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway process exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gateway process did not start")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -204,7 +224,10 @@ def gateway_processes(transactional_db, tmp_path):
 
     started: list[GatewayProcess] = []
 
-    def start(count: int, *, redis_url: str = "", **extra_env: str) -> list[GatewayProcess]:
+    def start(
+        count: int, *, redis_url: str = "", ready: bool = True, **extra_env: str
+    ) -> list[GatewayProcess]:
+        """``ready=False``: wait only until they answer (started while the database is away)."""
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -214,13 +237,16 @@ def gateway_processes(transactional_db, tmp_path):
             "ODOCK_ENCRYPTION_KEYS": ",".join(settings.ODOCK_ENCRYPTION_KEYS),
             "ODOCK_VAR_DIR": str(settings.VAR_DIR),
             "ODOCK_SNAPSHOT_POLL_SECONDS": "0.2",
+            # This test's own spool and kept snapshot (shared by its processes only).
+            "ODOCK_AUDIT_SPOOL_DIR": str(tmp_path / "audit-spool"),
+            "ODOCK_SNAPSHOT_FILE": str(tmp_path / "policy-snapshot"),
             "CELERY_TASK_ALWAYS_EAGER": "true",
             **extra_env,
         }
         procs = [GatewayProcess(env) for _ in range(count)]
         started.extend(procs)
         for p in procs:
-            p.wait_ready()
+            p.wait_ready() if ready else p.wait_live()
         return procs
 
     yield start
