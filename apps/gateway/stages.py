@@ -264,16 +264,16 @@ class ReserveBudget:
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None and ctx.model is not None and ctx.body is not None
+        rules = applicable_rules(ctx.key.limits, ctx.model_name)
+        if not rules:  # needs no governance state: served from the snapshot, outage or not
+            ctx.decide(self.name, "pass", "no budget or rate limit applies")
+            return
         if not self._database_healthy():
             # Policies may have changed since the database went away.
             if not ctx.key.fail_open:
                 ctx.decide(self.name, "deny", "database unreachable; organisation fails closed")
                 raise _governance_unavailable("Policies cannot be confirmed right now")
             ctx.decide(self.name, "incident", "database unreachable; fail-open on last snapshot")
-        rules = applicable_rules(ctx.key.limits, ctx.model_name)
-        if not rules:
-            ctx.decide(self.name, "pass", "no budget or rate limit applies")
-            return
         ctx.prompt_tokens = count_prompt_tokens(ctx.body)
         reservation = plan_checks(
             ctx.request_id,

@@ -268,6 +268,8 @@ def test_database_outage_follows_the_org_policy(world, gateway_processes, policy
     org = world["org"]
     org.outage_policy = policy
     org.save()
+    RateLimit.objects.create(team=world["team"], rpm=1000)  # needs governance state
+    free = key_create()  # another organisation, fail-closed, with no budget or limit at all
     proxy = TcpProxy(int(connection.settings_dict.get("PORT") or 5432))
     from tests import conftest
 
@@ -290,12 +292,17 @@ def test_database_outage_follows_the_org_policy(world, gateway_processes, policy
             assert err.value.status_code == 503
         else:
             assert client.chat.completions.create(**BODY).choices
+        # Needs no governance state: served from the snapshot either way (the README's policy).
+        free_client = openai.OpenAI(
+            base_url=gateway.url + "/v1", api_key=free.secret, max_retries=0
+        )
+        assert free_client.chat.completions.create(**BODY).choices
         proxy.restore()
-        # Every request, the one made during the outage included, is recorded once it is back.
-        rows = _wait_records(2, timeout=30)
-        assert len(rows) == 2
+        # Every request, those made during the outage included, is recorded once it is back.
+        rows = _wait_records(3, timeout=30)
+        assert len(rows) == 3
         assert sorted(r.status_code for r in rows) == (
-            [200, 503] if policy == OutagePolicy.FAIL_CLOSED else [200, 200]
+            [200, 200, 503] if policy == OutagePolicy.FAIL_CLOSED else [200, 200, 200]
         )
     finally:
         proxy.close()
