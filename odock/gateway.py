@@ -9,6 +9,7 @@ from django.db import close_old_connections, connection
 
 from apps.audit.writer import RequestLogWriter
 from apps.core.models import config_version_current
+from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.routing_state import RedisBreakerState
 from apps.gateway.snapshot import Snapshot
@@ -81,20 +82,33 @@ def _spend_guard(redis_url: str):
 
 def build_gateway(*, redis_url: str | None = None, **config_overrides) -> GatewayApp:
     redis_url = settings.REDIS_URL if redis_url is None else redis_url
+    # Every database call of the gateway's own threads waits at most this long (so a
+    # stalled database is noticed like a refused one).
+    timeout = settings.ODOCK_DB_TIMEOUT_SECONDS
+    config = gateway_config_from_settings(**config_overrides)
+    if config.audit_durable and 2 * timeout > config.audit_durable_timeout_seconds:
+        log.warning(
+            "ODOCK_DB_TIMEOUT_SECONDS=%g is not well under the %g s a response waits for its "
+            "audit record: a stalled database may release answers before their records are "
+            "spooled",
+            timeout,
+            config.audit_durable_timeout_seconds,
+        )
     return GatewayApp(
-        config=gateway_config_from_settings(**config_overrides),
+        config=config,
         state_store=_state_store(redis_url),
         routing_state=RedisBreakerState(redis_url) if redis_url else None,
         guardrail_plugins=plugins_load(settings.ODOCK_GUARDRAIL_PLUGINS),
-        on_budget_alert=budget_alert_enqueue,
-        on_poll=_spend_guard(redis_url),
-        snapshot_loader=_load_snapshot,
-        version_reader=_read_version,
+        on_budget_alert=bounded(budget_alert_enqueue, timeout),
+        on_poll=bounded(_spend_guard(redis_url), timeout),
+        snapshot_loader=bounded(_load_snapshot, timeout),
+        version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         recorder=RequestLogWriter(
             batch_size=settings.ODOCK_RECORD_BATCH_SIZE,
             flush_seconds=settings.ODOCK_RECORD_FLUSH_SECONDS,
             spool_dir=settings.ODOCK_AUDIT_SPOOL_DIR,
             seal_seconds=settings.ODOCK_AUDIT_SEAL_SECONDS,
+            db_timeout=timeout,
         ),
     )

@@ -8,6 +8,7 @@ switch to PostgreSQL and Redis.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -129,8 +130,45 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
+# How long the gateway waits for PostgreSQL before it treats it as away (seconds): opening
+# a connection, and each round trip of its own database threads (audit writer, snapshot
+# poller, alerts, MCP policy), client-side and as their sessions' statement_timeout. Well
+# under the 10 s a durable response waits for its audit record, so a stalled database
+# sends records to the spool instead.
+ODOCK_DB_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_DB_TIMEOUT_SECONDS", "5"))
+# statement_timeout of every other session (admin, API, Celery, manage.py); 0: none.
+ODOCK_DB_STATEMENT_TIMEOUT_SECONDS = float(
+    os.environ.get("ODOCK_DB_STATEMENT_TIMEOUT_SECONDS", "300")
+)
+
+
+def postgres_options(timeout: float, statement_timeout: float) -> dict[str, object]:
+    """libpq parameters that bound every wait on PostgreSQL: connecting (libpq's minimum
+    is 2 s), a peer that stopped acknowledging (TCP keepalives on idle connections, and
+    tcp_user_timeout on unacknowledged data), and a statement on the server. A server that
+    still acknowledges but never answers is left to ``apps.core.postgres``."""
+    options: dict[str, object] = {
+        "connect_timeout": max(2, math.ceil(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout * 1000),
+    }
+    if statement_timeout > 0:
+        options["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    return options
+
+
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "apps.core.postgres"
+        # Parameters in the URL's query string (``?keepalives_idle=30``) win.
+        DATABASES["default"]["OPTIONS"] = {
+            **postgres_options(ODOCK_DB_TIMEOUT_SECONDS, ODOCK_DB_STATEMENT_TIMEOUT_SECONDS),
+            **DATABASES["default"].get("OPTIONS", {}),
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

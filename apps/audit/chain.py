@@ -228,7 +228,64 @@ class ChainHeads:
         return checkpoints
 
 
+def chain_seal_tail(chain: str) -> dict[str, Any] | None:
+    """Seal a chain whose writer is gone: a signed checkpoint over the records stored after
+    its last checkpoint, up to the first one that does not add up (left to
+    ``chain_verify`` to name). The saved checkpoint, or None when there was nothing to
+    seal. Only for a chain no live writer extends (the caller holds the dead writer's
+    spool lock)."""
+    from apps.audit.models import AuditCheckpoint
+
+    last = AuditCheckpoint.objects.filter(chain=chain).order_by("-last_seq").first()
+    seq, prev = (last.last_seq, last.last_hash) if last is not None else (0, GENESIS)
+    first_seq, first_prev, count = seq + 1, prev, 0
+    organization_id, first_at, last_at = None, None, None
+    for row in _rows(chain, after=seq):
+        if row["seq"] != seq + 1 or row["prev_hash"] != prev or record_hash(row) != row["hash"]:
+            break
+        seq, prev, count = row["seq"], row["hash"], count + 1
+        organization_id = row["organization_id"]
+        created = row["created_at"]  # not in sequence order: requests finish out of order
+        first_at = min(first_at, created) if first_at else created
+        last_at = max(last_at, created) if last_at else created
+    if not count:
+        return None
+    checkpoint = {
+        "chain": chain,
+        "organization_id": organization_id,
+        "first_seq": first_seq,
+        "last_seq": seq,
+        "first_prev_hash": first_prev,
+        "last_hash": prev,
+        "records": count,
+        "first_at": first_at,
+        "last_at": last_at,
+        "sealed_at": datetime.now(UTC),
+    }
+    checkpoint["signature"] = checkpoint_sign(checkpoint)
+    AuditCheckpoint.objects.bulk_create([AuditCheckpoint(**checkpoint)], ignore_conflicts=True)
+    return checkpoint
+
+
 # --- verification ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsealedTail:
+    """Records after a chain's last checkpoint. Nothing vouches for them yet: deleting them
+    cannot be detected. A live writer seals its tail within ``ODOCK_AUDIT_SEAL_SECONDS``;
+    an old one belongs to a writer that died and was not adopted (yet)."""
+
+    chain: str
+    first_seq: int
+    last_seq: int
+    newest_at: datetime
+
+    def describe(self) -> str:
+        return (
+            f"{self.chain}: records #{self.first_seq}–#{self.last_seq} not sealed "
+            f"(newest {self.newest_at.isoformat(timespec='seconds')})"
+        )
 
 
 @dataclass
@@ -239,6 +296,7 @@ class VerifyReport:
     checkpoints: int = 0
     purged_segments: int = 0
     unsealed: int = 0  # records after their chain's last checkpoint (not yet sealed)
+    unsealed_tails: list[UnsealedTail] = field(default_factory=list)
     first_broken: str | None = None  # request id (or checkpoint) where it stops adding up
     reason: str = ""
 
@@ -251,9 +309,10 @@ class VerifyReport:
             f"{self.records} records in {self.chains} chains, {self.checkpoints} checkpoints "
             f"({self.purged_segments} purged segments), {self.unsealed} not sealed yet"
         )
+        tails = "".join(f"\n  {tail.describe()}" for tail in self.unsealed_tails)
         if self.ok:
-            return f"OK: {head}"
-        return f"BROKEN at {self.first_broken}: {self.reason}\n({head})"
+            return f"OK: {head}{tails}"
+        return f"BROKEN at {self.first_broken}: {self.reason}\n({head}){tails}"
 
 
 _ROW_FIELDS = (*HASHED_FIELDS, "hash", "id")
@@ -271,14 +330,12 @@ CHECKPOINT_FIELDS = (
 )
 
 
-def _rows(chain: str, batch: int = 2000) -> Iterator[dict[str, Any]]:
+def _rows(chain: str, after: int = 0, batch: int = 2000) -> Iterator[dict[str, Any]]:
+    """The chain's records after sequence number ``after``, in order."""
     from apps.audit.models import RequestLog
 
-    after = None
     while True:
-        qs = RequestLog.objects.filter(chain=chain).order_by("seq")
-        if after is not None:
-            qs = qs.filter(seq__gt=after)
+        qs = RequestLog.objects.filter(chain=chain, seq__gt=after).order_by("seq")
         rows = list(qs.values(*_ROW_FIELDS)[:batch])
         if not rows:
             return
@@ -304,6 +361,7 @@ def _verify_chain(chain: str, checkpoints: list[Any], report: VerifyReport) -> N
             continue
         by_last_seq[cp.last_seq] = cp
     sealed_up_to = max((cp.last_seq for cp in by_last_seq.values()), default=expected_seq - 1)
+    newest: datetime | None = None
     for row in _rows(chain):
         if row["seq"] < expected_seq:
             continue  # inside a purged segment: only possible if retention failed midway
@@ -324,9 +382,13 @@ def _verify_chain(chain: str, checkpoints: list[Any], report: VerifyReport) -> N
         report.records += 1
         if row["seq"] > sealed_up_to:
             report.unsealed += 1
+            newest = max(newest, row["created_at"]) if newest else row["created_at"]
         expected_seq, prev = row["seq"] + 1, row["hash"]
     if expected_seq - 1 < sealed_up_to:
         report.fail(f"chain {chain}", f"sealed records #{expected_seq}–#{sealed_up_to} are missing")
+    elif newest is not None:
+        tail = UnsealedTail(chain, sealed_up_to + 1, expected_seq - 1, newest)
+        report.unsealed_tails.append(tail)
 
 
 def chain_verify(*, organization_id: int | None = None) -> VerifyReport:

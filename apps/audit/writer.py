@@ -1,17 +1,22 @@
 """The audit writer: group commit on its own thread, a disk spool when the database is away.
 
-The hot path only appends ``(record, future)`` to a deque. This thread drains it in batches:
-each record gets its place in its hash chain (``apps.audit.chain``), then the batch is one
-multi-row INSERT (idempotent on request id) plus one UPDATE of the keys' ``last_used_at``.
+The hot path only appends ``(record, future)`` to a deque. The writer thread drains it in
+batches: each record gets its place in its hash chain (``apps.audit.chain``), then the batch
+is one COPY + INSERT (idempotent on request id) plus one UPDATE of the keys' ``last_used_at``.
 
 Durable mode: the gateway holds a response's last byte until the record's future resolves,
-which happens once the batch is committed — or, when the database is unreachable, once it is
-appended to this writer's spool file and fsynced. The spool is replayed (same rows, same
-hashes, ON CONFLICT DO NOTHING) as soon as the database answers again, then truncated; a
-spool left by a process that died is found by its unheld file lock and replayed by the next
-writer. Chains are sealed into signed checkpoints every ``seal_seconds`` (only while the spool
-is empty, so a checkpoint never covers a record the database does not have yet) and at a
-graceful shutdown, which first drains the queue.
+which happens once the batch is committed — or, when the database is unreachable, once it
+is appended to this writer's spool file and fsynced. Every wait on the database is bounded
+(``ODOCK_DB_TIMEOUT_SECONDS``, even when it stalls rather than refuses), and only the batch
+in flight when the database goes away pays it: from then on batches go straight to the
+spool, and a second thread — the keeper — replays the spool in order, reading it once from
+an offset, retrying every ``retry_seconds`` while the database is away; once it has caught
+up, batches go to the database again. The keeper also saves checkpoints and adopts what a
+dead writer left: a spool whose file lock is free is replayed, then the dead writer's
+chains (named in the ``.chains`` file beside its spool) are sealed. Chains are sealed into
+signed checkpoints every ``seal_seconds`` while the spool is empty (a checkpoint never
+covers a record the database does not have yet) and at a graceful shutdown, which first
+drains the queue.
 """
 
 from __future__ import annotations
@@ -32,19 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-)
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
-from apps.audit.chain import HASHED_FIELDS, ChainHeads
+from apps.audit.chain import HASHED_FIELDS, ChainHeads, chain_seal_tail
+from apps.core.postgres import database_wait_limit
 
 log = logging.getLogger(__name__)
 
 Item = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+ORPHAN_SCAN_SECONDS = 30.0
+_READ_BLOCK = 1 << 20
 
 
 def new_writer_id() -> str:
@@ -52,10 +54,13 @@ def new_writer_id() -> str:
     return f"{socket.gethostname()[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None = None) -> None:
     for future in futures:
         if not future.done():
-            future.set_result(None)
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 def _spool_default(value: Any) -> Any:
@@ -64,59 +69,118 @@ def _spool_default(value: Any) -> Any:
     raise TypeError
 
 
+def _connection_lost() -> None:
+    """After a database error: drop this thread's connection (a timed-out one is closed
+    already), so the next attempt opens a fresh one."""
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
 class Spool:
-    """This writer's append-only file of records the database could not take yet.
+    """This writer's append-only file of records the database could not take yet, read
+    back from an offset, and the names of its chains (``.chains``, for whoever adopts
+    them if it dies).
 
     Held under an exclusive ``flock`` for the writer's life: a spool whose lock can be
-    taken belongs to a dead process and may be replayed by anyone."""
+    taken belongs to a dead process and may be adopted by anyone."""
 
     def __init__(self, directory: Path, writer_id: str) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{writer_id}.jsonl"
+        self.chains_path = self.path.with_suffix(".chains")
         self._file = open(self.path, "ab+")  # noqa: SIM115 - held open for the writer's life
         fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.pending = self.path.stat().st_size > 0
+        self.size = self.path.stat().st_size  # bytes appended
+        self.offset = 0  # bytes replayed
+        self.clean = False  # emptied and every chain sealed: nothing to adopt
+
+    @property
+    def pending(self) -> bool:
+        return self.offset < self.size
 
     def append(self, records: list[dict[str, Any]]) -> None:
         data = b"".join(orjson.dumps(r, default=_spool_default) + b"\n" for r in records)
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.pending = True
+        self.size += len(data)
 
-    def read(self) -> list[dict[str, Any]]:
-        self._file.seek(0)
-        return _parse_lines(self._file.read())
+    def read(self, max_records: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``max_records`` records from the offset, and the offset after them."""
+        return read_lines(self._file.fileno(), self.offset, max_records)
 
     def clear(self) -> None:
         self._file.truncate(0)
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.pending = False
+        self.size = self.offset = 0
+
+    def note_chains(self, chains: list[str]) -> None:
+        """Before any record of a new chain is written anywhere: its name, durably."""
+        with open(self.chains_path, "a") as handle:
+            handle.write("".join(f"{chain}\n" for chain in chains))
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            empty = self.path.stat().st_size == 0
-            self._file.close()
-            if empty:
+            if self.clean and not self.pending:
+                self.chains_path.unlink(missing_ok=True)
                 self.path.unlink()
+            self._file.close()
 
     def orphans(self) -> list[Path]:
-        """Spool files of writers that are gone (their lock is free)."""
+        """Spool files of other writers (alive or not: their lock says)."""
         return [p for p in sorted(self.directory.glob("*.jsonl")) if p != self.path]
 
 
-def _parse_lines(data: bytes) -> list[dict[str, Any]]:
-    records = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
+def read_lines(fd: int, offset: int, max_records: int) -> tuple[list[dict[str, Any]], int]:
+    """Whole lines from ``offset`` (a line still being written, or torn by a crash, is
+    left for later), parsed; and the offset after the last one read."""
+    records: list[dict[str, Any]] = []
+    end = offset
+    while len(records) < max_records:
+        data = os.pread(fd, _READ_BLOCK, end)
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete:
+            break
+        for line in complete.split(b"\n")[:-1]:
+            end += len(line) + 1
+            if line.strip():
+                try:
+                    records.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    log.error("a torn line in an audit spool was skipped (crash while writing it)")
+            if len(records) >= max_records:
+                break
+    return records, end
+
+
+def write_all(records: list[dict[str, Any]], batch_size: int = 500) -> list[dict[str, Any]]:
+    """Write ``records`` (idempotent); the ones not written because the database is away.
+
+    A batch the database refuses for its content is retried record by record, and a record
+    it refuses on its own is logged and dropped (it would be refused forever)."""
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
         try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            log.error("a torn line in an audit spool was skipped (crash while writing it)")
-    return records
+            write_batch(batch)
+        except (OperationalError, InterfaceError):
+            _connection_lost()
+            return records[start:]
+        except DatabaseError:
+            if len(batch) == 1:
+                log.exception("audit record %s rejected", batch[0].get("request_id"))
+                continue
+            for i, record in enumerate(batch):
+                if write_all([record]):
+                    return records[start + i :]
+        except Exception:  # a bug, not the database: keep the records (spooled), retry later
+            log.exception("audit records could not be written; kept for another try")
+            _connection_lost()
+            return records[start:]
+    return []
 
 
 class RequestLogWriter:
@@ -133,27 +197,39 @@ class RequestLogWriter:
         spool_dir: Path | None = None,
         seal_seconds: float = 10.0,
         writer_id: str | None = None,
+        db_timeout: float | None = None,
+        retry_seconds: float = 1.0,
     ) -> None:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self.seal_seconds = seal_seconds
         self.spool_dir = spool_dir
+        self.db_timeout = db_timeout  # every database round trip of both threads
+        self.retry_seconds = retry_seconds  # the keeper's pace while the database is away
         self.chains = ChainHeads(writer_id or new_writer_id())
         self._spool: Spool | None = None
         self._queue: collections.deque[Item] = collections.deque()
         self._thread: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._wake_keeper = threading.Event()
+        # Guards the spool's size/offset and ``_direct`` between the two threads.
+        self._lock = threading.Lock()
+        self._direct = True  # the database answers and the spool is empty
         self._idle = False
         self._last_seal = time.monotonic()
-        self._unsaved_checkpoints: list[dict[str, Any]] = []
+        self._checkpoints: list[dict[str, Any]] = []  # sealed, not saved yet (under _lock)
+        self._noted_chains: set[str] = set()
+        self._unreplayed: tuple[list[dict[str, Any]], int] | None = None
         self._last_orphan_scan = 0.0
         self.submitted = 0  # written by the submitting (event-loop) thread only
-        self.written = 0  # written by the writer thread only
+        self.handled = 0  # committed, spooled or rejected; the writer thread only
+        self.written = 0
         self.spooled = 0
+        self.replayed = 0  # the keeper thread only
         self.dropped = 0
-        self._rejected = 0
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -179,31 +255,41 @@ class RequestLogWriter:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="odock-audit-writer", daemon=True)
         self._thread.start()
+        self._keeper = threading.Thread(target=self._keep, name="odock-audit-keeper", daemon=True)
+        self._keeper.start()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is durable (tests, shutdown)."""
         target = self.submitted
         deadline = time.monotonic() + timeout
         self._wake.set()
-        while self.written + self.spooled + self._rejected < target:
+        while self.handled < target:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
         return True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Drain the queue, seal the chains, then end the thread (graceful shutdown)."""
+        """Drain the queue, replay the spool if the database answers, seal the chains, then
+        end both threads (graceful shutdown)."""
         if self._thread is None:
             return
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
+        self._wake_keeper.set()
         self._thread.join(timeout)
-        self._thread = None
+        if self._keeper is not None:
+            self._keeper.join(max(0.0, deadline - time.monotonic()))
+        self._thread = self._keeper = None
         if self._spool is not None:
             self._spool.close()
             self._spool = None
 
+    # --- the writer thread ----------------------------------------------------------------
+
     def _run(self) -> None:
+        database_wait_limit(self.db_timeout)
         try:
             self._loop()
         finally:
@@ -222,113 +308,207 @@ class RequestLogWriter:
                 while self._queue and len(batch) < self.batch_size:
                     batch.append(self._queue.popleft())
                 self._write(batch)
-            self._housekeeping(final=stopping)
+            if not stopping and time.monotonic() - self._last_seal >= self.seal_seconds:
+                self._seal()
             if stopping and not self._queue:
-                return
-
-    # --- writing --------------------------------------------------------------------------
+                return  # the keeper seals last, once it has replayed what it can
 
     def _write(self, batch: list[Item]) -> None:
         records = [record for record, _ in batch]
-        for record in records:
-            prepare(record)
-            self.chains.link(record)
-        if self._spool is not None and self._spool.pending and not self._replay_own():
-            self._to_spool(records)  # the database is still away: keep the order of things
-        else:
-            self._insert(records)
+        error: BaseException | None = None
+        try:
+            for record in records:
+                prepare(record)
+                self.chains.link(record)
+            if self._spool is None:
+                self._write_or_retry(records)
+            else:
+                self._write_or_spool(records)
+        except Exception as exc:  # the spool itself failed (disk full?): say so, go on
+            log.exception("%d audit records could not be made durable", len(records))
+            error = exc
+        self.handled += len(records)
         futures = [f for _, f in batch if f is not None]
         if futures:
             loop = futures[0].get_loop()
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_resolve, futures)
+                loop.call_soon_threadsafe(_resolve, futures, error)
 
-    def _insert(self, records: list[dict[str, Any]]) -> None:
-        try:
-            write_batch(records)
-            self.written += len(records)
-        except (OperationalError, InterfaceError):
-            close_old_connections()
-            connection.close_if_unusable_or_obsolete()
-            log.warning("database unavailable; %d audit records spooled", len(records))
-            if self._spool is None:
-                self._retry_forever(records)
-            else:
-                self._to_spool(records)
-        except DatabaseError:
-            if len(records) == 1:
-                self._rejected += 1
-                log.exception("audit record %s rejected", records[0].get("request_id"))
-                return
-            for record in records:
-                self._insert([record])
-
-    def _to_spool(self, records: list[dict[str, Any]]) -> None:
+    def _write_or_spool(self, records: list[dict[str, Any]]) -> None:
         assert self._spool is not None
-        self._spool.append(records)
-        self.spooled += len(records)
+        noted = self._noted_chains
+        new_chains = {r["chain"] for r in records if r["chain"] not in noted}
+        if new_chains:
+            self._spool.note_chains(sorted(new_chains))
+            noted.update(new_chains)
+        with self._lock:
+            direct = self._direct
+            if not direct:  # the database is away, or the keeper has not caught up yet
+                self._spool.append(records)
+                self.spooled += len(records)
+        if not direct:
+            return
+        unwritten = write_all(records, self.batch_size)
+        self.written += len(records) - len(unwritten)
+        if unwritten:
+            log.warning(
+                "database unavailable; %d audit records spooled, and what follows until it "
+                "answers again",
+                len(unwritten),
+            )
+            with self._lock:
+                self._direct = False
+                self._spool.append(unwritten)
+                self.spooled += len(unwritten)
 
-    def _retry_forever(self, records: list[dict[str, Any]]) -> None:
-        """Without a spool directory (tests): hold the batch and retry with back-off."""
-        delay = 0.1
-        while True:
+    def _write_or_retry(self, records: list[dict[str, Any]]) -> None:
+        """Without a spool directory (benchmarks): hold the batch and retry with back-off."""
+        delay, count = 0.1, len(records)
+        while unwritten := write_all(records, self.batch_size):
+            records = unwritten
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            try:
-                write_batch(records)
-                self.written += len(records)
+        self.written += count
+
+    def _seal(self) -> None:
+        """Checkpoints for what this writer wrote since the last seal — only while its spool
+        is empty, so they never cover a record the database does not have yet. The keeper
+        saves them."""
+        with self._lock:
+            if not self._direct:
                 return
-            except (OperationalError, InterfaceError):
-                close_old_connections()
+        self._last_seal = time.monotonic()
+        checkpoints = self.chains.seal()
+        if checkpoints:
+            with self._lock:
+                self._checkpoints += checkpoints
+            self._wake_keeper.set()
 
-    def _replay_own(self) -> bool:
-        """Write this writer's spool to the database; True if it is empty now."""
-        assert self._spool is not None
-        records = self._spool.read()
-        if _replay(records):
-            self._spool.clear()
-            self.written += len(records)
-            self.spooled -= len(records)
-            log.info("replayed %d spooled audit records", len(records))
-            return True
-        return False
+    # --- the keeper thread ----------------------------------------------------------------
 
-    # --- sealing and orphans ------------------------------------------------------------------
-
-    def _housekeeping(self, *, final: bool) -> None:
-        now = time.monotonic()
-        if self._spool is not None and self._spool.pending:
-            self._replay_own()
-        if self._spool is not None and now - self._last_orphan_scan > 30:
-            self._last_orphan_scan = now
-            self._replay_orphans()
-        spool_empty = self._spool is None or not self._spool.pending
-        if spool_empty and (final or now - self._last_seal >= self.seal_seconds):
-            self._last_seal = now
-            self._unsaved_checkpoints += self.chains.seal()
-            if self._unsaved_checkpoints:
+    def _keep(self) -> None:
+        database_wait_limit(self.db_timeout)
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                writer = self._thread
+                if stopping and writer is not None:
+                    writer.join()  # the writer drains the queue first
                 try:
-                    save_checkpoints(self._unsaved_checkpoints)
-                    self._unsaved_checkpoints = []
-                except (OperationalError, InterfaceError):
-                    close_old_connections()
-                    log.warning("database unavailable; checkpoints kept for the next try")
+                    self._replay()
+                    self._save_checkpoints()
+                    now = time.monotonic()
+                    if (
+                        self._spool is not None
+                        and now - self._last_orphan_scan > ORPHAN_SCAN_SECONDS
+                    ):
+                        self._last_orphan_scan = now
+                        self._adopt_orphans()
+                    if stopping:
+                        self._final_seal()
+                except Exception:  # never dies: the spool waits for it
+                    log.exception("audit keeper failed; trying again")
+                    _connection_lost()
+                if stopping:
+                    return
+                self._wake_keeper.wait(self.retry_seconds)
+                self._wake_keeper.clear()
+        finally:
+            connection.close()
 
-    def _replay_orphans(self) -> None:
+    def _replay(self) -> None:
+        """Write this writer's spool to the database from where the last replay stopped; when
+        it has caught up, new batches go to the database again."""
+        spool = self._spool
+        if spool is None:
+            return
+        while True:
+            if self._unreplayed is None:
+                with self._lock:
+                    if not spool.pending:
+                        return
+                self._unreplayed = spool.read(self.batch_size)
+            records, end = self._unreplayed
+            if write_all(records, self.batch_size):
+                return  # still away: the same records next time, not read again
+            self._unreplayed = None
+            self.replayed += len(records)
+            with self._lock:
+                spool.offset = end
+                if not spool.pending:
+                    spool.clear()
+                    self._direct = True
+                    log.info("audit spool replayed (%d records so far)", self.replayed)
+                    return
+
+    def _save_checkpoints(self) -> bool:
+        with self._lock:
+            checkpoints, self._checkpoints = self._checkpoints, []
+        if not checkpoints:
+            return True
+        try:
+            save_checkpoints(checkpoints)
+            return True
+        except (OperationalError, InterfaceError):
+            _connection_lost()
+            log.warning("database unavailable; checkpoints kept for the next try")
+            with self._lock:
+                self._checkpoints = checkpoints + self._checkpoints
+            return False
+
+    def _final_seal(self) -> None:
+        """At shutdown, once the writer thread is gone (its chains are this thread's now):
+        seal everything if the spool is empty; otherwise the next writer adopts it all."""
+        with self._lock:
+            direct = self._direct
+        if not direct:
+            log.warning("audit spool not empty at shutdown; the next writer will replay it")
+            return
+        with self._lock:
+            self._checkpoints += self.chains.seal()
+        if self._save_checkpoints() and self._spool is not None:
+            self._spool.clean = True
+
+    def _adopt_orphans(self) -> None:
         assert self._spool is not None
         for path in self._spool.orphans():
             try:
-                with open(path, "rb+") as handle:
+                with open(path, "rb") as handle:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    records = _parse_lines(handle.read())
-                    if not _replay(records):
-                        continue
-                    path.unlink()
-                    log.info("replayed %d audit records left by %s", len(records), path.name)
+                    if not path.exists():
+                        continue  # adopted by another process meanwhile
+                    adopt_spool(path, handle.fileno(), self.batch_size)
             except BlockingIOError:
                 continue  # its writer is alive
+            except FileNotFoundError:
+                continue  # adopted by another process meanwhile
+            except (OperationalError, InterfaceError):
+                _connection_lost()
+                return  # the database is away: next time
             except OSError:
-                log.exception("could not replay the audit spool %s", path)
+                log.exception("could not adopt the audit spool %s", path)
+
+
+def adopt_spool(path: Path, fd: int, batch_size: int = 500) -> None:
+    """What a dead writer left (its lock held by the caller): replay its spool, seal its
+    chains, remove both files. Raises ``OperationalError`` if the database goes away
+    (nothing is removed then; the next try starts over, idempotently)."""
+    offset, replayed = 0, 0
+    while True:
+        records, end = read_lines(fd, offset, batch_size)
+        if end == offset:
+            break
+        if write_all(records, batch_size):
+            raise OperationalError("database unavailable while replaying an orphaned spool")
+        offset, replayed = end, replayed + len(records)
+    chains_path = path.with_suffix(".chains")
+    chains = chains_path.read_text().split() if chains_path.exists() else []
+    sealed = [cp for chain in dict.fromkeys(chains) if (cp := chain_seal_tail(chain))]
+    chains_path.unlink(missing_ok=True)
+    path.unlink()
+    log.info(
+        "adopted %s: %d audit records replayed, %d chains sealed", path.name, replayed, len(sealed)
+    )
 
 
 # Column lengths and defaults, applied before hashing so that what is hashed is exactly what
@@ -369,16 +549,6 @@ def prepare(record: dict[str, Any]) -> None:
     record["cost_usd"] = Decimal(record.get("cost_usd") or 0)
 
 
-def _replay(records: list[dict[str, Any]]) -> bool:
-    try:
-        for start in range(0, len(records), 500):
-            write_batch(records[start : start + 500])
-    except (OperationalError, InterfaceError):
-        close_old_connections()
-        return False
-    return True
-
-
 # --- SQL --------------------------------------------------------------------------------
 
 # The stored fields are the hashed ones plus the hash itself: one list, so a new field can
@@ -407,7 +577,11 @@ def _copy_insert(cursor: Any, table: str, rows: list[list[Any]]) -> None:
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "  # noqa: S608
         f"SELECT {columns} FROM {table} WITH NO DATA"
     )
-    with cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
+    # psycopg's own cursor: its errors made Django's, like every other statement's.
+    with (
+        cursor.db.wrap_database_errors,
+        cursor.cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy,
+    ):
         for row in rows:
             copy.write_row(row)
     cursor.execute(

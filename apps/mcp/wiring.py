@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
+from apps.core.postgres import bounded
 from apps.mcp.endpoint import McpApp
 
 
 def build_mcp_app(gateway: Any) -> McpApp:
     from apps.mcp.compile import mcp_policy_load  # ORM stays out of the hot-path modules
 
-    return McpApp(gateway, mcp_policy_load)
+    # Its database waits are bounded like the gateway's own threads' (a stalled database).
+    return McpApp(gateway, bounded(mcp_policy_load, settings.ODOCK_DB_TIMEOUT_SECONDS))
