@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from apps.audit.writer import RequestLogWriter
+from apps.core.crypto import decrypt_bytes, encrypt_bytes
 from apps.core.models import config_version_current
 from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.routing_state import RedisBreakerState
 from apps.gateway.snapshot import Snapshot
+from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
@@ -22,9 +26,24 @@ from apps.policies.spend import spend_counters_ensure
 log = logging.getLogger(__name__)
 
 
-def _load_snapshot() -> Snapshot:
-    close_old_connections()
-    return snapshot_compile()
+def _snapshot_loader(kept: Path | None) -> Callable[[], Snapshot]:
+    """Compile a snapshot; keep it on disk for a restart while the database is away."""
+
+    def load() -> Snapshot:
+        close_old_connections()
+        snapshot = snapshot_compile()
+        if kept is not None:
+            try:
+                snapshot_file_save(kept, snapshot, encrypt_bytes)
+            except Exception:  # serving matters more than keeping a copy
+                log.exception("could not keep the policy snapshot in %s", kept)
+        return snapshot
+
+    return load
+
+
+def _snapshot_fallback(kept: Path | None) -> Callable[[], Snapshot | None]:
+    return lambda: snapshot_file_load(kept, decrypt_bytes) if kept is not None else None
 
 
 def _read_version() -> int:
@@ -85,6 +104,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
     # Every database call of the gateway's own threads waits at most this long (so a
     # stalled database is noticed like a refused one).
     timeout = settings.ODOCK_DB_TIMEOUT_SECONDS
+    kept = settings.ODOCK_SNAPSHOT_FILE
     config = gateway_config_from_settings(**config_overrides)
     if config.audit_durable and 2 * timeout > config.audit_durable_timeout_seconds:
         log.warning(
@@ -101,7 +121,8 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         guardrail_plugins=plugins_load(settings.ODOCK_GUARDRAIL_PLUGINS),
         on_budget_alert=bounded(budget_alert_enqueue, timeout),
         on_poll=bounded(_spend_guard(redis_url), timeout),
-        snapshot_loader=bounded(_load_snapshot, timeout),
+        snapshot_loader=bounded(_snapshot_loader(kept), timeout),
+        snapshot_fallback=_snapshot_fallback(kept),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         recorder=RequestLogWriter(

@@ -228,6 +228,10 @@ LOGGING = {
 # --- Gateway -------------------------------------------------------------------------
 # How often each gateway process checks the configuration version (seconds).
 ODOCK_SNAPSHOT_POLL_SECONDS = float(os.environ.get("ODOCK_SNAPSHOT_POLL_SECONDS", "1.0"))
+# The last good policy snapshot, encrypted, for a gateway started while the database is
+# away. Empty: none kept (such a gateway then answers 503 until the database answers).
+_snapshot_file = os.environ.get("ODOCK_SNAPSHOT_FILE", str(VAR_DIR / "policy-snapshot"))
+ODOCK_SNAPSHOT_FILE = Path(_snapshot_file) if _snapshot_file else None
 # Upstream connection and read timeout (seconds): a non-streaming answer, or each read
 # of a stream.
 ODOCK_UPSTREAM_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_UPSTREAM_TIMEOUT_SECONDS", "60"))

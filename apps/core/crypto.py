@@ -38,3 +38,15 @@ def decrypt(token: str) -> str:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:  # wrong key: say so without echoing anything
         raise ValueError("cannot decrypt secret: encryption key mismatch") from exc
+
+
+def encrypt_bytes(data: bytes) -> bytes:
+    return _fernet().encrypt(data)
+
+
+def decrypt_bytes(token: bytes) -> bytes:
+    """Raises ``ValueError`` if the token was not made with one of the keys (or altered)."""
+    try:
+        return _fernet().decrypt(token)
+    except InvalidToken as exc:
+        raise ValueError("cannot decrypt: encryption key mismatch or altered data") from exc

@@ -102,6 +102,7 @@ class GatewayApp:
         release_loader: Callable[[], None] = lambda: None,
         routing_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
+        snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
     ) -> None:
         self.config = config
         self.routing_state = routing_state
@@ -114,6 +115,7 @@ class GatewayApp:
             poll_seconds=config.snapshot_poll_seconds,
             release=release_loader,
             on_poll=on_poll,
+            fallback=snapshot_fallback,
         )
         self.state_store = state_store
         self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)
@@ -324,6 +326,9 @@ class GatewayApp:
             return
         started = time.perf_counter()
         ctx = self._context(pipeline.endpoint, method, path, scope, receive, send, started)
+        if not self.snapshots.loaded:
+            await self._refuse_without_snapshot(pipeline, ctx)
+            return
         if method == "POST":
             try:
                 ctx.raw_body = await self._read_body(receive)
@@ -338,8 +343,25 @@ class GatewayApp:
         self, method: str, path: str, scope: dict, receive: Any, send: Any
     ) -> None:
         ctx = self._context("unknown", method, path, scope, receive, send, time.perf_counter())
+        if not self.snapshots.loaded:
+            await self._refuse_without_snapshot(self._unknown, ctx)
+            return
         await self._unknown.handle(ctx)
         self.metrics[("unknown", ctx.status)] += 1
+
+    async def _refuse_without_snapshot(self, pipeline: Pipeline, ctx: RequestContext) -> None:
+        """Started while the database was away, with no snapshot kept on disk: no key can be
+        checked yet. A 503 to retry (and a record) rather than a 401 for every key."""
+        ctx.decide("authenticate", "deny", "no policy snapshot loaded (database unreachable)")
+        error = GatewayError(
+            503,
+            "Policies cannot be loaded right now; retry shortly.",
+            code="governance_unavailable",
+            type="api_error",
+            headers=[(b"retry-after", b"5")],
+        )
+        await pipeline.reject(ctx, error)
+        self.metrics[(pipeline.endpoint, ctx.status)] += 1
 
     def _context(
         self,

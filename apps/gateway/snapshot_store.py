@@ -1,7 +1,10 @@
 """Holds the current snapshot and swaps in a new one when the config version moves.
 
 Loading runs on one dedicated thread (it queries the database); the event loop only
-reads ``current``, a plain attribute, so requests never wait for a reload.
+reads ``current``, a plain attribute, so requests never wait for a reload. Without the
+database at start-up the process still starts: with the last good snapshot kept on disk
+(``fallback``) if there is one, else with none (not ready; requests get 503) — and the
+poller loads a fresh one as soon as the database answers.
 """
 
 from __future__ import annotations
@@ -27,18 +30,24 @@ class SnapshotStore:
         poll_seconds: float,
         release: Callable[[], None] = lambda: None,
         on_poll: Callable[[], None] = lambda: None,
+        fallback: Callable[[], Snapshot | None] = lambda: None,
     ) -> None:
         """``release`` runs on the loader thread at stop (closes its DB connection);
-        ``on_poll`` runs there on every poll (e.g. rebuilding counters after a Redis flush)."""
+        ``on_poll`` runs there on every poll (e.g. rebuilding counters after a Redis flush);
+        ``fallback`` gives the last good snapshot kept on disk, when the database is away at
+        start-up."""
         self._loader = loader
         self._version_reader = version_reader
         self._release = release
         self._on_poll = on_poll
+        self._fallback = fallback
         self._poll_seconds = poll_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-snapshot")
         self._task: asyncio.Task[None] | None = None
         self.current: Snapshot = Snapshot.empty()
         self.last_ok: float = 0.0  # last successful contact with the database
+        self.from_disk = False  # serving the kept snapshot: replaced once the database answers
+        self._away = False
 
     @property
     def loaded(self) -> bool:
@@ -48,6 +57,7 @@ class SnapshotStore:
         """Build and install a fresh snapshot (blocking; any thread)."""
         snapshot = self._loader()
         self.current = snapshot
+        self.from_disk = False
         self.last_ok = time.time()
         log.info(
             "policy snapshot v%s loaded: %d keys, %d models",
@@ -59,7 +69,22 @@ class SnapshotStore:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.reload)
+        try:
+            await loop.run_in_executor(self._executor, self.reload)
+        except Exception:  # the database is away (most likely): start anyway
+            self._away = True
+            log.warning("no policy snapshot could be loaded at start-up", exc_info=True)
+            kept = await loop.run_in_executor(self._executor, self._fallback)
+            if kept is None:
+                log.error("no policy snapshot kept on disk: not ready, requests get 503")
+            else:
+                self.current, self.from_disk = kept, True
+                log.warning(
+                    "serving the policy snapshot v%s kept on disk (built %s) until the "
+                    "database answers",
+                    kept.version,
+                    time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(kept.built_at)),
+                )
         self._task = asyncio.create_task(self._poll(), name="odock-snapshot-poll")
 
     async def stop(self) -> None:
@@ -80,10 +105,19 @@ class SnapshotStore:
             try:
                 version = await loop.run_in_executor(self._executor, self._version_reader)
                 self.last_ok = time.time()
-                if version != self.current.version:
+                if self._away:
+                    self._away = False
+                    log.warning("database reachable again")
+                if version != self.current.version or self.from_disk:
                     await loop.run_in_executor(self._executor, self.reload)
                 await loop.run_in_executor(self._executor, self._on_poll)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database is away: keep serving the last snapshot
-                log.exception("snapshot poll failed; serving snapshot v%s", self.current.version)
+                if not self._away:  # once per outage, not on every poll
+                    self._away = True
+                    log.warning(
+                        "snapshot poll failed; serving snapshot v%s until the database answers",
+                        self.current.version,
+                        exc_info=True,
+                    )

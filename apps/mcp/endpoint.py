@@ -211,7 +211,19 @@ class McpApp(McpMethods, UpstreamEvents):
                 return b"".join(parts)
 
     async def _authenticated(self, ctx: RequestContext) -> bool:
-        """False (and the 401 answered and recorded) for a bad key."""
+        """False (and the 401 answered and recorded) for a bad key — or a 503 while no
+        policy snapshot is loaded (started while the database was away)."""
+        if not self.gateway.snapshots.loaded:
+            ctx.decide("authenticate", "deny", "no policy snapshot loaded (database unreachable)")
+            failure = McpFailure(
+                UNAVAILABLE,
+                "Policies cannot be loaded right now; retry shortly.",
+                status=503,
+                code="governance_unavailable",
+                http_status=503,
+            )
+            await self._finish(ctx, None, failure, extra=[(b"retry-after", b"5")])
+            return False
         try:
             await self._authenticate.run(ctx)
         except GatewayError as error:

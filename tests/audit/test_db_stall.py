@@ -1,6 +1,6 @@
 """PostgreSQL stalls (black-holed, not refused): every wait on it is bounded, records go to
-the spool before the response's last byte, and a crashed writer's chain is sealed by the
-next one.
+the spool before the response's last byte, a restarted gateway serves from its last
+snapshot, and a crashed writer's chain is sealed by the next one.
 
 The database is black-holed by a TCP proxy the test starts (``TcpProxy.blackhole()``: the
 sockets stay open, every byte is dropped), never by touching the shared server.
@@ -14,6 +14,7 @@ import time
 from io import StringIO
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from django.core.management import CommandError, call_command
@@ -157,6 +158,70 @@ def test_a_black_holed_database_loses_no_record_and_holds_no_response(
     second.stop()  # graceful: seals its chains; the dead writer's were adopted and sealed
     report = chain_verify()
     assert report.ok and report.unsealed == 0, report.summary()
+
+
+def test_a_gateway_restarted_while_the_database_is_away_serves_from_its_last_snapshot(
+    world, gateway_processes, proxied
+):
+    proxy, url = proxied
+    env = _env()
+    [first] = gateway_processes(1, DATABASE_URL=url, **env)
+    client = Client(first)
+    assert [client.chat(world[k]) for k in ("free", "strict", "lenient")] == [200] * 3
+    _kill(first)
+
+    proxy.blackhole()
+    [second] = gateway_processes(1, DATABASE_URL=url, ready=False, **env)
+    ready = httpx.get(second.url + "/readyz", timeout=10)
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"snapshot": True, "database": False}
+    client.url = second.url + "/v1"
+    # Each organisation's outage policy, from the snapshot the first process left on disk.
+    assert client.chat(world["free"]) == 200
+    assert client.chat(world["strict"]) == 503
+    record_503 = client.seen[-1]
+    assert client.chat(world["lenient"]) == 200
+    assert client.chat(world["free"], "write to jane@example.com") == 400  # its guardrail
+    assert max(client.delays) < STALL_BOUND, client.delays
+
+    proxy.restore()
+    _stored_exactly_once(client.seen)
+    row = RequestLog.objects.get(request_id=record_503)
+    assert (row.status_code, row.error_code) == (503, "governance_unavailable")
+
+
+def test_a_gateway_with_no_snapshot_at_all_starts_not_ready_and_answers_503(
+    world, gateway_processes, proxied
+):
+    proxy, url = proxied
+    proxy.blackhole()
+    [gateway] = gateway_processes(1, DATABASE_URL=url, ready=False, **_env())
+    ready = httpx.get(gateway.url + "/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["checks"]["snapshot"] is False
+    client = Client(gateway)
+    with pytest.raises(openai.APIStatusError) as refused:
+        openai.OpenAI(base_url=client.url, api_key=world["free"], max_retries=0).models.list()
+    assert refused.value.status_code == 503
+    assert refused.value.body["code"] == "governance_unavailable"
+    assert client.chat(world["free"]) == 503
+    assert max(client.delays) < STALL_BOUND
+    mcp = httpx.post(
+        gateway.url + "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={
+            "Authorization": f"Bearer {world['free']}",
+            "Accept": "application/json, text/event-stream",
+        },
+        timeout=10,
+    )
+    assert mcp.status_code == 503 and mcp.json()["error"]["message"].startswith("Policies")
+
+    proxy.restore()  # the poller loads a snapshot: ready, and serving
+    gateway.wait_ready(timeout=20)
+    assert client.chat(world["free"]) == 200
+    request_ids = [*client.seen, refused.value.response.headers["x-request-id"]]
+    _stored_exactly_once(request_ids, others=1)  # the MCP request's record
+    assert RequestLog.objects.exclude(request_id__in=request_ids).get().status_code == 503
 
 
 def test_a_crashed_writers_unsealed_tail_is_reported_then_sealed_by_the_next_writer(
