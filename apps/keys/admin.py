@@ -17,9 +17,10 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import SafeString
 
-from apps.core.admin import CredentialStatusFilter
+from apps.core.admin import CredentialStatusFilter, ServiceSaveAdminMixin
+from apps.core.services import Saved
 from apps.keys.models import VirtualKey
-from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
+from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate, key_update
 from apps.policies.admin import (
     LevelRulesMixin,
     percent_text,
@@ -66,7 +67,7 @@ def effective_policy_context(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
+class VirtualKeyAdmin(ServiceSaveAdminMixin, LevelRulesMixin, admin.ModelAdmin):
     # No digest here, ever; a secret appears only on the show-once page.
     status_fields = (
         "prefix",
@@ -152,6 +153,10 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: VirtualKey | None = None) -> Any:
         return () if obj is None else self.readonly_fields
+
+    def save_service(self, *, stored: Any, obj: Any, data: dict[str, Any]) -> Saved[VirtualKey]:
+        key, changed = key_update(key=stored, data=data)
+        return Saved(key, False, tuple(changed))
 
     def save_model(self, request: HttpRequest, obj: VirtualKey, form: Any, change: bool) -> None:
         if change:

@@ -50,10 +50,12 @@ def provider_upsert(
     return model_save(instance=provider, data=data)
 
 
-def model_upsert(*, name: str, data: Mapping[str, Any]) -> Saved[Model]:
-    """Create public model ``name`` or update its price, routing and active flag."""
-    model = Model.objects.filter(name=name).first() or Model(name=name)
-    return model_save(instance=model, data=data)
+def model_upsert(*, name: str, data: Mapping[str, Any], model: Model | None = None) -> Saved[Model]:
+    """Create public model ``name`` or update its price, routing and active flag
+    (``model``: the stored row when the caller already has it)."""
+    if model is None:
+        model = Model.objects.filter(name=name).first() or Model(name=name)
+    return model_save(instance=model, data={**data, "name": name})
 
 
 def deployments_sync(*, model: Model, deployments: Sequence[Mapping[str, Any]]) -> SyncResult:

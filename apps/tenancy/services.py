@@ -17,7 +17,8 @@ def organization_upsert(
     (``organization``: the stored row when the caller already has it)."""
     if organization is None:
         organization = Organization.objects.filter(name=name).first()
-    return model_save(instance=organization or Organization(name=name), data=data)
+    instance = organization or Organization(name=name)
+    return model_save(instance=instance, data={**data, "name": name})
 
 
 def team_upsert(*, organization: Organization, name: str, data: Mapping[str, Any]) -> Saved[Team]:
