@@ -7,7 +7,7 @@ field by field (the change trail records exactly what changed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -16,16 +16,28 @@ from apps.core.services import Saved, SyncResult, model_save, rows_sync
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 
 
-def provider_options_validate(*, kind: str, options: Any) -> None:
-    """Refuse ``options`` the gateway cannot read for a provider of ``kind``.
+def _no_kind_rules(kind: str, options: Mapping[str, Any]) -> list[str]:
+    return []
 
-    Today every kind takes a JSON object of settings (``api_version``, ``region``, …),
-    compiled into the snapshot as string pairs. The provider registry
-    (``apps.gateway.providers.registry.options_errors``) will add each kind's own schema
-    here; every door (admin form, API, odock_apply) calls this function.
+
+# Each kind's own option rules: ``(kind, options) -> error messages``. None today; the
+# provider registry's ``options_errors`` (apps.gateway.providers.registry) goes here.
+options_errors: Callable[[str, Mapping[str, Any]], list[str]] = _no_kind_rules
+
+
+def provider_options_validate(*, kind: str, options: Any) -> None:
+    """Refuse ``options`` the gateway cannot read for a provider of ``kind``; raises
+    ValidationError on the ``options`` field.
+
+    Every kind takes a JSON object of settings (``api_version``, ``region``, …), compiled
+    into the snapshot as string pairs; ``options_errors`` adds a kind's own rules. Every
+    door (admin form, odock_apply's check, the services) calls this one function.
     """
     if not isinstance(options, Mapping):
         raise ValidationError({"options": "Provider options must be a JSON object."})
+    errors = options_errors(kind, options)
+    if errors:
+        raise ValidationError({"options": errors})
 
 
 def provider_field_validate(*, name: str, value: Any) -> None:
