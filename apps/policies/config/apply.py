@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from pydantic import SecretStr
 
 from apps.core.services import RowInvalid, Saved, SyncResult
 from apps.keys.selectors import key_get_by_name
@@ -194,20 +195,10 @@ class _Applier:
             values["bearer_token"] = os.environ[spec.bearer_token_env]
         elif spec.bearer_token is not None:
             values["bearer_token"] = spec.bearer_token.get_secret_value()
-        headers: dict[str, str] | None = None
-        if spec.headers_env is not None:
-            headers = {name: os.environ[env] for name, env in spec.headers_env.items()}
-        elif spec.headers is not None:
-            headers = {name: value.get_secret_value() for name, value in spec.headers.items()}
-        if headers is not None:
-            values["headers"] = _json_text(headers, stored.headers if stored else "")
-        environment: dict[str, str] | None = None
-        if spec.environment_env is not None:
-            environment = {name: os.environ[env] for name, env in spec.environment_env.items()}
-        elif spec.environment is not None:
-            environment = {k: v.get_secret_value() for k, v in spec.environment.items()}
-        if environment is not None:
-            values["environment"] = _json_text(environment, stored.environment if stored else "")
+        for name in ("headers", "environment"):
+            mapping = _secret_map(getattr(spec, name), getattr(spec, f"{name}_env"))
+            if mapping is not None:
+                values[name] = _json_text(mapping, getattr(stored, name) if stored else "")
         if spec.active is not None:
             values["is_active"] = spec.active
         if spec.namespaced is not None:
@@ -400,6 +391,18 @@ def _organization_values(spec: OrganizationSpec, stored: Any) -> dict[str, Any]:
     if spec.alerts is not None:
         values.update(_alert_values(spec.alerts, stored.alert_emails if stored else ""))
     return values
+
+
+def _secret_map(
+    given: dict[str, SecretStr] | None, from_env: dict[str, str] | None
+) -> dict[str, str] | None:
+    """A credential mapping from the file (``headers:``) or from the environment
+    (``headers_env:`` names the variables); None when the file says neither."""
+    if from_env is not None:
+        return {name: os.environ[env] for name, env in from_env.items()}
+    if given is not None:
+        return {name: value.get_secret_value() for name, value in given.items()}
+    return None
 
 
 def _json_text(mapping: dict[str, str], stored_text: str) -> str:
