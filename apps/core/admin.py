@@ -126,7 +126,7 @@ def form_values(obj: models.Model, form: forms.BaseForm) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in form.cleaned_data if name in names}
 
 
-def _adopt(obj: models.Model, saved: models.Model) -> None:
+def instance_adopt(obj: models.Model, saved: models.Model) -> None:
     """Make the admin's ``obj`` the row the service saved (the admin goes on with it:
     history entry, redirect, inlines' parent)."""
     if saved is obj:
@@ -155,7 +155,7 @@ class ServiceSaveAdminMixin:
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         stored = type(obj)._default_manager.get(pk=obj.pk) if change else None
         saved = self.save_service(stored=stored, obj=obj, data=form_values(obj, form))
-        _adopt(obj, saved.instance)
+        instance_adopt(obj, saved.instance)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         rows = formset.save(commit=False)
@@ -168,5 +168,5 @@ class ServiceSaveAdminMixin:
                 continue
             stored = type(row)._default_manager.get(pk=row.pk)
             saved = model_save(instance=stored, data=form_values(row, by_row[id(row)]))
-            _adopt(row, saved.instance)
+            instance_adopt(row, saved.instance)
         formset.save_m2m()

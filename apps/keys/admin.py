@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import SafeString
 
-from apps.core.admin import CredentialStatusFilter, ServiceSaveAdminMixin
+from apps.core.admin import CredentialStatusFilter, ServiceSaveAdminMixin, instance_adopt
 from apps.core.services import Saved
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate, key_update
@@ -166,10 +166,7 @@ class VirtualKeyAdmin(ServiceSaveAdminMixin, LevelRulesMixin, admin.ModelAdmin):
             project=obj.project, name=obj.name, owner=obj.owner, expires_at=obj.expires_at
         )
         # The admin goes on with ``obj`` (history entry, response): make it the issued row.
-        for field in VirtualKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(issued.key, field.attname))
-        obj._state.adding = False
-        obj._state.db = issued.key._state.db
+        instance_adopt(obj, issued.key)
         # Kept on this request only, for response_add; never in the session or messages.
         request._odock_issued_key = issued  # type: ignore[attr-defined]
 

@@ -48,7 +48,7 @@ class ProviderForm(WriteOnlySecretsModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if "options" in cleaned and cleaned.get("kind"):
-            try:  # the same check odock_apply and the API run
+            try:  # the one check every door runs (odock_apply, provider_upsert)
                 provider_options_validate(kind=cleaned["kind"], options=cleaned["options"])
             except ValidationError as exc:
                 self.add_error(None, exc)
