@@ -20,7 +20,7 @@ import httpx
 import httpx2
 import pytest
 
-from apps.fakes.anthropic_server import (
+from fakes.anthropic_server import (
     TOOL_INPUT,
     FakeAnthropicServer,
     FakeBehavior,
@@ -591,7 +591,7 @@ def test_async_start_and_stop_inside_a_running_loop() -> None:
 
 
 def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.anthropic_server", "--port", "0"]
+    command = [sys.executable, "-m", "fakes.anthropic_server", "--port", "0"]
     command += ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

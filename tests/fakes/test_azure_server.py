@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from apps.fakes.azure_server import DEFAULT_PORT, FakeAzureOpenAIServer, add_cli_arguments
-from apps.fakes.openai_server import TOOL_ARGUMENTS
+from fakes.azure_server import DEFAULT_PORT, FakeAzureOpenAIServer, add_cli_arguments
+from fakes.openai_server import TOOL_ARGUMENTS
 
 API_KEY = "az-fake-key"
 VERSION = "2024-10-21"

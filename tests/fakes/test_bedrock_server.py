@@ -27,7 +27,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
-from apps.fakes.bedrock_server import (
+from fakes.bedrock_server import (
     TOOL_INPUT,
     BedrockBehavior,
     FakeBedrockServer,
@@ -608,7 +608,7 @@ def test_titan_embeddings_via_invoke_model(server: FakeBedrockServer, client: An
 
 
 def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.bedrock_server", "--port", "0"]
+    command = [sys.executable, "-m", "fakes.bedrock_server", "--port", "0"]
     command += ["--access-key-id", KEY_ID, "--secret-access-key", SECRET, "--region", REGION]
     command += ["--completion-tokens", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

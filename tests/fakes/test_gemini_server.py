@@ -21,7 +21,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from apps.fakes.gemini_server import (
+from fakes.gemini_server import (
     DEFAULT_EMBEDDING_DIMENSIONS,
     TOOL_ARGS,
     FakeBehavior,
@@ -502,7 +502,7 @@ def test_reset_and_no_validation() -> None:
 
 
 def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.gemini_server", "--port", "0"]
+    command = [sys.executable, "-m", "fakes.gemini_server", "--port", "0"]
     command += ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     TOOL_ARGUMENTS,
     TOOL_INPUT,
     FakeBehavior,

@@ -31,22 +31,22 @@ ANTHROPIC_WEATHER = {
 def start_fake(kind: str):
     """(server, upstream model name, provider options) for one kind."""
     if kind in ("openai", "openai_compatible"):
-        from apps.fakes.openai_server import FakeOpenAIServer
+        from fakes.openai_server import FakeOpenAIServer
 
         return FakeOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-up", {}
     if kind == "azure":
-        from apps.fakes.azure_server import FakeAzureOpenAIServer
+        from fakes.azure_server import FakeAzureOpenAIServer
 
         return FakeAzureOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-deploy", {}
     if kind == "anthropic":
-        from apps.fakes.anthropic_server import FakeAnthropicServer
+        from fakes.anthropic_server import FakeAnthropicServer
 
         return FakeAnthropicServer(api_key=UPSTREAM_SECRET).start(), "claude-up", {}
     if kind == "gemini":
-        from apps.fakes.gemini_server import FakeGeminiServer
+        from fakes.gemini_server import FakeGeminiServer
 
         return FakeGeminiServer(api_key=UPSTREAM_SECRET).start(), "gemini-up", {}
-    from apps.fakes.bedrock_server import FakeBedrockServer
+    from fakes.bedrock_server import FakeBedrockServer
 
     server = FakeBedrockServer(
         access_key_id=AWS_KEY_ID, secret_access_key=UPSTREAM_SECRET, region="eu-west-1"

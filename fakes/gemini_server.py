@@ -1,6 +1,6 @@
 """A fast fake Google Gemini API upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server` and :mod:`apps.fakes.anthropic_server`,
+The sibling of :mod:`fakes.openai_server` and :mod:`fakes.anthropic_server`,
 speaking the Gemini API (generativelanguage) wire format under any API version prefix
 (``/v1beta``, ``/v1``, ``/v1alpha``):
 
@@ -73,7 +73,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     _JSON_HEADERS,
     FakeBehavior,
     FakeOpenAIServer,
@@ -83,8 +83,8 @@ from apps.fakes.openai_server import (
     failure_message,
     parse_cli,
 )
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIMENSIONS",
@@ -586,7 +586,7 @@ class FakeGeminiServer(FakeOpenAIServer):
     """A Gemini API server with scriptable behaviour.
 
     Same constructor, lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
+    :class:`~fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
     machinery only); recorded ``path``s include the model and method
     (``/v1beta/models/m:generateContent``). ``api_key`` is checked against
     ``x-goog-api-key`` or the ``key`` query parameter.
@@ -780,10 +780,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.gemini_server [--port 9003] [--no-validate] ...``."""
+    """``python -m fakes.gemini_server [--port 9003] [--no-validate] ...``."""
     args = parse_cli(
         argv,
-        "apps.fakes.gemini_server",
+        "fakes.gemini_server",
         "Fake Google Gemini API upstream for Odock tests and benchmarks.",
         add_cli_arguments,
     )

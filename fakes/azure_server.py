@@ -1,6 +1,6 @@
 """A fake Azure OpenAI upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`: Azure OpenAI speaks OpenAI's chat-completions
+The sibling of :mod:`fakes.openai_server`: Azure OpenAI speaks OpenAI's chat-completions
 and embeddings format at other URLs, with another key header, a few extra fields and its
 own error shape. This server answers like the OpenAI fake (same ``FakeBehavior`` knobs,
 tool calls, request validation against the openai SDK's types, recording, counters) and
@@ -56,7 +56,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     _JSON_HEADERS,
     _SSE_DONE,
     FakeBehavior,
@@ -66,8 +66,8 @@ from apps.fakes.openai_server import (
     parse_cli,
     validate_request,
 )
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_PORT",
@@ -194,7 +194,7 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     """An Azure OpenAI data-plane server with scriptable behaviour.
 
     Same constructor, lifecycle, counters and ``requests`` recording (with ``query``) as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer`, plus ``deployments`` (names
+    :class:`~fakes.openai_server.FakeOpenAIServer`, plus ``deployments`` (names
     served; ``None``: any), ``content_filter_word`` and ``completion_filter_word``; all
     three may be changed while the server runs.
     """
@@ -398,10 +398,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
+    """``python -m fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
     args = parse_cli(
         argv,
-        "apps.fakes.azure_server",
+        "fakes.azure_server",
         "Fake Azure OpenAI upstream for Odock tests and benchmarks.",
         add_cli_arguments,
     )

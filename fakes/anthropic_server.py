@@ -1,6 +1,6 @@
 """A fast fake Anthropic upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`, speaking the Anthropic Messages API wire
+The sibling of :mod:`fakes.openai_server`, speaking the Anthropic Messages API wire
 format: ``POST /v1/messages`` (non-streaming, and streaming as named SSE events) and
 ``POST /v1/messages/count_tokens``. It takes the same ``FakeBehavior`` knobs, records
 requests the same way and can check every request body against the ``anthropic`` SDK's own
@@ -71,7 +71,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     _JSON_HEADERS,
     FakeBehavior,
     FakeOpenAIServer,
@@ -84,8 +84,8 @@ from apps.fakes.openai_server import (
     failure_message,
     parse_cli,
 )
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_PORT",
@@ -397,7 +397,7 @@ class FakeAnthropicServer(FakeOpenAIServer):
     """An Anthropic Messages API server with scriptable behaviour.
 
     Same constructor, lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
+    :class:`~fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
     machinery only): ``start()``/``stop()`` or ``with`` from synchronous code,
     ``start_async()``/``stop_async()`` inside a running loop, ``reset()``. ``api_key`` is
     checked against the ``x-api-key`` header.
@@ -550,10 +550,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.anthropic_server [--port 9002] [--no-validate] ...``."""
+    """``python -m fakes.anthropic_server [--port 9002] [--no-validate] ...``."""
     args = parse_cli(
         argv,
-        "apps.fakes.anthropic_server",
+        "fakes.anthropic_server",
         "Fake Anthropic Messages API upstream for Odock tests and benchmarks.",
         add_cli_arguments,
     )

@@ -17,7 +17,7 @@ of the assistant message before it, and every call must be answered, as the real
 insists (400 otherwise). Requests without ``tools`` pay nothing for this.
 
 It uses aiohttp's low-level server and imports nothing from Django, so it starts fast, runs
-standalone (``python -m apps.fakes.openai_server``) and is not the bottleneck of a
+standalone (``python -m fakes.openai_server``) and is not the bottleneck of a
 benchmark.
 
 Measured with wrk 4.1.0 on the 2-core dev box (uvloop, recording off, tiny chat body,
@@ -1063,7 +1063,7 @@ def add_cli_arguments(
     port: int = 9001,
     api_key_help: str = "require 'Authorization: Bearer KEY'",
 ) -> None:
-    """Add the server's options to a parser (shared by ``main``, ``fake_provider`` and the
+    """Add the server's options to a parser (shared by ``main`` and the
     sibling fakes, which pass their own default port and key header)."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=port, help="port to bind (0: any free)")
@@ -1140,10 +1140,10 @@ def parse_cli(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.openai_server [--port 9001] [--no-validate] ...``."""
+    """``python -m fakes.openai_server [--port 9001] [--no-validate] ...``."""
     args = parse_cli(
         argv,
-        "apps.fakes.openai_server",
+        "fakes.openai_server",
         "Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
         add_cli_arguments,
     )

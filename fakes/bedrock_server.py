@@ -1,6 +1,6 @@
 """A fake AWS Bedrock Runtime upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`, speaking Bedrock's wire format:
+The sibling of :mod:`fakes.openai_server`, speaking Bedrock's wire format:
 ``POST /model/{modelId}/converse`` (JSON), ``POST /model/{modelId}/converse-stream`` (the
 binary ``application/vnd.amazon.eventstream`` framing, encoded here by hand: prelude,
 string headers, JSON payload, CRC32s) and ``POST /model/{modelId}/invoke`` for Amazon
@@ -79,7 +79,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     FakeBehavior,
     FakeOpenAIServer,
     _embedding,
@@ -88,8 +88,8 @@ from apps.fakes.openai_server import (
     failure_message,
     parse_cli,
 )
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
+from fakes.openai_server import run as _run_openai_style
 
 __all__ = [
     "DEFAULT_PORT",
@@ -536,7 +536,7 @@ class FakeBedrockServer(FakeOpenAIServer):
     """A Bedrock Runtime server with scriptable behaviour.
 
     Same lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
+    :class:`~fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
     machinery only); each record also has ``raw_path``, ``model_id`` and ``operation``.
     ``api_key`` is a Bedrock API key accepted as ``Authorization: Bearer``; the AWS
     credentials, when given, make SigV4 signatures mandatory.
@@ -859,10 +859,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.bedrock_server [--port 9004] [--access-key-id ...] ...``."""
+    """``python -m fakes.bedrock_server [--port 9004] [--access-key-id ...] ...``."""
     args = parse_cli(
         argv,
-        "apps.fakes.bedrock_server",
+        "fakes.bedrock_server",
         "Fake AWS Bedrock Runtime upstream for Odock tests and benchmarks.",
         add_cli_arguments,
     )
