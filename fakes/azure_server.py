@@ -56,27 +56,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fakes.openai_server import (
-    _JSON_HEADERS,
-    _SSE_DONE,
-    FakeBehavior,
-    FakeOpenAIServer,
-    _error,
-    behavior_from_options,
-    parse_cli,
-    validate_request,
-)
-from fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from fakes.openai_server import run as _run_openai_style
+from fakes.base import Cli, FakeBehavior, json_response, retry_after, sse
+from fakes.openai_server import _SSE_DONE, FakeOpenAIServer, _error, validate_request
 
 __all__ = [
+    "CLI",
     "DEFAULT_PORT",
     "FakeAzureOpenAIServer",
     "FakeBehavior",
     "add_cli_arguments",
-    "behavior_from_options",
     "main",
-    "run",
 ]
 
 #: The CLI's default port (the OpenAI fake uses 9001, the Anthropic one 9002).
@@ -97,19 +86,15 @@ _PROMPT_FILTER_RESULTS = [
     }
 ]
 # Azure's first stream event: no choices, no id, only the prompt's filter results.
-_PROMPT_FILTER_CHUNK = (
-    b"data: "
-    + orjson.dumps(
-        {
-            "choices": [],
-            "created": 0,
-            "id": "",
-            "model": "",
-            "object": "",
-            "prompt_filter_results": _PROMPT_FILTER_RESULTS,
-        }
-    )
-    + b"\n\n"
+_PROMPT_FILTER_CHUNK = sse(
+    {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": _PROMPT_FILTER_RESULTS,
+    }
 )
 
 _ERROR_CODES = {
@@ -145,10 +130,7 @@ def _azure_error(status: int, message: str | None = None, code: str | None = Non
         "code": code or _ERROR_CODES.get(status, str(status)),
         "message": message or _ERROR_MESSAGES.get(status, f"The fake failed with {status}."),
     }
-    headers = dict(_JSON_HEADERS)
-    if status == 429:
-        headers["retry-after"] = "1"
-    return web.Response(status=status, body=orjson.dumps({"error": error}), headers=headers)
+    return json_response({"error": error}, status, retry_after(status, "retry-after"))
 
 
 def _content_filter_refusal() -> web.Response:
@@ -167,7 +149,7 @@ def _content_filter_refusal() -> web.Response:
             },
         },
     }
-    return web.Response(status=400, body=orjson.dumps({"error": error}), headers=_JSON_HEADERS)
+    return json_response({"error": error}, 400)
 
 
 def _texts(messages: Any) -> Iterable[str]:
@@ -225,13 +207,9 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     # ---- request handling
 
     def _authorized(self, request: web.BaseRequest, v1: bool) -> bool:
-        expected = self.api_key
-        if expected is None:
+        if self._key_ok(request.headers.get("api-key")):
             return True
-        headers = request.headers
-        if headers.get("api-key") == expected:
-            return True
-        return v1 and headers.get("Authorization") == f"Bearer {expected}"
+        return v1 and request.headers.get("Authorization") == self._expected_auth
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -282,7 +260,7 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
         if _mentions(body, self.content_filter_word):
             return _content_filter_refusal()
         if body.get("stream") is True:
-            return await self._stream_chat(request, body, behavior)
+            return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._chat(body, behavior))
 
     def _serves(self, deployment: str) -> bool:
@@ -343,7 +321,7 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
                 if filtered and choice["finish_reason"] == "stop":
                     choice["finish_reason"] = "content_filter"
                     choice["content_filter_results"] = _FLAGGED
-            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            out.append(sse(chunk))
         if out:
             out[0] = _PROMPT_FILTER_CHUNK + out[0]
         return out, content_chunks
@@ -352,9 +330,7 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
 # --------------------------------------------------------------------------- CLI
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The OpenAI fake's options, with this server's port, key header and Azure knobs."""
-    _add_openai_cli_arguments(parser, port=DEFAULT_PORT, api_key_help="require 'api-key: KEY'")
+def _add_azure_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deployment",
         action="append",
@@ -371,50 +347,26 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-    *,
-    deployments: Iterable[str] | None = None,
-    content_filter_word: str | None = None,
-    completion_filter_word: str | None = None,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-    _run_openai_style(
-        host,
-        port,
-        behavior,
-        api_key,
-        server_class=FakeAzureOpenAIServer,
-        label="Azure OpenAI",
-        server_kwargs={
-            "deployments": deployments,
-            "content_filter_word": content_filter_word,
-            "completion_filter_word": completion_filter_word,
-        },
-    )
+CLI = Cli(
+    module="fakes.azure_server",
+    description="Fake Azure OpenAI upstream for Odock tests and benchmarks.",
+    label="Azure OpenAI",
+    server_class=FakeAzureOpenAIServer,
+    port=DEFAULT_PORT,
+    api_key_help="require 'api-key: KEY'",
+    add_extra_arguments=_add_azure_arguments,
+    server_options=lambda args: {
+        "deployments": args.deployment,
+        "content_filter_word": args.content_filter_word,
+        "completion_filter_word": args.completion_filter_word,
+    },
+)
+add_cli_arguments = CLI.add_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
-    args = parse_cli(
-        argv,
-        "fakes.azure_server",
-        "Fake Azure OpenAI upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    run(
-        args.host,
-        args.port,
-        behavior_from_options(vars(args)),
-        args.api_key,
-        deployments=args.deployment,
-        content_filter_word=args.content_filter_word,
-        completion_filter_word=args.completion_filter_word,
-    )
-    return 0
+    return CLI.main(argv)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ then the arguments in pieces. When validating, every ``tool`` message must answe
 of the assistant message before it, and every call must be answered, as the real API
 insists (400 otherwise). Requests without ``tools`` pay nothing for this.
 
-It uses aiohttp's low-level server and imports nothing from Django, so it starts fast, runs
-standalone (``python -m fakes.openai_server``) and is not the bottleneck of a
-benchmark.
+The server machinery (thread, recording, knobs, stream loop, CLI) is :mod:`fakes.base`'s;
+run it standalone with ``python -m fakes.openai_server`` (it is not the bottleneck of a
+benchmark).
 
 Measured with wrk 4.1.0 on the 2-core dev box (uvloop, recording off, tiny chat body,
 ``wrk -t1 -c16 -d10s --latency``; the server is one process, so at most one core):
@@ -32,43 +32,42 @@ The ranges are run-to-run noise on a shared machine.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
-import collections.abc
 import dataclasses
-import functools
-import hashlib
-import itertools
-import re
-import signal
 import struct
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-try:  # uvloop is a dependency of the project, but keep the fake usable without it.
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None  # type: ignore[assignment]
+from fakes.base import (
+    WEATHER,
+    Cli,
+    FakeBehavior,
+    FakeServer,
+    check_typed,
+    embedding,
+    failure_message,
+    json_response,
+    once,
+    pieces,
+    retry_after,
+    tokens,
+    typed_dict_keys,
+)
 
 __all__ = [
+    "CLI",
     "MODEL_IDS",
     "TOOL_ARGUMENTS",
     "TOOL_INPUT",
     "FakeBehavior",
     "FakeOpenAIServer",
     "add_cli_arguments",
-    "behavior_from_options",
-    "failure_message",
     "main",
-    "parse_cli",
-    "run",
     "validate_request",
 ]
 
@@ -79,13 +78,10 @@ MODEL_IDS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small",
 TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
 TOOL_ARGUMENTS = '{"city": "Paris"}'
 _TOOL_ARGUMENT_PIECE = 4  # characters per streamed ``arguments`` delta
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 
-_HANG_SECONDS = 24 * 3600.0
 _DEFAULT_EMBEDDING_DIMENSIONS = 8
 _MAX_EMBEDDING_DIMENSIONS = 8192
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -118,45 +114,6 @@ _ERROR_CODES = {
 }
 
 
-@dataclasses.dataclass
-class FakeBehavior:
-    """How the fake answers. Mutable: tests change it while the server runs.
-
-    Order of effects for a chat or embeddings request: authentication (401), JSON and
-    schema validation (400), ``latency_ms``, ``hang``, ``fail_status``, then the answer.
-    ``GET /v1/models`` only checks authentication.
-    """
-
-    #: Delay before the response starts (time to first byte), in milliseconds.
-    latency_ms: float = 0
-    #: Answer every request with this status and an OpenAI-style error body (429 adds
-    #: ``Retry-After: 1``), after the latency.
-    fail_status: int | None = None
-    #: If set, only this many more requests fail with ``fail_status`` (it counts down), so
-    #: a test can check that the gateway retries. ``None`` fails every request.
-    fail_times: int | None = None
-    #: Never answer (sleep for a day); the sleep is cancelled when the client goes away.
-    hang: bool = False
-    #: Number of output tokens: the content is "tok0 tok1 ... tok{n-1}".
-    completion_tokens: int = 8
-    #: Pause between SSE events of a stream, in milliseconds.
-    stream_chunk_delay_ms: float = 0
-    #: Streams: close the connection after this many content chunks, without the final
-    #: chunk, the usage chunk or ``[DONE]`` (an upstream dying mid-stream); negative: right
-    #: after the 200 status, before any event.
-    disconnect_after_chunks: int | None = None
-    #: Check request bodies against the openai SDK's parameter types (400 when invalid).
-    validate: bool = True
-    #: The model's context window in (estimated) prompt tokens: a longer chat prompt gets
-    #: OpenAI's 400 ``context_length_exceeded``.
-    context_window: int | None = None
-    #: A fixed answer instead of "tok0 tok1 ...": streamed in 4-character pieces, so a value
-    #: in it crosses chunk boundaries (guardrail tests).
-    reply: str | None = None
-    #: ``POST /v1/moderations`` flags an input containing any of these words.
-    flagged_words: tuple[str, ...] = ("forbidden",)
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -167,116 +124,25 @@ class _Validators:
     embeddings: Any
     chat_keys: frozenset[str]
     embedding_keys: frozenset[str]
-    error_type: type[Exception]
 
 
-_validators: _Validators | None = None
-_validators_lock = threading.Lock()
-
-
+@once
 def _get_validators() -> _Validators:
-    """Build the pydantic TypeAdapters once per process (building one costs milliseconds)."""
-    global _validators
-    if _validators is None:
-        with _validators_lock:
-            if _validators is None:
-                from openai.types import embedding_create_params
-                from openai.types.chat import completion_create_params
-                from pydantic import TypeAdapter, ValidationError
+    """The pydantic TypeAdapters of the SDK's request types (building one costs ms)."""
+    from openai.types import embedding_create_params
+    from openai.types.chat import completion_create_params
+    from pydantic import TypeAdapter
 
-                chat = completion_create_params.CompletionCreateParamsNonStreaming
-                chat_stream = completion_create_params.CompletionCreateParamsStreaming
-                emb = embedding_create_params.EmbeddingCreateParams
-                _validators = _Validators(
-                    chat=TypeAdapter(chat),
-                    chat_stream=TypeAdapter(chat_stream),
-                    embeddings=TypeAdapter(emb),
-                    chat_keys=frozenset(chat.__required_keys__ | chat.__optional_keys__)
-                    | frozenset(chat_stream.__required_keys__ | chat_stream.__optional_keys__),
-                    embedding_keys=frozenset(emb.__required_keys__ | emb.__optional_keys__),
-                    error_type=ValidationError,
-                )
-    return _validators
-
-
-class _NestedInvalid(Exception):
-    def __init__(self, path: tuple[Any, ...], error: Exception) -> None:
-        super().__init__(path, error)
-        self.path = path
-        self.error = error
-
-
-def _drain(value: Any, path: tuple[Any, ...]) -> None:
-    """Consume the lazy iterators pydantic returns for ``Iterable[...]`` fields.
-
-    The SDK types declare ``messages`` (and content parts, tools, ...) as ``Iterable``, which
-    pydantic validates lazily: the items are only checked when iterated.
-    """
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _drain(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _drain(item, (*path, index))
-    elif isinstance(value, collections.abc.Iterator):
-        index = 0
-        while True:
-            try:
-                item = next(value)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise _NestedInvalid(path, exc) from exc
-            _drain(item, (*path, index))
-            index += 1
-
-
-def _data_path(body: Any, loc: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-    """Split a pydantic error location into a JSON path and the union branch names in it."""
-    parts: list[str] = []
-    branches: list[Any] = []
-    current = body
-    for position, component in enumerate(loc):
-        if isinstance(component, int) and isinstance(current, list) and component < len(current):
-            parts.append(f"[{component}]")
-            current = current[component]
-        elif isinstance(current, dict) and component in current:
-            parts.append(f".{component}" if parts else str(component))
-            current = current[component]
-        elif isinstance(current, dict) and position == len(loc) - 1:
-            parts.append(f".{component}" if parts else str(component))  # a missing field
-        else:  # a union branch tag such as "ChatCompletionUserMessageParam"
-            branches.append((len(parts), component))
-    return "".join(parts) or "body", tuple(branches)
-
-
-def _describe(body: Any, prefix: tuple[Any, ...], errors: list[dict[str, Any]]) -> str:
-    """A short, readable summary of pydantic errors on a union-heavy schema.
-
-    For a union (e.g. the message types) pydantic reports every branch. Branches whose
-    discriminator matched (no ``literal_error``) are what the client meant, so only their
-    errors are kept; when no branch matched, only the discriminator complaints are kept.
-    """
-    located = []
-    for error in errors:
-        path, branches = _data_path(body, (*prefix, *error["loc"]))
-        located.append((path, branches, error))
-    mismatched = {br for _, br, e in located if br and e["type"] == "literal_error"}
-    matched = {br for _, br, _ in located if br and br not in mismatched}
-    if matched:
-        kept = [item for item in located if not item[1] or item[1] in matched]
-    elif mismatched:
-        kept = [item for item in located if not item[1] or item[2]["type"] == "literal_error"]
-    else:
-        kept = located
-    by_path: dict[str, list[str]] = {}
-    for path, _, error in kept:
-        messages = by_path.setdefault(path, [])
-        if error["msg"] not in messages:
-            messages.append(error["msg"])
-    shown = [f"{path}: {' | '.join(msgs[:8])}" for path, msgs in list(by_path.items())[:3]]
-    more = f" (and {len(by_path) - 3} more)" if len(by_path) > 3 else ""
-    return "Invalid request body: " + "; ".join(shown) + more
+    chat = completion_create_params.CompletionCreateParamsNonStreaming
+    chat_stream = completion_create_params.CompletionCreateParamsStreaming
+    emb = embedding_create_params.EmbeddingCreateParams
+    return _Validators(
+        chat=TypeAdapter(chat),
+        chat_stream=TypeAdapter(chat_stream),
+        embeddings=TypeAdapter(emb),
+        chat_keys=typed_dict_keys(chat, chat_stream),
+        embedding_keys=typed_dict_keys(emb),
+    )
 
 
 def _check_embedding_input(value: Any) -> str | None:
@@ -383,14 +249,9 @@ def validate_request(kind: str, body: Any) -> str | None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         return f"Unrecognized request argument supplied: {', '.join(unknown)}"
-    try:
-        _drain(adapter.validate_python(body, strict=True), ())
-    except validators.error_type as exc:
-        return _describe(body, (), exc.errors())  # type: ignore[attr-defined]
-    except _NestedInvalid as exc:
-        if isinstance(exc.error, validators.error_type):
-            return _describe(body, exc.path, exc.error.errors())  # type: ignore[attr-defined]
-        return f"Invalid request body at {_data_path(body, exc.path)[0]}: {exc.error}"
+    problem = check_typed(adapter, body)
+    if problem is not None:
+        return problem
     messages = body.get("messages") if kind == "chat" else None
     return _check_tool_pairing(messages) if isinstance(messages, list) else None
 
@@ -398,19 +259,8 @@ def validate_request(kind: str, body: Any) -> str | None:
 # --------------------------------------------------------------------------- payloads
 
 
-@functools.lru_cache(maxsize=64)
-def _tokens(count: int) -> tuple[str, ...]:
-    """Output tokens as streamed: "tok0", " tok1", ...; joined they give the content."""
-    return tuple(f"tok{i}" if i == 0 else f" tok{i}" for i in range(max(0, count)))
-
-
-@functools.lru_cache(maxsize=64)
-def _pieces(text: str, size: int = 4) -> tuple[str, ...]:
-    return tuple(text[i : i + size] for i in range(0, len(text), size))
-
-
 def _content(count: int) -> str:
-    return "".join(_tokens(count))
+    return "".join(tokens(count))
 
 
 def _text_length(content: Any) -> int:
@@ -475,16 +325,14 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
         if isinstance(function, dict) and function.get("name"):
             return str(function["name"])
         return _tool_name(tools[0])
-    if choice == "required" or _WEATHER.search(_last_user_text(body.get("messages"))):
+    if choice == "required" or WEATHER.search(_last_user_text(body.get("messages"))):
         return _tool_name(tools[0])
     return None
 
 
-@functools.lru_cache(maxsize=1)
 def _argument_pieces() -> tuple[str, ...]:
     """``TOOL_ARGUMENTS`` cut into the small pieces a stream carries them in."""
-    step = _TOOL_ARGUMENT_PIECE
-    return tuple(TOOL_ARGUMENTS[i : i + step] for i in range(0, len(TOOL_ARGUMENTS), step))
+    return pieces(TOOL_ARGUMENTS, _TOOL_ARGUMENT_PIECE)
 
 
 def _error_body(
@@ -506,222 +354,26 @@ def _error_body(
 def _error(
     status: int, message: str, code: str | None = None, param: str | None = None
 ) -> web.Response:
-    headers = dict(_JSON_HEADERS)
-    if status == 429:
-        headers["Retry-After"] = "1"
-    return web.Response(
-        status=status, body=_error_body(status, message, code, param), headers=headers
-    )
-
-
-def _embedding(text: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector derived from the text's hash."""
-    raw = hashlib.shake_128(text.encode("utf-8", "surrogatepass")).digest(2 * dimensions)
-    values = [(v / 32767.5) - 1.0 for v in struct.unpack(f"<{dimensions}H", raw)]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    return [v / norm for v in values]
+    body = _error_body(status, message, code, param)
+    return json_response(body, status, retry_after(status))
 
 
 # --------------------------------------------------------------------------- server
 
 
-class FakeOpenAIServer:
-    """An OpenAI-compatible HTTP server with scriptable behaviour.
-
-    Use ``start()``/``stop()`` (or ``with``) from synchronous code: the server then runs in
-    a daemon thread with its own event loop. Inside a running loop use ``start_async()``/
-    ``stop_async()``. Counters and ``requests`` are updated by the server's loop and may be
-    read from any thread.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behavior: FakeBehavior | None = None,
-        api_key: str | None = None,
-        *,
-        record: bool = True,
-        max_recorded: int = 10_000,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.behavior = behavior if behavior is not None else FakeBehavior()
-        self.api_key = api_key
-        #: Append every request to ``requests``; turn off for benchmarks.
-        self.record = record
-        #: ``requests`` keeps at most this many (the newest) entries.
-        self.max_recorded = max_recorded
-        #: Received requests: ``{"path", "query", "headers" (lower-case names), "json"}``.
-        self.requests: list[dict[str, Any]] = []
-        #: Streaming responses currently open (counted from when the stream is accepted).
-        self.active_streams = 0
-        #: Streams whose client went away before the end.
-        self.cancelled_streams = 0
-        #: Requests of any kind currently being handled.
-        self.active_requests = 0
-        #: Requests of any kind whose client went away before the answer was complete.
-        self.cancelled_requests = 0
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._runner: web.ServerRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._expected_auth = f"Bearer {api_key}" if api_key is not None else None
-
-    # ---- lifecycle
+class FakeOpenAIServer(FakeServer):
+    """An OpenAI-compatible HTTP server with scriptable behaviour (see :class:`FakeServer`
+    for the lifecycle, recording and counters)."""
 
     @property
     def url(self) -> str:
         """Base URL including ``/v1``, as an OpenAI client's ``base_url`` expects."""
         return f"http://{self.host}:{self.port}/v1"
 
-    async def start_async(self) -> None:
-        """Bind and start serving on the running event loop; sets ``port``."""
-        if self._runner is not None:
-            raise RuntimeError("server already started")
-        self._expected_auth = f"Bearer {self.api_key}" if self.api_key is not None else None
-        if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, self._load_validators)
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        runner = web.ServerRunner(server, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=2048, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
     def _load_validators(self) -> object:
         """Build (and cache) what ``validate`` checks against, before the first request;
         each sibling fake checks against its own SDK's types."""
         return _get_validators()
-
-    async def stop_async(self) -> None:
-        """Stop serving; open requests are cancelled after a short grace period."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def start(self, timeout: float = 15.0) -> Self:
-        """Start in a background daemon thread with its own (uv)loop; returns ``self``."""
-        if self._thread is not None:
-            raise RuntimeError("server already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = _new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.stop_async())
-                for task in asyncio.all_tasks(loop):
-                    task.cancel()
-                loop.run_until_complete(asyncio.sleep(0))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=serve, name=f"fake-openai-{self.port}", daemon=True)
-        self._thread = thread
-        thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("fake OpenAI server did not start in time")
-        if failure:
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background server started by ``start()`` (idempotent)."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        if not loop.is_closed():
-            future = asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
-            future.result(timeout)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def reset(self) -> None:
-        """Forget recorded requests and zero the cancellation counters."""
-        with self._lock:
-            self.requests.clear()
-        self.cancelled_streams = 0
-        self.cancelled_requests = 0
-
-    # ---- request handling
-
-    def _record(self, request: web.BaseRequest, body: Any) -> None:
-        self._store_record(
-            {
-                "path": request.path,
-                "query": dict(request.query),
-                "headers": {name.lower(): value for name, value in request.headers.items()},
-                "json": body,
-            }
-        )
-
-    def _store_record(self, entry: dict[str, Any]) -> None:
-        """Append to ``requests`` under the lock, keeping at most ``max_recorded``."""
-        with self._lock:
-            requests = self.requests
-            requests.append(entry)
-            excess = len(requests) - self.max_recorded
-            if excess > 0:  # drop a batch of the oldest at once, to keep appends cheap
-                del requests[: max(excess, self.max_recorded // 10)]
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        self.active_requests += 1
-        try:
-            return await self._dispatch(request)
-        except asyncio.CancelledError:
-            self.cancelled_requests += 1
-            raise
-        finally:
-            self.active_requests -= 1
-
-    async def _read_body(self, request: web.BaseRequest) -> tuple[bytes, Any, bool]:
-        """The raw POST body (``b""`` when not a POST), it parsed (``None`` when empty),
-        and whether it was invalid JSON. Records nothing."""
-        raw = await request.read() if request.method == "POST" else b""
-        body: Any = None
-        bad_json = False
-        if raw:
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                bad_json = True
-        return raw, body, bad_json
-
-    async def _read_json(self, request: web.BaseRequest) -> tuple[Any, bool]:
-        """The POST body parsed (``None`` when empty or not a POST), and whether it was
-        invalid JSON. Records the request when recording is on."""
-        _, body, bad_json = await self._read_body(request)
-        if self.record:
-            self._record(request, body)
-        return body, bad_json
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -768,33 +420,14 @@ class FakeOpenAIServer:
                     param="messages",
                 )
         if body.get("stream") is True:
-            return await self._stream_chat(request, body, behavior)
+            return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._chat(body, behavior))
-
-    async def _effects(self, behavior: FakeBehavior) -> web.Response | None:
-        """Apply latency / hang / failure; return an error response to send, if any."""
-        if behavior.latency_ms:
-            await asyncio.sleep(behavior.latency_ms / 1000)
-        if behavior.hang:
-            await asyncio.sleep(_HANG_SECONDS)
-        status = behavior.fail_status
-        if status is not None:
-            remaining = behavior.fail_times
-            if remaining is None or remaining > 0:
-                if remaining is not None:
-                    behavior.fail_times = remaining - 1
-                return self._failure(status)
-        return None
 
     def _failure(self, status: int) -> web.Response:
         """The answer of the ``fail_status`` knob, in this fake's error shape."""
         if status == 429:
             return _error(429, "Rate limit reached for requests (fake).")
         return _error(status, failure_message(status))
-
-    async def _with_effects(self, behavior: FakeBehavior, answer: web.Response) -> web.Response:
-        failure = await self._effects(behavior) if _has_effects(behavior) else None
-        return failure if failure is not None else answer
 
     async def _models(self, path: str) -> web.Response:
         created = 1_700_000_000
@@ -803,14 +436,12 @@ class FakeOpenAIServer:
                 {"id": model, "object": "model", "created": created, "owned_by": "odock-fake"}
                 for model in MODEL_IDS
             ]
-            return web.Response(
-                body=orjson.dumps({"object": "list", "data": data}), headers=_JSON_HEADERS
-            )
+            return json_response({"object": "list", "data": data})
         model = path[len("/v1/models/") :]
         if model not in MODEL_IDS:
             return _error(404, f"The model '{model}' does not exist", code="model_not_found")
         payload = {"id": model, "object": "model", "created": created, "owned_by": "odock-fake"}
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+        return json_response(payload)
 
     def _call_id(self) -> str:
         return f"call_fake{next(self._ids):012d}"
@@ -835,11 +466,11 @@ class FakeOpenAIServer:
             "model": "fake-moderation",
             "results": results,
         }
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+        return json_response(payload)
 
     def _chat(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response:
         payload = self._chat_payload(body, behavior)
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+        return json_response(payload)
 
     def _chat_payload(self, body: dict[str, Any], behavior: FakeBehavior) -> dict[str, Any]:
         """The ``chat.completion`` object (subclasses add provider-specific fields)."""
@@ -902,15 +533,15 @@ class FakeOpenAIServer:
             return _error(400, "Invalid 'dimensions'.", param="dimensions")
         as_base64 = body.get("encoding_format") == "base64"
         data = []
-        tokens = 0
+        used = 0
         for index, item in enumerate(inputs):
             if isinstance(item, str):
                 text = item
-                tokens += max(1, len(item) // 4)
+                used += max(1, len(item) // 4)
             else:  # a list of token ids
                 text = orjson.dumps(item).decode()
-                tokens += len(item) if isinstance(item, list) else 1
-            vector: Any = _embedding(text, dimensions)
+                used += len(item) if isinstance(item, list) else 1
+            vector: Any = embedding(text, dimensions)
             if as_base64:
                 vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
@@ -918,50 +549,9 @@ class FakeOpenAIServer:
             "object": "list",
             "data": data,
             "model": str(body.get("model") or "fake-model"),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "usage": {"prompt_tokens": used, "total_tokens": used},
         }
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
-
-    async def _stream_chat(
-        self, request: web.BaseRequest, body: dict[str, Any], behavior: FakeBehavior
-    ) -> web.StreamResponse:
-        self.active_streams += 1
-        finished = False
-        response: web.StreamResponse | None = None
-        try:
-            if _has_effects(behavior):
-                failure = await self._effects(behavior)
-                if failure is not None:
-                    finished = True
-                    return failure
-            events, content_chunks = self._stream_events(body, behavior)
-            response = web.StreamResponse(status=200, headers=self._stream_headers(body))
-            await response.prepare(request)
-            delay = behavior.stream_chunk_delay_ms / 1000
-            cut = behavior.disconnect_after_chunks
-            if cut is not None:
-                # role chunk + N; a negative N hangs up before even the role chunk
-                events = [] if cut < 0 else events[: 1 + min(cut, content_chunks)]
-            for number, event in enumerate(events):
-                if number and delay:
-                    await asyncio.sleep(delay)
-                if event:  # a sibling's framing may have nothing to send at a step
-                    await response.write(event)
-            if cut is not None:
-                finished = True  # the server hangs up on purpose; not a client cancellation
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            finished = True
-            return response
-        except ConnectionError:  # the client went away while we were writing
-            assert response is not None
-            return response
-        finally:
-            self.active_streams -= 1
-            if not finished:
-                self.cancelled_streams += 1
+        return json_response(payload)
 
     def _stream_headers(self, body: dict[str, Any]) -> Mapping[str, str]:
         """The headers of a stream's 200 (the siblings have their own content types)."""
@@ -994,16 +584,16 @@ class FakeOpenAIServer:
 
         tool = _tool_to_call(body)
         if tool is None:
-            tokens = (
-                _pieces(behavior.reply)
+            texts = (
+                pieces(behavior.reply)
                 if behavior.reply is not None
-                else _tokens(max(0, behavior.completion_tokens))
+                else tokens(max(0, behavior.completion_tokens))
             )
-            completion_tokens = len(tokens)
+            completion_tokens = len(texts)
             events = [choice({"role": "assistant", "content": "", "refusal": None})]
-            events.extend(choice({"content": token}) for token in tokens)
+            events.extend(choice({"content": text}) for text in texts)
             events.append(choice({}, "stop"))
-            content_chunks = len(tokens)
+            content_chunks = len(texts)
         else:
             # As OpenAI streams a call: the role, id, type, name and empty arguments first,
             # then the arguments in pieces; usage counts tokens, not pieces.
@@ -1019,13 +609,13 @@ class FakeOpenAIServer:
                     {"role": "assistant", "content": None, "tool_calls": [first], "refusal": None}
                 )
             ]
-            pieces = _argument_pieces()
+            arguments = _argument_pieces()
             events.extend(
                 choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                for piece in pieces
+                for piece in arguments
             )
             events.append(choice({}, "tool_calls"))
-            content_chunks = len(pieces)
+            content_chunks = len(arguments)
         if include_usage:
             prompt_tokens = _prompt_tokens(body.get("messages"))
             usage = {
@@ -1040,115 +630,22 @@ class FakeOpenAIServer:
         return events, content_chunks
 
 
-def failure_message(status: int, messages: Mapping[int, str] | None = None) -> str:
-    """The message of a ``fail_status`` failure: the provider's usual one, if given."""
-    default = f"The fake upstream was told to fail with {status}."
-    return messages.get(status, default) if messages else default
-
-
-def _has_effects(behavior: FakeBehavior) -> bool:
-    return bool(behavior.latency_ms) or behavior.hang or behavior.fail_status is not None
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
-
-
 # --------------------------------------------------------------------------- CLI
 
-
-def add_cli_arguments(
-    parser: argparse.ArgumentParser,
-    *,
-    port: int = 9001,
-    api_key_help: str = "require 'Authorization: Bearer KEY'",
-) -> None:
-    """Add the server's options to a parser (shared by ``main`` and the
-    sibling fakes, which pass their own default port and key header)."""
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=port, help="port to bind (0: any free)")
-    parser.add_argument("--latency-ms", type=float, default=0, help="delay before answering")
-    parser.add_argument("--completion-tokens", type=int, default=8, help="output tokens")
-    parser.add_argument("--fail-status", type=int, default=None, help="always fail with this")
-    parser.add_argument("--stream-chunk-delay-ms", type=float, default=0, help="SSE pacing")
-    parser.add_argument(
-        "--disconnect-after-chunks", type=int, default=None, help="drop streams after N chunks"
-    )
-    parser.add_argument("--hang", action="store_true", help="never answer")
-    parser.add_argument(
-        "--no-validate", action="store_true", help="skip request validation (benchmarks)"
-    )
-    parser.add_argument("--api-key", default=None, help=api_key_help)
-
-
-def behavior_from_options(options: Mapping[str, Any]) -> FakeBehavior:
-    """Build a ``FakeBehavior`` from parsed CLI options (argparse vars or Django options)."""
-    return FakeBehavior(
-        latency_ms=options.get("latency_ms") or 0,
-        fail_status=options.get("fail_status"),
-        hang=bool(options.get("hang")),
-        completion_tokens=options.get("completion_tokens", 8),
-        stream_chunk_delay_ms=options.get("stream_chunk_delay_ms") or 0,
-        disconnect_after_chunks=options.get("disconnect_after_chunks"),
-        validate=not options.get("no_validate"),
-    )
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = 9001,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-    *,
-    server_class: type[FakeOpenAIServer] | None = None,
-    label: str = "OpenAI",
-    server_kwargs: Mapping[str, Any] | None = None,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded.
-
-    ``server_class`` (and its extra constructor arguments, ``server_kwargs``) lets the other
-    fakes (built on this one) reuse the same runner."""
-    factory = server_class or FakeOpenAIServer
-
-    async def serve() -> None:
-        server = factory(host, port, behavior, api_key, record=False, **(server_kwargs or {}))
-        await server.start_async()
-        print(f"fake {label} server listening on {server.url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await server.stop_async()
-
-    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
-        runner.run(serve())
-
-
-def parse_cli(
-    argv: Sequence[str] | None,
-    module: str,
-    description: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-) -> argparse.Namespace:
-    """The ``python -m <module>`` command line of a fake, parsed."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    add_arguments(parser)
-    return parser.parse_args(argv)
+CLI = Cli(
+    module="fakes.openai_server",
+    description="Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
+    label="OpenAI",
+    server_class=FakeOpenAIServer,
+    port=9001,
+    api_key_help="require 'Authorization: Bearer KEY'",
+)
+add_cli_arguments = CLI.add_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fakes.openai_server [--port 9001] [--no-validate] ...``."""
-    args = parse_cli(
-        argv,
-        "fakes.openai_server",
-        "Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
-    return 0
+    return CLI.main(argv)
 
 
 if __name__ == "__main__":
