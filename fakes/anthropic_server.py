@@ -58,7 +58,6 @@ ranges are run-to-run noise on a shared machine.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import sys
@@ -68,23 +67,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fakes.base import (
-    WEATHER,
-    Cli,
-    FakeBehavior,
-    FakeServer,
-    Plan,
-    check_typed,
-    failure_message,
-    json_response,
-    once,
-    pieces,
-    plan_answer,
-    retry_after,
-    sse,
-    tokens,
-    typed_dict_keys,
-)
+from fakes import base
+from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, retry_after, sse, tokens
 
 __all__ = [
     "CLI",
@@ -99,10 +83,7 @@ __all__ = [
 
 #: The CLI's default port (the OpenAI fake uses 9001).
 DEFAULT_PORT = 9002
-#: The ``input`` of every ``tool_use`` block the fake answers with.
-TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
 
-_TOOL_INPUT_JSON = orjson.dumps(dict(TOOL_INPUT)).decode()
 _TOOL_JSON_PIECE = 6  # characters per input_json_delta
 _REQUEST_IDS = itertools.count(1)
 
@@ -127,31 +108,18 @@ _ERROR_MESSAGES = {
 # --------------------------------------------------------------------------- validation
 
 
-@dataclasses.dataclass(frozen=True)
-class _Validators:
-    messages: Any
-    messages_stream: Any
-    count_tokens: Any
-    messages_keys: frozenset[str]
-    count_tokens_keys: frozenset[str]
-
-
-@once
-def _get_validators() -> _Validators:
-    """The pydantic TypeAdapters of the SDK's request types (importing them takes ~1 s)."""
+@base.once
+def _get_validators() -> Mapping[str, base.TypedBody]:
+    """The SDK's request types by request kind (importing them takes ~1 s)."""
     from anthropic.types import message_count_tokens_params, message_create_params
-    from pydantic import TypeAdapter
 
     create = message_create_params.MessageCreateParamsNonStreaming
     create_stream = message_create_params.MessageCreateParamsStreaming
-    count = message_count_tokens_params.MessageCountTokensParams
-    return _Validators(
-        messages=TypeAdapter(create),
-        messages_stream=TypeAdapter(create_stream),
-        count_tokens=TypeAdapter(count),
-        messages_keys=typed_dict_keys(create, create_stream),
-        count_tokens_keys=typed_dict_keys(count),
-    )
+    return {
+        "messages": base.typed_body(create, create_stream),
+        "messages_stream": base.typed_body(create_stream, create),
+        "count_tokens": base.typed_body(message_count_tokens_params.MessageCountTokensParams),
+    }
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -208,14 +176,12 @@ def validate_request(kind: str, body: Any) -> str | None:
         return "Invalid request body: expected a JSON object."
     validators = _get_validators()
     if kind == "messages":
-        allowed = validators.messages_keys
-        adapter = validators.messages_stream if body.get("stream") is True else validators.messages
+        typed = validators["messages_stream" if body.get("stream") is True else "messages"]
     elif kind == "count_tokens":
-        allowed = validators.count_tokens_keys
-        adapter = validators.count_tokens
+        typed = validators["count_tokens"]
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown request kind {kind!r}")
-    unknown = sorted(set(body) - allowed)
+    unknown = sorted(set(body) - typed.keys)
     if unknown:
         return "; ".join(f"{key}: Extra inputs are not permitted" for key in unknown)
     messages = body.get("messages")
@@ -223,7 +189,7 @@ def validate_request(kind: str, body: Any) -> str | None:
         return f"messages: Input should be a valid list, not {type(messages).__name__}."
     if isinstance(messages, list) and not messages:
         return "messages: at least one message is required"
-    problem = check_typed(adapter, body)
+    problem = base.check_typed(typed.adapter, body)
     if problem is not None:
         return problem
     return _check_tool_pairing(messages) if isinstance(messages, list) else None
@@ -300,9 +266,9 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> Plan:
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     reasons = ("tool_use", "max_tokens", "end_turn")
-    return plan_answer(_tool_to_call(body), body.get("max_tokens"), behavior, reasons)
+    return base.plan_answer(_tool_to_call(body), body.get("max_tokens"), behavior, reasons)
 
 
 _PING = sse(event="ping", data={"type": "ping"})
@@ -324,7 +290,7 @@ def _text_deltas(count: int) -> tuple[bytes, ...]:
 
 _TOOL_DELTAS: tuple[bytes, ...] = tuple(
     _delta({"type": "input_json_delta", "partial_json": piece})
-    for piece in pieces(_TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
+    for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
 )
 
 
@@ -349,7 +315,7 @@ def _error(status: int, message: str, error_type: str | None = None) -> web.Resp
 # --------------------------------------------------------------------------- server
 
 
-class FakeAnthropicServer(FakeServer):
+class FakeAnthropicServer(base.FakeServer):
     """An Anthropic Messages API server with scriptable behaviour.
 
     The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s;
@@ -357,8 +323,10 @@ class FakeAnthropicServer(FakeServer):
     ``base_url``). ``api_key`` is checked against the ``x-api-key`` header (or a bearer).
     """
 
-    def _load_validators(self) -> object:
-        return _get_validators()
+    label = "Anthropic"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')"
+    load_validators = staticmethod(_get_validators)
 
     # ---- request handling
 
@@ -388,10 +356,9 @@ class FakeAnthropicServer(FakeServer):
             return _error(400, "There was an issue with your request body: invalid JSON.")
 
         behavior = self.behavior
-        if behavior.validate:
-            problem = validate_request(kind, body)
-            if problem is not None:
-                return _error(400, problem)
+        problem = validate_request(kind, body) if behavior.validate else None
+        if problem is not None:
+            return _error(400, problem)
         if kind == "count_tokens":
             answer = json_response({"input_tokens": _input_tokens(body)})
             return await self._with_effects(behavior, answer)
@@ -401,9 +368,9 @@ class FakeAnthropicServer(FakeServer):
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Anthropic's shape."""
-        return _error(status, failure_message(status, _ERROR_MESSAGES))
+        return _error(status, base.failure_message(status, _ERROR_MESSAGES))
 
-    def _message_head(self, body: Mapping[str, Any], plan: Plan) -> dict[str, Any]:
+    def _message_head(self, body: Mapping[str, Any], plan: base.Plan) -> dict[str, Any]:
         return {
             "id": f"msg_fake{next(self._ids):012d}",
             "type": "message",
@@ -427,7 +394,7 @@ class FakeAnthropicServer(FakeServer):
         plan = _plan(body, behavior)
         payload = self._message_head(body, plan)
         if plan.tool is not None:
-            payload["content"] = [self._tool_use_block(plan.tool, TOOL_INPUT)]
+            payload["content"] = [self._tool_use_block(plan.tool, dict(TOOL_INPUT))]
         else:
             payload["content"] = [{"type": "text", "text": "".join(tokens(plan.output_tokens))}]
         payload["stop_reason"] = plan.stop_reason
@@ -477,21 +444,11 @@ class FakeAnthropicServer(FakeServer):
 
 # --------------------------------------------------------------------------- CLI
 
-CLI = Cli(
-    module="fakes.anthropic_server",
-    description="Fake Anthropic Messages API upstream for Odock tests and benchmarks.",
-    label="Anthropic",
-    server_class=FakeAnthropicServer,
-    port=DEFAULT_PORT,
-    api_key_help="require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')",
+CLI = base.Cli(
+    FakeAnthropicServer, "fakes.anthropic_server", "A fake Anthropic Messages API upstream."
 )
 add_cli_arguments = CLI.add_arguments
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fakes.anthropic_server [--port 9002] [--no-validate] ...``."""
-    return CLI.main(argv)
-
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -50,14 +50,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from fakes.base import Cli, FakeBehavior, json_response, retry_after, sse
-from fakes.openai_server import _SSE_DONE, FakeOpenAIServer, _error, validate_request
+from fakes import base
+from fakes.base import FakeBehavior, json_response, retry_after, sse
+from fakes.openai_server import _SSE_DONE, FakeOpenAIServer, _error
 
 __all__ = [
     "CLI",
@@ -181,20 +182,47 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     three may be changed while the server runs.
     """
 
+    label = "Azure OpenAI"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'api-key: KEY'"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own options, beyond the shared ones."""
+        parser.add_argument(
+            "--deployment",
+            action="append",
+            default=None,
+            help="a deployment name to serve (repeatable; default: any name)",
+        )
+        parser.add_argument(
+            "--content-filter-word", default=None, help="refuse prompts containing this word (400)"
+        )
+        parser.add_argument(
+            "--completion-filter-word",
+            default=None,
+            help="cut completions of prompts containing this word (finish_reason content_filter)",
+        )
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Its own constructor arguments, from the parsed options."""
+        return {
+            "deployments": args.deployment,
+            "content_filter_word": args.content_filter_word,
+            "completion_filter_word": args.completion_filter_word,
+        }
+
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behavior: FakeBehavior | None = None,
-        api_key: str | None = None,
-        *,
-        record: bool = True,
-        max_recorded: int = 10_000,
+        *args: Any,
         deployments: Iterable[str] | None = None,
         content_filter_word: str | None = None,
         completion_filter_word: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(host, port, behavior, api_key, record=record, max_recorded=max_recorded)
+        """``FakeServer``'s arguments, and the three above."""
+        super().__init__(*args, **kwargs)
         self.deployments = frozenset(deployments) if deployments is not None else None
         self.content_filter_word = content_filter_word
         self.completion_filter_word = completion_filter_word
@@ -250,18 +278,11 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
         if not v1 and "model" not in body:
             body = {**body, "model": deployment}  # the URL names it; answers show it
 
-        behavior = self.behavior
-        if behavior.validate:
-            problem = validate_request(kind, body)
-            if problem is not None:
-                return _error(400, problem)
-        if kind == "embeddings":
-            return await self._with_effects(behavior, self._embeddings(body))
-        if _mentions(body, self.content_filter_word):
-            return _content_filter_refusal()
-        if body.get("stream") is True:
-            return await self._stream(request, body, behavior)
-        return await self._with_effects(behavior, self._chat(body, behavior))
+        return await self._answer(request, kind, body)
+
+    def _refusal(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response | None:
+        """Azure's prompt filter (it has no context-window knob)."""
+        return _content_filter_refusal() if _mentions(body, self.content_filter_word) else None
 
     def _serves(self, deployment: str) -> bool:
         return self.deployments is None or deployment in self.deployments
@@ -322,52 +343,15 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
                     choice["finish_reason"] = "content_filter"
                     choice["content_filter_results"] = _FLAGGED
             out.append(sse(chunk))
-        if out:
-            out[0] = _PROMPT_FILTER_CHUNK + out[0]
-        return out, content_chunks
+        head = [_PROMPT_FILTER_CHUNK + out[0]] if out else []
+        return head + out[1:], content_chunks
 
 
 # --------------------------------------------------------------------------- CLI
 
-
-def _add_azure_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--deployment",
-        action="append",
-        default=None,
-        help="a deployment name to serve (repeatable; default: any name)",
-    )
-    parser.add_argument(
-        "--content-filter-word", default=None, help="refuse prompts containing this word (400)"
-    )
-    parser.add_argument(
-        "--completion-filter-word",
-        default=None,
-        help="cut completions of prompts containing this word (finish_reason content_filter)",
-    )
-
-
-CLI = Cli(
-    module="fakes.azure_server",
-    description="Fake Azure OpenAI upstream for Odock tests and benchmarks.",
-    label="Azure OpenAI",
-    server_class=FakeAzureOpenAIServer,
-    port=DEFAULT_PORT,
-    api_key_help="require 'api-key: KEY'",
-    add_extra_arguments=_add_azure_arguments,
-    server_options=lambda args: {
-        "deployments": args.deployment,
-        "content_filter_word": args.content_filter_word,
-        "completion_filter_word": args.completion_filter_word,
-    },
-)
+CLI = base.Cli(FakeAzureOpenAIServer, "fakes.azure_server", "A fake Azure OpenAI upstream.")
 add_cli_arguments = CLI.add_arguments
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
-    return CLI.main(argv)
-
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import orjson
 from aiohttp import web
@@ -44,11 +44,14 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "JSON_HEADERS",
+    "TOOL_INPUT",
+    "TOOL_INPUT_JSON",
     "WEATHER",
     "Cli",
     "FakeBehavior",
     "FakeServer",
     "Plan",
+    "TypedBody",
     "check_typed",
     "embedding",
     "failure_message",
@@ -59,6 +62,7 @@ __all__ = [
     "retry_after",
     "sse",
     "tokens",
+    "typed_body",
 ]
 
 T = TypeVar("T")
@@ -66,6 +70,10 @@ T = TypeVar("T")
 JSON_HEADERS: Mapping[str, str] = {"Content-Type": "application/json"}
 #: The word in the last user message that makes a fake call the first tool it was given.
 WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+#: The arguments of every tool call a fake answers with.
+TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
+#: ``TOOL_INPUT`` as JSON text, as streams carry it in pieces.
+TOOL_INPUT_JSON = orjson.dumps(dict(TOOL_INPUT)).decode()
 _HANG_SECONDS = 24 * 3600.0
 
 
@@ -222,6 +230,24 @@ def typed_dict_keys(*typed_dicts: Any) -> frozenset[str]:
     return frozenset(keys)
 
 
+@dataclasses.dataclass(frozen=True)
+class TypedBody:
+    """A request type of a provider SDK (a TypedDict), ready to check bodies against."""
+
+    #: The pydantic ``TypeAdapter`` of the type.
+    adapter: Any
+    #: The top-level keys the provider accepts (any other is refused, as upstream).
+    keys: frozenset[str]
+
+
+def typed_body(typed: Any, *siblings: Any) -> TypedBody:
+    """``typed``'s adapter, with the keys of it and its siblings (the streaming and
+    non-streaming twins of a request type accept the same keys)."""
+    from pydantic import TypeAdapter
+
+    return TypedBody(TypeAdapter(typed), typed_dict_keys(typed, *siblings))
+
+
 def check_typed(adapter: Any, body: Any) -> str | None:
     """Validate ``body`` with a pydantic ``TypeAdapter`` of an SDK TypedDict in strict mode
     (``"0.5"`` is not a number), lazy ``Iterable`` fields included; what is wrong, or ``None``.
@@ -340,8 +366,27 @@ class FakeServer:
 
     A subclass implements ``_dispatch`` (routing, authentication, answers), ``_failure``
     (the ``fail_status`` answer in its error shape) and, when it streams, ``_stream_events``
-    (and ``_stream_headers``); ``_load_validators`` builds what ``validate`` checks against.
+    (and ``_stream_headers``); ``load_validators`` builds what ``validate`` checks against.
+    The class attributes and class methods below describe its command line (:class:`Cli`).
     """
+
+    #: Printed as "fake {label} server listening on {url}" once the port is bound.
+    label: ClassVar[str] = "upstream"
+    default_port: ClassVar[int] = 0
+    api_key_help: ClassVar[str] = "require this key"
+    behavior_class: ClassVar[type[FakeBehavior]] = FakeBehavior
+    #: Builds (once) what ``validate`` checks against, called before the first request;
+    #: each fake checks against its own SDK's types.
+    load_validators: ClassVar[Callable[[], object]] = staticmethod(lambda: None)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The fake's own command-line options, beyond the shared ones."""
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The fake's own constructor arguments, from the parsed command line."""
+        return {}
 
     def __init__(
         self,
@@ -355,7 +400,7 @@ class FakeServer:
     ) -> None:
         self.host = host
         self.port = port
-        self.behavior = behavior if behavior is not None else FakeBehavior()
+        self.behavior = behavior if behavior is not None else self.behavior_class()
         self.api_key = api_key
         #: Append every request to ``requests``; turn off for benchmarks.
         self.record = record
@@ -391,7 +436,7 @@ class FakeServer:
             raise RuntimeError("server already started")
         self._expected_auth = f"Bearer {self.api_key}" if self.api_key is not None else None
         if self.behavior.validate:
-            await asyncio.get_running_loop().run_in_executor(None, self._load_validators)
+            await asyncio.get_running_loop().run_in_executor(None, self.load_validators)
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=0.5)
         await runner.setup()
@@ -403,11 +448,6 @@ class FakeServer:
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
-
-    def _load_validators(self) -> object:
-        """Build (and cache) what ``validate`` checks against, before the first request;
-        each fake checks against its own SDK's types."""
-        return None
 
     async def stop_async(self) -> None:
         """Stop serving; open requests are cancelled after a short grace period."""
@@ -623,32 +663,21 @@ class FakeServer:
 # --------------------------------------------------------------------------- CLI
 
 
-def _no_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {}
-
-
 @dataclasses.dataclass(frozen=True)
 class Cli:
-    """The ``python -m fakes.<name>_server`` command line of one fake."""
+    """The ``python -m fakes.<name>_server`` command line of one fake (what it needs beyond
+    the shared options is declared on its server class)."""
 
+    server_class: type[FakeServer]
     module: str
     description: str
-    #: Printed as "fake {label} server listening on {url}" once the port is bound.
-    label: str
-    server_class: type[FakeServer]
-    port: int
-    api_key_help: str
-    #: The fake's own options, beyond the shared ones.
-    add_extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    #: The server's extra constructor arguments, from the parsed options.
-    server_options: Callable[[argparse.Namespace], dict[str, Any]] = _no_options
-    behavior_class: type[FakeBehavior] = FakeBehavior
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The shared options (with this fake's port and key header), then its own."""
         parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+        server_class = self.server_class
         parser.add_argument(
-            "--port", type=int, default=self.port, help="port to bind (0: any free)"
+            "--port", type=int, default=server_class.default_port, help="port to bind (0: any free)"
         )
         parser.add_argument("--latency-ms", type=float, default=0, help="delay before answering")
         parser.add_argument("--completion-tokens", type=int, default=8, help="output tokens")
@@ -661,13 +690,12 @@ class Cli:
         parser.add_argument(
             "--no-validate", action="store_true", help="skip request validation (benchmarks)"
         )
-        parser.add_argument("--api-key", default=None, help=self.api_key_help)
-        if self.add_extra_arguments is not None:
-            self.add_extra_arguments(parser)
+        parser.add_argument("--api-key", default=None, help=server_class.api_key_help)
+        server_class.add_arguments(parser)
 
     def behavior(self, options: Mapping[str, Any]) -> FakeBehavior:
         """The ``FakeBehavior`` the parsed options ask for."""
-        return self.behavior_class(
+        return self.server_class.behavior_class(
             latency_ms=options.get("latency_ms") or 0,
             fail_status=options.get("fail_status"),
             hang=bool(options.get("hang")),
@@ -681,9 +709,8 @@ class Cli:
         """Parse ``argv`` and serve in the foreground (uvloop) until SIGINT/SIGTERM.
 
         Nothing is recorded (a long-running fake would otherwise grow without bound)."""
-        parser = argparse.ArgumentParser(
-            prog=f"python -m {self.module}", description=self.description
-        )
+        description = f"{self.description} For Odock's tests, demo and benchmarks."
+        parser = argparse.ArgumentParser(prog=f"python -m {self.module}", description=description)
         self.add_arguments(parser)
         args = parser.parse_args(argv)
         server = self.server_class(
@@ -692,7 +719,7 @@ class Cli:
             self.behavior(vars(args)),
             args.api_key,
             record=False,
-            **self.server_options(args),
+            **self.server_class.options_from(args),
         )
         with asyncio.Runner(loop_factory=_new_event_loop) as runner:
             runner.run(self._serve(server))
@@ -700,7 +727,7 @@ class Cli:
 
     async def _serve(self, server: FakeServer) -> None:
         await server.start_async()
-        print(f"fake {self.label} server listening on {server.url}", flush=True)
+        print(f"fake {server.label} server listening on {server.url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

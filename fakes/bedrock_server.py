@@ -78,20 +78,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from fakes.base import (
-    WEATHER,
-    Cli,
-    FakeBehavior,
-    FakeServer,
-    Plan,
-    embedding,
-    failure_message,
-    json_response,
-    once,
-    pieces,
-    plan_answer,
-    tokens,
-)
+from fakes import base
+from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, tokens
 
 __all__ = [
     "CLI",
@@ -110,8 +98,6 @@ __all__ = [
 #: The CLI's default port (OpenAI fake 9001, Anthropic fake 9002).
 DEFAULT_PORT = 9004
 DEFAULT_REGION = "us-east-1"
-#: The ``input`` of every ``toolUse`` block the fake answers with.
-TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
 #: Titan text embeddings v2's default (and largest) vector size.
 TITAN_DIMENSIONS = (256, 512, 1024)
 
@@ -119,7 +105,6 @@ _SERVICE = "bedrock"
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke)$")
-_TOOL_INPUT_JSON = orjson.dumps(dict(TOOL_INPUT)).decode()
 _TOOL_JSON_PIECE = 6  # characters per toolUse.input delta
 _MAX_CLOCK_SKEW = datetime.timedelta(minutes=5)
 _SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -236,7 +221,7 @@ class _Model:
     validator: Any
 
 
-@once
+@base.once
 def _get_model() -> _Model:
     """botocore's ``bedrock-runtime`` service model (loading it takes a while)."""
     import botocore.session
@@ -446,14 +431,14 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> Plan:
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     config = body.get("inferenceConfig")
     max_tokens = config.get("maxTokens") if isinstance(config, dict) else None
     reasons = ("tool_use", "max_tokens", "end_turn")
-    return plan_answer(_tool_to_call(body), max_tokens, behavior, reasons)
+    return base.plan_answer(_tool_to_call(body), max_tokens, behavior, reasons)
 
 
-def _usage(body: Mapping[str, Any], plan: Plan, behavior: FakeBehavior) -> dict[str, Any]:
+def _usage(body: Mapping[str, Any], plan: base.Plan, behavior: FakeBehavior) -> dict[str, Any]:
     input_tokens = _input_tokens(body)
     usage: dict[str, Any] = {"inputTokens": input_tokens, "outputTokens": plan.output_tokens}
     total = input_tokens + plan.output_tokens
@@ -483,7 +468,7 @@ _TOOL_DELTAS: tuple[bytes, ...] = tuple(
             "delta": {"toolUse": {"input": piece}},
         },
     )
-    for piece in pieces(_TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
+    for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
 )
 _MESSAGE_START = _event("messageStart", {"role": "assistant"})
 _BLOCK_STOP = _event("contentBlockStop", {"contentBlockIndex": 0})
@@ -510,7 +495,7 @@ def _json(payload: Any) -> web.Response:
 # --------------------------------------------------------------------------- server
 
 
-class FakeBedrockServer(FakeServer):
+class FakeBedrockServer(base.FakeServer):
     """A Bedrock Runtime server with scriptable behaviour.
 
     The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s
@@ -520,28 +505,46 @@ class FakeBedrockServer(FakeServer):
     credentials, when given, make SigV4 signatures mandatory.
     """
 
+    label = "Bedrock"
+    default_port = DEFAULT_PORT
+    api_key_help = "accept 'Authorization: Bearer KEY' (a Bedrock API key)"
+    load_validators = staticmethod(_get_model)
+    behavior_class = BedrockBehavior
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own options, beyond the shared ones."""
+        parser.add_argument(
+            "--access-key-id",
+            default=os.environ.get("FAKE_BEDROCK_ACCESS_KEY_ID"),
+            help="require SigV4 signatures by this key id (env FAKE_BEDROCK_ACCESS_KEY_ID)",
+        )
+        parser.add_argument(
+            "--secret-access-key",
+            default=os.environ.get("FAKE_BEDROCK_SECRET_ACCESS_KEY"),
+            help="its secret (env FAKE_BEDROCK_SECRET_ACCESS_KEY)",
+        )
+        parser.add_argument("--session-token", default=None, help="require this session token")
+        parser.add_argument("--region", default=DEFAULT_REGION, help="the signing region")
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Its own constructor arguments, from the parsed options."""
+        names = ("access_key_id", "secret_access_key", "session_token", "region")
+        return {name: getattr(args, name) for name in names}
+
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behavior: FakeBehavior | None = None,
-        api_key: str | None = None,
-        *,
+        *args: Any,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
         region: str = DEFAULT_REGION,
-        record: bool = True,
-        max_recorded: int = 10_000,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            host,
-            port,
-            behavior if behavior is not None else BedrockBehavior(),
-            api_key,
-            record=record,
-            max_recorded=max_recorded,
-        )
+        """``FakeServer``'s arguments (``behavior`` a ``BedrockBehavior`` by default) and the
+        AWS credentials to require signatures by."""
+        super().__init__(*args, **kwargs)
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.session_token = session_token
@@ -550,9 +553,6 @@ class FakeBedrockServer(FakeServer):
         if access_key_id and secret_access_key:
             credentials = Credentials(access_key_id, secret_access_key, session_token)
             self._signer = SigV4Auth(credentials, _SERVICE, region)
-
-    def _load_validators(self) -> object:
-        return _get_model()
 
     # ---- authentication
 
@@ -696,7 +696,7 @@ class FakeBedrockServer(FakeServer):
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Bedrock's shape."""
-        return _error(status, failure_message(status, _ERROR_MESSAGES))
+        return _error(status, base.failure_message(status, _ERROR_MESSAGES))
 
     def _converse(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
@@ -720,7 +720,7 @@ class FakeBedrockServer(FakeServer):
     def _titan(self, body: Mapping[str, Any]) -> web.Response:
         text = str(body.get("inputText") or "")
         dimensions = int(body.get("dimensions") or 1024)
-        vector = embedding(text, dimensions)
+        vector = base.embedding(text, dimensions)
         return _json(
             {
                 "embedding": vector,
@@ -769,45 +769,9 @@ class FakeBedrockServer(FakeServer):
 
 # --------------------------------------------------------------------------- CLI
 
-
-def _add_aws_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--access-key-id",
-        default=os.environ.get("FAKE_BEDROCK_ACCESS_KEY_ID"),
-        help="require SigV4 signatures by this key id (env FAKE_BEDROCK_ACCESS_KEY_ID)",
-    )
-    parser.add_argument(
-        "--secret-access-key",
-        default=os.environ.get("FAKE_BEDROCK_SECRET_ACCESS_KEY"),
-        help="its secret (env FAKE_BEDROCK_SECRET_ACCESS_KEY)",
-    )
-    parser.add_argument("--session-token", default=None, help="require this session token")
-    parser.add_argument("--region", default=DEFAULT_REGION, help="the signing region")
-
-
-CLI = Cli(
-    module="fakes.bedrock_server",
-    description="Fake AWS Bedrock Runtime upstream for Odock tests and benchmarks.",
-    label="Bedrock",
-    server_class=FakeBedrockServer,
-    port=DEFAULT_PORT,
-    api_key_help="accept 'Authorization: Bearer KEY' (a Bedrock API key)",
-    add_extra_arguments=_add_aws_arguments,
-    server_options=lambda args: {
-        "access_key_id": args.access_key_id,
-        "secret_access_key": args.secret_access_key,
-        "session_token": args.session_token,
-        "region": args.region,
-    },
-    behavior_class=BedrockBehavior,
-)
+CLI = base.Cli(FakeBedrockServer, "fakes.bedrock_server", "A fake AWS Bedrock Runtime upstream.")
 add_cli_arguments = CLI.add_arguments
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fakes.bedrock_server [--port 9004] [--access-key-id ...] ...``."""
-    return CLI.main(argv)
-
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

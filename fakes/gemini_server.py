@@ -71,21 +71,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fakes.base import (
-    JSON_HEADERS,
-    WEATHER,
-    Cli,
-    FakeBehavior,
-    FakeServer,
-    Plan,
-    embedding,
-    failure_message,
-    json_response,
-    once,
-    plan_answer,
-    sse,
-    tokens,
-)
+from fakes import base
+from fakes.base import JSON_HEADERS, TOOL_INPUT, WEATHER, FakeBehavior, json_response, sse, tokens
 
 __all__ = [
     "CLI",
@@ -102,7 +89,7 @@ __all__ = [
 #: The CLI's default port (the OpenAI fake uses 9001, the Anthropic one 9002).
 DEFAULT_PORT = 9003
 #: The ``args`` of every ``functionCall`` part the fake answers with.
-TOOL_ARGS: Mapping[str, Any] = {"city": "Paris"}
+TOOL_ARGS = TOOL_INPUT
 #: Length of the embedding vectors when the request names no ``outputDimensionality``.
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 
@@ -180,7 +167,7 @@ class _Validators:
     model_type: type  # pydantic.BaseModel, imported lazily with the rest
 
 
-@once
+@base.once
 def _get_validators() -> _Validators:
     """The request models, built from the SDK's types (importing google.genai takes ~1 s)."""
     from google.genai import types
@@ -530,10 +517,10 @@ def _function_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> Plan:
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     limit = _get(_get(body, "generationConfig") or {}, "maxOutputTokens")
     reasons = ("STOP", "MAX_TOKENS", "STOP")
-    return plan_answer(_function_to_call(body), limit, behavior, reasons, _prompt_tokens(body))
+    return base.plan_answer(_function_to_call(body), limit, behavior, reasons, _prompt_tokens(body))
 
 
 def _error_body(status: int, message: str, details: list[Any] | None = None) -> bytes:
@@ -554,7 +541,7 @@ def _error(status: int, message: str, details: list[Any] | None = None) -> web.R
 # --------------------------------------------------------------------------- server
 
 
-class FakeGeminiServer(FakeServer):
+class FakeGeminiServer(base.FakeServer):
     """A Gemini API server with scriptable behaviour.
 
     The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s;
@@ -562,6 +549,11 @@ class FakeGeminiServer(FakeServer):
     Recorded ``path``s include the model and method (``/v1beta/models/m:generateContent``).
     ``api_key`` is checked against ``x-goog-api-key`` or the ``key`` query parameter.
     """
+
+    label = "Gemini"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'x-goog-api-key: KEY' (or '?key=KEY')"
+    load_validators = staticmethod(_get_validators)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -571,9 +563,6 @@ class FakeGeminiServer(FakeServer):
         self.thoughts_tokens = 0
         #: When set (e.g. ``"SAFETY"``), answer with ``promptFeedback.blockReason`` only.
         self.block_reason: str | None = None
-
-    def _load_validators(self) -> object:
-        return _get_validators()
 
     # ---- request handling
 
@@ -622,10 +611,10 @@ class FakeGeminiServer(FakeServer):
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Google's shape (a 429 with its RetryInfo)."""
-        message = failure_message(status, _ERROR_MESSAGES)
+        message = base.failure_message(status, _ERROR_MESSAGES)
         return _error(status, message, _RETRY_DETAILS if status == 429 else None)
 
-    def _usage(self, plan: Plan, output_tokens: int | None = None) -> dict[str, Any]:
+    def _usage(self, plan: base.Plan, output_tokens: int | None = None) -> dict[str, Any]:
         output = plan.output_tokens if output_tokens is None else output_tokens
         prompt = plan.prompt_tokens + self.cached_content_tokens
         usage: dict[str, Any] = {
@@ -652,7 +641,7 @@ class FakeGeminiServer(FakeServer):
             candidate["finishReason"] = finish
         return candidate
 
-    def _response(self, model: str, plan: Plan) -> dict[str, Any]:
+    def _response(self, model: str, plan: base.Plan) -> dict[str, Any]:
         response_id = f"fake{next(_RESPONSE_IDS):012d}"
         if self.block_reason:
             return {
@@ -676,7 +665,7 @@ class FakeGeminiServer(FakeServer):
         )
         dimensions = _get(request, "outputDimensionality") or DEFAULT_EMBEDDING_DIMENSIONS
         dimensions = max(1, min(int(dimensions), _MAX_EMBEDDING_DIMENSIONS))
-        return {"values": embedding(text, dimensions)}
+        return {"values": base.embedding(text, dimensions)}
 
     def _stream_events(
         self, body: dict[str, Any], behavior: FakeBehavior
@@ -725,21 +714,9 @@ class FakeGeminiServer(FakeServer):
 
 # --------------------------------------------------------------------------- CLI
 
-CLI = Cli(
-    module="fakes.gemini_server",
-    description="Fake Google Gemini API upstream for Odock tests and benchmarks.",
-    label="Gemini",
-    server_class=FakeGeminiServer,
-    port=DEFAULT_PORT,
-    api_key_help="require 'x-goog-api-key: KEY' (or '?key=KEY')",
-)
+CLI = base.Cli(FakeGeminiServer, "fakes.gemini_server", "A fake Google Gemini API upstream.")
 add_cli_arguments = CLI.add_arguments
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fakes.gemini_server [--port 9003] [--no-validate] ...``."""
-    return CLI.main(argv)
-
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

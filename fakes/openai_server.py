@@ -33,31 +33,17 @@ The ranges are run-to-run noise on a shared machine.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from fakes.base import (
-    WEATHER,
-    Cli,
-    FakeBehavior,
-    FakeServer,
-    check_typed,
-    embedding,
-    failure_message,
-    json_response,
-    once,
-    pieces,
-    retry_after,
-    tokens,
-    typed_dict_keys,
-)
+from fakes import base
+from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, retry_after, tokens
 
 __all__ = [
     "CLI",
@@ -74,8 +60,7 @@ __all__ = [
 #: Model ids listed by ``GET /v1/models``. Requests for any other model are still served.
 MODEL_IDS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "fake-model")
 
-#: The arguments of every function call the fake answers with, and the same as a string.
-TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
+#: The arguments of every function call the fake answers with (``TOOL_INPUT``) as a string.
 TOOL_ARGUMENTS = '{"city": "Paris"}'
 _TOOL_ARGUMENT_PIECE = 4  # characters per streamed ``arguments`` delta
 
@@ -117,32 +102,18 @@ _ERROR_CODES = {
 # --------------------------------------------------------------------------- validation
 
 
-@dataclasses.dataclass(frozen=True)
-class _Validators:
-    chat: Any
-    chat_stream: Any
-    embeddings: Any
-    chat_keys: frozenset[str]
-    embedding_keys: frozenset[str]
-
-
-@once
-def _get_validators() -> _Validators:
-    """The pydantic TypeAdapters of the SDK's request types (building one costs ms)."""
+@base.once
+def _get_validators() -> Mapping[str, base.TypedBody]:
+    """The SDK's request types by request kind (building an adapter costs milliseconds)."""
     from openai.types import embedding_create_params
-    from openai.types.chat import completion_create_params
-    from pydantic import TypeAdapter
+    from openai.types.chat import completion_create_params as chat
 
-    chat = completion_create_params.CompletionCreateParamsNonStreaming
-    chat_stream = completion_create_params.CompletionCreateParamsStreaming
-    emb = embedding_create_params.EmbeddingCreateParams
-    return _Validators(
-        chat=TypeAdapter(chat),
-        chat_stream=TypeAdapter(chat_stream),
-        embeddings=TypeAdapter(emb),
-        chat_keys=typed_dict_keys(chat, chat_stream),
-        embedding_keys=typed_dict_keys(emb),
-    )
+    plain, streaming = chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming
+    return {
+        "chat": base.typed_body(plain, streaming),
+        "chat_stream": base.typed_body(streaming, plain),
+        "embeddings": base.typed_body(embedding_create_params.EmbeddingCreateParams),
+    }
 
 
 def _check_embedding_input(value: Any) -> str | None:
@@ -226,8 +197,7 @@ def validate_request(kind: str, body: Any) -> str | None:
         return "Invalid request body: expected a JSON object."
     validators = _get_validators()
     if kind == "chat":
-        allowed = validators.chat_keys
-        adapter = validators.chat_stream if body.get("stream") is True else validators.chat
+        typed = validators["chat_stream" if body.get("stream") is True else "chat"]
         messages = body.get("messages")
         if "messages" in body and not isinstance(messages, list):
             got = type(messages).__name__
@@ -235,8 +205,7 @@ def validate_request(kind: str, body: Any) -> str | None:
         if isinstance(messages, list) and not messages:
             return "Invalid 'messages': empty array. Expected an array with minimum length 1."
     elif kind == "embeddings":
-        allowed = validators.embedding_keys
-        adapter = validators.embeddings
+        typed = validators["embeddings"]
         if "input" in body:
             problem = _check_embedding_input(body["input"])
             if problem is not None:
@@ -246,10 +215,10 @@ def validate_request(kind: str, body: Any) -> str | None:
             body = {**body, "input": ""}
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown request kind {kind!r}")
-    unknown = sorted(set(body) - allowed)
+    unknown = sorted(set(body) - typed.keys)
     if unknown:
         return f"Unrecognized request argument supplied: {', '.join(unknown)}"
-    problem = check_typed(adapter, body)
+    problem = base.check_typed(typed.adapter, body)
     if problem is not None:
         return problem
     messages = body.get("messages") if kind == "chat" else None
@@ -332,7 +301,7 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
 
 def _argument_pieces() -> tuple[str, ...]:
     """``TOOL_ARGUMENTS`` cut into the small pieces a stream carries them in."""
-    return pieces(TOOL_ARGUMENTS, _TOOL_ARGUMENT_PIECE)
+    return base.pieces(TOOL_ARGUMENTS, _TOOL_ARGUMENT_PIECE)
 
 
 def _error_body(
@@ -361,19 +330,19 @@ def _error(
 # --------------------------------------------------------------------------- server
 
 
-class FakeOpenAIServer(FakeServer):
+class FakeOpenAIServer(base.FakeServer):
     """An OpenAI-compatible HTTP server with scriptable behaviour (see :class:`FakeServer`
     for the lifecycle, recording and counters)."""
+
+    label = "OpenAI"
+    default_port = 9001
+    api_key_help = "require 'Authorization: Bearer KEY'"
+    load_validators = staticmethod(_get_validators)
 
     @property
     def url(self) -> str:
         """Base URL including ``/v1``, as an OpenAI client's ``base_url`` expects."""
         return f"http://{self.host}:{self.port}/v1"
-
-    def _load_validators(self) -> object:
-        """Build (and cache) what ``validate`` checks against, before the first request;
-        each sibling fake checks against its own SDK's types."""
-        return _get_validators()
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -401,6 +370,12 @@ class FakeOpenAIServer(FakeServer):
         if bad_json or not isinstance(body, dict):
             return _error(400, "We could not parse the JSON body of your request.")
 
+        return await self._answer(request, kind, body)
+
+    async def _answer(
+        self, request: web.BaseRequest, kind: str, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        """A routed, parsed chat or embeddings request: validation, a refusal, the answer."""
         behavior = self.behavior
         if behavior.validate:
             problem = validate_request(kind, body)
@@ -408,26 +383,35 @@ class FakeOpenAIServer(FakeServer):
                 return _error(400, problem)
         if kind == "embeddings":
             return await self._with_effects(behavior, self._embeddings(body))
-        if behavior.context_window is not None:
-            prompt = _prompt_tokens(body.get("messages"))
-            if prompt > behavior.context_window:
-                return _error(
-                    400,
-                    f"This model's maximum context length is {behavior.context_window} tokens. "
-                    f"However, your messages resulted in {prompt} tokens. Please reduce the "
-                    "length of the messages.",
-                    code="context_length_exceeded",
-                    param="messages",
-                )
+        refusal = self._refusal(body, behavior)
+        if refusal is not None:
+            return refusal
         if body.get("stream") is True:
             return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._chat(body, behavior))
+
+    def _refusal(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response | None:
+        """A chat request the model refuses before answering: here, a prompt longer than
+        ``context_window``."""
+        if behavior.context_window is None:
+            return None
+        prompt = _prompt_tokens(body.get("messages"))
+        if prompt <= behavior.context_window:
+            return None
+        return _error(
+            400,
+            f"This model's maximum context length is {behavior.context_window} tokens. "
+            f"However, your messages resulted in {prompt} tokens. Please reduce the "
+            "length of the messages.",
+            code="context_length_exceeded",
+            param="messages",
+        )
 
     def _failure(self, status: int) -> web.Response:
         """The answer of the ``fail_status`` knob, in this fake's error shape."""
         if status == 429:
             return _error(429, "Rate limit reached for requests (fake).")
-        return _error(status, failure_message(status))
+        return _error(status, base.failure_message(status))
 
     async def _models(self, path: str) -> web.Response:
         created = 1_700_000_000
@@ -541,7 +525,7 @@ class FakeOpenAIServer(FakeServer):
             else:  # a list of token ids
                 text = orjson.dumps(item).decode()
                 used += len(item) if isinstance(item, list) else 1
-            vector: Any = embedding(text, dimensions)
+            vector: Any = base.embedding(text, dimensions)
             if as_base64:
                 vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
@@ -585,7 +569,7 @@ class FakeOpenAIServer(FakeServer):
         tool = _tool_to_call(body)
         if tool is None:
             texts = (
-                pieces(behavior.reply)
+                base.pieces(behavior.reply)
                 if behavior.reply is not None
                 else tokens(max(0, behavior.completion_tokens))
             )
@@ -632,21 +616,9 @@ class FakeOpenAIServer(FakeServer):
 
 # --------------------------------------------------------------------------- CLI
 
-CLI = Cli(
-    module="fakes.openai_server",
-    description="Fake OpenAI-compatible upstream for Odock tests and benchmarks.",
-    label="OpenAI",
-    server_class=FakeOpenAIServer,
-    port=9001,
-    api_key_help="require 'Authorization: Bearer KEY'",
-)
+CLI = base.Cli(FakeOpenAIServer, "fakes.openai_server", "A fake OpenAI-compatible upstream.")
 add_cli_arguments = CLI.add_arguments
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fakes.openai_server [--port 9001] [--no-validate] ...``."""
-    return CLI.main(argv)
-
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())
