@@ -63,6 +63,7 @@ __all__ = [
     "sse",
     "tokens",
     "typed_body",
+    "typed_dict_keys",
 ]
 
 T = TypeVar("T")
