@@ -13,7 +13,6 @@ import openai
 import orjson
 import pytest
 
-from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from apps.gateway.adapters_anthropic import (
     DEFAULT_MAX_TOKENS,
     StreamTranslator,
@@ -21,6 +20,7 @@ from apps.gateway.adapters_anthropic import (
     openai_to_anthropic,
 )
 from apps.providers.models import Deployment, DeploymentRole
+from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 

@@ -12,7 +12,6 @@ import openai
 import pytest
 from yarl import URL
 
-from apps.fakes.azure_server import FakeAzureOpenAIServer
 from apps.gateway.adapters_azure import (
     DEFAULT_API_VERSION,
     AzureOpenAIAdapter,
@@ -23,6 +22,7 @@ from apps.gateway.context import RequestContext
 from apps.gateway.snapshot import DeploymentEntry, Snapshot
 from apps.gateway.upstream import UpstreamPool, _error_from_upstream, _read_usage
 from apps.providers.models import Deployment, DeploymentRole
+from fakes.azure_server import FakeAzureOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait
 
 AZURE_KEY = "az-upstream-secret"

@@ -14,11 +14,12 @@ import anthropic
 import openai
 import pytest
 
+from fakes.registry import BEDROCK_ACCESS_KEY_ID, FAKES
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.tool_calls import WEATHER_TOOL
 
 UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
-AWS_KEY_ID = "AKIDMATRIXTEST"
+AWS_KEY_ID = BEDROCK_ACCESS_KEY_ID
 KINDS = ["openai", "openai_compatible", "azure", "anthropic", "gemini", "bedrock"]
 WEATHER = WEATHER_TOOL
 ANTHROPIC_WEATHER = {
@@ -30,29 +31,8 @@ ANTHROPIC_WEATHER = {
 
 def start_fake(kind: str):
     """(server, upstream model name, provider options) for one kind."""
-    if kind in ("openai", "openai_compatible"):
-        from apps.fakes.openai_server import FakeOpenAIServer
-
-        return FakeOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-up", {}
-    if kind == "azure":
-        from apps.fakes.azure_server import FakeAzureOpenAIServer
-
-        return FakeAzureOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-deploy", {}
-    if kind == "anthropic":
-        from apps.fakes.anthropic_server import FakeAnthropicServer
-
-        return FakeAnthropicServer(api_key=UPSTREAM_SECRET).start(), "claude-up", {}
-    if kind == "gemini":
-        from apps.fakes.gemini_server import FakeGeminiServer
-
-        return FakeGeminiServer(api_key=UPSTREAM_SECRET).start(), "gemini-up", {}
-    from apps.fakes.bedrock_server import FakeBedrockServer
-
-    server = FakeBedrockServer(
-        access_key_id=AWS_KEY_ID, secret_access_key=UPSTREAM_SECRET, region="eu-west-1"
-    ).start()
-    options = {"region": "eu-west-1", "access_key_id": AWS_KEY_ID}
-    return server, "anthropic.claude-3-5-sonnet-20240620-v1:0", options
+    fake = FAKES[kind]
+    return fake.start(UPSTREAM_SECRET), fake.upstream_model, dict(fake.options)
 
 
 @pytest.fixture(params=KINDS)

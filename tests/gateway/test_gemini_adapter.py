@@ -16,7 +16,6 @@ import openai
 import orjson
 import pytest
 
-from apps.fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from apps.gateway.adapters_gemini import gemini_error
 from apps.gateway.errors import GatewayError
 from apps.gateway.translate_gemini import (
@@ -27,6 +26,7 @@ from apps.gateway.translate_gemini import (
     openai_to_gemini_embeddings,
 )
 from apps.providers.models import Deployment, DeploymentRole, Provider
+from fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
