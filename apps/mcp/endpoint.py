@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -28,9 +27,11 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 
+from apps.gateway.asgi import Message, Receive, Scope, Send
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.record import RECORD_OBSERVERS, record_of
+from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.stages import Authenticate
 from apps.keys.secrets import key_digest
 from apps.mcp.errors import (
@@ -92,10 +93,10 @@ class McpApp(McpMethods, UpstreamEvents):
 
     # --- process lifecycle -------------------------------------------------------------
 
-    async def lifespan(self, scope: dict, receive: Any, send: Any) -> None:
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The gateway's lifespan, closing agent streams and upstream sessions on shutdown."""
 
-        async def receive_and_close() -> dict:
+        async def receive_and_close() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
                 for session in self.sessions:
@@ -149,7 +150,7 @@ class McpApp(McpMethods, UpstreamEvents):
 
     # --- HTTP --------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(scope, receive, send)
             return
@@ -171,44 +172,10 @@ class McpApp(McpMethods, UpstreamEvents):
         else:
             await _send_raw(send, 405, b"", extra=[(b"allow", b"GET, POST, DELETE")])
 
-    def _context(self, scope: dict, receive: Any, send: Any) -> RequestContext:
-        ctx = RequestContext(
-            request_id="req_" + os.urandom(12).hex(),
-            endpoint="mcp",
-            method=scope["method"],
-            path=scope["path"],
-            scope=scope,
-            receive=receive,
-            send=send,
-            snapshot=self.gateway.snapshots.current,
-            started=time.perf_counter(),
-            started_wall=time.time(),
+    def _context(self, scope: Scope, receive: Receive, send: Send) -> RequestContext:
+        return context_from_scope(
+            scope, receive, send, endpoint="mcp", snapshot=self.gateway.snapshots.current
         )
-        client = scope.get("client")
-        if client:
-            ctx.client_ip = client[0]
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                ctx.authorization = value.decode("latin-1")
-            elif name == b"user-agent":
-                ctx.user_agent = value.decode("latin-1")[:500]
-        return ctx
-
-    async def _read_body(self, receive: Any) -> bytes | None:
-        limit = self.gateway.config.max_body_bytes
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b"".join(parts)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            parts.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(parts)
 
     async def _authenticated(self, ctx: RequestContext) -> bool:
         """False (and the 401 answered and recorded) for a bad key — or a 503 while no
@@ -236,10 +203,14 @@ class McpApp(McpMethods, UpstreamEvents):
             return False
         return True
 
-    async def _post(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self._context(scope, receive, send)
         headers = _headers(scope)
-        raw = await self._read_body(receive)
+        raw: bytes | GatewayError
+        try:
+            raw = await read_body(receive, self.gateway.config.max_body_bytes)
+        except GatewayError as error:  # too large, or cut off: never treated as a request
+            raw = error
         if not await self._authenticated(ctx):
             return
         message, failure = _parse(raw)
@@ -312,7 +283,7 @@ class McpApp(McpMethods, UpstreamEvents):
             if future is not None and not future.done():
                 future.set_result(message)
 
-    async def _get(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _get(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The session's standalone stream: list changes and resource updates, until the
         agent leaves or the session ends. Recorded when it opens."""
         ctx = self._context(scope, receive, send)
@@ -350,11 +321,12 @@ class McpApp(McpMethods, UpstreamEvents):
         await self._record(ctx, CallTrace())
         await _stream(session, receive, send, tick=self.current_policy)
 
-    async def _delete(self, scope: dict, receive: Any, send: Any) -> None:
+    async def _delete(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Ends a session; only the key that opened it may (others learn nothing)."""
         ctx = self._context(scope, receive, send)
         ctx.endpoint = "mcp.session/delete"
-        await self._read_body(receive)
+        with contextlib.suppress(GatewayError):  # a DELETE's body is not read for anything
+            await read_body(receive, self.gateway.config.max_body_bytes)
         headers = _headers(scope)
         if not await self._authenticated(ctx):
             return
@@ -507,7 +479,7 @@ class McpApp(McpMethods, UpstreamEvents):
             await _send_raw(ctx.send, http_status, payload, extra=extra)
 
 
-async def _stream(session: Session, receive: Any, send: Any, *, tick: Callable) -> None:
+async def _stream(session: Session, receive: Receive, send: Send, *, tick: Callable) -> None:
     """Drains the session's outbox. Every second it also asks for the current policy, so a
     grant change reaches an idle agent (as ``list_changed``) without waiting for a request."""
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -560,17 +532,20 @@ def _notification(method: str, params: dict[str, Any] | None = None) -> dict[str
     return message
 
 
-def _headers(scope: dict) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _parse(raw: bytes | None) -> tuple[dict[str, Any], McpFailure | None]:
+def _parse(raw: bytes | GatewayError) -> tuple[dict[str, Any], McpFailure | None]:
     """The JSON-RPC message of a POST body, or the failure answering it."""
-    if raw is None:
-        failure = McpFailure(
-            INVALID_REQUEST, "Request too large.", status=413, code="request_too_large"
-        )
-        return {}, with_http(failure, 413)
+    if isinstance(raw, GatewayError):
+        if raw.status == 413:
+            failure = McpFailure(
+                INVALID_REQUEST, "Request too large.", status=413, code="request_too_large"
+            )
+        else:  # 408, recorded like the proxy's
+            failure = McpFailure(INVALID_REQUEST, raw.message, status=raw.status, code=raw.code)
+        return {}, with_http(failure, raw.status)
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -614,7 +589,7 @@ def origin_allowed(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 async def _send_raw(
-    send: Any,
+    send: Send,
     status: int,
     body: bytes,
     *,
