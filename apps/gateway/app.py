@@ -23,7 +23,7 @@ import orjson
 from apps.gateway.adapters import build_adapters
 from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.background import BackgroundCalls
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
@@ -362,7 +362,9 @@ class GatewayApp:
     async def _refuse_without_snapshot(self, pipeline: Pipeline, ctx: RequestContext) -> None:
         """Started while the database was away, with no snapshot kept on disk: no key can be
         checked yet. A 503 to retry (and a record) rather than a 401 for every key."""
-        ctx.decide("authenticate", "deny", "no policy snapshot loaded (database unreachable)")
+        ctx.decide(
+            StageName.AUTHENTICATE, Outcome.DENY, "no policy snapshot loaded (database unreachable)"
+        )
         error = GatewayError(
             503,
             "Policies cannot be loaded right now; retry shortly.",

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 
 
 async def _wait_for_disconnect(receive: Any) -> None:
@@ -35,7 +35,7 @@ async def until_client_disconnects(ctx: RequestContext, work: Coroutine[Any, Any
         work_task.result()  # re-raise the work's error, if any
         return
     ctx.client_disconnected = True
-    ctx.decide("route", "error", "client disconnected; upstream request cancelled")
+    ctx.decide(StageName.ROUTE, Outcome.ERROR, "client disconnected; upstream request cancelled")
     work_task.cancel()
     try:
         await work_task

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.record import Record
 from apps.gateway.respond import send_error
@@ -54,12 +54,12 @@ class Pipeline:
             )
         finally:
             fill_missing_usage(ctx)
-            # Stages that hold something (a budget reservation) let go of it, in reverse.
+            # Stages that hold something (a budget reservation) let go of it, in reverse;
+            # ``finish`` only queues the work, so a cancelled request still settles.
             for stage in reversed(ran):
                 finish = getattr(stage, "finish", None)
-                pending = finish(ctx) if finish is not None else None
-                if pending is not None:
-                    await _shielded(pending)
+                if finish is not None:
+                    finish(ctx)
             durable = self.record.run(ctx)
             if held is not None:
                 await self._release(ctx, held, durable)
@@ -91,7 +91,7 @@ class Pipeline:
                 await stage.run(ctx)
             except GatewayError:
                 break
-            if stage.name == "authenticate":
+            if stage.name == StageName.AUTHENTICATE:
                 break
         await self._refuse(ctx, error)
         durable = self.record.run(ctx)
@@ -128,13 +128,3 @@ def fill_missing_usage(ctx: RequestContext) -> None:
     if ctx.input_tokens == 0:
         ctx.input_tokens = ctx.prompt_tokens or count_prompt_tokens(ctx.body)
         ctx.usage_estimated = True
-
-
-async def _shielded(work) -> None:
-    """Settling must finish even when the request task is being cancelled."""
-    try:
-        await asyncio.shield(asyncio.ensure_future(work))
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("finishing a stage failed")

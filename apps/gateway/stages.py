@@ -1,20 +1,16 @@
 """The lifecycle stages. Each has one job, may end the request with a GatewayError, and
-writes its decision into the request's context (and so into the record).
-
-Stages not built yet are present as named pass-through steps so the shape is final:
-``inspect`` (guardrails) and ``reserve_budget`` (budgets and rate limits).
-"""
+writes its decision into the request's context (and so into the record)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError, bad_request, forbidden, unauthorized
 from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement, usd_text
 from apps.gateway.guardrails import inspect_input, inspect_plugins
@@ -38,7 +34,7 @@ class Stage(Protocol):
 class Authenticate:
     """Virtual key → identity, from the snapshot (no database)."""
 
-    name = "authenticate"
+    name = StageName.AUTHENTICATE
 
     def __init__(self, digest) -> None:
         self._digest = digest  # secret -> keyed digest
@@ -46,7 +42,7 @@ class Authenticate:
     async def run(self, ctx: RequestContext) -> None:
         header = ctx.authorization
         if not header:
-            ctx.decide(self.name, "deny", "missing key")
+            ctx.decide(self.name, Outcome.DENY, "missing key")
             raise unauthorized(
                 "Missing API key. Send it as 'Authorization: Bearer sk-odock-…'.",
                 code="missing_api_key",
@@ -54,31 +50,31 @@ class Authenticate:
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret.startswith(KEY_PREFIX) or len(secret) > 200:
-            ctx.decide(self.name, "deny", "malformed key")
+            ctx.decide(self.name, Outcome.DENY, "malformed key")
             raise unauthorized("Malformed API key: expected 'Authorization: Bearer sk-odock-…'.")
         entry = ctx.snapshot.keys_by_digest.get(self._digest(secret))
         if entry is None:
-            ctx.decide(self.name, "deny", "unknown key")
+            ctx.decide(self.name, Outcome.DENY, "unknown key")
             raise unauthorized("Incorrect API key provided.")
         ctx.key = entry
         now = time.time()
         if entry.revoked:
-            ctx.decide(self.name, "deny", "revoked key")
+            ctx.decide(self.name, Outcome.DENY, "revoked key")
             raise unauthorized("This API key has been revoked.", code="key_revoked")
         if entry.expires_at is not None and entry.expires_at <= now:
-            ctx.decide(self.name, "deny", "expired key")
+            ctx.decide(self.name, Outcome.DENY, "expired key")
             raise unauthorized("This API key has expired.", code="key_expired")
         if entry.valid_until is not None and entry.valid_until <= now:
-            ctx.decide(self.name, "deny", "rotated key past its grace period")
+            ctx.decide(self.name, Outcome.DENY, "rotated key past its grace period")
             raise unauthorized(
                 "This API key was rotated and is no longer valid.", code="key_rotated"
             )
         if not entry.active:
-            ctx.decide(self.name, "deny", "key's organisation, team or project is inactive")
+            ctx.decide(self.name, Outcome.DENY, "key's organisation, team or project is inactive")
             raise unauthorized(
                 "This API key's organisation, team or project is inactive.", code="key_inactive"
             )
-        ctx.decide(self.name, "allow", f"key {entry.identity.key_prefix}")
+        ctx.decide(self.name, Outcome.ALLOW, f"key {entry.identity.key_prefix}")
         if entry.capture_mode != "none":
             ctx.capture_limit = entry.capture_max_bytes
             ctx.captured = bytearray()
@@ -118,7 +114,7 @@ def validate_embeddings(ctx: RequestContext) -> None:
 class Authorize:
     """Parse the request and check the model against the key's effective policy."""
 
-    name = "authorize"
+    name = StageName.AUTHORIZE
 
     def __init__(self, validate) -> None:
         self._validate = validate
@@ -127,18 +123,18 @@ class Authorize:
         try:
             self._validate(ctx)
         except GatewayError as exc:
-            ctx.decide(self.name, "deny", f"invalid request: {exc.code}")
+            ctx.decide(self.name, Outcome.DENY, f"invalid request: {exc.code}")
             raise
         assert ctx.key is not None
         allowed = ctx.key.allowed_models
         if allowed is not None and ctx.model_name not in allowed:
-            ctx.decide(self.name, "deny", f"model {ctx.model_name} not allowed")
+            ctx.decide(self.name, Outcome.DENY, f"model {ctx.model_name} not allowed")
             raise forbidden(
                 f"This key may not use the model '{ctx.model_name}'.", code="model_not_allowed"
             )
         model = ctx.snapshot.models.get(ctx.model_name)
         if model is None:
-            ctx.decide(self.name, "deny", f"unknown model {ctx.model_name}")
+            ctx.decide(self.name, Outcome.DENY, f"unknown model {ctx.model_name}")
             raise GatewayError(
                 404,
                 f"The model '{ctx.model_name}' does not exist.",
@@ -146,17 +142,17 @@ class Authorize:
                 param="model",
             )
         ctx.model = model
-        ctx.decide(self.name, "allow", f"model {model.name}")
+        ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
 
 
-# --- 3. inspect (pass-through until guardrails land) ---------------------------------
+# --- 3. inspect ----------------------------------------------------------------------
 
 
 class Inspect:
     """Input guardrails (``apps.gateway.guardrails``): block, redact or flag what the prompt
     carries, per the key's effective rules; arms the output guard for the route stage."""
 
-    name = "inspect"
+    name = StageName.INSPECT
 
     def __init__(self, plugins: dict[str, Any] | None = None) -> None:
         self._plugins = plugins or {}
@@ -164,16 +160,16 @@ class Inspect:
     async def run(self, ctx: RequestContext) -> None:
         guard = ctx.key.guardrails if ctx.key is not None else None
         if guard is None:
-            ctx.decide(self.name, "pass", "no guardrails")
+            ctx.decide(self.name, Outcome.PASS, "no guardrails")
             return
         try:
             inspect_input(ctx, guard, count_prompt_tokens)
             await inspect_plugins(ctx, guard, self._plugins)
         except GatewayError:
-            ctx.decide(self.name, "deny", "blocked by a guardrail")
+            ctx.decide(self.name, Outcome.DENY, "blocked by a guardrail")
             raise
         acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
-        ctx.decide(self.name, "allow", ", ".join(acted) if acted else "nothing found")
+        ctx.decide(self.name, Outcome.ALLOW, ", ".join(acted) if acted else "nothing found")
 
 
 # --- 4. reserve budget ----------------------------------------------------------------
@@ -243,7 +239,7 @@ class ReserveBudget:
     settles with the real usage, or releases the hold when nothing was spent.
     """
 
-    name = "reserve_budget"
+    name = StageName.RESERVE_BUDGET
 
     def __init__(
         self,
@@ -266,14 +262,18 @@ class ReserveBudget:
         assert ctx.key is not None and ctx.model is not None and ctx.body is not None
         rules = applicable_rules(ctx.key.limits, ctx.model_name)
         if not rules:  # needs no governance state: served from the snapshot, outage or not
-            ctx.decide(self.name, "pass", "no budget or rate limit applies")
+            ctx.decide(self.name, Outcome.PASS, "no budget or rate limit applies")
             return
         if not self._database_healthy():
             # Policies may have changed since the database went away.
             if not ctx.key.fail_open:
-                ctx.decide(self.name, "deny", "database unreachable; organisation fails closed")
+                ctx.decide(
+                    self.name, Outcome.DENY, "database unreachable; organisation fails closed"
+                )
                 raise _governance_unavailable("Policies cannot be confirmed right now")
-            ctx.decide(self.name, "incident", "database unreachable; fail-open on last snapshot")
+            ctx.decide(
+                self.name, Outcome.INCIDENT, "database unreachable; fail-open on last snapshot"
+            )
         ctx.prompt_tokens = count_prompt_tokens(ctx.body)
         reservation = plan_checks(
             ctx.request_id,
@@ -288,16 +288,18 @@ class ReserveBudget:
             result = await store.reserve(reservation.rid, reservation.checks, self._ttl_ms)
         except StateUnavailable:
             if not ctx.key.fail_open:
-                ctx.decide(self.name, "deny", "state store unreachable; organisation fails closed")
+                ctx.decide(
+                    self.name, Outcome.DENY, "state store unreachable; organisation fails closed"
+                )
                 raise _governance_unavailable("Usage limits cannot be checked right now") from None
             store = self._fallback
             ctx.decide(
-                self.name, "incident", "state store unreachable; fail-open with local limits"
+                self.name, Outcome.INCIDENT, "state store unreachable; fail-open with local limits"
             )
             result = await store.reserve(reservation.rid, reservation.checks, self._ttl_ms)
         if not result.ok:
             rule = rules[result.denied]
-            ctx.decide(self.name, "deny", f"{rule.kind} limit at {rule.level}")
+            ctx.decide(self.name, Outcome.DENY, f"{rule.kind} limit at {rule.level}")
             raise _refusal(rule, result.retry_after_ms)
         reservation.store = store
         ctx.reservation = reservation
@@ -309,14 +311,14 @@ class ReserveBudget:
                     (f"x-ratelimit-remaining-{kind}".encode(), str(max(remaining, 0)).encode()),
                     (f"x-ratelimit-reset-{kind}".encode(), _duration(reset_ms).encode()),
                 ]
-        ctx.decide(self.name, "allow", f"reserved {len(rules)} limits")
+        ctx.decide(self.name, Outcome.ALLOW, f"reserved {len(rules)} limits")
 
-    def finish(self, ctx: RequestContext) -> Awaitable[None] | None:
+    def finish(self, ctx: RequestContext) -> None:
         """Settle the held reservation with the real usage (0 tokens releases it). Queued,
         not awaited: the response is already on its way and the hold covers the gap."""
         reservation = ctx.reservation
         if reservation is None or reservation.settled or ctx.model is None:
-            return None
+            return
         reservation.settled = True
         items = plan_settlement(
             reservation,
@@ -325,7 +327,6 @@ class ReserveBudget:
             model=ctx.served_model or ctx.model,  # priced as the model that answered
         )
         reservation.store.settle_later(reservation.rid, items, self._report_alerts)
-        return None
 
     def _report_alerts(self, alerts: list[str]) -> None:
         for alert in alerts:
@@ -338,13 +339,13 @@ class ReserveBudget:
 class UnknownEndpoint:
     """Refuses what the gateway does not serve: 405 on a known path, 404 otherwise."""
 
-    name = "route"
+    name = StageName.ROUTE
 
     def __init__(self, known_paths: frozenset[str]) -> None:
         self._known = known_paths
 
     async def run(self, ctx: RequestContext) -> None:
-        ctx.decide(self.name, "deny", f"{ctx.method} {ctx.path[:100]}")
+        ctx.decide(self.name, Outcome.DENY, f"{ctx.method} {ctx.path[:100]}")
         if ctx.path in self._known:
             raise GatewayError(
                 405, f"Method {ctx.method} is not allowed on {ctx.path}.", code="method_not_allowed"
@@ -353,7 +354,7 @@ class UnknownEndpoint:
 
 
 class ListModels:
-    name = "list_models"
+    name = StageName.LIST_MODELS
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None
@@ -363,5 +364,5 @@ class ListModels:
             for name, m in sorted(ctx.snapshot.models.items())
             if allowed is None or name in allowed
         ]
-        ctx.decide(self.name, "allow", f"{len(data)} models")
+        ctx.decide(self.name, Outcome.ALLOW, f"{len(data)} models")
         await send_json(ctx, 200, {"object": "list", "data": data})

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,7 @@ import orjson
 from django.conf import settings
 
 from apps.gateway.asgi import Message, Receive, Scope, Send
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.record import RECORD_OBSERVERS, record_of
 from apps.gateway.request import context_from_scope, read_body
@@ -181,7 +182,11 @@ class McpApp(McpMethods, UpstreamEvents):
         """False (and the 401 answered and recorded) for a bad key — or a 503 while no
         policy snapshot is loaded (started while the database was away)."""
         if not self.gateway.snapshots.loaded:
-            ctx.decide("authenticate", "deny", "no policy snapshot loaded (database unreachable)")
+            ctx.decide(
+                StageName.AUTHENTICATE,
+                Outcome.DENY,
+                "no policy snapshot loaded (database unreachable)",
+            )
             failure = McpFailure(
                 UNAVAILABLE,
                 "Policies cannot be loaded right now; retry shortly.",
@@ -302,7 +307,7 @@ class McpApp(McpMethods, UpstreamEvents):
                 )
             session = self._session(ctx, headers)
             if session.streaming:
-                ctx.decide("session", "deny", "a stream is already open")
+                ctx.decide(StageName.SESSION, Outcome.DENY, "a stream is already open")
                 raise McpFailure(
                     INVALID_REQUEST,
                     "This session already has an open stream.",
@@ -316,7 +321,7 @@ class McpApp(McpMethods, UpstreamEvents):
         session.streaming = True
         while not session.outbox.empty():  # a closed stream's leftovers are stale
             session.outbox.get_nowait()
-        ctx.decide("session", "allow", "stream opened")
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, "stream opened")
         ctx.status = 200
         await self._record(ctx, CallTrace())
         await _stream(session, receive, send, tick=self.current_policy)
@@ -333,7 +338,7 @@ class McpApp(McpMethods, UpstreamEvents):
         assert ctx.key is not None
         session = self.sessions.get(headers.get("mcp-session-id", ""), ctx.key.identity.key_id)
         if session is None:
-            ctx.decide("session", "deny", "unknown session")
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unknown session")
             failure = McpFailure(
                 INVALID_REQUEST, "Session not found.", status=404, code="session_not_found"
             )
@@ -341,7 +346,7 @@ class McpApp(McpMethods, UpstreamEvents):
             return
         self._release(session)
         self.sessions.remove(session)
-        ctx.decide("session", "allow", "terminated")
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, "terminated")
         ctx.status = 200
         await self._record(ctx, CallTrace())
         await _send_raw(send, 200, b"")
@@ -358,7 +363,7 @@ class McpApp(McpMethods, UpstreamEvents):
         )
         for gone in dropped:
             self._release(gone)
-        ctx.decide("session", "allow", f"protocol {version}")
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, f"protocol {version}")
         result = {
             "protocolVersion": version,
             "capabilities": CAPABILITIES,
@@ -371,7 +376,7 @@ class McpApp(McpMethods, UpstreamEvents):
         """The 2026-07-28 revision's probe, answered without a session. It names only the
         handshake revisions served here, which tells a modern client (the SDK's default
         ``mode="auto"``) to fall back to ``initialize`` instead of failing."""
-        ctx.decide("session", "allow", "discover: handshake revisions only")
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, "discover: handshake revisions only")
         return {
             "supportedVersions": list(SUPPORTED_VERSIONS),
             "capabilities": CAPABILITIES,
@@ -386,7 +391,7 @@ class McpApp(McpMethods, UpstreamEvents):
         assert ctx.key is not None
         session_id = headers.get("mcp-session-id")
         if not session_id:
-            ctx.decide("session", "deny", "no session id")
+            ctx.decide(StageName.SESSION, Outcome.DENY, "no session id")
             raise McpFailure(
                 INVALID_REQUEST,
                 "Missing Mcp-Session-Id header: send 'initialize' first.",
@@ -396,7 +401,7 @@ class McpApp(McpMethods, UpstreamEvents):
             )
         session = self.sessions.get(session_id, ctx.key.identity.key_id)
         if session is None:
-            ctx.decide("session", "deny", "unknown session")
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unknown session")
             raise McpFailure(
                 INVALID_REQUEST,
                 "Session not found: initialize a new one.",
@@ -407,7 +412,7 @@ class McpApp(McpMethods, UpstreamEvents):
         version = headers.get("mcp-protocol-version", DEFAULT_HEADER_VERSION)
         # The revision assumed without the header is accepted when named, too.
         if version not in (session.protocol_version, DEFAULT_HEADER_VERSION, *SUPPORTED_VERSIONS):
-            ctx.decide("session", "deny", "unsupported protocol version")
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unsupported protocol version")
             raise McpFailure(
                 INVALID_REQUEST,
                 f"Unsupported MCP-Protocol-Version; supported: {', '.join(SUPPORTED_VERSIONS)}.",
@@ -422,11 +427,15 @@ class McpApp(McpMethods, UpstreamEvents):
 
     async def _record(self, ctx: RequestContext, trace: CallTrace) -> None:
         """One audit record, in the gateway's log; held until durable like model calls."""
-        record = record_of(ctx)
+        typed = record_of(ctx)
+        typed = replace(typed, cost_usd=Decimal(trace.cost_micro) / Decimal(1_000_000))
         if trace.server:
-            record["provider"] = trace.server[:100]
-            record["deployment"] = f"{trace.server}:{trace.tool}"[:300]
-        record["cost_usd"] = Decimal(trace.cost_micro) / Decimal(1_000_000)
+            typed = replace(
+                typed,
+                provider=trace.server[:100],
+                deployment=f"{trace.server}:{trace.tool}"[:300],
+            )
+        record = typed.as_dict()
         for observe in RECORD_OBSERVERS:
             try:
                 observe(record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.governance import plan_checks, plan_settlement
 from apps.gateway.snapshot import ModelEntry
 from apps.gateway.state_store import PREFIX, Check, StateUnavailable
@@ -50,7 +50,7 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
         key = f"{PREFIX}mcp:rpm:{settings.tool_id}:{ctx.key.identity.key_id}"
         checks.append(Check("r", key, settings.rpm, 1))
     if not checks:
-        ctx.decide("reserve_budget", "pass", "no limit applies")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.PASS, "no limit applies")
         return None
     store = gateway.state_store
     ttl_ms = int(gateway.config.hold_ttl_seconds * 1000)
@@ -58,20 +58,22 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
         result = await store.reserve(ctx.request_id, checks, ttl_ms)
     except StateUnavailable:
         if not ctx.key.fail_open:
-            ctx.decide("reserve_budget", "deny", "state store unreachable; fails closed")
+            ctx.decide(
+                StageName.RESERVE_BUDGET, Outcome.DENY, "state store unreachable; fails closed"
+            )
             raise McpFailure(
                 UNAVAILABLE,
                 "Usage limits cannot be checked right now; retry shortly.",
                 status=503,
                 code="governance_unavailable",
             ) from None
-        ctx.decide("reserve_budget", "incident", "state store unreachable; fail-open")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.INCIDENT, "state store unreachable; fail-open")
         return None
     if not result.ok:
         retry = max(1, -(-result.retry_after_ms // 1000)) if result.retry_after_ms > 0 else 60
         if result.denied < len(budgets):
             rule = budgets[result.denied]
-            ctx.decide("reserve_budget", "deny", f"budget at {rule.level}")
+            ctx.decide(StageName.RESERVE_BUDGET, Outcome.DENY, f"budget at {rule.level}")
             raise McpFailure(
                 RATE_LIMITED,
                 f"Budget reached at {rule.level}.",
@@ -79,7 +81,7 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
                 code="budget_exceeded",
                 data={"retryAfterSeconds": retry},
             )
-        ctx.decide("reserve_budget", "deny", f"tool rpm {settings.rpm}")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.DENY, f"tool rpm {settings.rpm}")
         raise McpFailure(
             RATE_LIMITED,
             f"Rate limit of {settings.rpm} calls per minute reached for '{ctx.model_name}'.",
@@ -88,7 +90,7 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
             data={"retryAfterSeconds": retry},
         )
     reservation.store = store
-    ctx.decide("reserve_budget", "allow", f"reserved {len(checks)} limits")
+    ctx.decide(StageName.RESERVE_BUDGET, Outcome.ALLOW, f"reserved {len(checks)} limits")
     return reservation
 
 

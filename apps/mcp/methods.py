@@ -23,7 +23,7 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import McpAttempt, Outcome, RequestContext, StageName
 from apps.gateway.snapshot import Identity
 from apps.mcp import metering
 from apps.mcp.errors import (
@@ -129,9 +129,9 @@ class McpMethods:
             if level not in LOG_LEVELS:
                 raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
             session.log_level = level
-            ctx.decide("session", "allow", f"log level {level}")
+            ctx.decide(StageName.SESSION, Outcome.ALLOW, f"log level {level}")
             return {}
-        ctx.decide("route", "deny", "unknown method")
+        ctx.decide(StageName.ROUTE, Outcome.DENY, "unknown method")
         raise McpFailure(
             METHOD_NOT_FOUND, f"Method not found: {method[:100]}", status=404, code="unknown_method"
         )
@@ -168,7 +168,7 @@ class McpMethods:
             if name in names:
                 matches.append((upstream.spec.name, name))
         if len(matches) > 1:
-            ctx.decide("authorize", "deny", f"ambiguous {kind} name")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, f"ambiguous {kind} name")
             raise McpFailure(
                 INVALID_PARAMS,
                 f"The {kind} name '{name}' is ambiguous: several servers of this key offer it.",
@@ -180,7 +180,7 @@ class McpMethods:
         known = policy.servers.get(server) if sep else None
         prefixed = bool(sep) and (known is None or known.namespaced)
         if not matches and not prefixed:
-            ctx.decide("authorize", "deny", f"no such {kind}")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, f"no such {kind}")
             raise McpFailure(
                 INVALID_PARAMS, f"Unknown {kind}: {name}", status=404, code=f"{kind}_not_found"
             )
@@ -210,7 +210,9 @@ class McpMethods:
         grant = decide(policy, ctx.key.identity, server, target)
         if spec is None or not grant.allowed:
             # An unknown server and an ungranted tool look the same to the agent.
-            ctx.decide("authorize", "deny", grant.reason if spec else "unknown server")
+            ctx.decide(
+                StageName.AUTHORIZE, Outcome.DENY, grant.reason if spec else "unknown server"
+            )
             raise McpFailure(
                 NOT_ALLOWED,
                 f"This key may not use the {kind} '{shown[:200]}'.",
@@ -221,7 +223,7 @@ class McpMethods:
         try:
             await upstream.ensure()
         except UpstreamUnavailable as exc:
-            ctx.decide("route", "error", "upstream unavailable")
+            ctx.decide(StageName.ROUTE, Outcome.ERROR, "upstream unavailable")
             raise McpFailure(
                 UNAVAILABLE, str(exc), status=502, code="upstream_unavailable"
             ) from None
@@ -249,7 +251,7 @@ class McpMethods:
             ]
         for owners in tiers:
             if len(owners) > 1:
-                ctx.decide("authorize", "deny", "ambiguous resource")
+                ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "ambiguous resource")
                 raise McpFailure(
                     INVALID_PARAMS,
                     "The resource is ambiguous: several servers of this key offer it.",
@@ -259,7 +261,7 @@ class McpMethods:
             if owners:
                 trace.server, trace.tool = owners[0].spec.name, "*"
                 return owners[0]
-        ctx.decide("authorize", "deny", "no such resource for this key")
+        ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such resource for this key")
         raise McpFailure(
             RESOURCE_NOT_FOUND, "Resource not found.", status=404, code="resource_not_found"
         )
@@ -275,13 +277,13 @@ class McpMethods:
                 raise UpstreamUnavailable("session closed")
             return await asyncio.wait_for(call(session), timeout=self.call_timeout)
         except MCPError as exc:
-            ctx.decide("route", "error", f"upstream error {exc.error.code}")
+            ctx.decide(StageName.ROUTE, Outcome.ERROR, f"upstream error {exc.error.code}")
             raise McpFailure(
                 exc.error.code, exc.error.message, status=502, code="upstream_error"
             ) from None
         except Exception as exc:
             upstream.drop()  # reopened on the next request
-            ctx.decide("route", "error", type(exc).__name__)
+            ctx.decide(StageName.ROUTE, Outcome.ERROR, type(exc).__name__)
             raise McpFailure(
                 UNAVAILABLE,
                 f"The MCP server '{upstream.spec.name}' did not answer.",
@@ -290,7 +292,7 @@ class McpMethods:
             ) from None
         finally:
             ctx.upstream_ms = (time.perf_counter() - started) * 1000
-            ctx.attempts.append(("mcp", upstream.spec.name, ctx.upstream_ms, ctx.upstream_ms))
+            ctx.attempts.append(McpAttempt(upstream.spec.name, ctx.upstream_ms))
 
     def _bind(self, ctx: RequestContext, relay: Relay, spec: ServerSpec) -> None:
         """The relay speaks for this server; what it relays is inspected both ways."""
@@ -321,7 +323,11 @@ class McpMethods:
         tools = _unique(entries)
         hidden = len({name for name, _ in entries}) - len(tools)
         note = f", {hidden} ambiguous name{'s' if hidden > 1 else ''} hidden" if hidden else ""
-        ctx.decide("authorize", "allow", f"{len(tools)} tools from {len(ready)} servers{note}")
+        ctx.decide(
+            StageName.AUTHORIZE,
+            Outcome.ALLOW,
+            f"{len(tools)} tools from {len(ready)} servers{note}",
+        )
         return {"tools": tools}
 
     async def _tools_call(
@@ -333,13 +339,13 @@ class McpMethods:
         spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", trace)
         definition = upstream.tools.get(tool)
         if definition is None:
-            ctx.decide("authorize", "deny", "no such tool upstream")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such tool upstream")
             raise McpFailure(
                 INVALID_PARAMS, f"Unknown tool: {name}", status=404, code="tool_not_found"
             )
         settings = policy.settings_of(spec.name, tool)
         if settings.requires_approval and not grant.unattended:
-            ctx.decide("authorize", "deny", "requires approval")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "requires approval")
             raise McpFailure(
                 APPROVAL_REQUIRED,
                 f"The tool '{name}' requires approval: this key is not allowed to call it "
@@ -347,21 +353,21 @@ class McpMethods:
                 status=403,
                 code="approval_required",
             )
-        ctx.decide("authorize", "allow", grant.reason)
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, grant.reason)
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
-            ctx.decide("validate", "deny", "arguments not an object")
+            ctx.decide(StageName.VALIDATE, Outcome.DENY, "arguments not an object")
             raise invalid_params("'arguments' must be an object.")
         violation = schema_violation(definition.get("inputSchema"), arguments)
         if violation:
-            ctx.decide("validate", "deny", "arguments do not match the input schema")
+            ctx.decide(StageName.VALIDATE, Outcome.DENY, "arguments do not match the input schema")
             raise McpFailure(
                 INVALID_PARAMS,
                 f"Invalid arguments: {violation}.",
                 status=400,
                 code="invalid_arguments",
             )
-        ctx.decide("validate", "allow", "arguments match the input schema")
+        ctx.decide(StageName.VALIDATE, Outcome.ALLOW, "arguments match the input schema")
         arguments = self._inspect_arguments(ctx, arguments)
         reservation = await metering.reserve(self.gateway, ctx, settings)
         self._bind(ctx, relay, spec)
@@ -382,19 +388,19 @@ class McpMethods:
         data = wire(result)
         trace.cost_micro = settings.cost_micro
         outcome = "error" if data.get("isError") else "ok"
-        ctx.decide("route", "allow", f"{spec.name}: {outcome}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}: {outcome}{relay.summary()}")
         return self._inspect_result(ctx, spec, data)
 
     def _inspect_arguments(self, ctx: RequestContext, arguments: dict[str, Any]) -> dict:
         assert ctx.key is not None
         guard = ctx.key.guardrails
         if guard is None or not guard.input:
-            ctx.decide("inspect", "pass", "no guardrails")
+            ctx.decide(StageName.INSPECT, Outcome.PASS, "no guardrails")
             return arguments
         try:
             arguments = scan_value(ctx, guard.input, arguments, stage="input", path="arguments")
         except Blocked as blocked:
-            ctx.decide("inspect", "deny", "blocked by a guardrail")
+            ctx.decide(StageName.INSPECT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
                 f"The arguments were blocked by the guardrail '{blocked.detector}'.",
@@ -403,7 +409,7 @@ class McpMethods:
                 data={"detector": blocked.detector, "param": blocked.path},
             ) from None
         acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
-        ctx.decide("inspect", "allow", ", ".join(acted) if acted else "nothing found")
+        ctx.decide(StageName.INSPECT, Outcome.ALLOW, ", ".join(acted) if acted else "nothing found")
         return arguments
 
     def _inspect_result(
@@ -416,7 +422,7 @@ class McpMethods:
         try:
             return scan_value(ctx, rules, result, stage="output", path="result", scrub=spec.secrets)
         except Blocked as blocked:
-            ctx.decide("inspect_output", "deny", "blocked by a guardrail")
+            ctx.decide(StageName.INSPECT_OUTPUT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
                 f"The result was blocked by the guardrail '{blocked.detector}'.",
@@ -429,12 +435,12 @@ class McpMethods:
 
     async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
         resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
-        ctx.decide("authorize", "allow", f"{len(resources)} resources")
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(resources)} resources")
         return {"resources": resources}
 
     async def _templates_list(self, ctx: RequestContext) -> dict[str, Any]:
         templates = [t for u in await self._whole_servers(ctx) for t in u.templates]
-        ctx.decide("authorize", "allow", f"{len(templates)} resource templates")
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(templates)} resource templates")
         return {"resourceTemplates": templates}
 
     async def _resources_read(
@@ -444,7 +450,7 @@ class McpMethods:
         uri = params["uri"]
         self._bind(ctx, relay, upstream.spec)
         result = await self._forward(ctx, upstream, lambda s: s.read_resource(uri))
-        ctx.decide("route", "allow", f"{upstream.spec.name}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{upstream.spec.name}{relay.summary()}")
         return self._inspect_result(ctx, upstream.spec, wire(result))
 
     async def _subscribe(
@@ -453,7 +459,7 @@ class McpMethods:
         upstream = await self._resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         if not upstream.can_subscribe:
-            ctx.decide("route", "deny", "upstream offers no subscriptions")
+            ctx.decide(StageName.ROUTE, Outcome.DENY, "upstream offers no subscriptions")
             raise McpFailure(
                 METHOD_NOT_FOUND,
                 "The server offering this resource does not support subscriptions.",
@@ -462,7 +468,7 @@ class McpMethods:
             )
         await self._forward(ctx, upstream, lambda s: upstream.subscribe(uri, session.id))
         session.subscriptions.add((upstream.spec.name, uri))
-        ctx.decide("route", "allow", f"subscribed at {upstream.spec.name}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"subscribed at {upstream.spec.name}")
         return {}
 
     async def _unsubscribe(
@@ -479,7 +485,7 @@ class McpMethods:
                 upstream = self.pool.servers.get(server)
                 if upstream is not None:
                     await upstream.unsubscribe(uri, session.id)
-        ctx.decide("route", "allow", "unsubscribed")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, "unsubscribed")
         return {}
 
     # --- prompts and completions --------------------------------------------------------------
@@ -491,7 +497,7 @@ class McpMethods:
             for p in u.prompts
         ]
         prompts = _unique(entries)
-        ctx.decide("authorize", "allow", f"{len(prompts)} prompts")
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(prompts)} prompts")
         return {"prompts": prompts}
 
     async def _prompts_get(
@@ -507,7 +513,7 @@ class McpMethods:
         arguments = self._inspect_arguments(ctx, arguments)
         self._bind(ctx, relay, spec)
         result = await self._forward(ctx, upstream, lambda s: s.get_prompt(prompt, arguments))
-        ctx.decide("route", "allow", f"{spec.name}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}{relay.summary()}")
         return self._inspect_result(ctx, spec, wire(result))
 
     async def _complete(
@@ -532,13 +538,13 @@ class McpMethods:
             raise invalid_params("'ref.type' must be 'ref/prompt' or 'ref/resource'.")
         caps = upstream.capabilities
         if caps is not None and caps.completions is None:
-            ctx.decide("route", "pass", f"{spec.name} offers no completions")
+            ctx.decide(StageName.ROUTE, Outcome.PASS, f"{spec.name} offers no completions")
             return {"completion": {"values": [], "hasMore": False}}
         self._bind(ctx, relay, spec)
         result = await self._forward(
             ctx, upstream, lambda s: s.complete(upstream_ref, argument, context_arguments)
         )
-        ctx.decide("route", "allow", spec.name)
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, spec.name)
         return self._inspect_result(ctx, spec, wire(result))
 
 

@@ -70,7 +70,6 @@ class UpstreamServer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.refreshes = 0  # tool discoveries so far (tests and metrics)
 
     async def ensure(self) -> ClientSession:
         """The open session, opening it first if needed."""
@@ -168,7 +167,6 @@ class UpstreamServer:
             return
         tools = await _all_pages(session.list_tools, "tools")
         self.tools = {t["name"]: t for t in tools}
-        self.refreshes += 1
 
     @property
     def can_subscribe(self) -> bool:
