@@ -27,10 +27,8 @@ from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
-from apps.gateway.record import Record, RecordSink
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
-from apps.gateway.route import RetryPolicy, Route
 from apps.gateway.routing import CircuitBreakers, DeploymentStats
 from apps.gateway.routing_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.snapshot import Snapshot
@@ -45,6 +43,8 @@ from apps.gateway.stages import (
     validate_chat,
     validate_embeddings,
 )
+from apps.gateway.stages.record import Record, RecordSink
+from apps.gateway.stages.route import RetryPolicy, Route
 from apps.gateway.state_store import LocalStateStore, StateStore
 from apps.gateway.tokens import tokenizer_configure
 from apps.gateway.upstream import UpstreamPool

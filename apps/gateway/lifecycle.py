@@ -14,9 +14,9 @@ from typing import Any
 
 from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError
-from apps.gateway.record import Record
 from apps.gateway.respond import send_error
 from apps.gateway.stages import Stage
+from apps.gateway.stages.record import Record
 from apps.gateway.tokens import count_prompt_tokens
 
 log = logging.getLogger(__name__)

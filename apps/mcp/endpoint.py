@@ -31,9 +31,9 @@ from django.conf import settings
 from apps.gateway.asgi import Message, Receive, Scope, Send
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
-from apps.gateway.record import RECORD_OBSERVERS, record_of
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.stages import Authenticate
+from apps.gateway.stages.record import RECORD_OBSERVERS, record_of
 from apps.keys.secrets import key_digest
 from apps.mcp.errors import (
     INVALID_REQUEST,

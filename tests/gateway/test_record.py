@@ -12,8 +12,8 @@ from apps.gateway.context import (
     StageName,
     attempt,
 )
-from apps.gateway.record import record_of
 from apps.gateway.snapshot import Snapshot
+from apps.gateway.stages.record import record_of
 
 WRITER_FIELDS = ("chain", "seq", "prev_hash")  # added by the writer, not the gateway
 

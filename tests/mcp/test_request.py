@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from apps.audit.models import RequestLog
-from apps.gateway.record import RECORD_OBSERVERS
+from apps.gateway.stages.record import RECORD_OBSERVERS
 from tests.factories import records_wait
 
 INIT = {
