@@ -47,7 +47,7 @@ from apps.mcp.methods import CallTrace, McpMethods, named_servers
 from apps.mcp.policy import SEPARATOR, McpPolicy, decide
 from apps.mcp.relay import CURRENT, Relay
 from apps.mcp.sessions import Session, SessionStore
-from apps.mcp.upstream import UpstreamEvents, UpstreamPool
+from apps.mcp.upstream import McpSessionPool, UpstreamEvents
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class McpApp(McpMethods, UpstreamEvents):
         self._loaded_for: int | None = None
         self._policy_lock = asyncio.Lock()
         timeout = min(gateway.config.upstream_timeout_seconds, 30.0)
-        self.pool = UpstreamPool(timeout=timeout, events=self)
+        self.pool = McpSessionPool(timeout=timeout, events=self)
         self.sessions = SessionStore(idle_seconds=session_idle_seconds, max_sessions=max_sessions)
         self.call_timeout = call_timeout_seconds or gateway.config.upstream_timeout_seconds
         pepper = gateway.config.key_pepper

@@ -37,11 +37,11 @@ from apps.mcp.errors import (
     McpFailure,
     invalid_params,
 )
-from apps.mcp.inspect import Blocked, scan_value, schema_violation
+from apps.mcp.inspect import ValueBlocked, scan_value, schema_violation
 from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
 from apps.mcp.relay import Relay, wire
 from apps.mcp.sessions import LOG_LEVELS, Session
-from apps.mcp.upstream import UpstreamPool, UpstreamServer, UpstreamUnavailable
+from apps.mcp.upstream import McpSessionPool, UpstreamServer, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class McpMethods:
     """Mixed into ``McpApp``: needs ``gateway``, ``pool`` and ``current_policy``."""
 
     gateway: Any
-    pool: UpstreamPool
+    pool: McpSessionPool
     call_timeout: float
 
     async def current_policy(self) -> McpPolicy:  # pragma: no cover - McpApp's
@@ -399,7 +399,7 @@ class McpMethods:
             return arguments
         try:
             arguments = scan_value(ctx, guard.input, arguments, stage="input", path="arguments")
-        except Blocked as blocked:
+        except ValueBlocked as blocked:
             ctx.decide(StageName.INSPECT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
@@ -421,7 +421,7 @@ class McpMethods:
         rules = guard.output if guard is not None else ()
         try:
             return scan_value(ctx, rules, result, stage="output", path="result", scrub=spec.secrets)
-        except Blocked as blocked:
+        except ValueBlocked as blocked:
             ctx.decide(StageName.INSPECT_OUTPUT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,

@@ -25,7 +25,7 @@ import orjson
 from pydantic import ValidationError
 
 from apps.gateway.context import Outcome, RequestContext, StageName
-from apps.mcp.inspect import Blocked
+from apps.mcp.inspect import ValueBlocked
 from apps.mcp.sessions import Session
 
 CURRENT: contextvars.ContextVar[Relay | None] = contextvars.ContextVar(
@@ -105,7 +105,7 @@ class Relay:
             return
         try:
             params = self.outward(params)
-        except Blocked:
+        except ValueBlocked:
             self.ctx.decide(StageName.RELAY, Outcome.DENY, f"{method} blocked by a guardrail")
             return
         self.notifications += 1
@@ -142,7 +142,7 @@ class Relay:
             return _error(types.INVALID_REQUEST, "The client cannot receive requests here.")
         try:
             params = self.outward(params)
-        except Blocked as blocked:
+        except ValueBlocked as blocked:
             self.ctx.decide(
                 StageName.RELAY, Outcome.DENY, f"{method} blocked by '{blocked.detector}'"
             )
@@ -171,7 +171,7 @@ class Relay:
             )
         try:
             result = self.inward(answer.get("result") or {})
-        except Blocked as blocked:
+        except ValueBlocked as blocked:
             self.ctx.decide(
                 StageName.RELAY, Outcome.DENY, f"{method} answer blocked by '{blocked.detector}'"
             )

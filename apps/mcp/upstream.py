@@ -223,7 +223,10 @@ class UpstreamServer:
                 await asyncio.wait_for(self._task, 5)
 
 
-class UpstreamPool:
+class McpSessionPool:
+    """One pooled client session per upstream MCP server (the proxy's HTTP connection pool
+    is ``apps.gateway.upstream.UpstreamPool``)."""
+
     def __init__(self, *, timeout: float = 30.0, events: UpstreamEvents | None = None) -> None:
         self.timeout = timeout
         self.events = events
