@@ -121,6 +121,9 @@ class RequestContext:
     output_guard: Any = None  # guardrails.OutputGuard when the answer is to be checked
     capture_limit: int = 0
     captured: bytearray | None = None
+    # /mcp: the JSON-RPC call its stages share (an ``apps.mcp.stages.McpCall``); the
+    # gateway never reads it.
+    call: object | None = None
 
     def decide(self, stage: StageName, outcome: Outcome, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

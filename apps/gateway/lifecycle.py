@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from apps.gateway.context import RequestContext, StageName
@@ -22,11 +22,25 @@ from apps.gateway.tokens import count_prompt_tokens
 log = logging.getLogger(__name__)
 
 
+Refuse = Callable[[RequestContext, GatewayError], Awaitable[None]]
+
+
 class Pipeline:
-    def __init__(self, endpoint: str, stages: Sequence[Stage], record: Record) -> None:
+    """Runs the stages in order, answers a ``GatewayError`` with ``answer_error`` (the
+    proxy's OpenAI-style body; ``/mcp``'s JSON-RPC error), then records the request."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        stages: Sequence[Stage],
+        record: Record,
+        *,
+        answer_error: Refuse = send_error,
+    ) -> None:
         self.endpoint = endpoint
         self.stages = tuple(stages)
         self.record = record
+        self._answer_error = answer_error
 
     async def handle(self, ctx: RequestContext) -> None:
         held = _hold_last_message(ctx) if self.record.durable else None
@@ -93,15 +107,25 @@ class Pipeline:
                 break
             if stage.name == StageName.AUTHENTICATE:
                 break
+        await self._refuse_and_record(ctx, error, held)
+
+    async def refuse(self, ctx: RequestContext, error: GatewayError) -> None:
+        """Answer ``error`` and record the request, running no stage (a refusal decided
+        before the pipeline, e.g. ``/mcp``'s notification with a bad key)."""
+        held = _hold_last_message(ctx) if self.record.durable else None
+        await self._refuse_and_record(ctx, error, held)
+
+    async def _refuse_and_record(
+        self, ctx: RequestContext, error: GatewayError, held: list[Any] | None
+    ) -> None:
         await self._refuse(ctx, error)
         durable = self.record.run(ctx)
         if held is not None:
             await self._release(ctx, held, durable)
 
-    @staticmethod
-    async def _refuse(ctx: RequestContext, error: GatewayError) -> None:
+    async def _refuse(self, ctx: RequestContext, error: GatewayError) -> None:
         try:
-            await send_error(ctx, error)
+            await self._answer_error(ctx, error)
         except OSError:  # the client is already gone
             ctx.client_disconnected = True
 

@@ -17,7 +17,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
@@ -26,10 +28,12 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from apps.gateway.context import McpAttempt, Outcome, RequestContext, StageName
 from apps.gateway.snapshot import Identity
 from apps.mcp import metering
+from apps.mcp.call import CallTrace, McpCall, ToolCall
 from apps.mcp.errors import (
     APPROVAL_REQUIRED,
     GUARDRAIL_BLOCKED,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     NOT_ALLOWED,
     RESOURCE_NOT_FOUND,
@@ -40,8 +44,11 @@ from apps.mcp.errors import (
 from apps.mcp.inspect import ValueBlocked, scan_value, schema_violation
 from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
 from apps.mcp.relay import Relay, wire
-from apps.mcp.sessions import LOG_LEVELS, Session
+from apps.mcp.sessions import LOG_LEVELS, Session, SessionStore
 from apps.mcp.upstream import McpSessionPool, UpstreamServer, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from apps.gateway.app import GatewayApp
 
 log = logging.getLogger(__name__)
 
@@ -72,69 +79,171 @@ def named_servers(policy: McpPolicy, identity: Identity) -> set[str]:
     return {g.server for lv in levels for g in policy.grants.get(lv, ()) if g.allow}
 
 
-class CallTrace:
-    """What the record says beyond the context: server, upstream name and cost of a call."""
+SUPPORTED_VERSIONS = ("2025-06-18", "2025-11-25")
+LATEST_VERSION = "2025-11-25"
+DEFAULT_HEADER_VERSION = "2025-03-26"  # what the spec says to assume without the header
 
-    __slots__ = ("server", "tool", "cost_micro")
+SERVER_INFO = {"name": "odock", "title": "Odock MCP gateway", "version": "1"}
+CAPABILITIES = {
+    "tools": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "prompts": {"listChanged": True},
+    "logging": {},
+    "completions": {},
+}
+INSTRUCTIONS = (
+    "Tools and prompts of the servers this key may use, named <server>"
+    f"{SEPARATOR}<name> (servers configured without a namespace keep their own names)."
+)
 
-    def __init__(self) -> None:
-        self.server = ""
-        self.tool = ""
-        self.cost_micro = 0
+Answer = Callable[[RequestContext, McpCall], Awaitable[dict[str, Any]]]
+Step = Callable[[RequestContext, McpCall], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A JSON-RPC method: what each MCP stage does for it (``answer`` is the route's)."""
+
+    answer: Answer
+    authorize: Step | None = None
+    inspect: Step | None = None
+    reserve: Step | None = None
+    session: bool = True  # needs an open session (all but the handshake)
 
 
 class McpMethods:
-    """Mixed into ``McpApp``: needs ``gateway``, ``pool`` and ``current_policy``."""
+    """The methods ``/mcp`` answers, by name (``table``), over the key's upstreams."""
 
-    gateway: Any
-    pool: McpSessionPool
-    call_timeout: float
-
-    async def current_policy(self) -> McpPolicy:  # pragma: no cover - McpApp's
-        raise NotImplementedError
-
-    async def dispatch(
+    def __init__(
         self,
-        ctx: RequestContext,
-        session: Session,
-        method: str,
-        params: dict[str, Any],
-        trace: CallTrace,
-        relay: Relay,
-    ) -> dict[str, Any]:
-        if method == "ping":
-            return {}
-        if method == "tools/list":
-            return await self._tools_list(ctx)
-        if method == "tools/call":
-            return await self._tools_call(ctx, params, trace, relay)
-        if method == "resources/list":
-            return await self._resources_list(ctx)
-        if method == "resources/templates/list":
-            return await self._templates_list(ctx)
-        if method == "resources/read":
-            return await self._resources_read(ctx, params, trace, relay)
-        if method == "resources/subscribe":
-            return await self._subscribe(ctx, session, params, trace)
-        if method == "resources/unsubscribe":
-            return await self._unsubscribe(ctx, session, params, trace)
-        if method == "prompts/list":
-            return await self._prompts_list(ctx)
-        if method == "prompts/get":
-            return await self._prompts_get(ctx, params, trace, relay)
-        if method == "completion/complete":
-            return await self._complete(ctx, params, trace, relay)
-        if method == "logging/setLevel":
-            level = params.get("level")
-            if level not in LOG_LEVELS:
-                raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
-            session.log_level = level
-            ctx.decide(StageName.SESSION, Outcome.ALLOW, f"log level {level}")
-            return {}
-        ctx.decide(StageName.ROUTE, Outcome.DENY, "unknown method")
-        raise McpFailure(
-            METHOD_NOT_FOUND, f"Method not found: {method[:100]}", status=404, code="unknown_method"
+        gateway: GatewayApp,
+        pool: McpSessionPool,
+        sessions: SessionStore,
+        *,
+        current_policy: Callable[[], Awaitable[McpPolicy]],
+        call_timeout: float,
+    ) -> None:
+        self.gateway = gateway
+        self.pool = pool
+        self.sessions = sessions
+        self.current_policy = current_policy
+        self.call_timeout = call_timeout
+        self.table: dict[str, Method] = {
+            "initialize": Method(self._initialize, session=False),
+            "server/discover": Method(self._discover, session=False),
+            "ping": Method(self._ping),
+            "tools/list": Method(self._tools_list),
+            "tools/call": Method(
+                self._tools_call,
+                authorize=self._tools_call_authorize,
+                inspect=self._tools_call_inspect,
+                reserve=self._tools_call_reserve,
+            ),
+            "resources/list": Method(self._resources_list),
+            "resources/templates/list": Method(self._templates_list),
+            "resources/read": Method(self._resources_read),
+            "resources/subscribe": Method(self._subscribe),
+            "resources/unsubscribe": Method(self._unsubscribe),
+            "prompts/list": Method(self._prompts_list),
+            "prompts/get": Method(self._prompts_get),
+            "completion/complete": Method(self._complete),
+            "logging/setLevel": Method(self._set_log_level),
+        }
+
+    # --- sessions ------------------------------------------------------------------------
+
+    async def _initialize(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        assert ctx.key is not None
+        params = call.params
+        asked = params.get("protocolVersion")
+        version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
+        capabilities = params.get("capabilities")
+        session, dropped = self.sessions.create(
+            ctx.key.identity, version, capabilities if isinstance(capabilities, dict) else {}
         )
+        for gone in dropped:
+            self.release(gone)
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, f"protocol {version}")
+        call.extra.append((b"mcp-session-id", session.id.encode()))
+        return {
+            "protocolVersion": version,
+            "capabilities": CAPABILITIES,
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+        }
+
+    async def _discover(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        """The 2026-07-28 revision's probe, answered without a session. It names only the
+        handshake revisions served here, which tells a modern client (the SDK's default
+        ``mode="auto"``) to fall back to ``initialize`` instead of failing."""
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, "discover: handshake revisions only")
+        return {
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+            "capabilities": CAPABILITIES,
+            "instructions": INSTRUCTIONS,
+            "cacheScope": "private",  # the lists depend on the key
+            "ttlMs": 60_000,
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
+        }
+
+    def session_for(self, ctx: RequestContext, headers: dict[str, str]) -> Session:
+        """The key's open session named by ``Mcp-Session-Id``, at a version it speaks."""
+        assert ctx.key is not None
+        session_id = headers.get("mcp-session-id")
+        if not session_id:
+            ctx.decide(StageName.SESSION, Outcome.DENY, "no session id")
+            raise McpFailure(
+                INVALID_REQUEST,
+                "Missing Mcp-Session-Id header: send 'initialize' first.",
+                status=400,
+                code="session_required",
+                http_status=400,
+            )
+        session = self.sessions.get(session_id, ctx.key.identity.key_id)
+        if session is None:
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unknown session")
+            raise McpFailure(
+                INVALID_REQUEST,
+                "Session not found: initialize a new one.",
+                status=404,
+                code="session_not_found",
+                http_status=404,
+            )
+        version = headers.get("mcp-protocol-version", DEFAULT_HEADER_VERSION)
+        # The revision assumed without the header is accepted when named, too.
+        if version not in (session.protocol_version, DEFAULT_HEADER_VERSION, *SUPPORTED_VERSIONS):
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unsupported protocol version")
+            raise McpFailure(
+                INVALID_REQUEST,
+                f"Unsupported MCP-Protocol-Version; supported: {', '.join(SUPPORTED_VERSIONS)}.",
+                status=400,
+                code="unsupported_protocol_version",
+                http_status=400,
+            )
+        session.last_seen = time.monotonic()
+        return session
+
+    def release(self, session: Session) -> None:
+        """A session ends: its upstream subscriptions go (the upstream's if it was last)."""
+        for server, uri in session.subscriptions:
+            upstream = self.pool.servers.get(server)
+            if upstream is not None:
+                task = asyncio.get_running_loop().create_task(upstream.unsubscribe(uri, session.id))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        session.subscriptions.clear()
+
+    async def _ping(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        return {}
+
+    async def _set_log_level(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        assert call.session is not None
+        level = call.params.get("level")
+        if level not in LOG_LEVELS:
+            raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
+        call.session.log_level = level
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, f"log level {level}")
+        return {}
 
     # --- which upstreams, which names -------------------------------------------------
 
@@ -268,14 +377,14 @@ class McpMethods:
 
     # --- calling upstream ---------------------------------------------------------------
 
-    async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, call: Any) -> Any:
+    async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, request: Any) -> Any:
         """One request to the upstream; its errors as JSON-RPC answers."""
         session = upstream.session
         started = time.perf_counter()
         try:
             if session is None:
                 raise UpstreamUnavailable("session closed")
-            return await asyncio.wait_for(call(session), timeout=self.call_timeout)
+            return await asyncio.wait_for(request(session), timeout=self.call_timeout)
         except MCPError as exc:
             ctx.decide(StageName.ROUTE, Outcome.ERROR, f"upstream error {exc.error.code}")
             raise McpFailure(
@@ -310,7 +419,7 @@ class McpMethods:
 
     # --- tools ----------------------------------------------------------------------------
 
-    async def _tools_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _tools_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         assert ctx.key is not None
         policy = await self.current_policy()
         ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
@@ -330,13 +439,13 @@ class McpMethods:
         )
         return {"tools": tools}
 
-    async def _tools_call(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _tools_call_authorize(self, ctx: RequestContext, call: McpCall) -> None:
+        """The tool behind the name, the key's grant and approval, and its arguments
+        against the tool's input schema: refusals never reach the upstream."""
         assert ctx.key is not None
         policy = await self.current_policy()
-        name = params.get("name")
-        spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", trace)
+        name = call.params.get("name")
+        spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", call.trace)
         definition = upstream.tools.get(tool)
         if definition is None:
             ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such tool upstream")
@@ -354,7 +463,7 @@ class McpMethods:
                 code="approval_required",
             )
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, grant.reason)
-        arguments = params.get("arguments") or {}
+        arguments = call.params.get("arguments") or {}
         if not isinstance(arguments, dict):
             ctx.decide(StageName.VALIDATE, Outcome.DENY, "arguments not an object")
             raise invalid_params("'arguments' must be an object.")
@@ -368,25 +477,42 @@ class McpMethods:
                 code="invalid_arguments",
             )
         ctx.decide(StageName.VALIDATE, Outcome.ALLOW, "arguments match the input schema")
-        arguments = self._inspect_arguments(ctx, arguments)
-        reservation = await metering.reserve(self.gateway, ctx, settings)
+        call.tool = ToolCall(spec, upstream, tool, arguments, settings)
+
+    async def _tools_call_inspect(self, ctx: RequestContext, call: McpCall) -> None:
+        assert call.tool is not None
+        call.tool.arguments = self._inspect_arguments(ctx, call.tool.arguments)
+
+    async def _tools_call_reserve(self, ctx: RequestContext, call: McpCall) -> None:
+        assert call.tool is not None
+        call.tool.reservation = await metering.reserve(self.gateway, ctx, call.tool.settings)
+
+    def settle(self, call: McpCall) -> None:
+        """A tool call that reached the upstream costs its price; one that did not, nothing
+        (the reserve stage's ``finish``)."""
+        tool = call.tool
+        if tool is not None and tool.reservation is not None:
+            reservation, tool.reservation = tool.reservation, None
+            metering.settle(self.gateway, reservation, tool.called, tool.settings.cost_micro)
+
+    async def _tools_call(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        relay, tool = call.relay, call.tool
+        assert relay is not None and tool is not None
+        spec, arguments = tool.spec, tool.arguments
         self._bind(ctx, relay, spec)
         progress = relay.progress if relay.progress_token is not None else None
-        called = False
         try:
             result = await self._forward(
                 ctx,
-                upstream,
-                lambda s: s.call_tool(tool, arguments, progress_callback=progress),
+                tool.upstream,
+                lambda s: s.call_tool(tool.tool, arguments, progress_callback=progress),
             )
-            called = True
+            tool.called = True
         except McpFailure as failure:
-            called = failure.code == "upstream_error"  # the upstream ran (and refused) it
+            tool.called = failure.code == "upstream_error"  # the upstream ran (and refused) it
             raise
-        finally:
-            metering.settle(self.gateway, reservation, called, settings.cost_micro)
         data = wire(result)
-        trace.cost_micro = settings.cost_micro
+        call.trace.cost_micro = tool.settings.cost_micro
         outcome = "error" if data.get("isError") else "ok"
         ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}: {outcome}{relay.summary()}")
         return self._inspect_result(ctx, spec, data)
@@ -433,19 +559,19 @@ class McpMethods:
 
     # --- resources --------------------------------------------------------------------------
 
-    async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _resources_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(resources)} resources")
         return {"resources": resources}
 
-    async def _templates_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _templates_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         templates = [t for u in await self._whole_servers(ctx) for t in u.templates]
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(templates)} resource templates")
         return {"resourceTemplates": templates}
 
-    async def _resources_read(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _resources_read(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
         upstream = await self._resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         self._bind(ctx, relay, upstream.spec)
@@ -453,9 +579,9 @@ class McpMethods:
         ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{upstream.spec.name}{relay.summary()}")
         return self._inspect_result(ctx, upstream.spec, wire(result))
 
-    async def _subscribe(
-        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
-    ) -> dict[str, Any]:
+    async def _subscribe(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        session, params, trace = call.session, call.params, call.trace
+        assert session is not None
         upstream = await self._resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         if not upstream.can_subscribe:
@@ -471,9 +597,9 @@ class McpMethods:
         ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"subscribed at {upstream.spec.name}")
         return {}
 
-    async def _unsubscribe(
-        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
-    ) -> dict[str, Any]:
+    async def _unsubscribe(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        session, params, trace = call.session, call.params, call.trace
+        assert session is not None
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise invalid_params("'uri' must be a string.")
@@ -490,7 +616,7 @@ class McpMethods:
 
     # --- prompts and completions --------------------------------------------------------------
 
-    async def _prompts_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _prompts_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         entries = [
             (u.spec.exposed(p["name"]), p)
             for u in await self._whole_servers(ctx)
@@ -500,9 +626,9 @@ class McpMethods:
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(prompts)} prompts")
         return {"prompts": prompts}
 
-    async def _prompts_get(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _prompts_get(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
         policy = await self.current_policy()
         spec, upstream, prompt, _ = await self._resolve(
             ctx, policy, params.get("name"), "prompt", trace
@@ -516,9 +642,9 @@ class McpMethods:
         ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}{relay.summary()}")
         return self._inspect_result(ctx, spec, wire(result))
 
-    async def _complete(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _complete(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
         ref, argument = params.get("ref"), params.get("argument")
         if not isinstance(ref, dict) or not isinstance(argument, dict):
             raise invalid_params("'ref' and 'argument' must be objects.")

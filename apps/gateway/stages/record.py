@@ -60,9 +60,16 @@ class Record:
     name = StageName.RECORD
 
     def __init__(
-        self, sink: RecordSink, *, durable: bool = False, durable_timeout: float = 10.0
+        self,
+        sink: RecordSink,
+        *,
+        durable: bool = False,
+        durable_timeout: float = 10.0,
+        amend: Callable[[RequestContext, AuditRecord], AuditRecord] | None = None,
     ) -> None:
         self._sink = sink
+        # What a door other than the proxy adds (/mcp: the server, tool and call price).
+        self._amend = amend
         self.durable = durable
         # Past this the answer is released anyway (and the incident logged): a stuck
         # writer must not hang every client.
@@ -71,7 +78,10 @@ class Record:
     def run(self, ctx: RequestContext) -> asyncio.Future[None] | None:
         """Submit the record; in durable mode, the future the response's end waits for."""
         future = asyncio.get_running_loop().create_future() if self.durable else None
-        record = record_of(ctx).as_dict()
+        typed = record_of(ctx)
+        if self._amend is not None:
+            typed = self._amend(ctx, typed)
+        record = typed.as_dict()
         # Observers see the record before the writer thread does, so they never read a
         # dict that thread is adding its chain fields to.
         for observe in RECORD_OBSERVERS:
