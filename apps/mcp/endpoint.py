@@ -26,7 +26,7 @@ import orjson
 from django.conf import settings
 
 from apps.gateway.asgi import Message, Receive, Scope, Send
-from apps.gateway.context import RequestContext
+from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.request import context_from_scope, read_body
@@ -39,10 +39,9 @@ from apps.mcp.sessions import Session, SessionStore
 from apps.mcp.stages import (
     EndSession,
     McpAuthenticate,
-    McpAuthorize,
-    McpInspect,
     McpReserve,
     McpRoute,
+    MethodStep,
     OpenCall,
     OpenStream,
     amend_record,
@@ -129,8 +128,8 @@ class McpApp:
                 [
                     authenticate,
                     OpenCall(methods, call_timeout=call_timeout),
-                    McpAuthorize(methods),
-                    McpInspect(methods),
+                    MethodStep(methods, StageName.AUTHORIZE, "authorize"),
+                    MethodStep(methods, StageName.INSPECT, "inspect"),
                     McpReserve(methods),
                     McpRoute(methods),
                 ],

@@ -31,7 +31,7 @@ from apps.mcp.errors import (
     McpFailure,
     with_http,
 )
-from apps.mcp.methods import McpMethods, Method
+from apps.mcp.methods import McpMethods
 from apps.mcp.relay import CURRENT, Relay
 
 if TYPE_CHECKING:
@@ -119,58 +119,44 @@ class OpenCall:
             call.relay_token = None
 
 
-class _MethodStep:
-    """Runs the method's own step for this stage, if it has one."""
+class MethodStep:
+    """Runs the JSON-RPC method's own step for this stage (``Method.authorize``,
+    ``.inspect``, ``.reserve``), when it has one; most methods have none."""
 
-    name: StageName
-
-    def __init__(self, methods: McpMethods) -> None:
+    def __init__(self, methods: McpMethods, name: StageName, step: str) -> None:
+        self.name = name
         self._methods = methods
+        self._step = step
 
-    def _method(self, ctx: RequestContext) -> tuple[McpCall, Method | None]:
+    async def run(self, ctx: RequestContext) -> None:
         call = call_of(ctx)
-        return call, self._methods.table.get(call.method)
+        method = self._methods.table.get(call.method)
+        step = getattr(method, self._step) if method is not None else None
+        if step is not None:
+            await step(ctx, call)
 
 
-class McpAuthorize(_MethodStep):
-    name = StageName.AUTHORIZE
-
-    async def run(self, ctx: RequestContext) -> None:
-        call, method = self._method(ctx)
-        if method is not None and method.authorize is not None:
-            await method.authorize(ctx, call)
-
-
-class McpInspect(_MethodStep):
-    name = StageName.INSPECT
-
-    async def run(self, ctx: RequestContext) -> None:
-        call, method = self._method(ctx)
-        if method is not None and method.inspect is not None:
-            await method.inspect(ctx, call)
-
-
-class McpReserve(_MethodStep):
+class McpReserve(MethodStep):
     """A tool's rate limit and price against the key's budgets; settled by ``finish``."""
 
-    name = StageName.RESERVE_BUDGET
-
-    async def run(self, ctx: RequestContext) -> None:
-        call, method = self._method(ctx)
-        if method is not None and method.reserve is not None:
-            await method.reserve(ctx, call)
+    def __init__(self, methods: McpMethods) -> None:
+        super().__init__(methods, StageName.RESERVE_BUDGET, "reserve")
 
     def finish(self, ctx: RequestContext) -> None:
         self._methods.settle(call_of(ctx))
 
 
-class McpRoute(_MethodStep):
+class McpRoute:
     """The method's answer (upstream calls relayed meanwhile), sent as JSON, or as SSE."""
 
     name = StageName.ROUTE
 
+    def __init__(self, methods: McpMethods) -> None:
+        self._methods = methods
+
     async def run(self, ctx: RequestContext) -> None:
-        call, method = self._method(ctx)
+        call = call_of(ctx)
+        method = self._methods.table.get(call.method)
         if method is None:
             ctx.decide(self.name, Outcome.DENY, "unknown method")
             raise McpFailure(

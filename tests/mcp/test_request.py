@@ -14,17 +14,9 @@ import orjson
 from apps.audit.models import RequestLog
 from apps.gateway.stages.record import RECORD_OBSERVERS
 from tests.factories import records_wait
+from tests.mcp.conftest import initialize_message
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
+INIT = initialize_message()
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
