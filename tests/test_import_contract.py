@@ -25,6 +25,7 @@ MCP_HOT_PATH = (
     "apps.mcp.methods",
     "apps.mcp.policy",
     "apps.mcp.relay",
+    "apps.mcp.resolve",
     "apps.mcp.sessions",
     "apps.mcp.stages",
     "apps.mcp.upstream",

@@ -33,8 +33,9 @@ from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.stages.record import Record
 from apps.mcp.call import McpCall
 from apps.mcp.errors import INVALID_REQUEST, PARSE_ERROR, McpFailure, with_http
-from apps.mcp.methods import McpMethods, named_servers
+from apps.mcp.methods import McpMethods
 from apps.mcp.policy import McpPolicy, decide
+from apps.mcp.resolve import named_servers
 from apps.mcp.sessions import Session, SessionStore
 from apps.mcp.stages import (
     EndSession,

@@ -1,14 +1,14 @@
-"""The MCP methods ``/mcp`` answers for a key, over the upstream servers it may use.
+"""The MCP methods ``/mcp`` answers for a key, over the upstream servers it may use, by
+name in ``McpMethods.table``; which upstream a name means is ``apps.mcp.resolve``'s.
 
 Names: a namespaced server's tools and prompts are ``<server>__<name>``; an un-namespaced
 server's keep their upstream names. A name two servers of one key would share is hidden
 from lists and refused as ambiguous (a call must never land on the wrong server).
-Resources keep their URIs. Tools need a grant on the tool; resources, templates, prompts
-and completions need the whole server granted.
 
-A tool call, top to bottom: resolve the name → authorize (grant, approval) → validate the
-arguments → inspect them (guardrails) → reserve (rate, budget) → call upstream, relaying
-what it says meanwhile → settle → inspect the result.
+A tool call, stage by stage (``apps.mcp.stages``): authorize (resolve the name, grant,
+approval, validate the arguments) → inspect the arguments (guardrails) → reserve (rate,
+budget) → route (call upstream, relaying what it says meanwhile; inspect the result) →
+settle (the reserve stage's ``finish``).
 """
 
 from __future__ import annotations
@@ -23,27 +23,24 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from apps.gateway.context import McpAttempt, Outcome, RequestContext, StageName
-from apps.gateway.snapshot import Identity
 from apps.mcp import metering
-from apps.mcp.call import CallTrace, McpCall, ToolCall
+from apps.mcp.call import McpCall, ToolCall
 from apps.mcp.errors import (
     APPROVAL_REQUIRED,
     GUARDRAIL_BLOCKED,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
-    NOT_ALLOWED,
-    RESOURCE_NOT_FOUND,
     UNAVAILABLE,
     McpFailure,
     invalid_params,
 )
 from apps.mcp.inspect import ValueBlocked, scan_value, schema_violation
-from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
+from apps.mcp.policy import SEPARATOR, McpPolicy, ServerSpec, decide
 from apps.mcp.relay import Relay, wire
+from apps.mcp.resolve import Resolver
 from apps.mcp.sessions import LOG_LEVELS, Session, SessionStore
 from apps.mcp.upstream import McpSessionPool, UpstreamServer, UpstreamUnavailable
 
@@ -51,33 +48,6 @@ if TYPE_CHECKING:
     from apps.gateway.app import GatewayApp
 
 log = logging.getLogger(__name__)
-
-_TEMPLATES: dict[str, UriTemplate | None] = {}
-
-
-def template_matches(template: str, uri: str) -> bool:
-    """RFC 6570 matching with the SDK's parser, each template parsed once."""
-    if template not in _TEMPLATES:
-        if len(_TEMPLATES) > 5000:
-            _TEMPLATES.clear()
-        try:
-            _TEMPLATES[template] = UriTemplate.parse(template)
-        except InvalidUriTemplate:
-            _TEMPLATES[template] = None
-    parsed = _TEMPLATES[template]
-    return parsed is not None and parsed.match(uri) is not None
-
-
-def named_servers(policy: McpPolicy, identity: Identity) -> set[str]:
-    """Servers some level of the key grants anything on (others are never contacted)."""
-    levels = [
-        ("org", identity.org_id),
-        ("team", identity.team_id),
-        ("project", identity.project_id),
-        ("key", identity.key_id),
-    ]
-    return {g.server for lv in levels for g in policy.grants.get(lv, ()) if g.allow}
-
 
 SUPPORTED_VERSIONS = ("2025-06-18", "2025-11-25")
 LATEST_VERSION = "2025-11-25"
@@ -128,6 +98,7 @@ class McpMethods:
         self.sessions = sessions
         self.current_policy = current_policy
         self.call_timeout = call_timeout
+        self.names = Resolver(pool, current_policy)
         self.table: dict[str, Method] = {
             "initialize": Method(self._initialize, session=False),
             "server/discover": Method(self._discover, session=False),
@@ -245,136 +216,6 @@ class McpMethods:
         ctx.decide(StageName.SESSION, Outcome.ALLOW, f"log level {level}")
         return {}
 
-    # --- which upstreams, which names -------------------------------------------------
-
-    async def _candidate_servers(self, ctx: RequestContext, policy: McpPolicy) -> list[ServerSpec]:
-        assert ctx.key is not None
-        named = named_servers(policy, ctx.key.identity)
-        return [spec for name, spec in sorted(policy.servers.items()) if name in named]
-
-    async def _whole_servers(self, ctx: RequestContext) -> list[UpstreamServer]:
-        """Ready upstreams the key may use as a whole (resources and prompts need that)."""
-        assert ctx.key is not None
-        policy = await self.current_policy()
-        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
-        return [u for u in ready if decide(policy, ctx.key.identity, u.spec.name, "*").allowed]
-
-    async def _resolve(
-        self, ctx: RequestContext, policy: McpPolicy, name: Any, kind: str, trace: CallTrace
-    ) -> tuple[ServerSpec, UpstreamServer, str, GrantDecision]:
-        """The upstream and upstream name behind the name an agent used (``kind``: tool or
-        prompt); refusals never reach the upstream."""
-        if not isinstance(name, str) or not name:
-            raise invalid_params(f"'name' must name a {kind}.")
-        ctx.model_name = name[:200]
-        matches: list[tuple[str, str]] = []
-        server, sep, rest = name.partition(SEPARATOR)
-        if sep and (spec := policy.servers.get(server)) is not None and spec.namespaced:
-            matches.append((server, rest))
-        plain = [s for s in await self._candidate_servers(ctx, policy) if not s.namespaced]
-        for upstream in await self.pool.ready(plain) if plain else ():
-            names = upstream.tools if kind == "tool" else {p["name"] for p in upstream.prompts}
-            if name in names:
-                matches.append((upstream.spec.name, name))
-        if len(matches) > 1:
-            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, f"ambiguous {kind} name")
-            raise McpFailure(
-                INVALID_PARAMS,
-                f"The {kind} name '{name}' is ambiguous: several servers of this key offer it.",
-                status=409,
-                code=f"{kind}_name_ambiguous",
-            )
-        # <server>__<name> naming no namespaced server: an unknown server is refused below
-        # like an ungranted tool; an un-namespaced server's names have no prefixed alias.
-        known = policy.servers.get(server) if sep else None
-        prefixed = bool(sep) and (known is None or known.namespaced)
-        if not matches and not prefixed:
-            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, f"no such {kind}")
-            raise McpFailure(
-                INVALID_PARAMS, f"Unknown {kind}: {name}", status=404, code=f"{kind}_not_found"
-            )
-        server, upstream_name = matches[0] if matches else (server, rest)
-        target = upstream_name if kind == "tool" else "*"
-        spec, upstream, grant = await self._upstream_for(
-            ctx, policy, server, target, trace, shown=name, kind=kind
-        )
-        trace.tool = upstream_name
-        return spec, upstream, upstream_name, grant
-
-    async def _upstream_for(
-        self,
-        ctx: RequestContext,
-        policy: McpPolicy,
-        server: str,
-        target: str,
-        trace: CallTrace,
-        *,
-        shown: str,
-        kind: str,
-    ) -> tuple[ServerSpec, UpstreamServer, GrantDecision]:
-        """The server if the key may use ``target`` on it ("*": the whole server)."""
-        assert ctx.key is not None
-        trace.server, trace.tool = server, target
-        spec = policy.servers.get(server)
-        grant = decide(policy, ctx.key.identity, server, target)
-        if spec is None or not grant.allowed:
-            # An unknown server and an ungranted tool look the same to the agent.
-            ctx.decide(
-                StageName.AUTHORIZE, Outcome.DENY, grant.reason if spec else "unknown server"
-            )
-            raise McpFailure(
-                NOT_ALLOWED,
-                f"This key may not use the {kind} '{shown[:200]}'.",
-                status=403,
-                code="tool_not_allowed",
-            )
-        upstream = self.pool.get(spec)
-        try:
-            await upstream.ensure()
-        except UpstreamUnavailable as exc:
-            ctx.decide(StageName.ROUTE, Outcome.ERROR, "upstream unavailable")
-            raise McpFailure(
-                UNAVAILABLE, str(exc), status=502, code="upstream_unavailable"
-            ) from None
-        return spec, upstream, grant
-
-    async def _resource_owner(
-        self, ctx: RequestContext, uri: Any, trace: CallTrace, *, template: bool = False
-    ) -> UpstreamServer:
-        """The whole-granted upstream offering ``uri`` (a resource, else a template's match;
-        with ``template``, the template itself)."""
-        if not isinstance(uri, str) or not uri:
-            raise invalid_params("'uri' must be a string.")
-        ctx.model_name = uri[:200]
-        whole = await self._whole_servers(ctx)
-        if template:
-            tiers = [[u for u in whole if any(t.get("uriTemplate") == uri for t in u.templates)]]
-        else:
-            tiers = [
-                [u for u in whole if any(r.get("uri") == uri for r in u.resources)],
-                [
-                    u
-                    for u in whole
-                    if any(template_matches(t.get("uriTemplate", ""), uri) for t in u.templates)
-                ],
-            ]
-        for owners in tiers:
-            if len(owners) > 1:
-                ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "ambiguous resource")
-                raise McpFailure(
-                    INVALID_PARAMS,
-                    "The resource is ambiguous: several servers of this key offer it.",
-                    status=409,
-                    code="resource_ambiguous",
-                )
-            if owners:
-                trace.server, trace.tool = owners[0].spec.name, "*"
-                return owners[0]
-        ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such resource for this key")
-        raise McpFailure(
-            RESOURCE_NOT_FOUND, "Resource not found.", status=404, code="resource_not_found"
-        )
-
     # --- calling upstream ---------------------------------------------------------------
 
     async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, request: Any) -> Any:
@@ -422,7 +263,7 @@ class McpMethods:
     async def _tools_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         assert ctx.key is not None
         policy = await self.current_policy()
-        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
+        ready = await self.pool.ready(await self.names.candidate_servers(ctx, policy))
         entries = [
             (upstream.spec.exposed(name), tool)
             for upstream in ready
@@ -445,7 +286,9 @@ class McpMethods:
         assert ctx.key is not None
         policy = await self.current_policy()
         name = call.params.get("name")
-        spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", call.trace)
+        spec, upstream, tool, grant = await self.names.resolve(
+            ctx, policy, name, "tool", call.trace
+        )
         definition = upstream.tools.get(tool)
         if definition is None:
             ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such tool upstream")
@@ -560,19 +403,19 @@ class McpMethods:
     # --- resources --------------------------------------------------------------------------
 
     async def _resources_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
-        resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
+        resources = [r for u in await self.names.whole_servers(ctx) for r in u.resources]
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(resources)} resources")
         return {"resources": resources}
 
     async def _templates_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
-        templates = [t for u in await self._whole_servers(ctx) for t in u.templates]
+        templates = [t for u in await self.names.whole_servers(ctx) for t in u.templates]
         ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(templates)} resource templates")
         return {"resourceTemplates": templates}
 
     async def _resources_read(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         params, trace, relay = call.params, call.trace, call.relay
         assert relay is not None
-        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+        upstream = await self.names.resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         self._bind(ctx, relay, upstream.spec)
         result = await self._forward(ctx, upstream, lambda s: s.read_resource(uri))
@@ -582,7 +425,7 @@ class McpMethods:
     async def _subscribe(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         session, params, trace = call.session, call.params, call.trace
         assert session is not None
-        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+        upstream = await self.names.resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         if not upstream.can_subscribe:
             ctx.decide(StageName.ROUTE, Outcome.DENY, "upstream offers no subscriptions")
@@ -619,7 +462,7 @@ class McpMethods:
     async def _prompts_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         entries = [
             (u.spec.exposed(p["name"]), p)
-            for u in await self._whole_servers(ctx)
+            for u in await self.names.whole_servers(ctx)
             for p in u.prompts
         ]
         prompts = _unique(entries)
@@ -630,7 +473,7 @@ class McpMethods:
         params, trace, relay = call.params, call.trace, call.relay
         assert relay is not None
         policy = await self.current_policy()
-        spec, upstream, prompt, _ = await self._resolve(
+        spec, upstream, prompt, _ = await self.names.resolve(
             ctx, policy, params.get("name"), "prompt", trace
         )
         arguments = params.get("arguments") or {}
@@ -652,12 +495,12 @@ class McpMethods:
         context_arguments = context.get("arguments") if isinstance(context, dict) else None
         if ref.get("type") == "ref/prompt":
             policy = await self.current_policy()
-            spec, upstream, prompt, _ = await self._resolve(
+            spec, upstream, prompt, _ = await self.names.resolve(
                 ctx, policy, ref.get("name"), "prompt", trace
             )
             upstream_ref: Any = types.PromptReference(type="ref/prompt", name=prompt)
         elif ref.get("type") == "ref/resource":
-            upstream = await self._resource_owner(ctx, ref.get("uri"), trace, template=True)
+            upstream = await self.names.resource_owner(ctx, ref.get("uri"), trace, template=True)
             spec = upstream.spec
             upstream_ref = types.ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
         else:
