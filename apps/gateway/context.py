@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.snapshot import DeploymentEntry, KeyEntry, ModelEntry, Snapshot
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from apps.gateway.governance import Reservation
+    from apps.gateway.guardrails import OutputGuard
 
 
 class StageName(StrEnum):
@@ -79,9 +86,9 @@ class RequestContext:
     endpoint: str  # e.g. "chat.completions"
     method: str
     path: str
-    scope: dict[str, Any]
-    receive: Any
-    send: Any
+    scope: Scope
+    receive: Receive
+    send: Send  # wrapped by stages that change what goes out (held last byte, formats)
     snapshot: Snapshot
     started: float  # perf_counter
     started_wall: float  # epoch seconds
@@ -110,15 +117,15 @@ class RequestContext:
     response_started: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     prompt_tokens: int | None = None  # counted by the gateway, before the call
-    reservation: Any = None  # governance.Reservation while one is held
+    reservation: Reservation | None = None  # while a budget hold is held
     attempts: list[Attempt | McpAttempt] = field(default_factory=list)  # one per try
-    first_byte_timer: Any = None  # the attempt's asyncio.Timeout until a stream starts
+    first_byte_timer: asyncio.Timeout | None = None  # the attempt's, until a stream starts
     # Guardrail findings ({"detector", "action", "stage"}; never the matched text) and the
     # redactions applied (original, placeholder) — filled by the guardrail stages.
     findings: list[dict[str, str]] = field(default_factory=list)
     redactions: list[tuple[str, str]] = field(default_factory=list)
     # Content capture for the audit record: bytes of the response kept, up to the limit.
-    output_guard: Any = None  # guardrails.OutputGuard when the answer is to be checked
+    output_guard: OutputGuard | None = None  # when the answer is to be checked
     capture_limit: int = 0
     captured: bytearray | None = None
     # /mcp: the JSON-RPC call its stages share (an ``apps.mcp.stages.McpCall``); the

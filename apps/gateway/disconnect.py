@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from apps.gateway.asgi import Receive
 from apps.gateway.context import Outcome, RequestContext, StageName
 
 
-async def _wait_for_disconnect(receive: Any) -> None:
+async def _wait_for_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
+from apps.gateway.asgi import Message, Send
 from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.respond import send_error
@@ -79,7 +80,7 @@ class Pipeline:
                 await self._release(ctx, held, durable)
 
     async def _release(
-        self, ctx: RequestContext, held: list[Any], durable: asyncio.Future[None] | None
+        self, ctx: RequestContext, held: _Held, durable: asyncio.Future[None] | None
     ) -> None:
         """The response's last byte goes out once its audit record is durable."""
         if durable is not None:
@@ -89,9 +90,9 @@ class Pipeline:
                 pass
             except Exception:
                 log.error("audit record %s not durable in time; answering anyway", ctx.request_id)
-        if held:
+        if held.message is not None:
             try:
-                await held[1](held[0])
+                await held.send(held.message)
             except OSError:  # the client is already gone
                 ctx.client_disconnected = True
 
@@ -116,7 +117,7 @@ class Pipeline:
         await self._refuse_and_record(ctx, error, held)
 
     async def _refuse_and_record(
-        self, ctx: RequestContext, error: GatewayError, held: list[Any] | None
+        self, ctx: RequestContext, error: GatewayError, held: _Held | None
     ) -> None:
         await self._refuse(ctx, error)
         durable = self.record.run(ctx)
@@ -130,14 +131,22 @@ class Pipeline:
             ctx.client_disconnected = True
 
 
-def _hold_last_message(ctx: RequestContext) -> list[Any]:
-    """Wrap ``ctx.send`` so the final body message is kept back: ``[message, send]``."""
-    held: list[Any] = []
+@dataclass(slots=True)
+class _Held:
+    """The response's final body message, kept back until the record is durable."""
+
+    send: Send
+    message: Message | None = None
+
+
+def _hold_last_message(ctx: RequestContext) -> _Held:
+    """Wrap ``ctx.send`` so the final body message is kept back in the returned ``_Held``."""
+    held = _Held(ctx.send)
     send = ctx.send
 
-    async def hold_last(message: dict[str, Any]) -> None:
+    async def hold_last(message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
-            held[:] = [message, send]
+            held.message = message
             return
         await send(message)
 

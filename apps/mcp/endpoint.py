@@ -230,7 +230,9 @@ class McpApp:
             call.params = message.get("params") or {}
         await pipeline.handle(ctx)
 
-    async def _notified(self, ctx: RequestContext, pipeline: Pipeline, message: dict) -> None:
+    async def _notified(
+        self, ctx: RequestContext, pipeline: Pipeline, message: dict[str, Any]
+    ) -> None:
         """A notification, or the agent's answer to a request relayed to it: accepted (202,
         not recorded) once the key is known — ``notifications/initialized``, and answers
         matched to the session's pending requests (anything else is dropped)."""
