@@ -121,7 +121,7 @@ class McpApp:
             durable_timeout=config.audit_durable_timeout_seconds,
             amend=amend_record,
         )
-        authenticate = McpAuthenticate(gateway)
+        authenticate = self._authenticate = McpAuthenticate(gateway)
         methods = self.methods
         self.pipelines = {
             "POST": Pipeline(
@@ -236,9 +236,8 @@ class McpApp:
         """A notification, or the agent's answer to a request relayed to it: accepted (202,
         not recorded) once the key is known — ``notifications/initialized``, and answers
         matched to the session's pending requests (anything else is dropped)."""
-        authenticate = pipeline.stages[0]
         try:
-            await authenticate.run(ctx)
+            await self._authenticate.run(ctx)
         except GatewayError as error:
             await pipeline.refuse(ctx, error)
             return
