@@ -6,6 +6,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.gateway.governance import Reservation
 from apps.mcp.errors import McpFailure
 from apps.mcp.policy import ServerSpec, ToolSettings
 from apps.mcp.relay import Relay
@@ -33,7 +34,7 @@ class ToolCall:
     tool: str  # the upstream's name for it
     arguments: dict[str, Any]
     settings: ToolSettings
-    reservation: Any = None  # governance.Reservation while one is held
+    reservation: Reservation | None = None  # while a hold is held
     called: bool = False  # the upstream ran it (and so it costs its price)
 
 

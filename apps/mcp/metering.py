@@ -8,14 +8,17 @@ and alerts are exactly those of model calls (one atomic Redis step at every leve
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
 from apps.gateway.context import Outcome, RequestContext, StageName
-from apps.gateway.governance import plan_checks, plan_settlement
+from apps.gateway.governance import Reservation, plan_checks, plan_settlement
 from apps.gateway.snapshot import ModelEntry
 from apps.gateway.state_store import PREFIX, Check, StateUnavailable
 from apps.mcp.errors import RATE_LIMITED, UNAVAILABLE, McpFailure
 from apps.mcp.policy import ToolSettings
+
+if TYPE_CHECKING:
+    from apps.gateway.app import GatewayApp
 
 
 def _priced(cost_micro: int) -> ModelEntry:
@@ -29,7 +32,9 @@ def _priced(cost_micro: int) -> ModelEntry:
     )
 
 
-async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> Any:
+async def reserve(
+    gateway: GatewayApp, ctx: RequestContext, settings: ToolSettings
+) -> Reservation | None:
     """The tool's per-key rate and its cost against every budget, in one atomic step;
     ``None`` when nothing applies. Raises ``McpFailure`` on a refusal."""
     assert ctx.key is not None
@@ -94,7 +99,9 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
     return reservation
 
 
-def settle(gateway: Any, reservation: Any, called: bool, cost_micro: int) -> None:
+def settle(
+    gateway: GatewayApp, reservation: Reservation | None, called: bool, cost_micro: int
+) -> None:
     """A call that reached the upstream costs its price; one that did not, nothing."""
     if reservation is None or reservation.store is None:
         return

@@ -79,3 +79,17 @@ def test_a_body_cut_off_mid_way_is_refused_408_and_recorded(world):
     )
     assert row.key_id == world["key"].key.pk
     assert not RequestLog.objects.filter(endpoint="mcp.initialize").exists()  # never served
+
+
+def test_a_notification_with_a_bad_key_is_refused_and_recorded_one_with_a_good_key_not(world):
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    bad = {"Authorization": "Bearer sk-odock-not-a-key", **ACCEPT}
+    refused = httpx.post(world["url"], json=initialized, headers=bad, timeout=20)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == -32001
+    good = {"Authorization": f"Bearer {world['key'].secret}", **ACCEPT}
+    accepted = httpx.post(world["url"], json=initialized, headers=good, timeout=20)
+    assert accepted.status_code == 202
+    [row] = records_wait(world["gateway"], 1)
+    world["gateway"].recorder.flush(1)
+    assert RequestLog.objects.count() == 1
+    assert (row.endpoint, row.status_code, row.key_id) == ("mcp", 401, None)
