@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The MCP modules that run per request (the database side is compile.py and wiring.py).
 MCP_HOT_PATH = (
+    "apps.mcp.call",
     "apps.mcp.endpoint",
     "apps.mcp.errors",
     "apps.mcp.inspect",
@@ -24,7 +25,9 @@ MCP_HOT_PATH = (
     "apps.mcp.methods",
     "apps.mcp.policy",
     "apps.mcp.relay",
+    "apps.mcp.resolve",
     "apps.mcp.sessions",
+    "apps.mcp.stages",
     "apps.mcp.upstream",
 )
 FORBIDDEN_PREFIXES = ("django.db", "django.contrib", "django.apps")

@@ -13,7 +13,7 @@ class DashboardConfig(AppConfig):
         # dashboard connects (see apps.dashboard.live). Registered here so the gateway
         # imports nothing of the dashboard.
         from apps.dashboard.live import live_feed
-        from apps.gateway.record import RECORD_OBSERVERS
+        from apps.gateway.stages.record import RECORD_OBSERVERS
 
         if live_feed.publish not in RECORD_OBSERVERS:
             RECORD_OBSERVERS.append(live_feed.publish)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,14 +21,14 @@ from typing import Any, Protocol
 import orjson
 
 from apps.gateway.adapters import build_adapters
+from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.background import BackgroundCalls
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
-from apps.gateway.record import Record, RecordSink
+from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
-from apps.gateway.route import RetryPolicy, Route
 from apps.gateway.routing import CircuitBreakers, DeploymentStats
 from apps.gateway.routing_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.snapshot import Snapshot
@@ -44,6 +43,8 @@ from apps.gateway.stages import (
     validate_chat,
     validate_embeddings,
 )
+from apps.gateway.stages.record import Record, RecordSink
+from apps.gateway.stages.route import RetryPolicy, Route
 from apps.gateway.state_store import LocalStateStore, StateStore
 from apps.gateway.tokens import tokenizer_configure
 from apps.gateway.upstream import UpstreamPool
@@ -291,7 +292,7 @@ class GatewayApp:
         await loop.run_in_executor(None, self.recorder.stop)
         await loop.run_in_executor(None, self.alerts.stop)
 
-    async def lifespan(self, scope: dict, receive: Any, send: Any) -> None:
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -309,7 +310,7 @@ class GatewayApp:
 
     # --- requests ----------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(scope, receive, send)
             return
@@ -322,16 +323,23 @@ class GatewayApp:
             if path.startswith("/v1/"):  # an API call the gateway does not serve: recorded
                 await self._refuse_unknown(method, path, scope, receive, send)
             else:
-                await self._serve_other(method, path, send)
+                await self._serve_other(path, send)
             return
         started = time.perf_counter()
-        ctx = self._context(pipeline.endpoint, method, path, scope, receive, send, started)
+        ctx = context_from_scope(
+            scope,
+            receive,
+            send,
+            endpoint=pipeline.endpoint,
+            snapshot=self.snapshots.current,
+            started=started,
+        )
         if not self.snapshots.loaded:
             await self._refuse_without_snapshot(pipeline, ctx)
             return
         if method == "POST":
             try:
-                ctx.raw_body = await self._read_body(receive)
+                ctx.raw_body = await read_body(receive, self.config.max_body_bytes)
             except GatewayError as error:
                 await pipeline.reject(ctx, error)  # too large or cut off
                 return
@@ -340,9 +348,11 @@ class GatewayApp:
         self.latency_sum[pipeline.endpoint] += time.perf_counter() - started
 
     async def _refuse_unknown(
-        self, method: str, path: str, scope: dict, receive: Any, send: Any
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        ctx = self._context("unknown", method, path, scope, receive, send, time.perf_counter())
+        ctx = context_from_scope(
+            scope, receive, send, endpoint="unknown", snapshot=self.snapshots.current
+        )
         if not self.snapshots.loaded:
             await self._refuse_without_snapshot(self._unknown, ctx)
             return
@@ -352,7 +362,9 @@ class GatewayApp:
     async def _refuse_without_snapshot(self, pipeline: Pipeline, ctx: RequestContext) -> None:
         """Started while the database was away, with no snapshot kept on disk: no key can be
         checked yet. A 503 to retry (and a record) rather than a 401 for every key."""
-        ctx.decide("authenticate", "deny", "no policy snapshot loaded (database unreachable)")
+        ctx.decide(
+            StageName.AUTHENTICATE, Outcome.DENY, "no policy snapshot loaded (database unreachable)"
+        )
         error = GatewayError(
             503,
             "Policies cannot be loaded right now; retry shortly.",
@@ -363,100 +375,18 @@ class GatewayApp:
         await pipeline.reject(ctx, error)
         self.metrics[(pipeline.endpoint, ctx.status)] += 1
 
-    def _context(
-        self,
-        endpoint: str,
-        method: str,
-        path: str,
-        scope: dict,
-        receive: Any,
-        send: Any,
-        started: float,
-    ) -> RequestContext:
-        ctx = RequestContext(
-            request_id="req_" + os.urandom(12).hex(),
-            endpoint=endpoint,
-            method=method,
-            path=path,
-            scope=scope,
-            receive=receive,
-            send=send,
-            snapshot=self.snapshots.current,
-            started=started,
-            started_wall=time.time(),
-        )
-        client = scope.get("client")
-        if client:
-            ctx.client_ip = client[0]
-        api_key = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                ctx.authorization = value.decode("latin-1")
-            elif name == b"user-agent":
-                ctx.user_agent = value.decode("latin-1")
-            elif name == b"x-api-key":
-                api_key = value
-        if api_key and not ctx.authorization:  # Anthropic clients' header
-            ctx.authorization = "Bearer " + api_key.decode("latin-1")
-        return ctx
-
-    async def _read_body(self, receive: Any) -> bytes:
-        limit = self.config.max_body_bytes
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(
-                408,
-                "The request body ended before its declared length.",
-                code="request_body_incomplete",
-            )
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            if len(body) > limit:
-                raise self._too_large()
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body"):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                # Gone before the body was whole (or cut off by the server's body timeout):
-                # a partial body is never treated as a request.
-                raise GatewayError(
-                    408,
-                    "The request body ended before its declared length.",
-                    code="request_body_incomplete",
-                )
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large()
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def _too_large(self) -> GatewayError:
-        return GatewayError(
-            413,
-            f"The request body is larger than {self.config.max_body_bytes} bytes.",
-            code="request_too_large",
-        )
-
-    async def _serve_other(self, method: str, path: str, send: Any) -> None:
+    async def _serve_other(self, path: str, send: Send) -> None:
         if path == "/healthz":
             await _plain(send, 200, {"status": "ok"})
         elif path == "/readyz":
             await self._readyz(send)
         elif path == "/metrics":
             await _text(send, 200, self._metrics_text())
-        elif path in self._paths:
-            error = GatewayError(
-                405, f"Method {method} is not allowed on {path}.", code="method_not_allowed"
-            )
-            await _plain(send, 405, None, error.body())
-        else:
+        else:  # every served path is under /v1/: a wrong method there is _refuse_unknown's
             error = GatewayError(404, f"Unknown endpoint {path}.", code="unknown_endpoint")
             await _plain(send, 404, None, error.body())
 
-    async def _readyz(self, send: Any) -> None:
+    async def _readyz(self, send: Send) -> None:
         # Not ready once the database has been silent for a few polls, or for the outage
         # grace period if that is shorter (when fail-closed organisations get 503).
         stale_after = min(
@@ -492,14 +422,14 @@ class GatewayApp:
         return "\n".join(lines) + "\n"
 
 
-async def _plain(send: Any, status: int, payload: object, body: bytes | None = None) -> None:
+async def _plain(send: Send, status: int, payload: object, body: bytes | None = None) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [JSON]})
     await send(
         {"type": "http.response.body", "body": body if body is not None else orjson.dumps(payload)}
     )
 
 
-async def _text(send: Any, status: int, text: str) -> None:
+async def _text(send: Send, status: int, text: str) -> None:
     headers = [(b"content-type", b"text/plain; version=0.0.4")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": text.encode()})

@@ -3,16 +3,81 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
+from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.snapshot import DeploymentEntry, KeyEntry, ModelEntry, Snapshot
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from apps.gateway.governance import Reservation
+    from apps.gateway.guardrails import OutputGuard
+
+
+class StageName(StrEnum):
+    """Who decided: a lifecycle stage (proxy and ``/mcp``), as the record names it."""
+
+    AUTHENTICATE = "authenticate"
+    AUTHORIZE = "authorize"
+    VALIDATE = "validate"  # /mcp: a tool's arguments against its input schema
+    INSPECT = "inspect"
+    INSPECT_OUTPUT = "inspect_output"
+    RESERVE_BUDGET = "reserve_budget"
+    ROUTE = "route"
+    LIST_MODELS = "list_models"
+    SESSION = "session"  # /mcp: session opened, resumed, ended
+    RELAY = "relay"  # /mcp: what an upstream asked the agent meanwhile
+    RECORD = "record"
+
+
+class Outcome(StrEnum):
+    """What a stage decided. A StrEnum: records and JSON keep the plain strings."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    PASS = "pass"  # noqa: S105 - nothing to check (no guardrails, no limits)
+    ERROR = "error"  # the gateway or an upstream failed
+    INCIDENT = "incident"  # served despite an outage (fail-open)
+    FALLBACK = "fallback"  # route: moving on to a fallback model
+    SKIP = "skip"  # route: a fallback model the key may not use
 
 
 @dataclass(slots=True)
 class Decision:
-    stage: str
-    outcome: str  # "allow", "deny", "pass", "error"
+    stage: StageName
+    outcome: Outcome
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream try of the route stage, as the record's ``attempts`` keeps it."""
+
+    deployment: str  # the deployment's label
+    status: int  # 0: not called (its circuit was open)
+    code: str  # the error code, "" when it answered
+    ms: float  # rounded to the microsecond
+
+    def as_row(self) -> tuple[str, int, str, float]:
+        return (self.deployment, self.status, self.code, self.ms)
+
+
+@dataclass(frozen=True, slots=True)
+class McpAttempt:
+    """One call to an upstream MCP server. Its stored row has always been
+    ``("mcp", server, ms, ms)`` (not the model attempts' shape); kept so rows compare."""
+
+    server: str
+    ms: float
+
+    def as_row(self) -> tuple[str, str, float, float]:
+        return ("mcp", self.server, self.ms, self.ms)
+
+
+def attempt(deployment: str, status: int, code: str, ms: float) -> Attempt:
+    return Attempt(deployment, status, code, round(ms, 3))
 
 
 @dataclass(slots=True)
@@ -21,9 +86,9 @@ class RequestContext:
     endpoint: str  # e.g. "chat.completions"
     method: str
     path: str
-    scope: dict[str, Any]
-    receive: Any
-    send: Any
+    scope: Scope
+    receive: Receive
+    send: Send  # wrapped by stages that change what goes out (held last byte, formats)
     snapshot: Snapshot
     started: float  # perf_counter
     started_wall: float  # epoch seconds
@@ -52,17 +117,20 @@ class RequestContext:
     response_started: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     prompt_tokens: int | None = None  # counted by the gateway, before the call
-    reservation: Any = None  # governance.Reservation while one is held
-    attempts: list[tuple] = field(default_factory=list)  # routing.attempt(), one per try
-    first_byte_timer: Any = None  # the attempt's asyncio.Timeout until a stream starts
+    reservation: Reservation | None = None  # while a budget hold is held
+    attempts: list[Attempt | McpAttempt] = field(default_factory=list)  # one per try
+    first_byte_timer: asyncio.Timeout | None = None  # the attempt's, until a stream starts
     # Guardrail findings ({"detector", "action", "stage"}; never the matched text) and the
     # redactions applied (original, placeholder) — filled by the guardrail stages.
     findings: list[dict[str, str]] = field(default_factory=list)
     redactions: list[tuple[str, str]] = field(default_factory=list)
     # Content capture for the audit record: bytes of the response kept, up to the limit.
-    output_guard: Any = None  # guardrails.OutputGuard when the answer is to be checked
+    output_guard: OutputGuard | None = None  # when the answer is to be checked
     capture_limit: int = 0
     captured: bytearray | None = None
+    # /mcp: the JSON-RPC call its stages share (an ``apps.mcp.stages.McpCall``); the
+    # gateway never reads it.
+    call: object | None = None
 
-    def decide(self, stage: str, outcome: str, reason: str = "") -> None:
+    def decide(self, stage: StageName, outcome: Outcome, reason: str = "") -> None:
         self.decisions.append(Decision(stage, outcome, reason))

@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from apps.gateway.context import RequestContext
+from apps.gateway.asgi import Receive
+from apps.gateway.context import Outcome, RequestContext, StageName
 
 
-async def _wait_for_disconnect(receive: Any) -> None:
+async def _wait_for_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -35,7 +36,7 @@ async def until_client_disconnects(ctx: RequestContext, work: Coroutine[Any, Any
         work_task.result()  # re-raise the work's error, if any
         return
     ctx.client_disconnected = True
-    ctx.decide("route", "error", "client disconnected; upstream request cancelled")
+    ctx.decide(StageName.ROUTE, Outcome.ERROR, "client disconnected; upstream request cancelled")
     work_task.cancel()
     try:
         await work_task

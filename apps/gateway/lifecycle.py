@@ -9,24 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
-from apps.gateway.context import RequestContext
+from apps.gateway.asgi import Message, Send
+from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError
-from apps.gateway.record import Record
 from apps.gateway.respond import send_error
 from apps.gateway.stages import Stage
+from apps.gateway.stages.record import Record
 from apps.gateway.tokens import count_prompt_tokens
 
 log = logging.getLogger(__name__)
 
 
+Refuse = Callable[[RequestContext, GatewayError], Awaitable[None]]
+
+
 class Pipeline:
-    def __init__(self, endpoint: str, stages: Sequence[Stage], record: Record) -> None:
+    """Runs the stages in order, answers a ``GatewayError`` with ``answer_error`` (the
+    proxy's OpenAI-style body; ``/mcp``'s JSON-RPC error), then records the request."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        stages: Sequence[Stage],
+        record: Record,
+        *,
+        answer_error: Refuse = send_error,
+    ) -> None:
         self.endpoint = endpoint
         self.stages = tuple(stages)
         self.record = record
+        self._answer_error = answer_error
 
     async def handle(self, ctx: RequestContext) -> None:
         held = _hold_last_message(ctx) if self.record.durable else None
@@ -54,18 +69,18 @@ class Pipeline:
             )
         finally:
             fill_missing_usage(ctx)
-            # Stages that hold something (a budget reservation) let go of it, in reverse.
+            # Stages that hold something (a budget reservation) let go of it, in reverse;
+            # ``finish`` only queues the work, so a cancelled request still settles.
             for stage in reversed(ran):
                 finish = getattr(stage, "finish", None)
-                pending = finish(ctx) if finish is not None else None
-                if pending is not None:
-                    await _shielded(pending)
+                if finish is not None:
+                    finish(ctx)
             durable = self.record.run(ctx)
             if held is not None:
                 await self._release(ctx, held, durable)
 
     async def _release(
-        self, ctx: RequestContext, held: list[Any], durable: asyncio.Future[None] | None
+        self, ctx: RequestContext, held: _Held, durable: asyncio.Future[None] | None
     ) -> None:
         """The response's last byte goes out once its audit record is durable."""
         if durable is not None:
@@ -75,9 +90,9 @@ class Pipeline:
                 pass
             except Exception:
                 log.error("audit record %s not durable in time; answering anyway", ctx.request_id)
-        if held:
+        if held.message is not None:
             try:
-                await held[1](held[0])
+                await held.send(held.message)
             except OSError:  # the client is already gone
                 ctx.client_disconnected = True
 
@@ -91,29 +106,47 @@ class Pipeline:
                 await stage.run(ctx)
             except GatewayError:
                 break
-            if stage.name == "authenticate":
+            if stage.name == StageName.AUTHENTICATE:
                 break
+        await self._refuse_and_record(ctx, error, held)
+
+    async def refuse(self, ctx: RequestContext, error: GatewayError) -> None:
+        """Answer ``error`` and record the request, running no stage (a refusal decided
+        before the pipeline, e.g. ``/mcp``'s notification with a bad key)."""
+        held = _hold_last_message(ctx) if self.record.durable else None
+        await self._refuse_and_record(ctx, error, held)
+
+    async def _refuse_and_record(
+        self, ctx: RequestContext, error: GatewayError, held: _Held | None
+    ) -> None:
         await self._refuse(ctx, error)
         durable = self.record.run(ctx)
         if held is not None:
             await self._release(ctx, held, durable)
 
-    @staticmethod
-    async def _refuse(ctx: RequestContext, error: GatewayError) -> None:
+    async def _refuse(self, ctx: RequestContext, error: GatewayError) -> None:
         try:
-            await send_error(ctx, error)
+            await self._answer_error(ctx, error)
         except OSError:  # the client is already gone
             ctx.client_disconnected = True
 
 
-def _hold_last_message(ctx: RequestContext) -> list[Any]:
-    """Wrap ``ctx.send`` so the final body message is kept back: ``[message, send]``."""
-    held: list[Any] = []
+@dataclass(slots=True)
+class _Held:
+    """The response's final body message, kept back until the record is durable."""
+
+    send: Send
+    message: Message | None = None
+
+
+def _hold_last_message(ctx: RequestContext) -> _Held:
+    """Wrap ``ctx.send`` so the final body message is kept back in the returned ``_Held``."""
+    held = _Held(ctx.send)
     send = ctx.send
 
-    async def hold_last(message: dict[str, Any]) -> None:
+    async def hold_last(message: Message) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
-            held[:] = [message, send]
+            held.message = message
             return
         await send(message)
 
@@ -128,13 +161,3 @@ def fill_missing_usage(ctx: RequestContext) -> None:
     if ctx.input_tokens == 0:
         ctx.input_tokens = ctx.prompt_tokens or count_prompt_tokens(ctx.body)
         ctx.usage_estimated = True
-
-
-async def _shielded(work) -> None:
-    """Settling must finish even when the request task is being cancelled."""
-    try:
-        await asyncio.shield(asyncio.ensure_future(work))
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("finishing a stage failed")

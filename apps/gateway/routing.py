@@ -41,13 +41,7 @@ RETRYABLE_CODES = HEALTH_FAILURE_CODES | {"upstream_auth_failed"}
 CONTEXT_WINDOW_CODE = "context_length_exceeded"
 CONTENT_POLICY_CODE = "content_filter"
 
-STRATEGIES = ("weighted", "priority", "lowest_latency", "least_busy")
 EWMA_ALPHA = 0.2  # weight of the newest latency sample in the moving average
-
-
-def attempt(deployment: str, status: int, code: str, ms: float) -> tuple[str, int, str, float]:
-    """One upstream try as the record stores it: (deployment, status, error code, ms)."""
-    return (deployment, status, code, round(ms, 3))
 
 
 # --- per-process measurements -----------------------------------------------------------

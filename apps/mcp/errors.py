@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.gateway.errors import GatewayError
+
 # The standard codes, then the server range (-32000…-32099).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -18,8 +20,10 @@ RATE_LIMITED = -32029
 UNAVAILABLE = -32050
 
 
-class McpFailure(Exception):
-    """A JSON-RPC error answer; ``status`` and ``code`` are what the audit record says."""
+class McpFailure(GatewayError):
+    """A JSON-RPC error answer: the gateway's one error type, so the same pipeline ends a
+    request with it. ``status`` and ``code`` are what the audit record says; the HTTP
+    status is ``http_status`` (200 for most: the error is in the JSON-RPC body)."""
 
     def __init__(
         self,
@@ -30,12 +34,10 @@ class McpFailure(Exception):
         code: str,
         data: dict[str, Any] | None = None,
         http_status: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(status, message, code=code, headers=headers)
         self.rpc_code = rpc_code
-        self.message = message
-        self.status = status
-        self.code = code
         self.data = data
         self.http_status = http_status
 

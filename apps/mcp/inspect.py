@@ -20,7 +20,11 @@ from apps.guardrails.detectors import redact, scan_all
 MAX_DEPTH = 32
 
 
-class Blocked(Exception):
+class ValueBlocked(Exception):
+    """A block rule matched a string inside a tool's arguments, result or a relayed
+    message: where (``path``) and by which detector. Not the proxy's
+    ``guardrails.Blocked``, which carries the bytes released before a stream's block."""
+
     def __init__(self, detector: str, path: str) -> None:
         super().__init__(detector)
         self.detector = detector
@@ -50,7 +54,7 @@ def _scan_text(
         for f in findings:
             note(ctx, f.detector, rule.action, stage)
         if rule.action == "block":
-            raise Blocked(findings[0].detector, path)
+            raise ValueBlocked(findings[0].detector, path)
         if rule.action == "redact":
             text, pairs = redact(text, findings, numbering=numbering)
             ctx.redactions.extend(p for p in pairs if p not in ctx.redactions)
@@ -68,7 +72,7 @@ def scan_value(
     numbering: dict | None = None,
     depth: int = 0,
 ) -> Any:
-    """``value`` with every string scanned (redactions applied); raises ``Blocked``.
+    """``value`` with every string scanned (redactions applied); raises ``ValueBlocked``.
     ``scrub``: literal values (upstream credentials) replaced wherever they appear."""
     numbering = {} if numbering is None else numbering
     if depth > MAX_DEPTH:

@@ -8,14 +8,17 @@ and alerts are exactly those of model calls (one atomic Redis step at every leve
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
-from apps.gateway.context import RequestContext
-from apps.gateway.governance import plan_checks, plan_settlement
+from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.governance import Reservation, plan_checks, plan_settlement
 from apps.gateway.snapshot import ModelEntry
 from apps.gateway.state_store import PREFIX, Check, StateUnavailable
 from apps.mcp.errors import RATE_LIMITED, UNAVAILABLE, McpFailure
 from apps.mcp.policy import ToolSettings
+
+if TYPE_CHECKING:
+    from apps.gateway.app import GatewayApp
 
 
 def _priced(cost_micro: int) -> ModelEntry:
@@ -29,7 +32,9 @@ def _priced(cost_micro: int) -> ModelEntry:
     )
 
 
-async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> Any:
+async def reserve(
+    gateway: GatewayApp, ctx: RequestContext, settings: ToolSettings
+) -> Reservation | None:
     """The tool's per-key rate and its cost against every budget, in one atomic step;
     ``None`` when nothing applies. Raises ``McpFailure`` on a refusal."""
     assert ctx.key is not None
@@ -50,7 +55,7 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
         key = f"{PREFIX}mcp:rpm:{settings.tool_id}:{ctx.key.identity.key_id}"
         checks.append(Check("r", key, settings.rpm, 1))
     if not checks:
-        ctx.decide("reserve_budget", "pass", "no limit applies")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.PASS, "no limit applies")
         return None
     store = gateway.state_store
     ttl_ms = int(gateway.config.hold_ttl_seconds * 1000)
@@ -58,20 +63,22 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
         result = await store.reserve(ctx.request_id, checks, ttl_ms)
     except StateUnavailable:
         if not ctx.key.fail_open:
-            ctx.decide("reserve_budget", "deny", "state store unreachable; fails closed")
+            ctx.decide(
+                StageName.RESERVE_BUDGET, Outcome.DENY, "state store unreachable; fails closed"
+            )
             raise McpFailure(
                 UNAVAILABLE,
                 "Usage limits cannot be checked right now; retry shortly.",
                 status=503,
                 code="governance_unavailable",
             ) from None
-        ctx.decide("reserve_budget", "incident", "state store unreachable; fail-open")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.INCIDENT, "state store unreachable; fail-open")
         return None
     if not result.ok:
         retry = max(1, -(-result.retry_after_ms // 1000)) if result.retry_after_ms > 0 else 60
         if result.denied < len(budgets):
             rule = budgets[result.denied]
-            ctx.decide("reserve_budget", "deny", f"budget at {rule.level}")
+            ctx.decide(StageName.RESERVE_BUDGET, Outcome.DENY, f"budget at {rule.level}")
             raise McpFailure(
                 RATE_LIMITED,
                 f"Budget reached at {rule.level}.",
@@ -79,7 +86,7 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
                 code="budget_exceeded",
                 data={"retryAfterSeconds": retry},
             )
-        ctx.decide("reserve_budget", "deny", f"tool rpm {settings.rpm}")
+        ctx.decide(StageName.RESERVE_BUDGET, Outcome.DENY, f"tool rpm {settings.rpm}")
         raise McpFailure(
             RATE_LIMITED,
             f"Rate limit of {settings.rpm} calls per minute reached for '{ctx.model_name}'.",
@@ -88,11 +95,13 @@ async def reserve(gateway: Any, ctx: RequestContext, settings: ToolSettings) -> 
             data={"retryAfterSeconds": retry},
         )
     reservation.store = store
-    ctx.decide("reserve_budget", "allow", f"reserved {len(checks)} limits")
+    ctx.decide(StageName.RESERVE_BUDGET, Outcome.ALLOW, f"reserved {len(checks)} limits")
     return reservation
 
 
-def settle(gateway: Any, reservation: Any, called: bool, cost_micro: int) -> None:
+def settle(
+    gateway: GatewayApp, reservation: Reservation | None, called: bool, cost_micro: int
+) -> None:
     """A call that reached the upstream costs its price; one that did not, nothing."""
     if reservation is None or reservation.store is None:
         return

@@ -1,14 +1,14 @@
-"""The MCP methods ``/mcp`` answers for a key, over the upstream servers it may use.
+"""The MCP methods ``/mcp`` answers for a key, over the upstream servers it may use, by
+name in ``McpMethods.table``; which upstream a name means is ``apps.mcp.resolve``'s.
 
 Names: a namespaced server's tools and prompts are ``<server>__<name>``; an un-namespaced
 server's keep their upstream names. A name two servers of one key would share is hidden
 from lists and refused as ambiguous (a call must never land on the wrong server).
-Resources keep their URIs. Tools need a grant on the tool; resources, templates, prompts
-and completions need the whole server granted.
 
-A tool call, top to bottom: resolve the name → authorize (grant, approval) → validate the
-arguments → inspect them (guardrails) → reserve (rate, budget) → call upstream, relaying
-what it says meanwhile → settle → inspect the result.
+A tool call, stage by stage (``apps.mcp.stages``): authorize (resolve the name, grant,
+approval, validate the arguments) → inspect the arguments (guardrails) → reserve (rate,
+budget) → route (call upstream, relaying what it says meanwhile; inspect the result) →
+settle (the reserve stage's ``finish``).
 """
 
 from __future__ import annotations
@@ -17,271 +17,223 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from apps.gateway.context import RequestContext
-from apps.gateway.snapshot import Identity
+from apps.gateway.context import McpAttempt, Outcome, RequestContext, StageName
 from apps.mcp import metering
+from apps.mcp.call import McpCall, ToolCall
 from apps.mcp.errors import (
     APPROVAL_REQUIRED,
     GUARDRAIL_BLOCKED,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
-    NOT_ALLOWED,
-    RESOURCE_NOT_FOUND,
     UNAVAILABLE,
     McpFailure,
     invalid_params,
 )
-from apps.mcp.inspect import Blocked, scan_value, schema_violation
-from apps.mcp.policy import SEPARATOR, GrantDecision, McpPolicy, ServerSpec, decide
+from apps.mcp.inspect import ValueBlocked, scan_value, schema_violation
+from apps.mcp.policy import SEPARATOR, McpPolicy, ServerSpec, decide
 from apps.mcp.relay import Relay, wire
-from apps.mcp.sessions import LOG_LEVELS, Session
-from apps.mcp.upstream import UpstreamPool, UpstreamServer, UpstreamUnavailable
+from apps.mcp.resolve import Resolver
+from apps.mcp.sessions import LOG_LEVELS, Session, SessionStore
+from apps.mcp.upstream import McpSessionPool, UpstreamServer, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from apps.gateway.app import GatewayApp
 
 log = logging.getLogger(__name__)
 
-_TEMPLATES: dict[str, UriTemplate | None] = {}
+SUPPORTED_VERSIONS = ("2025-06-18", "2025-11-25")
+LATEST_VERSION = "2025-11-25"
+DEFAULT_HEADER_VERSION = "2025-03-26"  # what the spec says to assume without the header
+
+SERVER_INFO = {"name": "odock", "title": "Odock MCP gateway", "version": "1"}
+CAPABILITIES = {
+    "tools": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "prompts": {"listChanged": True},
+    "logging": {},
+    "completions": {},
+}
+INSTRUCTIONS = (
+    "Tools and prompts of the servers this key may use, named <server>"
+    f"{SEPARATOR}<name> (servers configured without a namespace keep their own names)."
+)
+
+Answer = Callable[[RequestContext, McpCall], Awaitable[dict[str, Any]]]
+Step = Callable[[RequestContext, McpCall], Awaitable[None]]
 
 
-def template_matches(template: str, uri: str) -> bool:
-    """RFC 6570 matching with the SDK's parser, each template parsed once."""
-    if template not in _TEMPLATES:
-        if len(_TEMPLATES) > 5000:
-            _TEMPLATES.clear()
-        try:
-            _TEMPLATES[template] = UriTemplate.parse(template)
-        except InvalidUriTemplate:
-            _TEMPLATES[template] = None
-    parsed = _TEMPLATES[template]
-    return parsed is not None and parsed.match(uri) is not None
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A JSON-RPC method: what each MCP stage does for it (``answer`` is the route's)."""
 
-
-def named_servers(policy: McpPolicy, identity: Identity) -> set[str]:
-    """Servers some level of the key grants anything on (others are never contacted)."""
-    levels = [
-        ("org", identity.org_id),
-        ("team", identity.team_id),
-        ("project", identity.project_id),
-        ("key", identity.key_id),
-    ]
-    return {g.server for lv in levels for g in policy.grants.get(lv, ()) if g.allow}
-
-
-class CallTrace:
-    """What the record says beyond the context: server, upstream name and cost of a call."""
-
-    __slots__ = ("server", "tool", "cost_micro")
-
-    def __init__(self) -> None:
-        self.server = ""
-        self.tool = ""
-        self.cost_micro = 0
+    answer: Answer
+    authorize: Step | None = None
+    inspect: Step | None = None
+    reserve: Step | None = None
+    session: bool = True  # needs an open session (all but the handshake)
 
 
 class McpMethods:
-    """Mixed into ``McpApp``: needs ``gateway``, ``pool`` and ``current_policy``."""
+    """The methods ``/mcp`` answers, by name (``table``), over the key's upstreams."""
 
-    gateway: Any
-    pool: UpstreamPool
-    call_timeout: float
-
-    async def current_policy(self) -> McpPolicy:  # pragma: no cover - McpApp's
-        raise NotImplementedError
-
-    async def dispatch(
+    def __init__(
         self,
-        ctx: RequestContext,
-        session: Session,
-        method: str,
-        params: dict[str, Any],
-        trace: CallTrace,
-        relay: Relay,
-    ) -> dict[str, Any]:
-        if method == "ping":
-            return {}
-        if method == "tools/list":
-            return await self._tools_list(ctx)
-        if method == "tools/call":
-            return await self._tools_call(ctx, params, trace, relay)
-        if method == "resources/list":
-            return await self._resources_list(ctx)
-        if method == "resources/templates/list":
-            return await self._templates_list(ctx)
-        if method == "resources/read":
-            return await self._resources_read(ctx, params, trace, relay)
-        if method == "resources/subscribe":
-            return await self._subscribe(ctx, session, params, trace)
-        if method == "resources/unsubscribe":
-            return await self._unsubscribe(ctx, session, params, trace)
-        if method == "prompts/list":
-            return await self._prompts_list(ctx)
-        if method == "prompts/get":
-            return await self._prompts_get(ctx, params, trace, relay)
-        if method == "completion/complete":
-            return await self._complete(ctx, params, trace, relay)
-        if method == "logging/setLevel":
-            level = params.get("level")
-            if level not in LOG_LEVELS:
-                raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
-            session.log_level = level
-            ctx.decide("session", "allow", f"log level {level}")
-            return {}
-        ctx.decide("route", "deny", "unknown method")
-        raise McpFailure(
-            METHOD_NOT_FOUND, f"Method not found: {method[:100]}", status=404, code="unknown_method"
-        )
-
-    # --- which upstreams, which names -------------------------------------------------
-
-    async def _candidate_servers(self, ctx: RequestContext, policy: McpPolicy) -> list[ServerSpec]:
-        assert ctx.key is not None
-        named = named_servers(policy, ctx.key.identity)
-        return [spec for name, spec in sorted(policy.servers.items()) if name in named]
-
-    async def _whole_servers(self, ctx: RequestContext) -> list[UpstreamServer]:
-        """Ready upstreams the key may use as a whole (resources and prompts need that)."""
-        assert ctx.key is not None
-        policy = await self.current_policy()
-        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
-        return [u for u in ready if decide(policy, ctx.key.identity, u.spec.name, "*").allowed]
-
-    async def _resolve(
-        self, ctx: RequestContext, policy: McpPolicy, name: Any, kind: str, trace: CallTrace
-    ) -> tuple[ServerSpec, UpstreamServer, str, GrantDecision]:
-        """The upstream and upstream name behind the name an agent used (``kind``: tool or
-        prompt); refusals never reach the upstream."""
-        if not isinstance(name, str) or not name:
-            raise invalid_params(f"'name' must name a {kind}.")
-        ctx.model_name = name[:200]
-        matches: list[tuple[str, str]] = []
-        server, sep, rest = name.partition(SEPARATOR)
-        if sep and (spec := policy.servers.get(server)) is not None and spec.namespaced:
-            matches.append((server, rest))
-        plain = [s for s in await self._candidate_servers(ctx, policy) if not s.namespaced]
-        for upstream in await self.pool.ready(plain) if plain else ():
-            names = upstream.tools if kind == "tool" else {p["name"] for p in upstream.prompts}
-            if name in names:
-                matches.append((upstream.spec.name, name))
-        if len(matches) > 1:
-            ctx.decide("authorize", "deny", f"ambiguous {kind} name")
-            raise McpFailure(
-                INVALID_PARAMS,
-                f"The {kind} name '{name}' is ambiguous: several servers of this key offer it.",
-                status=409,
-                code=f"{kind}_name_ambiguous",
-            )
-        # <server>__<name> naming no namespaced server: an unknown server is refused below
-        # like an ungranted tool; an un-namespaced server's names have no prefixed alias.
-        known = policy.servers.get(server) if sep else None
-        prefixed = bool(sep) and (known is None or known.namespaced)
-        if not matches and not prefixed:
-            ctx.decide("authorize", "deny", f"no such {kind}")
-            raise McpFailure(
-                INVALID_PARAMS, f"Unknown {kind}: {name}", status=404, code=f"{kind}_not_found"
-            )
-        server, upstream_name = matches[0] if matches else (server, rest)
-        target = upstream_name if kind == "tool" else "*"
-        spec, upstream, grant = await self._upstream_for(
-            ctx, policy, server, target, trace, shown=name, kind=kind
-        )
-        trace.tool = upstream_name
-        return spec, upstream, upstream_name, grant
-
-    async def _upstream_for(
-        self,
-        ctx: RequestContext,
-        policy: McpPolicy,
-        server: str,
-        target: str,
-        trace: CallTrace,
+        gateway: GatewayApp,
+        pool: McpSessionPool,
+        sessions: SessionStore,
         *,
-        shown: str,
-        kind: str,
-    ) -> tuple[ServerSpec, UpstreamServer, GrantDecision]:
-        """The server if the key may use ``target`` on it ("*": the whole server)."""
-        assert ctx.key is not None
-        trace.server, trace.tool = server, target
-        spec = policy.servers.get(server)
-        grant = decide(policy, ctx.key.identity, server, target)
-        if spec is None or not grant.allowed:
-            # An unknown server and an ungranted tool look the same to the agent.
-            ctx.decide("authorize", "deny", grant.reason if spec else "unknown server")
-            raise McpFailure(
-                NOT_ALLOWED,
-                f"This key may not use the {kind} '{shown[:200]}'.",
-                status=403,
-                code="tool_not_allowed",
-            )
-        upstream = self.pool.get(spec)
-        try:
-            await upstream.ensure()
-        except UpstreamUnavailable as exc:
-            ctx.decide("route", "error", "upstream unavailable")
-            raise McpFailure(
-                UNAVAILABLE, str(exc), status=502, code="upstream_unavailable"
-            ) from None
-        return spec, upstream, grant
+        current_policy: Callable[[], Awaitable[McpPolicy]],
+        call_timeout: float,
+    ) -> None:
+        self.gateway = gateway
+        self.pool = pool
+        self.sessions = sessions
+        self.current_policy = current_policy
+        self.call_timeout = call_timeout
+        self.names = Resolver(pool, current_policy)
+        self.table: dict[str, Method] = {
+            "initialize": Method(self._initialize, session=False),
+            "server/discover": Method(self._discover, session=False),
+            "ping": Method(self._ping),
+            "tools/list": Method(self._tools_list),
+            "tools/call": Method(
+                self._tools_call,
+                authorize=self._tools_call_authorize,
+                inspect=self._tools_call_inspect,
+                reserve=self._tools_call_reserve,
+            ),
+            "resources/list": Method(self._resources_list),
+            "resources/templates/list": Method(self._templates_list),
+            "resources/read": Method(self._resources_read),
+            "resources/subscribe": Method(self._subscribe),
+            "resources/unsubscribe": Method(self._unsubscribe),
+            "prompts/list": Method(self._prompts_list),
+            "prompts/get": Method(self._prompts_get),
+            "completion/complete": Method(self._complete),
+            "logging/setLevel": Method(self._set_log_level),
+        }
 
-    async def _resource_owner(
-        self, ctx: RequestContext, uri: Any, trace: CallTrace, *, template: bool = False
-    ) -> UpstreamServer:
-        """The whole-granted upstream offering ``uri`` (a resource, else a template's match;
-        with ``template``, the template itself)."""
-        if not isinstance(uri, str) or not uri:
-            raise invalid_params("'uri' must be a string.")
-        ctx.model_name = uri[:200]
-        whole = await self._whole_servers(ctx)
-        if template:
-            tiers = [[u for u in whole if any(t.get("uriTemplate") == uri for t in u.templates)]]
-        else:
-            tiers = [
-                [u for u in whole if any(r.get("uri") == uri for r in u.resources)],
-                [
-                    u
-                    for u in whole
-                    if any(template_matches(t.get("uriTemplate", ""), uri) for t in u.templates)
-                ],
-            ]
-        for owners in tiers:
-            if len(owners) > 1:
-                ctx.decide("authorize", "deny", "ambiguous resource")
-                raise McpFailure(
-                    INVALID_PARAMS,
-                    "The resource is ambiguous: several servers of this key offer it.",
-                    status=409,
-                    code="resource_ambiguous",
-                )
-            if owners:
-                trace.server, trace.tool = owners[0].spec.name, "*"
-                return owners[0]
-        ctx.decide("authorize", "deny", "no such resource for this key")
-        raise McpFailure(
-            RESOURCE_NOT_FOUND, "Resource not found.", status=404, code="resource_not_found"
+    # --- sessions ------------------------------------------------------------------------
+
+    async def _initialize(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        assert ctx.key is not None
+        params = call.params
+        asked = params.get("protocolVersion")
+        version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
+        capabilities = params.get("capabilities")
+        session, dropped = self.sessions.create(
+            ctx.key.identity, version, capabilities if isinstance(capabilities, dict) else {}
         )
+        for gone in dropped:
+            self.release(gone)
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, f"protocol {version}")
+        call.extra.append((b"mcp-session-id", session.id.encode()))
+        return {
+            "protocolVersion": version,
+            "capabilities": CAPABILITIES,
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+        }
+
+    async def _discover(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        """The 2026-07-28 revision's probe, answered without a session. It names only the
+        handshake revisions served here, which tells a modern client (the SDK's default
+        ``mode="auto"``) to fall back to ``initialize`` instead of failing."""
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, "discover: handshake revisions only")
+        return {
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+            "capabilities": CAPABILITIES,
+            "instructions": INSTRUCTIONS,
+            "cacheScope": "private",  # the lists depend on the key
+            "ttlMs": 60_000,
+            "resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
+        }
+
+    def session_for(self, ctx: RequestContext, headers: dict[str, str]) -> Session:
+        """The key's open session named by ``Mcp-Session-Id``, at a version it speaks."""
+        assert ctx.key is not None
+        session_id = headers.get("mcp-session-id")
+        if not session_id:
+            ctx.decide(StageName.SESSION, Outcome.DENY, "no session id")
+            raise McpFailure(
+                INVALID_REQUEST,
+                "Missing Mcp-Session-Id header: send 'initialize' first.",
+                status=400,
+                code="session_required",
+                http_status=400,
+            )
+        session = self.sessions.get(session_id, ctx.key.identity.key_id)
+        if session is None:
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unknown session")
+            raise McpFailure(
+                INVALID_REQUEST,
+                "Session not found: initialize a new one.",
+                status=404,
+                code="session_not_found",
+                http_status=404,
+            )
+        version = headers.get("mcp-protocol-version", DEFAULT_HEADER_VERSION)
+        # The revision assumed without the header is accepted when named, too.
+        if version not in (session.protocol_version, DEFAULT_HEADER_VERSION, *SUPPORTED_VERSIONS):
+            ctx.decide(StageName.SESSION, Outcome.DENY, "unsupported protocol version")
+            raise McpFailure(
+                INVALID_REQUEST,
+                f"Unsupported MCP-Protocol-Version; supported: {', '.join(SUPPORTED_VERSIONS)}.",
+                status=400,
+                code="unsupported_protocol_version",
+                http_status=400,
+            )
+        session.last_seen = time.monotonic()
+        return session
+
+    def release(self, session: Session) -> None:
+        """A session ends: its upstream subscriptions go (the upstream's if it was last)."""
+        for server, uri in session.subscriptions:
+            upstream = self.pool.servers.get(server)
+            if upstream is not None:
+                task = asyncio.get_running_loop().create_task(upstream.unsubscribe(uri, session.id))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        session.subscriptions.clear()
+
+    async def _ping(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        return {}
+
+    async def _set_log_level(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        assert call.session is not None
+        level = call.params.get("level")
+        if level not in LOG_LEVELS:
+            raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
+        call.session.log_level = level
+        ctx.decide(StageName.SESSION, Outcome.ALLOW, f"log level {level}")
+        return {}
 
     # --- calling upstream ---------------------------------------------------------------
 
-    async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, call: Any) -> Any:
+    async def _forward(self, ctx: RequestContext, upstream: UpstreamServer, request: Any) -> Any:
         """One request to the upstream; its errors as JSON-RPC answers."""
         session = upstream.session
         started = time.perf_counter()
         try:
             if session is None:
                 raise UpstreamUnavailable("session closed")
-            return await asyncio.wait_for(call(session), timeout=self.call_timeout)
+            return await asyncio.wait_for(request(session), timeout=self.call_timeout)
         except MCPError as exc:
-            ctx.decide("route", "error", f"upstream error {exc.error.code}")
+            ctx.decide(StageName.ROUTE, Outcome.ERROR, f"upstream error {exc.error.code}")
             raise McpFailure(
                 exc.error.code, exc.error.message, status=502, code="upstream_error"
             ) from None
         except Exception as exc:
             upstream.drop()  # reopened on the next request
-            ctx.decide("route", "error", type(exc).__name__)
+            ctx.decide(StageName.ROUTE, Outcome.ERROR, type(exc).__name__)
             raise McpFailure(
                 UNAVAILABLE,
                 f"The MCP server '{upstream.spec.name}' did not answer.",
@@ -290,7 +242,7 @@ class McpMethods:
             ) from None
         finally:
             ctx.upstream_ms = (time.perf_counter() - started) * 1000
-            ctx.attempts.append(("mcp", upstream.spec.name, ctx.upstream_ms, ctx.upstream_ms))
+            ctx.attempts.append(McpAttempt(upstream.spec.name, ctx.upstream_ms))
 
     def _bind(self, ctx: RequestContext, relay: Relay, spec: ServerSpec) -> None:
         """The relay speaks for this server; what it relays is inspected both ways."""
@@ -308,10 +260,10 @@ class McpMethods:
 
     # --- tools ----------------------------------------------------------------------------
 
-    async def _tools_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _tools_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         assert ctx.key is not None
         policy = await self.current_policy()
-        ready = await self.pool.ready(await self._candidate_servers(ctx, policy))
+        ready = await self.pool.ready(await self.names.candidate_servers(ctx, policy))
         entries = [
             (upstream.spec.exposed(name), tool)
             for upstream in ready
@@ -321,25 +273,31 @@ class McpMethods:
         tools = _unique(entries)
         hidden = len({name for name, _ in entries}) - len(tools)
         note = f", {hidden} ambiguous name{'s' if hidden > 1 else ''} hidden" if hidden else ""
-        ctx.decide("authorize", "allow", f"{len(tools)} tools from {len(ready)} servers{note}")
+        ctx.decide(
+            StageName.AUTHORIZE,
+            Outcome.ALLOW,
+            f"{len(tools)} tools from {len(ready)} servers{note}",
+        )
         return {"tools": tools}
 
-    async def _tools_call(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _tools_call_authorize(self, ctx: RequestContext, call: McpCall) -> None:
+        """The tool behind the name, the key's grant and approval, and its arguments
+        against the tool's input schema: refusals never reach the upstream."""
         assert ctx.key is not None
         policy = await self.current_policy()
-        name = params.get("name")
-        spec, upstream, tool, grant = await self._resolve(ctx, policy, name, "tool", trace)
+        name = call.params.get("name")
+        spec, upstream, tool, grant = await self.names.resolve(
+            ctx, policy, name, "tool", call.trace
+        )
         definition = upstream.tools.get(tool)
         if definition is None:
-            ctx.decide("authorize", "deny", "no such tool upstream")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "no such tool upstream")
             raise McpFailure(
                 INVALID_PARAMS, f"Unknown tool: {name}", status=404, code="tool_not_found"
             )
         settings = policy.settings_of(spec.name, tool)
         if settings.requires_approval and not grant.unattended:
-            ctx.decide("authorize", "deny", "requires approval")
+            ctx.decide(StageName.AUTHORIZE, Outcome.DENY, "requires approval")
             raise McpFailure(
                 APPROVAL_REQUIRED,
                 f"The tool '{name}' requires approval: this key is not allowed to call it "
@@ -347,54 +305,71 @@ class McpMethods:
                 status=403,
                 code="approval_required",
             )
-        ctx.decide("authorize", "allow", grant.reason)
-        arguments = params.get("arguments") or {}
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, grant.reason)
+        arguments = call.params.get("arguments") or {}
         if not isinstance(arguments, dict):
-            ctx.decide("validate", "deny", "arguments not an object")
+            ctx.decide(StageName.VALIDATE, Outcome.DENY, "arguments not an object")
             raise invalid_params("'arguments' must be an object.")
         violation = schema_violation(definition.get("inputSchema"), arguments)
         if violation:
-            ctx.decide("validate", "deny", "arguments do not match the input schema")
+            ctx.decide(StageName.VALIDATE, Outcome.DENY, "arguments do not match the input schema")
             raise McpFailure(
                 INVALID_PARAMS,
                 f"Invalid arguments: {violation}.",
                 status=400,
                 code="invalid_arguments",
             )
-        ctx.decide("validate", "allow", "arguments match the input schema")
-        arguments = self._inspect_arguments(ctx, arguments)
-        reservation = await metering.reserve(self.gateway, ctx, settings)
+        ctx.decide(StageName.VALIDATE, Outcome.ALLOW, "arguments match the input schema")
+        call.tool = ToolCall(spec, upstream, tool, arguments, settings)
+
+    async def _tools_call_inspect(self, ctx: RequestContext, call: McpCall) -> None:
+        assert call.tool is not None
+        call.tool.arguments = self._inspect_arguments(ctx, call.tool.arguments)
+
+    async def _tools_call_reserve(self, ctx: RequestContext, call: McpCall) -> None:
+        assert call.tool is not None
+        call.tool.reservation = await metering.reserve(self.gateway, ctx, call.tool.settings)
+
+    def settle(self, call: McpCall) -> None:
+        """A tool call that reached the upstream costs its price; one that did not, nothing
+        (the reserve stage's ``finish``)."""
+        tool = call.tool
+        if tool is not None and tool.reservation is not None:
+            reservation, tool.reservation = tool.reservation, None
+            metering.settle(self.gateway, reservation, tool.called, tool.settings.cost_micro)
+
+    async def _tools_call(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        relay, tool = call.relay, call.tool
+        assert relay is not None and tool is not None
+        spec, arguments = tool.spec, tool.arguments
         self._bind(ctx, relay, spec)
         progress = relay.progress if relay.progress_token is not None else None
-        called = False
         try:
             result = await self._forward(
                 ctx,
-                upstream,
-                lambda s: s.call_tool(tool, arguments, progress_callback=progress),
+                tool.upstream,
+                lambda s: s.call_tool(tool.tool, arguments, progress_callback=progress),
             )
-            called = True
+            tool.called = True
         except McpFailure as failure:
-            called = failure.code == "upstream_error"  # the upstream ran (and refused) it
+            tool.called = failure.code == "upstream_error"  # the upstream ran (and refused) it
             raise
-        finally:
-            metering.settle(self.gateway, reservation, called, settings.cost_micro)
         data = wire(result)
-        trace.cost_micro = settings.cost_micro
+        call.trace.cost_micro = tool.settings.cost_micro
         outcome = "error" if data.get("isError") else "ok"
-        ctx.decide("route", "allow", f"{spec.name}: {outcome}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}: {outcome}{relay.summary()}")
         return self._inspect_result(ctx, spec, data)
 
     def _inspect_arguments(self, ctx: RequestContext, arguments: dict[str, Any]) -> dict:
         assert ctx.key is not None
         guard = ctx.key.guardrails
         if guard is None or not guard.input:
-            ctx.decide("inspect", "pass", "no guardrails")
+            ctx.decide(StageName.INSPECT, Outcome.PASS, "no guardrails")
             return arguments
         try:
             arguments = scan_value(ctx, guard.input, arguments, stage="input", path="arguments")
-        except Blocked as blocked:
-            ctx.decide("inspect", "deny", "blocked by a guardrail")
+        except ValueBlocked as blocked:
+            ctx.decide(StageName.INSPECT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
                 f"The arguments were blocked by the guardrail '{blocked.detector}'.",
@@ -403,7 +378,7 @@ class McpMethods:
                 data={"detector": blocked.detector, "param": blocked.path},
             ) from None
         acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
-        ctx.decide("inspect", "allow", ", ".join(acted) if acted else "nothing found")
+        ctx.decide(StageName.INSPECT, Outcome.ALLOW, ", ".join(acted) if acted else "nothing found")
         return arguments
 
     def _inspect_result(
@@ -415,8 +390,8 @@ class McpMethods:
         rules = guard.output if guard is not None else ()
         try:
             return scan_value(ctx, rules, result, stage="output", path="result", scrub=spec.secrets)
-        except Blocked as blocked:
-            ctx.decide("inspect_output", "deny", "blocked by a guardrail")
+        except ValueBlocked as blocked:
+            ctx.decide(StageName.INSPECT_OUTPUT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
                 f"The result was blocked by the guardrail '{blocked.detector}'.",
@@ -427,33 +402,33 @@ class McpMethods:
 
     # --- resources --------------------------------------------------------------------------
 
-    async def _resources_list(self, ctx: RequestContext) -> dict[str, Any]:
-        resources = [r for u in await self._whole_servers(ctx) for r in u.resources]
-        ctx.decide("authorize", "allow", f"{len(resources)} resources")
+    async def _resources_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        resources = [r for u in await self.names.whole_servers(ctx) for r in u.resources]
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(resources)} resources")
         return {"resources": resources}
 
-    async def _templates_list(self, ctx: RequestContext) -> dict[str, Any]:
-        templates = [t for u in await self._whole_servers(ctx) for t in u.templates]
-        ctx.decide("authorize", "allow", f"{len(templates)} resource templates")
+    async def _templates_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        templates = [t for u in await self.names.whole_servers(ctx) for t in u.templates]
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(templates)} resource templates")
         return {"resourceTemplates": templates}
 
-    async def _resources_read(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
-        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+    async def _resources_read(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
+        upstream = await self.names.resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         self._bind(ctx, relay, upstream.spec)
         result = await self._forward(ctx, upstream, lambda s: s.read_resource(uri))
-        ctx.decide("route", "allow", f"{upstream.spec.name}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{upstream.spec.name}{relay.summary()}")
         return self._inspect_result(ctx, upstream.spec, wire(result))
 
-    async def _subscribe(
-        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
-    ) -> dict[str, Any]:
-        upstream = await self._resource_owner(ctx, params.get("uri"), trace)
+    async def _subscribe(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        session, params, trace = call.session, call.params, call.trace
+        assert session is not None
+        upstream = await self.names.resource_owner(ctx, params.get("uri"), trace)
         uri = params["uri"]
         if not upstream.can_subscribe:
-            ctx.decide("route", "deny", "upstream offers no subscriptions")
+            ctx.decide(StageName.ROUTE, Outcome.DENY, "upstream offers no subscriptions")
             raise McpFailure(
                 METHOD_NOT_FOUND,
                 "The server offering this resource does not support subscriptions.",
@@ -462,12 +437,12 @@ class McpMethods:
             )
         await self._forward(ctx, upstream, lambda s: upstream.subscribe(uri, session.id))
         session.subscriptions.add((upstream.spec.name, uri))
-        ctx.decide("route", "allow", f"subscribed at {upstream.spec.name}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"subscribed at {upstream.spec.name}")
         return {}
 
-    async def _unsubscribe(
-        self, ctx: RequestContext, session: Session, params: dict[str, Any], trace: CallTrace
-    ) -> dict[str, Any]:
+    async def _unsubscribe(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        session, params, trace = call.session, call.params, call.trace
+        assert session is not None
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise invalid_params("'uri' must be a string.")
@@ -479,26 +454,26 @@ class McpMethods:
                 upstream = self.pool.servers.get(server)
                 if upstream is not None:
                     await upstream.unsubscribe(uri, session.id)
-        ctx.decide("route", "allow", "unsubscribed")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, "unsubscribed")
         return {}
 
     # --- prompts and completions --------------------------------------------------------------
 
-    async def _prompts_list(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _prompts_list(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
         entries = [
             (u.spec.exposed(p["name"]), p)
-            for u in await self._whole_servers(ctx)
+            for u in await self.names.whole_servers(ctx)
             for p in u.prompts
         ]
         prompts = _unique(entries)
-        ctx.decide("authorize", "allow", f"{len(prompts)} prompts")
+        ctx.decide(StageName.AUTHORIZE, Outcome.ALLOW, f"{len(prompts)} prompts")
         return {"prompts": prompts}
 
-    async def _prompts_get(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _prompts_get(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
         policy = await self.current_policy()
-        spec, upstream, prompt, _ = await self._resolve(
+        spec, upstream, prompt, _ = await self.names.resolve(
             ctx, policy, params.get("name"), "prompt", trace
         )
         arguments = params.get("arguments") or {}
@@ -507,12 +482,12 @@ class McpMethods:
         arguments = self._inspect_arguments(ctx, arguments)
         self._bind(ctx, relay, spec)
         result = await self._forward(ctx, upstream, lambda s: s.get_prompt(prompt, arguments))
-        ctx.decide("route", "allow", f"{spec.name}{relay.summary()}")
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, f"{spec.name}{relay.summary()}")
         return self._inspect_result(ctx, spec, wire(result))
 
-    async def _complete(
-        self, ctx: RequestContext, params: dict[str, Any], trace: CallTrace, relay: Relay
-    ) -> dict[str, Any]:
+    async def _complete(self, ctx: RequestContext, call: McpCall) -> dict[str, Any]:
+        params, trace, relay = call.params, call.trace, call.relay
+        assert relay is not None
         ref, argument = params.get("ref"), params.get("argument")
         if not isinstance(ref, dict) or not isinstance(argument, dict):
             raise invalid_params("'ref' and 'argument' must be objects.")
@@ -520,25 +495,25 @@ class McpMethods:
         context_arguments = context.get("arguments") if isinstance(context, dict) else None
         if ref.get("type") == "ref/prompt":
             policy = await self.current_policy()
-            spec, upstream, prompt, _ = await self._resolve(
+            spec, upstream, prompt, _ = await self.names.resolve(
                 ctx, policy, ref.get("name"), "prompt", trace
             )
             upstream_ref: Any = types.PromptReference(type="ref/prompt", name=prompt)
         elif ref.get("type") == "ref/resource":
-            upstream = await self._resource_owner(ctx, ref.get("uri"), trace, template=True)
+            upstream = await self.names.resource_owner(ctx, ref.get("uri"), trace, template=True)
             spec = upstream.spec
             upstream_ref = types.ResourceTemplateReference(type="ref/resource", uri=ref["uri"])
         else:
             raise invalid_params("'ref.type' must be 'ref/prompt' or 'ref/resource'.")
         caps = upstream.capabilities
         if caps is not None and caps.completions is None:
-            ctx.decide("route", "pass", f"{spec.name} offers no completions")
+            ctx.decide(StageName.ROUTE, Outcome.PASS, f"{spec.name} offers no completions")
             return {"completion": {"values": [], "hasMore": False}}
         self._bind(ctx, relay, spec)
         result = await self._forward(
             ctx, upstream, lambda s: s.complete(upstream_ref, argument, context_arguments)
         )
-        ctx.decide("route", "allow", spec.name)
+        ctx.decide(StageName.ROUTE, Outcome.ALLOW, spec.name)
         return self._inspect_result(ctx, spec, wire(result))
 
 

@@ -24,8 +24,8 @@ import mcp_types as types
 import orjson
 from pydantic import ValidationError
 
-from apps.gateway.context import RequestContext
-from apps.mcp.inspect import Blocked
+from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.mcp.inspect import ValueBlocked
 from apps.mcp.sessions import Session
 
 CURRENT: contextvars.ContextVar[Relay | None] = contextvars.ContextVar(
@@ -105,8 +105,8 @@ class Relay:
             return
         try:
             params = self.outward(params)
-        except Blocked:
-            self.ctx.decide("relay", "deny", f"{method} blocked by a guardrail")
+        except ValueBlocked:
+            self.ctx.decide(StageName.RELAY, Outcome.DENY, f"{method} blocked by a guardrail")
             return
         self.notifications += 1
         await self.event({"jsonrpc": "2.0", "method": method, "params": params})
@@ -131,15 +131,21 @@ class Relay:
         receive it (an SSE answer); the agent's result passes the input guardrails."""
         capability = CAPABILITY_OF.get(method, method)
         if not self.session.supports(capability):
-            self.ctx.decide("relay", "deny", f"{method}: the agent did not declare {capability}")
+            self.ctx.decide(
+                StageName.RELAY, Outcome.DENY, f"{method}: the agent did not declare {capability}"
+            )
             return _error(types.INVALID_REQUEST, f"The client does not support {capability}.")
         if not self.accepts_sse or self.closed:
-            self.ctx.decide("relay", "deny", f"{method}: the agent accepts no event stream")
+            self.ctx.decide(
+                StageName.RELAY, Outcome.DENY, f"{method}: the agent accepts no event stream"
+            )
             return _error(types.INVALID_REQUEST, "The client cannot receive requests here.")
         try:
             params = self.outward(params)
-        except Blocked as blocked:
-            self.ctx.decide("relay", "deny", f"{method} blocked by '{blocked.detector}'")
+        except ValueBlocked as blocked:
+            self.ctx.decide(
+                StageName.RELAY, Outcome.DENY, f"{method} blocked by '{blocked.detector}'"
+            )
             return _error(types.INVALID_REQUEST, "Blocked by the gateway's guardrails.")
         request_id = self.session.new_request_id()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -150,12 +156,14 @@ class Relay:
             )
             answer = await asyncio.wait_for(future, self.timeout)
         except (TimeoutError, asyncio.CancelledError):
-            self.ctx.decide("relay", "error", f"{method}: no answer from the agent")
+            self.ctx.decide(StageName.RELAY, Outcome.ERROR, f"{method}: no answer from the agent")
             return _error(types.INTERNAL_ERROR, "The client did not answer in time.")
         finally:
             self.session.pending.pop(request_id, None)
         if "error" in answer:
-            self.ctx.decide("relay", "allow", f"{method}: the agent answered an error")
+            self.ctx.decide(
+                StageName.RELAY, Outcome.ALLOW, f"{method}: the agent answered an error"
+            )
             error = answer.get("error") or {}
             return _error(
                 error.get("code", types.INTERNAL_ERROR) if isinstance(error, dict) else -32603,
@@ -163,10 +171,12 @@ class Relay:
             )
         try:
             result = self.inward(answer.get("result") or {})
-        except Blocked as blocked:
-            self.ctx.decide("relay", "deny", f"{method} answer blocked by '{blocked.detector}'")
+        except ValueBlocked as blocked:
+            self.ctx.decide(
+                StageName.RELAY, Outcome.DENY, f"{method} answer blocked by '{blocked.detector}'"
+            )
             return _error(types.INVALID_REQUEST, "The answer was blocked by the gateway.")
-        self.ctx.decide("relay", "allow", method)
+        self.ctx.decide(StageName.RELAY, Outcome.ALLOW, method)
         return result
 
 
@@ -191,7 +201,7 @@ async def relayed_request(relay: Relay | None, method: str, params: Any, *shapes
             return shape.model_validate(answer)
         except ValidationError:
             continue
-    relay.ctx.decide("relay", "error", f"{method}: the agent's answer is malformed")
+    relay.ctx.decide(StageName.RELAY, Outcome.ERROR, f"{method}: the agent's answer is malformed")
     return _error(types.INVALID_PARAMS, "The client's answer does not match the schema.")
 
 

@@ -70,7 +70,6 @@ class UpstreamServer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.refreshes = 0  # tool discoveries so far (tests and metrics)
 
     async def ensure(self) -> ClientSession:
         """The open session, opening it first if needed."""
@@ -168,7 +167,6 @@ class UpstreamServer:
             return
         tools = await _all_pages(session.list_tools, "tools")
         self.tools = {t["name"]: t for t in tools}
-        self.refreshes += 1
 
     @property
     def can_subscribe(self) -> bool:
@@ -225,7 +223,10 @@ class UpstreamServer:
                 await asyncio.wait_for(self._task, 5)
 
 
-class UpstreamPool:
+class McpSessionPool:
+    """One pooled client session per upstream MCP server (the proxy's HTTP connection pool
+    is ``apps.gateway.upstream.UpstreamPool``)."""
+
     def __init__(self, *, timeout: float = 30.0, events: UpstreamEvents | None = None) -> None:
         self.timeout = timeout
         self.events = events

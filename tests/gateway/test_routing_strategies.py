@@ -9,10 +9,10 @@ from collections import Counter
 from decimal import Decimal
 
 from apps.gateway.errors import GatewayError
-from apps.gateway.route import _fallback_reason
 from apps.gateway.routing import CircuitBreakers, DeploymentStats, candidates
 from apps.gateway.routing_state import RedisBreakerState, merge_health
 from apps.gateway.snapshot import DeploymentEntry, Identity, KeyEntry, ModelEntry
+from apps.gateway.stages.route import _fallback_reason
 
 
 def dep(dep_id: int, *, weight=1, priority=0, role="primary", **tags) -> DeploymentEntry:

@@ -195,6 +195,20 @@ def world(upstreams, gateway_factory) -> dict[str, Any]:
     }
 
 
+def initialize_message(version: str = "2025-11-25") -> dict[str, Any]:
+    """A raw client's ``initialize`` request."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+
+
 @asynccontextmanager
 async def agent(url: str, secret: str):
     """The official SDK client, connected to Odock's /mcp with a virtual key."""

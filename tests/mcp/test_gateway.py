@@ -17,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 from apps.audit.models import RequestLog
 from tests.factories import records_wait
 from tests.mcp.conftest import TICKETS_TOKEN, WIKI_HEADER, agent, run
+from tests.mcp.conftest import initialize_message as _init
 
 AWS_KEY = "AKIAQYLPMN5HHHFPZAM2"
 
@@ -233,19 +234,6 @@ def test_upstream_credentials_are_injected_but_never_reach_the_client(world):
         "redact",
         "output",
     )
-
-
-def _init(version: str) -> dict:
-    return {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
 
 
 def test_sessions_versions_and_authentication(world):

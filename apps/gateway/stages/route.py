@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import Outcome, RequestContext, StageName, attempt
 from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
 from apps.gateway.routing import (
@@ -31,7 +31,6 @@ from apps.gateway.routing import (
     RETRYABLE_CODES,
     CircuitBreakers,
     DeploymentStats,
-    attempt,
     candidates,
 )
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
@@ -97,7 +96,7 @@ class _Budget:
 
 
 class Route:
-    name = "route"
+    name = StageName.ROUTE
 
     def __init__(
         self,
@@ -133,7 +132,7 @@ class Route:
                 reason = _fallback_reason(requested, last_error)
                 if reason is None:
                     break
-                ctx.decide(self.name, "fallback", f"{model.name}: {reason}")
+                ctx.decide(self.name, Outcome.FALLBACK, f"{model.name}: {reason}")
             order = candidates(model, key=ctx.key, stats=self._stats)
             if not order:
                 excluded_by_tags = excluded_by_tags or bool(model.primaries or model.fallbacks)
@@ -158,7 +157,7 @@ class Route:
             if fallback is None:
                 continue
             if allowed is not None and name not in allowed:
-                ctx.decide(self.name, "skip", f"fallback {name}: not allowed for this key")
+                ctx.decide(self.name, Outcome.SKIP, f"fallback {name}: not allowed for this key")
                 continue
             yield fallback
 
@@ -171,28 +170,30 @@ class Route:
         excluded_by_tags: bool,
     ) -> GatewayError:
         if last_error is not None:
-            ctx.decide(self.name, "error", f"no deployment answered ({budget.attempts} attempts)")
+            ctx.decide(
+                self.name, Outcome.ERROR, f"no deployment answered ({budget.attempts} attempts)"
+            )
             return last_error
         if excluded_by_tags and not ctx.attempts:
             rules = ", ".join(
                 f"{tag} in {sorted(values)}" if values else f"{tag}: no value every level allows"
                 for tag, values in ctx.key.required_tags  # type: ignore[union-attr]
             )
-            ctx.decide(self.name, "deny", f"no deployment satisfies {rules}")
+            ctx.decide(self.name, Outcome.DENY, f"no deployment satisfies {rules}")
             return forbidden(
                 f"No deployment of '{requested.name}' satisfies this key's data-residency "
                 f"rules ({rules}).",
                 code="deployment_not_permitted",
             )
         if not requested.primaries and not requested.fallbacks:
-            ctx.decide(self.name, "error", "no active deployment")
+            ctx.decide(self.name, Outcome.ERROR, "no active deployment")
             return GatewayError(
                 503,
                 f"No deployment is available for '{requested.name}'.",
                 code="no_deployment",
                 type="api_error",
             )
-        ctx.decide(self.name, "error", "every circuit open")
+        ctx.decide(self.name, Outcome.ERROR, "every circuit open")
         return GatewayError(
             503,
             f"No healthy deployment is available for '{requested.name}'.",
@@ -240,16 +241,16 @@ class Route:
                     await self._attempt(ctx, model, dep, budget.deadline)
                 except GatewayError as error:
                     if ctx.response_started:
-                        ctx.decide(self.name, "error", f"{dep.label}: {error.code}")
+                        ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                         raise
                     if error.code in (CONTEXT_WINDOW_CODE, CONTENT_POLICY_CODE):
                         # Another deployment of the same model would refuse the same way.
                         if _fallback_reason(ctx.model, error) is None:  # type: ignore[arg-type]
-                            ctx.decide(self.name, "error", f"{dep.label}: {error.code}")
+                            ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                             raise
                         return False, error
                     if error.code not in RETRYABLE_CODES:
-                        ctx.decide(self.name, "error", f"{dep.label}: {error.code}")
+                        ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                         raise
                     last_error = error
                     continue
@@ -316,4 +317,4 @@ class Route:
             stats.finished(dep.id, ok=ok or answered, latency_ms=latency)
         await self._breakers.record(dep.id, ok=True)
         ctx.attempts.append(attempt(dep.label, ctx.status, "", (time.perf_counter() - t0) * 1000))
-        ctx.decide(self.name, "allow", f"deployment {dep.label}")
+        ctx.decide(self.name, Outcome.ALLOW, f"deployment {dep.label}")

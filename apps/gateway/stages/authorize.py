@@ -1,0 +1,75 @@
+"""Stage 2, authorize: parse and validate the request, then check the model against the
+key's effective policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.errors import GatewayError, bad_request, forbidden
+from apps.gateway.request_schema import CHAT_COMPLETIONS, EMBEDDINGS
+
+
+def parse_json_body(ctx: RequestContext) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not."""
+    try:
+        body = orjson.loads(ctx.raw_body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def validate_chat(ctx: RequestContext) -> None:
+    body = parse_json_body(ctx)
+    CHAT_COMPLETIONS.check(body)
+    ctx.model_name = body["model"]
+    ctx.stream = bool(body.get("stream"))
+    options = body.get("stream_options")
+    ctx.include_usage = bool(options and options.get("include_usage"))
+    ctx.body = body
+
+
+def validate_embeddings(ctx: RequestContext) -> None:
+    body = parse_json_body(ctx)
+    EMBEDDINGS.check(body)
+    ctx.model_name = body["model"]
+    ctx.body = body
+
+
+class Authorize:
+    """Parse the request and check the model against the key's effective policy."""
+
+    name = StageName.AUTHORIZE
+
+    def __init__(self, validate: Callable[[RequestContext], None]) -> None:
+        self._validate = validate
+
+    async def run(self, ctx: RequestContext) -> None:
+        try:
+            self._validate(ctx)
+        except GatewayError as exc:
+            ctx.decide(self.name, Outcome.DENY, f"invalid request: {exc.code}")
+            raise
+        assert ctx.key is not None
+        allowed = ctx.key.allowed_models
+        if allowed is not None and ctx.model_name not in allowed:
+            ctx.decide(self.name, Outcome.DENY, f"model {ctx.model_name} not allowed")
+            raise forbidden(
+                f"This key may not use the model '{ctx.model_name}'.", code="model_not_allowed"
+            )
+        model = ctx.snapshot.models.get(ctx.model_name)
+        if model is None:
+            ctx.decide(self.name, Outcome.DENY, f"unknown model {ctx.model_name}")
+            raise GatewayError(
+                404,
+                f"The model '{ctx.model_name}' does not exist.",
+                code="model_not_found",
+                param="model",
+            )
+        ctx.model = model
+        ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
