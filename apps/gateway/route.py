@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from apps.gateway.context import RequestContext
 from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
+from apps.gateway.providers.pool import Adapter, _timeout_error
 from apps.gateway.routing import (
     CONTENT_POLICY_CODE,
     CONTEXT_WINDOW_CODE,
@@ -35,7 +36,6 @@ from apps.gateway.routing import (
     candidates,
 )
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
-from apps.gateway.upstream import Adapter, _timeout_error
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from apps.fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
-from apps.gateway.adapters_gemini import gemini_error
 from apps.gateway.errors import GatewayError
-from apps.gateway.translate_gemini import (
+from apps.gateway.providers.gemini.adapter import gemini_error
+from apps.gateway.providers.gemini.translate import (
     StreamTranslator,
     gemini_to_openai,
     gemini_to_openai_embeddings,

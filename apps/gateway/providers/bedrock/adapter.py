@@ -6,7 +6,7 @@ for embeddings, ``POST {api_base}/model/{modelId}/invoke`` on Amazon Titan text 
 models. ``api_base`` is e.g. ``https://bedrock-runtime.eu-west-1.amazonaws.com``. The model
 id is percent-encoded in the path (``...-v1:0`` → ``...-v1%3A0``, an ARN's ``/`` → ``%2F``)
 exactly as botocore does, and that exact path and body are what is signed and sent. What is
-translated, and how, is in :mod:`apps.gateway.translate_bedrock` (pure functions).
+translated, and how, is in :mod:`apps.gateway.providers.bedrock.translate` (pure functions).
 
 Credentials (one rule, decided by the Provider's fields):
   * ``options.auth = "bearer"``: ``api_key`` is a Bedrock API key, sent as
@@ -49,23 +49,21 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, ParserError
 from yarl import URL
 
-from apps.gateway.adapter_common import (
-    fail_unfinished,
-    openai_embeddings,
-    record_usage,
-    settle_stream_usage,
-)
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, bad_request, upstream_error
-from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
-from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.translate_bedrock import (
+from apps.gateway.providers.bedrock.translate import (
     StreamTranslator,
     converse_to_openai,
     openai_to_converse,
     openai_usage,
 )
-from apps.gateway.upstream import (
+from apps.gateway.providers.chat_format import (
+    fail_unfinished,
+    openai_embeddings,
+    record_usage,
+    settle_stream_usage,
+)
+from apps.gateway.providers.pool import (
     UpstreamPool,
     _error_from_upstream,
     _timeout_error,
@@ -73,6 +71,8 @@ from apps.gateway.upstream import (
     invalid_response,
     stream_broken,
 )
+from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
+from apps.gateway.snapshot import DeploymentEntry
 
 SERVICE = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"

@@ -5,7 +5,7 @@ translating the request to ``POST {api_base}/{api_version}/models/{model}:genera
 (``:streamGenerateContent?alt=sse`` for streams, ``:batchEmbedContents`` for embeddings),
 with the key in ``x-goog-api-key``. ``api_version`` is the provider option of that name
 (default ``v1beta``); ``api_base`` has no version suffix. What is translated, and how, is
-in :mod:`apps.gateway.translate_gemini` (pure functions); this module does the I/O.
+in :mod:`apps.gateway.providers.gemini.translate` (pure functions); this module does the I/O.
 
 Errors: Google's shape ``{"error": {"code", "message", "status"}}``. Gemini answers a bad
 API key with 400 ``INVALID_ARGUMENT`` (reason ``API_KEY_INVALID``): that is our credential,
@@ -24,17 +24,15 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from apps.gateway.adapter_common import (
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import GatewayError
+from apps.gateway.providers.chat_format import (
     fail_unfinished,
     record_usage,
     send_translated,
     settle_stream_usage,
 )
-from apps.gateway.context import RequestContext
-from apps.gateway.errors import GatewayError
-from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
-from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.translate_gemini import (
+from apps.gateway.providers.gemini.translate import (
     StreamTranslator,
     embedding_inputs,
     gemini_to_openai,
@@ -44,13 +42,15 @@ from apps.gateway.translate_gemini import (
     openai_usage,
     sse_data,
 )
-from apps.gateway.upstream import (
+from apps.gateway.providers.pool import (
     UpstreamPool,
     _error_from_upstream,
     cached_target,
     invalid_response,
     stream_broken,
 )
+from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
+from apps.gateway.snapshot import DeploymentEntry
 
 DEFAULT_API_VERSION = "v1beta"
 

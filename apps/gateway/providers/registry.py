@@ -6,11 +6,11 @@ One entry per ``ProviderKind``; a kind without an adapter answers 503
 
 from __future__ import annotations
 
-from apps.gateway.adapters_anthropic import AnthropicAdapter
-from apps.gateway.adapters_azure import AzureOpenAIAdapter
-from apps.gateway.adapters_bedrock import BedrockAdapter
-from apps.gateway.adapters_gemini import GeminiAdapter
-from apps.gateway.upstream import Adapter, OpenAIAdapter, UpstreamPool
+from apps.gateway.providers.anthropic.translate import AnthropicAdapter
+from apps.gateway.providers.azure.adapter import AzureOpenAIAdapter
+from apps.gateway.providers.bedrock.adapter import BedrockAdapter
+from apps.gateway.providers.gemini.adapter import GeminiAdapter
+from apps.gateway.providers.pool import Adapter, OpenAIAdapter, UpstreamPool
 
 
 def build_adapters(pool: UpstreamPool) -> dict[str, Adapter]:

@@ -20,7 +20,7 @@ import pytest
 
 from apps.fakes.azure_server import FakeAzureOpenAIServer
 from apps.fakes.openai_server import TOOL_ARGUMENTS, FakeOpenAIServer
-from apps.gateway.adapters_azure import DEFAULT_API_VERSION
+from apps.gateway.providers.azure.adapter import DEFAULT_API_VERSION
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.tool_calls import WEATHER_TOOL
 

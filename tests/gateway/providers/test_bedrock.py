@@ -15,10 +15,19 @@ import orjson
 import pytest
 
 from apps.fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
-from apps.gateway.adapters_bedrock import _bedrock_error, build_target, credentials_of, region_of
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.bedrock.adapter import (
+    _bedrock_error,
+    build_target,
+    credentials_of,
+    region_of,
+)
+from apps.gateway.providers.bedrock.translate import (
+    StreamTranslator,
+    converse_to_openai,
+    openai_to_converse,
+)
 from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.translate_bedrock import StreamTranslator, converse_to_openai, openai_to_converse
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up

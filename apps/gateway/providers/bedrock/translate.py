@@ -1,7 +1,7 @@
 """Bedrock Converse ⇄ OpenAI chat-completions translation.
 
 Pure functions (no I/O, no ``ctx``) so they can be tested without a server; the adapter
-that signs and sends them is :mod:`apps.gateway.adapters_bedrock`.
+that signs and sends them is :mod:`apps.gateway.providers.bedrock.adapter`.
 
 What is translated (OpenAI → Converse):
   * ``system`` / ``developer`` messages → ``system: [{"text"}]``; user/assistant turns →
@@ -46,7 +46,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from apps.gateway.adapter_common import (
+from apps.gateway.errors import bad_request
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     cache_counted_usage,
@@ -60,7 +61,6 @@ from apps.gateway.adapter_common import (
     tool_call,
     tool_parameters,
 )
-from apps.gateway.errors import bad_request
 
 FINISH_REASONS = {
     "end_turn": "stop",

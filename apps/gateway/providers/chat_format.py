@@ -4,7 +4,7 @@ Each of them turns an OpenAI chat-completions request into its provider's wire f
 the answer back; the OpenAI half of that work is the same for all of them, so it lives
 here once: reading OpenAI request parts, building OpenAI answers and stream chunks, and the
 usage bookkeeping of a stream. Everything but :func:`send_translated` is pure (no I/O);
-the streaming I/O itself is :meth:`~apps.gateway.upstream.UpstreamPool.post_stream`,
+the streaming I/O itself is :meth:`~apps.gateway.providers.pool.UpstreamPool.post_stream`,
 :func:`~apps.gateway.respond.send_stream_data` and :func:`~apps.gateway.respond.fail_stream`.
 """
 
@@ -20,8 +20,8 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import bad_request, upstream_error
+from apps.gateway.providers.pool import stream_broken
 from apps.gateway.respond import fail_stream, send_stream_data
-from apps.gateway.upstream import stream_broken
 
 # --------------------------------------------------------------------------- requests
 

@@ -1,7 +1,7 @@
 """Gemini ``generateContent`` ⇄ OpenAI chat-completions (and embeddings) translation.
 
 Pure functions (no I/O, no ``ctx``) so they can be tested without a server; the adapter
-that sends them is :mod:`apps.gateway.adapters_gemini`.
+that sends them is :mod:`apps.gateway.providers.gemini.adapter`.
 
 What is translated:
   * ``system`` / ``developer`` messages → ``systemInstruction`` (a request with nothing but
@@ -57,7 +57,8 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.adapter_common import (
+from apps.gateway.errors import bad_request
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     chat_completion,
@@ -71,8 +72,7 @@ from apps.gateway.adapter_common import (
     tool_call,
     usage_dict,
 )
-from apps.gateway.errors import bad_request
-from apps.gateway.upstream import invalid_response
+from apps.gateway.providers.pool import invalid_response
 
 FINISH_REASONS = {
     "STOP": "stop",

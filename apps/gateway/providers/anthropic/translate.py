@@ -32,7 +32,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from apps.gateway.adapter_common import (
+from apps.gateway.context import RequestContext
+from apps.gateway.errors import GatewayError
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     cache_counted_usage,
@@ -49,17 +51,15 @@ from apps.gateway.adapter_common import (
     tool_call,
     tool_parameters,
 )
-from apps.gateway.context import RequestContext
-from apps.gateway.errors import GatewayError
-from apps.gateway.respond import end_stream, fail_stream, send_body
-from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.upstream import (
+from apps.gateway.providers.pool import (
     UpstreamPool,
     _error_from_upstream,
     cached_target,
     invalid_response,
     stream_broken,
 )
+from apps.gateway.respond import end_stream, fail_stream, send_body
+from apps.gateway.snapshot import DeploymentEntry
 
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_VERSION = "2023-06-01"

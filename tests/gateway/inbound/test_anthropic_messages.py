@@ -11,7 +11,7 @@ import pytest
 
 from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer
 from apps.gateway.errors import GatewayError
-from apps.gateway.inbound_anthropic import (
+from apps.gateway.inbound.anthropic_messages import (
     MessageStreamTranslator,
     anthropic_error_type,
     messages_to_openai,

@@ -1,7 +1,7 @@
 """The Azure OpenAI adapter: OpenAI's wire format at Azure's URLs, with Azure's credential.
 
 Azure OpenAI speaks OpenAI's chat-completions and embeddings format, so this adapter is
-:class:`~apps.gateway.upstream.OpenAIAdapter` (subclassed: the forwarding, the stream pump,
+:class:`~apps.gateway.providers.pool.OpenAIAdapter` (subclassed: the forwarding, the stream pump,
 usage accounting and the error mapping are its) with two things changed: where the request
 goes and how a content-filter refusal is reported.
 
@@ -44,8 +44,8 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from apps.gateway.providers.pool import OpenAIAdapter, UpstreamPool, cached_target
 from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.upstream import OpenAIAdapter, UpstreamPool, cached_target
 
 #: The ``api-version`` used when the provider sets none: the GA data-plane version.
 DEFAULT_API_VERSION = "2024-10-21"

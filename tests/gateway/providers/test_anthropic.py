@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
-from apps.gateway.adapters_anthropic import (
+from apps.gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
     StreamTranslator,
     anthropic_to_openai,
