@@ -16,9 +16,11 @@ import pytest
 from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from apps.gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
-    StreamTranslator,
     anthropic_to_openai,
     openai_to_anthropic,
+)
+from apps.gateway.providers.anthropic.translate import (
+    AnthropicStreamTranslator as StreamTranslator,
 )
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait

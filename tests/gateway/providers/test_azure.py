@@ -20,7 +20,9 @@ from apps.gateway.providers.azure.adapter import (
     api_version_of,
     azure_url,
 )
-from apps.gateway.providers.pool import UpstreamPool, _error_from_upstream, _read_usage
+from apps.gateway.providers.errors import error_from_upstream as _error_from_upstream
+from apps.gateway.providers.openai.translate import read_usage as _read_usage
+from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.snapshot import DeploymentEntry, Snapshot
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait

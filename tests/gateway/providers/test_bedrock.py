@@ -16,14 +16,12 @@ import pytest
 
 from apps.fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
 from apps.gateway.errors import GatewayError
-from apps.gateway.providers.bedrock.adapter import (
-    _bedrock_error,
-    build_target,
-    credentials_of,
-    region_of,
+from apps.gateway.providers.bedrock.adapter import build_target, credentials_of, region_of
+from apps.gateway.providers.bedrock.errors import bedrock_error as _bedrock_error
+from apps.gateway.providers.bedrock.translate import (
+    ConverseStreamTranslator as StreamTranslator,
 )
 from apps.gateway.providers.bedrock.translate import (
-    StreamTranslator,
     converse_to_openai,
     openai_to_converse,
 )

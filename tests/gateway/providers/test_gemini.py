@@ -18,9 +18,11 @@ import pytest
 
 from apps.fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from apps.gateway.errors import GatewayError
-from apps.gateway.providers.gemini.adapter import gemini_error
+from apps.gateway.providers.gemini.errors import gemini_error
 from apps.gateway.providers.gemini.translate import (
-    StreamTranslator,
+    GeminiStreamTranslator as StreamTranslator,
+)
+from apps.gateway.providers.gemini.translate import (
     gemini_to_openai,
     gemini_to_openai_embeddings,
     openai_to_gemini,

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from apps.gateway.errors import bad_request
+from apps.gateway.providers.bedrock.errors import stream_exception
 from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
@@ -61,6 +62,8 @@ from apps.gateway.providers.chat_format import (
     tool_call,
     tool_parameters,
 )
+from apps.gateway.providers.contract import StreamFailure
+from apps.gateway.providers.errors import invalid_response, stream_broken
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -71,6 +74,8 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+#: What the event-stream decoder yields for a message it cannot read.
+CORRUPT = object()
 IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -252,7 +257,7 @@ def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- responses
 
 
-def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+def usage_from_converse(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """Converse ``TokenUsage`` → OpenAI usage; cache reads and writes are input tokens too."""
     return cache_counted_usage(
         usage,
@@ -279,11 +284,11 @@ def converse_to_openai(answer: dict[str, Any], public_model: str, answer_id: str
         text,
         calls,
         FINISH_REASONS.get(str(answer.get("stopReason") or ""), "stop"),
-        openai_usage(answer.get("usage")),
+        usage_from_converse(answer.get("usage")),
     )
 
 
-class StreamTranslator(ChunkTranslator):
+class ConverseStreamTranslator(ChunkTranslator):
     """ConverseStream messages (event-stream headers + JSON payload) → OpenAI chunk events.
 
     Pure state machine: ``feed`` returns the bytes to send for one message. ``usage`` holds
@@ -299,7 +304,34 @@ class StreamTranslator(ChunkTranslator):
         self.stopped = False
         self.finish_reason = "stop"
         self.error: tuple[str, str] | None = None
+        self.corrupt = False
         self._tool_index: dict[int, int] = {}  # contentBlockIndex → OpenAI tool index
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        return usage_from_converse(usage)
+
+    def feed_event(self, event: Any) -> bytes:
+        """One decoded ``(headers, payload)`` message, or ``CORRUPT``."""
+        if event is not CORRUPT:
+            try:
+                return self.feed(*event)
+            except (AttributeError, TypeError):
+                pass
+        self.corrupt = True
+        return b""
+
+    def failure(self) -> StreamFailure | None:
+        if self.corrupt:
+            return StreamFailure(
+                invalid_response(), stream_broken("The upstream stream was corrupt.")
+            )
+        if self.error is None:
+            return None
+        kind, detail = self.error
+        message = f"The upstream provider failed mid-stream ({kind}): {detail}"
+        return StreamFailure(
+            stream_exception(kind, detail), stream_broken(message[:600].rstrip(": "))
+        )
 
     def feed(self, headers: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
         message_type = headers.get(":message-type")
@@ -353,5 +385,5 @@ class StreamTranslator(ChunkTranslator):
             if not self.stopped:
                 return b""  # metadata before messageStop: the stream is not complete
             self.finished = True
-            return self._closing(openai_usage)
+            return self._closing()
         return b""  # contentBlockStop, unknown future events

@@ -5,93 +5,44 @@ translating the request to ``POST {api_base}/{api_version}/models/{model}:genera
 (``:streamGenerateContent?alt=sse`` for streams, ``:batchEmbedContents`` for embeddings),
 with the key in ``x-goog-api-key``. ``api_version`` is the provider option of that name
 (default ``v1beta``); ``api_base`` has no version suffix. What is translated, and how, is
-in :mod:`apps.gateway.providers.gemini.translate` (pure functions); this module does the I/O.
-
-Errors: Google's shape ``{"error": {"code", "message", "status"}}``. Gemini answers a bad
-API key with 400 ``INVALID_ARGUMENT`` (reason ``API_KEY_INVALID``): that is our credential,
-not the client's request, so it becomes 502 ``upstream_auth_failed``; a 429's
-``RetryInfo.retryDelay`` becomes the ``Retry-After``.
+in :mod:`apps.gateway.providers.gemini.translate` (pure functions), the errors in
+:mod:`apps.gateway.providers.gemini.errors`; the I/O is the base adapter's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
-from apps.gateway.providers.chat_format import (
-    fail_unfinished,
-    record_usage,
-    send_translated,
-    settle_stream_usage,
-)
+from apps.gateway.providers.base import BaseAdapter, cached_target
+from apps.gateway.providers.chat_format import record_usage
+from apps.gateway.providers.contract import EMBEDDINGS, STREAM
+from apps.gateway.providers.gemini.errors import gemini_error
 from apps.gateway.providers.gemini.translate import (
-    StreamTranslator,
+    GeminiStreamTranslator,
     embedding_inputs,
     gemini_to_openai,
     gemini_to_openai_embeddings,
     openai_to_gemini,
     openai_to_gemini_embeddings,
-    openai_usage,
-    sse_data,
 )
-from apps.gateway.providers.pool import (
-    UpstreamPool,
-    _error_from_upstream,
-    cached_target,
-    invalid_response,
-    stream_broken,
-)
-from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
+from apps.gateway.providers.sse import SSEDecoder, sse_json
 from apps.gateway.snapshot import DeploymentEntry
 
 DEFAULT_API_VERSION = "v1beta"
 
 
-# --------------------------------------------------------------------------- errors
+@dataclass(frozen=True, slots=True)
+class GeminiOptions:
+    """``api_version``: the path's version segment (``v1beta``, ``v1``)."""
 
-
-def _retry_delay(error: dict[str, Any]) -> str | None:
-    """Seconds from a ``google.rpc.RetryInfo`` detail (``"37s"``, ``"1.5s"``), rounded up."""
-    for detail in error.get("details") or ():
-        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-        if isinstance(delay, str) and delay.endswith("s"):
-            with contextlib.suppress(ValueError):
-                return str(max(1, math.ceil(float(delay[:-1]))))
-    return None
-
-
-def _key_invalid(error: dict[str, Any]) -> bool:
-    for detail in error.get("details") or ():
-        if isinstance(detail, dict) and detail.get("reason") == "API_KEY_INVALID":
-            return True
-    return "API key not valid" in str(error.get("message") or "")
-
-
-def gemini_error(status: int, body: bytes, headers: Any) -> GatewayError:
-    """Google's error shape → what the client sees (``_error_from_upstream`` plus Gemini's
-    400-for-a-bad-key and ``RetryInfo``); never the provider key."""
-    error: dict[str, Any] = {}
-    with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
-        parsed = orjson.loads(body).get("error")
-        error = parsed if isinstance(parsed, dict) else {}
-    if status == 400 and _key_invalid(error):
-        status = 401
-    if status == 429 and not headers.get("Retry-After"):
-        delay = _retry_delay(error)
-        if delay is not None:
-            headers = {"Retry-After": delay}
-    return _error_from_upstream(status, body, headers)
-
-
-# --------------------------------------------------------------------------- adapter
+    api_version: str = DEFAULT_API_VERSION
 
 
 class _Target:
@@ -99,8 +50,8 @@ class _Target:
 
     __slots__ = ("embed", "generate", "headers", "stream")
 
-    def __init__(self, dep: DeploymentEntry) -> None:
-        version = (dict(dep.options).get("api_version") or DEFAULT_API_VERSION).strip("/")
+    def __init__(self, dep: DeploymentEntry, options: GeminiOptions) -> None:
+        version = (options.api_version or DEFAULT_API_VERSION).strip("/")
         model = dep.upstream_model.removeprefix("models/")
         base = f"{dep.api_base.rstrip('/')}/{version}/models/{model}"
         self.generate = URL(base + ":generateContent")
@@ -111,55 +62,36 @@ class _Target:
             self.headers["x-goog-api-key"] = dep.api_key
 
 
-class GeminiAdapter:
+class GeminiAdapter(BaseAdapter):
     """Serves OpenAI chat-completions and embeddings from the Gemini API."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
-        self.pool = pool
-        self._targets: dict[tuple, _Target] = {}
+    options_type = GeminiOptions
+    stop_when_finished = False  # usage may follow the finish reason: read to the end
 
-    def _target(self, dep: DeploymentEntry) -> _Target:
+    def endpoint(self, dep: DeploymentEntry, op: str, data: bytes) -> tuple[URL, dict[str, str]]:
         cache_key = (dep.api_base, dep.api_key, dep.options, dep.upstream_model)
-        return cached_target(self._targets, cache_key, lambda: _Target(dep))
+        target = cached_target(self._targets, cache_key, lambda: _Target(dep, self.options(dep)))
+        url = {EMBEDDINGS: target.embed, STREAM: target.stream}.get(op, target.generate)
+        return url, target.headers
 
-    async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+    def request(self, ctx: RequestContext, dep: DeploymentEntry, op: str) -> bytes:
         assert ctx.body is not None
-        inputs = embedding_inputs(ctx.body)
-        payload = openai_to_gemini_embeddings(ctx.body, dep.upstream_model.removeprefix("models/"))
-        target = self._target(dep)
-        status, body, resp_headers = await self.pool.post(
-            ctx, dep, target.embed, orjson.dumps(payload), target.headers
-        )
-        if status != 200:
-            raise gemini_error(status, body, resp_headers)
-        try:
-            answer = gemini_to_openai_embeddings(
-                orjson.loads(body),
-                inputs,
-                ctx.model_name,
-                as_base64=ctx.body.get("encoding_format") == "base64",
-            )
-        except (orjson.JSONDecodeError, AttributeError, TypeError, struct.error) as exc:
-            raise invalid_response() from exc
-        ctx.input_tokens = answer["usage"]["prompt_tokens"]
-        ctx.output_tokens = 0
-        ctx.usage_estimated = True  # Gemini reports no token count for embeddings
-        await send_body(ctx, 200, orjson.dumps(answer))
+        if op == EMBEDDINGS:
+            model = dep.upstream_model.removeprefix("models/")
+            return orjson.dumps(openai_to_gemini_embeddings(ctx.body, model))
+        return orjson.dumps(openai_to_gemini(ctx.body))
 
-    async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+    def error(self, status: int, body: bytes, headers: Any) -> GatewayError:
+        return gemini_error(status, body, headers)
+
+    def response(
+        self, ctx: RequestContext, op: str, body: bytes, headers: Mapping[str, str]
+    ) -> bytes:
         assert ctx.body is not None
-        payload = openai_to_gemini(ctx.body)
-        target = self._target(dep)
-        status, body, resp_headers = await self.pool.post(
-            ctx, dep, target.generate, orjson.dumps(payload), target.headers
-        )
-        if status != 200:
-            raise gemini_error(status, body, resp_headers)
-        try:
-            response = orjson.loads(body)
-            answer = gemini_to_openai(response, ctx.model_name)
-        except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError) as exc:
-            raise invalid_response() from exc
+        if op == EMBEDDINGS:
+            return self._embeddings_response(ctx, body)
+        response = orjson.loads(body)
+        answer = gemini_to_openai(response, ctx.model_name)
         if response.get("usageMetadata"):
             record_usage(ctx, answer["usage"])
         else:  # no count from the provider: the gateway's own prompt count, chars // 4 out
@@ -167,43 +99,23 @@ class GeminiAdapter:
             ctx.input_tokens = ctx.prompt_tokens or 0
             content = answer["choices"][0]["message"]["content"] or ""
             ctx.output_tokens = max(1, len(content) // 4)
-        await send_body(ctx, 200, orjson.dumps(answer))
+        return orjson.dumps(answer)
 
-    async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+    def _embeddings_response(self, ctx: RequestContext, body: bytes) -> bytes:
         assert ctx.body is not None
-        payload = openai_to_gemini(ctx.body)
-        target = self._target(dep)
-        await self.pool.post_stream(
-            ctx, dep, target.stream, orjson.dumps(payload), target.headers, gemini_error, self._pump
+        answer = gemini_to_openai_embeddings(
+            orjson.loads(body),
+            embedding_inputs(ctx.body),
+            ctx.model_name,
+            as_base64=ctx.body.get("encoding_format") == "base64",
         )
+        ctx.input_tokens = answer["usage"]["prompt_tokens"]
+        ctx.output_tokens = 0
+        ctx.usage_estimated = True  # Gemini reports no token count for embeddings
+        return orjson.dumps(answer)
 
-    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
-        translator = StreamTranslator(ctx.model_name, include_usage=ctx.include_usage)
-        buffer = b""
-        try:
-            async for data in resp.content.iter_any():
-                buffer += data.replace(b"\r\n", b"\n")  # Google ends events with \r\n\r\n
-                if b"\n\n" not in buffer:
-                    continue
-                *events, buffer = buffer.split(b"\n\n")
-                await send_translated(ctx, translator, events, sse_data)
-            tail = sse_data(buffer.strip()) if buffer.strip() else None
-            if tail is not None and translator.error is None:  # a last event without "\n\n"
-                out = translator.feed(tail)
-                if out:
-                    await send_stream_data(ctx, out)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if not translator.finished:
-                if not ctx.response_started:
-                    if isinstance(exc, TimeoutError):
-                        raise
-                    # Answered 200, then broke before any event: retryable.
-                    raise stream_broken() from exc
-                raise await fail_stream(ctx, stream_broken()) from exc
-            # The answer was complete; only the end of the body went missing.
-        finally:
-            settle_stream_usage(ctx, translator, openai_usage)
-        if not translator.finished:
-            await fail_unfinished(ctx)
-        await send_stream_data(ctx, translator.trailer())
-        await end_stream(ctx)
+    def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> GeminiStreamTranslator:
+        return GeminiStreamTranslator(ctx.model_name, include_usage=ctx.include_usage)
+
+    def decoder(self) -> SSEDecoder:
+        return SSEDecoder(sse_json)

@@ -72,7 +72,7 @@ from apps.gateway.providers.chat_format import (
     tool_call,
     usage_dict,
 )
-from apps.gateway.providers.pool import invalid_response
+from apps.gateway.providers.errors import invalid_response
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -282,7 +282,7 @@ def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- responses
 
 
-def openai_usage(meta: dict[str, Any] | None) -> dict[str, Any]:
+def usage_from_gemini(meta: dict[str, Any] | None) -> dict[str, Any]:
     """Gemini ``usageMetadata`` → OpenAI usage (thinking is output, cache reads are input)."""
     meta = meta or {}
     prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
@@ -342,11 +342,11 @@ def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, A
         text,
         calls,
         _finish_reason(reason, bool(calls)),
-        openai_usage(response.get("usageMetadata")),
+        usage_from_gemini(response.get("usageMetadata")),
     )
 
 
-class StreamTranslator(ChunkTranslator):
+class GeminiStreamTranslator(ChunkTranslator):
     """Gemini stream events (parsed ``GenerateContentResponse`` objects) → OpenAI chunks.
 
     Pure state machine: ``feed`` returns the bytes to send for one event (the first one also
@@ -360,8 +360,10 @@ class StreamTranslator(ChunkTranslator):
     def __init__(self, public_model: str, *, include_usage: bool) -> None:
         super().__init__(public_model, include_usage=include_usage, completion_id="")
         self.reason: str | None = None
-        self.error: dict[str, Any] | None = None
         self.calls = 0
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        return usage_from_gemini(usage)
 
     def feed(self, event: dict[str, Any]) -> bytes:
         if "error" in event:
@@ -395,18 +397,7 @@ class StreamTranslator(ChunkTranslator):
     def trailer(self) -> bytes:
         """What ends a completed stream: finish chunk, optional usage chunk, ``[DONE]``."""
         finish = self._chunk({}, _finish_reason(self.reason, self.calls > 0))
-        return finish + self._closing(openai_usage)
-
-
-def sse_data(event: bytes) -> dict[str, Any] | None:
-    """The JSON ``data`` of one SSE event (its ``data:`` lines joined)."""
-    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    if not lines:
-        return None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        data = orjson.loads(b"\n".join(lines))
-        return data if isinstance(data, dict) else None
-    return None
+        return finish + self._closing()
 
 
 # --------------------------------------------------------------------------- embeddings
