@@ -7,71 +7,22 @@ anything the client receives."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 
-from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.factories import records_wait
+from tests.gateway.providers.conftest import AWS_KEY_ID, UPSTREAM_SECRET
 from tests.gateway.tool_calls import WEATHER_TOOL
 
-UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
-AWS_KEY_ID = "AKIDMATRIXTEST"
-KINDS = ["openai", "openai_compatible", "azure", "anthropic", "gemini", "bedrock"]
 WEATHER = WEATHER_TOOL
 ANTHROPIC_WEATHER = {
     "name": "get_weather",
     "description": "Current weather in a city.",
     "input_schema": WEATHER["function"]["parameters"],
 }
-
-
-def start_fake(kind: str):
-    """(server, upstream model name, provider options) for one kind."""
-    if kind in ("openai", "openai_compatible"):
-        from apps.fakes.openai_server import FakeOpenAIServer
-
-        return FakeOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-up", {}
-    if kind == "azure":
-        from apps.fakes.azure_server import FakeAzureOpenAIServer
-
-        return FakeAzureOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-deploy", {}
-    if kind == "anthropic":
-        from apps.fakes.anthropic_server import FakeAnthropicServer
-
-        return FakeAnthropicServer(api_key=UPSTREAM_SECRET).start(), "claude-up", {}
-    if kind == "gemini":
-        from apps.fakes.gemini_server import FakeGeminiServer
-
-        return FakeGeminiServer(api_key=UPSTREAM_SECRET).start(), "gemini-up", {}
-    from apps.fakes.bedrock_server import FakeBedrockServer
-
-    server = FakeBedrockServer(
-        access_key_id=AWS_KEY_ID, secret_access_key=UPSTREAM_SECRET, region="eu-west-1"
-    ).start()
-    options = {"region": "eu-west-1", "access_key_id": AWS_KEY_ID}
-    return server, "anthropic.claude-3-5-sonnet-20240620-v1:0", options
-
-
-@pytest.fixture(params=KINDS)
-def routed(request, gateway) -> Iterator[tuple]:
-    """A gateway whose model ``m`` is served by one provider of the parametrized kind."""
-    kind = request.param
-    server, upstream_model, options = start_fake(kind)
-    try:
-        provider = provider_create(server.url, name=kind, api_key=UPSTREAM_SECRET, kind=kind)
-        provider.options = options
-        provider.save()
-        model_create(
-            "m", provider, upstream_model=upstream_model, input_per_mtok="3", output_per_mtok="15"
-        )
-        issued = key_create()
-        gateway.snapshots.reload()
-        yield kind, gateway, issued.secret, server
-    finally:
-        server.stop()
 
 
 def assert_priced(record) -> None:

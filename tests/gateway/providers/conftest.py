@@ -1,0 +1,81 @@
+"""Fixtures shared by the provider tests: one fake upstream per provider kind, and a
+gateway whose model ``m`` is served by it — parametrised over the registry, so a new
+provider is in every matrix test the moment it is registered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from apps.gateway.providers.registry import PROVIDERS
+from apps.providers.models import Deployment, DeploymentRole, Model
+from tests.factories import key_create, model_create, provider_create
+
+UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
+AWS_KEY_ID = "AKIDMATRIXTEST"
+KINDS = list(PROVIDERS)
+
+
+def start_fake(kind: str):
+    """(server, upstream model name, provider options) for one kind."""
+    if kind in ("openai", "openai_compatible"):
+        from apps.fakes.openai_server import FakeOpenAIServer
+
+        return FakeOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-up", {}
+    if kind == "azure":
+        from apps.fakes.azure_server import FakeAzureOpenAIServer
+
+        return FakeAzureOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-deploy", {}
+    if kind == "anthropic":
+        from apps.fakes.anthropic_server import FakeAnthropicServer
+
+        return FakeAnthropicServer(api_key=UPSTREAM_SECRET).start(), "claude-up", {}
+    if kind == "gemini":
+        from apps.fakes.gemini_server import FakeGeminiServer
+
+        return FakeGeminiServer(api_key=UPSTREAM_SECRET).start(), "gemini-up", {}
+    if kind == "bedrock":
+        from apps.fakes.bedrock_server import FakeBedrockServer
+
+        server = FakeBedrockServer(
+            access_key_id=AWS_KEY_ID, secret_access_key=UPSTREAM_SECRET, region="eu-west-1"
+        ).start()
+        options = {"region": "eu-west-1", "access_key_id": AWS_KEY_ID}
+        return server, "anthropic.claude-3-5-sonnet-20240620-v1:0", options
+    raise LookupError(f"no fake upstream for provider kind {kind!r}: add one here")
+
+
+@pytest.fixture(params=KINDS)
+def routed(request, gateway) -> Iterator[tuple]:
+    """A gateway whose model ``m`` is served by one provider of the parametrized kind."""
+    kind = request.param
+    server, upstream_model, options = start_fake(kind)
+    try:
+        provider = provider_create(server.url, name=kind, api_key=UPSTREAM_SECRET, kind=kind)
+        provider.options = options
+        provider.save()
+        model_create(
+            "m", provider, upstream_model=upstream_model, input_per_mtok="3", output_per_mtok="15"
+        )
+        issued = key_create()
+        gateway.snapshots.reload()
+        yield kind, gateway, issued.secret, server
+    finally:
+        server.stop()
+
+
+def with_openai_fallback(gateway, model: Model, fake_upstream) -> tuple:
+    """``model`` (served by the provider under test) with an OpenAI fallback deployment
+    ``openai-backup:gpt-backup``: (gateway, an openai client with a fresh key)."""
+    Deployment.objects.create(
+        model=model,
+        provider=provider_create(fake_upstream.url, name="openai-backup"),
+        upstream_model="gpt-backup",
+        role=DeploymentRole.FALLBACK,
+    )
+    issued = key_create()
+    gateway.snapshots.reload()
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=issued.secret, max_retries=0)
+    return gateway, client
