@@ -38,6 +38,22 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def conversation(body: dict[str, Any]) -> tuple[list[str], list[tuple[int, Any, dict[str, Any]]]]:
+    """The request's system and developer texts (every provider takes them apart from the
+    turns), and its other messages as ``(index, role, message)``."""
+    system: list[str] = []
+    turns = []
+    for index, message in enumerate(body.get("messages") or ()):
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = text_of(message.get("content"))
+            if text:
+                system.append(text)
+        else:
+            turns.append((index, role, message))
+    return system, turns
+
+
 def image_url_of(part: dict[str, Any]) -> Any:
     """The URL of an ``image_url`` part (given as an object or, loosely, as a string)."""
     image = part.get("image_url")

@@ -33,6 +33,7 @@ from apps.gateway.providers.chat_format import (
     add_turn,
     cache_counted_usage,
     chat_completion,
+    conversation,
     data_url,
     function_tools,
     image_url_of,
@@ -127,15 +128,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
     """An OpenAI chat-completions request body → an Anthropic Messages request body."""
-    system: list[str] = []
+    system, turns = conversation(body)
     messages: list[dict[str, Any]] = []
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append(text)
-            continue
+    for index, role, message in turns:
         if role == "tool":
             result = text_of(message.get("content"))
             block: dict[str, Any] = {

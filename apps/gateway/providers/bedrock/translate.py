@@ -53,11 +53,11 @@ from apps.gateway.providers.chat_format import (
     add_turn,
     cache_counted_usage,
     chat_completion,
+    conversation,
     data_url,
     function_tools,
     image_url_of,
     stop_sequences,
-    text_of,
     tool_arguments,
     tool_call,
     tool_parameters,
@@ -215,16 +215,11 @@ def _check_unsupported(body: dict[str, Any]) -> None:
 def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat-completions body → a Converse body (the model id goes in the URL)."""
     _check_unsupported(body)
-    system: list[dict[str, Any]] = []
+    system_texts, turns = conversation(body)
+    system = [{"text": text} for text in system_texts]
     messages: list[dict[str, Any]] = []
     has_tool_blocks = False
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append({"text": text})
-            continue
+    for index, role, message in turns:
         if role == "tool":
             role, blocks = "user", [_tool_result_block(message)]
             has_tool_blocks = True

@@ -62,6 +62,7 @@ from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     chat_completion,
+    conversation,
     data_url,
     function_tools,
     image_url_of,
@@ -241,16 +242,11 @@ def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
 
     The model is not part of the body (it is in the URL).
     """
-    system: list[dict[str, Any]] = []
+    system_texts, turns = conversation(body)
+    system = [{"text": text} for text in system_texts]
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id → function name, for the results that follow
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append({"text": text})
-            continue
+    for index, role, message in turns:
         if role in ("tool", "function"):
             role, parts = "user", [_function_response(message, index, names)]
         elif role == "assistant":
