@@ -267,6 +267,22 @@ class ChunkTranslator:
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
 
+    def _tool_start(self, tool_index: int, call_id: Any, name: Any) -> bytes:
+        """The first chunk of a tool call: its id and name, no arguments yet."""
+        call = {
+            "index": tool_index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self._chunk({"tool_calls": [call]})
+
+    def _tool_arguments(self, tool_index: int, piece: str) -> bytes:
+        """A piece of a tool call's JSON arguments."""
+        return self._chunk(
+            {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
+        )
+
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         payload = {
             "id": self.id,

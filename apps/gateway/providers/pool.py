@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,21 @@ from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.errors import connect_error, timeout_error
 from apps.gateway.snapshot import DeploymentEntry
+
+
+@contextmanager
+def _upstream_call(ctx: RequestContext) -> Iterator[None]:
+    """Around one upstream call: its time goes into ``ctx.upstream_ms``; timeouts and
+    connection failures become retryable errors."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    except TimeoutError as exc:
+        raise timeout_error() from exc
+    except aiohttp.ClientError as exc:
+        raise connect_error() from exc
+    finally:
+        ctx.upstream_ms = (time.perf_counter() - t0) * 1000
 
 
 class UpstreamPool:
@@ -58,18 +74,11 @@ class UpstreamPool:
     ) -> tuple[int, bytes, Any]:
         """One non-streaming upstream call: (status, body, headers). Its time goes into
         ``ctx.upstream_ms``; timeouts and connection failures become retryable errors."""
-        t0 = time.perf_counter()
-        try:
+        with _upstream_call(ctx):
             async with self.session(dep.api_base).post(
                 url, data=data, headers=headers, timeout=self.timeout
             ) as resp:
                 return resp.status, await resp.read(), resp.headers
-        except TimeoutError as exc:
-            raise timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
 
     async def post_stream(
         self,
@@ -84,8 +93,7 @@ class UpstreamPool:
         """One streaming upstream call, the same for every adapter: a non-200 answer is
         mapped by ``error_of``, a 200 is handed to ``pump``; timeouts and connection
         failures become retryable errors and the whole time goes into ``ctx.upstream_ms``."""
-        t0 = time.perf_counter()
-        try:
+        with _upstream_call(ctx):
             async with self.session(dep.api_base).post(
                 url, data=data, headers=headers, timeout=self.stream_timeout
             ) as resp:
@@ -93,12 +101,6 @@ class UpstreamPool:
                     body = await resp.read()
                     raise error_of(resp.status, body, resp.headers)
                 await pump(ctx, resp)
-        except TimeoutError as exc:
-            raise timeout_error() from exc
-        except aiohttp.ClientError as exc:
-            raise connect_error() from exc
-        finally:
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000
 
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}

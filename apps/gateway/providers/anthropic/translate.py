@@ -241,13 +241,7 @@ class AnthropicStreamTranslator(ChunkTranslator):
             tool_index = self._tool_index.setdefault(
                 int(event.get("index") or 0), len(self._tool_index)
             )
-            call = {
-                "index": tool_index,
-                "id": block.get("id"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
-            }
-            return self._chunk({"tool_calls": [call]})
+            return self._tool_start(tool_index, block.get("id"), block.get("name"))
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             self.deltas += 1
@@ -255,9 +249,7 @@ class AnthropicStreamTranslator(ChunkTranslator):
                 return self._chunk({"content": delta.get("text") or ""})
             if delta.get("type") == "input_json_delta":
                 tool_index = self._tool_index.get(int(event.get("index") or 0), 0)
-                piece = delta.get("partial_json") or ""
-                call = {"index": tool_index, "function": {"arguments": piece}}
-                return self._chunk({"tool_calls": [call]})
+                return self._tool_arguments(tool_index, delta.get("partial_json") or "")
             return b""  # thinking / signature deltas have no OpenAI equivalent
         if kind == "message_delta":
             reason = (event.get("delta") or {}).get("stop_reason")

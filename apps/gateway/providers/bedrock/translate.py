@@ -347,13 +347,7 @@ class ConverseStreamTranslator(ChunkTranslator):
                 return b""
             block = int(payload.get("contentBlockIndex") or 0)
             tool_index = self._tool_index.setdefault(block, len(self._tool_index))
-            call = {
-                "index": tool_index,
-                "id": tool_use.get("toolUseId"),
-                "type": "function",
-                "function": {"name": tool_use.get("name"), "arguments": ""},
-            }
-            return self._chunk({"tool_calls": [call]})
+            return self._tool_start(tool_index, tool_use.get("toolUseId"), tool_use.get("name"))
         if kind == "contentBlockDelta":
             delta = payload.get("delta") or {}
             if isinstance(delta.get("text"), str):
@@ -364,10 +358,7 @@ class ConverseStreamTranslator(ChunkTranslator):
                 self.deltas += 1
                 block = int(payload.get("contentBlockIndex") or 0)
                 tool_index = self._tool_index.setdefault(block, len(self._tool_index))
-                piece = str(tool_use.get("input") or "")
-                return self._chunk(
-                    {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
-                )
+                return self._tool_arguments(tool_index, str(tool_use.get("input") or ""))
             return b""  # reasoning, citations: no OpenAI equivalent
         if kind == "messageStop":
             self.stopped = True
