@@ -10,6 +10,7 @@ Layout (see CONTRIBUTING.md, "Adding a provider"):
 * ``pool.py`` (pooled aiohttp sessions), ``errors.py`` (shared error mapping),
   ``options.py`` (typed options), ``sse.py`` (event framing), ``chat_format.py`` (the
   OpenAI side of every translation);
-* ``<kind>/`` — ``translate.py`` (pure), ``adapter.py`` (hooks + typed options),
-  ``errors.py`` where the wire has its own error shape, ``spec.py`` (the declaration).
+* ``<kind>/`` — ``translate.py`` (pure), ``adapter.py`` (the hooks around the I/O),
+  ``errors.py`` where the wire has its own error shape, ``spec.py`` (the declaration and
+  typed options; no I/O imported).
 """

@@ -10,7 +10,7 @@ Adding a provider is adding a package beside these and one line here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apps.gateway.providers import options as _options
 from apps.gateway.providers.anthropic.spec import ANTHROPIC
@@ -19,7 +19,9 @@ from apps.gateway.providers.bedrock.spec import BEDROCK
 from apps.gateway.providers.contract import Adapter, ProviderSpec
 from apps.gateway.providers.gemini.spec import GEMINI
 from apps.gateway.providers.openai.spec import OPENAI, OPENAI_COMPATIBLE
-from apps.gateway.providers.pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from apps.gateway.providers.pool import UpstreamPool
 
 #: In the order the admin lists them.
 PROVIDERS: dict[str, ProviderSpec] = {

@@ -4,13 +4,16 @@ the options check, the typed options in the snapshot and the test matrix agree w
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from apps.gateway.providers.anthropic.adapter import AnthropicOptions
-from apps.gateway.providers.azure.adapter import AzureOptions
+from apps.gateway.providers.anthropic.spec import AnthropicOptions
+from apps.gateway.providers.azure.spec import AzureOptions
 from apps.gateway.providers.base import BaseAdapter
-from apps.gateway.providers.bedrock.adapter import BedrockOptions
+from apps.gateway.providers.bedrock.spec import BedrockOptions
 from apps.gateway.providers.options import NoOptions
 from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.providers.registry import (
@@ -50,6 +53,7 @@ def test_the_adapter_table_and_the_test_matrix_are_the_registry():
     for kind, spec in PROVIDERS.items():
         assert spec.kind == kind and spec.label
         assert type(adapters[kind]) is spec.adapter and issubclass(spec.adapter, BaseAdapter)
+        assert spec.adapter.options_type is spec.options
         assert dataclasses.is_dataclass(spec.options)
         assert spec.options.__dataclass_params__.frozen
         assert all(f.type in (str, "str") for f in dataclasses.fields(spec.options))
@@ -135,3 +139,17 @@ def test_adapters_read_the_typed_options_not_the_json():
     url, headers = adapter.endpoint(dep, "chat", b"{}")
     assert str(url) == "https://res.openai.azure.com/openai/v1/chat/completions"
     assert headers["api-key"] == "k"
+
+
+def test_reading_the_registry_loads_no_adapter():
+    """The Django side (model choices, options checks, snapshot compile) reads specs only:
+    aiohttp and botocore (~0.4 s) stay out of manage.py and Celery."""
+    probe = (
+        "import sys, apps.gateway.providers.registry; "
+        "print([m for m in ('aiohttp', 'botocore') if m in sys.modules])"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

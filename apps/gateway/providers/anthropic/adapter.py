@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.anthropic.spec import DEFAULT_VERSION, AnthropicOptions
 from apps.gateway.providers.anthropic.translate import (
     AnthropicStreamTranslator,
     anthropic_to_openai,
@@ -26,15 +26,6 @@ from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import STREAM
 from apps.gateway.providers.sse import SSEDecoder, sse_json
 from apps.gateway.snapshot import DeploymentEntry
-
-DEFAULT_VERSION = "2023-06-01"
-
-
-@dataclass(frozen=True, slots=True)
-class AnthropicOptions:
-    """``anthropic_version``: the ``anthropic-version`` header sent."""
-
-    anthropic_version: str = DEFAULT_VERSION
 
 
 class AnthropicAdapter(BaseAdapter):

@@ -39,27 +39,15 @@ Not supported:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from yarl import URL
 
+from apps.gateway.providers.azure.spec import DEFAULT_API_VERSION, V1, AzureOptions
 from apps.gateway.providers.base import cached_target
 from apps.gateway.providers.openai.adapter import OpenAIAdapter
 from apps.gateway.providers.options import deployment_options
 from apps.gateway.snapshot import DeploymentEntry
-
-#: The ``api-version`` used when the provider sets none: the GA data-plane version.
-DEFAULT_API_VERSION = "2024-10-21"
-#: ``api_version`` value selecting the v1 surface (``/openai/v1/...``, no api-version).
-V1 = "v1"
-
-
-@dataclass(frozen=True, slots=True)
-class AzureOptions:
-    """``api_version``: a dated data-plane version, or ``v1`` for the v1 surface."""
-
-    api_version: str = DEFAULT_API_VERSION
 
 
 def api_version_of(dep: DeploymentEntry) -> str:

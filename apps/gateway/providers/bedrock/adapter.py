@@ -51,6 +51,7 @@ from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError, bad_request
 from apps.gateway.providers.base import BaseAdapter, cached_target
 from apps.gateway.providers.bedrock.errors import bedrock_error, misconfigured
+from apps.gateway.providers.bedrock.spec import BedrockOptions
 from apps.gateway.providers.bedrock.translate import (
     CORRUPT,
     ConverseStreamTranslator,
@@ -70,16 +71,6 @@ EMBEDDING_PREFIX = "amazon.titan-embed"
 EMBEDDING_CONCURRENCY = 16  # InvokeModel calls in flight for one embeddings request
 
 _REGION_IN_HOST = re.compile(r"bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com")
-
-
-@dataclass(frozen=True, slots=True)
-class BedrockOptions:
-    """``auth``: ``bearer`` for a Bedrock API key, else SigV4; ``region`` (else read from
-    the host); ``access_key_id`` when ``api_key`` is the bare secret access key."""
-
-    auth: str = ""
-    region: str = ""
-    access_key_id: str = ""
 
 
 def _typed(options: BedrockOptions | Mapping[str, str]) -> BedrockOptions:

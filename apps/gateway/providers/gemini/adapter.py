@@ -12,7 +12,6 @@ in :mod:`apps.gateway.providers.gemini.translate` (pure functions), the errors i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,6 +23,7 @@ from apps.gateway.providers.base import BaseAdapter, cached_target
 from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import EMBEDDINGS, STREAM
 from apps.gateway.providers.gemini.errors import gemini_error
+from apps.gateway.providers.gemini.spec import DEFAULT_API_VERSION, GeminiOptions
 from apps.gateway.providers.gemini.translate import (
     GeminiStreamTranslator,
     embedding_inputs,
@@ -34,15 +34,6 @@ from apps.gateway.providers.gemini.translate import (
 )
 from apps.gateway.providers.sse import SSEDecoder, sse_json
 from apps.gateway.snapshot import DeploymentEntry
-
-DEFAULT_API_VERSION = "v1beta"
-
-
-@dataclass(frozen=True, slots=True)
-class GeminiOptions:
-    """``api_version``: the path's version segment (``v1beta``, ``v1``)."""
-
-    api_version: str = DEFAULT_API_VERSION
 
 
 class _Target:

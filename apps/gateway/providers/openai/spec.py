@@ -1,11 +1,13 @@
-"""The ``openai`` and ``openai_compatible`` kinds: one wire, one adapter."""
+"""The ``openai`` and ``openai_compatible`` kinds: one wire, one adapter, no options."""
 
 from __future__ import annotations
 
 from apps.gateway.providers.contract import ProviderSpec
-from apps.gateway.providers.openai.adapter import OpenAIAdapter
+from apps.gateway.providers.options import NoOptions
 
-OPENAI = ProviderSpec("openai", "OpenAI", OpenAIAdapter)
+_ADAPTER = "apps.gateway.providers.openai.adapter:OpenAIAdapter"
+
+OPENAI = ProviderSpec("openai", "OpenAI", NoOptions, _ADAPTER)
 OPENAI_COMPATIBLE = ProviderSpec(
-    "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Mistral, …)", OpenAIAdapter
+    "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Mistral, …)", NoOptions, _ADAPTER
 )
