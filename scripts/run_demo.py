@@ -71,7 +71,7 @@ def main() -> None:
         [
             PY,
             "-m",
-            "apps.fakes.openai_server",
+            "fakes.openai_server",
             "--port",
             str(fake_port),
             "--api-key",

@@ -50,7 +50,7 @@ class ServerThread:
 
 @pytest.fixture
 def fake_upstream() -> Iterator:
-    from apps.fakes.openai_server import FakeOpenAIServer
+    from fakes.openai_server import FakeOpenAIServer
 
     server = FakeOpenAIServer(api_key="sk-upstream-secret")
     server.start()

@@ -17,6 +17,7 @@ from django.utils.text import capfirst
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField, WriteOnlySecretsModelForm
 from apps.core.secrets import encrypted_fields, secret_status
+from apps.core.services import Saved, model_save
 
 
 def status_name(name: str) -> str:
@@ -117,3 +118,55 @@ class CredentialStatusFilter(admin.SimpleListFilter):
         if self.value() == "revoked":
             return queryset.filter(revoked_at__isnull=False)
         return queryset
+
+
+def form_values(obj: models.Model, form: forms.BaseForm) -> dict[str, Any]:
+    """The model fields a bound admin form set on ``obj``, as a service's ``data``."""
+    names = {f.name for f in obj._meta.concrete_fields if not f.primary_key}
+    return {name: getattr(obj, name) for name in form.cleaned_data if name in names}
+
+
+def instance_adopt(obj: models.Model, saved: models.Model) -> None:
+    """Make the admin's ``obj`` the row the service saved (the admin goes on with it:
+    history entry, redirect, inlines' parent)."""
+    if saved is obj:
+        return
+    for field in obj._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(saved, field.attname))
+    obj._state.adding = False
+    obj._state.db = saved._state.db
+
+
+class ServiceSaveAdminMixin:
+    """For a ModelAdmin: the change form and its inlines write through services, the same
+    ones ``odock_apply`` and the management API call, so validation and the change trail
+    do not depend on the door.
+
+    ``save_service`` gets the stored row (None on an add page) and the form's values; by
+    default it is ``model_update`` (via ``model_save``), an app's admin overrides it with
+    its upsert service. Inline rows go through ``model_save`` too.
+    """
+
+    def save_service(
+        self, *, stored: models.Model | None, obj: models.Model, data: dict[str, Any]
+    ) -> Saved[Any]:
+        return model_save(instance=stored or obj, data=data)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        stored = type(obj)._default_manager.get(pk=obj.pk) if change else None
+        saved = self.save_service(stored=stored, obj=obj, data=form_values(obj, form))
+        instance_adopt(obj, saved.instance)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        rows = formset.save(commit=False)
+        for row in formset.deleted_objects:
+            row.delete()
+        by_row = {id(f.instance): f for f in formset.forms}
+        for row in rows:
+            if row._state.adding:
+                model_save(instance=row, data={})
+                continue
+            stored = type(row)._default_manager.get(pk=row.pk)
+            saved = model_save(instance=stored, data=form_values(row, by_row[id(row)]))
+            instance_adopt(row, saved.instance)
+        formset.save_m2m()

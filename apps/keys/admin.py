@@ -17,9 +17,10 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import SafeString
 
-from apps.core.admin import CredentialStatusFilter
+from apps.core.admin import CredentialStatusFilter, ServiceSaveAdminMixin, instance_adopt
+from apps.core.services import Saved
 from apps.keys.models import VirtualKey
-from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
+from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate, key_update
 from apps.policies.admin import (
     LevelRulesMixin,
     percent_text,
@@ -66,7 +67,7 @@ def effective_policy_context(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
+class VirtualKeyAdmin(ServiceSaveAdminMixin, LevelRulesMixin, admin.ModelAdmin):
     # No digest here, ever; a secret appears only on the show-once page.
     status_fields = (
         "prefix",
@@ -153,6 +154,10 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: VirtualKey | None = None) -> Any:
         return () if obj is None else self.readonly_fields
 
+    def save_service(self, *, stored: Any, obj: Any, data: dict[str, Any]) -> Saved[VirtualKey]:
+        key, changed = key_update(key=stored, data=data)
+        return Saved(key, False, tuple(changed))
+
     def save_model(self, request: HttpRequest, obj: VirtualKey, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
@@ -161,10 +166,7 @@ class VirtualKeyAdmin(LevelRulesMixin, admin.ModelAdmin):
             project=obj.project, name=obj.name, owner=obj.owner, expires_at=obj.expires_at
         )
         # The admin goes on with ``obj`` (history entry, response): make it the issued row.
-        for field in VirtualKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(issued.key, field.attname))
-        obj._state.adding = False
-        obj._state.db = issued.key._state.db
+        instance_adopt(obj, issued.key)
         # Kept on this request only, for response_add; never in the session or messages.
         request._odock_issued_key = issued  # type: ignore[attr-defined]
 

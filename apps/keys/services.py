@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.services import model_update
 from apps.keys.models import VirtualKey
 from apps.keys.secrets import key_digest, key_secret_generate, key_visible_prefix
 from apps.tenancy.models import Project
@@ -73,3 +76,21 @@ def key_revoke(*, key: VirtualKey) -> VirtualKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     return key
+
+
+def key_secret_validate(*, secret: str) -> None:
+    """The rule a caller-chosen secret must follow; raises ValueError."""
+    key_set_secret(key=VirtualKey(), secret=secret)
+
+
+def key_update(
+    *, key: VirtualKey, data: Mapping[str, Any], secret: str | None = None
+) -> tuple[VirtualKey, list[str]]:
+    """Set a new caller-chosen secret (stored as its digest) and the fields of ``data``
+    that differ; returns the changed fields (``digest``/``prefix`` for the secret)."""
+    values: dict[str, Any] = {}
+    if secret is not None and not key_secret_matches(key=key, secret=secret):
+        probe = VirtualKey()
+        key_set_secret(key=probe, secret=secret)
+        values.update(digest=probe.digest, prefix=probe.prefix)
+    return model_update(instance=key, data={**values, **data})

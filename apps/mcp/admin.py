@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
-from apps.core.admin import WriteOnlySecretsAdminMixin
+from django.contrib import admin
+from django.db.models import Model
+
+from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
+from apps.core.services import Saved
 from apps.mcp.models import McpServer, McpTool, ToolGrant
+from apps.mcp.services import mcp_server_upsert
 
 
 class McpToolInline(admin.TabularInline):
@@ -15,7 +20,7 @@ class McpToolInline(admin.TabularInline):
 
 
 @admin.register(McpServer)
-class McpServerAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
+class McpServerAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "transport",
@@ -33,9 +38,14 @@ class McpServerAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
     def credentials_set(self, obj: McpServer) -> bool:
         return bool(obj.bearer_token or obj.headers or obj.environment)
 
+    def save_service(
+        self, *, stored: Model | None, obj: Model, data: dict[str, Any]
+    ) -> Saved[McpServer]:
+        return mcp_server_upsert(name=data["name"], data=data, server=stored or obj)
+
 
 @admin.register(ToolGrant)
-class ToolGrantAdmin(admin.ModelAdmin):
+class ToolGrantAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "server", "tool", "effect", "unattended")
     list_filter = ("effect", "unattended", "server")
     search_fields = ("tool", "server__name")

@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.audit.models import ContentCapture
+from apps.core.admin import ServiceSaveAdminMixin
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.policies.models import (
@@ -291,7 +292,7 @@ class LevelTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     """Shared by the three rule admins: a level column, level filter and search by name."""
 
     list_select_related = ("organization", "team", "project", "key", "model")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Model as DjangoModel
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.core.admin import WriteOnlySecretsAdminMixin
+from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
+from apps.core.forms import WriteOnlySecretsModelForm
+from apps.core.services import Saved
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 from apps.providers.selectors import deployment_health
+from apps.providers.services import model_upsert, provider_options_validate, provider_upsert
 
 
 class DeploymentInline(admin.TabularInline):
@@ -37,8 +44,20 @@ class ProviderDeploymentInline(admin.TabularInline):
         return False
 
 
+class ProviderForm(WriteOnlySecretsModelForm):
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "options" in cleaned and cleaned.get("kind"):
+            try:  # the one check every door runs (odock_apply, provider_upsert)
+                provider_options_validate(kind=cleaned["kind"], options=cleaned["options"])
+            except ValidationError as exc:
+                self.add_error(None, exc)
+        return cleaned
+
+
 @admin.register(Provider)
-class ProviderAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
+class ProviderAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin):
+    form = ProviderForm
     list_display = ("name", "kind", "api_base", "api_key_set", "is_active", "created_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "api_base")
@@ -47,6 +66,11 @@ class ProviderAdmin(WriteOnlySecretsAdminMixin, admin.ModelAdmin):
     @admin.display(description="API key set", boolean=True)
     def api_key_set(self, obj: Provider) -> bool:
         return bool(obj.api_key)
+
+    def save_service(
+        self, *, stored: DjangoModel | None, obj: DjangoModel, data: dict[str, Any]
+    ) -> Saved[Provider]:
+        return provider_upsert(name=data["name"], data=data, provider=stored or obj)
 
 
 class ModelFallbackInline(admin.TabularInline):
@@ -60,7 +84,7 @@ class ModelFallbackInline(admin.TabularInline):
 
 
 @admin.register(Model)
-class PublicModelAdmin(admin.ModelAdmin):
+class PublicModelAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     """Models apps ask for, with prices and routing; deployments and fallbacks inline."""
 
     list_display = (
@@ -98,9 +122,14 @@ class PublicModelAdmin(admin.ModelAdmin):
     )
     inlines = (DeploymentInline, ModelFallbackInline)
 
+    def save_service(
+        self, *, stored: DjangoModel | None, obj: DjangoModel, data: dict[str, Any]
+    ) -> Saved[Model]:
+        return model_upsert(name=data["name"], data=data, model=stored or obj)
+
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     """The deployment list is also the health board: circuit state, last-minute error
     rate and latency as the gateway processes report them."""
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.gateway.routing_state import LOCAL_HEALTH, health_read, merge_health
+from apps.providers.models import Model, Provider
 
 
 def deployment_health(deployment_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -37,3 +38,13 @@ def deployment_health(deployment_ids: list[int]) -> dict[int, dict[str, Any]]:
         if until is not None:
             figures["breaker"] = "open" if now < until else "half_open"
     return health
+
+
+def providers_by_name() -> dict[str, Provider]:
+    """Every provider, by name (only the name loaded): what references resolve against."""
+    return {p.name: p for p in Provider.objects.only("name")}
+
+
+def models_by_name() -> dict[str, Model]:
+    """Every public model, by name (only the name loaded)."""
+    return {m.name: m for m in Model.objects.only("name")}

@@ -12,8 +12,9 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from apps.core.admin import WriteOnlySecretsAdminMixin
+from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
 from apps.core.forms import WriteOnlySecretsModelForm
+from apps.core.services import Saved
 from apps.keys.models import VirtualKey
 from apps.policies.admin import (
     LevelRulesMixin,
@@ -22,6 +23,7 @@ from apps.policies.admin import (
     rule_inlines_for,
 )
 from apps.tenancy.models import Organization, Project, Team
+from apps.tenancy.services import organization_upsert
 
 SPEND_FIELD = "spend_vs_limit"
 
@@ -121,7 +123,11 @@ class OrganizationForm(WriteOnlySecretsModelForm):
 
 @admin.register(Organization)
 class OrganizationAdmin(
-    LevelSpendMixin, WriteOnlySecretsAdminMixin, LevelRulesMixin, admin.ModelAdmin
+    ServiceSaveAdminMixin,
+    LevelSpendMixin,
+    WriteOnlySecretsAdminMixin,
+    LevelRulesMixin,
+    admin.ModelAdmin,
 ):
     form = OrganizationForm
     fieldsets = (
@@ -150,9 +156,14 @@ class OrganizationAdmin(
     rule_inlines = rule_inlines_for("organization")
     spend_level = "organization"
 
+    def save_service(
+        self, *, stored: Model | None, obj: Model, data: dict[str, Any]
+    ) -> Saved[Organization]:
+        return organization_upsert(name=data["name"], data=data, organization=stored or obj)
+
 
 @admin.register(Team)
-class TeamAdmin(LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
+class TeamAdmin(ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
     list_display = ("name", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("organization",)
@@ -168,7 +179,7 @@ class TeamAdmin(LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
+class ProjectAdmin(ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
     list_display = ("name", "team", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("team__organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("team__organization",)

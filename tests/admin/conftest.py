@@ -37,6 +37,25 @@ def raw_column(obj: DjangoModel, column: str) -> str:
         return cursor.fetchone()[0]
 
 
+RULE_INLINES = (
+    "budget",
+    "ratelimit",
+    "modelaccess",
+    "deploymenttagrule",
+    "contentcapture",
+    "guardrailrule",
+)
+
+
+def empty_inlines(*prefixes: str) -> dict[str, str]:
+    """The management forms of inlines posted without rows (default: a level page's rule
+    inlines), for building a change page's POST by hand."""
+    data: dict[str, str] = {}
+    for prefix in prefixes or RULE_INLINES:
+        data |= {f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"}
+    return data
+
+
 def raw_provider_api_key(provider: Provider) -> str:
     return raw_column(provider, "api_key")
 

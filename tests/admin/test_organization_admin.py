@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.admin.conftest import WEBHOOK_SECRET, raw_column
+from tests.admin.conftest import WEBHOOK_SECRET, empty_inlines, raw_column
 
 
 def org_form(world, **overrides: str) -> dict[str, object]:
@@ -24,18 +24,7 @@ def org_form(world, **overrides: str) -> dict[str, object]:
         "teams-0-organization": world.org.pk,
         "teams-0-name": world.team.name,
         "teams-0-is_active": "on",
-        "budget-TOTAL_FORMS": "0",
-        "budget-INITIAL_FORMS": "0",
-        "ratelimit-TOTAL_FORMS": "0",
-        "ratelimit-INITIAL_FORMS": "0",
-        "modelaccess-TOTAL_FORMS": "0",
-        "modelaccess-INITIAL_FORMS": "0",
-        "deploymenttagrule-TOTAL_FORMS": "0",
-        "deploymenttagrule-INITIAL_FORMS": "0",
-        "contentcapture-TOTAL_FORMS": "0",
-        "contentcapture-INITIAL_FORMS": "0",
-        "guardrailrule-TOTAL_FORMS": "0",
-        "guardrailrule-INITIAL_FORMS": "0",
+        **empty_inlines(),
     }
     return {**data, **overrides}
 

@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from apps.policies.models import Budget
+from tests.admin.conftest import RULE_INLINES, empty_inlines
 
 ADD_URL = reverse("admin:policies_budget_add")
 
@@ -76,16 +77,7 @@ def test_team_inline_attaches_the_rule_to_the_team(admin_client, world):
         "budget-1-limit_usd": "3",
         "budget-1-period": "daily",
         "budget-1-alert_thresholds": "[100]",
-        "ratelimit-TOTAL_FORMS": "0",
-        "ratelimit-INITIAL_FORMS": "0",
-        "modelaccess-TOTAL_FORMS": "0",
-        "modelaccess-INITIAL_FORMS": "0",
-        "deploymenttagrule-TOTAL_FORMS": "0",
-        "deploymenttagrule-INITIAL_FORMS": "0",
-        "contentcapture-TOTAL_FORMS": "0",
-        "contentcapture-INITIAL_FORMS": "0",
-        "guardrailrule-TOTAL_FORMS": "0",
-        "guardrailrule-INITIAL_FORMS": "0",
+        **empty_inlines(*RULE_INLINES[1:]),
     }
 
     response = admin_client.post(url, data)

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from apps.policies.models import ModelAccess, RateLimit
+from tests.admin.conftest import RULE_INLINES, empty_inlines
 
 NO_LIMIT = "Set at least one of requests per minute, tokens per minute or concurrent requests"
 
@@ -21,21 +22,13 @@ def project_page_form(world, **new_rows: list[dict[str, str]]) -> dict[str, obje
         "keys-INITIAL_FORMS": "1",
         "keys-0-id": world.issued.key.pk,
         "keys-0-project": world.project.pk,
-        "budget-TOTAL_FORMS": "0",
-        "budget-INITIAL_FORMS": "0",
+        **empty_inlines("budget"),
         "ratelimit-TOTAL_FORMS": "1",
         "ratelimit-INITIAL_FORMS": "1",
         "ratelimit-0-id": world.rate_limit.pk,
         "ratelimit-0-project": world.project.pk,
         "ratelimit-0-rpm": "60",
-        "modelaccess-TOTAL_FORMS": "0",
-        "modelaccess-INITIAL_FORMS": "0",
-        "deploymenttagrule-TOTAL_FORMS": "0",
-        "deploymenttagrule-INITIAL_FORMS": "0",
-        "contentcapture-TOTAL_FORMS": "0",
-        "contentcapture-INITIAL_FORMS": "0",
-        "guardrailrule-TOTAL_FORMS": "0",
-        "guardrailrule-INITIAL_FORMS": "0",
+        **empty_inlines(*RULE_INLINES[2:]),
     }
     for prefix, rows in new_rows.items():
         first = int(data[f"{prefix}-TOTAL_FORMS"])  # type: ignore[call-overload]

@@ -1,10 +1,16 @@
-"""Fixtures for the change trail and evidence pack tests."""
+"""Fixtures and helpers for the change trail and evidence pack tests (and the tests of
+other packages that read the trail)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from django.db.models import Model as DjangoModel
+from django.urls import reverse
+
+from apps.compliance.models import ConfigChange
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +43,29 @@ def admin_form_data(response: Any) -> dict[str, Any]:
             else:
                 data[key] = str(value)
     return data
+
+
+def admin_url(model: type[DjangoModel], view: str, *args: Any) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def post_form(client, url: str, values: dict[str, Any]) -> Any:
+    page = client.get(url)
+    assert page.status_code == 200, url
+    response = client.post(url, {**admin_form_data(page), **values})
+    if response.status_code == 200 and response.context and "adminform" in response.context:
+        errors = response.context["adminform"].form.errors
+        assert not errors, f"{url}: {errors}"
+    return response
+
+
+def trail_of(obj_type: type[DjangoModel], pk: Any, action: str) -> list[ConfigChange]:
+    return list(
+        ConfigChange.objects.filter(
+            object_type=obj_type._meta.label_lower, object_id=str(pk), action=action
+        )
+    )
+
+
+def trail_text() -> str:
+    return json.dumps(list(ConfigChange.objects.values()), default=str)

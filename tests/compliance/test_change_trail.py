@@ -16,11 +16,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.management import call_command
-from django.db import connection
 from django.db.models import Model as DjangoModel
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
-from django.urls import reverse
 
 from apps.api.models import AdminToken
 from apps.api.services import admin_token_issue
@@ -35,7 +33,8 @@ from apps.keys.services import IssuedKey
 from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 from apps.tenancy.models import Organization, Project, Team
-from tests.compliance.conftest import admin_form_data
+from tests.admin.conftest import raw_column
+from tests.compliance.conftest import admin_url, post_form, trail_of, trail_text
 from tests.factories import (
     key_create,
     model_create,
@@ -156,28 +155,6 @@ CASES: dict[type[DjangoModel], Case] = {
 }
 
 
-def admin_url(model: type[DjangoModel], view: str, *args: Any) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def post_form(client, url: str, values: dict[str, Any]) -> Any:
-    page = client.get(url)
-    assert page.status_code == 200, url
-    response = client.post(url, {**admin_form_data(page), **values})
-    if response.status_code == 200 and response.context and "adminform" in response.context:
-        errors = response.context["adminform"].form.errors
-        assert not errors, f"{url}: {errors}"
-    return response
-
-
-def trail_of(obj_type: type[DjangoModel], pk: Any, action: str) -> list[ConfigChange]:
-    return list(
-        ConfigChange.objects.filter(
-            object_type=obj_type._meta.label_lower, object_id=str(pk), action=action
-        )
-    )
-
-
 def assert_by_admin(change: ConfigChange, user: User) -> None:
     assert change.actor == user.username
     assert change.actor_user_id == user.pk
@@ -289,17 +266,6 @@ def test_content_capture_rules_are_in_the_trail(admin_user, base):
         assert change.organization_id == base.org.pk
     (update,) = trail_of(ContentCapture, pk, "update")
     assert update.changes == {"mode": {"before": "full", "after": "redacted"}}
-
-
-def raw_column(obj: DjangoModel, column: str) -> str:
-    table = connection.ops.quote_name(obj._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [obj.pk])  # noqa: S608
-        return cursor.fetchone()[0]
-
-
-def trail_text() -> str:
-    return json.dumps(list(ConfigChange.objects.values()), default=str)
 
 
 @pytest.mark.django_db

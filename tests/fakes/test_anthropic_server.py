@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +17,7 @@ import httpx
 import httpx2
 import pytest
 
-from apps.fakes.anthropic_server import (
+from fakes.anthropic_server import (
     TOOL_INPUT,
     FakeAnthropicServer,
     FakeBehavior,
@@ -49,15 +46,6 @@ def server() -> Iterator[FakeAnthropicServer]:
 @pytest.fixture
 def client(server: FakeAnthropicServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url, api_key=API_KEY, max_retries=0, timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def post(server: FakeAnthropicServer, body: Any, **kwargs: Any) -> httpx.Response:
@@ -126,7 +114,9 @@ def test_max_tokens_below_completion_tokens_stops_with_max_tokens(
 
 
 def test_stream_with_the_sdk_helper(
-    server: FakeAnthropicServer, client: anthropic.Anthropic
+    server: FakeAnthropicServer,
+    client: anthropic.Anthropic,
+    wait_for: Callable[..., bool],
 ) -> None:
     server.behavior.completion_tokens = 4
     prompt = "hello there, how are you?"
@@ -492,7 +482,9 @@ def test_count_tokens(server: FakeAnthropicServer, client: anthropic.Anthropic) 
 
 
 def test_client_disconnect_mid_stream_counts_as_cancelled(
-    server: FakeAnthropicServer, client: anthropic.Anthropic
+    server: FakeAnthropicServer,
+    client: anthropic.Anthropic,
+    wait_for: Callable[..., bool],
 ) -> None:
     server.behavior.stream_chunk_delay_ms = 50
     server.behavior.completion_tokens = 50
@@ -541,6 +533,7 @@ def test_disconnect_mid_stream_surfaces_in_the_sdk(
 
 def test_hang_never_answers_and_is_cancelled_by_the_client_leaving(
     server: FakeAnthropicServer,
+    wait_for: Callable[..., bool],
 ) -> None:
     server.behavior.hang = True
     with pytest.raises(httpx.ReadTimeout):
@@ -590,21 +583,12 @@ def test_async_start_and_stop_inside_a_running_loop() -> None:
         httpx.post(f"http://127.0.0.1:{port}/v1/messages", json={})
 
 
-def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.anthropic_server", "--port", "0"]
-    command += ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("fake Anthropic server listening on http://127.0.0.1:")
-        url = line.split()[-1]
-        cli = anthropic.Anthropic(base_url=url, api_key=API_KEY, max_retries=0, timeout=10)
-        message = cli.messages.create(model="m", max_tokens=5, messages=USER_HI)  # type: ignore[arg-type]
-        assert message.usage.output_tokens == 2
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+def test_cli_serves_until_terminated(run_cli: Callable[..., str]) -> None:
+    args = ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
+    url = run_cli("fakes.anthropic_server", "Anthropic", *args)
+    cli = anthropic.Anthropic(base_url=url, api_key=API_KEY, max_retries=0, timeout=10)
+    message = cli.messages.create(model="m", max_tokens=5, messages=USER_HI)  # type: ignore[arg-type]
+    assert message.usage.output_tokens == 2
 
 
 def test_cli_help_names_the_anthropic_key_header() -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
 import pytest
 
-from apps.fakes.azure_server import DEFAULT_PORT, FakeAzureOpenAIServer, add_cli_arguments
-from apps.fakes.openai_server import TOOL_ARGUMENTS
+from fakes.azure_server import DEFAULT_PORT, FakeAzureOpenAIServer, add_cli_arguments
+from fakes.openai_server import TOOL_ARGUMENTS
 
 API_KEY = "az-fake-key"
 VERSION = "2024-10-21"
@@ -284,3 +284,17 @@ def test_cli_arguments() -> None:
     )
     assert args.port == DEFAULT_PORT and args.deployment == ["a", "b"]
     assert args.content_filter_word == "bad" and args.completion_filter_word is None
+
+
+def test_cli_serves_until_terminated(run_cli: Callable[..., str]) -> None:
+    args = ["--api-key", API_KEY, "--deployment", "dep", "--content-filter-word", "forbidden"]
+    url = run_cli("fakes.azure_server", "Azure OpenAI", *args)
+    cli = openai.AzureOpenAI(azure_endpoint=url, api_key=API_KEY, api_version=VERSION)
+    answer = cli.chat.completions.create(model="dep", messages=USER_HI)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content
+    with pytest.raises(openai.BadRequestError):  # the CLI's filter word reached the server
+        cli.chat.completions.create(
+            model="dep", messages=[{"role": "user", "content": "forbidden"}]
+        )
+    with pytest.raises(openai.NotFoundError):  # and its deployment list
+        cli.chat.completions.create(model="other", messages=USER_HI)  # type: ignore[arg-type]

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +24,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
-from apps.fakes.bedrock_server import (
+from fakes.bedrock_server import (
     TOOL_INPUT,
     BedrockBehavior,
     FakeBedrockServer,
@@ -72,15 +69,6 @@ def server() -> Iterator[FakeBedrockServer]:
 @pytest.fixture
 def client(server: FakeBedrockServer):
     return make_client(server.url)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def signed_post(
@@ -176,7 +164,9 @@ def test_max_tokens_and_cache_usage(server: FakeBedrockServer, client: Any) -> N
     assert usage["totalTokens"] == usage["inputTokens"] + 3 + 57
 
 
-def test_converse_stream_event_sequence(server: FakeBedrockServer, client: Any) -> None:
+def test_converse_stream_event_sequence(
+    server: FakeBedrockServer, client: Any, wait_for: Callable[..., bool]
+) -> None:
     server.behavior.completion_tokens = 3
     response = client.converse_stream(modelId=MODEL, messages=HI)
     assert response["ResponseMetadata"]["HTTPHeaders"]["content-type"] == (
@@ -564,7 +554,9 @@ def test_disconnect_after_chunks_drops_the_stream(server: FakeBedrockServer) -> 
     assert server.cancelled_streams == 0  # the server hung up; the client did not go away
 
 
-def test_hang_is_cancelled_by_the_client_leaving(server: FakeBedrockServer) -> None:
+def test_hang_is_cancelled_by_the_client_leaving(
+    server: FakeBedrockServer, wait_for: Callable[..., bool]
+) -> None:
     server.behavior.hang = True
     with pytest.raises(httpx.ReadTimeout):
         signed_post(server, "/model/m/converse", json.dumps({"messages": HI}).encode(), timeout=0.3)
@@ -607,20 +599,11 @@ def test_titan_embeddings_via_invoke_model(server: FakeBedrockServer, client: An
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.bedrock_server", "--port", "0"]
-    command += ["--access-key-id", KEY_ID, "--secret-access-key", SECRET, "--region", REGION]
-    command += ["--completion-tokens", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("fake Bedrock server listening on http://127.0.0.1:")
-        answer = make_client(line.split()[-1]).converse(modelId=MODEL, messages=HI)
-        assert answer["usage"]["outputTokens"] == 2
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+def test_cli_serves_until_terminated(run_cli: Callable[..., str]) -> None:
+    args = ["--access-key-id", KEY_ID, "--secret-access-key", SECRET, "--region", REGION]
+    url = run_cli("fakes.bedrock_server", "Bedrock", *args, "--completion-tokens", "2")
+    answer = make_client(url).converse(modelId=MODEL, messages=HI)
+    assert answer["usage"]["outputTokens"] == 2
 
 
 def test_cli_defaults() -> None:

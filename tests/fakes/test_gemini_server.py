@@ -8,9 +8,6 @@ needed.
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from apps.fakes.gemini_server import (
+from fakes.gemini_server import (
     DEFAULT_EMBEDDING_DIMENSIONS,
     TOOL_ARGS,
     FakeBehavior,
@@ -60,15 +57,6 @@ def sdk(url: str, key: str = API_KEY) -> genai.Client:
 @pytest.fixture
 def client(server: FakeGeminiServer) -> genai.Client:
     return sdk(server.url)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def post(server: FakeGeminiServer, method: str, body: Any, **kwargs: Any) -> httpx.Response:
@@ -128,7 +116,9 @@ def test_max_output_tokens_cuts_the_answer(client: genai.Client) -> None:
     assert response.usage_metadata.candidates_token_count == 3
 
 
-def test_stream_with_the_sdk(server: FakeGeminiServer, client: genai.Client) -> None:
+def test_stream_with_the_sdk(
+    server: FakeGeminiServer, client: genai.Client, wait_for: Callable[..., bool]
+) -> None:
     server.behavior.completion_tokens = 4
     chunks = list(client.models.generate_content_stream(model="gemini-x", contents="hello there"))
     assert [c.text for c in chunks] == ["tok0", " tok1", " tok2", " tok3"]
@@ -477,7 +467,9 @@ def test_disconnect_after_chunks_drops_the_stream(server: FakeGeminiServer) -> N
     assert server.cancelled_streams == 0  # the server hung up; the client did not go away
 
 
-def test_latency_and_hang(server: FakeGeminiServer, client: genai.Client) -> None:
+def test_latency_and_hang(
+    server: FakeGeminiServer, client: genai.Client, wait_for: Callable[..., bool]
+) -> None:
     server.behavior.latency_ms = 150
     started = time.perf_counter()
     client.models.generate_content(model="m", contents="hi")
@@ -501,20 +493,11 @@ def test_reset_and_no_validation() -> None:
         assert fake.requests == []
 
 
-def test_cli_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "apps.fakes.gemini_server", "--port", "0"]
-    command += ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("fake Gemini server listening on http://127.0.0.1:")
-        cli = sdk(line.split()[-1])  # keep a reference: a dropped Client closes its pool
-        response = cli.models.generate_content(model="m", contents="hi")
-        assert response.text == "tok0 tok1"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+def test_cli_serves_until_terminated(run_cli: Callable[..., str]) -> None:
+    args = ["--api-key", API_KEY, "--completion-tokens", "2", "--no-validate"]
+    cli = sdk(run_cli("fakes.gemini_server", "Gemini", *args))  # a dropped Client closes its pool
+    response = cli.models.generate_content(model="m", contents="hi")
+    assert response.text == "tok0 tok1"
 
 
 def test_cli_help_names_the_gemini_key_header() -> None:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from apps.fakes.openai_server import (
+from fakes.openai_server import (
     TOOL_ARGUMENTS,
     TOOL_INPUT,
     FakeBehavior,
@@ -46,15 +46,6 @@ def server() -> Iterator[FakeOpenAIServer]:
 @pytest.fixture
 def client(server: FakeOpenAIServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=0, timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_chat_returns_content_and_usage(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
@@ -314,7 +305,9 @@ def test_invalid_json_is_400(server: FakeOpenAIServer) -> None:
     assert server.requests[-1]["json"] is None
 
 
-def test_client_disconnect_mid_stream_counts_as_cancelled(server: FakeOpenAIServer) -> None:
+def test_client_disconnect_mid_stream_counts_as_cancelled(
+    server: FakeOpenAIServer, wait_for: Callable[..., bool]
+) -> None:
     server.behavior.stream_chunk_delay_ms = 50
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with (
@@ -334,7 +327,9 @@ def test_client_disconnect_mid_stream_counts_as_cancelled(server: FakeOpenAIServ
 
 
 def test_complete_stream_is_not_counted_as_cancelled(
-    server: FakeOpenAIServer, client: openai.OpenAI
+    server: FakeOpenAIServer,
+    client: openai.OpenAI,
+    wait_for: Callable[..., bool],
 ) -> None:
     server.behavior.stream_chunk_delay_ms = 1
     list(
@@ -362,6 +357,7 @@ def test_disconnect_after_chunks_drops_the_stream(server: FakeOpenAIServer) -> N
 
 def test_hang_never_answers_and_is_cancelled_by_the_client_leaving(
     server: FakeOpenAIServer,
+    wait_for: Callable[..., bool],
 ) -> None:
     server.behavior.hang = True
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -627,3 +623,11 @@ def test_tool_pairing_validation(messages: list, mentions: str) -> None:
         {"role": "assistant", "content": "done"},
     ]
     assert validate_request("chat", {"model": "m", "messages": two_answered}) is None
+
+
+def test_cli_serves_until_terminated(run_cli: Callable[..., str]) -> None:
+    """What ``make run`` (scripts/run_demo.py) and bench/bench.py start."""
+    url = run_cli("fakes.openai_server", "OpenAI", "--api-key", API_KEY, "--completion-tokens", "3")
+    cli = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=0, timeout=10)
+    answer = cli.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "tok0 tok1 tok2"

@@ -10,9 +10,9 @@ from decimal import Decimal
 import openai
 import pytest
 
-from apps.fakes.openai_server import FakeOpenAIServer
 from apps.policies.models import DeploymentTagRule
 from apps.providers.models import Deployment, Model, ModelFallback
+from fakes.openai_server import FakeOpenAIServer
 from tests.factories import (
     allow_models,
     key_create,
@@ -309,7 +309,7 @@ def test_context_window_overflow_falls_back_to_a_larger_model(gateway_factory, f
 
 
 def test_content_policy_refusal_falls_back_only_when_enabled(gateway_factory, fakes):
-    from apps.fakes.azure_server import FakeAzureOpenAIServer
+    from fakes.azure_server import FakeAzureOpenAIServer
 
     [other] = fakes(1)
     azure = FakeAzureOpenAIServer(api_key="az-key", content_filter_word="forbidden").start()

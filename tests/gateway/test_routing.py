@@ -17,7 +17,7 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 
 @pytest.fixture
 def second_upstream():
-    from apps.fakes.openai_server import FakeOpenAIServer
+    from fakes.openai_server import FakeOpenAIServer
 
     server = FakeOpenAIServer(api_key="sk-upstream-secret")
     server.start()

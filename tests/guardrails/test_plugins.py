@@ -14,7 +14,7 @@ from tests.factories import key_create, model_create, provider_create
 
 @pytest.fixture
 def moderation():
-    from apps.fakes.openai_server import FakeOpenAIServer
+    from fakes.openai_server import FakeOpenAIServer
 
     server = FakeOpenAIServer(api_key="sk-moderation").start()
     yield server

@@ -15,7 +15,7 @@ from django.db import connection
 from apps.core.models import config_version_current
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_secret_matches
-from apps.policies.config_file import ConfigError, config_load
+from apps.policies.config import ConfigError, config_load
 from apps.policies.models import Budget, ModelAccess, RateLimit
 from apps.providers.models import Deployment, Model, Provider
 from apps.tenancy.models import Organization, Project, Team

@@ -9,7 +9,6 @@ import httpx
 import orjson
 import pytest
 
-from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound.anthropic_messages import (
     MessageStreamTranslator,
@@ -19,6 +18,7 @@ from apps.gateway.inbound.anthropic_messages import (
     openai_to_message,
     validate_messages,
 )
+from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer
 from tests.factories import allow_models, key_create, model_create, provider_create, records_wait
 
 WEATHER_TOOL = {

@@ -11,40 +11,18 @@ import pytest
 
 from apps.gateway.providers.registry import PROVIDERS
 from apps.providers.models import Deployment, DeploymentRole, Model
+from fakes.registry import BEDROCK_ACCESS_KEY_ID, FAKES
 from tests.factories import key_create, model_create, provider_create
 
 UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
-AWS_KEY_ID = "AKIDMATRIXTEST"
+AWS_KEY_ID = BEDROCK_ACCESS_KEY_ID
 KINDS = list(PROVIDERS)
 
 
 def start_fake(kind: str):
     """(server, upstream model name, provider options) for one kind."""
-    if kind in ("openai", "openai_compatible"):
-        from apps.fakes.openai_server import FakeOpenAIServer
-
-        return FakeOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-up", {}
-    if kind == "azure":
-        from apps.fakes.azure_server import FakeAzureOpenAIServer
-
-        return FakeAzureOpenAIServer(api_key=UPSTREAM_SECRET).start(), "gpt-deploy", {}
-    if kind == "anthropic":
-        from apps.fakes.anthropic_server import FakeAnthropicServer
-
-        return FakeAnthropicServer(api_key=UPSTREAM_SECRET).start(), "claude-up", {}
-    if kind == "gemini":
-        from apps.fakes.gemini_server import FakeGeminiServer
-
-        return FakeGeminiServer(api_key=UPSTREAM_SECRET).start(), "gemini-up", {}
-    if kind == "bedrock":
-        from apps.fakes.bedrock_server import FakeBedrockServer
-
-        server = FakeBedrockServer(
-            access_key_id=AWS_KEY_ID, secret_access_key=UPSTREAM_SECRET, region="eu-west-1"
-        ).start()
-        options = {"region": "eu-west-1", "access_key_id": AWS_KEY_ID}
-        return server, "anthropic.claude-3-5-sonnet-20240620-v1:0", options
-    raise LookupError(f"no fake upstream for provider kind {kind!r}: add one here")
+    fake = FAKES[kind]
+    return fake.start(UPSTREAM_SECRET), fake.upstream_model, dict(fake.options)
 
 
 @pytest.fixture(params=KINDS)

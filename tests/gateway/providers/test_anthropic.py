@@ -13,7 +13,6 @@ import openai
 import orjson
 import pytest
 
-from apps.fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from apps.gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
     anthropic_to_openai,
@@ -22,6 +21,7 @@ from apps.gateway.providers.anthropic.translate import (
 from apps.gateway.providers.anthropic.translate import (
     AnthropicStreamTranslator as StreamTranslator,
 )
+from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up

@@ -12,7 +12,6 @@ import openai
 import pytest
 from yarl import URL
 
-from apps.fakes.azure_server import FakeAzureOpenAIServer
 from apps.gateway.context import RequestContext
 from apps.gateway.providers.azure.adapter import (
     DEFAULT_API_VERSION,
@@ -25,6 +24,7 @@ from apps.gateway.providers.openai.translate import read_usage as _read_usage
 from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.snapshot import DeploymentEntry, Snapshot
 from apps.providers.models import Deployment, DeploymentRole
+from fakes.azure_server import FakeAzureOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait
 
 AZURE_KEY = "az-upstream-secret"

@@ -14,7 +14,6 @@ import openai
 import orjson
 import pytest
 
-from apps.fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.bedrock.adapter import build_target, credentials_of, region_of
 from apps.gateway.providers.bedrock.errors import bedrock_error as _bedrock_error
@@ -26,6 +25,7 @@ from apps.gateway.providers.bedrock.translate import (
     openai_to_converse,
 )
 from apps.gateway.snapshot import DeploymentEntry
+from fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up

@@ -16,7 +16,6 @@ import openai
 import orjson
 import pytest
 
-from apps.fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.gemini.errors import gemini_error
 from apps.gateway.providers.gemini.translate import (
@@ -29,6 +28,7 @@ from apps.gateway.providers.gemini.translate import (
     openai_to_gemini_embeddings,
 )
 from apps.providers.models import Provider
+from fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
 from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up

@@ -1,6 +1,6 @@
 """``manage.py odock_apply FILE.yaml``: declarative, idempotent set-up from a YAML file.
 
-The semantics live in ``apps.policies.config_file``; this command only reads the file and
+The semantics live in ``apps.policies.config``; this command only reads the file and
 reports.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.compliance.context import changes_by
-from apps.policies.config_file import ConfigError, config_apply, config_load
+from apps.policies.config import ConfigError, config_apply, config_load
 
 
 class Command(BaseCommand):

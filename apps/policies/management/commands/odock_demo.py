@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.keys.secrets import key_secret_generate
-from apps.policies.config_file import ConfigError, ConfigFile, config_apply
+from apps.policies.config import ConfigError, ConfigFile, config_apply
 from apps.providers.models import Deployment
 
 DEMO_PROVIDER = "demo-fake"

@@ -1,6 +1,6 @@
 """A fake Azure OpenAI upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`: Azure OpenAI speaks OpenAI's chat-completions
+The sibling of :mod:`fakes.openai_server`: Azure OpenAI speaks OpenAI's chat-completions
 and embeddings format at other URLs, with another key header, a few extra fields and its
 own error shape. This server answers like the OpenAI fake (same ``FakeBehavior`` knobs,
 tool calls, request validation against the openai SDK's types, recording, counters) and
@@ -50,33 +50,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
-    _JSON_HEADERS,
-    _SSE_DONE,
-    FakeBehavior,
-    FakeOpenAIServer,
-    _error,
-    behavior_from_options,
-    parse_cli,
-    validate_request,
-)
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes import base
+from fakes.base import FakeBehavior, json_response, retry_after, sse
+from fakes.openai_server import _SSE_DONE, FakeOpenAIServer, _error
 
 __all__ = [
+    "CLI",
     "DEFAULT_PORT",
     "FakeAzureOpenAIServer",
     "FakeBehavior",
     "add_cli_arguments",
-    "behavior_from_options",
     "main",
-    "run",
 ]
 
 #: The CLI's default port (the OpenAI fake uses 9001, the Anthropic one 9002).
@@ -97,19 +87,15 @@ _PROMPT_FILTER_RESULTS = [
     }
 ]
 # Azure's first stream event: no choices, no id, only the prompt's filter results.
-_PROMPT_FILTER_CHUNK = (
-    b"data: "
-    + orjson.dumps(
-        {
-            "choices": [],
-            "created": 0,
-            "id": "",
-            "model": "",
-            "object": "",
-            "prompt_filter_results": _PROMPT_FILTER_RESULTS,
-        }
-    )
-    + b"\n\n"
+_PROMPT_FILTER_CHUNK = sse(
+    {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": _PROMPT_FILTER_RESULTS,
+    }
 )
 
 _ERROR_CODES = {
@@ -145,10 +131,7 @@ def _azure_error(status: int, message: str | None = None, code: str | None = Non
         "code": code or _ERROR_CODES.get(status, str(status)),
         "message": message or _ERROR_MESSAGES.get(status, f"The fake failed with {status}."),
     }
-    headers = dict(_JSON_HEADERS)
-    if status == 429:
-        headers["retry-after"] = "1"
-    return web.Response(status=status, body=orjson.dumps({"error": error}), headers=headers)
+    return json_response({"error": error}, status, retry_after(status, "retry-after"))
 
 
 def _content_filter_refusal() -> web.Response:
@@ -167,7 +150,7 @@ def _content_filter_refusal() -> web.Response:
             },
         },
     }
-    return web.Response(status=400, body=orjson.dumps({"error": error}), headers=_JSON_HEADERS)
+    return json_response({"error": error}, 400)
 
 
 def _texts(messages: Any) -> Iterable[str]:
@@ -194,25 +177,52 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     """An Azure OpenAI data-plane server with scriptable behaviour.
 
     Same constructor, lifecycle, counters and ``requests`` recording (with ``query``) as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer`, plus ``deployments`` (names
+    :class:`~fakes.openai_server.FakeOpenAIServer`, plus ``deployments`` (names
     served; ``None``: any), ``content_filter_word`` and ``completion_filter_word``; all
     three may be changed while the server runs.
     """
 
+    label = "Azure OpenAI"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'api-key: KEY'"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own options, beyond the shared ones."""
+        parser.add_argument(
+            "--deployment",
+            action="append",
+            default=None,
+            help="a deployment name to serve (repeatable; default: any name)",
+        )
+        parser.add_argument(
+            "--content-filter-word", default=None, help="refuse prompts containing this word (400)"
+        )
+        parser.add_argument(
+            "--completion-filter-word",
+            default=None,
+            help="cut completions of prompts containing this word (finish_reason content_filter)",
+        )
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Its own constructor arguments, from the parsed options."""
+        return {
+            "deployments": args.deployment,
+            "content_filter_word": args.content_filter_word,
+            "completion_filter_word": args.completion_filter_word,
+        }
+
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behavior: FakeBehavior | None = None,
-        api_key: str | None = None,
-        *,
-        record: bool = True,
-        max_recorded: int = 10_000,
+        *args: Any,
         deployments: Iterable[str] | None = None,
         content_filter_word: str | None = None,
         completion_filter_word: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(host, port, behavior, api_key, record=record, max_recorded=max_recorded)
+        """``FakeServer``'s arguments, and the three above."""
+        super().__init__(*args, **kwargs)
         self.deployments = frozenset(deployments) if deployments is not None else None
         self.content_filter_word = content_filter_word
         self.completion_filter_word = completion_filter_word
@@ -225,13 +235,9 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     # ---- request handling
 
     def _authorized(self, request: web.BaseRequest, v1: bool) -> bool:
-        expected = self.api_key
-        if expected is None:
+        if self._key_ok(request.headers.get("api-key")):
             return True
-        headers = request.headers
-        if headers.get("api-key") == expected:
-            return True
-        return v1 and headers.get("Authorization") == f"Bearer {expected}"
+        return v1 and request.headers.get("Authorization") == self._expected_auth
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -272,18 +278,11 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
         if not v1 and "model" not in body:
             body = {**body, "model": deployment}  # the URL names it; answers show it
 
-        behavior = self.behavior
-        if behavior.validate:
-            problem = validate_request(kind, body)
-            if problem is not None:
-                return _error(400, problem)
-        if kind == "embeddings":
-            return await self._with_effects(behavior, self._embeddings(body))
-        if _mentions(body, self.content_filter_word):
-            return _content_filter_refusal()
-        if body.get("stream") is True:
-            return await self._stream_chat(request, body, behavior)
-        return await self._with_effects(behavior, self._chat(body, behavior))
+        return await self._answer(request, kind, body)
+
+    def _refusal(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response | None:
+        """Azure's prompt filter (it has no context-window knob)."""
+        return _content_filter_refusal() if _mentions(body, self.content_filter_word) else None
 
     def _serves(self, deployment: str) -> bool:
         return self.deployments is None or deployment in self.deployments
@@ -343,79 +342,16 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
                 if filtered and choice["finish_reason"] == "stop":
                     choice["finish_reason"] = "content_filter"
                     choice["content_filter_results"] = _FLAGGED
-            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        if out:
-            out[0] = _PROMPT_FILTER_CHUNK + out[0]
-        return out, content_chunks
+            out.append(sse(chunk))
+        head = [_PROMPT_FILTER_CHUNK + out[0]] if out else []
+        return head + out[1:], content_chunks
 
 
 # --------------------------------------------------------------------------- CLI
 
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The OpenAI fake's options, with this server's port, key header and Azure knobs."""
-    _add_openai_cli_arguments(parser, port=DEFAULT_PORT, api_key_help="require 'api-key: KEY'")
-    parser.add_argument(
-        "--deployment",
-        action="append",
-        default=None,
-        help="a deployment name to serve (repeatable; default: any name)",
-    )
-    parser.add_argument(
-        "--content-filter-word", default=None, help="refuse prompts containing this word (400)"
-    )
-    parser.add_argument(
-        "--completion-filter-word",
-        default=None,
-        help="cut completions of prompts containing this word (finish_reason content_filter)",
-    )
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-    *,
-    deployments: Iterable[str] | None = None,
-    content_filter_word: str | None = None,
-    completion_filter_word: str | None = None,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-    _run_openai_style(
-        host,
-        port,
-        behavior,
-        api_key,
-        server_class=FakeAzureOpenAIServer,
-        label="Azure OpenAI",
-        server_kwargs={
-            "deployments": deployments,
-            "content_filter_word": content_filter_word,
-            "completion_filter_word": completion_filter_word,
-        },
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.azure_server [--port 9003] [--deployment NAME] ...``."""
-    args = parse_cli(
-        argv,
-        "apps.fakes.azure_server",
-        "Fake Azure OpenAI upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    run(
-        args.host,
-        args.port,
-        behavior_from_options(vars(args)),
-        args.api_key,
-        deployments=args.deployment,
-        content_filter_word=args.content_filter_word,
-        completion_filter_word=args.completion_filter_word,
-    )
-    return 0
-
+CLI = base.Cli(FakeAzureOpenAIServer, "fakes.azure_server", "A fake Azure OpenAI upstream.")
+add_cli_arguments = CLI.add_arguments
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """A fast fake Anthropic upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`, speaking the Anthropic Messages API wire
+The sibling of :mod:`fakes.openai_server`, speaking the Anthropic Messages API wire
 format: ``POST /v1/messages`` (non-streaming, and streaming as named SSE events) and
 ``POST /v1/messages/count_tokens``. It takes the same ``FakeBehavior`` knobs, records
 requests the same way and can check every request body against the ``anthropic`` SDK's own
@@ -40,10 +40,10 @@ effects: authentication, ``anthropic-version``, JSON and schema validation, ``la
 ``hang``, ``fail_status``/``fail_times``, then the answer. ``disconnect_after_chunks=N``
 closes the connection after N content deltas, before ``content_block_stop``.
 
-The server class reuses ``FakeOpenAIServer``'s machinery by subclassing it (background
-thread and loop, ``start``/``stop``/``with``, request recording, counters, cancellation
-accounting, the stream-writing loop) and replaces the routing, the payloads and the error
-shape. Like its sibling it imports nothing from Django.
+The machinery (background thread and loop, ``start``/``stop``/``with``, request recording,
+counters, cancellation accounting, the stream-writing loop, the CLI) is
+:mod:`fakes.base`'s; this module holds the routing, the payloads and the error shape. Like
+its siblings it imports nothing from Django.
 
 Measured with wrk 4.1.0 on the 2-core dev box (uvloop, recording off, tiny body with
 ``max_tokens: 64``, 8 output tokens, ``wrk -t1 -c16 -d10s --latency``; the server is one
@@ -58,54 +58,32 @@ ranges are run-to-run noise on a shared machine.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
 import itertools
-import re
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
-    _JSON_HEADERS,
-    FakeBehavior,
-    FakeOpenAIServer,
-    _data_path,
-    _describe,
-    _drain,
-    _NestedInvalid,
-    _tokens,
-    behavior_from_options,
-    failure_message,
-    parse_cli,
-)
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes import base
+from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, retry_after, sse, tokens
 
 __all__ = [
+    "CLI",
     "DEFAULT_PORT",
     "TOOL_INPUT",
     "FakeAnthropicServer",
     "FakeBehavior",
     "add_cli_arguments",
-    "behavior_from_options",
     "main",
-    "run",
     "validate_request",
 ]
 
 #: The CLI's default port (the OpenAI fake uses 9001).
 DEFAULT_PORT = 9002
-#: The ``input`` of every ``tool_use`` block the fake answers with.
-TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
 
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
-_TOOL_INPUT_JSON = orjson.dumps(dict(TOOL_INPUT)).decode()
 _TOOL_JSON_PIECE = 6  # characters per input_json_delta
 _REQUEST_IDS = itertools.count(1)
 
@@ -130,47 +108,18 @@ _ERROR_MESSAGES = {
 # --------------------------------------------------------------------------- validation
 
 
-@dataclasses.dataclass(frozen=True)
-class _Validators:
-    messages: Any
-    messages_stream: Any
-    count_tokens: Any
-    messages_keys: frozenset[str]
-    count_tokens_keys: frozenset[str]
-    error_type: type[Exception]
+@base.once
+def _get_validators() -> Mapping[str, base.TypedBody]:
+    """The SDK's request types by request kind (importing them takes ~1 s)."""
+    from anthropic.types import message_count_tokens_params, message_create_params
 
-
-_validators: _Validators | None = None
-_validators_lock = threading.Lock()
-
-
-def _keys(typed_dict: Any) -> frozenset[str]:
-    # The SDK's TypedDicts use ``from __future__ import annotations``, which leaves
-    # ``__required_keys__`` empty on Python 3.11; the union of both sets is still right.
-    return frozenset(typed_dict.__required_keys__ | typed_dict.__optional_keys__)
-
-
-def _get_validators() -> _Validators:
-    """Build the pydantic TypeAdapters once per process (importing the SDK types takes ~1 s)."""
-    global _validators
-    if _validators is None:
-        with _validators_lock:
-            if _validators is None:
-                from anthropic.types import message_count_tokens_params, message_create_params
-                from pydantic import TypeAdapter, ValidationError
-
-                create = message_create_params.MessageCreateParamsNonStreaming
-                create_stream = message_create_params.MessageCreateParamsStreaming
-                count = message_count_tokens_params.MessageCountTokensParams
-                _validators = _Validators(
-                    messages=TypeAdapter(create),
-                    messages_stream=TypeAdapter(create_stream),
-                    count_tokens=TypeAdapter(count),
-                    messages_keys=_keys(create) | _keys(create_stream),
-                    count_tokens_keys=_keys(count),
-                    error_type=ValidationError,
-                )
-    return _validators
+    create = message_create_params.MessageCreateParamsNonStreaming
+    create_stream = message_create_params.MessageCreateParamsStreaming
+    return {
+        "messages": base.typed_body(create, create_stream),
+        "messages_stream": base.typed_body(create_stream, create),
+        "count_tokens": base.typed_body(message_count_tokens_params.MessageCountTokensParams),
+    }
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -227,14 +176,12 @@ def validate_request(kind: str, body: Any) -> str | None:
         return "Invalid request body: expected a JSON object."
     validators = _get_validators()
     if kind == "messages":
-        allowed = validators.messages_keys
-        adapter = validators.messages_stream if body.get("stream") is True else validators.messages
+        typed = validators["messages_stream" if body.get("stream") is True else "messages"]
     elif kind == "count_tokens":
-        allowed = validators.count_tokens_keys
-        adapter = validators.count_tokens
+        typed = validators["count_tokens"]
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown request kind {kind!r}")
-    unknown = sorted(set(body) - allowed)
+    unknown = sorted(set(body) - typed.keys)
     if unknown:
         return "; ".join(f"{key}: Extra inputs are not permitted" for key in unknown)
     messages = body.get("messages")
@@ -242,14 +189,9 @@ def validate_request(kind: str, body: Any) -> str | None:
         return f"messages: Input should be a valid list, not {type(messages).__name__}."
     if isinstance(messages, list) and not messages:
         return "messages: at least one message is required"
-    try:
-        _drain(adapter.validate_python(body, strict=True), ())
-    except validators.error_type as exc:
-        return _describe(body, (), exc.errors())  # type: ignore[attr-defined]
-    except _NestedInvalid as exc:
-        if isinstance(exc.error, validators.error_type):
-            return _describe(body, exc.path, exc.error.errors())  # type: ignore[attr-defined]
-        return f"Invalid request body at {_data_path(body, exc.path)[0]}: {exc.error}"
+    problem = base.check_typed(typed.adapter, body)
+    if problem is not None:
+        return problem
     return _check_tool_pairing(messages) if isinstance(messages, list) else None
 
 
@@ -318,53 +260,37 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
         return None
     if choice_type == "tool" and isinstance(choice, dict):
         return str(choice.get("name"))
-    if choice_type == "any" or _WEATHER.search(_last_user_text(body.get("messages"))):
+    if choice_type == "any" or WEATHER.search(_last_user_text(body.get("messages"))):
         first = tools[0]
         return str(first.get("name") or "tool") if isinstance(first, dict) else "tool"
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """What the answer to one request contains."""
-
-    tool: str | None
-    output_tokens: int
-    stop_reason: str
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
+    reasons = ("tool_use", "max_tokens", "end_turn")
+    return base.plan_answer(_tool_to_call(body), body.get("max_tokens"), behavior, reasons)
 
 
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> _Plan:
-    tokens = max(0, behavior.completion_tokens)
-    tool = _tool_to_call(body)
-    if tool is not None:
-        return _Plan(tool, tokens, "tool_use")
-    max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, int) and 0 <= max_tokens < tokens:
-        return _Plan(None, max_tokens, "max_tokens")
-    return _Plan(None, tokens, "end_turn")
-
-
-def _sse(event: str, data: Mapping[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-_PING = _sse("ping", {"type": "ping"})
-_BLOCK_STOP = _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-_MESSAGE_STOP = _sse("message_stop", {"type": "message_stop"})
+_PING = sse(event="ping", data={"type": "ping"})
+_BLOCK_STOP = sse(event="content_block_stop", data={"type": "content_block_stop", "index": 0})
+_MESSAGE_STOP = sse(event="message_stop", data={"type": "message_stop"})
 
 
 def _delta(delta: Mapping[str, Any]) -> bytes:
-    return _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+    return sse(
+        event="content_block_delta",
+        data={"type": "content_block_delta", "index": 0, "delta": delta},
+    )
 
 
 @functools.lru_cache(maxsize=64)
 def _text_deltas(count: int) -> tuple[bytes, ...]:
-    return tuple(_delta({"type": "text_delta", "text": token}) for token in _tokens(count))
+    return tuple(_delta({"type": "text_delta", "text": token}) for token in tokens(count))
 
 
 _TOOL_DELTAS: tuple[bytes, ...] = tuple(
-    _delta({"type": "input_json_delta", "partial_json": _TOOL_INPUT_JSON[i : i + _TOOL_JSON_PIECE]})
-    for i in range(0, len(_TOOL_INPUT_JSON), _TOOL_JSON_PIECE)
+    _delta({"type": "input_json_delta", "partial_json": piece})
+    for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
 )
 
 
@@ -382,34 +308,25 @@ def _error_body(status: int, message: str, error_type: str | None = None) -> byt
 
 
 def _error(status: int, message: str, error_type: str | None = None) -> web.Response:
-    headers = dict(_JSON_HEADERS)
-    if status == 429:
-        headers["retry-after"] = "1"
-    return web.Response(
-        status=status, body=_error_body(status, message, error_type), headers=headers
-    )
+    body = _error_body(status, message, error_type)
+    return json_response(body, status, retry_after(status, "retry-after"))
 
 
 # --------------------------------------------------------------------------- server
 
 
-class FakeAnthropicServer(FakeOpenAIServer):
+class FakeAnthropicServer(base.FakeServer):
     """An Anthropic Messages API server with scriptable behaviour.
 
-    Same constructor, lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
-    machinery only): ``start()``/``stop()`` or ``with`` from synchronous code,
-    ``start_async()``/``stop_async()`` inside a running loop, ``reset()``. ``api_key`` is
-    checked against the ``x-api-key`` header.
+    The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s;
+    ``url`` is ``http://host:port`` (the anthropic SDK appends ``/v1/messages`` to its
+    ``base_url``). ``api_key`` is checked against the ``x-api-key`` header (or a bearer).
     """
 
-    @property
-    def url(self) -> str:
-        """``http://host:port``: the anthropic SDK appends ``/v1/messages`` to ``base_url``."""
-        return f"http://{self.host}:{self.port}"
-
-    def _load_validators(self) -> object:
-        return _get_validators()
+    label = "Anthropic"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')"
+    load_validators = staticmethod(_get_validators)
 
     # ---- request handling
 
@@ -418,15 +335,12 @@ class FakeAnthropicServer(FakeOpenAIServer):
         path = request.path
         body, bad_json = await self._read_json(request)
 
-        expected = self.api_key
-        if expected is not None:
-            headers = request.headers
-            given = headers.get("x-api-key")
-            bearer = headers.get("Authorization")
-            if given != expected and bearer != self._expected_auth:
-                if given is None and bearer is None:
-                    return _error(401, "x-api-key header is required")
-                return _error(401, "invalid x-api-key")
+        given = request.headers.get("x-api-key")
+        bearer = request.headers.get("Authorization")
+        if not self._key_ok(given) and bearer != self._expected_auth:
+            if given is None and bearer is None:
+                return _error(401, "x-api-key header is required")
+            return _error(401, "invalid x-api-key")
 
         if path == "/v1/messages":
             kind = "messages"
@@ -442,24 +356,21 @@ class FakeAnthropicServer(FakeOpenAIServer):
             return _error(400, "There was an issue with your request body: invalid JSON.")
 
         behavior = self.behavior
-        if behavior.validate:
-            problem = validate_request(kind, body)
-            if problem is not None:
-                return _error(400, problem)
+        problem = validate_request(kind, body) if behavior.validate else None
+        if problem is not None:
+            return _error(400, problem)
         if kind == "count_tokens":
-            answer = web.Response(
-                body=orjson.dumps({"input_tokens": _input_tokens(body)}), headers=_JSON_HEADERS
-            )
+            answer = json_response({"input_tokens": _input_tokens(body)})
             return await self._with_effects(behavior, answer)
         if body.get("stream") is True:
-            return await self._stream_chat(request, body, behavior)
+            return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._message(body, behavior))
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Anthropic's shape."""
-        return _error(status, failure_message(status, _ERROR_MESSAGES))
+        return _error(status, base.failure_message(status, _ERROR_MESSAGES))
 
-    def _message_head(self, body: Mapping[str, Any], plan: _Plan) -> dict[str, Any]:
+    def _message_head(self, body: Mapping[str, Any], plan: base.Plan) -> dict[str, Any]:
         return {
             "id": f"msg_fake{next(self._ids):012d}",
             "type": "message",
@@ -483,11 +394,11 @@ class FakeAnthropicServer(FakeOpenAIServer):
         plan = _plan(body, behavior)
         payload = self._message_head(body, plan)
         if plan.tool is not None:
-            payload["content"] = [self._tool_use_block(plan.tool, TOOL_INPUT)]
+            payload["content"] = [self._tool_use_block(plan.tool, dict(TOOL_INPUT))]
         else:
-            payload["content"] = [{"type": "text", "text": "".join(_tokens(plan.output_tokens))}]
+            payload["content"] = [{"type": "text", "text": "".join(tokens(plan.output_tokens))}]
         payload["stop_reason"] = plan.stop_reason
-        return web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+        return json_response(payload)
 
     def _stream_events(
         self, body: dict[str, Any], behavior: FakeBehavior
@@ -509,10 +420,10 @@ class FakeAnthropicServer(FakeOpenAIServer):
             block = {"type": "text", "text": ""}
             deltas = _text_deltas(plan.output_tokens)
         head = (
-            _sse("message_start", {"type": "message_start", "message": message})
-            + _sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": block},
+            sse(event="message_start", data={"type": "message_start", "message": message})
+            + sse(
+                event="content_block_start",
+                data={"type": "content_block_start", "index": 0, "content_block": block},
             )
             + _PING
         )
@@ -521,45 +432,23 @@ class FakeAnthropicServer(FakeOpenAIServer):
             "delta": {"stop_reason": plan.stop_reason, "stop_sequence": None},
             "usage": {"output_tokens": plan.output_tokens},
         }
-        events = [head, *deltas, _BLOCK_STOP, _sse("message_delta", message_delta), _MESSAGE_STOP]
+        events = [
+            head,
+            *deltas,
+            _BLOCK_STOP,
+            sse(event="message_delta", data=message_delta),
+            _MESSAGE_STOP,
+        ]
         return events, len(deltas)
 
 
 # --------------------------------------------------------------------------- CLI
 
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The OpenAI fake's options, with this server's default port and key header."""
-    _add_openai_cli_arguments(
-        parser,
-        port=DEFAULT_PORT,
-        api_key_help="require 'x-api-key: KEY' (or 'Authorization: Bearer KEY')",
-    )
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-    _run_openai_style(
-        host, port, behavior, api_key, server_class=FakeAnthropicServer, label="Anthropic"
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.anthropic_server [--port 9002] [--no-validate] ...``."""
-    args = parse_cli(
-        argv,
-        "apps.fakes.anthropic_server",
-        "Fake Anthropic Messages API upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
-    return 0
-
+CLI = base.Cli(
+    FakeAnthropicServer, "fakes.anthropic_server", "A fake Anthropic Messages API upstream."
+)
+add_cli_arguments = CLI.add_arguments
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

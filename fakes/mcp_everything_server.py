@@ -9,7 +9,7 @@ module rather than a heredoc, tests can also run it in a thread::
 
     ServerThread(mcp_everything_server.app()).start()
 
-or standalone: ``python -m apps.fakes.mcp_everything_server --port 8931 [--host 127.0.0.1]``
+or standalone: ``python -m fakes.mcp_everything_server --port 8931 [--host 127.0.0.1]``
 (Streamable HTTP at ``/mcp``).
 
 The SDK's ``MCPServer`` has no hooks for ``logging/setLevel`` and ``resources/(un)subscribe``;

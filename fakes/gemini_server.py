@@ -1,6 +1,6 @@
 """A fast fake Google Gemini API upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server` and :mod:`apps.fakes.anthropic_server`,
+The sibling of :mod:`fakes.openai_server` and :mod:`fakes.anthropic_server`,
 speaking the Gemini API (generativelanguage) wire format under any API version prefix
 (``/v1beta``, ``/v1``, ``/v1alpha``):
 
@@ -51,21 +51,19 @@ effects: authentication, JSON and schema validation, ``latency_ms``, ``hang``,
 ``fail_status``/``fail_times``, then the answer. ``disconnect_after_chunks=N`` closes the
 connection after N stream events (the last of which carries the finish reason and usage).
 
-The server class reuses ``FakeOpenAIServer``'s machinery by subclassing it (background
-thread and loop, ``start``/``stop``/``with``, request recording, counters, cancellation
-accounting, the stream-writing loop) and replaces the routing, the payloads and the error
-shape. Like its siblings it imports nothing from Django.
+The machinery (background thread and loop, ``start``/``stop``/``with``, request recording,
+counters, cancellation accounting, the stream-writing loop, the CLI) is
+:mod:`fakes.base`'s; this module holds the routing, the payloads and the error shape. Like
+its siblings it imports nothing from Django.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import enum
 import itertools
 import re
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -73,45 +71,32 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from apps.fakes.openai_server import (
-    _JSON_HEADERS,
-    FakeBehavior,
-    FakeOpenAIServer,
-    _embedding,
-    _tokens,
-    behavior_from_options,
-    failure_message,
-    parse_cli,
-)
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes import base
+from fakes.base import JSON_HEADERS, TOOL_INPUT, WEATHER, FakeBehavior, json_response, sse, tokens
 
 __all__ = [
+    "CLI",
     "DEFAULT_EMBEDDING_DIMENSIONS",
     "DEFAULT_PORT",
     "TOOL_ARGS",
     "FakeBehavior",
     "FakeGeminiServer",
     "add_cli_arguments",
-    "behavior_from_options",
     "main",
-    "run",
     "validate_request",
 ]
 
 #: The CLI's default port (the OpenAI fake uses 9001, the Anthropic one 9002).
 DEFAULT_PORT = 9003
 #: The ``args`` of every ``functionCall`` part the fake answers with.
-TOOL_ARGS: Mapping[str, Any] = {"city": "Paris"}
+TOOL_ARGS = TOOL_INPUT
 #: Length of the embedding vectors when the request names no ``outputDimensionality``.
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 
 _ROUTE = re.compile(r"^/(v1beta|v1alpha|v1)/models/([^/:]+):([A-Za-z]+)$")
 _METHODS = ("generateContent", "streamGenerateContent", "batchEmbedContents", "embedContent")
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
 _RESPONSE_IDS = itertools.count(1)
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _MAX_EMBEDDING_DIMENSIONS = 3072
 _TASK_TYPES = frozenset(
     {
@@ -182,54 +167,46 @@ class _Validators:
     model_type: type  # pydantic.BaseModel, imported lazily with the rest
 
 
-_validators: _Validators | None = None
-_validators_lock = threading.Lock()
-
-
+@base.once
 def _get_validators() -> _Validators:
-    """Build the request models once per process (importing google.genai takes ~1 s)."""
-    global _validators
-    if _validators is None:
-        with _validators_lock:
-            if _validators is None:
-                from google.genai import types
-                from pydantic import BaseModel, ConfigDict, ValidationError, create_model
-                from pydantic.alias_generators import to_camel
+    """The request models, built from the SDK's types (importing google.genai takes ~1 s)."""
+    from google.genai import types
+    from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+    from pydantic.alias_generators import to_camel
 
-                # The REST request messages themselves are not SDK types (the SDK builds
-                # them from its config), so they are assembled here from the SDK's parts,
-                # with the same conventions: camelCase aliases, names too, no extra keys.
-                config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-                generate = create_model(
-                    "GenerateContentRequest",
-                    __config__=config,
-                    contents=(list[types.Content], ...),
-                    system_instruction=(types.Content | None, None),
-                    tools=(list[types.Tool] | None, None),
-                    tool_config=(types.ToolConfig | None, None),
-                    safety_settings=(list[types.SafetySetting] | None, None),
-                    generation_config=(types.GenerationConfig | None, None),
-                    cached_content=(str | None, None),
-                    labels=(dict[str, str] | None, None),
-                    service_tier=(str | None, None),
-                    store=(bool | None, None),
-                )
-                embed = create_model(
-                    "EmbedContentRequest",
-                    __config__=config,
-                    model=(str | None, None),
-                    content=(types.Content, ...),
-                    task_type=(str | None, None),
-                    title=(str | None, None),
-                    output_dimensionality=(int | None, None),
-                )
-                batch_embed = create_model(
-                    "BatchEmbedContentsRequest",
-                    __config__=config,
-                    requests=(list[embed], ...),  # type: ignore[valid-type]
-                )
-                _validators = _Validators(generate, embed, batch_embed, ValidationError, BaseModel)
-    return _validators
+    # The REST request messages themselves are not SDK types (the SDK builds
+    # them from its config), so they are assembled here from the SDK's parts,
+    # with the same conventions: camelCase aliases, names too, no extra keys.
+    config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    generate = create_model(
+        "GenerateContentRequest",
+        __config__=config,
+        contents=(list[types.Content], ...),
+        system_instruction=(types.Content | None, None),
+        tools=(list[types.Tool] | None, None),
+        tool_config=(types.ToolConfig | None, None),
+        safety_settings=(list[types.SafetySetting] | None, None),
+        generation_config=(types.GenerationConfig | None, None),
+        cached_content=(str | None, None),
+        labels=(dict[str, str] | None, None),
+        service_tier=(str | None, None),
+        store=(bool | None, None),
+    )
+    embed = create_model(
+        "EmbedContentRequest",
+        __config__=config,
+        model=(str | None, None),
+        content=(types.Content, ...),
+        task_type=(str | None, None),
+        title=(str | None, None),
+        output_dimensionality=(int | None, None),
+    )
+    batch_embed = create_model(
+        "BatchEmbedContentsRequest",
+        __config__=config,
+        requests=(list[embed], ...),  # type: ignore[valid-type]
+    )
+    return _Validators(generate, embed, batch_embed, ValidationError, BaseModel)
 
 
 def _snake(name: str) -> str:
@@ -535,31 +512,15 @@ def _function_to_call(body: Mapping[str, Any]) -> str | None:
         return None
     allowed = _get(calling, "allowedFunctionNames") or []
     text = " ".join(str(part.get("text") or "") for part in _last_user(body).get("parts") or ())
-    if mode in ("ANY", "VALIDATED") or _WEATHER.search(text):
+    if mode in ("ANY", "VALIDATED") or WEATHER.search(text):
         return str(allowed[0] if allowed else declarations[0].get("name") or "tool")
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """What the answer to one request contains."""
-
-    function: str | None
-    output_tokens: int
-    finish_reason: str
-    prompt_tokens: int
-
-
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> _Plan:
-    tokens = max(0, behavior.completion_tokens)
-    prompt = _prompt_tokens(body)
-    function = _function_to_call(body)
-    if function is not None:
-        return _Plan(function, tokens, "STOP", prompt)
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     limit = _get(_get(body, "generationConfig") or {}, "maxOutputTokens")
-    if isinstance(limit, int) and 0 <= limit < tokens:
-        return _Plan(None, limit, "MAX_TOKENS", prompt)
-    return _Plan(None, tokens, "STOP", prompt)
+    reasons = ("STOP", "MAX_TOKENS", "STOP")
+    return base.plan_answer(_function_to_call(body), limit, behavior, reasons, _prompt_tokens(body))
 
 
 def _error_body(status: int, message: str, details: list[Any] | None = None) -> bytes:
@@ -574,23 +535,25 @@ def _error_body(status: int, message: str, details: list[Any] | None = None) -> 
 
 
 def _error(status: int, message: str, details: list[Any] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=_error_body(status, message, details), headers=_JSON_HEADERS
-    )
+    return json_response(_error_body(status, message, details), status)
 
 
 # --------------------------------------------------------------------------- server
 
 
-class FakeGeminiServer(FakeOpenAIServer):
+class FakeGeminiServer(base.FakeServer):
     """A Gemini API server with scriptable behaviour.
 
-    Same constructor, lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
-    machinery only); recorded ``path``s include the model and method
-    (``/v1beta/models/m:generateContent``). ``api_key`` is checked against
-    ``x-goog-api-key`` or the ``key`` query parameter.
+    The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s;
+    ``url`` is ``http://host:port`` (the google-genai SDK appends ``/v1beta/models/...``).
+    Recorded ``path``s include the model and method (``/v1beta/models/m:generateContent``).
+    ``api_key`` is checked against ``x-goog-api-key`` or the ``key`` query parameter.
     """
+
+    label = "Gemini"
+    default_port = DEFAULT_PORT
+    api_key_help = "require 'x-goog-api-key: KEY' (or '?key=KEY')"
+    load_validators = staticmethod(_get_validators)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -600,14 +563,6 @@ class FakeGeminiServer(FakeOpenAIServer):
         self.thoughts_tokens = 0
         #: When set (e.g. ``"SAFETY"``), answer with ``promptFeedback.blockReason`` only.
         self.block_reason: str | None = None
-
-    @property
-    def url(self) -> str:
-        """``http://host:port``: the google-genai SDK appends ``/v1beta/models/...``."""
-        return f"http://{self.host}:{self.port}"
-
-    def _load_validators(self) -> object:
-        return _get_validators()
 
     # ---- request handling
 
@@ -621,9 +576,8 @@ class FakeGeminiServer(FakeOpenAIServer):
             return _error(404, f"Method not found: {method} {path}")
         if method != "POST":
             return _error(404, f"Method not found: {method} {path}")
-        expected = self.api_key
-        if expected is not None:
-            given = request.headers.get("x-goog-api-key") or request.query.get("key")
+        given = request.headers.get("x-goog-api-key") or request.query.get("key")
+        if not self._key_ok(given):
             if given is None:
                 return _error(
                     403,
@@ -631,10 +585,9 @@ class FakeGeminiServer(FakeOpenAIServer):
                     "identity). Please use API Key or other form of API consumer identity to "
                     "call this API.",
                 )
-            if given != expected:
-                return _error(
-                    400, "API key not valid. Please pass a valid API key.", _KEY_INVALID_DETAILS
-                )
+            return _error(
+                400, "API key not valid. Please pass a valid API key.", _KEY_INVALID_DETAILS
+            )
         if bad_json or not isinstance(body, dict):
             return _error(400, "Invalid JSON payload received. Unexpected token.")
         model, kind = route.group(2), route.group(3)
@@ -646,22 +599,22 @@ class FakeGeminiServer(FakeOpenAIServer):
                 return _error(400, problem)
         if kind == "streamGenerateContent":
             stream = {"request": body, "model": model, "sse": request.query.get("alt") == "sse"}
-            return await self._stream_chat(request, stream, behavior)
+            return await self._stream(request, stream, behavior)
         if kind == "generateContent":
             payload = self._response(model, _plan(body, behavior))
         elif kind == "embedContent":
             payload = {"embedding": self._embedding(body)}
         else:
             payload = {"embeddings": [self._embedding(r) for r in body.get("requests") or ()]}
-        answer = web.Response(body=orjson.dumps(payload), headers=_JSON_HEADERS)
+        answer = json_response(payload)
         return await self._with_effects(behavior, answer)
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Google's shape (a 429 with its RetryInfo)."""
-        message = failure_message(status, _ERROR_MESSAGES)
+        message = base.failure_message(status, _ERROR_MESSAGES)
         return _error(status, message, _RETRY_DETAILS if status == 429 else None)
 
-    def _usage(self, plan: _Plan, output_tokens: int | None = None) -> dict[str, Any]:
+    def _usage(self, plan: base.Plan, output_tokens: int | None = None) -> dict[str, Any]:
         output = plan.output_tokens if output_tokens is None else output_tokens
         prompt = plan.prompt_tokens + self.cached_content_tokens
         usage: dict[str, Any] = {
@@ -688,7 +641,7 @@ class FakeGeminiServer(FakeOpenAIServer):
             candidate["finishReason"] = finish
         return candidate
 
-    def _response(self, model: str, plan: _Plan) -> dict[str, Any]:
+    def _response(self, model: str, plan: base.Plan) -> dict[str, Any]:
         response_id = f"fake{next(_RESPONSE_IDS):012d}"
         if self.block_reason:
             return {
@@ -696,12 +649,12 @@ class FakeGeminiServer(FakeOpenAIServer):
                 "usageMetadata": self._usage(plan, 0),
                 **self._envelope(model, response_id),
             }
-        if plan.function is not None:
-            parts = [{"functionCall": {"name": plan.function, "args": dict(TOOL_ARGS)}}]
+        if plan.tool is not None:
+            parts = [{"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}]
         else:
-            parts = [{"text": "".join(_tokens(plan.output_tokens))}]
+            parts = [{"text": "".join(tokens(plan.output_tokens))}]
         return {
-            "candidates": [self._candidate(parts, plan.finish_reason)],
+            "candidates": [self._candidate(parts, plan.stop_reason)],
             "usageMetadata": self._usage(plan),
             **self._envelope(model, response_id),
         }
@@ -712,7 +665,7 @@ class FakeGeminiServer(FakeOpenAIServer):
         )
         dimensions = _get(request, "outputDimensionality") or DEFAULT_EMBEDDING_DIMENSIONS
         dimensions = max(1, min(int(dimensions), _MAX_EMBEDDING_DIMENSIONS))
-        return {"values": _embedding(text, dimensions)}
+        return {"values": base.embedding(text, dimensions)}
 
     def _stream_events(
         self, body: dict[str, Any], behavior: FakeBehavior
@@ -724,21 +677,21 @@ class FakeGeminiServer(FakeOpenAIServer):
         the next N pieces: so the first piece is what precedes the first event (nothing for
         SSE, the ``[`` of the JSON array otherwise).
         """
-        request, model, sse = body["request"], body["model"], body["sse"]
+        request, model, as_sse = body["request"], body["model"], body["sse"]
         plan = _plan(request, behavior)
         response_id = f"fake{next(_RESPONSE_IDS):012d}"
         envelope = self._envelope(model, response_id)
         events: list[dict[str, Any]] = []
-        if self.block_reason or plan.function is not None:
+        if self.block_reason or plan.tool is not None:
             events.append(self._response(model, plan) | envelope)
         else:
-            tokens = _tokens(plan.output_tokens) or ("",)
+            texts = tokens(plan.output_tokens) or ("",)
             running = {"promptTokenCount": plan.prompt_tokens + self.cached_content_tokens}
-            for number, token in enumerate(tokens):
-                last = number == len(tokens) - 1
+            for number, token in enumerate(texts):
+                last = number == len(texts) - 1
                 event = {
                     "candidates": [
-                        self._candidate([{"text": token}], plan.finish_reason if last else None)
+                        self._candidate([{"text": token}], plan.stop_reason if last else None)
                     ],
                     "usageMetadata": self._usage(plan)
                     if last
@@ -746,50 +699,24 @@ class FakeGeminiServer(FakeOpenAIServer):
                     **envelope,
                 }
                 events.append(event)
-        if sse:
-            pieces = [b""] + [b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events]
+        if as_sse:
+            writes = [b""] + [sse(e, end=b"\r\n\r\n") for e in events]
         else:
-            pieces = [b"["]
-            pieces += [(b",\r\n" if i else b"") + orjson.dumps(e) for i, e in enumerate(events)]
-            pieces[-1] += b"]"
-        return pieces, len(events)
+            writes = [b"["]
+            writes += [(b",\r\n" if i else b"") + orjson.dumps(e) for i, e in enumerate(events)]
+            writes[-1] += b"]"
+        return writes, len(events)
 
     def _stream_headers(self, body: dict[str, Any]) -> Mapping[str, str]:
         """The framing asked for: SSE with ``alt=sse``, else a JSON array."""
-        return _SSE_HEADERS if body["sse"] else _JSON_HEADERS
+        return super()._stream_headers(body) if body["sse"] else JSON_HEADERS
 
 
 # --------------------------------------------------------------------------- CLI
 
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The OpenAI fake's options, with this server's default port and key header."""
-    _add_openai_cli_arguments(
-        parser, port=DEFAULT_PORT, api_key_help="require 'x-goog-api-key: KEY' (or '?key=KEY')"
-    )
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-    _run_openai_style(host, port, behavior, api_key, server_class=FakeGeminiServer, label="Gemini")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.gemini_server [--port 9003] [--no-validate] ...``."""
-    args = parse_cli(
-        argv,
-        "apps.fakes.gemini_server",
-        "Fake Google Gemini API upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    run(args.host, args.port, behavior_from_options(vars(args)), args.api_key)
-    return 0
-
+CLI = base.Cli(FakeGeminiServer, "fakes.gemini_server", "A fake Google Gemini API upstream.")
+add_cli_arguments = CLI.add_arguments
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())

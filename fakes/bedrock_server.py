@@ -1,6 +1,6 @@
 """A fake AWS Bedrock Runtime upstream, for tests and benchmarks of the gateway.
 
-The sibling of :mod:`apps.fakes.openai_server`, speaking Bedrock's wire format:
+The sibling of :mod:`fakes.openai_server`, speaking Bedrock's wire format:
 ``POST /model/{modelId}/converse`` (JSON), ``POST /model/{modelId}/converse-stream`` (the
 binary ``application/vnd.amazon.eventstream`` framing, encoded here by hand: prelude,
 string headers, JSON payload, CRC32s) and ``POST /model/{modelId}/invoke`` for Amazon
@@ -67,7 +67,6 @@ import os
 import re
 import struct
 import sys
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,19 +78,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from apps.fakes.openai_server import (
-    FakeBehavior,
-    FakeOpenAIServer,
-    _embedding,
-    _tokens,
-    behavior_from_options,
-    failure_message,
-    parse_cli,
-)
-from apps.fakes.openai_server import add_cli_arguments as _add_openai_cli_arguments
-from apps.fakes.openai_server import run as _run_openai_style
+from fakes import base
+from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, tokens
 
 __all__ = [
+    "CLI",
     "DEFAULT_PORT",
     "DEFAULT_REGION",
     "TOOL_INPUT",
@@ -101,15 +92,12 @@ __all__ = [
     "add_cli_arguments",
     "encode_event",
     "main",
-    "run",
     "validate_converse",
 ]
 
 #: The CLI's default port (OpenAI fake 9001, Anthropic fake 9002).
 DEFAULT_PORT = 9004
 DEFAULT_REGION = "us-east-1"
-#: The ``input`` of every ``toolUse`` block the fake answers with.
-TOOL_INPUT: Mapping[str, Any] = {"city": "Paris"}
 #: Titan text embeddings v2's default (and largest) vector size.
 TITAN_DIMENSIONS = (256, 512, 1024)
 
@@ -117,8 +105,6 @@ _SERVICE = "bedrock"
 _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke)$")
-_WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
-_TOOL_INPUT_JSON = orjson.dumps(dict(TOOL_INPUT)).decode()
 _TOOL_JSON_PIECE = 6  # characters per toolUse.input delta
 _MAX_CLOCK_SKEW = datetime.timedelta(minutes=5)
 _SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -235,26 +221,17 @@ class _Model:
     validator: Any
 
 
-_model: _Model | None = None
-_model_lock = threading.Lock()
-
-
+@base.once
 def _get_model() -> _Model:
-    """Load botocore's ``bedrock-runtime`` service model once per process."""
-    global _model
-    if _model is None:
-        with _model_lock:
-            if _model is None:
-                import botocore.session
-                from botocore.validate import ParamValidator
+    """botocore's ``bedrock-runtime`` service model (loading it takes a while)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
 
-                service = botocore.session.get_session().get_service_model("bedrock-runtime")
-                shapes = {
-                    name: service.operation_model(name).input_shape
-                    for name in ("Converse", "ConverseStream")
-                }
-                _model = _Model(shapes=shapes, validator=ParamValidator())
-    return _model
+    service = botocore.session.get_session().get_service_model("bedrock-runtime")
+    shapes = {
+        name: service.operation_model(name).input_shape for name in ("Converse", "ConverseStream")
+    }
+    return _Model(shapes=shapes, validator=ParamValidator())
 
 
 def _as_params(value: Any, shape: Any, path: str, problems: list[str]) -> Any:
@@ -449,31 +426,19 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     if isinstance(choice, dict) and isinstance(choice.get("tool"), dict):
         return str(choice["tool"].get("name"))
     text = " ".join(b["text"] for b in blocks if isinstance(b.get("text"), str))
-    if (isinstance(choice, dict) and "any" in choice) or _WEATHER.search(text):
+    if (isinstance(choice, dict) and "any" in choice) or WEATHER.search(text):
         return names[0]
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    tool: str | None
-    output_tokens: int
-    stop_reason: str
-
-
-def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> _Plan:
-    tokens = max(0, behavior.completion_tokens)
-    tool = _tool_to_call(body)
-    if tool is not None:
-        return _Plan(tool, tokens, "tool_use")
+def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     config = body.get("inferenceConfig")
     max_tokens = config.get("maxTokens") if isinstance(config, dict) else None
-    if isinstance(max_tokens, int) and 0 <= max_tokens < tokens:
-        return _Plan(None, max_tokens, "max_tokens")
-    return _Plan(None, tokens, "end_turn")
+    reasons = ("tool_use", "max_tokens", "end_turn")
+    return base.plan_answer(_tool_to_call(body), max_tokens, behavior, reasons)
 
 
-def _usage(body: Mapping[str, Any], plan: _Plan, behavior: FakeBehavior) -> dict[str, Any]:
+def _usage(body: Mapping[str, Any], plan: base.Plan, behavior: FakeBehavior) -> dict[str, Any]:
     input_tokens = _input_tokens(body)
     usage: dict[str, Any] = {"inputTokens": input_tokens, "outputTokens": plan.output_tokens}
     total = input_tokens + plan.output_tokens
@@ -491,7 +456,7 @@ def _usage(body: Mapping[str, Any], plan: _Plan, behavior: FakeBehavior) -> dict
 def _text_deltas(count: int) -> tuple[bytes, ...]:
     return tuple(
         _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": token}})
-        for token in _tokens(count)
+        for token in tokens(count)
     )
 
 
@@ -500,10 +465,10 @@ _TOOL_DELTAS: tuple[bytes, ...] = tuple(
         "contentBlockDelta",
         {
             "contentBlockIndex": 0,
-            "delta": {"toolUse": {"input": _TOOL_INPUT_JSON[i : i + _TOOL_JSON_PIECE]}},
+            "delta": {"toolUse": {"input": piece}},
         },
     )
-    for i in range(0, len(_TOOL_INPUT_JSON), _TOOL_JSON_PIECE)
+    for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
 )
 _MESSAGE_START = _event("messageStart", {"role": "assistant"})
 _BLOCK_STOP = _event("contentBlockStop", {"contentBlockIndex": 0})
@@ -517,53 +482,69 @@ def _error_type_for(status: int) -> str:
 
 def _error(status: int, message: str, error_type: str | None = None) -> web.Response:
     headers = {
-        "Content-Type": "application/json",
         "x-amzn-ErrorType": (error_type or _error_type_for(status)) + _ERROR_TYPE_SUFFIX,
         "x-amzn-RequestId": str(uuid.uuid4()),
     }
-    return web.Response(status=status, body=orjson.dumps({"message": message}), headers=headers)
+    return json_response({"message": message}, status, headers)
 
 
 def _json(payload: Any) -> web.Response:
-    headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4())}
-    return web.Response(body=orjson.dumps(payload), headers=headers)
+    return json_response(payload, headers={"x-amzn-RequestId": str(uuid.uuid4())})
 
 
 # --------------------------------------------------------------------------- server
 
 
-class FakeBedrockServer(FakeOpenAIServer):
+class FakeBedrockServer(base.FakeServer):
     """A Bedrock Runtime server with scriptable behaviour.
 
-    Same lifecycle, counters and ``requests`` recording as
-    :class:`~apps.fakes.openai_server.FakeOpenAIServer` (which it subclasses for that
-    machinery only); each record also has ``raw_path``, ``model_id`` and ``operation``.
+    The lifecycle, counters and ``requests`` recording are :class:`~fakes.base.FakeServer`'s
+    (``url``, ``http://host:port``, is a botocore ``endpoint_url`` and a Provider's
+    ``api_base``); each record also has ``raw_path``, ``model_id`` and ``operation``.
     ``api_key`` is a Bedrock API key accepted as ``Authorization: Bearer``; the AWS
     credentials, when given, make SigV4 signatures mandatory.
     """
 
+    label = "Bedrock"
+    default_port = DEFAULT_PORT
+    api_key_help = "accept 'Authorization: Bearer KEY' (a Bedrock API key)"
+    load_validators = staticmethod(_get_model)
+    behavior_class = BedrockBehavior
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own options, beyond the shared ones."""
+        parser.add_argument(
+            "--access-key-id",
+            default=os.environ.get("FAKE_BEDROCK_ACCESS_KEY_ID"),
+            help="require SigV4 signatures by this key id (env FAKE_BEDROCK_ACCESS_KEY_ID)",
+        )
+        parser.add_argument(
+            "--secret-access-key",
+            default=os.environ.get("FAKE_BEDROCK_SECRET_ACCESS_KEY"),
+            help="its secret (env FAKE_BEDROCK_SECRET_ACCESS_KEY)",
+        )
+        parser.add_argument("--session-token", default=None, help="require this session token")
+        parser.add_argument("--region", default=DEFAULT_REGION, help="the signing region")
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Its own constructor arguments, from the parsed options."""
+        names = ("access_key_id", "secret_access_key", "session_token", "region")
+        return {name: getattr(args, name) for name in names}
+
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        behavior: FakeBehavior | None = None,
-        api_key: str | None = None,
-        *,
+        *args: Any,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
         region: str = DEFAULT_REGION,
-        record: bool = True,
-        max_recorded: int = 10_000,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            host,
-            port,
-            behavior if behavior is not None else BedrockBehavior(),
-            api_key,
-            record=record,
-            max_recorded=max_recorded,
-        )
+        """``FakeServer``'s arguments (``behavior`` a ``BedrockBehavior`` by default) and the
+        AWS credentials to require signatures by."""
+        super().__init__(*args, **kwargs)
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.session_token = session_token
@@ -572,14 +553,6 @@ class FakeBedrockServer(FakeOpenAIServer):
         if access_key_id and secret_access_key:
             credentials = Credentials(access_key_id, secret_access_key, session_token)
             self._signer = SigV4Auth(credentials, _SERVICE, region)
-
-    @property
-    def url(self) -> str:
-        """``http://host:port``: a botocore ``endpoint_url`` and a Provider's ``api_base``."""
-        return f"http://{self.host}:{self.port}"
-
-    def _load_validators(self) -> object:
-        return _get_model()
 
     # ---- authentication
 
@@ -672,20 +645,6 @@ class FakeBedrockServer(FakeOpenAIServer):
 
     # ---- request handling
 
-    def _record_request(
-        self, request: web.BaseRequest, body: Any, model_id: str, operation: str
-    ) -> None:
-        self._store_record(
-            {
-                "path": request.path,
-                "raw_path": request.raw_path,
-                "model_id": model_id,
-                "operation": operation,
-                "headers": {name.lower(): value for name, value in request.headers.items()},
-                "json": body,
-            }
-        )
-
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         raw, body, bad_json = await self._read_body(request)  # the raw body is signed
@@ -693,7 +652,9 @@ class FakeBedrockServer(FakeOpenAIServer):
         model_id = unquote(match.group(1)) if match else ""
         operation = match.group(2) if match else ""
         if self.record:
-            self._record_request(request, body, model_id, operation)
+            self._record(
+                request, body, raw_path=request.raw_path, model_id=model_id, operation=operation
+            )
 
         denied = self._check_auth(request, raw)
         if denied is not None:
@@ -730,12 +691,12 @@ class FakeBedrockServer(FakeOpenAIServer):
             if problem is not None:
                 return _error(400, problem)
         if operation == "converse-stream":
-            return await self._stream_chat(request, body, behavior)
+            return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._converse(body, behavior))
 
     def _failure(self, status: int) -> web.Response:
         """The ``fail_status`` answer in Bedrock's shape."""
-        return _error(status, failure_message(status, _ERROR_MESSAGES))
+        return _error(status, base.failure_message(status, _ERROR_MESSAGES))
 
     def _converse(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
@@ -747,7 +708,7 @@ class FakeBedrockServer(FakeOpenAIServer):
             }
             content: list[dict[str, Any]] = [{"toolUse": tool_use}]
         else:
-            content = [{"text": "".join(_tokens(plan.output_tokens))}]
+            content = [{"text": "".join(tokens(plan.output_tokens))}]
         payload = {
             "output": {"message": {"role": "assistant", "content": content}},
             "stopReason": plan.stop_reason,
@@ -759,7 +720,7 @@ class FakeBedrockServer(FakeOpenAIServer):
     def _titan(self, body: Mapping[str, Any]) -> web.Response:
         text = str(body.get("inputText") or "")
         dimensions = int(body.get("dimensions") or 1024)
-        vector = _embedding(text, dimensions)
+        vector = base.embedding(text, dimensions)
         return _json(
             {
                 "embedding": vector,
@@ -808,79 +769,9 @@ class FakeBedrockServer(FakeOpenAIServer):
 
 # --------------------------------------------------------------------------- CLI
 
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The OpenAI fake's options, this server's port, and AWS credentials."""
-    _add_openai_cli_arguments(
-        parser,
-        port=DEFAULT_PORT,
-        api_key_help="accept 'Authorization: Bearer KEY' (a Bedrock API key)",
-    )
-    parser.add_argument(
-        "--access-key-id",
-        default=os.environ.get("FAKE_BEDROCK_ACCESS_KEY_ID"),
-        help="require SigV4 signatures by this key id (env FAKE_BEDROCK_ACCESS_KEY_ID)",
-    )
-    parser.add_argument(
-        "--secret-access-key",
-        default=os.environ.get("FAKE_BEDROCK_SECRET_ACCESS_KEY"),
-        help="its secret (env FAKE_BEDROCK_SECRET_ACCESS_KEY)",
-    )
-    parser.add_argument("--session-token", default=None, help="require this session token")
-    parser.add_argument("--region", default=DEFAULT_REGION, help="the signing region")
-
-
-def run(
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    behavior: FakeBehavior | None = None,
-    api_key: str | None = None,
-    *,
-    access_key_id: str | None = None,
-    secret_access_key: str | None = None,
-    session_token: str | None = None,
-    region: str = DEFAULT_REGION,
-) -> None:
-    """Serve in the foreground (uvloop) until SIGINT/SIGTERM. Nothing is recorded."""
-    _run_openai_style(
-        host,
-        port,
-        behavior,
-        api_key,
-        server_class=FakeBedrockServer,
-        label="Bedrock",
-        server_kwargs={
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "session_token": session_token,
-            "region": region,
-        },
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apps.fakes.bedrock_server [--port 9004] [--access-key-id ...] ...``."""
-    args = parse_cli(
-        argv,
-        "apps.fakes.bedrock_server",
-        "Fake AWS Bedrock Runtime upstream for Odock tests and benchmarks.",
-        add_cli_arguments,
-    )
-    options = vars(args)
-    base = behavior_from_options(options)
-    behavior = BedrockBehavior(**dataclasses.asdict(base))
-    run(
-        args.host,
-        args.port,
-        behavior,
-        args.api_key,
-        access_key_id=args.access_key_id,
-        secret_access_key=args.secret_access_key,
-        session_token=args.session_token,
-        region=args.region,
-    )
-    return 0
-
+CLI = base.Cli(FakeBedrockServer, "fakes.bedrock_server", "A fake AWS Bedrock Runtime upstream.")
+add_cli_arguments = CLI.add_arguments
+main = CLI.main
 
 if __name__ == "__main__":
     sys.exit(main())
