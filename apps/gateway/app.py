@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from apps.gateway.adapters import build_adapters
 from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.background import BackgroundCalls
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
-from apps.gateway.inbound_anthropic import AnthropicFormat, validate_messages
+from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
+from apps.gateway.providers.pool import UpstreamPool
+from apps.gateway.providers.registry import build_adapters
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
 from apps.gateway.routing import CircuitBreakers, DeploymentStats
@@ -47,7 +48,6 @@ from apps.gateway.stages.record import Record, RecordSink
 from apps.gateway.stages.route import RetryPolicy, Route
 from apps.gateway.state_store import LocalStateStore, StateStore
 from apps.gateway.tokens import tokenizer_configure
-from apps.gateway.upstream import UpstreamPool
 from apps.keys.secrets import key_digest
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ class StageName(StrEnum):
     RESERVE_BUDGET = "reserve_budget"
     ROUTE = "route"
     LIST_MODELS = "list_models"
+    ANTHROPIC_FORMAT = "anthropic_format"  # /v1/messages: the Anthropic body, translated
     SESSION = "session"  # /mcp: session opened, resumed, ended
     RELAY = "relay"  # /mcp: what an upstream asked the agent meanwhile
     RECORD = "record"

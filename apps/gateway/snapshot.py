@@ -88,6 +88,9 @@ class DeploymentEntry:
     tags: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()
     priority: int = 0  # ordered-priority routing: lower first
+    # ``options`` parsed into the provider's typed options when the snapshot is compiled
+    # (``apps.gateway.providers.registry.options_parse``), so adapters never read JSON.
+    typed_options: Any = None
 
     @property
     def label(self) -> str:

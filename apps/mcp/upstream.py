@@ -225,7 +225,7 @@ class UpstreamServer:
 
 class McpSessionPool:
     """One pooled client session per upstream MCP server (the proxy's HTTP connection pool
-    is ``apps.gateway.upstream.UpstreamPool``)."""
+    is ``apps.gateway.providers.pool.UpstreamPool``)."""
 
     def __init__(self, *, timeout: float = 30.0, events: UpstreamEvents | None = None) -> None:
         self.timeout = timeout

@@ -14,6 +14,7 @@ from decimal import ROUND_FLOOR, Decimal
 from apps.core.models import config_version_current
 from apps.gateway.governance import PICO_PER_USD, counter_key
 from apps.gateway.guardrails import guardset_compile
+from apps.gateway.providers.registry import options_parse
 from apps.gateway.snapshot import (
     DeploymentEntry,
     Identity,
@@ -141,6 +142,7 @@ def _compile_models() -> dict[str, ModelEntry]:
                 options=tuple(
                     sorted((str(k), str(v)) for k, v in (d.provider.options or {}).items())
                 ),
+                typed_options=options_parse(d.provider.kind, d.provider.options),
             )
             (primaries if d.role == DeploymentRole.PRIMARY else fallbacks).append(entry)
         if not primaries and fallbacks:

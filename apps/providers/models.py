@@ -11,15 +11,13 @@ from django.db import models
 from apps.core.fields import EncryptedTextField
 from apps.core.secrets import SecretChangeTimes, secret_changed_at_field
 from apps.core.validators import validate_upstream_url
+from apps.gateway.providers.registry import choices as provider_choices
 
-
-class ProviderKind(models.TextChoices):
-    OPENAI = "openai", "OpenAI"
-    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Mistral, …)"
-    AZURE = "azure", "Azure OpenAI"
-    ANTHROPIC = "anthropic", "Anthropic"
-    GEMINI = "gemini", "Google Gemini"
-    BEDROCK = "bedrock", "AWS Bedrock"
+# The provider kinds are the gateway's registry (one package per provider); the admin's
+# choices and the model field derive from it, so adding a provider touches no model.
+ProviderKind = models.TextChoices(
+    "ProviderKind", [(kind.upper(), (kind, label)) for kind, label in provider_choices()]
+)
 
 
 class Provider(SecretChangeTimes, models.Model):

@@ -9,10 +9,11 @@ import sys
 import httpx
 import pytest
 
+from apps.gateway.providers.registry import PROVIDERS
 from fakes.base import FakeServer
 from fakes.registry import FAKES
 
-KINDS = ["openai", "openai_compatible", "azure", "anthropic", "gemini", "bedrock"]
+KINDS = list(PROVIDERS)  # the gateway's provider registry
 
 
 def test_every_provider_kind_has_a_fake():

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from apps.gateway.context import Outcome, RequestContext, StageName, attempt
 from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
+from apps.gateway.providers.contract import Adapter
+from apps.gateway.providers.errors import timeout_error as _timeout_error
 from apps.gateway.routing import (
     CONTENT_POLICY_CODE,
     CONTEXT_WINDOW_CODE,
@@ -34,7 +36,6 @@ from apps.gateway.routing import (
     candidates,
 )
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
-from apps.gateway.upstream import Adapter, _timeout_error
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,17 @@ import openai
 import orjson
 import pytest
 
-from apps.gateway.adapters_anthropic import (
+from apps.gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
-    StreamTranslator,
     anthropic_to_openai,
     openai_to_anthropic,
 )
-from apps.providers.models import Deployment, DeploymentRole
+from apps.gateway.providers.anthropic.translate import (
+    AnthropicStreamTranslator as StreamTranslator,
+)
 from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 # --------------------------------------------------------------------------- pure: requests
@@ -472,16 +474,7 @@ def openai_fallback(gateway, anthropic_upstream, fake_upstream):
         ),
         upstream_model="claude-up",
     )
-    Deployment.objects.create(
-        model=model,
-        provider=provider_create(fake_upstream.url, name="openai-backup"),
-        upstream_model="gpt-backup",
-        role=DeploymentRole.FALLBACK,
-    )
-    issued = key_create()
-    gateway.snapshots.reload()
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=issued.secret, max_retries=0)
-    return gateway, client
+    return with_openai_fallback(gateway, model, fake_upstream)
 
 
 @pytest.mark.parametrize("status", [529, 500])

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from apps.gateway.errors import GatewayError
-from apps.gateway.inbound_anthropic import (
+from apps.gateway.inbound.anthropic_messages import (
     MessageStreamTranslator,
     anthropic_error_type,
     messages_to_openai,

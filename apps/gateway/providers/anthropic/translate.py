@@ -1,9 +1,10 @@
-"""The Anthropic Messages API adapter: OpenAI chat-completions in, OpenAI answers out.
+"""OpenAI chat-completions ⇄ the Anthropic Messages API: the pure translation.
 
 Clients keep speaking OpenAI's wire format; a deployment of kind ``anthropic`` is reached
 by translating the request to ``POST {api_base}/v1/messages`` and the answer (or its SSE
-stream) back to ``chat.completion`` / ``chat.completion.chunk``. The translation functions
-are pure (no I/O, no ``ctx``) so they can be tested without a server.
+stream) back to ``chat.completion`` / ``chat.completion.chunk``. These functions are pure
+(no I/O, no ``ctx``) so they can be tested without a server; the adapter that sends them
+is :mod:`apps.gateway.providers.anthropic.adapter`.
 
 What is translated:
   * ``system`` / ``developer`` messages → the top-level ``system`` string; consecutive
@@ -25,44 +26,24 @@ read), ``prompt_tokens_details.cached_tokens`` the cache reads alone.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-import aiohttp
-import orjson
-from yarl import URL
-
-from apps.gateway.adapter_common import (
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     cache_counted_usage,
     chat_completion,
+    conversation,
     data_url,
-    fail_unfinished,
     function_tools,
     image_url_of,
-    record_usage,
-    send_translated,
-    settle_stream_usage,
     text_of,
     tool_arguments,
     tool_call,
     tool_parameters,
 )
-from apps.gateway.context import RequestContext
-from apps.gateway.errors import GatewayError
-from apps.gateway.respond import end_stream, fail_stream, send_body
-from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.upstream import (
-    UpstreamPool,
-    _error_from_upstream,
-    cached_target,
-    invalid_response,
-    stream_broken,
-)
 
 DEFAULT_MAX_TOKENS = 4096
-DEFAULT_VERSION = "2023-06-01"
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -147,15 +128,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
     """An OpenAI chat-completions request body → an Anthropic Messages request body."""
-    system: list[str] = []
+    system, turns = conversation(body)
     messages: list[dict[str, Any]] = []
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append(text)
-            continue
+    for index, role, message in turns:
         if role == "tool":
             result = text_of(message.get("content"))
             block: dict[str, Any] = {
@@ -205,7 +180,7 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
 # --------------------------------------------------------------------------- responses
 
 
-def openai_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+def usage_from_anthropic(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage → OpenAI usage; cache reads and writes are input tokens too."""
     return cache_counted_usage(
         usage,
@@ -231,11 +206,11 @@ def anthropic_to_openai(message: dict[str, Any], public_model: str) -> dict[str,
         text,
         calls,
         FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
-        openai_usage(message.get("usage")),
+        usage_from_anthropic(message.get("usage")),
     )
 
 
-class StreamTranslator(ChunkTranslator):
+class AnthropicStreamTranslator(ChunkTranslator):
     """Anthropic stream events (parsed ``data`` objects) → OpenAI chunk SSE events.
 
     Pure state machine: ``feed`` returns the bytes to send for one event; ``usage`` holds
@@ -246,8 +221,10 @@ class StreamTranslator(ChunkTranslator):
     def __init__(self, public_model: str, *, include_usage: bool) -> None:
         super().__init__(public_model, include_usage=include_usage, completion_id="chatcmpl-")
         self.finish_reason = "stop"
-        self.error: dict[str, Any] | None = None
         self._tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool index
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        return usage_from_anthropic(usage)
 
     def feed(self, event: dict[str, Any]) -> bytes:
         kind = event.get("type")
@@ -264,13 +241,7 @@ class StreamTranslator(ChunkTranslator):
             tool_index = self._tool_index.setdefault(
                 int(event.get("index") or 0), len(self._tool_index)
             )
-            call = {
-                "index": tool_index,
-                "id": block.get("id"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
-            }
-            return self._chunk({"tool_calls": [call]})
+            return self._tool_start(tool_index, block.get("id"), block.get("name"))
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             self.deltas += 1
@@ -278,9 +249,7 @@ class StreamTranslator(ChunkTranslator):
                 return self._chunk({"content": delta.get("text") or ""})
             if delta.get("type") == "input_json_delta":
                 tool_index = self._tool_index.get(int(event.get("index") or 0), 0)
-                piece = delta.get("partial_json") or ""
-                call = {"index": tool_index, "function": {"arguments": piece}}
-                return self._chunk({"tool_calls": [call]})
+                return self._tool_arguments(tool_index, delta.get("partial_json") or "")
             return b""  # thinking / signature deltas have no OpenAI equivalent
         if kind == "message_delta":
             reason = (event.get("delta") or {}).get("stop_reason")
@@ -292,89 +261,7 @@ class StreamTranslator(ChunkTranslator):
             return b""
         if kind == "message_stop":
             self.finished = True
-            return self._chunk({}, self.finish_reason) + self._closing(openai_usage)
+            return self._chunk({}, self.finish_reason) + self._closing()
         if kind == "error":
             self.error = event.get("error") or {}
         return b""  # ping, content_block_stop, unknown future events
-
-
-def _sse_data(event: bytes) -> dict[str, Any] | None:
-    """The JSON ``data`` of one SSE event (the ``event:`` line repeats ``type``)."""
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            with contextlib.suppress(orjson.JSONDecodeError):
-                data = orjson.loads(line[5:].strip())
-                return data if isinstance(data, dict) else None
-    return None
-
-
-class AnthropicAdapter:
-    """Serves OpenAI chat-completions from the Anthropic Messages API."""
-
-    def __init__(self, pool: UpstreamPool) -> None:
-        self.pool = pool
-        self._targets: dict[tuple[str, str, tuple], tuple[URL, dict[str, str]]] = {}
-
-    def _target(self, dep: DeploymentEntry) -> tuple[URL, dict[str, str]]:
-        """The parsed URL and headers of a deployment."""
-
-        def build() -> tuple[URL, dict[str, str]]:
-            headers = {
-                "content-type": "application/json",
-                "anthropic-version": dict(dep.options).get("anthropic_version") or DEFAULT_VERSION,
-            }
-            if dep.api_key:
-                headers["x-api-key"] = dep.api_key
-            return URL(dep.api_base.rstrip("/") + "/v1/messages"), headers
-
-        return cached_target(self._targets, (dep.api_base, dep.api_key, dep.options), build)
-
-    async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        raise GatewayError(400, "Anthropic has no embeddings API.", code="embeddings_not_supported")
-
-    async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        assert ctx.body is not None
-        payload = openai_to_anthropic(ctx.body, dep.upstream_model)
-        url, headers = self._target(dep)
-        status, body, resp_headers = await self.pool.post(
-            ctx, dep, url, orjson.dumps(payload), headers
-        )
-        if status != 200:
-            raise _error_from_upstream(status, body, resp_headers)
-        try:
-            message = orjson.loads(body)
-            answer = anthropic_to_openai(message, ctx.model_name)
-        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise invalid_response() from exc
-        record_usage(ctx, answer["usage"])
-        await send_body(ctx, 200, orjson.dumps(answer))
-
-    async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        assert ctx.body is not None
-        payload = openai_to_anthropic({**ctx.body, "stream": True}, dep.upstream_model)
-        url, headers = self._target(dep)
-        await self.pool.post_stream(
-            ctx, dep, url, orjson.dumps(payload), headers, _error_from_upstream, self._pump
-        )
-
-    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
-        translator = StreamTranslator(ctx.model_name, include_usage=ctx.include_usage)
-        buffer = b""
-        try:
-            async for data in resp.content.iter_any():
-                buffer += data.replace(b"\r\n", b"\n")
-                if b"\n\n" not in buffer:
-                    continue
-                *events, buffer = buffer.split(b"\n\n")
-                await send_translated(ctx, translator, events, _sse_data)
-                if translator.finished:
-                    break
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if not ctx.response_started:
-                raise
-            raise await fail_stream(ctx, stream_broken()) from exc
-        finally:
-            settle_stream_usage(ctx, translator, openai_usage)
-        if not translator.finished:
-            await fail_unfinished(ctx)
-        await end_stream(ctx)

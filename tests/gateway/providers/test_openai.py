@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from apps.gateway.adapters_azure import DEFAULT_API_VERSION
+from apps.gateway.providers.azure.adapter import DEFAULT_API_VERSION
 from fakes.azure_server import FakeAzureOpenAIServer
 from fakes.openai_server import TOOL_ARGUMENTS, FakeOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait

@@ -12,15 +12,17 @@ import openai
 import pytest
 from yarl import URL
 
-from apps.gateway.adapters_azure import (
+from apps.gateway.context import RequestContext
+from apps.gateway.providers.azure.adapter import (
     DEFAULT_API_VERSION,
     AzureOpenAIAdapter,
     api_version_of,
     azure_url,
 )
-from apps.gateway.context import RequestContext
+from apps.gateway.providers.errors import error_from_upstream as _error_from_upstream
+from apps.gateway.providers.openai.translate import read_usage as _read_usage
+from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.snapshot import DeploymentEntry, Snapshot
-from apps.gateway.upstream import UpstreamPool, _error_from_upstream, _read_usage
 from apps.providers.models import Deployment, DeploymentRole
 from fakes.azure_server import FakeAzureOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait

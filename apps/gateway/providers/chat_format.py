@@ -1,11 +1,10 @@
-"""What the translating adapters (Anthropic, Gemini, Bedrock) have in common.
+"""The OpenAI chat format, both ways, for the translating providers.
 
-Each of them turns an OpenAI chat-completions request into its provider's wire format and
-the answer back; the OpenAI half of that work is the same for all of them, so it lives
-here once: reading OpenAI request parts, building OpenAI answers and stream chunks, and the
-usage bookkeeping of a stream. Everything but :func:`send_translated` is pure (no I/O);
-the streaming I/O itself is :meth:`~apps.gateway.upstream.UpstreamPool.post_stream`,
-:func:`~apps.gateway.respond.send_stream_data` and :func:`~apps.gateway.respond.fail_stream`.
+Anthropic, Gemini and Bedrock each turn an OpenAI chat-completions request into their wire
+format and the answer back; the OpenAI half of that work is the same for all of them, so
+it lives here once: reading OpenAI request parts, building OpenAI answers and stream
+chunks, and the usage bookkeeping of a stream (:class:`ChunkTranslator`). All pure (no
+I/O); the stream loop that drives a translator is :class:`~.base.BaseAdapter`'s.
 """
 
 from __future__ import annotations
@@ -13,15 +12,15 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import bad_request, upstream_error
-from apps.gateway.respond import fail_stream, send_stream_data
-from apps.gateway.upstream import stream_broken
+from apps.gateway.providers.contract import StreamFailure
+from apps.gateway.providers.errors import stream_broken
 
 # --------------------------------------------------------------------------- requests
 
@@ -37,6 +36,22 @@ def text_of(content: Any) -> str:
             if isinstance(p, dict) and p.get("type") == "text" and p.get("text")
         )
     return ""
+
+
+def conversation(body: dict[str, Any]) -> tuple[list[str], list[tuple[int, Any, dict[str, Any]]]]:
+    """The request's system and developer texts (every provider takes them apart from the
+    turns), and its other messages as ``(index, role, message)``."""
+    system: list[str] = []
+    turns = []
+    for index, message in enumerate(body.get("messages") or ()):
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = text_of(message.get("content"))
+            if text:
+                system.append(text)
+        else:
+            turns.append((index, role, message))
+    return system, turns
 
 
 def image_url_of(part: dict[str, Any]) -> Any:
@@ -199,11 +214,13 @@ def record_usage(ctx: RequestContext, usage: dict[str, Any], *, cached: bool = T
 
 
 class ChunkTranslator:
-    """The OpenAI side of a stream translator: chunk framing and the counts a pump reads.
+    """The OpenAI side of a stream translator (:class:`~.contract.StreamTranslator`):
+    chunk framing, the trailer, the failure and the usage of a stream.
 
-    Subclasses feed provider events and keep ``usage`` (the provider's own usage object),
-    ``got_usage``, ``finished`` (the provider said the answer is complete) and ``deltas``
-    (content pieces sent: the output estimate when no count arrives).
+    Subclasses feed provider events and keep ``usage`` (the provider's own usage object,
+    turned into OpenAI's by their ``openai_usage``), ``got_usage``, ``finished`` (the
+    provider said the answer is complete), ``deltas`` (content pieces sent: the output
+    estimate when no count arrives) and ``error`` (the provider's error event).
     """
 
     def __init__(self, public_model: str, *, include_usage: bool, completion_id: str) -> None:
@@ -215,6 +232,56 @@ class ChunkTranslator:
         self.got_usage = False
         self.finished = False
         self.deltas = 0
+        self.error: Any = None
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        """The provider's usage object → OpenAI's."""
+        raise NotImplementedError
+
+    def feed(self, event: Any) -> bytes:
+        raise NotImplementedError
+
+    def feed_event(self, event: Any) -> bytes:
+        """One decoded event (see ``feed``)."""
+        return self.feed(event)
+
+    def trailer(self) -> bytes:
+        """Nothing by default: the end marker's event already closed the stream."""
+        return b""
+
+    def failure(self) -> StreamFailure | None:
+        """A provider error event (``{"message": ...}``) as a retryable error or, after
+        the first byte, a broken stream."""
+        if self.error is None:
+            return None
+        message = str(self.error.get("message") or "")[:500]
+        text = f"The upstream provider failed mid-stream: {message}".rstrip(": ")
+        return StreamFailure(upstream_error(502, text, code="upstream_error"), stream_broken(text))
+
+    def settle(self, ctx: RequestContext) -> None:
+        """A stream's final counts: the provider's, and an estimate (one token per delta)
+        when the stream did not complete with a count."""
+        if self.got_usage:
+            record_usage(ctx, self.openai_usage(self.usage))
+        if not (self.got_usage and self.finished):
+            ctx.usage_estimated = True
+            ctx.output_tokens = max(ctx.output_tokens, self.deltas)
+
+    def _tool_start(self, tool_index: int, call_id: Any, name: Any) -> bytes:
+        """The first chunk of a tool call: its id and name, no arguments yet."""
+        call = {
+            "index": tool_index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self._chunk({"tool_calls": [call]})
+
+    def _tool_arguments(self, tool_index: int, piece: str) -> bytes:
+        """A piece of a tool call's JSON arguments."""
+        return self._chunk(
+            {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
+        )
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         payload = {
@@ -226,7 +293,7 @@ class ChunkTranslator:
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    def _closing(self, openai_usage: Callable[[Any], dict[str, Any]]) -> bytes:
+    def _closing(self) -> bytes:
         """The usage chunk (only if the client asked for it) and ``[DONE]``."""
         out = b""
         if self.include_usage:
@@ -236,63 +303,7 @@ class ChunkTranslator:
                 "created": self.created,
                 "model": self.public_model,
                 "choices": [],
-                "usage": openai_usage(self.usage),
+                "usage": self.openai_usage(self.usage),
             }
             out = b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
         return out + b"data: [DONE]\n\n"
-
-
-def settle_stream_usage(
-    ctx: RequestContext,
-    translator: ChunkTranslator,
-    openai_usage: Callable[[Any], dict[str, Any]],
-    *,
-    cached: bool = True,
-) -> None:
-    """A stream's final counts: the provider's, and an estimate (one token per delta)
-    when the stream did not complete with a count."""
-    if translator.got_usage:
-        record_usage(ctx, openai_usage(translator.usage), cached=cached)
-    if not (translator.got_usage and translator.finished):
-        ctx.usage_estimated = True
-        ctx.output_tokens = max(ctx.output_tokens, translator.deltas)
-
-
-async def send_translated(
-    ctx: RequestContext,
-    translator: Any,
-    events: list[bytes],
-    parse: Callable[[bytes], dict[str, Any] | None],
-) -> None:
-    """Translate and send one read's complete SSE events. An upstream ``error`` event
-    (kept by the translator as a dict) stops the stream: raised as is before the first
-    byte, so the route stage may fail over, else sent as an error event and raised."""
-    out = b""
-    for raw in events:
-        event = parse(raw) if raw else None
-        if event is None:
-            continue
-        out += translator.feed(event)
-        if translator.error is not None:
-            break
-    if out:
-        await send_stream_data(ctx, out)
-    if translator.error is not None:
-        message = str(translator.error.get("message") or "")[:500]
-        error = upstream_error(
-            502,
-            f"The upstream provider failed mid-stream: {message}".rstrip(": "),
-            code="upstream_error",
-        )
-        if not ctx.response_started:
-            raise error
-        raise await fail_stream(ctx, stream_broken(error.message))
-
-
-async def fail_unfinished(ctx: RequestContext) -> None:
-    """A stream that ended without the provider's end marker is an error, never a clean
-    end: retryable before the first byte, an error event after it."""
-    error = stream_broken("The upstream stream ended without completing.")
-    if not ctx.response_started:
-        raise error
-    raise await fail_stream(ctx, error)

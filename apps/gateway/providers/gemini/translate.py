@@ -1,7 +1,7 @@
 """Gemini ``generateContent`` ⇄ OpenAI chat-completions (and embeddings) translation.
 
 Pure functions (no I/O, no ``ctx``) so they can be tested without a server; the adapter
-that sends them is :mod:`apps.gateway.adapters_gemini`.
+that sends them is :mod:`apps.gateway.providers.gemini.adapter`.
 
 What is translated:
   * ``system`` / ``developer`` messages → ``systemInstruction`` (a request with nothing but
@@ -57,10 +57,12 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.adapter_common import (
+from apps.gateway.errors import bad_request
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     chat_completion,
+    conversation,
     data_url,
     function_tools,
     image_url_of,
@@ -71,8 +73,7 @@ from apps.gateway.adapter_common import (
     tool_call,
     usage_dict,
 )
-from apps.gateway.errors import bad_request
-from apps.gateway.upstream import invalid_response
+from apps.gateway.providers.errors import invalid_response
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -241,16 +242,11 @@ def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
 
     The model is not part of the body (it is in the URL).
     """
-    system: list[dict[str, Any]] = []
+    system_texts, turns = conversation(body)
+    system = [{"text": text} for text in system_texts]
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id → function name, for the results that follow
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append({"text": text})
-            continue
+    for index, role, message in turns:
         if role in ("tool", "function"):
             role, parts = "user", [_function_response(message, index, names)]
         elif role == "assistant":
@@ -282,7 +278,7 @@ def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- responses
 
 
-def openai_usage(meta: dict[str, Any] | None) -> dict[str, Any]:
+def usage_from_gemini(meta: dict[str, Any] | None) -> dict[str, Any]:
     """Gemini ``usageMetadata`` → OpenAI usage (thinking is output, cache reads are input)."""
     meta = meta or {}
     prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
@@ -342,11 +338,11 @@ def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, A
         text,
         calls,
         _finish_reason(reason, bool(calls)),
-        openai_usage(response.get("usageMetadata")),
+        usage_from_gemini(response.get("usageMetadata")),
     )
 
 
-class StreamTranslator(ChunkTranslator):
+class GeminiStreamTranslator(ChunkTranslator):
     """Gemini stream events (parsed ``GenerateContentResponse`` objects) → OpenAI chunks.
 
     Pure state machine: ``feed`` returns the bytes to send for one event (the first one also
@@ -360,8 +356,10 @@ class StreamTranslator(ChunkTranslator):
     def __init__(self, public_model: str, *, include_usage: bool) -> None:
         super().__init__(public_model, include_usage=include_usage, completion_id="")
         self.reason: str | None = None
-        self.error: dict[str, Any] | None = None
         self.calls = 0
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        return usage_from_gemini(usage)
 
     def feed(self, event: dict[str, Any]) -> bytes:
         if "error" in event:
@@ -395,18 +393,7 @@ class StreamTranslator(ChunkTranslator):
     def trailer(self) -> bytes:
         """What ends a completed stream: finish chunk, optional usage chunk, ``[DONE]``."""
         finish = self._chunk({}, _finish_reason(self.reason, self.calls > 0))
-        return finish + self._closing(openai_usage)
-
-
-def sse_data(event: bytes) -> dict[str, Any] | None:
-    """The JSON ``data`` of one SSE event (its ``data:`` lines joined)."""
-    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    if not lines:
-        return None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        data = orjson.loads(b"\n".join(lines))
-        return data if isinstance(data, dict) else None
-    return None
+        return finish + self._closing()
 
 
 # --------------------------------------------------------------------------- embeddings

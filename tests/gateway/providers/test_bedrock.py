@@ -14,13 +14,20 @@ import openai
 import orjson
 import pytest
 
-from apps.gateway.adapters_bedrock import _bedrock_error, build_target, credentials_of, region_of
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.bedrock.adapter import build_target, credentials_of, region_of
+from apps.gateway.providers.bedrock.errors import bedrock_error as _bedrock_error
+from apps.gateway.providers.bedrock.translate import (
+    ConverseStreamTranslator as StreamTranslator,
+)
+from apps.gateway.providers.bedrock.translate import (
+    converse_to_openai,
+    openai_to_converse,
+)
 from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.translate_bedrock import StreamTranslator, converse_to_openai, openai_to_converse
-from apps.providers.models import Deployment, DeploymentRole
 from fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -750,14 +757,7 @@ def test_throttling_is_a_429_with_retry_after(gateway_factory, bedrock_upstream)
 def openai_fallback(gateway, bedrock_upstream, fake_upstream):
     """Model ``claude``: Bedrock primary, OpenAI fallback."""
     model = model_create("claude", bedrock_provider(bedrock_upstream.url), upstream_model=MODEL_ID)
-    Deployment.objects.create(
-        model=model,
-        provider=provider_create(fake_upstream.url, name="openai-backup"),
-        upstream_model="gpt-backup",
-        role=DeploymentRole.FALLBACK,
-    )
-    client, _ = client_for(gateway)
-    return gateway, client
+    return with_openai_fallback(gateway, model, fake_upstream)
 
 
 def _text(client, stream: bool) -> str:

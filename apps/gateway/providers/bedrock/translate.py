@@ -1,7 +1,7 @@
 """Bedrock Converse ⇄ OpenAI chat-completions translation.
 
 Pure functions (no I/O, no ``ctx``) so they can be tested without a server; the adapter
-that signs and sends them is :mod:`apps.gateway.adapters_bedrock`.
+that signs and sends them is :mod:`apps.gateway.providers.bedrock.adapter`.
 
 What is translated (OpenAI → Converse):
   * ``system`` / ``developer`` messages → ``system: [{"text"}]``; user/assistant turns →
@@ -46,21 +46,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from apps.gateway.adapter_common import (
+from apps.gateway.errors import bad_request
+from apps.gateway.providers.bedrock.errors import stream_exception
+from apps.gateway.providers.chat_format import (
     ChunkTranslator,
     add_turn,
     cache_counted_usage,
     chat_completion,
+    conversation,
     data_url,
     function_tools,
     image_url_of,
     stop_sequences,
-    text_of,
     tool_arguments,
     tool_call,
     tool_parameters,
 )
-from apps.gateway.errors import bad_request
+from apps.gateway.providers.contract import StreamFailure
+from apps.gateway.providers.errors import invalid_response, stream_broken
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -71,6 +74,8 @@ FINISH_REASONS = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+#: What the event-stream decoder yields for a message it cannot read.
+CORRUPT = object()
 IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -210,16 +215,11 @@ def _check_unsupported(body: dict[str, Any]) -> None:
 def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat-completions body → a Converse body (the model id goes in the URL)."""
     _check_unsupported(body)
-    system: list[dict[str, Any]] = []
+    system_texts, turns = conversation(body)
+    system = [{"text": text} for text in system_texts]
     messages: list[dict[str, Any]] = []
     has_tool_blocks = False
-    for index, message in enumerate(body.get("messages") or ()):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"))
-            if text:
-                system.append({"text": text})
-            continue
+    for index, role, message in turns:
         if role == "tool":
             role, blocks = "user", [_tool_result_block(message)]
             has_tool_blocks = True
@@ -252,7 +252,7 @@ def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- responses
 
 
-def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+def usage_from_converse(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """Converse ``TokenUsage`` → OpenAI usage; cache reads and writes are input tokens too."""
     return cache_counted_usage(
         usage,
@@ -279,11 +279,11 @@ def converse_to_openai(answer: dict[str, Any], public_model: str, answer_id: str
         text,
         calls,
         FINISH_REASONS.get(str(answer.get("stopReason") or ""), "stop"),
-        openai_usage(answer.get("usage")),
+        usage_from_converse(answer.get("usage")),
     )
 
 
-class StreamTranslator(ChunkTranslator):
+class ConverseStreamTranslator(ChunkTranslator):
     """ConverseStream messages (event-stream headers + JSON payload) → OpenAI chunk events.
 
     Pure state machine: ``feed`` returns the bytes to send for one message. ``usage`` holds
@@ -299,7 +299,34 @@ class StreamTranslator(ChunkTranslator):
         self.stopped = False
         self.finish_reason = "stop"
         self.error: tuple[str, str] | None = None
+        self.corrupt = False
         self._tool_index: dict[int, int] = {}  # contentBlockIndex → OpenAI tool index
+
+    def openai_usage(self, usage: Any) -> dict[str, Any]:
+        return usage_from_converse(usage)
+
+    def feed_event(self, event: Any) -> bytes:
+        """One decoded ``(headers, payload)`` message, or ``CORRUPT``."""
+        if event is not CORRUPT:
+            try:
+                return self.feed(*event)
+            except (AttributeError, TypeError):
+                pass
+        self.corrupt = True
+        return b""
+
+    def failure(self) -> StreamFailure | None:
+        if self.corrupt:
+            return StreamFailure(
+                invalid_response(), stream_broken("The upstream stream was corrupt.")
+            )
+        if self.error is None:
+            return None
+        kind, detail = self.error
+        message = f"The upstream provider failed mid-stream ({kind}): {detail}"
+        return StreamFailure(
+            stream_exception(kind, detail), stream_broken(message[:600].rstrip(": "))
+        )
 
     def feed(self, headers: Mapping[str, Any], payload: dict[str, Any]) -> bytes:
         message_type = headers.get(":message-type")
@@ -320,13 +347,7 @@ class StreamTranslator(ChunkTranslator):
                 return b""
             block = int(payload.get("contentBlockIndex") or 0)
             tool_index = self._tool_index.setdefault(block, len(self._tool_index))
-            call = {
-                "index": tool_index,
-                "id": tool_use.get("toolUseId"),
-                "type": "function",
-                "function": {"name": tool_use.get("name"), "arguments": ""},
-            }
-            return self._chunk({"tool_calls": [call]})
+            return self._tool_start(tool_index, tool_use.get("toolUseId"), tool_use.get("name"))
         if kind == "contentBlockDelta":
             delta = payload.get("delta") or {}
             if isinstance(delta.get("text"), str):
@@ -337,10 +358,7 @@ class StreamTranslator(ChunkTranslator):
                 self.deltas += 1
                 block = int(payload.get("contentBlockIndex") or 0)
                 tool_index = self._tool_index.setdefault(block, len(self._tool_index))
-                piece = str(tool_use.get("input") or "")
-                return self._chunk(
-                    {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
-                )
+                return self._tool_arguments(tool_index, str(tool_use.get("input") or ""))
             return b""  # reasoning, citations: no OpenAI equivalent
         if kind == "messageStop":
             self.stopped = True
@@ -353,5 +371,5 @@ class StreamTranslator(ChunkTranslator):
             if not self.stopped:
                 return b""  # metadata before messageStop: the stream is not complete
             self.finished = True
-            return self._closing(openai_usage)
+            return self._closing()
         return b""  # contentBlockStop, unknown future events

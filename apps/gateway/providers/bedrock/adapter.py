@@ -6,7 +6,7 @@ for embeddings, ``POST {api_base}/model/{modelId}/invoke`` on Amazon Titan text 
 models. ``api_base`` is e.g. ``https://bedrock-runtime.eu-west-1.amazonaws.com``. The model
 id is percent-encoded in the path (``...-v1:0`` → ``...-v1%3A0``, an ARN's ``/`` → ``%2F``)
 exactly as botocore does, and that exact path and body are what is signed and sent. What is
-translated, and how, is in :mod:`apps.gateway.translate_bedrock` (pure functions).
+translated, and how, is in :mod:`apps.gateway.providers.bedrock.translate` (pure functions).
 
 Credentials (one rule, decided by the Provider's fields):
   * ``options.auth = "bearer"``: ``api_key`` is a Bedrock API key, sent as
@@ -33,7 +33,6 @@ forwarded, ``encoding_format: "base64"`` is honoured; other models answer 400
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -41,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -49,30 +47,23 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, ParserError
 from yarl import URL
 
-from apps.gateway.adapter_common import (
-    fail_unfinished,
-    openai_embeddings,
-    record_usage,
-    settle_stream_usage,
-)
 from apps.gateway.context import RequestContext
-from apps.gateway.errors import GatewayError, bad_request, upstream_error
-from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data
-from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.translate_bedrock import (
-    StreamTranslator,
+from apps.gateway.errors import GatewayError, bad_request
+from apps.gateway.providers.base import BaseAdapter, cached_target
+from apps.gateway.providers.bedrock.errors import bedrock_error, misconfigured
+from apps.gateway.providers.bedrock.spec import BedrockOptions
+from apps.gateway.providers.bedrock.translate import (
+    CORRUPT,
+    ConverseStreamTranslator,
     converse_to_openai,
     openai_to_converse,
-    openai_usage,
 )
-from apps.gateway.upstream import (
-    UpstreamPool,
-    _error_from_upstream,
-    _timeout_error,
-    cached_target,
-    invalid_response,
-    stream_broken,
-)
+from apps.gateway.providers.chat_format import openai_embeddings, record_usage
+from apps.gateway.providers.contract import STREAM
+from apps.gateway.providers.errors import invalid_response
+from apps.gateway.providers.options import deployment_options, options_parse
+from apps.gateway.respond import send_body
+from apps.gateway.snapshot import DeploymentEntry
 
 SERVICE = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
@@ -80,99 +71,42 @@ EMBEDDING_PREFIX = "amazon.titan-embed"
 EMBEDDING_CONCURRENCY = 16  # InvokeModel calls in flight for one embeddings request
 
 _REGION_IN_HOST = re.compile(r"bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com")
-# How Bedrock (and the models behind it) say the prompt does not fit the context window.
-_TOO_LONG = re.compile(
-    r"(?:input|prompt)\b.{0,40}?\b(?:too long|exceeds?)"
-    r"|too many (?:input )?tokens|context (?:length|window)",
-    re.IGNORECASE,
-)
 
 
-# --------------------------------------------------------------------------- errors
-
-
-def _error_type(headers: Any) -> str:
-    """``x-amzn-ErrorType`` is ``Name`` or ``Name:http://internal.amazon.com/...``."""
-    raw = headers.get("x-amzn-ErrorType") or headers.get("x-amzn-errortype") or ""
-    return str(raw).split(":", 1)[0].strip()
-
-
-def _bedrock_error(status: int, body: bytes, headers: Any, error_type: str = "") -> GatewayError:
-    """A Bedrock error (``{"message"}`` + ``x-amzn-ErrorType``) → what the client sees.
-
-    The status mapping is the shared one; Bedrock-specific types adjust it: a model timeout
-    is a timeout, model errors are upstream failures (retryable), and a validation error
-    saying the prompt is too long is ``context_length_exceeded``.
-    """
-    message = ""
-    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-        parsed = orjson.loads(body)
-        message = str(parsed.get("message") or parsed.get("Message") or "")[:500]
-    error_type = error_type or _error_type(headers)
-    if error_type == "ModelTimeoutException":
-        return _timeout_error()
-    if error_type in ("ModelErrorException", "ModelStreamErrorException"):
-        return upstream_error(
-            502, f"The upstream model failed: {message}".rstrip(": "), code="upstream_error"
-        )
-    if error_type == "ValidationException" and _TOO_LONG.search(message):
-        return GatewayError(400, message, code="context_length_exceeded")
-    if status == 424:  # Bedrock's "failed dependency": the model behind it failed
-        return upstream_error(502, "The upstream model failed.", code="upstream_error")
-    return _error_from_upstream(status, orjson.dumps({"error": {"message": message}}), headers)
-
-
-# A stream's exception message carries the union member's name; these are its statuses.
-_STREAM_EXCEPTION_STATUS = {
-    "internalServerException": 500,
-    "modelStreamErrorException": 424,
-    "validationException": 400,
-    "throttlingException": 429,
-    "serviceUnavailableException": 503,
-}
-
-
-def _stream_exception(kind: str, message: str) -> GatewayError:
-    status = _STREAM_EXCEPTION_STATUS.get(kind, 500)
-    type_name = kind[:1].upper() + kind[1:]
-    return _bedrock_error(status, orjson.dumps({"message": message}), {}, type_name)
-
-
-def _misconfigured(what: str) -> GatewayError:
-    # Retryable (as an auth failure): another deployment may be configured correctly.
-    return upstream_error(
-        502, f"The Bedrock deployment is misconfigured: {what}.", code="upstream_auth_failed"
+def _typed(options: BedrockOptions | Mapping[str, str]) -> BedrockOptions:
+    return (
+        options if isinstance(options, BedrockOptions) else options_parse(BedrockOptions, options)
     )
 
 
 # --------------------------------------------------------------------------- signing
 
 
-def region_of(api_base: str, options: Mapping[str, str]) -> str:
+def region_of(api_base: str, options: BedrockOptions | Mapping[str, str]) -> str:
     """``options.region``, else the region named in a ``bedrock-runtime`` host, else ''."""
-    region = options.get("region") or ""
+    region = _typed(options).region
     if region:
         return region
     match = _REGION_IN_HOST.search(urlsplit(api_base).hostname or "")
     return match.group(1) if match else ""
 
 
-def credentials_of(api_key: str, options: Mapping[str, str]) -> Credentials:
+def credentials_of(api_key: str, options: BedrockOptions | Mapping[str, str]) -> Credentials:
     """The SigV4 credentials of a deployment (see the module docstring for the rule)."""
     if api_key.lstrip().startswith("{"):
         try:
             parsed = orjson.loads(api_key)
         except orjson.JSONDecodeError:
-            raise _misconfigured("api_key is not valid JSON") from None
+            raise misconfigured("api_key is not valid JSON") from None
         if not isinstance(parsed, dict):
-            raise _misconfigured("api_key is not a JSON object")
+            raise misconfigured("api_key is not a JSON object")
         key_id = str(parsed.get("access_key_id") or "")
         secret = str(parsed.get("secret_access_key") or "")
         token = str(parsed.get("session_token") or "") or None
     else:
-        key_id, secret, token = options.get("access_key_id") or "", api_key, None
+        key_id, secret, token = _typed(options).access_key_id, api_key, None
     if not key_id or not secret:
-        raise _misconfigured("the AWS access key id or secret access key is missing")
+        raise misconfigured("the AWS access key id or secret access key is missing")
     return Credentials(key_id, secret, token)
 
 
@@ -199,18 +133,18 @@ class _Target:
 
 def build_target(dep: DeploymentEntry) -> _Target:
     """URLs and signer of a deployment; a misconfiguration is a retryable 502."""
-    options = dict(dep.options)
+    options = deployment_options(dep, BedrockOptions)
     base = dep.api_base.rstrip("/") + "/model/" + quote(dep.upstream_model, safe="-._~")
     signer: SigV4Auth | None = None
     bearer: str | None = None
-    if options.get("auth") == "bearer":
+    if options.auth == "bearer":
         if not dep.api_key:
-            raise _misconfigured("the Bedrock API key is missing")
+            raise misconfigured("the Bedrock API key is missing")
         bearer = dep.api_key
     else:
         region = region_of(dep.api_base, options)
         if not region:
-            raise _misconfigured("no region (set options.region)")
+            raise misconfigured("no region (set options.region)")
         signer = SigV4Auth(credentials_of(dep.api_key, options), SERVICE, region)
     return _Target(base + "/converse", base + "/converse-stream", base + "/invoke", signer, bearer)
 
@@ -222,95 +156,68 @@ def _request_id(headers: Any, ctx: RequestContext) -> str:
 # --------------------------------------------------------------------------- adapter
 
 
-class BedrockAdapter:
+class EventStreamDecoder:
+    """The AWS event-stream body → ``(headers, JSON payload)`` messages; a corrupt one
+    ends the list with ``CORRUPT``."""
+
+    def __init__(self) -> None:
+        self._buffer = EventStreamBuffer()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer.add_data(data)
+        messages: list[Any] = []
+        try:
+            for message in self._buffer:
+                payload = orjson.loads(message.payload) if message.payload else {}
+                messages.append((message.headers, payload))
+        except (ParserError, orjson.JSONDecodeError):
+            messages.append(CORRUPT)
+        return messages
+
+    def flush(self) -> list[Any]:
+        return []
+
+
+class BedrockAdapter(BaseAdapter):
     """Serves OpenAI chat-completions (and Titan embeddings) from AWS Bedrock."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
-        self.pool = pool
-        self._targets: dict[tuple, _Target] = {}
+    options_type = BedrockOptions
 
     def _target(self, dep: DeploymentEntry) -> _Target:
         """URLs and the signer, built once per deployment, not per request."""
         cache_key = (dep.api_base, dep.api_key, dep.upstream_model, dep.options)
         return cached_target(self._targets, cache_key, lambda: build_target(dep))
 
-    async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        assert ctx.body is not None
-        body = orjson.dumps(openai_to_converse(ctx.body))
+    def endpoint(self, dep: DeploymentEntry, op: str, data: bytes) -> tuple[URL, dict[str, str]]:
+        """The exact URL sent, with headers signed over it and ``data``."""
         target = self._target(dep)
-        headers = target.headers(target.converse, body, "application/json")
-        status, raw, resp_headers = await self.pool.post(
-            ctx, dep, URL(target.converse, encoded=True), body, headers
-        )
-        if status != 200:
-            raise _bedrock_error(status, raw, resp_headers)
-        try:
-            answer = converse_to_openai(
-                orjson.loads(raw), ctx.model_name, _request_id(resp_headers, ctx)
-            )
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-            raise invalid_response() from exc
+        if op == STREAM:
+            url, accept = target.converse_stream, EVENT_STREAM
+        else:
+            url, accept = target.converse, "application/json"
+        return URL(url, encoded=True), target.headers(url, data, accept)
+
+    def request(self, ctx: RequestContext, dep: DeploymentEntry, op: str) -> bytes:
+        assert ctx.body is not None
+        return orjson.dumps(openai_to_converse(ctx.body))
+
+    def error(self, status: int, body: bytes, headers: Any) -> GatewayError:
+        return bedrock_error(status, body, headers)
+
+    def response(
+        self, ctx: RequestContext, op: str, body: bytes, headers: Mapping[str, str]
+    ) -> bytes:
+        answer = converse_to_openai(orjson.loads(body), ctx.model_name, _request_id(headers, ctx))
         record_usage(ctx, answer["usage"])
-        await send_body(ctx, 200, orjson.dumps(answer))
+        return orjson.dumps(answer)
 
-    async def stream_chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
-        assert ctx.body is not None
-        body = orjson.dumps(openai_to_converse(ctx.body))
-        target = self._target(dep)
-        headers = target.headers(target.converse_stream, body, EVENT_STREAM)
-        await self.pool.post_stream(
-            ctx,
-            dep,
-            URL(target.converse_stream, encoded=True),
-            body,
-            headers,
-            _bedrock_error,
-            self._pump,
+    def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> ConverseStreamTranslator:
+        return ConverseStreamTranslator(
+            ctx.model_name, _request_id(headers, ctx), include_usage=ctx.include_usage
         )
 
-    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
-        translator = StreamTranslator(
-            ctx.model_name, _request_id(resp.headers, ctx), include_usage=ctx.include_usage
-        )
-        decoder = EventStreamBuffer()
-        try:
-            async for data in resp.content.iter_any():
-                decoder.add_data(data)
-                out = b""
-                try:
-                    for message in decoder:
-                        payload = orjson.loads(message.payload) if message.payload else {}
-                        out += translator.feed(message.headers, payload)
-                        if translator.error is not None or translator.finished:
-                            break
-                except (ParserError, orjson.JSONDecodeError, AttributeError, TypeError) as exc:
-                    if out:
-                        await send_stream_data(ctx, out)
-                    if not ctx.response_started:
-                        raise invalid_response() from exc
-                    raise await fail_stream(
-                        ctx, stream_broken("The upstream stream was corrupt.")
-                    ) from exc
-                if out:
-                    await send_stream_data(ctx, out)
-                if translator.error is not None:
-                    error = _stream_exception(*translator.error)
-                    if not ctx.response_started:
-                        raise error  # nothing sent yet: the route stage may fail over
-                    kind, detail = translator.error
-                    message = f"The upstream provider failed mid-stream ({kind}): {detail}"
-                    raise await fail_stream(ctx, stream_broken(message[:600].rstrip(": ")))
-                if translator.finished:
-                    break
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if not ctx.response_started:
-                raise
-            raise await fail_stream(ctx, stream_broken()) from exc
-        finally:
-            settle_stream_usage(ctx, translator, openai_usage)
-        if not translator.finished:
-            await fail_unfinished(ctx)
-        await end_stream(ctx)
+    def decoder(self) -> EventStreamDecoder:
+        return EventStreamDecoder()
 
     # ---- embeddings (InvokeModel, Amazon Titan text embeddings)
 
@@ -344,7 +251,7 @@ class BedrockAdapter:
                 headers = target.headers(target.invoke, body, "application/json")
                 status, raw, resp_headers = await self.pool.post(ctx, dep, url, body, headers)
             if status != 200:
-                raise _bedrock_error(status, raw, resp_headers)
+                raise bedrock_error(status, raw, resp_headers)
             try:
                 answer = orjson.loads(raw)
                 vector = [float(v) for v in answer["embedding"]]

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.context import RequestContext
+from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import bad_request
 from apps.gateway.request_schema import ANTHROPIC_MESSAGES
 from apps.gateway.stages import parse_json_body
@@ -574,7 +574,7 @@ class AnthropicFormat:
     """First stage of ``/v1/messages``: answers go out in Anthropic's format, refusals of
     the stages before ``authorize`` (a missing or unknown key) included."""
 
-    name = "anthropic_format"
+    name = StageName.ANTHROPIC_FORMAT
 
     async def run(self, ctx: RequestContext) -> None:
         install(ctx)

@@ -16,18 +16,21 @@ import openai
 import orjson
 import pytest
 
-from apps.gateway.adapters_gemini import gemini_error
 from apps.gateway.errors import GatewayError
-from apps.gateway.translate_gemini import (
-    StreamTranslator,
+from apps.gateway.providers.gemini.errors import gemini_error
+from apps.gateway.providers.gemini.translate import (
+    GeminiStreamTranslator as StreamTranslator,
+)
+from apps.gateway.providers.gemini.translate import (
     gemini_to_openai,
     gemini_to_openai_embeddings,
     openai_to_gemini,
     openai_to_gemini_embeddings,
 )
-from apps.providers.models import Deployment, DeploymentRole, Provider
+from apps.providers.models import Provider
 from fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.providers.conftest import with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 UPSTREAM_KEY = "AIza-upstream-secret"
@@ -695,16 +698,7 @@ def test_embeddings_with_estimated_usage(setup):
 def openai_fallback(gateway, gemini_upstream, fake_upstream):
     """Model ``gemini``: Gemini primary, OpenAI fallback."""
     model = model_create("gemini", _gemini_provider(gemini_upstream), upstream_model="gemini-up")
-    Deployment.objects.create(
-        model=model,
-        provider=provider_create(fake_upstream.url, name="openai-backup"),
-        upstream_model="gpt-backup",
-        role=DeploymentRole.FALLBACK,
-    )
-    issued = key_create()
-    gateway.snapshots.reload()
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=issued.secret, max_retries=0)
-    return gateway, client
+    return with_openai_fallback(gateway, model, fake_upstream)
 
 
 def test_gemini_failure_fails_over_to_openai(openai_fallback, gemini_upstream, fake_upstream):

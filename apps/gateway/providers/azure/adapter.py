@@ -1,9 +1,9 @@
 """The Azure OpenAI adapter: OpenAI's wire format at Azure's URLs, with Azure's credential.
 
 Azure OpenAI speaks OpenAI's chat-completions and embeddings format, so this adapter is
-:class:`~apps.gateway.upstream.OpenAIAdapter` (subclassed: the forwarding, the stream pump,
-usage accounting and the error mapping are its) with two things changed: where the request
-goes and how a content-filter refusal is reported.
+:class:`~apps.gateway.providers.openai.adapter.OpenAIAdapter` (subclassed: the forwarding,
+the stream loop, usage accounting and the error mapping are its) with two things changed:
+where the request goes and how a content-filter refusal is reported.
 
 Where (the provider's ``api_base`` is the resource endpoint, ``https://NAME.openai.azure.com``;
 a trailing ``/openai`` or ``/openai/v1`` is tolerated), chosen by the provider option
@@ -39,26 +39,20 @@ Not supported:
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from yarl import URL
 
+from apps.gateway.providers.azure.spec import DEFAULT_API_VERSION, V1, AzureOptions
+from apps.gateway.providers.base import cached_target
+from apps.gateway.providers.openai.adapter import OpenAIAdapter
+from apps.gateway.providers.options import deployment_options
 from apps.gateway.snapshot import DeploymentEntry
-from apps.gateway.upstream import OpenAIAdapter, UpstreamPool, cached_target
-
-#: The ``api-version`` used when the provider sets none: the GA data-plane version.
-DEFAULT_API_VERSION = "2024-10-21"
-#: ``api_version`` value selecting the v1 surface (``/openai/v1/...``, no api-version).
-V1 = "v1"
 
 
 def api_version_of(dep: DeploymentEntry) -> str:
     """The provider option ``api_version``, or the default GA version."""
-    for key, value in dep.options:
-        if key == "api_version" and value.strip():
-            return value.strip()
-    return DEFAULT_API_VERSION
+    return deployment_options(dep, AzureOptions).api_version.strip() or DEFAULT_API_VERSION
 
 
 def _resource_base(api_base: str) -> str:
@@ -91,14 +85,12 @@ def azure_headers(api_key: str) -> dict[str, str]:
 class AzureOpenAIAdapter(OpenAIAdapter):
     """OpenAI's adapter, pointed at Azure OpenAI deployments (see the module docstring)."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
-        super().__init__(pool)
-        self._azure_targets: dict[tuple[Any, ...], tuple[URL, dict[str, str]]] = {}
+    options_type = AzureOptions
 
     def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
         """The URL and headers of a deployment's endpoint."""
         return cached_target(
-            self._azure_targets,
+            self._targets,
             (dep.api_base, path, dep.api_key, dep.upstream_model, dep.options),
             lambda: (
                 azure_url(dep.api_base, dep.upstream_model, path, api_version_of(dep)),

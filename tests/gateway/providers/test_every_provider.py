@@ -7,51 +7,22 @@ anything the client receives."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 
-from fakes.registry import BEDROCK_ACCESS_KEY_ID, FAKES
-from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.factories import records_wait
+from tests.gateway.providers.conftest import AWS_KEY_ID, UPSTREAM_SECRET
 from tests.gateway.tool_calls import WEATHER_TOOL
 
-UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
-AWS_KEY_ID = BEDROCK_ACCESS_KEY_ID
-KINDS = ["openai", "openai_compatible", "azure", "anthropic", "gemini", "bedrock"]
 WEATHER = WEATHER_TOOL
 ANTHROPIC_WEATHER = {
     "name": "get_weather",
     "description": "Current weather in a city.",
     "input_schema": WEATHER["function"]["parameters"],
 }
-
-
-def start_fake(kind: str):
-    """(server, upstream model name, provider options) for one kind."""
-    fake = FAKES[kind]
-    return fake.start(UPSTREAM_SECRET), fake.upstream_model, dict(fake.options)
-
-
-@pytest.fixture(params=KINDS)
-def routed(request, gateway) -> Iterator[tuple]:
-    """A gateway whose model ``m`` is served by one provider of the parametrized kind."""
-    kind = request.param
-    server, upstream_model, options = start_fake(kind)
-    try:
-        provider = provider_create(server.url, name=kind, api_key=UPSTREAM_SECRET, kind=kind)
-        provider.options = options
-        provider.save()
-        model_create(
-            "m", provider, upstream_model=upstream_model, input_per_mtok="3", output_per_mtok="15"
-        )
-        issued = key_create()
-        gateway.snapshots.reload()
-        yield kind, gateway, issued.secret, server
-    finally:
-        server.stop()
 
 
 def assert_priced(record) -> None:

@@ -1,0 +1,1 @@
+"""Anthropic Messages API as a provider (OpenAI chat-completions in, OpenAI answers out)."""

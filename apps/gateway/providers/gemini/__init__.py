@@ -1,0 +1,1 @@
+"""Google Gemini API as a provider (chat, streams, embeddings)."""

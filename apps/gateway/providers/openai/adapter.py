@@ -1,0 +1,64 @@
+"""The OpenAI wire-format adapter (OpenAI and compatible servers: vLLM, Ollama, Mistral…)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from yarl import URL
+
+from apps.gateway.context import RequestContext
+from apps.gateway.providers.base import BaseAdapter, cached_target
+from apps.gateway.providers.contract import EMBEDDINGS
+from apps.gateway.providers.openai.translate import (
+    OpenAIStreamTranslator,
+    openai_request,
+    raw_event,
+    read_usage,
+)
+from apps.gateway.providers.sse import SSEDecoder
+from apps.gateway.snapshot import DeploymentEntry
+
+PATHS = {EMBEDDINGS: "/embeddings"}  # chat and stream: /chat/completions
+
+
+def _auth_headers(dep: DeploymentEntry) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if dep.api_key:
+        headers["Authorization"] = f"Bearer {dep.api_key}"
+    return headers
+
+
+class OpenAIAdapter(BaseAdapter):
+    """Speaks OpenAI's chat-completions and embeddings wire format: forwards, reads usage,
+    passes the answer through untouched."""
+
+    stop_when_finished = False  # read to the end of the body: the connection is reused
+
+    def _target(self, dep: DeploymentEntry, path: str) -> tuple[URL, dict[str, str]]:
+        """The parsed URL and headers of an upstream endpoint."""
+        return cached_target(
+            self._targets,
+            (dep.api_base, path, dep.api_key),
+            lambda: (URL(dep.api_base + path), _auth_headers(dep)),
+        )
+
+    def endpoint(self, dep: DeploymentEntry, op: str, data: bytes) -> tuple[URL, dict[str, str]]:
+        return self._target(dep, PATHS.get(op, "/chat/completions"))
+
+    def request(self, ctx: RequestContext, dep: DeploymentEntry, op: str) -> bytes:
+        assert ctx.body is not None
+        return openai_request(ctx.body, dep.upstream_model, op)
+
+    def response(
+        self, ctx: RequestContext, op: str, body: bytes, headers: Mapping[str, str]
+    ) -> bytes:
+        read_usage(ctx, orjson.loads(body).get("usage"))
+        return body
+
+    def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(include_usage=ctx.include_usage)
+
+    def decoder(self) -> SSEDecoder:
+        return SSEDecoder(raw_event, crlf=False)
