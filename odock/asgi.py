@@ -12,8 +12,8 @@ django_asgi_app = get_asgi_application()
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from odock.asgi_router import build_application  # noqa: E402
 from odock.gateway import build_gateway  # noqa: E402
-from odock.routing import build_application  # noqa: E402
 
 gateway = build_gateway()
 # Static files (admin CSS/JS) are served by the same process, so one ASGI server runs

@@ -14,7 +14,7 @@ from apps.core.crypto import decrypt_bytes, encrypt_bytes
 from apps.core.models import config_version_current
 from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
-from apps.gateway.routing_state import RedisBreakerState
+from apps.gateway.breaker_state import RedisBreakerState
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
@@ -117,7 +117,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
     return GatewayApp(
         config=config,
         state_store=_state_store(redis_url),
-        routing_state=RedisBreakerState(redis_url) if redis_url else None,
+        breaker_state=RedisBreakerState(redis_url) if redis_url else None,
         guardrail_plugins=plugins_load(settings.ODOCK_GUARDRAIL_PLUGINS),
         on_budget_alert=bounded(budget_alert_enqueue, timeout),
         on_poll=bounded(_spend_guard(redis_url), timeout),

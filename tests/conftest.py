@@ -67,8 +67,8 @@ def gateway_factory(transactional_db, settings, tmp_path):
     settings.ODOCK_AUDIT_SPOOL_DIR = tmp_path / "audit-spool"
     settings.ODOCK_SNAPSHOT_FILE = tmp_path / "policy-snapshot"
 
+    from odock.asgi_router import build_application
     from odock.gateway import build_gateway
-    from odock.routing import build_application
 
     started: list[tuple[ServerThread, object]] = []
 

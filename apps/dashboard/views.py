@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from apps.dashboard import selectors
 from apps.dashboard.live import PING_SECONDS
 from apps.dashboard.permissions import may_watch
-from apps.dashboard.routing import LIVE_PATH
+from apps.dashboard.websocket import LIVE_PATH
 
 FEED_ROWS = 25
 

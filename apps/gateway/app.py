@@ -22,7 +22,9 @@ import orjson
 
 from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.background import BackgroundCalls
+from apps.gateway.breaker_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
@@ -30,8 +32,6 @@ from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.providers.registry import build_adapters
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
-from apps.gateway.routing import CircuitBreakers, DeploymentStats
-from apps.gateway.routing_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.gateway.stages import (
@@ -101,12 +101,12 @@ class GatewayApp:
         on_budget_alert: Callable[[str], None] = lambda alert: None,
         on_poll: Callable[[], None] = lambda: None,
         release_loader: Callable[[], None] = lambda: None,
-        routing_state: RedisBreakerState | None = None,
+        breaker_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
         snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
     ) -> None:
         self.config = config
-        self.routing_state = routing_state
+        self.breaker_state = breaker_state
         self.deployment_stats = DeploymentStats()
         self._routing_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
@@ -143,7 +143,7 @@ class GatewayApp:
             threshold=config.breaker_threshold,
             window=config.breaker_window_seconds,
             cooldown=config.breaker_cooldown_seconds,
-            shared=routing_state,
+            shared=breaker_state,
         )
         policy = RetryPolicy(
             max_attempts=config.max_attempts,
@@ -241,16 +241,16 @@ class GatewayApp:
             await asyncio.sleep(self.config.routing_refresh_seconds)
             tick += 1
             report = self.deployment_stats.report() if tick % 5 == 1 else None
-            if self.routing_state is None:
+            if self.breaker_state is None:
                 if report is not None:
                     for dep_id, figures in report.items():
                         figures["breaker"] = self.breakers.state(dep_id)
                         LOCAL_HEALTH[dep_id] = figures
                 continue
             try:
-                await self.routing_state.refresh()
+                await self.breaker_state.refresh()
                 if report is not None:
-                    await self.routing_state.publish_health(report)
+                    await self.breaker_state.publish_health(report)
             except Exception:  # Redis away: local breakers still work; try again next tick
                 log.debug("routing state refresh failed", exc_info=True)
 
@@ -286,8 +286,8 @@ class GatewayApp:
         await self.snapshots.stop()
         await self.pool.close()
         await self.state_store.close()
-        if self.routing_state is not None:
-            await self.routing_state.close()
+        if self.breaker_state is not None:
+            await self.breaker_state.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.recorder.stop)
         await loop.run_in_executor(None, self.alerts.stop)

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import orjson
 from hiredis import ReplyError
 
-from apps.gateway.resp import PipelinedRedis, RedisUnavailable
+from apps.gateway.redis_client import PipelinedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
 PREFIX = "{odock}:"
@@ -382,7 +382,7 @@ def _parse_reserve(raw: list[Any]) -> ReserveResult:
 class RedisStateStore:
     """One EVALSHA per reserve; settlements are batched into one pipelined round trip.
 
-    Commands go through ``resp.PipelinedRedis``: redis-py's asyncio client cost more per
+    Commands go through ``redis_client.PipelinedRedis``: redis-py's asyncio client cost more per
     round trip than the script itself (measured: 117 µs a PING).
     Settling is off the response path, and a hold covers the worst case until it lands,
     so batching it a few milliseconds never lets a budget be overspent.

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.gateway.routing_state import LOCAL_HEALTH, health_read, merge_health
+from apps.gateway.breaker_state import LOCAL_HEALTH, health_read, merge_health
 from apps.providers.models import Model, Provider
 
 

@@ -7,22 +7,16 @@ field by field (the change trail records exactly what changed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
 from apps.core.services import Saved, SyncResult, model_save, rows_sync
+
+# Each kind's option rules come from the provider registry (one declaration per kind).
+from apps.gateway.providers.registry import options_errors
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
-
-
-def _no_kind_rules(kind: str, options: Mapping[str, Any]) -> list[str]:
-    return []
-
-
-# Each kind's own option rules: ``(kind, options) -> error messages``. None today; the
-# provider registry's ``options_errors`` (apps.gateway.providers.registry) goes here.
-options_errors: Callable[[str, Mapping[str, Any]], list[str]] = _no_kind_rules
 
 
 def provider_options_validate(*, kind: str, options: Any) -> None:

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from apps.gateway.routing_state import LOCAL_HEALTH
+from apps.gateway.breaker_state import LOCAL_HEALTH
 from tests.factories import key_create, model_create, provider_create
 
 URL = reverse("admin:providers_deployment_changelist")

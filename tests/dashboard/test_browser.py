@@ -69,8 +69,8 @@ def live_site(transactional_db, monkeypatch) -> Iterator[str]:
     # database's teardown). The settings dict is shared by every thread's connection.
     monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
 
+    from odock.asgi_router import build_application
     from odock.gateway import build_gateway
-    from odock.routing import build_application
 
     gateway = build_gateway()
     server = ServerThread(

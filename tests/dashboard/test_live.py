@@ -28,7 +28,7 @@ from apps.dashboard.live import (
     presence_leave,
     presence_touch,
 )
-from apps.dashboard.routing import LIVE_PATH, websocket_application
+from apps.dashboard.websocket import LIVE_PATH, websocket_application
 from apps.gateway.stages.record import RECORD_OBSERVERS
 from tests.dashboard.conftest import make_user
 from tests.factories import key_create, model_create, provider_create

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from apps.gateway.routing import CircuitBreakers
+from apps.gateway.deployment_order import CircuitBreakers
 from apps.providers.models import Deployment, DeploymentRole
 from tests.factories import key_create, model_create, provider_create, records_wait
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from apps.gateway.deployment_order import CONTENT_POLICY_CODE, CONTEXT_WINDOW_CODE
 from apps.gateway.errors import GatewayError, upstream_error
-from apps.gateway.routing import CONTENT_POLICY_CODE, CONTEXT_WINDOW_CODE
 
 # How providers say a prompt does not fit the model's context window (OpenAI and Azure
 # also send the code), and the codes of a prompt refused on content policy.

@@ -22,11 +22,7 @@ import time
 from dataclasses import dataclass
 
 from apps.gateway.context import Outcome, RequestContext, StageName, attempt
-from apps.gateway.disconnect import until_client_disconnects
-from apps.gateway.errors import GatewayError, forbidden
-from apps.gateway.providers.contract import Adapter
-from apps.gateway.providers.errors import timeout_error as _timeout_error
-from apps.gateway.routing import (
+from apps.gateway.deployment_order import (
     CONTENT_POLICY_CODE,
     CONTEXT_WINDOW_CODE,
     HEALTH_FAILURE_CODES,
@@ -35,6 +31,10 @@ from apps.gateway.routing import (
     DeploymentStats,
     candidates,
 )
+from apps.gateway.disconnect import until_client_disconnects
+from apps.gateway.errors import GatewayError, forbidden
+from apps.gateway.providers.contract import Adapter
+from apps.gateway.providers.errors import timeout_error as _timeout_error
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
-from apps.dashboard.routing import websocket_application
+from apps.dashboard.websocket import websocket_application
 from apps.gateway.app import GatewayApp
 from apps.mcp.wiring import build_mcp_app
 

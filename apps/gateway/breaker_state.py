@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from hiredis import ReplyError
 
-from apps.gateway.resp import PipelinedRedis
+from apps.gateway.redis_client import PipelinedRedis
 from apps.gateway.state_store import PREFIX
 
 OPEN_KEY = f"{PREFIX}cb"

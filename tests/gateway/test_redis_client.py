@@ -9,7 +9,7 @@ import threading
 import pytest
 from hiredis import ReplyError
 
-from apps.gateway.resp import PipelinedRedis, RedisUnavailable
+from apps.gateway.redis_client import PipelinedRedis, RedisUnavailable
 from tests.conftest import REDIS_TEST_DB
 from tests.netutil import TcpProxy
 

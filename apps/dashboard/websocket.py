@@ -1,4 +1,4 @@
-"""The dashboard's websocket application (mounted by odock.routing for "websocket")."""
+"""The dashboard's websocket application (mounted by odock.asgi_router for "websocket")."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import random
 from collections import Counter
 from decimal import Decimal
 
+from apps.gateway.breaker_state import RedisBreakerState, merge_health
+from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats, candidates
 from apps.gateway.errors import GatewayError
-from apps.gateway.routing import CircuitBreakers, DeploymentStats, candidates
-from apps.gateway.routing_state import RedisBreakerState, merge_health
 from apps.gateway.snapshot import DeploymentEntry, Identity, KeyEntry, ModelEntry
 from apps.gateway.stages.route import _fallback_reason
 
