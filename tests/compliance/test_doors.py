@@ -120,7 +120,7 @@ def test_bad_provider_options_are_refused_with_the_same_message_by_every_door(
     monkeypatch.setattr(
         provider_services,
         "options_errors",
-        lambda kind, options: [] if "region" in options else [f"{kind} needs a region"],
+        lambda kind, options, **_: [] if "region" in options else [f"{kind} needs a region"],
     )
     provider = provider_create("http://127.0.0.1:9001/v1", name="aws", kind="bedrock")
     url = admin_url(Provider, "change", provider.pk)

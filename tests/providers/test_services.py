@@ -30,7 +30,7 @@ def test_options_must_be_a_json_object():
 
 def test_options_errors_of_the_kind_are_raised_on_the_options_field(monkeypatch):
     monkeypatch.setattr(
-        services, "options_errors", lambda kind, options: [f"{kind}: region is required"]
+        services, "options_errors", lambda kind, options, **_: [f"{kind}: region is required"]
     )
     with pytest.raises(ValidationError) as caught:
         provider_options_validate(kind="bedrock", options={})
@@ -98,3 +98,13 @@ def test_model_fallbacks_sync_keeps_the_given_order():
     assert result.created == ["fallback m → b", "fallback m → a"]
     assert [f.fallback.name for f in model.fallbacks.order_by("position")] == ["b", "a"]
     assert not model_fallbacks_sync(model=model, fallbacks=[b, a]).created
+
+
+@pytest.mark.django_db
+def test_provider_upsert_refuses_a_kinds_own_option_that_is_not_text():
+    with pytest.raises(ValidationError) as caught:
+        provider_upsert(
+            name="b", data={**PROVIDER, "kind": "bedrock", "options": {"region": ["eu"]}}
+        )
+    assert "region" in str(caught.value.message_dict["options"])
+    assert not Provider.objects.exists()

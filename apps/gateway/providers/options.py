@@ -33,8 +33,9 @@ def options_parse(options_type: type[T], raw: Mapping[str, Any] | None) -> T:
     return options_type(**values)
 
 
-def options_check(options_type: type, raw: Any) -> list[str]:
-    """What is wrong with ``raw`` as ``options_type`` (empty when nothing is)."""
+def options_check(options_type: type, raw: Any, *, allow_unknown: bool = False) -> list[str]:
+    """What is wrong with ``raw`` as ``options_type`` (empty when nothing is); with
+    ``allow_unknown``, keys the kind does not read are let through (stored, never read)."""
     if raw is None:
         return []
     if not isinstance(raw, Mapping):
@@ -44,6 +45,8 @@ def options_check(options_type: type, raw: Any) -> list[str]:
     problems = []
     for key, value in raw.items():
         if key not in names:
+            if allow_unknown:
+                continue
             problems.append(f"unknown option {key!r} (known: {known})")
         elif not isinstance(value, str):
             problems.append(f"option {key!r} must be a string, not {type(value).__name__}")

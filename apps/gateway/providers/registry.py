@@ -44,13 +44,14 @@ def build_adapters(pool: UpstreamPool) -> dict[str, Adapter]:
     return {kind: instances[spec.adapter] for kind, spec in PROVIDERS.items()}
 
 
-def options_errors(kind: str, options: Any) -> list[str]:
+def options_errors(kind: str, options: Any, *, allow_unknown: bool = False) -> list[str]:
     """What is wrong with ``options`` for a provider of ``kind`` (empty when nothing is):
-    unknown keys, values that are not text. For the doors that write options."""
+    unknown keys (unless ``allow_unknown``), values that are not text. For the doors that
+    write options."""
     spec = PROVIDERS.get(kind)
     if spec is None:
         return [f"unknown provider kind {kind!r} (known: {', '.join(PROVIDERS)})"]
-    return _options.options_check(spec.options, options)
+    return _options.options_check(spec.options, options, allow_unknown=allow_unknown)
 
 
 def options_parse(kind: str, options: Any) -> Any:

@@ -153,3 +153,15 @@ def test_reading_the_registry_loads_no_adapter():
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_doors_reading_keeps_unknown_keys_but_not_misread_values():
+    """What the admin and odock_apply use: free-form keys stay, a kind's own option must
+    be text."""
+    assert (
+        options_errors("azure", {"api_version": "v1", "temperature": 0.5}, allow_unknown=True) == []
+    )
+    assert options_errors("azure", {"api_version": 2024}, allow_unknown=True) == [
+        "option 'api_version' must be a string, not int"
+    ]
+    assert options_errors("cohere", {}, allow_unknown=True) != []
