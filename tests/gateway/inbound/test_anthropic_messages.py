@@ -56,7 +56,6 @@ def test_request_text_system_image_limits_and_stream():
         ],
         "stop_sequences": ["END"],
         "temperature": 0.5,
-        "top_k": 3,
         "metadata": {"user_id": "u-1"},
         "stream": True,
     }
@@ -181,8 +180,8 @@ class _Ctx:
         ),
         ({"model": "m", "max_tokens": 5, "messages": []}, "messages"),
         (
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
-            "messages[0]",
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
         ),
         (
             {
@@ -551,3 +550,106 @@ def test_stream_broken_mid_way_ends_with_an_anthropic_error_event(setup):
     assert err.value.body["error"]["type"] == "api_error"
     [record] = records_wait(setup["gateway"], 1)
     assert record.endpoint == "messages" and record.error_code == "upstream_stream_broken"
+
+
+# --------------------------------------------------------------------------- issue 14: fidelity
+
+
+def test_mid_conversation_system_message_stays_at_its_position():
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "system": "Top.",
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Now be brief."}]},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "system", "content": "Reminder."},
+            {"role": "user", "content": "Bye"},
+        ],
+    }
+    assert [(m["role"], m["content"]) for m in messages_to_openai(body)["messages"]] == [
+        ("system", "Top."),
+        ("user", "Hi"),
+        ("system", "Now be brief."),
+        ("assistant", "Hello"),
+        ("system", "Reminder."),
+        ("user", "Bye"),
+    ]
+
+
+_USER = {"role": "user", "content": "x"}
+_DOC = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}}
+_CACHE = {"type": "ephemeral"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"top_k": 3}, "top_k"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        ({"thinking": {"type": "adaptive"}}, "thinking"),
+        ({"cache_control": _CACHE}, "cache_control"),
+        ({"output_config": {"effort": "low"}}, "output_config"),
+        ({"context_management": {"edits": []}}, "context_management"),
+        (
+            {"system": [{"type": "text", "text": "s", "cache_control": _CACHE}]},
+            "system[0].cache_control",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "t", "cache_control": _CACHE}],
+                    }
+                ]
+            },  # noqa: E501
+            "messages[0].content[0].cache_control",
+        ),
+        ({"tools": [{**WEATHER_TOOL, "cache_control": _CACHE}]}, "tools[0].cache_control"),
+        ({"messages": [{"role": "user", "content": [_DOC]}]}, "messages[0].content[0]"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [
+                                    {
+                                        "type": "image",
+                                        "source": {"type": "url", "url": "http://x/i.png"},
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0]",
+        ),
+    ],
+)
+def test_what_cannot_be_translated_is_refused_never_dropped(extra, param):
+    body = {"model": "m", "max_tokens": 5, "messages": [_USER], **extra}
+    with pytest.raises(GatewayError) as err:
+        validate_messages(_Ctx(body))
+    assert err.value.status == 400 and err.value.param == param
+    assert err.value.code == "unsupported_parameter" and param in err.value.message
+
+
+def test_thinking_disabled_and_null_fields_are_accepted():
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [_USER],
+        "thinking": {"type": "disabled"},
+        "top_k": None,
+        "temperature": 0.2,
+        "top_p": 0.9,
+    }
+    out = messages_to_openai(body)
+    assert (out["temperature"], out["top_p"]) == (0.2, 0.9) and "thinking" not in out
