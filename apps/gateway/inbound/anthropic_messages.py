@@ -614,7 +614,9 @@ class AnthropicResponse:
             body = openai_error_to_anthropic(status, body, self._ctx.request_id)
         elif status == 200:
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-                body = orjson.dumps(openai_to_message(orjson.loads(body), self._ctx.model_name))
+                answer = orjson.loads(body)
+                if "choices" in answer:  # a chat.completion; a native answer passes as is
+                    body = orjson.dumps(openai_to_message(answer, self._ctx.model_name))
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await self._send({**self._start, "headers": headers})
