@@ -784,3 +784,25 @@ def test_unknown_messages_paths_are_anthropic_shaped_404s_and_recorded(setup):
         ("unknown", 401),
     ]
     assert records[0].key_id == setup["key"].key.pk
+
+
+def test_count_ignores_cache_control_but_refuses_what_it_cannot_count():
+    from apps.gateway.inbound.anthropic_count_tokens import count_input_tokens
+
+    plain = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+    }  # noqa: E501
+    cached = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello there", "cache_control": _CACHE}],
+            }
+        ],
+    }
+    assert count_input_tokens(cached) == count_input_tokens(plain) > 0
+    with pytest.raises(GatewayError) as err:
+        count_input_tokens({"model": "m", "messages": [{"role": "user", "content": [_DOC]}]})
+    assert err.value.param == "messages[0].content[0]"
