@@ -4,9 +4,10 @@ The rules come from the vendors, not from a hand-kept list:
 
 - OpenAI (chat completions, embeddings): the request schemas of OpenAI's published OpenAPI
   spec (``openai-openapi.yaml``), every ``$ref`` they reach copied under ``$defs``.
-- Anthropic (messages): the request TypedDicts of the official ``anthropic`` SDK (current:
-  thinking, output_config, …) as JSON Schema via pydantic, plus what Anthropic's published
-  OpenAPI spec (``anthropic-openapi-*.yaml``, older) adds: its ranges (``max_tokens >= 1``,
+- Anthropic (messages, messages/count_tokens): the request TypedDicts of the official
+  ``anthropic`` SDK (current: thinking, output_config, ``role: "system"`` messages, …) as
+  JSON Schema via pydantic, plus what Anthropic's published OpenAPI spec
+  (``anthropic-openapi-*.yaml``, older) adds: its ranges (``max_tokens >= 1``,
   ``temperature`` 0–1, …) and the fields the SDK no longer declares.
 
 Then one normalisation for all, each step for a reason:
@@ -55,6 +56,7 @@ OVERLAY: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     # Anthropic: "messages: at least one message is required" (neither the SDK's types
     # nor the published spec say so).
     ("anthropic_messages", ("messages",), {"minItems": 1}),
+    ("anthropic_count_tokens", ("messages",), {"minItems": 1}),
     # No embedding model of any provider served here returns more than a few thousand
     # dimensions (OpenAI 3,072, Gemini 3,072, Titan 1,024); the spec bounds only the bottom.
     ("openai_embeddings", ("dimensions",), {"maximum": 65_536}),
@@ -233,18 +235,34 @@ def openai_schemas(specs: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def anthropic_schema(specs: Path) -> dict[str, Any]:
-    import yaml
+def anthropic_schemas(specs: Path) -> dict[str, dict[str, Any]]:
+    from anthropic.types.message_count_tokens_params import MessageCountTokensParams
     from anthropic.types.message_create_params import MessageCreateParamsBase
+
+    # The published spec (2024-11) has count_tokens only in its beta form.
+    return {
+        "anthropic_messages": anthropic_schema(
+            specs, MessageCreateParamsBase, "CreateMessageParams"
+        ),
+        "anthropic_count_tokens": anthropic_schema(
+            specs, MessageCountTokensParams, "BetaCountMessageTokensParams"
+        ),
+    }
+
+
+def anthropic_schema(specs: Path, params_type: Any, published_name: str) -> dict[str, Any]:
+    """The SDK's request TypedDict ``params_type``, completed by the published spec's
+    ``published_name`` schema."""
+    import yaml
     from pydantic import TypeAdapter
 
-    schema = TypeAdapter(MessageCreateParamsBase).json_schema(ref_template="#/$defs/{model}")
+    schema = TypeAdapter(params_type).json_schema(ref_template="#/$defs/{model}")
     published = sorted(specs.glob("anthropic-openapi-*.yaml"))
     if not published:
         raise SystemExit("anthropic-openapi-*.yaml not found in the specs folder")
     spec = yaml.load(published[-1].read_text(), Loader=yaml.CSafeLoader)
     defs = spec["components"]["schemas"]
-    params = _with_defs(defs["CreateMessageParams"], defs, "#/components/schemas/")
+    params = _with_defs(defs[published_name], defs, "#/components/schemas/")
     ours = schema["properties"]
     for name, prop in params["properties"].items():
         if name in ours:
@@ -293,7 +311,7 @@ def _copy_bounds(published: dict[str, Any], ours: dict[str, Any], schema: dict) 
 
 def build(specs: Path) -> dict[str, str]:
     schemas = openai_schemas(specs)
-    schemas["anthropic_messages"] = anthropic_schema(specs)
+    schemas.update(anthropic_schemas(specs))
     out = {}
     for name, schema in schemas.items():
         schema = _normalise(schema)

@@ -26,6 +26,7 @@ from apps.gateway.breaker_state import LOCAL_HEALTH, RedisBreakerState
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats
 from apps.gateway.errors import GatewayError
+from apps.gateway.inbound.anthropic_count_tokens import CountTokens, validate_count_tokens
 from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.providers.pool import UpstreamPool
@@ -185,6 +186,16 @@ class GatewayApp:
                 ],
                 record,
             ),
+            ("POST", "/v1/messages/count_tokens"): Pipeline(
+                "messages.count_tokens",
+                [
+                    AnthropicFormat(),
+                    authenticate,
+                    Authorize(validate_count_tokens),
+                    CountTokens(),  # the gateway's estimate: no upstream call, no budget
+                ],
+                record,
+            ),
             ("POST", "/v1/embeddings"): Pipeline(
                 "embeddings",
                 [
@@ -200,8 +211,12 @@ class GatewayApp:
         }
         self._paths = {path for _, path in self.pipelines}
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
-        self._unknown = Pipeline(
-            "unknown", [authenticate, UnknownEndpoint(frozenset(self._paths))], record
+        unknown = UnknownEndpoint(frozenset(self._paths))
+        self._unknown = Pipeline("unknown", [authenticate, unknown], record)
+        # The same under /v1/messages, refused in Anthropic's error shape (its clients'
+        # SDKs parse nothing else).
+        self._unknown_messages = Pipeline(
+            "unknown", [AnthropicFormat(), authenticate, unknown], record
         )
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -353,10 +368,12 @@ class GatewayApp:
         ctx = context_from_scope(
             scope, receive, send, endpoint="unknown", snapshot=self.snapshots.current
         )
+        anthropic = path == "/v1/messages" or path.startswith("/v1/messages/")
+        pipeline = self._unknown_messages if anthropic else self._unknown
         if not self.snapshots.loaded:
-            await self._refuse_without_snapshot(self._unknown, ctx)
+            await self._refuse_without_snapshot(pipeline, ctx)
             return
-        await self._unknown.handle(ctx)
+        await pipeline.handle(ctx)
         self.metrics[("unknown", ctx.status)] += 1
 
     async def _refuse_without_snapshot(self, pipeline: Pipeline, ctx: RequestContext) -> None:

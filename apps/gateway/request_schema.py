@@ -47,6 +47,7 @@ class RequestSchema:
 CHAT_COMPLETIONS = RequestSchema("openai_chat_completions")
 EMBEDDINGS = RequestSchema("openai_embeddings")
 ANTHROPIC_MESSAGES = RequestSchema("anthropic_messages")
+ANTHROPIC_COUNT_TOKENS = RequestSchema("anthropic_count_tokens")
 
 
 # --- explaining a failure -------------------------------------------------------------------

@@ -16,8 +16,17 @@ What is translated (request):
     ``temperature``, ``top_p``, ``metadata.user_id`` → ``user``; ``stream`` → ``stream``
     with ``stream_options.include_usage`` always on, so usage is always captured.
 
-Not translated: ``top_k``, ``thinking`` and thinking blocks, document blocks, cache
-control (no OpenAI equivalent); server tools (web search, ...) are refused with a 400.
+  * ``role: "system"`` entries inside ``messages`` (Claude Code's mid-conversation system
+    messages) → a ``system`` message at that position. OpenAI-wire deployments receive it
+    there; Anthropic, Gemini and Bedrock deployments take every system text apart from the
+    turns (``providers.chat_format.conversation``), so there it joins the top-level system.
+
+Never dropped silently: a field or block this translation cannot carry (``thinking``
+other than ``disabled``, ``top_k``, ``cache_control`` anywhere, ``output_config``, document
+blocks, images inside tool results, server tools, any other top-level field) is refused
+with a 400 naming it. The native pass-through that would keep them for Anthropic-kind
+deployments is not built yet, so they are refused for every deployment. Thinking blocks
+of earlier assistant turns are left out, as Anthropic's API itself ignores them.
 ``stop_reason`` is never ``stop_sequence``: OpenAI's ``stop`` does not say which.
 """
 
@@ -29,11 +38,30 @@ from typing import Any
 import orjson
 
 from apps.gateway.context import RequestContext, StageName
-from apps.gateway.errors import bad_request
+from apps.gateway.errors import GatewayError, bad_request
 from apps.gateway.request_schema import ANTHROPIC_MESSAGES
 from apps.gateway.stages import parse_json_body
 
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "system")
+
+# Top-level fields ``messages_to_openai`` carries over; any other one with a value is
+# refused (``_refuse_untranslated``) rather than dropped. ``thinking`` is allowed only as
+# ``{"type": "disabled"}``, which asks for what the translation does anyway.
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "stream",
+    }
+)
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -97,18 +125,52 @@ def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def untranslatable(param: str, what: str) -> GatewayError:
+    """The 400 for something the OpenAI translation would have to drop."""
+    return bad_request(
+        f"{what} cannot be translated for this deployment and is not dropped silently: "
+        f"remove '{param}' from the request.",
+        code="unsupported_parameter",
+        param=param,
+    )
+
+
+def _refuse_untranslated(body: dict[str, Any]) -> None:
+    """Refuse the top-level fields the translation does not carry (never drop them)."""
+    for name in sorted(body):
+        value = body[name]
+        if name in TRANSLATED or value is None:
+            continue
+        if name == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
+            continue
+        raise untranslatable(name, f"'{name}'")
+
+
+def _refuse_cache_control(value: Any, param: str) -> None:
+    """``cache_control`` on any block or tool: prompt caching would be lost, so refuse it."""
+    if isinstance(value, dict):
+        if value.get("cache_control") is not None:
+            raise untranslatable(f"{param}.cache_control", "Prompt caching ('cache_control')")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_cache_control(item, f"{param}[{i}]")
+
+
 def _tool_result_message(block: dict[str, Any], param: str) -> dict[str, Any]:
     content = block.get("content")
     if content is None:
         text = ""
     elif isinstance(content, str):
         text = content
-    elif isinstance(content, list):  # text blocks are kept; images in results are dropped
-        text = "\n".join(
-            str(b.get("text") or "")
-            for b in content
-            if isinstance(b, dict) and b.get("type") == "text"
-        )
+    elif isinstance(content, list):
+        texts = []
+        for i, item in enumerate(content):
+            if not isinstance(item, dict) or item.get("type") != "text":
+                kind = item.get("type") if isinstance(item, dict) else None
+                raise untranslatable(f"{param}.content[{i}]", f"A {kind!r} block in a tool result")
+            _refuse_cache_control(item, f"{param}.content[{i}]")
+            texts.append(str(item.get("text") or ""))
+        text = "\n".join(texts)
     else:
         raise bad_request("tool_result content is invalid.", code="invalid_type", param=param)
     if block.get("is_error"):
@@ -132,11 +194,14 @@ def _message(index: int, message: Any) -> list[dict[str, Any]]:
     param = f"messages[{index}]"
     if not isinstance(message, dict) or message.get("role") not in ROLES:
         raise bad_request(
-            f"{param} must be an object with role 'user' or 'assistant'.",
+            f"{param} must be an object with role 'user', 'assistant' or 'system'.",
             code="invalid_value",
             param=param,
         )
     role, content = message["role"], message.get("content")
+    _refuse_cache_control(content, f"{param}.content")
+    if role == "system":  # kept at its position (a mid-conversation system message)
+        return [{"role": "system", "content": _text_blocks(content, f"{param}.content")}]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
@@ -159,8 +224,10 @@ def _message(index: int, message: Any) -> list[dict[str, Any]]:
             calls.append(_tool_call(block))
         elif kind == "tool_result" and role == "user":
             results.append(_tool_result_message(block, where))
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # no OpenAI equivalent
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
+            continue  # an earlier turn's thinking: Anthropic's API ignores it too
+        elif kind == "document":
+            raise untranslatable(where, "A document block")
         else:
             raise bad_request(
                 f"{where}: block type {kind!r} is not supported in a {role} message.",
@@ -227,30 +294,38 @@ def _apply_tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
-def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
-    """A validated Anthropic Messages request body → an OpenAI chat-completions body."""
+def conversation_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """``system``, ``messages``, ``tools`` and ``tool_choice`` → their OpenAI form (shared
+    by ``/v1/messages`` and ``/v1/messages/count_tokens``)."""
     messages: list[dict[str, Any]] = []
     if body.get("system") is not None:
+        _refuse_cache_control(body["system"], "system")
         system = _text_blocks(body["system"], "system")
         if system:
             messages.append({"role": "system", "content": system})
     for index, message in enumerate(body["messages"]):
         messages.extend(_message(index, message))
-    out: dict[str, Any] = {
-        "model": body["model"],
-        "messages": messages,
-        "max_tokens": body["max_tokens"],
-    }
+    out: dict[str, Any] = {"model": body["model"], "messages": messages}
+    if body.get("tools"):
+        _refuse_cache_control(body["tools"], "tools")
+        out["tools"] = _tools(body["tools"])
+        if body.get("tool_choice") is not None:
+            _apply_tool_choice(body["tool_choice"], out)
+    return out
+
+
+def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """A validated Anthropic Messages request body → an OpenAI chat-completions body;
+    a 400 naming the field for anything the translation would lose."""
+    _refuse_untranslated(body)
+    out = conversation_to_openai(body)
+    out["max_tokens"] = body["max_tokens"]
     for name in ("temperature", "top_p"):
         if isinstance(body.get(name), (int, float)) and not isinstance(body.get(name), bool):
             out[name] = body[name]
     stop = body.get("stop_sequences")
     if isinstance(stop, list) and stop:
         out["stop"] = [str(s) for s in stop]
-    if body.get("tools"):
-        out["tools"] = _tools(body["tools"])
-        if body.get("tool_choice") is not None:
-            _apply_tool_choice(body["tool_choice"], out)
     user = (
         (body.get("metadata") or {}).get("user_id")
         if isinstance(body.get("metadata"), dict)
@@ -539,7 +614,9 @@ class AnthropicResponse:
             body = openai_error_to_anthropic(status, body, self._ctx.request_id)
         elif status == 200:
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-                body = orjson.dumps(openai_to_message(orjson.loads(body), self._ctx.model_name))
+                answer = orjson.loads(body)
+                if "choices" in answer:  # a chat.completion; a native answer passes as is
+                    body = orjson.dumps(openai_to_message(answer, self._ctx.model_name))
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await self._send({**self._start, "headers": headers})

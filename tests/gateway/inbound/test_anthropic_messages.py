@@ -56,7 +56,6 @@ def test_request_text_system_image_limits_and_stream():
         ],
         "stop_sequences": ["END"],
         "temperature": 0.5,
-        "top_k": 3,
         "metadata": {"user_id": "u-1"},
         "stream": True,
     }
@@ -181,8 +180,8 @@ class _Ctx:
         ),
         ({"model": "m", "max_tokens": 5, "messages": []}, "messages"),
         (
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
-            "messages[0]",
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
         ),
         (
             {
@@ -551,3 +550,259 @@ def test_stream_broken_mid_way_ends_with_an_anthropic_error_event(setup):
     assert err.value.body["error"]["type"] == "api_error"
     [record] = records_wait(setup["gateway"], 1)
     assert record.endpoint == "messages" and record.error_code == "upstream_stream_broken"
+
+
+# --------------------------------------------------------------------------- issue 14: fidelity
+
+
+def test_mid_conversation_system_message_stays_at_its_position():
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "system": "Top.",
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Now be brief."}]},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "system", "content": "Reminder."},
+            {"role": "user", "content": "Bye"},
+        ],
+    }
+    assert [(m["role"], m["content"]) for m in messages_to_openai(body)["messages"]] == [
+        ("system", "Top."),
+        ("user", "Hi"),
+        ("system", "Now be brief."),
+        ("assistant", "Hello"),
+        ("system", "Reminder."),
+        ("user", "Bye"),
+    ]
+
+
+_USER = {"role": "user", "content": "x"}
+_DOC = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}}
+_CACHE = {"type": "ephemeral"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"top_k": 3}, "top_k"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        ({"thinking": {"type": "adaptive"}}, "thinking"),
+        ({"cache_control": _CACHE}, "cache_control"),
+        ({"output_config": {"effort": "low"}}, "output_config"),
+        ({"context_management": {"edits": []}}, "context_management"),
+        (
+            {"system": [{"type": "text", "text": "s", "cache_control": _CACHE}]},
+            "system[0].cache_control",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "t", "cache_control": _CACHE}],
+                    }
+                ]
+            },  # noqa: E501
+            "messages[0].content[0].cache_control",
+        ),
+        ({"tools": [{**WEATHER_TOOL, "cache_control": _CACHE}]}, "tools[0].cache_control"),
+        ({"messages": [{"role": "user", "content": [_DOC]}]}, "messages[0].content[0]"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [
+                                    {
+                                        "type": "image",
+                                        "source": {"type": "url", "url": "http://x/i.png"},
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0]",
+        ),
+    ],
+)
+def test_what_cannot_be_translated_is_refused_never_dropped(extra, param):
+    body = {"model": "m", "max_tokens": 5, "messages": [_USER], **extra}
+    with pytest.raises(GatewayError) as err:
+        validate_messages(_Ctx(body))
+    assert err.value.status == 400 and err.value.param == param
+    assert err.value.code == "unsupported_parameter" and param in err.value.message
+
+
+def test_thinking_disabled_and_null_fields_are_accepted():
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [_USER],
+        "thinking": {"type": "disabled"},
+        "top_k": None,
+        "temperature": 0.2,
+        "top_p": 0.9,
+    }
+    out = messages_to_openai(body)
+    assert (out["temperature"], out["top_p"]) == (0.2, 0.9) and "thinking" not in out
+
+
+def test_system_message_mid_conversation_reaches_an_openai_deployment_in_place(setup):
+    client, upstream = setup["client"], setup["upstream"]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "Answer in French from now on."},
+        {"role": "user", "content": "Hello?"},
+    ]
+    message = client.messages.create(model="gpt-4o-mini", max_tokens=20, messages=messages)
+    assert message.stop_reason == "end_turn"
+    assert upstream.requests[-1]["json"]["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "Answer in French from now on."},
+        {"role": "user", "content": "Hello?"},
+    ]
+
+
+def test_system_message_mid_conversation_joins_an_anthropic_deployments_system(
+    anthropic_setup,
+):
+    _, client, upstream = anthropic_setup
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "Hello?"},
+    ]
+    client.messages.create(model="claude", max_tokens=20, system="Top.", messages=messages)
+    sent = upstream.requests[-1]["json"]
+    assert sent["system"] == "Top.\n\nBe brief."
+    assert all(m["role"] in ("user", "assistant") for m in sent["messages"])
+
+
+def test_fields_the_translation_would_drop_are_refused_before_any_upstream(setup):
+    client, upstream = setup["client"], setup["upstream"]
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(
+            model="gpt-4o-mini",
+            max_tokens=2048,
+            messages=MESSAGES,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        )
+    assert err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert "'thinking'" in err.value.body["error"]["message"]
+    assert upstream.requests == []
+    [record] = records_wait(setup["gateway"], 1)
+    assert (record.status_code, record.error_code) == (400, "unsupported_parameter")
+
+
+# --------------------------------------------------------------------------- count_tokens
+
+
+def test_count_tokens_is_the_gateways_estimate_and_is_recorded(setup):
+    from apps.gateway.inbound.anthropic_count_tokens import count_input_tokens
+
+    client, upstream, gateway = setup["client"], setup["upstream"], setup["gateway"]
+    request = {
+        "model": "gpt-4o-mini",
+        "system": [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [*MESSAGES, {"role": "system", "content": "Mid-way."}],
+        "tools": [WEATHER_TOOL],
+    }
+    raw = client.messages.with_raw_response.count_tokens(**request)
+    counted = raw.parse()
+
+    assert raw.headers["x-odock-token-count"] == "estimate"
+    assert counted.input_tokens == count_input_tokens(request) > 0
+    assert raw.http_response.json() == {"input_tokens": counted.input_tokens}
+    shorter = client.messages.count_tokens(model="gpt-4o-mini", messages=MESSAGES)
+    assert 0 < shorter.input_tokens < counted.input_tokens
+    assert upstream.requests == []  # nothing sent upstream
+    records = records_wait(gateway, 2)
+    assert [(r.endpoint, r.status_code) for r in records] == [("messages.count_tokens", 200)] * 2
+    assert records[0].key_id == setup["key"].key.pk and records[0].cost_usd == 0
+    stages = [d[0] for d in records[0].decisions]
+    assert "count_tokens" in stages and "reserve_budget" not in stages  # no budget used
+
+
+def test_count_tokens_is_authenticated_and_authorised_like_messages(setup):
+    gateway = setup["gateway"]
+    stranger = anthropic.Anthropic(
+        base_url=gateway.url, api_key="sk-odock-" + "x" * 40, max_retries=0
+    )
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        stranger.messages.count_tokens(model="gpt-4o-mini", messages=MESSAGES)
+    assert err.value.body["error"]["type"] == "authentication_error"
+
+    with pytest.raises(anthropic.NotFoundError) as err:
+        setup["client"].messages.count_tokens(model="nope", messages=MESSAGES)
+    assert err.value.body["error"]["type"] == "not_found_error"
+    allow_models(setup["key"].key, setup["model"])
+    gateway.snapshots.reload()
+    with pytest.raises(anthropic.PermissionDeniedError) as err:
+        setup["client"].messages.count_tokens(model="gpt-4o", messages=MESSAGES)
+    assert err.value.body["error"]["type"] == "permission_error"
+    with pytest.raises(anthropic.BadRequestError) as err:
+        setup["client"].messages.count_tokens(model="gpt-4o-mini", messages=[])
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    records = records_wait(gateway, 4)
+    assert {r.endpoint for r in records} == {"messages.count_tokens"}
+
+
+# --------------------------------------------------------------------------- unknown paths
+
+
+def test_unknown_messages_paths_are_anthropic_shaped_404s_and_recorded(setup):
+    gateway, client = setup["gateway"], setup["client"]
+    with pytest.raises(anthropic.NotFoundError) as err:
+        client.messages.batches.list()
+    assert err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "not_found_error"
+    assert "/v1/messages/batches" in err.value.body["error"]["message"]
+
+    auth = {"x-api-key": setup["key"].secret}
+    response = httpx.post(gateway.url + "/v1/messages/anything", headers=auth, json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    response = httpx.get(gateway.url + "/v1/messages", headers=auth)
+    assert response.status_code == 405 and response.json()["type"] == "error"
+    response = httpx.get(gateway.url + "/v1/messages/anything")  # no key
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+    records = records_wait(gateway, 4)
+    assert [(r.endpoint, r.status_code) for r in records] == [
+        ("unknown", 404),
+        ("unknown", 404),
+        ("unknown", 405),
+        ("unknown", 401),
+    ]
+    assert records[0].key_id == setup["key"].key.pk
+
+
+def test_count_ignores_cache_control_but_refuses_what_it_cannot_count():
+    from apps.gateway.inbound.anthropic_count_tokens import count_input_tokens
+
+    plain = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+    }  # noqa: E501
+    cached = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello there", "cache_control": _CACHE}],
+            }
+        ],
+    }
+    assert count_input_tokens(cached) == count_input_tokens(plain) > 0
+    with pytest.raises(GatewayError) as err:
+        count_input_tokens({"model": "m", "messages": [{"role": "user", "content": [_DOC]}]})
+    assert err.value.param == "messages[0].content[0]"
