@@ -209,3 +209,21 @@ def test_level_page_shows_the_alias_inline(admin_client, world):
     assert page.status_code == 200
     html = page.content.decode()
     assert "modelalias-TOTAL_FORMS" in html and "claude-opus-*" in html
+
+
+def test_effective_policy_lists_the_aliases_with_the_level_each_comes_from(world):
+    from apps.policies.selectors import effective_policy_for_key
+
+    big, small, project = world
+    issued = key_create(project)
+    # The key's row is older than the organisation's: the nearest level wins, not the last row.
+    ModelAlias.objects.create(key=issued.key, alias="a", model=big)
+    ModelAlias.objects.create(organization=project.team.organization, alias="a", model=small)
+    ModelAlias.objects.create(organization=project.team.organization, alias="b", model=small)
+
+    policy = effective_policy_for_key(issued.key)
+
+    assert policy["model_aliases"] == {
+        "a": {"model": "my-model", "from": f"key:{issued.key.name}"},
+        "b": {"model": "small", "from": f"org:{project.team.organization.name}"},
+    }
