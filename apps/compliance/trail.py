@@ -42,7 +42,13 @@ def tracked_models() -> tuple[type[models.Model], ...]:
     from apps.audit.models import ContentCapture
     from apps.guardrails.models import GuardrailRule
     from apps.keys.models import VirtualKey
-    from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+    from apps.policies.models import (
+        Budget,
+        DeploymentTagRule,
+        ModelAccess,
+        ModelAlias,
+        RateLimit,
+    )
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
     from apps.tenancy.models import Organization, Project, Team
 
@@ -59,6 +65,7 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         RateLimit,
         ModelAccess,
         DeploymentTagRule,
+        ModelAlias,
         ContentCapture,
         GuardrailRule,
         AdminToken,  # who may change all of the above through the API

@@ -48,6 +48,25 @@ class LimitRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AliasTable:
+    """A key's effective model aliases, inheritance already applied: ``exact`` is a dict
+    lookup; ``patterns`` (prefix, target), longest prefix first, is scanned only on a miss."""
+
+    exact: dict[str, str]
+    patterns: tuple[tuple[str, str], ...] = ()
+
+    def target(self, name: str) -> str | None:
+        """The served model ``name`` stands for, or None when no alias matches."""
+        found = self.exact.get(name)
+        if found is not None:
+            return found
+        for prefix, model in self.patterns:
+            if name.startswith(prefix):
+                return model
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyEntry:
     identity: Identity
     # Epoch seconds; None means never.
@@ -73,6 +92,9 @@ class KeyEntry:
     capture_max_bytes: int = 0
     # The key's effective guardrails, compiled (``apps.gateway.guardrails.GuardSet``).
     guardrails: Any = None
+    # Names the key's clients may send for a served model (``model_aliases`` of every
+    # level, the nearest level winning per alias); None when no level has any.
+    aliases: AliasTable | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from apps.policies.models import (
     BudgetAlert,
     DeploymentTagRule,
     ModelAccess,
+    ModelAlias,
     RateLimit,
     ScopedRule,
 )
@@ -38,6 +39,7 @@ RULE_MODELS: tuple[type[ScopedRule], ...] = (
     Budget,
     RateLimit,
     ModelAccess,
+    ModelAlias,
     DeploymentTagRule,
     ContentCapture,
     GuardrailRule,
@@ -153,13 +155,13 @@ class RateLimitForm(forms.ModelForm):
         return cleaned
 
 
-class ModelAccessForm(forms.ModelForm):
-    """Refuses listing a model twice at one level (the table has no unique constraint, and
-    a second row would only clutter the level's list and its removal)."""
+class OncePerLevelForm(forms.ModelForm):
+    """Refuses a second rule with the same ``unique_field`` at one level. ModelAccess has no
+    unique constraint (a second row would only clutter the level's list); ModelAlias has
+    one, but an inline hides the level field, so Django's own constraint check skips it and
+    the save would end in an IntegrityError instead of a message."""
 
-    class Meta:
-        model = ModelAccess
-        fields = (*LEVELS, "model")
+    unique_field = "model"
 
     def _level_ids(self, cleaned: dict[str, Any]) -> dict[str, int]:
         """The level this rule is attached to, whether the form shows the level fields (the
@@ -175,34 +177,58 @@ class ModelAccessForm(forms.ModelForm):
                 ids[f"{level}_id"] = level_id
         return ids
 
+    def duplicate_message(self, existing: ScopedRule, value: Any) -> str:
+        raise NotImplementedError
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        model, levels = cleaned.get("model"), self._level_ids(cleaned)
-        if model is None or len(levels) != 1:
+        value, levels = cleaned.get(self.unique_field), self._level_ids(cleaned)
+        if value is None or len(levels) != 1:
             return cleaned  # the model's own "exactly one level" check reports this
         existing = (
-            ModelAccess.objects.filter(model=model, **levels)
+            self._meta.model.objects.filter(**{self.unique_field: value}, **levels)
             .exclude(pk=self.instance.pk)
             .select_related(*LEVELS)
             .first()
         )
         if existing is not None:
-            self.add_error(
-                "model",
-                ValidationError(
-                    f"{existing.level} already allows {model.name}; a model is listed once "
-                    "per level.",
-                    code="duplicate",
-                ),
-            )
+            message = self.duplicate_message(existing, value)
+            self.add_error(self.unique_field, ValidationError(message, code="duplicate"))
         return cleaned
+
+
+class ModelAccessForm(OncePerLevelForm):
+    class Meta:
+        model = ModelAccess
+        fields = (*LEVELS, "model")
+
+    def duplicate_message(self, existing: ScopedRule, value: Any) -> str:
+        return f"{existing.level} already allows {value.name}; a model is listed once per level."
+
+
+class ModelAliasForm(OncePerLevelForm):
+    """The target must be a served model (the foreign key); an alias may not be a model's
+    own name (``ModelAlias.clean``) and is listed once per level."""
+
+    unique_field = "alias"
+
+    class Meta:
+        model = ModelAlias
+        fields = (*LEVELS, "alias", "model")
+
+    def duplicate_message(self, existing: ScopedRule, value: Any) -> str:
+        return f"{existing.level} already maps {value}; an alias is listed once per level."
 
 
 RULE_FORMS: dict[type[ScopedRule], type[forms.ModelForm]] = {
     RateLimit: RateLimitForm,
     ModelAccess: ModelAccessForm,
+    ModelAlias: ModelAliasForm,
 }
 
+
+# The field a level lists each value of once (checked across an inline's new rows).
+ONCE_PER_LEVEL: dict[type[ScopedRule], str] = {ModelAccess: "model", ModelAlias: "alias"}
 
 # --- Inlines on the level pages -------------------------------------------------------
 
@@ -217,18 +243,19 @@ class RuleInlineFormSet(BaseInlineFormSet):
 
     def clean(self) -> None:
         super().clean()
-        if self.model is not ModelAccess:
+        field = ONCE_PER_LEVEL.get(self.model)
+        if field is None:
             return
-        # Each form checks the database; two new rows naming one model only meet here.
-        seen: set[int] = set()
+        # Each form checks the database; two new rows naming one value only meet here.
+        seen: set[Any] = set()
         for form in self.forms:
             cleaned = getattr(form, "cleaned_data", None) or {}
-            model = cleaned.get("model")
-            if model is None or cleaned.get("DELETE"):
+            value = cleaned.get(field)
+            if value is None or cleaned.get("DELETE"):
                 continue
-            if model.pk in seen:
-                raise ValidationError(f"{model.name} is listed twice; list each model once.")
-            seen.add(model.pk)
+            if value in seen:
+                raise ValidationError(f"{value} is listed twice; list each {field} once.")
+            seen.add(value)
 
 
 class RuleInline(admin.TabularInline):
@@ -344,6 +371,16 @@ class RateLimitAdmin(RuleAdmin):
 class ModelAccessAdmin(RuleAdmin):
     form = ModelAccessForm
     list_display = ("level", "model")
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(RuleAdmin):
+    """Names clients send (e.g. Claude Code's defaults) mapped to a served model per level."""
+
+    form = ModelAliasForm
+    list_display = ("level", "alias", "model")
+    search_fields = (*RuleAdmin.search_fields, "alias")
+    search_help_text = "Organisation, team, project, key, alias or model name."
 
 
 @admin.register(DeploymentTagRule)

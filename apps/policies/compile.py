@@ -16,6 +16,7 @@ from apps.gateway.governance import PICO_PER_USD, counter_key
 from apps.gateway.guardrails import guardset_compile
 from apps.gateway.providers.registry import options_parse
 from apps.gateway.snapshot import (
+    AliasTable,
     DeploymentEntry,
     Identity,
     KeyEntry,
@@ -25,7 +26,7 @@ from apps.gateway.snapshot import (
 )
 from apps.guardrails.policy import resolve
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
 from apps.providers.models import Deployment, DeploymentRole, Model, ModelFallback
 from apps.tenancy.models import OutagePolicy
 
@@ -199,6 +200,30 @@ def _tag_rules_by_level() -> dict[LevelKey, list[tuple[str, frozenset[str]]]]:
     return rules
 
 
+def _aliases_by_level() -> dict[LevelKey, dict[str, str]]:
+    aliases: dict[LevelKey, dict[str, str]] = defaultdict(dict)
+    for rule in ModelAlias.objects.select_related("model"):
+        aliases[_level_of(rule)][rule.alias] = rule.model.name
+    return aliases
+
+
+def alias_table(levels: list[dict[str, str]]) -> AliasTable | None:
+    """Merge the levels' aliases, parents first: the nearest level wins per alias. Exact
+    names go in a dict; patterns (``claude-sonnet-*``) become prefixes, longest first, so
+    the most specific pattern wins whichever level it came from."""
+    merged: dict[str, str] = {}
+    for level in levels:
+        merged.update(level)
+    if not merged:
+        return None
+    exact = {alias: model for alias, model in merged.items() if not alias.endswith("*")}
+    patterns = sorted(
+        ((alias[:-1], model) for alias, model in merged.items() if alias.endswith("*")),
+        key=lambda pair: (-len(pair[0]), pair[0]),
+    )
+    return AliasTable(exact=exact, patterns=tuple(patterns))
+
+
 def _required_tags(
     levels: list[LevelKey], rules: dict[LevelKey, list[tuple[str, frozenset[str]]]]
 ) -> tuple[tuple[str, frozenset[str]], ...]:
@@ -217,6 +242,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
     tag_rules = _tag_rules_by_level()
     capture = _capture_by_level()
     guardrails = _guardrails_by_level()
+    aliases = _aliases_by_level()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -259,6 +285,10 @@ def _compile_keys() -> dict[str, KeyEntry]:
         )
         if mode != "none":
             entry = dataclasses.replace(entry, capture_mode=mode, capture_max_bytes=max_bytes)
+        if aliases:
+            table = alias_table([aliases.get(level, {}) for level in levels])
+            if table is not None:
+                entry = dataclasses.replace(entry, aliases=table)
         if guardrails:
             resolution = resolve([guardrails.get(level, ()) for level in levels])
             guard = guardset_compile(list(resolution.rules.values()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -148,6 +148,54 @@ class DeploymentTagRule(ScopedRule):
             or not all(isinstance(v, str) and v for v in values)
         ):
             raise ValidationError({"allowed_values": "A non-empty list of strings."})
+
+
+ALIAS_PATTERN = RegexValidator(
+    r"^[A-Za-z0-9][-A-Za-z0-9_.:/@]*\*?$",
+    "An exact model name, or a prefix ending in one * (e.g. claude-sonnet-*).",
+)
+
+
+class ModelAlias(ScopedRule):
+    """Maps a name clients send (e.g. Claude Code's ``claude-sonnet-5``) to a served model.
+
+    ``alias`` is an exact name or a prefix with one trailing ``*`` so dated forms
+    (``claude-sonnet-5-20261001``) match. Per alias the nearest level wins (key, project,
+    team, organisation); an exact alias beats a pattern, a longer pattern a shorter one.
+    An alias may not be a served model's own name: a model's name always means that model,
+    so an alias can never silently redirect traffic meant for it.
+    """
+
+    alias = models.CharField(max_length=200, validators=[ALIAS_PATTERN])
+    model = models.ForeignKey(
+        Model, on_delete=models.CASCADE, related_name="aliases", help_text="The served model."
+    )
+
+    class Meta:
+        verbose_name = "model alias"
+        verbose_name_plural = "model aliases"
+        constraints = [
+            _exactly_one_level("modelalias_exactly_one_level"),
+            *(
+                models.UniqueConstraint(
+                    fields=[level, "alias"],
+                    condition=Q(**{f"{level}__isnull": False}),
+                    name=f"modelalias_once_per_{level}",
+                    violation_error_message="This level already has this alias.",
+                )
+                for level in LEVELS
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.alias} → {self.model.name}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.alias and Model.objects.filter(name=self.alias).exists():
+            raise ValidationError(
+                {"alias": f"'{self.alias}' is a model's own name; an alias may not shadow it."}
+            )
 
 
 class BudgetAlert(models.Model):

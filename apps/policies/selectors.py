@@ -11,7 +11,7 @@ from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.guardrails.policy import effective_rule_of, resolve
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
 from apps.policies.spend import budget_spent_usd
 
 
@@ -134,6 +134,12 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
         residency_rules.append(
             {"level": label_of(t), "tag": t.tag, "allowed": sorted(values), "rule_id": t.pk}
         )
+    # Parents first, so the nearest level's mapping of an alias is the one kept.
+    aliases: dict[str, dict[str, str]] = {}
+    alias_rows = ModelAlias.objects.filter(_level_q(levels)).select_related("model")
+    order = {level.label: i for i, level in enumerate(levels)}
+    for a in sorted(alias_rows, key=lambda row: order.get(label_of(row), 0)):
+        aliases[a.alias] = {"model": a.model.name, "from": label_of(a)}
     guard_levels = []
     for level in levels:
         rules = GuardrailRule.objects.filter(**{level.field: level.obj}).order_by("pk")
@@ -161,6 +167,7 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
             ],
             "ignored": [{"level": level, "why": why} for level, why in guard.ignored],
         },
+        "model_aliases": dict(sorted(aliases.items())),
         "deployment_tags": {
             "effective": {tag: sorted(values) for tag, values in sorted(residency.items())},
             "rules": residency_rules,

@@ -1,5 +1,5 @@
 """Writes to the rules attached to a level of the hierarchy (budgets, rate limits, model
-access, deployment tag rules, content capture, guardrail rules, MCP tool grants).
+access, model aliases, deployment tag rules, content capture, guardrail rules, MCP tool grants).
 
 ``scoped_rules_sync`` makes one level's rules of one type exactly a given list, matched by
 natural key, saving only what changed: what ``odock_apply`` does for each level it names,
@@ -18,13 +18,21 @@ from apps.audit.models import ContentCapture
 from apps.core.services import SyncResult, rows_sync
 from apps.guardrails.models import GuardrailRule
 from apps.mcp.models import ToolGrant
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit, ScopedRule
+from apps.policies.models import (
+    Budget,
+    DeploymentTagRule,
+    ModelAccess,
+    ModelAlias,
+    RateLimit,
+    ScopedRule,
+)
 
 # Rule type -> (model, the fields that identify a rule within one level), in apply order.
 RULE_TYPES: dict[str, tuple[type[ScopedRule], tuple[str, ...]]] = {
     "budgets": (Budget, ("model_id", "period")),
     "rate_limits": (RateLimit, ("model_id",)),
     "model_access": (ModelAccess, ("model_id",)),
+    "model_aliases": (ModelAlias, ("alias",)),
     "deployment_tags": (DeploymentTagRule, ("tag",)),
     "capture": (ContentCapture, ()),
     "guardrails": (GuardrailRule, ("detector", "name")),

@@ -16,7 +16,13 @@ def connect_config_signals() -> None:
     from apps.guardrails.models import GuardrailRule
     from apps.keys.models import VirtualKey
     from apps.mcp.models import McpServer, McpTool, ToolGrant
-    from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+    from apps.policies.models import (
+        Budget,
+        DeploymentTagRule,
+        ModelAccess,
+        ModelAlias,
+        RateLimit,
+    )
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
     from apps.tenancy.models import Organization, Project, Team
 
@@ -33,6 +39,7 @@ def connect_config_signals() -> None:
         ModelAccess,
         ModelFallback,
         DeploymentTagRule,
+        ModelAlias,
         ContentCapture,
         GuardrailRule,
         McpServer,

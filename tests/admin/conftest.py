@@ -41,6 +41,7 @@ RULE_INLINES = (
     "budget",
     "ratelimit",
     "modelaccess",
+    "modelalias",
     "deploymenttagrule",
     "contentcapture",
     "guardrailrule",

@@ -22,7 +22,14 @@ from apps.core.forms import WriteOnlySecretField
 from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
 from apps.mcp.models import McpServer, ToolGrant
-from apps.policies.models import Budget, BudgetAlert, DeploymentTagRule, ModelAccess, RateLimit
+from apps.policies.models import (
+    Budget,
+    BudgetAlert,
+    DeploymentTagRule,
+    ModelAccess,
+    ModelAlias,
+    RateLimit,
+)
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
 from apps.tenancy.models import Organization, Project, Team
@@ -65,6 +72,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         ),
         DeploymentTagRule: DeploymentTagRule.objects.create(
             project=world.project, tag="region", allowed_values=["eu"]
+        ),
+        ModelAlias: ModelAlias.objects.create(
+            project=world.project, alias="claude-sonnet-*", model=world.model
         ),
         BudgetAlert: BudgetAlert.objects.create(
             budget=world.budget, period_key="m202601", threshold=80, limit_usd=10, spent_usd=8

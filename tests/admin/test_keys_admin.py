@@ -87,6 +87,8 @@ def test_change_page_edits_name_but_never_shows_a_digest(admin_client, world):
             "ratelimit-INITIAL_FORMS": "0",
             "modelaccess-TOTAL_FORMS": "1",
             "modelaccess-INITIAL_FORMS": "1",
+            "modelalias-TOTAL_FORMS": "0",
+            "modelalias-INITIAL_FORMS": "0",
             "deploymenttagrule-TOTAL_FORMS": "0",
             "deploymenttagrule-INITIAL_FORMS": "0",
             "contentcapture-TOTAL_FORMS": "0",

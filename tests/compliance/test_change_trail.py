@@ -30,7 +30,7 @@ from apps.compliance.trail import tracked_models
 from apps.guardrails.models import GuardrailRule
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, RateLimit
+from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 from apps.tenancy.models import Organization, Project, Team
 from tests.admin.conftest import raw_column
@@ -145,6 +145,12 @@ CASES: dict[type[DjangoModel], Case] = {
         lambda b, o: {"model": b.model2.pk},
         "model",
         None,  # the second model's id, checked below
+    ),
+    ModelAlias: Case(
+        lambda b: {"team": b.team.pk, "alias": "claude-sonnet-*", "model": b.model.pk},
+        lambda b, o: {"alias": "claude-sonnet-5"},
+        "alias",
+        "claude-sonnet-5",
     ),
     DeploymentTagRule: Case(
         lambda b: {"project": b.project.pk, "tag": "region", "allowed_values": '["eu"]'},

@@ -1,5 +1,5 @@
-"""Stage 2, authorize: parse and validate the request, then check the model against the
-key's effective policy."""
+"""Stage 2, authorize: parse and validate the request, resolve a model alias, then check the
+model against the key's effective policy."""
 
 from __future__ import annotations
 
@@ -56,15 +56,20 @@ class Authorize:
             ctx.decide(self.name, Outcome.DENY, f"invalid request: {exc.code}")
             raise
         assert ctx.key is not None
+        # ``ctx.model_name`` stays the name the client sent (answers and the record's
+        # ``model_requested`` carry it); an alias only decides which model serves it.
+        name, via = resolve_alias(ctx), ""
+        if name != ctx.model_name:
+            via = f" (alias {ctx.model_name} → {name})"
         allowed = ctx.key.allowed_models
-        if allowed is not None and ctx.model_name not in allowed:
-            ctx.decide(self.name, Outcome.DENY, f"model {ctx.model_name} not allowed")
+        if allowed is not None and name not in allowed:
+            ctx.decide(self.name, Outcome.DENY, f"model {name} not allowed{via}")
             raise forbidden(
                 f"This key may not use the model '{ctx.model_name}'.", code="model_not_allowed"
             )
-        model = ctx.snapshot.models.get(ctx.model_name)
+        model = ctx.snapshot.models.get(name)
         if model is None:
-            ctx.decide(self.name, Outcome.DENY, f"unknown model {ctx.model_name}")
+            ctx.decide(self.name, Outcome.DENY, f"unknown model {name}{via}")
             raise GatewayError(
                 404,
                 f"The model '{ctx.model_name}' does not exist.",
@@ -72,4 +77,15 @@ class Authorize:
                 param="model",
             )
         ctx.model = model
-        ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
+        ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}{via}")
+
+
+def resolve_alias(ctx: RequestContext) -> str:
+    """The served model's name for the name the client sent. A served model's own name
+    always means that model (an alias never shadows it), so the alias table is read only
+    for names the snapshot does not serve."""
+    assert ctx.key is not None
+    aliases = ctx.key.aliases
+    if aliases is None or ctx.model_name in ctx.snapshot.models:
+        return ctx.model_name
+    return aliases.target(ctx.model_name) or ctx.model_name

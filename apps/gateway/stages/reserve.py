@@ -99,7 +99,7 @@ class ReserveBudget:
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None and ctx.model is not None and ctx.body is not None
-        rules = applicable_rules(ctx.key.limits, ctx.model_name)
+        rules = applicable_rules(ctx.key.limits, ctx.model.name)  # an alias counts as its model
         if not rules:  # needs no governance state: served from the snapshot, outage or not
             ctx.decide(self.name, Outcome.PASS, "no budget or rate limit applies")
             return

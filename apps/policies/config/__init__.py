@@ -45,6 +45,11 @@ What a run does (and what a second run relies on):
   leaves out takes the defaults, and its ``fallback_models`` replace the model's. Without
   ``routing:`` the model's routing is left as it is. Deployments take ``priority`` (lower
   first for the ``priority`` strategy) and ``tags``.
+- **Model aliases.** A level's ``model_aliases: {claude-sonnet-5: my-model,
+  "claude-haiku-*": small}`` replaces its aliases (matched by alias): a name clients send,
+  exact or a prefix ending in one ``*`` (quote it in YAML), mapped to a served model (in
+  the file or the database). An alias may not be a model's own name. The nearest level
+  wins per alias; an exact alias beats a pattern, the longest pattern wins.
 - **Data residency.** A level's ``deployment_tags: {region: [eu]}`` replaces its tag rules:
   its requests may only be served by deployments whose tag has one of the values (every
   level's rules apply).

@@ -329,6 +329,14 @@ def _level_rules(
     access = {
         (model_id(name),): (f"{path}.models[{i}]", name, {}) for i, name in enumerate(spec.models)
     }
+    aliases = {
+        (alias,): (
+            f"{path}.model_aliases.{alias}",
+            f"{alias} → {target}",
+            {"model_id": model_id(target)},
+        )
+        for alias, target in spec.model_aliases.items()
+    }
     tags = {
         (tag,): (f"{path}.deployment_tags.{tag}", f"{tag}", {"allowed_values": values})
         for tag, values in spec.deployment_tags.items()
@@ -365,6 +373,7 @@ def _level_rules(
         "budgets": budgets,
         "rate_limits": limits,
         "model_access": access,
+        "model_aliases": aliases,
         "deployment_tags": tags,
         "capture": capture,
         "guardrails": guards,

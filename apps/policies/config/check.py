@@ -78,6 +78,11 @@ def _check_level_rules(
         [(g.detector.value, g.name) for g in spec.guardrails],
         "guardrail (detector, name)",
     )
+    for alias, target in spec.model_aliases.items():
+        where = f"{path}.model_aliases.{alias}"
+        check_model(where, target)
+        if alias in known_models:
+            errors.append(f"{where}: {alias!r} is a model's own name; an alias may not shadow it")
     for i, grant in enumerate(spec.tools):
         if grant.server not in known_servers:
             errors.append(f"{path}.tools[{i}].server: unknown MCP server {grant.server!r}")

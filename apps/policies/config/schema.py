@@ -200,6 +200,11 @@ HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+AliasName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.:/@]*\*?$", max_length=200)
+]
+
+
 class ToolGrantSpec(_Spec):
     """One tool grant of a level: a server's tool (``*``: every tool) allowed or denied."""
 
@@ -228,6 +233,9 @@ class LevelSpec(_Spec):
     ] = Field(default_factory=dict)
     # MCP tool grants of this level (the list replaces the level's grants).
     tools: list[ToolGrantSpec] = Field(default_factory=list)
+    # Model aliases: a name clients send (exact, or a prefix ending in one *) -> a served
+    # model, e.g. {claude-sonnet-5: my-model, "claude-haiku-*": small}.
+    model_aliases: dict[AliasName, ModelName] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _single_or_list(self) -> LevelSpec:
