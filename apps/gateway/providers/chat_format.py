@@ -167,8 +167,14 @@ def chat_completion(
     finish_reason: str,
     usage: dict[str, Any],
 ) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` with one choice, named after the public model."""
-    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+    """An OpenAI ``chat.completion`` with one choice, named after the public model. The
+    message carries ``refusal: null`` as OpenAI's does (clients read it to tell a
+    refusal from an answer; no translated provider reports one)."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text or (None if calls else ""),
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     return {

@@ -367,7 +367,11 @@ def test_blocked_prompt_is_an_empty_content_filter_answer():
         "usageMetadata": {"promptTokenCount": 3},
     }
     answer = gemini_to_openai(blocked, "pub")
-    assert answer["choices"][0]["message"] == {"role": "assistant", "content": ""}
+    assert answer["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
     assert answer["choices"][0]["finish_reason"] == "content_filter"
     assert answer["usage"]["prompt_tokens"] == 3
 
