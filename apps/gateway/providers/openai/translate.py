@@ -2,11 +2,20 @@
 
 Shared by the ``openai``, ``openai_compatible`` and ``azure`` kinds. Requests are
 forwarded with ``model`` set to the deployment's upstream model; answers and stream
-events pass through untouched, and only their usage is read. Pure (no I/O).
+events pass through with only their ``model`` renamed to the public name the client asked
+for (the upstream's name, often a dated one such as ``gpt-4o-mini-2024-07-18`` or an Azure
+deployment, is the operator's business), and their usage is read. Pure (no I/O).
+
+The rename works on the bytes, not on parsed JSON (see :func:`public_model_field`): a
+stream chunk is relayed as it came, at ~0.25 µs for a learnt ``bytes.replace`` against
+~1.4 µs to parse and re-dump it (measured on a typical 250-byte chunk), and the
+upstream's model value is learnt from the answer rather than assumed to be the name sent,
+since OpenAI and Azure answer with their own (dated) names.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -37,6 +46,32 @@ def read_usage(ctx: RequestContext, usage: dict[str, Any] | None) -> bool:
     return True
 
 
+# The ``"model": "..."`` member of an answer (a JSON string, escapes included). Inside a
+# JSON string every quote is escaped, so an unescaped ``"model"`` followed by a colon is a
+# key; the answer's own ``model`` is the first one (chat) or the last (embeddings).
+_MODEL_FIELD = re.compile(rb'(?<!\\)"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+def public_model_field(public_model: str) -> bytes:
+    """The ``"model":"<public name>"`` member that replaces the upstream's."""
+    return b'"model":' + orjson.dumps(public_model)
+
+
+def with_public_model(body: bytes, field: bytes, *, last: bool = False) -> bytes:
+    """``body`` with its ``model`` member replaced by ``field`` (see
+    :func:`public_model_field`); unchanged if it has none. ``last``: the member follows a
+    large array (embeddings), so it is looked for from the end rather than scanning it."""
+    match = None
+    if last:
+        at = body.rfind(b'"model"')
+        match = _MODEL_FIELD.match(body, at) if at >= 0 else None
+    if match is None:
+        match = _MODEL_FIELD.search(body)
+    if match is None:
+        return body
+    return body[: match.start()] + field + body[match.end() :]
+
+
 def raw_event(event: bytes) -> bytes:
     """SSE decoding for a pass-through: the event itself."""
     return event
@@ -47,18 +82,35 @@ class OpenAIStreamTranslator:
     event the client did not ask for, and counts content chunks (the estimate when no
     usage arrives)."""
 
-    __slots__ = ("chunks", "finished", "include_usage", "usage")
+    __slots__ = ("_field", "_upstream_field", "chunks", "finished", "include_usage", "usage")
 
-    def __init__(self, *, include_usage: bool) -> None:
+    def __init__(self, *, include_usage: bool, public_model: str) -> None:
         self.include_usage = include_usage
         self.usage: dict[str, Any] | None = None
         self.finished = False
         self.chunks = 0
+        self._field = public_model_field(public_model)
+        # The upstream's ``"model":"..."`` bytes as first seen: every chunk of a stream
+        # carries the same, so later chunks are renamed by a plain replace.
+        self._upstream_field: bytes | None = None
+
+    def _renamed(self, event: bytes) -> bytes:
+        """The chunk with the public model name."""
+        known = self._upstream_field
+        if known is not None and known in event:
+            return event.replace(known, self._field, 1)
+        match = _MODEL_FIELD.search(event)
+        if match is None:  # an error event, say
+            return event
+        self._upstream_field = match.group(0)
+        return event[: match.start()] + self._field + event[match.end() :]
 
     def feed_event(self, event: bytes) -> bytes:
         if event.startswith(b"data: [DONE]"):
             self.finished = True
-        elif b'"usage":{' in event or b'"usage": {' in event:
+            return event + b"\n\n"
+        event = self._renamed(event)
+        if b'"usage":{' in event or b'"usage": {' in event:
             try:
                 parsed = orjson.loads(event[event.index(b"{") :])
             except (ValueError, orjson.JSONDecodeError):
