@@ -273,6 +273,10 @@ class ChunkTranslator:
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
 
+    def _opening(self) -> bytes:
+        """The first chunk, as OpenAI's: the role, empty content and ``refusal: null``."""
+        return self._chunk({"role": "assistant", "content": "", "refusal": None})
+
     def _tool_start(self, tool_index: int, call_id: Any, name: Any) -> bytes:
         """The first chunk of a tool call: its id and name, no arguments yet."""
         call = {
