@@ -279,6 +279,8 @@ PUBLIC = public_model_field("m")
             b'{"c":"say \\"model\\": \\"x\\"","model":"up"}',
             b'{"c":"say \\"model\\": \\"x\\"","model":"m"}',
         ),
+        # A key ending in an escaped quote and "model" is not the member either.
+        (b'{"k\\"model":"v","model":"up"}', b'{"k\\"model":"v","model":"m"}'),
         (b'{"error":{"message":"no"}}', b'{"error":{"message":"no"}}'),
     ],
 )

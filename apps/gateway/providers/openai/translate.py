@@ -46,10 +46,24 @@ def read_usage(ctx: RequestContext, usage: dict[str, Any] | None) -> bool:
     return True
 
 
-# The ``"model": "..."`` member of an answer (a JSON string, escapes included). Inside a
-# JSON string every quote is escaped, so an unescaped ``"model"`` followed by a colon is a
-# key; the answer's own ``model`` is the first one (chat) or the last (embeddings).
-_MODEL_FIELD = re.compile(rb'(?<!\\)"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+# The ``"model": "..."`` member of an answer, matched where a ``"model"`` key was found (a
+# JSON string, escapes included; the unrolled form is ~2x faster than an alternation).
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"[^"\\]*(?:\\.[^"\\]*)*"')
+_MODEL_KEY = b'"model"'
+
+
+def _model_member(body: bytes, *, last: bool = False) -> re.Match[bytes] | None:
+    """Where ``body``'s ``model`` member is. Inside a JSON string every quote is escaped,
+    so an unescaped ``"model"`` followed by a colon is a key; the answer's own is the
+    first (chat) or the last (embeddings, after the vectors: not scanned)."""
+    at = body.rfind(_MODEL_KEY) if last else body.find(_MODEL_KEY)
+    while at >= 0:
+        if at == 0 or body[at - 1] != 0x5C:  # not ``\"model\"`` inside a string
+            match = _MODEL_FIELD.match(body, at)
+            if match is not None:
+                return match
+        at = body.rfind(_MODEL_KEY, 0, at) if last else body.find(_MODEL_KEY, at + 1)
+    return None
 
 
 def public_model_field(public_model: str) -> bytes:
@@ -60,13 +74,8 @@ def public_model_field(public_model: str) -> bytes:
 def with_public_model(body: bytes, field: bytes, *, last: bool = False) -> bytes:
     """``body`` with its ``model`` member replaced by ``field`` (see
     :func:`public_model_field`); unchanged if it has none. ``last``: the member follows a
-    large array (embeddings), so it is looked for from the end rather than scanning it."""
-    match = None
-    if last:
-        at = body.rfind(b'"model"')
-        match = _MODEL_FIELD.match(body, at) if at >= 0 else None
-    if match is None:
-        match = _MODEL_FIELD.search(body)
+    large array (embeddings), so it is looked for from the end."""
+    match = _model_member(body, last=last)
     if match is None:
         return body
     return body[: match.start()] + field + body[match.end() :]
@@ -99,7 +108,7 @@ class OpenAIStreamTranslator:
         known = self._upstream_field
         if known is not None and known in event:
             return event.replace(known, self._field, 1)
-        match = _MODEL_FIELD.search(event)
+        match = _model_member(event)
         if match is None:  # an error event, say
             return event
         self._upstream_field = match.group(0)
