@@ -6,11 +6,13 @@ events pass through with only their ``model`` renamed to the public name the cli
 for (the upstream's name, often a dated one such as ``gpt-4o-mini-2024-07-18`` or an Azure
 deployment, is the operator's business), and their usage is read. Pure (no I/O).
 
-The rename works on the bytes, not on parsed JSON (see :func:`public_model_field`): a
-stream chunk is relayed as it came, at ~0.25 µs for a learnt ``bytes.replace`` against
-~1.4 µs to parse and re-dump it (measured on a typical 250-byte chunk), and the
-upstream's model value is learnt from the answer rather than assumed to be the name sent,
-since OpenAI and Azure answer with their own (dated) names.
+The rename works on the bytes, not on parsed JSON (see :func:`with_public_model`). Per
+stream chunk it is a ``bytes.replace`` of the member learnt from the first chunk: ~0.25 µs
+against ~1.4 µs to parse and re-dump it (a typical 250-byte chunk, idle machine). The
+upstream's value is learnt from the answer, not assumed to be the name sent, since OpenAI
+and Azure answer with their own (dated) names. A non-streamed answer is renamed the same
+way (``bytes.find`` then one match, ~1 µs), and an embeddings answer from its end, so the
+vectors are not rescanned nor re-serialised (~300 µs for 8 float vectors of 1536).
 """
 
 from __future__ import annotations
