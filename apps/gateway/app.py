@@ -41,10 +41,12 @@ from apps.gateway.stages import (
     Inspect,
     ListModels,
     ReserveBudget,
+    RetrieveModel,
     UnknownEndpoint,
     validate_chat,
     validate_embeddings,
 )
+from apps.gateway.stages.local import MODEL_PREFIX
 from apps.gateway.stages.record import Record, RecordSink
 from apps.gateway.stages.route import RetryPolicy, Route
 from apps.gateway.state_store import LocalStateStore, StateStore
@@ -208,6 +210,7 @@ class GatewayApp:
                 record,
             ),
             ("GET", "/v1/models"): Pipeline("models", [authenticate, ListModels()], record),
+            ("GET", MODEL_PREFIX): Pipeline("models", [authenticate, RetrieveModel()], record),
         }
         self._paths = {path for _, path in self.pipelines}
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
@@ -334,6 +337,8 @@ class GatewayApp:
         if not self._started:
             await self.startup()
         pipeline = self.pipelines.get((method, path))
+        if pipeline is None and path.startswith(MODEL_PREFIX):  # GET /v1/models/{id}
+            pipeline = self.pipelines.get((method, MODEL_PREFIX))
         if pipeline is None:
             if path.startswith("/v1/"):  # an API call the gateway does not serve: recorded
                 await self._refuse_unknown(method, path, scope, receive, send)

@@ -167,8 +167,14 @@ def chat_completion(
     finish_reason: str,
     usage: dict[str, Any],
 ) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` with one choice, named after the public model."""
-    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+    """An OpenAI ``chat.completion`` with one choice, named after the public model. The
+    message carries ``refusal: null`` as OpenAI's does (clients read it to tell a
+    refusal from an answer; no translated provider reports one)."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text or (None if calls else ""),
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     return {
@@ -266,6 +272,10 @@ class ChunkTranslator:
         if not (self.got_usage and self.finished):
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
+
+    def _opening(self) -> bytes:
+        """The first chunk, as OpenAI's: the role, empty content and ``refusal: null``."""
+        return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
     def _tool_start(self, tool_index: int, call_id: Any, name: Any) -> bytes:
         """The first chunk of a tool call: its id and name, no arguments yet."""

@@ -21,7 +21,7 @@ from apps.gateway.stages.authorize import (
     validate_embeddings,
 )
 from apps.gateway.stages.inspect import Inspect
-from apps.gateway.stages.local import ListModels, UnknownEndpoint
+from apps.gateway.stages.local import ListModels, RetrieveModel, UnknownEndpoint
 from apps.gateway.stages.reserve import ReserveBudget
 
 
@@ -37,6 +37,7 @@ __all__ = [
     "Inspect",
     "ListModels",
     "ReserveBudget",
+    "RetrieveModel",
     "Stage",
     "UnknownEndpoint",
     "parse_json_body",

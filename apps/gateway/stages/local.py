@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.respond import send_json
+from apps.gateway.snapshot import ModelEntry
 
 
 class UnknownEndpoint:
@@ -24,16 +27,61 @@ class UnknownEndpoint:
         raise GatewayError(404, f"Unknown endpoint {ctx.path}.", code="unknown_endpoint")
 
 
+MODELS_PATH = "/v1/models"
+#: ``GET /v1/models/{id}``: the id is the rest of the (decoded) path, slashes included.
+MODEL_PREFIX = MODELS_PATH + "/"
+
+
+def _model_object(model: ModelEntry) -> dict[str, Any]:
+    """OpenAI's Model object for a served model (``owned_by`` is the gateway: which
+    provider serves it is the operator's business)."""
+    return {"id": model.name, "object": "model", "created": model.created, "owned_by": "odock"}
+
+
+def _visible(ctx: RequestContext, name: str) -> ModelEntry | None:
+    """The model ``name`` if it exists and the key may use it, else ``None``."""
+    assert ctx.key is not None
+    allowed = ctx.key.allowed_models
+    if allowed is not None and name not in allowed:
+        return None
+    return ctx.snapshot.models.get(name)
+
+
 class ListModels:
+    """``GET /v1/models``: the models the key may use."""
+
     name = StageName.LIST_MODELS
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None
         allowed = ctx.key.allowed_models
         data = [
-            {"id": m.name, "object": "model", "created": m.created, "owned_by": "odock"}
+            _model_object(m)
             for name, m in sorted(ctx.snapshot.models.items())
             if allowed is None or name in allowed
         ]
         ctx.decide(self.name, Outcome.ALLOW, f"{len(data)} models")
         await send_json(ctx, 200, {"object": "list", "data": data})
+
+
+class RetrieveModel:
+    """``GET /v1/models/{id}`` (the openai SDK's ``models.retrieve``). A model the key may
+    not use answers exactly as one that does not exist, so a key cannot probe for the
+    names other teams use."""
+
+    name = StageName.LIST_MODELS
+
+    async def run(self, ctx: RequestContext) -> None:
+        model_id = ctx.path[len(MODEL_PREFIX) :]
+        ctx.model_name = model_id[:200]  # the record's model_requested holds 200
+        model = _visible(ctx, model_id)
+        if model is None:
+            ctx.decide(self.name, Outcome.DENY, "model not available to the key")
+            raise GatewayError(
+                404,
+                f"The model '{ctx.model_name}' does not exist.",
+                code="model_not_found",
+                param="model",
+            )
+        ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
+        await send_json(ctx, 200, _model_object(model))

@@ -17,6 +17,8 @@ from tests.factories import key_create, model_create, provider_create
 UPSTREAM_SECRET = "upstream-secret-never-shown-0f3a9"
 AWS_KEY_ID = BEDROCK_ACCESS_KEY_ID
 KINDS = list(PROVIDERS)
+#: The first delta of a translated stream, as OpenAI's.
+OPENING_DELTA = {"role": "assistant", "content": "", "refusal": None}
 
 
 def start_fake(kind: str):

@@ -23,7 +23,7 @@ from apps.gateway.providers.anthropic.translate import (
 )
 from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
-from tests.gateway.providers.conftest import with_openai_fallback
+from tests.gateway.providers.conftest import OPENING_DELTA, with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 # --------------------------------------------------------------------------- pure: requests
@@ -294,7 +294,7 @@ def test_stream_translator_text_tool_and_usage():
     ]
     events = _events(b"".join(translator.feed(e) for e in feed))
     assert events[0]["id"] == "chatcmpl-msg_9" and events[0]["model"] == "pub"
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["choices"][0]["delta"] == OPENING_DELTA
     assert events[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert events[2]["choices"][0]["delta"]["tool_calls"] == [
         {

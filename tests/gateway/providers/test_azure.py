@@ -195,9 +195,10 @@ def test_api_version_option_and_v1_surface_reach_the_url(gateway, azure_upstream
         embedded = client.embeddings.create(
             model=f"embed{suffix}", input="hello", encoding_format="float"
         )
-        assert reply.choices[0].message.content and reply.model == "gpt-4o-prod"
+        assert reply.choices[0].message.content
+        assert reply.model == f"gpt-4o{suffix}"  # the public name, not the deployment's
         assert chunks[-1].usage.completion_tokens == 8
-        assert len(embedded.data[0].embedding) == 8
+        assert len(embedded.data[0].embedding) == 8 and embedded.model == f"embed{suffix}"
 
     sent = [(r["path"], r["query"], r["json"]["model"]) for r in azure_upstream.requests]
     version = {"api-version": "2025-01-01-preview"}

@@ -27,7 +27,7 @@ from apps.gateway.providers.bedrock.translate import (
 from apps.gateway.snapshot import DeploymentEntry
 from fakes.bedrock_server import TOOL_INPUT, FakeBedrockServer, validate_converse
 from tests.factories import key_create, model_create, provider_create, records_wait
-from tests.gateway.providers.conftest import with_openai_fallback
+from tests.gateway.providers.conftest import OPENING_DELTA, with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -372,7 +372,7 @@ def test_stream_translator_text_tool_use_and_usage():
     translator = StreamTranslator("pub", "req-9", include_usage=True)
     events = _sse(b"".join(translator.feed(h, p) for h, p in STREAM))
     assert events[0]["id"] == "chatcmpl-req-9" and events[0]["model"] == "pub"
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["choices"][0]["delta"] == OPENING_DELTA
     assert events[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert events[2]["choices"][0]["delta"]["tool_calls"] == [
         {"index": 0, "id": "tu_1", "type": "function", "function": {"name": "w", "arguments": ""}}

@@ -118,3 +118,38 @@ def test_the_provider_credential_never_reaches_the_client(routed):
     assert UPSTREAM_SECRET not in info.value.response.text
     assert AWS_KEY_ID not in info.value.response.text
     assert info.value.body["code"] == "upstream_auth_failed"
+
+
+# Kinds whose deployment of ``m`` (a chat model) has no embeddings API.
+NO_EMBEDDINGS = {"anthropic", "bedrock"}
+
+
+def test_answers_name_the_public_model_and_carry_refusal(routed):
+    """Whatever the upstream calls its model, every answer names the one the client asked
+    for: the chat completion, every stream chunk (usage chunk included) and embeddings.
+    The assistant message has ``refusal: null`` like OpenAI's."""
+    kind, gateway, secret, _server = routed
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+    hi = [{"role": "user", "content": "Hi"}]
+
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=hi)
+    answer = json.loads(raw.http_response.content)
+    assert answer["model"] == "m"
+    message = answer["choices"][0]["message"]
+    assert "refusal" in message and message["refusal"] is None
+
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=hi, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert len(chunks) > 2 and chunks[-1].usage is not None
+    assert {c.model for c in chunks} == {"m"}
+
+    if kind in NO_EMBEDDINGS:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.embeddings.create(model="m", input="hello", encoding_format="float")
+        assert info.value.body["code"] == "embeddings_not_supported"
+    else:
+        embedded = client.embeddings.create(model="m", input=["a", "b"], encoding_format="float")
+        assert embedded.model == "m" and len(embedded.data) == 2

@@ -30,7 +30,7 @@ from apps.gateway.providers.gemini.translate import (
 from apps.providers.models import Provider
 from fakes.gemini_server import TOOL_ARGS, FakeGeminiServer, validate_request
 from tests.factories import key_create, model_create, provider_create, records_wait
-from tests.gateway.providers.conftest import with_openai_fallback
+from tests.gateway.providers.conftest import OPENING_DELTA, with_openai_fallback
 from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 
 UPSTREAM_KEY = "AIza-upstream-secret"
@@ -367,7 +367,11 @@ def test_blocked_prompt_is_an_empty_content_filter_answer():
         "usageMetadata": {"promptTokenCount": 3},
     }
     answer = gemini_to_openai(blocked, "pub")
-    assert answer["choices"][0]["message"] == {"role": "assistant", "content": ""}
+    assert answer["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "",
+        "refusal": None,
+    }
     assert answer["choices"][0]["finish_reason"] == "content_filter"
     assert answer["usage"]["prompt_tokens"] == 3
 
@@ -437,7 +441,7 @@ def test_stream_translator_text_tool_call_and_usage():
     assert translator.finished and translator.got_usage
     events = _events(out + translator.trailer())
     assert events[0]["id"] == "chatcmpl-r9" and events[0]["model"] == "pub"
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["choices"][0]["delta"] == OPENING_DELTA
     assert events[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert events[2]["choices"][0]["delta"] == {"content": " there"}
     [call] = events[3]["choices"][0]["delta"]["tool_calls"]

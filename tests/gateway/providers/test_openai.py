@@ -19,6 +19,11 @@ import openai
 import pytest
 
 from apps.gateway.providers.azure.adapter import DEFAULT_API_VERSION
+from apps.gateway.providers.openai.translate import (
+    OpenAIStreamTranslator,
+    public_model_field,
+    with_public_model,
+)
 from fakes.azure_server import FakeAzureOpenAIServer
 from fakes.openai_server import TOOL_ARGUMENTS, FakeOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait
@@ -257,3 +262,59 @@ def test_tool_call_round_trip(wire: Wire) -> None:
         assert record.cost_usd == chat_cost(usage.prompt_tokens, 3)
         assert not record.usage_estimated
     assert records[1].input_tokens > records[0].input_tokens  # the tool result is input too
+
+
+# ---- the public model name in pass-through answers (pure)
+
+PUBLIC = public_model_field("m")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"id":"c","model":"gpt-4o-mini-2024-07-18","x":1}', b'{"id":"c","model":"m","x":1}'),
+        (b'{"id": "c", "model" : "dep\\"1", "x": 1}', b'{"id": "c", "model":"m", "x": 1}'),
+        # The word inside a string (escaped quotes) is content, not the member.
+        (
+            b'{"c":"say \\"model\\": \\"x\\"","model":"up"}',
+            b'{"c":"say \\"model\\": \\"x\\"","model":"m"}',
+        ),
+        # A key ending in an escaped quote and "model" is not the member either.
+        (b'{"k\\"model":"v","model":"up"}', b'{"k\\"model":"v","model":"m"}'),
+        (b'{"error":{"message":"no"}}', b'{"error":{"message":"no"}}'),
+    ],
+)
+def test_with_public_model_renames_only_the_member(body: bytes, expected: bytes) -> None:
+    assert with_public_model(body, PUBLIC) == expected
+    assert with_public_model(body, PUBLIC, last=True) == expected
+
+
+def test_with_public_model_escapes_the_public_name() -> None:
+    renamed = with_public_model(b'{"model":"up"}', public_model_field('a"b'))
+    assert json.loads(renamed) == {"model": 'a"b'}
+
+
+def test_embeddings_model_found_from_the_end() -> None:
+    body = json.dumps(
+        {"object": "list", "data": [{"embedding": [0.5] * 64}], "model": "text-embedding-3-small"}
+    ).encode()
+    assert json.loads(with_public_model(body, PUBLIC, last=True))["model"] == "m"
+
+
+def test_stream_translator_renames_every_chunk_and_keeps_the_rest() -> None:
+    translator = OpenAIStreamTranslator(include_usage=True, public_model="pub")
+    chunk = b'data: {"id":"c","model":"gpt-4o-2024-08-06","choices":[{"delta":{"content":"%d"}}]}'
+    out = [translator.feed_event(chunk % i) for i in range(3)]
+    out.append(
+        translator.feed_event(
+            b'data: {"id":"c","model":"gpt-4o-2024-08-06","choices":[],'
+            b'"usage":{"prompt_tokens":2,"completion_tokens":3}}'
+        )
+    )
+    out.append(translator.feed_event(b'data: {"error":{"message":"boom"}}'))
+    out.append(translator.feed_event(b"data: [DONE]"))
+    events = [json.loads(e[6:]) for e in out[:-1]]
+    assert [e.get("model") for e in events] == ["pub"] * 4 + [None]
+    assert [e["choices"][0]["delta"]["content"] for e in events[:3]] == ["0", "1", "2"]
+    assert translator.usage == {"prompt_tokens": 2, "completion_tokens": 3}
+    assert out[-1] == b"data: [DONE]\n\n" and translator.finished

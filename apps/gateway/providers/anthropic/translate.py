@@ -233,7 +233,7 @@ class AnthropicStreamTranslator(ChunkTranslator):
             self.id = f"chatcmpl-{message.get('id', '')}"
             self.usage.update(message.get("usage") or {})
             self.got_usage = bool(message.get("usage"))
-            return self._chunk({"role": "assistant", "content": ""})
+            return self._opening()
         if kind == "content_block_start":
             block = event.get("content_block") or {}
             if block.get("type") != "tool_use":

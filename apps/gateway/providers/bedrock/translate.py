@@ -340,7 +340,7 @@ class ConverseStreamTranslator(ChunkTranslator):
             return b""
         kind = headers.get(":event-type")
         if kind == "messageStart":
-            return self._chunk({"role": "assistant", "content": ""})
+            return self._opening()
         if kind == "contentBlockStart":
             tool_use = (payload.get("start") or {}).get("toolUse")
             if not isinstance(tool_use, dict):

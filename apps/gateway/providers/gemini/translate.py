@@ -369,7 +369,7 @@ class GeminiStreamTranslator(ChunkTranslator):
         out = b""
         if not self.id:
             self.id = _completion_id(event)
-            out += self._chunk({"role": "assistant", "content": ""})
+            out += self._opening()
         if isinstance(event.get("usageMetadata"), dict):
             self.usage = event["usageMetadata"]
             self.got_usage = True

@@ -14,8 +14,10 @@ from apps.gateway.providers.contract import EMBEDDINGS
 from apps.gateway.providers.openai.translate import (
     OpenAIStreamTranslator,
     openai_request,
+    public_model_field,
     raw_event,
     read_usage,
+    with_public_model,
 )
 from apps.gateway.providers.sse import SSEDecoder
 from apps.gateway.snapshot import DeploymentEntry
@@ -32,7 +34,7 @@ def _auth_headers(dep: DeploymentEntry) -> dict[str, str]:
 
 class OpenAIAdapter(BaseAdapter):
     """Speaks OpenAI's chat-completions and embeddings wire format: forwards, reads usage,
-    passes the answer through untouched."""
+    passes the answer through with only its ``model`` renamed to the public name."""
 
     stop_when_finished = False  # read to the end of the body: the connection is reused
 
@@ -55,10 +57,11 @@ class OpenAIAdapter(BaseAdapter):
         self, ctx: RequestContext, op: str, body: bytes, headers: Mapping[str, str]
     ) -> bytes:
         read_usage(ctx, orjson.loads(body).get("usage"))
-        return body
+        field = public_model_field(ctx.model_name)
+        return with_public_model(body, field, last=op == EMBEDDINGS)
 
     def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> OpenAIStreamTranslator:
-        return OpenAIStreamTranslator(include_usage=ctx.include_usage)
+        return OpenAIStreamTranslator(include_usage=ctx.include_usage, public_model=ctx.model_name)
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder(raw_event, crlf=False)
