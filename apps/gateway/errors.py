@@ -51,6 +51,14 @@ def forbidden(message: str, *, code: str) -> GatewayError:
     return GatewayError(403, message, code=code, type="permission_error")
 
 
+def model_not_found(name: str) -> GatewayError:
+    """The same 404 for a model that does not exist and one the key may not see, so an
+    answer never tells which."""
+    return GatewayError(
+        404, f"The model '{name}' does not exist.", code="model_not_found", param="model"
+    )
+
+
 def upstream_error(status: int, message: str, *, code: str, retry_after: str | None = None):
     headers = [(b"retry-after", retry_after.encode())] if retry_after else None
     error_type = "rate_limit_error" if status == 429 else "api_error"

@@ -9,8 +9,8 @@ from typing import Any
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.lifecycle import Pipeline
-from apps.gateway.snapshot import Snapshot
 from apps.gateway.stages.record import Record
+from tests.gateway.contexts import bare_context
 
 
 class Sink:
@@ -47,18 +47,7 @@ def _context(sent: list[dict[str, Any]]) -> RequestContext:
     async def receive() -> Any:
         return {"type": "http.disconnect"}
 
-    return RequestContext(
-        request_id="req_1",
-        endpoint="test",
-        method="POST",
-        path="/",
-        scope={},
-        receive=receive,
-        send=send,
-        snapshot=Snapshot.empty(),
-        started=0.0,
-        started_wall=0.0,
-    )
+    return bare_context(endpoint="test", path="/", receive=receive, send=send)
 
 
 def test_a_refusal_stops_the_stages_and_what_ran_finishes_in_reverse():

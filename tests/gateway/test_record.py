@@ -12,25 +12,14 @@ from apps.gateway.context import (
     StageName,
     attempt,
 )
-from apps.gateway.snapshot import Snapshot
 from apps.gateway.stages.record import record_of
+from tests.gateway.contexts import bare_context
 
 WRITER_FIELDS = ("chain", "seq", "prev_hash")  # added by the writer, not the gateway
 
 
 def _context() -> RequestContext:
-    ctx = RequestContext(
-        request_id="req_1",
-        endpoint="chat.completions",
-        method="POST",
-        path="/v1/chat/completions",
-        scope={},
-        receive=None,
-        send=None,
-        snapshot=Snapshot.empty(),
-        started=0.0,
-        started_wall=1_700_000_000.0,
-    )
+    ctx = bare_context(started_wall=1_700_000_000.0)
     ctx.decide(StageName.AUTHENTICATE, Outcome.DENY, "missing key")
     ctx.attempts.append(attempt("openai:gpt", 502, "upstream_error", 12.34567))
     ctx.attempts.append(McpAttempt("tickets", 3.5))

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.context import Outcome, RequestContext, StageName
-from apps.gateway.errors import GatewayError, bad_request, forbidden
+from apps.gateway.errors import GatewayError, bad_request, forbidden, model_not_found
 from apps.gateway.request_schema import CHAT_COMPLETIONS, EMBEDDINGS
 
 
@@ -70,12 +70,7 @@ class Authorize:
         model = ctx.snapshot.models.get(name)
         if model is None:
             ctx.decide(self.name, Outcome.DENY, f"unknown model {name}{via}")
-            raise GatewayError(
-                404,
-                f"The model '{ctx.model_name}' does not exist.",
-                code="model_not_found",
-                param="model",
-            )
+            raise model_not_found(ctx.model_name)
         ctx.model = model
         ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}{via}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.gateway.context import Outcome, RequestContext, StageName
-from apps.gateway.errors import GatewayError
+from apps.gateway.errors import GatewayError, model_not_found
 from apps.gateway.respond import send_json
 from apps.gateway.snapshot import ModelEntry
 
@@ -77,11 +77,6 @@ class RetrieveModel:
         model = _visible(ctx, model_id)
         if model is None:
             ctx.decide(self.name, Outcome.DENY, "model not available to the key")
-            raise GatewayError(
-                404,
-                f"The model '{ctx.model_name}' does not exist.",
-                code="model_not_found",
-                param="model",
-            )
+            raise model_not_found(ctx.model_name)
         ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
         await send_json(ctx, 200, _model_object(model))

@@ -12,7 +12,6 @@ import openai
 import pytest
 from yarl import URL
 
-from apps.gateway.context import RequestContext
 from apps.gateway.providers.azure.adapter import (
     DEFAULT_API_VERSION,
     AzureOpenAIAdapter,
@@ -22,10 +21,11 @@ from apps.gateway.providers.azure.adapter import (
 from apps.gateway.providers.errors import error_from_upstream as _error_from_upstream
 from apps.gateway.providers.openai.translate import read_usage as _read_usage
 from apps.gateway.providers.pool import UpstreamPool
-from apps.gateway.snapshot import DeploymentEntry, Snapshot
+from apps.gateway.snapshot import DeploymentEntry
 from apps.providers.models import Deployment, DeploymentRole
 from fakes.azure_server import FakeAzureOpenAIServer
 from tests.factories import key_create, model_create, provider_create, records_wait
+from tests.gateway.contexts import bare_context
 
 AZURE_KEY = "az-upstream-secret"
 MESSAGES = [{"role": "user", "content": "Say hello to the gateway, please."}]
@@ -108,18 +108,7 @@ def test_error_mapping() -> None:
 
 
 def test_read_usage_takes_cached_tokens() -> None:
-    ctx = RequestContext(
-        request_id="r",
-        endpoint="chat.completions",
-        method="POST",
-        path="/v1/chat/completions",
-        scope={},
-        receive=None,
-        send=None,
-        snapshot=Snapshot.empty(),
-        started=time.perf_counter(),
-        started_wall=time.time(),
-    )
+    ctx = bare_context(request_id="r", started=time.perf_counter(), started_wall=time.time())
     usage = {"prompt_tokens": 50, "completion_tokens": 5}
     assert _read_usage(ctx, {**usage, "prompt_tokens_details": {"cached_tokens": 32}})
     assert (ctx.input_tokens, ctx.output_tokens, ctx.cached_tokens) == (50, 5, 32)
