@@ -7,7 +7,7 @@ gateway's /v1, ``OPENAI_API_KEY`` = an Odock key). Tracing is off
 exported to the SDK's trace endpoint. Model: ``ODOCK_MODEL``.
 
 PASS when the agent called the tool once and produced a non-empty final answer after it.
-Prints one ``PASS agents: ...`` / ``FAIL agents: ...`` line; exits 0 / 1.
+Prints one ``PASS agents-tool: ...`` / ``FAIL agents-tool: ...`` line; exits 0 / 1.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 from agents import Agent, Runner, function_tool
 
 CALLS: list[str] = []
+# The marker makes the scripted fake call the tool (fakes/scripted.py); "weather" does too.
+PROMPT = 'What is the weather in Paris? [odock-fake-call get_weather {"city": "Paris"}]'
 
 
 @function_tool
@@ -36,18 +38,18 @@ async def main() -> int:
         tools=[get_weather],
     )
     try:
-        result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4)
+        result = await Runner.run(agent, PROMPT, max_turns=4)
     except Exception as exc:  # the reason is the point: print it and fail
-        print(f"FAIL agents: {type(exc).__name__}: {str(exc)[:400]}")
+        print(f"FAIL agents-tool: {type(exc).__name__}: {str(exc)[:400]}")
         return 1
     answer = str(result.final_output or "")
     if len(CALLS) != 1:
-        print(f"FAIL agents: the tool ran {len(CALLS)} times, expected once")
+        print(f"FAIL agents-tool: the tool ran {len(CALLS)} times, expected once")
         return 1
     if not answer.strip():
-        print("FAIL agents: empty final answer after the tool round trip")
+        print("FAIL agents-tool: empty final answer after the tool round trip")
         return 1
-    print(f"PASS agents: tool get_weather({CALLS[0]!r}) ran, answer {answer[:60]!r}")
+    print(f"PASS agents-tool: tool get_weather({CALLS[0]!r}) ran, answer {answer[:60]!r}")
     return 0
 
 

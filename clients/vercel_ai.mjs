@@ -28,7 +28,8 @@ function judge(name, calls, text) {
   return `PASS ${name}: tool ran (${JSON.stringify(calls[0])}), answer ${JSON.stringify(text.slice(0, 60))}`;
 }
 
-const prompt = 'What is the weather in Paris?';
+// The marker makes the scripted fake call the tool (fakes/scripted.py); "weather" does too.
+const prompt = 'What is the weather in Paris? [odock-fake-call get_weather {"city": "Paris"}]';
 let failed = false;
 const checks = {
   'vercel-generate': async () => {

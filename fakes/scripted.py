@@ -73,6 +73,11 @@ def _texts(content: Any) -> list[str]:
     ]
 
 
+def _list(message: Mapping[str, Any]) -> list[Any]:
+    content = message.get("content")
+    return content if isinstance(content, list) else []
+
+
 def _tool_names(tools: Any) -> set[str]:
     names: set[str] = set()
     for tool in tools if isinstance(tools, list) else []:
@@ -87,7 +92,8 @@ def _tool_names(tools: Any) -> set[str]:
 
 def scripted_call(path: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The (tool, arguments) a request's marker asks for, or ``None``: no marker in the
-    user's text, the tool not offered, or a tool result already in the conversation."""
+    user's text, the tool not offered, or a tool result already in the conversation (a
+    conversation is scripted once; Claude Code's last message may be a ``system`` one)."""
     if path.endswith("/responses"):
         items = body.get("input")
         if not isinstance(items, list):
@@ -102,17 +108,18 @@ def scripted_call(path: str, body: Mapping[str, Any]) -> tuple[str, dict[str, An
         )
     else:
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        if not isinstance(messages, list):
             return None
-        last = messages[-1]
-        if last.get("role") != "user":  # chat: a "tool" message answers the call
+        messages = [m for m in messages if isinstance(m, dict)]
+        answered = any(
+            m.get("role") == "tool"
+            or any(isinstance(b, dict) and b.get("type") == "tool_result" for b in _list(m))
+            for m in messages
+        )
+        if answered:
             return None
-        content = last.get("content")
-        if isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-        ):
-            return None
-        text = " ".join(_texts(content))
+        users = [m for m in messages if m.get("role") == "user"]
+        text = " ".join(t for m in users for t in _texts(m.get("content")))
     match = MARKER.search(text)
     if match is None or match["name"] not in _tool_names(body.get("tools")):
         return None
