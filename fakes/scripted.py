@@ -137,7 +137,7 @@ def responses_object(model: str, output: list[dict[str, Any]], status: str) -> d
     """A Responses API ``response`` object (usage only once completed)."""
     usage = {
         "input_tokens": USAGE["input"],
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": USAGE["output"],
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": USAGE["input"] + USAGE["output"],
@@ -413,14 +413,16 @@ _CLIS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fakes.scripted KIND [options]``: serve the scripted fake of KIND."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _CLIS:
+    kind = next((arg for arg in argv if arg in _CLIS), None)
+    if kind is None:
         print(f"usage: python -m fakes.scripted {{{','.join(_CLIS)}}} [options]", file=sys.stderr)
         return 2
-    server_class, cli = _CLIS[argv[0]]
-    parser = argparse.ArgumentParser(prog=f"python -m fakes.scripted {argv[0]}")
+    argv.remove(kind)
+    server_class, cli = _CLIS[kind]
+    parser = argparse.ArgumentParser(prog=f"python -m fakes.scripted {kind}")
     cli.add_arguments(parser)
     parser.add_argument("--record-to", type=Path, help="append each request as a JSON line")
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_args(argv)
     server = server_class(
         args.host,
         args.port,
