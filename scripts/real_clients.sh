@@ -133,10 +133,10 @@ wanted() { # any of the given checks selected?
   return 1
 }
 drive() { # <log name> <command...>: run one driver under the timeout (+10 s for its set-up)
-  local name=$1
+  local name=$1 started=$SECONDS
   shift
-  echo "--- $name"
   timeout -k 5 $((TIMEOUT + 10)) "$@" >"$OUT/$name.log" 2>&1 || true
+  echo "--- $name ($((SECONDS - started)) s)" | tee -a "$OUT/timings.txt"
   grep -E '^(PASS|FAIL) ' "$OUT/$name.log" || echo "(no result line: see var/real-clients/$name.log)"
 }
 cd "$CLIENTS"
