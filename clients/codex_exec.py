@@ -46,14 +46,15 @@ def check() -> tuple[str | None, str]:
     print(out, file=sys.stderr)
     if code != 0:
         return f"{'timed out' if code is None else f'exit {code}'}: {tail(out)}", ""
-    back = [
+    back = [  # a Responses function_call_output, or the chat "tool" message it became
         o
         for r in recorded("ODOCK_OPENAI_RECORD")
         for o in walk(r.get("json"))
-        if o.get("type") == "function_call_output" and ECHOED in str(o.get("output"))
+        if (o.get("type") == "function_call_output" and ECHOED in str(o.get("output")))
+        or (o.get("role") == "tool" and ECHOED in str(o.get("content")))
     ]
     if not back:
-        return "no function_call_output carrying the echo reached the upstream", ""
+        return "the echo's output never came back upstream (no function_call_output)", ""
     return None, f"exec_command ran, its output went back upstream; answer {tail(out, 60)!r}"
 
 

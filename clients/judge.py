@@ -1,6 +1,8 @@
 """Judge the real-clients run: each check's PASS/FAIL line against the expected failures.
 
-Usage: judge.py RESULTS EXPECTED.yml CHECK...   (RESULTS: every driver's output, one file)
+Usage: judge.py RESULTS EXPECTED.yml KNOWN CHECK...
+  RESULTS: every driver's output in one file; KNOWN: every check's name, comma-separated
+  (an expected failure naming none of them is stale); CHECK...: the checks that ran.
 
 A check with no PASS/FAIL line failed ("no result": the driver crashed or timed out). A
 failing check listed in the expected-failures file is an expected failure; a listed check
@@ -20,7 +22,7 @@ import yaml
 LINE = re.compile(r"^(PASS|FAIL) ([a-z0-9-]+): ?(.*)$")
 
 
-def main(results: Path, expected_file: Path, checks: list[str]) -> int:
+def main(results: Path, expected_file: Path, known: set[str], checks: list[str]) -> int:
     seen: dict[str, tuple[str, str]] = {}
     for line in results.read_text().splitlines():
         match = LINE.match(line.strip())
@@ -29,11 +31,14 @@ def main(results: Path, expected_file: Path, checks: list[str]) -> int:
     expected = {}
     if expected_file.name and expected_file.exists():
         expected = (yaml.safe_load(expected_file.read_text()) or {}).get("expected_failures") or {}
-    unknown = sorted(set(expected) - set(checks))
+    unknown = sorted(set(expected) - known)
     bad = 0
     counts = {"passed": 0, "expected": 0, "regressions": 0, "stale": 0}
     for name in checks:
-        status, reason = seen.get(name, ("FAIL", "no result (crashed or timed out: see its log)"))
+        missing = "no result (crashed or timed out: see its log)"
+        if name not in known:
+            missing = "no such check"
+        status, reason = seen.get(name, ("FAIL", missing))
         if status == "PASS" and name in expected:
             label, bad, key = "STALE", bad + 1, "stale"
             reason = f"passes now: delete it from the expected failures ({reason})"
@@ -58,4 +63,5 @@ def main(results: Path, expected_file: Path, checks: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]))
+    known = set(sys.argv[3].split(","))
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]), known, sys.argv[4:]))

@@ -151,5 +151,6 @@ cd "$ROOT"
 
 echo "--- verdict (expected failures: ${EXPECTED:-none})"
 cat "$OUT"/*.log >"$OUT/results.txt"
-"$PY" "$CLIENTS/judge.py" "$OUT/results.txt" "$EXPECTED" "${CHECKS[@]}" | tee "$OUT/verdict.txt"
+KNOWN=$(IFS=,; echo "${ALL_CHECKS[*]}")
+"$PY" "$CLIENTS/judge.py" "$OUT/results.txt" "$EXPECTED" "$KNOWN" "${CHECKS[@]}" | tee "$OUT/verdict.txt"
 exit "${PIPESTATUS[0]}"
