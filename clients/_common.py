@@ -1,7 +1,8 @@
 """What the Python client drivers share: the environment contract, running a client, the
 fakes' recordings, and the one-line verdict scripts/real_clients.sh reads.
 
-Environment (set by scripts/real_clients.sh): ``ODOCK_BASE_URL`` (the gateway, no /v1),
+Environment (set by scripts/real_clients.sh): ``ODOCK_OPENAI_BASE_URL`` (the gateway's /v1)
+and ``ODOCK_ANTHROPIC_BASE_URL`` (the gateway; both the fakes themselves with ``--direct``),
 ``ODOCK_API_KEY`` (an Odock key), ``ODOCK_OPENAI_RECORD`` / ``ODOCK_ANTHROPIC_RECORD`` (the
 JSON-lines recordings of the scripted fakes, fakes/scripted.py), ``ODOCK_CLIENTS_BIN`` (the
 npm clients' .bin), ``ODOCK_CLIENT_TIMEOUT`` (seconds per client run).
@@ -16,7 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-BASE_URL = os.environ.get("ODOCK_BASE_URL", "http://127.0.0.1:8000")
+OPENAI_BASE_URL = os.environ.get("ODOCK_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+ANTHROPIC_BASE_URL = os.environ.get("ODOCK_ANTHROPIC_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("ODOCK_API_KEY", "")
 TIMEOUT = float(os.environ.get("ODOCK_CLIENT_TIMEOUT", "120"))
 BIN = Path(os.environ.get("ODOCK_CLIENTS_BIN", Path(__file__).parent / "node_modules/.bin"))

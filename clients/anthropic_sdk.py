@@ -11,11 +11,13 @@ import sys
 from typing import Any
 
 import anthropic
-from _common import API_KEY, BASE_URL, TIMEOUT, recorded, verdict
+from _common import ANTHROPIC_BASE_URL, API_KEY, TIMEOUT, recorded, verdict
 
 MODEL = "claude-sonnet-5"  # mapped to the Anthropic-kind fake by a model alias
 MARK = "odock-thinking-check"
-client = anthropic.Anthropic(base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=TIMEOUT)
+client = anthropic.Anthropic(
+    base_url=ANTHROPIC_BASE_URL, api_key=API_KEY, max_retries=0, timeout=TIMEOUT
+)
 
 
 def _error(exc: Exception) -> str:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import API_KEY, BASE_URL, BIN, client_env, recorded, run, tail, verdict, walk
+from _common import ANTHROPIC_BASE_URL, API_KEY, BIN, client_env, recorded, run, tail, verdict, walk
 
 NAME = "claude-code"
 NOTE = "odock-claude-note: the answer is 42"
@@ -36,7 +36,7 @@ def check() -> tuple[str | None, str]:
             HOME=str(home),
             DISABLE_TELEMETRY="1",
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-            ANTHROPIC_BASE_URL=BASE_URL,
+            ANTHROPIC_BASE_URL=ANTHROPIC_BASE_URL,
             ANTHROPIC_API_KEY=API_KEY,
         )
         code, out = run([str(BIN / "claude"), "-p", prompt], env, work)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import API_KEY, BASE_URL, BIN, client_env, recorded, run, tail, verdict, walk
+from _common import API_KEY, BIN, OPENAI_BASE_URL, client_env, recorded, run, tail, verdict, walk
 
 NAME = "codex-exec"
 MODEL = "gpt-5.1-codex"  # mapped to the OpenAI-kind fake by a model alias
@@ -25,7 +25,7 @@ model_provider = "odock"
 
 [model_providers.odock]
 name = "Odock gateway"
-base_url = "{BASE_URL}/v1"
+base_url = "{OPENAI_BASE_URL}"
 env_key = "ODOCK_API_KEY"
 wire_api = "responses"
 """

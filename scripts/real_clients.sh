@@ -29,7 +29,12 @@
 # Bounded: every client run has REAL_CLIENTS_TIMEOUT seconds (default 120); every wait for
 # a port is 30 s; the whole run takes about a minute after the installs.
 #
-# Usage: scripts/real_clients.sh [CHECK...]   (default: all)
+# Modes:
+#   scripts/real_clients.sh [CHECK...]           through the gateway (default: every check),
+#                                                judged against the expected failures.
+#   scripts/real_clients.sh --direct [CHECK...]  the same clients straight at the fakes, no
+#                                                gateway and no baseline: tells a gateway gap
+#                                                from a client the fakes cannot serve yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +44,13 @@ AGENTS_VENV=$ROOT/var/real-clients-venv
 CLIENTS=$ROOT/clients
 EXPECTED=${REAL_CLIENTS_EXPECTED_FAILURES-$ROOT/scripts/real_clients_expected_failures.yml}
 TIMEOUT=${REAL_CLIENTS_TIMEOUT:-120}
+DIRECT=false
+if [ "${1:-}" = "--direct" ]; then
+  DIRECT=true
+  EXPECTED=""
+  OUT=$OUT-direct
+  shift
+fi
 ALL_CHECKS=(codex-exec agents-tool vercel-generate vercel-stream openai-node-responses-stream
   openai-node-models-retrieve claude-code anthropic-count-tokens anthropic-thinking-cache)
 CHECKS=("${@:-${ALL_CHECKS[@]}}")
@@ -95,37 +107,49 @@ wait_port() {
 OPENAI_PORT=$(free_port)
 ANTHROPIC_PORT=$(free_port)
 export ODOCK_OPENAI_RECORD=$OUT/openai-upstream.jsonl ODOCK_ANTHROPIC_RECORD=$OUT/anthropic-upstream.jsonl
-"$PY" -m fakes.scripted openai --port "$OPENAI_PORT" --api-key sk-fake-openai \
+KEY=sk-odock-real-clients-ci
+OPENAI_KEY=(--api-key sk-fake-openai)
+ANTHROPIC_KEY=(--api-key sk-fake-anthropic)
+if $DIRECT; then # the clients' key is the fakes' key
+  OPENAI_KEY=(--api-key "$KEY")
+  ANTHROPIC_KEY=(--api-key "$KEY")
+fi
+"$PY" -m fakes.scripted openai --port "$OPENAI_PORT" "${OPENAI_KEY[@]}" \
   --record-to "$ODOCK_OPENAI_RECORD" >"$OUT/fake-openai.log" 2>&1 &
 PIDS+=($!)
-"$PY" -m fakes.scripted anthropic --port "$ANTHROPIC_PORT" --api-key sk-fake-anthropic \
+"$PY" -m fakes.scripted anthropic --port "$ANTHROPIC_PORT" "${ANTHROPIC_KEY[@]}" \
   --record-to "$ODOCK_ANTHROPIC_RECORD" >"$OUT/fake-anthropic.log" 2>&1 &
 PIDS+=($!)
 wait_port "$OPENAI_PORT"
 wait_port "$ANTHROPIC_PORT"
 
-# --- the gateway: fresh SQLite DB, clients/gateway.yaml applied -------------------------
-GW_PORT=$(free_port)
-export ODOCK_VAR_DIR=$WORK/var ODOCK_LOG_LEVEL=WARNING ODOCK_AUDIT_DURABLE=false
-export ODOCK_AUDIT_SPOOL_DIR=$WORK/var/audit-spool DJANGO_SETTINGS_MODULE=odock.settings
-unset DATABASE_URL REDIS_URL
-mkdir -p "$ODOCK_VAR_DIR"
-KEY=sk-odock-real-clients-ci
-sed -e "s/@OPENAI_PORT@/$OPENAI_PORT/; s/@ANTHROPIC_PORT@/$ANTHROPIC_PORT/; s/@KEY@/$KEY/" \
-  "$CLIENTS/gateway.yaml" >"$WORK/gateway.yaml"
-"$PY" manage.py migrate -v 0 --noinput
-"$PY" manage.py odock_apply "$WORK/gateway.yaml" >"$OUT/apply.log"
-"$PY" -m uvicorn odock.asgi:application --host 127.0.0.1 --port "$GW_PORT" --lifespan on \
-  --loop uvloop --http odock.server:HttpProtocol --no-access-log --log-level warning \
-  --timeout-graceful-shutdown 3 >"$OUT/gateway.log" 2>&1 &
-PIDS+=($!)
-wait_port "$GW_PORT"
+# --- the gateway: fresh SQLite DB, clients/gateway.yaml applied (not with --direct) -----
+export ODOCK_OPENAI_BASE_URL=http://127.0.0.1:$OPENAI_PORT/v1
+export ODOCK_ANTHROPIC_BASE_URL=http://127.0.0.1:$ANTHROPIC_PORT
+if ! $DIRECT; then
+  GW_PORT=$(free_port)
+  export ODOCK_VAR_DIR=$WORK/var ODOCK_LOG_LEVEL=WARNING ODOCK_AUDIT_DURABLE=false
+  export ODOCK_AUDIT_SPOOL_DIR=$WORK/var/audit-spool DJANGO_SETTINGS_MODULE=odock.settings
+  unset DATABASE_URL REDIS_URL
+  mkdir -p "$ODOCK_VAR_DIR"
+  sed -e "s/@OPENAI_PORT@/$OPENAI_PORT/; s/@ANTHROPIC_PORT@/$ANTHROPIC_PORT/; s/@KEY@/$KEY/" \
+    "$CLIENTS/gateway.yaml" >"$WORK/gateway.yaml"
+  "$PY" manage.py migrate -v 0 --noinput
+  "$PY" manage.py odock_apply "$WORK/gateway.yaml" >"$OUT/apply.log"
+  "$PY" -m uvicorn odock.asgi:application --host 127.0.0.1 --port "$GW_PORT" --lifespan on \
+    --loop uvloop --http odock.server:HttpProtocol --no-access-log --log-level warning \
+    --timeout-graceful-shutdown 3 >"$OUT/gateway.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$GW_PORT"
+  export ODOCK_OPENAI_BASE_URL=http://127.0.0.1:$GW_PORT/v1
+  export ODOCK_ANTHROPIC_BASE_URL=http://127.0.0.1:$GW_PORT
+fi
 
 # --- the clients ------------------------------------------------------------------------
-export ODOCK_BASE_URL=http://127.0.0.1:$GW_PORT ODOCK_API_KEY=$KEY ODOCK_CLIENT_TIMEOUT=$TIMEOUT
+export ODOCK_API_KEY=$KEY ODOCK_CLIENT_TIMEOUT=$TIMEOUT
 export ODOCK_CLIENTS_BIN=$CLIENTS/node_modules/.bin
 # The OpenAI SDK clients read only these (the environment is otherwise cleared for them).
-OPENAI_ENV=(env -i "PATH=$PATH" "HOME=$WORK" "OPENAI_BASE_URL=$ODOCK_BASE_URL/v1"
+OPENAI_ENV=(env -i "PATH=$PATH" "HOME=$WORK" "OPENAI_BASE_URL=$ODOCK_OPENAI_BASE_URL"
   "OPENAI_API_KEY=$KEY" "ODOCK_MODEL=gpt-4o-mini" "OPENAI_AGENTS_DISABLE_TRACING=1")
 wanted() { # any of the given checks selected?
   local c w
