@@ -15,8 +15,8 @@ requests without a marker) is the plain fake's business, so what the client send
 validated and answered exactly as usual.
 
 ``--record-to FILE`` appends every received request as one JSON line (path, query,
-lower-case headers, body), so a check running in another process can assert what reached
-the upstream (the standalone fakes record nothing).
+lower-case headers with the key headers redacted, body), so a check running in another
+process can assert what reached the upstream (the standalone fakes record nothing).
 
 Run: ``python -m fakes.scripted openai|anthropic [the fake's usual options] [--record-to F]``.
 Used by scripts/real_clients.sh; the answer builders are shared with
@@ -58,6 +58,8 @@ __all__ = [
 #: ``[odock-fake-call NAME {json}]`` in the last user text: call tool NAME with that JSON.
 MARKER = re.compile(r"\[odock-fake-call (?P<name>[A-Za-z0-9_.:-]+) (?P<args>\{.*?\})\]", re.S)
 USAGE = {"input": 10, "output": 5}
+#: Not written to a ``--record-to`` file (upstream keys).
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _ids = itertools.count(1)
 
 
@@ -297,7 +299,10 @@ class _Scripted:
             line = {
                 "path": request.path,
                 "query": dict(request.query),
-                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "headers": {
+                    k.lower(): "<redacted>" if k.lower() in _SECRET_HEADERS else v
+                    for k, v in request.headers.items()
+                },
                 "json": body,
             }
             with self.record_to.open("ab") as out:

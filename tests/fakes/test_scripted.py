@@ -208,3 +208,4 @@ def test_cli_records_to_a_file(run_cli: Callable[..., str], tmp_path: Path) -> N
     line = json.loads(record.read_text().splitlines()[-1])
     assert line["path"] == "/v1/messages" and line["json"] == body
     assert line["headers"]["x-secret-test"] == "1"
+    assert line["headers"]["x-api-key"] == "<redacted>"
