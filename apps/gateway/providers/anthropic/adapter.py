@@ -3,6 +3,12 @@
 ``POST {api_base}/v1/messages`` with the key in ``x-api-key`` and the provider option
 ``anthropic_version`` (default ``2023-06-01``) as ``anthropic-version``. The translation is
 :mod:`apps.gateway.providers.anthropic.translate`; the I/O is the base adapter's.
+
+``/v1/messages`` requests are sent natively (:mod:`.native`): the client's body as is, with
+the client's ``anthropic-beta`` header(s) forwarded. The deployment's ``anthropic-version``
+is sent, not the client's: it names the wire format, which the gateway also reads. The
+SDK's ``?beta=true`` query is not forwarded: it marks the SDK's beta namespace, the API
+selects betas by the ``anthropic-beta`` header alone.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.anthropic.native import (
+    AnthropicPassThrough,
+    native_answer,
+    native_body,
+    raw_event,
+)
 from apps.gateway.providers.anthropic.spec import DEFAULT_VERSION, AnthropicOptions
 from apps.gateway.providers.anthropic.translate import (
     AnthropicStreamTranslator,
@@ -23,7 +35,7 @@ from apps.gateway.providers.anthropic.translate import (
 )
 from apps.gateway.providers.base import BaseAdapter, cached_target
 from apps.gateway.providers.chat_format import record_usage
-from apps.gateway.providers.contract import STREAM
+from apps.gateway.providers.contract import STREAM, StreamTranslator
 from apps.gateway.providers.sse import SSEDecoder, sse_json
 from apps.gateway.snapshot import DeploymentEntry
 
@@ -65,6 +77,27 @@ class AnthropicAdapter(BaseAdapter):
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder(sse_json)
+
+    # ---- native: Anthropic Messages in and out
+
+    def native_request(
+        self, ctx: RequestContext, dep: DeploymentEntry, op: str
+    ) -> tuple[URL, dict[str, str], bytes]:
+        inbound = ctx.inbound
+        assert inbound is not None
+        url, headers = self.endpoint(dep, op, b"")
+        if inbound.headers:
+            headers = {**headers, **dict(inbound.headers)}
+        return url, headers, native_body(inbound.body, dep.upstream_model)
+
+    def native_answer(self, ctx: RequestContext, body: bytes, headers: Mapping[str, str]) -> bytes:
+        return native_answer(ctx, body)
+
+    def native_events(self, ctx: RequestContext, headers: Mapping[str, Any]) -> StreamTranslator:
+        return AnthropicPassThrough(ctx.model_name)
+
+    def native_decoder(self) -> SSEDecoder:
+        return SSEDecoder(raw_event)
 
     async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
         raise GatewayError(400, "Anthropic has no embeddings API.", code="embeddings_not_supported")
