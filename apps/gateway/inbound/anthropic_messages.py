@@ -439,7 +439,7 @@ def _governed(body: dict[str, Any]) -> dict[str, Any]:
     return messages_to_openai(body, [])
 
 
-def _client_headers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
+def client_headers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
     """The ``anthropic-beta`` header(s) the client sent, joined as one (the SDKs send one
     comma-separated value; several headers mean the same)."""
     betas = [
@@ -462,7 +462,7 @@ def validate_messages(ctx: RequestContext) -> None:
     ctx.body = messages_to_openai(body, refused)
     ctx.stream = bool(body.get("stream"))
     ctx.include_usage = True
-    inbound = InboundRequest(MESSAGES_FORMAT, body, _client_headers(ctx), governed=_governed)
+    inbound = InboundRequest(MESSAGES_FORMAT, body, client_headers(ctx), governed=_governed)
     if refused:
         inbound.untranslatable = refused[0]
     elif "reasoning_effort" in ctx.body:

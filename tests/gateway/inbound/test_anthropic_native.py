@@ -367,3 +367,31 @@ def test_translated_message_start_reports_the_gateways_prompt_count(world):
     assert start.type == "message_start"
     expected = count_prompt_tokens(messages_to_openai({**request, "stream": True}))
     assert start.message.usage.input_tokens == expected > 0
+def test_count_tokens_asks_an_anthropic_deployment_and_estimates_otherwise(world):
+    client, claude = world["client"], world["claude"]
+    request = {
+        "system": [{"type": "text", "text": "Be terse.", "cache_control": CACHE}],
+        "messages": [{"role": "user", "content": [DOCUMENT, {"type": "text", "text": "Hi"}]}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    raw = client.messages.with_raw_response.count_tokens(model="claude", **request)
+    assert raw.headers["x-odock-token-count"] == "provider"
+    received = claude.requests[-1]
+    assert received["path"] == "/v1/messages/count_tokens"
+    assert received["json"] == {**request, "model": "claude-up"}
+    from fakes.anthropic_server import _input_tokens
+
+    assert raw.parse().input_tokens == _input_tokens(received["json"])
+
+    claude.behavior.fail_status = 500  # the provider fails: the estimate, said so
+    plain = {"messages": [{"role": "user", "content": "Hello there"}]}
+    raw = client.messages.with_raw_response.count_tokens(model="claude", **plain)
+    assert raw.headers["x-odock-token-count"] == "estimate" and raw.parse().input_tokens > 0
+
+    openai_count = client.messages.with_raw_response.count_tokens(model="gpt-only", **plain)
+    assert openai_count.headers["x-odock-token-count"] == "estimate"
+    assert openai_count.parse().input_tokens == raw.parse().input_tokens
+    records = records_wait(world["gateway"], 3)
+    assert [r.endpoint for r in records] == ["messages.count_tokens"] * 3
+    reasons = [d[2] for d in records[1].decisions if d[0] == "count_tokens"]
+    assert "estimate" in reasons[0] and "upstream_error" in reasons[0]

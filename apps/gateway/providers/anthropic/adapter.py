@@ -33,9 +33,10 @@ from apps.gateway.providers.anthropic.translate import (
     anthropic_to_openai,
     openai_to_anthropic,
 )
-from apps.gateway.providers.base import BaseAdapter, cached_target
+from apps.gateway.providers.base import INVALID_ANSWER, BaseAdapter, cached_target
 from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import STREAM, StreamTranslator
+from apps.gateway.providers.errors import invalid_response
 from apps.gateway.providers.sse import SSEDecoder, sse_json
 from apps.gateway.snapshot import DeploymentEntry
 
@@ -89,6 +90,29 @@ class AnthropicAdapter(BaseAdapter):
         if inbound.headers:
             headers = {**headers, **dict(inbound.headers)}
         return url, headers, native_body(inbound.body, dep.upstream_model)
+
+    async def native_count_tokens(self, ctx: RequestContext, dep: DeploymentEntry) -> int:
+        """The provider's own count of ``ctx.inbound``'s prompt: ``POST
+        /v1/messages/count_tokens`` with the client's count body as it is (model → the
+        upstream model) and its betas. A failure raises the mapped ``GatewayError``; the
+        caller bounds the wait."""
+        inbound = ctx.inbound
+        assert inbound is not None
+        url, headers = self.endpoint(dep, STREAM, b"")
+        if inbound.headers:
+            headers = {**headers, **dict(inbound.headers)}
+        data = native_body(inbound.body, dep.upstream_model)
+        count_url = url.with_path(url.path + "/count_tokens")
+        status, answer, resp_headers = await self.pool.post(ctx, dep, count_url, data, headers)
+        if status != 200:
+            raise self.error(status, answer, resp_headers)
+        try:
+            tokens = orjson.loads(answer)["input_tokens"]
+        except INVALID_ANSWER + (orjson.JSONDecodeError,) as exc:
+            raise invalid_response() from exc
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise invalid_response()
+        return tokens
 
     def native_answer(self, ctx: RequestContext, body: bytes, headers: Mapping[str, str]) -> bytes:
         return native_answer(ctx, body)
