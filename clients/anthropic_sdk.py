@@ -33,7 +33,11 @@ def count_tokens() -> tuple[str | None, str]:
         return _error(exc), ""
     if not isinstance(counted.input_tokens, int) or counted.input_tokens <= 0:
         return f"input_tokens {counted.input_tokens!r}", ""
-    return None, f"input_tokens={counted.input_tokens}"
+    upstream = any(
+        r.get("path") == "/v1/messages/count_tokens" for r in recorded("ODOCK_ANTHROPIC_RECORD")
+    )
+    who = "the Anthropic-kind upstream" if upstream else "the gateway's estimate"
+    return None, f"input_tokens={counted.input_tokens}, counted by {who}"
 
 
 def thinking_cache() -> tuple[str | None, str]:
