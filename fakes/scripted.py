@@ -10,9 +10,10 @@ and, while the conversation has no tool result yet, the scripted fake answers wi
 of the tool ``NAME`` (which must be among the request's tools) with exactly those arguments,
 in the wire format asked for: a Responses ``function_call`` (``POST /v1/responses``,
 streamed or not), a chat ``tool_calls`` (``/v1/chat/completions``) or an Anthropic
-``tool_use`` (``/v1/messages``). Every other request (the one carrying the tool result,
-requests without a marker) is the plain fake's business, so what the client sends back is
-validated and answered exactly as usual.
+``tool_use`` (``/v1/messages``), once the request passes the plain fake's validation (a
+chat or Messages request it would refuse gets its 400). Every other request (the one
+carrying the tool result, requests without a marker) is the plain fake's business, so what
+the client sends back is validated and answered exactly as usual.
 
 ``--record-to FILE`` appends every received request as one JSON line (path, query,
 lower-case headers with the key headers redacted, body), so a check running in another
@@ -41,8 +42,10 @@ from aiohttp import web
 from fakes import base
 from fakes.anthropic_server import CLI as ANTHROPIC_CLI
 from fakes.anthropic_server import FakeAnthropicServer
+from fakes.anthropic_server import validate_request as anthropic_problem
 from fakes.openai_server import CLI as OPENAI_CLI
 from fakes.openai_server import FakeOpenAIServer
+from fakes.openai_server import validate_request as openai_problem
 
 __all__ = [
     "MARKER",
@@ -311,6 +314,10 @@ class _Scripted:
     def _authorized(self, request: web.BaseRequest) -> bool:
         raise NotImplementedError
 
+    def _problem(self, request: web.BaseRequest, body: dict[str, Any]) -> str | None:
+        """What the plain fake's validation finds wrong with the request (SDK types)."""
+        raise NotImplementedError
+
     async def _scripted(
         self, request: web.BaseRequest, body: dict[str, Any], call: tuple[str, dict[str, Any]]
     ) -> web.StreamResponse:
@@ -324,6 +331,9 @@ class _Scripted:
                 if bad_json or not isinstance(body, dict)
                 else scripted_call(request.path, body)
             )
+            validate = self.behavior.validate  # type: ignore[attr-defined]
+            if call is not None and validate and self._problem(request, body) is not None:
+                call = None  # the plain fake answers it: the 400 a provider would give
             if call is not None:
                 if self.record:  # type: ignore[attr-defined]
                     self._record(request, body)
@@ -337,6 +347,11 @@ class ScriptedOpenAIServer(_Scripted, FakeOpenAIServer):
     def _authorized(self, request: web.BaseRequest) -> bool:
         expected = self._expected_auth
         return expected is None or request.headers.get("Authorization") == expected
+
+    def _problem(self, request: web.BaseRequest, body: dict[str, Any]) -> str | None:
+        if request.path.endswith("/chat/completions"):
+            return openai_problem("chat", body)
+        return None  # the OpenAI fake has no Responses validation (yet)
 
     async def _scripted(
         self, request: web.BaseRequest, body: dict[str, Any], call: tuple[str, dict[str, Any]]
@@ -399,6 +414,9 @@ class ScriptedAnthropicServer(_Scripted, FakeAnthropicServer):
         return (
             self._key_ok(request.headers.get("x-api-key")) or bearer == self._expected_auth
         ) and "anthropic-version" in request.headers
+
+    def _problem(self, request: web.BaseRequest, body: dict[str, Any]) -> str | None:
+        return anthropic_problem("messages", body, beta="anthropic-beta" in request.headers)
 
     async def _scripted(
         self, request: web.BaseRequest, body: dict[str, Any], call: tuple[str, dict[str, Any]]

@@ -209,3 +209,25 @@ def test_cli_records_to_a_file(run_cli: Callable[..., str], tmp_path: Path) -> N
     assert line["path"] == "/v1/messages" and line["json"] == body
     assert line["headers"]["x-secret-test"] == "1"
     assert line["headers"]["x-api-key"] == "<redacted>"
+
+
+def test_an_invalid_request_gets_the_plain_fakes_400(
+    openai_fake: ScriptedOpenAIServer, anthropic_fake: ScriptedAnthropicServer
+) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    chat = {"model": "m", "tools": [CHAT_TOOL], "messages": [{"role": "user", "content": PROMPT}]}
+    bad_chat = chat | {"temperature": "hot"}
+    assert httpx.post(f"{openai_fake.url}/chat/completions", json=chat, headers=headers).is_success
+    answer = httpx.post(f"{openai_fake.url}/chat/completions", json=bad_chat, headers=headers)
+    assert answer.status_code == 400
+    messages = {
+        "model": "m",
+        "tools": [ANTHROPIC_TOOL],
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    answer = httpx.post(f"{anthropic_fake.url}/v1/messages", json=messages, headers=headers)
+    assert answer.status_code == 400  # max_tokens is required
+    messages["max_tokens"] = 10
+    answer = httpx.post(f"{anthropic_fake.url}/v1/messages", json=messages, headers=headers)
+    assert answer.json()["content"][0]["type"] == "tool_use"
