@@ -134,7 +134,11 @@ def _text_blocks(value: Any, param: str) -> str:
     )
 
 
-def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
+def _image_part(
+    block: dict[str, Any], param: str, refused: list[GatewayError] | None = None
+) -> dict[str, Any]:
+    """An image block → an ``image_url`` part. A source other than base64 or a URL (a
+    file id) only reaches an Anthropic-kind deployment (refused, or counted as an image)."""
     source = block.get("source") or {}
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
         media_type = source.get("media_type") or "image/png"
@@ -142,9 +146,9 @@ def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
     elif source.get("type") == "url" and isinstance(source.get("url"), str):
         url = source["url"]
     else:
-        raise bad_request(
-            "Image blocks need a base64 or url source.", code="invalid_value", param=param
-        )
+        kind = source.get("type") if isinstance(source, dict) else None
+        _refuse(untranslatable(f"{param}.source", f"An image with a {kind!r} source"), refused)
+        url = ""
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -312,7 +316,7 @@ def _message(index: int, message: Any, refused: list[GatewayError] | None) -> li
         if kind == "text":
             parts.append({"type": "text", "text": str(block.get("text") or "")})
         elif kind == "image" and role == "user":
-            parts.append(_image_part(block, where))
+            parts.append(_image_part(block, where, refused))
         elif kind == "tool_use" and role == "assistant":
             calls.append(_tool_call(block))
         elif kind == "tool_result" and role == "user":

@@ -367,6 +367,8 @@ def test_translated_message_start_reports_the_gateways_prompt_count(world):
     assert start.type == "message_start"
     expected = count_prompt_tokens(messages_to_openai({**request, "stream": True}))
     assert start.message.usage.input_tokens == expected > 0
+
+
 def test_count_tokens_asks_an_anthropic_deployment_and_estimates_otherwise(world):
     client, claude = world["client"], world["claude"]
     request = {
@@ -395,3 +397,37 @@ def test_count_tokens_asks_an_anthropic_deployment_and_estimates_otherwise(world
     assert [r.endpoint for r in records] == ["messages.count_tokens"] * 3
     reasons = [d[2] for d in records[1].decisions if d[0] == "count_tokens"]
     assert "estimate" in reasons[0] and "upstream_error" in reasons[0]
+
+
+def test_effort_reaches_an_openai_deployment_as_reasoning_effort(world):
+    """Claude Code's adaptive thinking (display omitted), clear_thinking edits and effort,
+    translated for an OpenAI deployment: the effort arrives as ``reasoning_effort``."""
+    message = world["client"].messages.create(
+        model="gpt-only",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Plan the change."}],
+        thinking={"type": "adaptive", "display": "omitted"},
+        output_config={"effort": "high"},
+        extra_body={"context_management": {"edits": [{"type": "clear_thinking_20251015"}]}},
+    )
+    assert message.model == "gpt-only" and message.content[0].type == "text"
+    sent = world["openai"].requests[-1]["json"]
+    assert sent["reasoning_effort"] == "high" and sent["model"] == "gpt-up"
+    assert not {"thinking", "output_config", "context_management"} & set(sent)
+
+
+def test_an_image_by_file_id_is_native_only():
+    from apps.gateway.errors import GatewayError
+    from apps.gateway.inbound.anthropic_messages import messages_to_openai
+
+    image = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [image]}]}
+    with pytest.raises(GatewayError) as err:
+        messages_to_openai(body)
+    assert (err.value.code, err.value.param) == (
+        "unsupported_parameter",
+        "messages[0].content[0].source",
+    )
+    refused: list = []
+    assert messages_to_openai(body, refused)["messages"][0]["content"][0]["type"] == "image_url"
+    assert refused[0].param == "messages[0].content[0].source"
