@@ -81,6 +81,7 @@ def _request(**extra):
             }
         ],
         "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
         **extra,
     }
 
@@ -431,3 +432,36 @@ def test_an_image_by_file_id_is_native_only():
     refused: list = []
     assert messages_to_openai(body, refused)["messages"][0]["content"][0]["type"] == "image_url"
     assert refused[0].param == "messages[0].content[0].source"
+
+
+def test_a_native_stream_broken_mid_way_ends_with_an_anthropic_error_event(world):
+    world["claude"].behavior.completion_tokens = 10
+    world["claude"].behavior.disconnect_after_chunks = 3
+    received = ""
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        world["client"].messages.stream(**_request()) as stream,
+    ):
+        for text in stream.text_stream:
+            received += text
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "api_error"
+    assert received == "tok0 tok1 tok2"  # what arrived before the break was passed on
+    [record] = records_wait(world["gateway"], 1)
+    assert record.error_code == "upstream_stream_broken" and record.usage_estimated
+    assert record.input_tokens > 0  # the provider's count from message_start
+
+
+def test_a_native_stream_broken_before_its_first_byte_fails_over(world):
+    """Nothing reached the client: the OpenAI deployment of ``mixed`` serves a plain
+    request instead, translated."""
+    world["claude"].behavior.disconnect_after_chunks = -1
+    with world["client"].messages.stream(
+        model="mixed", max_tokens=50, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.model == "mixed" and final.content[0].text
+    [record] = records_wait(world["gateway"], 1)
+    assert [row[:3] for row in record.attempts] == [
+        ["claude-main:claude-up", 502, "upstream_stream_broken"],
+        ["openai-main:gpt-up", 200, ""],
+    ]
