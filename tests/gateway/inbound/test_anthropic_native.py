@@ -254,20 +254,26 @@ def test_output_guardrail_cuts_a_native_stream_with_an_anthropic_error_event(wor
     assert record.error_code == "guardrail_blocked" and record.findings[0]["stage"] == "output"
 
 
-def test_output_guardrail_redacts_a_native_answer(world):
+def test_output_guardrail_redacts_a_native_answer_thinking_included(world):
     GuardrailRule.objects.create(
         project=world["project"],
         detector="custom",
         name="tok-two",
         action="redact",
         stage="output",
-        settings={"keywords": ["tok2"]},
+        settings={"keywords": ["tok2", "think"]},
     )
     world["gateway"].snapshots.reload()
     message = world["client"].messages.create(**_request())
-    text = message.content[1].text
-    assert "tok2" not in text and text.startswith("tok0 tok1 [")
-    assert message.content[0].type == "thinking"  # the rest of the message as it was
+    thinking, text = message.content
+    assert "tok2" not in text.text and text.text.startswith("tok0 tok1 [")
+    assert thinking.type == "thinking" and "think " not in thinking.thinking
+    assert thinking.thinking.startswith("Let me [") and thinking.signature
+
+    with world["client"].messages.stream(**_request()) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].thinking == thinking.thinking  # streamed, the same masks
+    assert final.content[1].text == text.text
 
 
 def test_claude_codes_request_is_served_natively(world):
