@@ -32,7 +32,7 @@ matched text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
 from apps.guardrails.detectors import Finding, build_detectors, redact, restore, scan_all
 from apps.guardrails.plugins import GuardrailPlugin, PluginRequest
 from apps.guardrails.policy import EffectiveRule
@@ -249,11 +250,20 @@ def _value_slots(value: Any, path: str) -> Iterator[_Slot]:
             yield from _value_slots(item, where)
 
 
+#: Inbound format (``ctx.inbound.format``) → the walker of its own body's texts.
+INBOUND_SLOTS: dict[str, Callable[[dict[str, Any]], Iterator[_Slot]]] = {
+    MESSAGES_FORMAT: _anthropic_slots,
+}
+
+
 def _request_slots(ctx: RequestContext) -> list[_Slot]:
     """The texts of the request as the client sent it: the inbound format's own body when
-    it has one (so a redaction reaches what a native attempt sends), else ``ctx.body``."""
-    if ctx.inbound is not None:
-        return list(_anthropic_slots(ctx.inbound.body))
+    its walker is known (so a redaction reaches what a native attempt sends), else
+    ``ctx.body`` (the OpenAI translation)."""
+    inbound = ctx.inbound
+    walk = INBOUND_SLOTS.get(inbound.format) if inbound is not None else None
+    if walk is not None:
+        return list(walk(inbound.body))  # type: ignore[union-attr]
     return list(_slots(ctx.body)) if ctx.body is not None else []
 
 
@@ -310,8 +320,9 @@ def _scan_input(ctx: RequestContext, guard: GuardSet) -> None:
                 redacted = True
                 ctx.redactions.extend(p for p in pairs if p not in ctx.redactions)
     inbound = ctx.inbound
-    if redacted and inbound is not None and inbound.governed is not None:
-        ctx.body = inbound.governed(inbound.body)  # the translation carries it too
+    native_slots = inbound is not None and inbound.format in INBOUND_SLOTS
+    if redacted and native_slots and inbound.governed is not None:  # type: ignore[union-attr]
+        ctx.body = inbound.governed(inbound.body)  # type: ignore[union-attr]
 
 
 async def inspect_plugins(
