@@ -471,3 +471,20 @@ def test_a_native_stream_broken_before_its_first_byte_fails_over(world):
         ["claude-main:claude-up", 502, "upstream_stream_broken"],
         ["openai-main:gpt-up", 200, ""],
     ]
+
+
+def test_count_tokens_does_not_ask_a_deployment_whose_circuit_is_open(world):
+    client, claude = world["client"], world["claude"]
+    claude.behavior.fail_status = 500
+    plain = {"max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]}
+    for _ in range(2):  # 3 attempts each: the circuit opens after 5 failures
+        with pytest.raises(anthropic.APIStatusError):
+            client.messages.create(model="claude", **plain)
+    assert world["gateway"].breakers.state(claude_deployment_id()) == "open"
+    calls = len(claude.requests)
+    raw = client.messages.with_raw_response.count_tokens(model="claude", messages=plain["messages"])
+    assert raw.headers["x-odock-token-count"] == "estimate" and len(claude.requests) == calls
+
+
+def claude_deployment_id() -> int:
+    return Deployment.objects.get(model__name="claude").pk
