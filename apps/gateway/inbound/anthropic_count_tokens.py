@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from apps.gateway.context import InboundRequest, Outcome, RequestContext, StageName, attempt
 from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats, candidates
 from apps.gateway.errors import GatewayError
-from apps.gateway.inbound.anthropic_messages import client_headers, conversation_to_openai, install
+from apps.gateway.inbound.anthropic_messages import install
+from apps.gateway.inbound.anthropic_request import client_headers, conversation_to_openai
 from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
 from apps.gateway.providers.errors import timeout_error
 from apps.gateway.providers.registry import native_formats
