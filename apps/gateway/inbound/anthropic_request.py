@@ -312,6 +312,9 @@ def _tools(tools: Any, refused: list[GatewayError] | None) -> list[dict[str, Any
         if not isinstance(tool, dict) or tool.get("type", "custom") not in ("custom", None):
             kind = tool.get("type") if isinstance(tool, dict) else None
             _refuse(untranslatable(f"tools[{i}]", f"The server tool {kind!r}"), refused)
+            if isinstance(tool, dict):  # the governance view counts its definition
+                definition = {"name": str(tool.get("name") or kind), "description": str(tool)}
+                out.append({"type": "function", "function": definition})
             continue
         function: dict[str, Any] = {
             "name": str(tool.get("name") or ""),

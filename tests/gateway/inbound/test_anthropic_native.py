@@ -488,3 +488,35 @@ def test_count_tokens_does_not_ask_a_deployment_whose_circuit_is_open(world):
 
 def claude_deployment_id() -> int:
     return Deployment.objects.get(model__name="claude").pk
+
+
+def test_the_governed_body_of_a_native_only_request_counts_what_only_it_carries():
+    """Budgets reserve on ``ctx.body``: for a request only an Anthropic-kind deployment can
+    serve it is a governance view (never sent) that still counts documents and server
+    tools."""
+    from apps.gateway.inbound.anthropic_request import messages_to_openai
+    from apps.gateway.tokens import count_prompt_tokens
+
+    plain = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    }
+    native = {
+        **plain,
+        "messages": [{"role": "user", "content": [DOCUMENT, {"type": "text", "text": "Hi"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    }
+    refused: list = []
+    governed = messages_to_openai(native, refused)
+    assert [r.param for r in refused] == [
+        "messages[0].content[0].cache_control",
+        "messages[0].content[0]",
+        "tools[0]",
+    ]
+    with_document = {**native, "tools": []}
+    assert (
+        count_prompt_tokens(governed)
+        > count_prompt_tokens(messages_to_openai(with_document, []))
+        > count_prompt_tokens(messages_to_openai(plain))
+    )
