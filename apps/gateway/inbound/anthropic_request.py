@@ -38,7 +38,9 @@ with none left to try, the answer is a 400 naming it. Accepted as what they ask 
   * ``context_management`` with ``clear_thinking_*`` edits only: a no-op here, since the
     translated path never sends thinking blocks (other edits are refused).
 Thinking blocks of earlier assistant turns are left out, as Anthropic's API itself
-ignores them.
+ignores them. ``anthropic-beta`` headers are forwarded to Anthropic-kind deployments only:
+a beta enables Anthropic features whose fields are in the body, and those fields are
+carried, refused or accepted above on their own.
 
 ``refused``, in the functions below: None — raise what the translation cannot carry (a
 strict translation); a list — append it and leave it out (the governance view of a
