@@ -277,9 +277,17 @@ def test_output_guardrail_redacts_a_native_answer_thinking_included(world):
 
 
 def test_claude_codes_request_is_served_natively(world):
-    """Claude Code 2.1.332's shape: ``?beta=true``, eight betas, adaptive thinking with its
-    display omitted, clear_thinking edits, effort, three cache_control markers and a
-    mid-conversation system turn; streamed."""
+    """Claude Code 2.1.332's shape: its default model name (mapped by an alias),
+    ``?beta=true``, eight betas, adaptive thinking with its display omitted,
+    clear_thinking edits, effort, three cache_control markers and a mid-conversation
+    system turn; streamed."""
+    from apps.policies.models import ModelAlias
+    from apps.providers.models import Model
+
+    ModelAlias.objects.create(
+        project=world["project"], alias="claude-opus-5-5", model=Model.objects.get(name="claude")
+    )
+    world["gateway"].snapshots.reload()
     betas = ",".join(
         [
             "claude-code-20250219",
@@ -293,7 +301,7 @@ def test_claude_codes_request_is_served_natively(world):
         ]
     )
     body = {
-        "model": "claude",
+        "model": "claude-opus-5-5",
         "max_tokens": 32000,
         "stream": True,
         "system": [
@@ -347,7 +355,7 @@ def test_claude_codes_request_is_served_natively(world):
     ]
     types = [e["type"] for e in events]
     assert types[0] == "message_start" and types[-1] == "message_stop"
-    assert events[0]["message"]["model"] == "claude"
+    assert events[0]["message"]["model"] == "claude-opus-5-5"  # the name it asked for
     assert events[0]["message"]["usage"]["input_tokens"] > 0
     deltas = {e["delta"]["type"] for e in events if e["type"] == "content_block_delta"}
     assert deltas == {"signature_delta", "text_delta"}  # display omitted: no thinking text
