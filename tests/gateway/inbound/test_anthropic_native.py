@@ -528,3 +528,22 @@ def test_the_governed_body_of_a_native_only_request_counts_what_only_it_carries(
         > count_prompt_tokens(messages_to_openai(with_document, []))
         > count_prompt_tokens(messages_to_openai(plain))
     )
+
+
+def test_output_guardrail_blocks_a_whole_native_answer(world):
+    GuardrailRule.objects.create(
+        project=world["project"],
+        detector="custom",
+        name="no-tok3",
+        action="block",
+        stage="output",
+        settings={"keywords": ["tok3"]},
+    )
+    world["gateway"].snapshots.reload()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        world["client"].messages.create(**_request())
+    assert err.value.body["type"] == "error"
+    assert "guardrail 'custom.no-tok3'" in err.value.body["error"]["message"]
+    assert "tok3" not in err.value.response.text.replace("no-tok3", "")
+    [record] = records_wait(world["gateway"], 1)
+    assert (record.status_code, record.error_code) == (400, "guardrail_blocked")
