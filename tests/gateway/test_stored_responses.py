@@ -285,3 +285,13 @@ def test_a_stalled_database_is_a_503_within_the_bound_then_recovers(gateway_fact
     failed = [r for r in records if r.status_code == 503][0]
     assert failed.error_code == "store_unavailable"
     assert failed.decisions[-1][:2] == ["stored_response", "error"]
+
+
+def test_an_expired_response_is_not_found_before_the_purge(world):
+    from apps.responses.models import StoredResponse as Row
+
+    gateway, mine, *_ = world
+    expired = stored_make(mine.key, created=round(time.time() - 31 * 86400, 3))
+    save(gateway, expired)
+    assert [r.status_code for r in _four(gateway, mine, expired.id)] == [404] * 4
+    assert Row.objects.filter(pk=expired.id).exists()  # hidden, not yet purged
