@@ -234,15 +234,17 @@ class MemoryResponseStore(ChainConversation):
             return None
         chain = [head]
         size = stored_size(head)
-        while chain[-1].previous_response_id is not None:
+        while True:
+            if len(chain) > self.limits.max_chain or size > self.limits.max_conversation_bytes:
+                raise chain_too_long(response_id, self.limits)
             missing = chain[-1].previous_response_id
+            if missing is None:
+                break
             row = await self.load(org_id, missing, project_id=project_id)
             if row is None:
                 raise chain_broken(response_id, missing)
             size += stored_size(row)
             chain.append(row)
-            if len(chain) > self.limits.max_chain or size > self.limits.max_conversation_bytes:
-                raise chain_too_long(response_id, self.limits)
         chain.reverse()
         return chain
 

@@ -246,3 +246,14 @@ def test_a_load_is_timed(keys):
         assert run(loads()) < 0.05
     finally:
         store.close(wait=True)
+
+
+def test_one_response_larger_than_the_conversation_limit_is_refused_too(make_store, keys):
+    mine, *_ = keys
+    store = make_store(StoreLimits(max_conversation_bytes=100))
+    stored = stored_make(mine)
+    run(store.save(stored))
+    assert run(store.load(scope(mine)[0], stored.id)) == stored  # kept, readable
+    with pytest.raises(ResponseStoreRefused) as info:
+        run(store.chain(scope(mine)[0], stored.id))  # but not loaded as a conversation
+    assert info.value.code == "conversation_too_long"
