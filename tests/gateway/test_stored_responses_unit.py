@@ -113,3 +113,14 @@ def test_a_store_failure_is_decided_and_answered_as_it_is():
         "error",
         "response store: store_unavailable",
     )
+
+
+def test_a_refused_parameter_is_decided():
+    ctx = _ctx("GET", "/v1/responses/resp_abc", _key(1, 10), [])
+    ctx.scope = {"query_string": b"limit=5"}
+    with pytest.raises(GatewayError) as info:
+        asyncio.run(RetrieveResponse(MemoryResponseStore()).run(ctx))
+    assert (info.value.code, info.value.param) == ("unsupported_parameter", "limit")
+    assert [(d.stage, d.outcome, d.reason) for d in ctx.decisions] == [
+        ("stored_response", "deny", "refused: unsupported_parameter")
+    ]

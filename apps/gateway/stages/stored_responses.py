@@ -128,6 +128,18 @@ class _StoredResponseStage:
     def __init__(self, store: ResponseStore) -> None:
         self.store = store
 
+    async def run(self, ctx: RequestContext) -> None:
+        """``serve``, with every refusal decided (a bad parameter included)."""
+        try:
+            await self.serve(ctx)
+        except GatewayError as error:
+            if not ctx.decisions or ctx.decisions[-1].stage != self.name:
+                ctx.decide(self.name, Outcome.DENY, f"refused: {error.code}")
+            raise
+
+    async def serve(self, ctx: RequestContext) -> None:
+        raise NotImplementedError
+
     def _not_found(self, ctx: RequestContext, response_id: str) -> GatewayError:
         ctx.decide(self.name, Outcome.DENY, f"{response_id[:100]} not found in the key's scope")
         return response_not_found(response_id)
@@ -162,7 +174,7 @@ class RetrieveResponse(_StoredResponseStage):
 
     allowed = frozenset({"include", "stream", "starting_after", "include_obfuscation"})
 
-    async def run(self, ctx: RequestContext) -> None:
+    async def serve(self, ctx: RequestContext) -> None:
         params = _params(ctx, self.allowed)
         if any(v.lower() not in ("false", "0") for v in params.get("stream", [])):
             raise unsupported("stream", "Streaming a stored response again is not supported.")
@@ -176,7 +188,7 @@ class RetrieveResponse(_StoredResponseStage):
 class DeleteResponse(_StoredResponseStage):
     """``DELETE /v1/responses/{id}``: gone for good (see ``apps.responses.models``)."""
 
-    async def run(self, ctx: RequestContext) -> None:
+    async def serve(self, ctx: RequestContext) -> None:
         _params(ctx, frozenset())
         response_id, org_id, project_id = self._target(ctx)
         deleted = await self._store(
@@ -227,7 +239,7 @@ class ListInputItems(_StoredResponseStage):
 
     allowed = frozenset({"limit", "order", "after", "include"})
 
-    async def run(self, ctx: RequestContext) -> None:
+    async def serve(self, ctx: RequestContext) -> None:
         params = _params(ctx, self.allowed)
         limit = _limit(params.get("limit", []))
         order = (params.get("order") or ["desc"])[-1]
@@ -250,7 +262,7 @@ class CancelResponse(_StoredResponseStage):
     stored response was answered synchronously, so the answer is OpenAI's own 400 for
     one (after the same 404 as elsewhere for an id not in the key's scope)."""
 
-    async def run(self, ctx: RequestContext) -> None:
+    async def serve(self, ctx: RequestContext) -> None:
         _params(ctx, frozenset())
         if ctx.raw_body.strip():
             try:
@@ -259,8 +271,9 @@ class CancelResponse(_StoredResponseStage):
                 raise bad_request("The request body is not valid JSON.") from None
             if not isinstance(body, dict):
                 raise bad_request("The request body must be a JSON object.")
-            for field in body:
-                raise unsupported(str(field)[:100], f"Unsupported parameter: '{field!s:.100}'.")
+            if body:
+                field = str(next(iter(body)))[:100]
+                raise unsupported(field, f"Unsupported parameter: '{field}'.")
         stored = await self._find(ctx)
         if stored.response.get("background") is not True:
             ctx.decide(self.name, Outcome.DENY, f"{stored.id} is not a background response")
