@@ -28,11 +28,17 @@ from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound.anthropic_count_tokens import CountTokens, validate_count_tokens
 from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
+from apps.gateway.inbound.openai_responses import (
+    PreviousResponse,
+    ResponsesFormat,
+    validate_responses,
+)
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.providers.registry import build_adapters
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
+from apps.gateway.response_store import MemoryResponseStore, ResponseStore
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.gateway.stages import (
@@ -107,8 +113,11 @@ class GatewayApp:
         breaker_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
         snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
+        response_store: ResponseStore | None = None,
     ) -> None:
         self.config = config
+        # Stored responses (``/v1/responses``); the Django side hands in the database's.
+        self.response_store: ResponseStore = response_store or MemoryResponseStore()
         self.breaker_state = breaker_state
         self.deployment_stats = DeploymentStats()
         self._routing_task: asyncio.Task[None] | None = None
@@ -170,6 +179,19 @@ class GatewayApp:
                 [
                     authenticate,
                     Authorize(validate_chat),
+                    inspect,
+                    reserve,
+                    route("chat"),
+                ],
+                record,
+            ),
+            ("POST", "/v1/responses"): Pipeline(
+                "responses",
+                [
+                    ResponsesFormat(self.response_store),  # Responses out; stores the answer
+                    authenticate,
+                    Authorize(validate_responses),
+                    PreviousResponse(self.response_store),  # the stored chain, before inspect
                     inspect,
                     reserve,
                     route("chat"),

@@ -1,0 +1,701 @@
+"""Inbound OpenAI Responses API: ``POST /v1/responses`` in, any provider behind it.
+
+Built like :mod:`apps.gateway.inbound.anthropic_messages`: the request is checked and
+translated here into an OpenAI chat body (``ctx.body``), the stages and adapters run
+unchanged (guardrails, budgets and the record see that chat body), and the chat answer is
+translated back on its way out by wrapping ``ctx.send`` (:class:`ResponsesOutput`, with the
+pure translators of :mod:`.openai_responses_output`). The request translators are pure.
+
+Stages, in the pipeline's order (``apps.gateway.app``): :class:`ResponsesFormat` (installs
+the wrapper), authenticate, ``Authorize(validate_responses)`` (parse, check against the
+spec's ``CreateResponse`` schema, refuse what cannot be carried, translate this turn),
+:class:`PreviousResponse` (``previous_response_id``: load the stored chain of the key's
+organisation and translate it with this turn, so guardrails and budgets apply to the whole
+reconstructed prompt), inspect, reserve, route.
+
+What is translated (the Responses field → the chat field that means the same; each chat
+field then gets chat's own treatment for the deployment's provider):
+  * ``instructions`` → a leading ``system`` message (this turn's only: earlier turns'
+    instructions are not carried into a continuation, as OpenAI does);
+  * ``input`` (a string, or items): ``message`` items (roles user/assistant/system/
+    developer; ``input_text``, ``input_image`` by URL or data URL, ``input_file`` by
+    ``file_data``, ``output_text``, ``refusal``) → messages; ``function_call`` items →
+    the assistant's ``tool_calls`` (consecutive ones, and the assistant text just before
+    them, form one assistant message); ``function_call_output`` → ``role: "tool"``;
+    ``item_reference`` → the referenced item of this conversation (stored chain or this
+    input), else 404. ``reasoning`` items are left out: chat APIs take no earlier
+    reasoning (Anthropic's API ignores it too), so nothing the model would use is lost;
+  * function ``tools`` (``strict`` forwarded when set; when omitted chat's non-strict
+    default applies), ``tool_choice`` (auto/none/required/a function),
+    ``parallel_tool_calls``; ``text.format`` (text, json_object, json_schema) →
+    ``response_format``; ``text.verbosity`` → ``verbosity``; ``reasoning.effort`` →
+    ``reasoning_effort``; ``max_output_tokens`` → ``max_completion_tokens``;
+    ``temperature``, ``top_p``, ``user``, ``safety_identifier``, ``service_tier``,
+    ``prompt_cache_key``, ``prompt_cache_retention`` → the same chat fields (caching hints
+    forwarded on the OpenAI wire; the provider translation decides elsewhere, as for chat);
+  * kept by the gateway, never sent upstream: ``store`` (default true: the gateway stores
+    the response, ``apps.gateway.response_store``; chat's own ``store`` is never set),
+    ``previous_response_id``, ``metadata`` (stored and echoed);
+  * ``stream`` → ``stream`` with usage always on; ``stream_options.include_obfuscation``
+    (the gateway pads delta events itself unless it is false).
+
+Refused with 400 ``unsupported_parameter`` naming the field, never dropped: built-in tools
+(``web_search``, ``file_search``, ``code_interpreter``, ``computer_use_preview``,
+``image_generation``, ``mcp``, ``local_shell``, ``custom``, … — the provider would have to
+run them), ``background``, ``conversation``, ``prompt`` (templates), ``max_tool_calls``,
+``top_logprobs``, ``reasoning.summary`` (chat answers carry no reasoning summary),
+``truncation: "auto"`` (the gateway does not drop items to fit the context window; the
+default ``disabled`` is accepted), ``include`` values other than
+``reasoning.encrypted_content`` (trivially empty: translated answers have no reasoning
+items) and ``message.input_image.image_url`` (stored input items keep image URLs),
+input item and content types chat cannot carry (files by id, audio, tool calls of
+built-in tools), and any top-level field this module does not know.
+
+The spec's input item schemas are stricter than the live API (an ``output_text`` passed
+back without ``logprobs``, an assistant message in the short form) and than the clients
+that send them, so ``input`` is checked by the translation, field by field, and the
+schema checks everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.errors import GatewayError, bad_request
+from apps.gateway.inbound.openai_responses_output import (
+    ResponseStream,
+    chat_to_response,
+    new_id,
+    response_object,
+)
+from apps.gateway.request_schema import RequestSchema
+from apps.gateway.response_store import ResponseStore, ResponseStoreUnavailable, StoredResponse
+from apps.gateway.stages import parse_json_body
+
+log = logging.getLogger(__name__)
+
+RESPONSES = RequestSchema("openai_responses")
+
+#: Bound on each call to the response store (the store bounds itself too).
+STORE_TIMEOUT_SECONDS = 5.0
+
+#: Top-level fields the translation carries or the gateway honours itself.
+CARRIED = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "text",
+        "reasoning",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "metadata",
+        "store",
+        "previous_response_id",
+        "include",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "user",
+        "safety_identifier",
+        "service_tier",
+        "truncation",
+        "stream",
+        "stream_options",
+    }
+)
+#: Known fields accepted only at the value that asks for nothing (their default).
+DEFAULTS_ONLY = {"background": False, "top_logprobs": 0, "truncation": "disabled"}
+#: Chat fields of the same name and meaning.
+SAME_NAME = (
+    "temperature",
+    "top_p",
+    "user",
+    "safety_identifier",
+    "service_tier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+)
+FUNCTION_TOOL_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
+INCLUDABLE = frozenset({"reasoning.encrypted_content", "message.input_image.image_url"})
+ROLES = ("user", "assistant", "system", "developer")
+
+
+def unsupported(param: str, what: str) -> GatewayError:
+    """The 400 for something the chat translation would have to drop."""
+    return bad_request(
+        f"{what} cannot be served through this deployment's translation and is not dropped "
+        f"silently: remove '{param}' from the request.",
+        code="unsupported_parameter",
+        param=param,
+    )
+
+
+def _invalid(param: str, message: str, code: str = "invalid_value") -> GatewayError:
+    return bad_request(message, code=code, param=param)
+
+
+def _missing(param: str) -> GatewayError:
+    return _invalid(param, f"Missing required parameter: '{param}'.", "missing_required_parameter")
+
+
+# --------------------------------------------------------------------------- the request
+
+
+def check_request(body: dict[str, Any]) -> None:
+    """The spec's schema (``input`` aside, see the module docstring), then every field
+    the translation cannot carry refused by name."""
+    if isinstance(body.get("input"), list):
+        RESPONSES.check({**body, "input": ""})
+    else:
+        RESPONSES.check(body)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _invalid(
+            "model", "Missing required parameter: 'model'.", "missing_required_parameter"
+        )
+    for name in sorted(body):
+        value = body[name]
+        if value is None or DEFAULTS_ONLY.get(name, object()) == value:
+            continue
+        if name not in CARRIED:
+            if name in DEFAULTS_ONLY or name in ("conversation", "prompt", "max_tool_calls"):
+                raise unsupported(name, f"'{name}'")
+            raise bad_request(
+                f"Unrecognized request argument supplied: '{name}'.",
+                code="unsupported_parameter",
+                param=name,
+            )
+    if body.get("truncation") == "auto":
+        raise unsupported("truncation", "Truncating the conversation ('truncation: auto')")
+    reasoning = body.get("reasoning") or {}
+    for name in ("summary", "generate_summary"):
+        if reasoning.get(name) is not None:
+            raise unsupported(f"reasoning.{name}", "A reasoning summary")
+    for value in body.get("include") or ():
+        if value not in INCLUDABLE:
+            raise unsupported("include", f"include value {value!r}")
+    options = body.get("stream_options") or {}
+    for name in sorted(options):
+        if name != "include_obfuscation":
+            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
+    if body.get("input") is None and body.get("previous_response_id") is None:
+        raise _invalid(
+            "input", "Missing required parameter: 'input'.", "missing_required_parameter"
+        )
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """``input`` as the items the gateway stores: a string becomes one user message,
+    short-form messages get ``type: "message"``, string contents become content parts and
+    every item without an id gets one (``msg_``/``fc_``/``fco_``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    items = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _invalid(f"input[{index}]", f"input[{index}] must be an object.", "invalid_type")
+        item = dict(item)
+        kind = item.get("type") or ("message" if "role" in item else None)
+        item["type"] = kind
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                text = {"type": part, "text": content}
+                if part == "output_text":
+                    text["annotations"] = []
+                item["content"] = [text]
+            item.setdefault("id", new_id("msg"))
+        elif kind == "function_call":
+            item.setdefault("id", new_id("fc"))
+        elif kind == "function_call_output":
+            item.setdefault("id", new_id("fco"))
+        items.append(item)
+    return items
+
+
+def _text_of(parts: Any, param: str, allowed: tuple[str, ...]) -> str:
+    texts = []
+    for j, part in enumerate(parts if isinstance(parts, list) else ()):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in allowed:
+            raise _invalid(
+                f"{param}[{j}]", f"{param}[{j}]: content type {kind!r} is not allowed here."
+            )
+        texts.append(str(part.get("text") or ""))
+    return "\n".join(texts)
+
+
+def _user_part(part: Any, param: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "input_text":
+        return {"type": "text", "text": str(part.get("text") or "")}
+    if kind == "input_image":
+        if part.get("file_id") or not isinstance(part.get("image_url"), str):
+            raise unsupported(f"{param}.file_id", "An image given by file id")
+        image: dict[str, Any] = {"url": part["image_url"]}
+        if part.get("detail") in ("low", "high", "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file":
+        if (
+            not isinstance(part.get("file_data"), str)
+            or part.get("file_id")
+            or part.get("file_url")
+        ):
+            raise unsupported(param, "A file given by id or URL")
+        file = {"file_data": part["file_data"]}
+        if isinstance(part.get("filename"), str):
+            file["filename"] = part["filename"]
+        return {"type": "file", "file": file}
+    raise unsupported(param, f"A {kind!r} content part")
+
+
+def _tool_output(output: Any, param: str) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return _text_of(output, param, ("input_text", "output_text"))
+    raise _invalid(param, f"'{param}' must be a string or content parts.", "invalid_type")
+
+
+class _Messages:
+    """Builds the chat messages of a conversation, item by item."""
+
+    def __init__(self, known: dict[str, dict[str, Any]], *, skip_references: bool) -> None:
+        self.out: list[dict[str, Any]] = []
+        self.known = known  # item id → item, for item_reference
+        self.skip_references = skip_references
+
+    def _assistant(self) -> dict[str, Any]:
+        """The assistant message function calls join (the last message, if it may)."""
+        last = self.out[-1] if self.out else None
+        if last is None or last["role"] != "assistant":
+            last = {"role": "assistant", "content": None}
+            self.out.append(last)
+        return last
+
+    def add(self, item: dict[str, Any], param: str, depth: int = 0) -> None:
+        kind = item.get("type")
+        if kind == "message":
+            self._message(item, param)
+        elif kind == "function_call":
+            call = {
+                "id": str(item.get("call_id") or ""),
+                "type": "function",
+                "function": {
+                    "name": str(item.get("name") or ""),
+                    "arguments": str(item.get("arguments") or ""),
+                },
+            }
+            self._assistant().setdefault("tool_calls", []).append(call)
+        elif kind == "function_call_output":
+            content = _tool_output(item.get("output"), f"{param}.output")
+            self.out.append(
+                {"role": "tool", "tool_call_id": str(item.get("call_id") or ""), "content": content}
+            )
+        elif kind == "reasoning":
+            return  # earlier reasoning: chat APIs take none (see the module docstring)
+        elif kind == "item_reference":
+            if self.skip_references:
+                return
+            target = self.known.get(str(item.get("id") or ""))
+            if target is None or depth:
+                raise GatewayError(
+                    404,
+                    f"Item with id '{item.get('id')}' not found in this conversation.",
+                    code="not_found",
+                    param=f"{param}.id",
+                )
+            self.add(target, param, depth + 1)
+        else:
+            raise unsupported(param, f"An input item of type {kind!r}")
+
+    def _message(self, item: dict[str, Any], param: str) -> None:
+        role, content = item.get("role"), item.get("content")
+        where = f"{param}.content"
+        if role not in ROLES:
+            raise _invalid(f"{param}.role", f"Invalid value for '{param}.role': {role!r}.")
+        if not isinstance(content, list):
+            raise _invalid(where, f"'{where}' must be a string or content parts.", "invalid_type")
+        if role in ("system", "developer"):
+            self.out.append({"role": role, "content": _text_of(content, where, ("input_text",))})
+        elif role == "assistant":
+            texts, refusals = [], []
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in ("output_text", "input_text"):
+                    texts.append(str(part.get("text") or ""))
+                elif kind == "refusal":
+                    refusals.append(str(part.get("refusal") or ""))
+                else:
+                    raise _invalid(
+                        f"{where}[{j}]", f"{where}[{j}]: {kind!r} in an assistant message."
+                    )
+            answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+            if refusals:
+                answer["refusal"] = "".join(refusals)
+            self.out.append(answer)
+        else:
+            parts = [_user_part(part, f"{where}[{j}]") for j, part in enumerate(content)]
+            if len(parts) == 1 and parts[0]["type"] == "text":
+                self.out.append({"role": "user", "content": parts[0]["text"]})
+            else:
+                self.out.append({"role": "user", "content": parts})
+
+
+def _tools(tools: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise unsupported(f"tools[{i}]", f"The built-in tool {kind!r}")
+        for name in sorted(tool):
+            if (
+                name not in ("type", "name", "description", "parameters", "strict")
+                and tool[name] is not None
+            ):
+                raise unsupported(f"tools[{i}].{name}", f"'tools[{i}].{name}'")
+        function: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description") is not None:
+            function["description"] = tool["description"]
+        if isinstance(tool.get("strict"), bool):
+            function["strict"] = tool["strict"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any, has_tools: bool) -> Any:
+    """The chat ``tool_choice``, or None when there is nothing to say."""
+    if choice in ("auto", "none") and not has_tools:
+        return None  # no tools: both mean what chat does without them
+    if not has_tools:
+        raise _invalid("tool_choice", "'tool_choice' needs 'tools'.")
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": str(choice.get("name") or "")}}
+    kind = choice.get("type") if isinstance(choice, dict) else choice
+    raise unsupported("tool_choice", f"tool_choice {kind!r}")
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    schema: dict[str, Any] = {"name": fmt.get("name"), "schema": fmt.get("schema") or {}}
+    for name in ("description", "strict"):
+        if fmt.get(name) is not None:
+            schema[name] = fmt[name]
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def responses_to_openai(
+    body: dict[str, Any],
+    items: list[dict[str, Any]],
+    history: list[dict[str, Any]] | None = None,
+    *,
+    pending_history: bool = False,
+) -> dict[str, Any]:
+    """A checked Responses request (``items``: its normalised input, ``history``: the
+    stored conversation before it) → an OpenAI chat-completions body. With
+    ``pending_history`` (the chain is not loaded yet) references are left for later."""
+    history = history or []
+    known = {str(item["id"]): item for item in [*history, *items] if item.get("id")}
+    messages = _Messages(known, skip_references=pending_history)
+    if body.get("instructions"):
+        messages.out.append({"role": "system", "content": body["instructions"]})
+    for item in history:
+        messages.add(item, "previous_response_id")
+    for index, item in enumerate(items):
+        messages.add(item, f"input[{index}]")
+    if not messages.out and not pending_history:
+        raise _invalid("input", "The request has no input to answer.")
+    out: dict[str, Any] = {"model": body["model"], "messages": messages.out}
+    tools = body.get("tools") or []
+    if tools:
+        out["tools"] = _tools(tools)
+        if body.get("parallel_tool_calls") is not None:
+            out["parallel_tool_calls"] = body["parallel_tool_calls"]
+    choice = _tool_choice(body["tool_choice"], bool(tools)) if body.get("tool_choice") else None
+    if choice is not None:
+        out["tool_choice"] = choice
+    text = body.get("text") or {}
+    if text.get("format"):
+        response_format = _response_format(text["format"])
+        if response_format is not None:
+            out["response_format"] = response_format
+    if text.get("verbosity") is not None:
+        out["verbosity"] = text["verbosity"]
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort is not None:
+        out["reasoning_effort"] = effort
+    if body.get("max_output_tokens") is not None:
+        out["max_completion_tokens"] = body["max_output_tokens"]
+    for name in SAME_NAME:
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("stream") is True:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+@dataclass(slots=True)
+class Turn:
+    """This request, as the output wrapper and the store need it."""
+
+    body: dict[str, Any]
+    items: list[dict[str, Any]]
+    response_id: str
+    created_at: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def store(self) -> bool:
+        return self.body.get("store") is not False
+
+    @property
+    def previous_id(self) -> str | None:
+        value = self.body.get("previous_response_id")
+        return value if isinstance(value, str) and value else None
+
+    def shell(self, model: str, store: bool | None = None) -> dict[str, Any]:
+        return response_object(
+            self.body,
+            response_id=self.response_id,
+            created_at=self.created_at,
+            model=model,
+            status="in_progress",
+            store=self.store if store is None else store,
+        )
+
+
+def validate_responses(ctx: RequestContext) -> None:
+    """Parse and check a Responses request; set ``ctx`` up as for chat (this turn only:
+    :class:`PreviousResponse` adds a stored conversation)."""
+    body = parse_json_body(ctx)
+    check_request(body)
+    items = input_items(body.get("input"))
+    turn = Turn(body, items, new_id("resp"), int(ctx.started_wall))
+    output = installed(ctx)
+    output.turn = turn
+    ctx.model_name = body["model"]
+    ctx.stream = body.get("stream") is True
+    ctx.include_usage = True
+    # With a previous response, references may point into the stored chain: they are
+    # resolved once it is loaded (PreviousResponse), the rest is checked now.
+    ctx.body = responses_to_openai(body, items, pending_history=turn.previous_id is not None)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+class ResponsesFormat:
+    """First stage of ``/v1/responses``: answers go out as Responses objects/events."""
+
+    name = StageName.RESPONSES_FORMAT
+
+    def __init__(self, store: ResponseStore) -> None:
+        self._store = store
+
+    async def run(self, ctx: RequestContext) -> None:
+        if not isinstance(ctx.send, ResponsesOutput):
+            ctx.send = ResponsesOutput(ctx, ctx.send, self._store)
+
+
+class PreviousResponse:
+    """``previous_response_id``: the stored chain (this organisation's only) before this
+    turn's input. A missing, expired, deleted or another organisation's id is the same 404."""
+
+    name = StageName.PREVIOUS_RESPONSE
+
+    def __init__(self, store: ResponseStore) -> None:
+        self._store = store
+
+    async def run(self, ctx: RequestContext) -> None:
+        turn = installed(ctx).turn
+        assert turn is not None and ctx.key is not None
+        previous = turn.previous_id
+        if previous is None:
+            ctx.decide(self.name, Outcome.PASS, "no previous_response_id")
+            return
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+                history = await self._store.conversation(ctx.key.identity.org_id, previous)
+        except (ResponseStoreUnavailable, TimeoutError) as exc:
+            ctx.decide(self.name, Outcome.ERROR, "response store unavailable")
+            raise GatewayError(
+                503,
+                "Stored responses cannot be read right now; retry shortly.",
+                code="response_store_unavailable",
+                type="api_error",
+                headers=[(b"retry-after", b"2")],
+            ) from exc
+        if history is None:
+            ctx.decide(self.name, Outcome.DENY, "previous response not found")
+            raise GatewayError(
+                404,
+                f"Previous response with id '{previous}' not found.",
+                code="not_found",
+                param="previous_response_id",
+            )
+        turn.history = history
+        try:
+            ctx.body = responses_to_openai(turn.body, turn.items, history)
+        except GatewayError as error:
+            ctx.decide(self.name, Outcome.DENY, f"invalid request: {error.code}")
+            raise
+        ctx.decide(self.name, Outcome.ALLOW, f"{len(history)} items before this turn")
+
+
+# --------------------------------------------------------------------------- the answer
+
+
+def _sse_data(event: bytes) -> dict[str, Any] | None:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return None
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+class ResponsesOutput:
+    """Wraps ``ctx.send``: OpenAI chat messages in, Responses ones out; stores the
+    response (``store``) before the last byte leaves."""
+
+    def __init__(self, ctx: RequestContext, send: Any, store: ResponseStore) -> None:
+        self._ctx = ctx
+        self._send = send
+        self._store = store
+        self.turn: Turn | None = None
+        self._start: dict[str, Any] | None = None
+        self._mode = ""  # "json", "sse" or "raw"
+        self._parts: list[bytes] = []
+        self._buffer = b""
+        self._stream: ResponseStream | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            if content_type.startswith(b"text/event-stream") and self.turn is not None:
+                self._mode = "sse"
+                options = self.turn.body.get("stream_options") or {}
+                self._stream = ResponseStream(
+                    self.turn.shell(self._ctx.model_name),
+                    obfuscate=options.get("include_obfuscation") is not False,
+                )
+                await self._send(message)
+            elif content_type.startswith(b"application/json") and self.turn is not None:
+                self._mode = "json"
+                self._start = message  # held until the body is complete
+            else:
+                self._mode = "raw"  # refusals before validation: already OpenAI-style
+                await self._send(message)
+            return
+        if message["type"] != "http.response.body" or self._mode == "raw":
+            await self._send(message)
+            return
+        if self._mode == "json":
+            self._parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                await self._send_json()
+            return
+        await self._relay_sse(message)
+
+    async def _send_json(self) -> None:
+        assert self._start is not None and self.turn is not None
+        body = b"".join(self._parts)
+        if self._start["status"] == 200:
+            try:
+                answer = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                answer = None
+            if isinstance(answer, dict) and "choices" in answer:
+                response = chat_to_response(answer, self.turn.shell(self._ctx.model_name))
+                await self._save(response)
+                body = orjson.dumps(response)
+        headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def _relay_sse(self, message: dict[str, Any]) -> None:
+        stream = self._stream
+        assert stream is not None
+        self._buffer += message.get("body", b"").replace(b"\r\n", b"\n")
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        out = b""
+        for raw in events:
+            data = _sse_data(raw) if raw else None
+            if data is not None:
+                out += stream.feed(data)
+        more = bool(message.get("more_body"))
+        if not more:
+            out += stream.close_items()
+            if not stream.ended:  # completed or incomplete, not failed
+                await self._save(stream.response)
+            out += stream.final()
+        if out or not more:
+            await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+    async def _save(self, response: dict[str, Any]) -> None:
+        """Keep the response for ``previous_response_id`` and GET, bounded; when the store
+        fails the answer still goes out (it was paid for), saying ``store: false``."""
+        ctx, turn = self._ctx, self.turn
+        if turn is None or not turn.store or ctx.key is None:
+            return
+        identity = ctx.key.identity
+        stored = StoredResponse(
+            id=turn.response_id,
+            org_id=identity.org_id,
+            key_id=identity.key_id,
+            project_id=identity.project_id,
+            model=ctx.model_name,
+            response=response,
+            input_items=turn.items,
+            previous_response_id=turn.previous_id,
+            created_at=ctx.started_wall,
+            instructions=turn.body.get("instructions"),
+            metadata=dict(turn.body.get("metadata") or {}),
+        )
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+                await self._store.save(stored)
+        except (ResponseStoreUnavailable, TimeoutError, OSError):
+            log.warning("response %s not stored: the store did not answer", turn.response_id)
+            response["store"] = False
+            ctx.decide(StageName.RESPONSES_FORMAT, Outcome.ERROR, "response not stored")
+            return
+        ctx.decide(StageName.RESPONSES_FORMAT, Outcome.ALLOW, f"stored {turn.response_id}")
+
+
+def installed(ctx: RequestContext) -> ResponsesOutput:
+    """The request's output wrapper (installed by :class:`ResponsesFormat`)."""
+    send = ctx.send
+    if not isinstance(send, ResponsesOutput):
+        raise RuntimeError("ResponsesFormat must run first in the /v1/responses pipeline")
+    return send
