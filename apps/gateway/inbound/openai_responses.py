@@ -417,7 +417,11 @@ def responses_to_openai(
     stored conversation before it) → an OpenAI chat-completions body. With
     ``pending_history`` (the chain is not loaded yet) references are left for later."""
     history = history or []
-    known = {str(item["id"]): item for item in [*history, *items] if item.get("id")}
+    known = {
+        str(item["id"]): item
+        for item in [*history, *items]
+        if item.get("id") and item.get("type") != "item_reference"
+    }
     messages = _Messages(known, skip_references=pending_history)
     if body.get("instructions"):
         messages.out.append({"role": "system", "content": body["instructions"]})

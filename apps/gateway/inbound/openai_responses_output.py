@@ -44,11 +44,13 @@ def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
     reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": int(usage.get("total_tokens") or prompt + completion),
@@ -351,7 +353,10 @@ class ResponseStream:
                     out += self._open_part(kind)
                     assert self._part is not None
                     self._part["text" if kind == "output_text" else "refusal"] += piece
-                    out += self._delta(event, piece, **self._part_fields())
+                    fields = self._part_fields()
+                    if kind == "output_text":
+                        fields["logprobs"] = []
+                    out += self._delta(event, piece, **fields)
             for call in delta.get("tool_calls") or ():
                 out += self._tool_call(call)
             if choice.get("finish_reason"):
