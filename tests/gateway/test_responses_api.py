@@ -314,7 +314,7 @@ def test_store_false_is_not_kept(world):
         ),
         ({"frobnicate": True}, "frobnicate"),
         ({"background": True}, "background"),
-        ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
+        ({"reasoning": {"summary": "detailed"}}, "reasoning.summary"),
     ],
 )
 def test_refusals_name_the_field_and_spend_nothing(world, extra, param):

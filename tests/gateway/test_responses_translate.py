@@ -224,7 +224,7 @@ def test_tool_choices(choice, expected):
         ({"max_tool_calls": 3}, "max_tool_calls"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"truncation": "auto"}, "truncation"),
-        ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning.summary"),
+        ({"reasoning": {"effort": "low", "summary": "concise"}}, "reasoning.summary"),
         ({"include": ["file_search_call.results"]}, "include"),
         ({"frobnicate": 1}, "frobnicate"),
         ({"tool_choice": {"type": "web_search_preview"}, "tools": [WEATHER]}, "tool_choice"),
@@ -289,6 +289,58 @@ def test_item_reference_resolves_in_the_conversation_or_is_404():
         "not_found",
         "input[0].id",
     )
+
+
+def test_namespace_tools_are_flattened_and_codex_defaults_accepted():
+    namespace = {
+        "type": "namespace",
+        "name": "agents",
+        "description": "Sub-agents.",
+        "tools": [{"type": "function", "name": "spawn", "description": "Start one."}],
+    }
+    body = {
+        "model": "m",
+        "input": "x",
+        "tools": [WEATHER, namespace],
+        "reasoning": {"summary": "auto"},
+        "client_metadata": {"session_id": "s"},
+        "include": [],
+    }
+    out = translate(body)
+    assert out["tools"][1] == {
+        "type": "function",
+        "function": {
+            "name": "spawn",
+            "parameters": {"type": "object", "properties": {}},
+            "description": "[agents: Sub-agents.] Start one.",
+        },
+    }
+    assert "reasoning_effort" not in out and "client_metadata" not in out
+    clash = {**namespace, "tools": [{"type": "function", "name": "get_weather"}]}
+    assert refusal({**body, "tools": [WEATHER, clash]}).param == "tools"
+    custom = {**namespace, "tools": [{"type": "custom", "name": "apply_patch"}]}
+    assert refusal({**body, "tools": [custom]}).param == "tools[0].tools[0]"
+
+    completion = {
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "spawn", "arguments": "{}"},
+                        }
+                    ],
+                },
+            }
+        ]
+    }
+    [call] = chat_to_response(completion, shell(), {"spawn": "agents"})["output"]
+    assert call["namespace"] == "agents" and call["name"] == "spawn"
 
 
 # --------------------------------------------------------------------------- answers

@@ -26,13 +26,19 @@ field then gets chat's own treatment for the deployment's provider):
     input), else 404. ``reasoning`` items are left out: chat APIs take no earlier
     reasoning (Anthropic's API ignores it too), so nothing the model would use is lost;
   * function ``tools`` (``strict`` forwarded when set; when omitted chat's non-strict
-    default applies), ``tool_choice`` (auto/none/required/a function),
+    default applies) and the function tools of ``namespace`` tools (Codex groups its
+    sub-agent tools so): flattened into chat tools, the namespace's description before
+    each member's, names unique across namespaces (else 400); the answer's calls of them
+    carry their ``namespace`` again; ``tool_choice`` (auto/none/required/a function),
     ``parallel_tool_calls``; ``text.format`` (text, json_object, json_schema) →
     ``response_format``; ``text.verbosity`` → ``verbosity``; ``reasoning.effort`` →
     ``reasoning_effort``; ``max_output_tokens`` → ``max_completion_tokens``;
     ``temperature``, ``top_p``, ``user``, ``safety_identifier``, ``service_tier``,
     ``prompt_cache_key``, ``prompt_cache_retention`` → the same chat fields (caching hints
     forwarded on the OpenAI wire; the provider translation decides elsewhere, as for chat);
+  * ``client_metadata`` (Codex: an object of strings describing the client's session and
+    turn) is accepted and not forwarded: it describes the caller and asks nothing of the
+    model, and chat has no field for it;
   * kept by the gateway, never sent upstream: ``store`` (default true: the gateway stores
     the response, ``apps.gateway.response_store``; chat's own ``store`` is never set),
     ``previous_response_id``, ``metadata`` (stored and echoed);
@@ -43,7 +49,10 @@ Refused with 400 ``unsupported_parameter`` naming the field, never dropped: buil
 (``web_search``, ``file_search``, ``code_interpreter``, ``computer_use_preview``,
 ``image_generation``, ``mcp``, ``local_shell``, ``custom``, … — the provider would have to
 run them), ``background``, ``conversation``, ``prompt`` (templates), ``max_tool_calls``,
-``top_logprobs``, ``reasoning.summary`` (chat answers carry no reasoning summary),
+``top_logprobs``, ``reasoning.summary`` other than ``auto`` (chat answers carry no
+reasoning, so there is no summary to give; ``auto`` — "a summary where the model gives
+one", Codex's default — is accepted and, as OpenAI does for a model without one, yields
+none),
 ``truncation: "auto"`` (the gateway does not drop items to fit the context window; the
 default ``disabled`` is accepted), ``include`` values other than
 ``reasoning.encrypted_content`` (trivially empty: translated answers have no reasoning
@@ -111,6 +120,7 @@ CARRIED = frozenset(
         "truncation",
         "stream",
         "stream_options",
+        "client_metadata",
     }
 )
 #: Known fields accepted only at the value that asks for nothing (their default).
@@ -178,8 +188,8 @@ def check_request(body: dict[str, Any]) -> None:
         raise unsupported("truncation", "Truncating the conversation ('truncation: auto')")
     reasoning = body.get("reasoning") or {}
     for name in ("summary", "generate_summary"):
-        if reasoning.get(name) is not None:
-            raise unsupported(f"reasoning.{name}", "A reasoning summary")
+        if reasoning.get(name) not in (None, "auto"):
+            raise unsupported(f"reasoning.{name}", f"A {reasoning[name]!r} reasoning summary")
     for value in body.get("include") or ():
         if value not in INCLUDABLE:
             raise unsupported("include", f"include value {value!r}")
@@ -355,27 +365,55 @@ class _Messages:
                 self.out.append({"role": "user", "content": parts})
 
 
+def _function(tool: dict[str, Any], param: str, prefix: str = "") -> dict[str, Any]:
+    """One Responses function tool → a chat tool (every field carried or refused)."""
+    for name in sorted(tool):
+        if name not in FUNCTION_TOOL_FIELDS and tool[name] is not None:
+            raise unsupported(f"{param}.{name}", f"'{param}.{name}'")
+    function: dict[str, Any] = {
+        "name": tool["name"],
+        "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+    }
+    description = " ".join(d for d in (prefix, tool.get("description") or "") if d)
+    if description:
+        function["description"] = description
+    if isinstance(tool.get("strict"), bool):
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def namespaces_of(tools: list[Any]) -> dict[str, str]:
+    """Function name → its namespace, for the function tools inside ``namespace`` tools."""
+    out = {}
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "namespace":
+            for member in tool.get("tools") or ():
+                if isinstance(member, dict) and isinstance(member.get("name"), str):
+                    out[member["name"]] = str(tool.get("name") or "")
+    return out
+
+
 def _tools(tools: list[Any]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
+        if kind == "function":
+            out.append(_function(tool, f"tools[{i}]"))
+        elif kind == "namespace":
+            about = tool.get("description")
+            prefix = f"[{tool.get('name')}: {about}]" if about else ""
+            for j, member in enumerate(tool.get("tools") or ()):
+                where = f"tools[{i}].tools[{j}]"
+                if not isinstance(member, dict) or member.get("type") != "function":
+                    kind = member.get("type") if isinstance(member, dict) else None
+                    raise unsupported(where, f"The {kind!r} tool")
+                out.append(_function(member, where, prefix))
+        else:
             raise unsupported(f"tools[{i}]", f"The built-in tool {kind!r}")
-        for name in sorted(tool):
-            if (
-                name not in ("type", "name", "description", "parameters", "strict")
-                and tool[name] is not None
-            ):
-                raise unsupported(f"tools[{i}].{name}", f"'tools[{i}].{name}'")
-        function: dict[str, Any] = {
-            "name": tool["name"],
-            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if tool.get("description") is not None:
-            function["description"] = tool["description"]
-        if isinstance(tool.get("strict"), bool):
-            function["strict"] = tool["strict"]
-        out.append({"type": "function", "function": function})
+    names = [tool["function"]["name"] for tool in out]
+    for name in names:
+        if names.count(name) > 1:
+            raise _invalid("tools", f"Tool names must be unique across namespaces: {name!r}.")
     return out
 
 
@@ -470,6 +508,10 @@ class Turn:
     response_id: str
     created_at: int
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        return namespaces_of(self.body.get("tools") or [])
 
     @property
     def store(self) -> bool:
@@ -611,6 +653,7 @@ class ResponsesOutput:
                 self._stream = ResponseStream(
                     self.turn.shell(self._ctx.model_name),
                     obfuscate=options.get("include_obfuscation") is not False,
+                    namespaces=self.turn.namespaces,
                 )
                 await self._send(message)
             elif content_type.startswith(b"application/json") and self.turn is not None:
@@ -639,7 +682,8 @@ class ResponsesOutput:
             except orjson.JSONDecodeError:
                 answer = None
             if isinstance(answer, dict) and "choices" in answer:
-                response = chat_to_response(answer, self.turn.shell(self._ctx.model_name))
+                shell = self.turn.shell(self._ctx.model_name)
+                response = chat_to_response(answer, shell, self.turn.namespaces)
                 await self._save(response)
                 body = orjson.dumps(response)
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]

@@ -119,8 +119,10 @@ def _message_item(item_id: str, parts: list[dict[str, Any]], status: str) -> dic
     }
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
-    return {
+def _call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str, namespace: str | None
+) -> dict[str, Any]:
+    item = {
         "id": item_id,
         "type": "function_call",
         "status": status,
@@ -128,6 +130,9 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
         "name": name,
         "arguments": arguments,
     }
+    if namespace:  # a function of a ``namespace`` tool, flattened for chat
+        item["namespace"] = namespace
+    return item
 
 
 def finish(response: dict[str, Any], finish_reason: str | None, usage: Any) -> dict[str, Any]:
@@ -139,8 +144,14 @@ def finish(response: dict[str, Any], finish_reason: str | None, usage: Any) -> d
     return response
 
 
-def chat_to_response(completion: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """A ``chat.completion`` → ``response`` (the shell) completed with output and usage."""
+def chat_to_response(
+    completion: dict[str, Any],
+    response: dict[str, Any],
+    namespaces: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` → ``response`` (the shell) completed with output and usage;
+    ``namespaces``: function name → its ``namespace`` tool, for the calls."""
+    namespaces = namespaces or {}
     choice = (completion.get("choices") or [{}])[0] or {}
     message = choice.get("message") or {}
     item_status = "incomplete" if choice.get("finish_reason") in INCOMPLETE else "completed"
@@ -157,15 +168,10 @@ def chat_to_response(completion: dict[str, Any], response: dict[str, Any]) -> di
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments or {}).decode()
-        output.append(
-            _call_item(
-                new_id("fc"),
-                str(call.get("id") or new_id("call")),
-                str(function.get("name") or ""),
-                arguments,
-                "completed",
-            )
-        )
+        name = str(function.get("name") or "")
+        call_id = str(call.get("id") or new_id("call"))
+        item = _call_item(new_id("fc"), call_id, name, arguments, "completed", namespaces.get(name))
+        output.append(item)
     response["output"] = output
     return finish(response, choice.get("finish_reason"), completion.get("usage"))
 
@@ -192,9 +198,16 @@ class ResponseStream:
     two steps, so the response can be stored before its final event leaves.
     """
 
-    def __init__(self, response: dict[str, Any], *, obfuscate: bool = True) -> None:
+    def __init__(
+        self,
+        response: dict[str, Any],
+        *,
+        obfuscate: bool = True,
+        namespaces: dict[str, str] | None = None,
+    ) -> None:
         self.response = response  # the shell; becomes the final response
         self.obfuscate = obfuscate
+        self.namespaces = namespaces or {}
         self.seq = 0
         self.started = False
         self.ended = False  # the final event (or the failure) was sent
@@ -306,13 +319,10 @@ class ResponseStream:
         out = b""
         if item is None:
             out += self._close_message() + self._close_call()
-            item = _call_item(
-                new_id("fc"),
-                str(call.get("id") or new_id("call")),
-                str(function.get("name") or ""),
-                "",
-                "in_progress",
-            )
+            name = str(function.get("name") or "")
+            call_id = str(call.get("id") or new_id("call"))
+            namespace = self.namespaces.get(name)
+            item = _call_item(new_id("fc"), call_id, name, "", "in_progress", namespace)
             self._calls[index] = item
             self._open_call = item
             self._output.append(item)
