@@ -7,7 +7,9 @@ refusals, guardrails on input items and on the answer, and the audit record."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from decimal import Decimal
 
 import httpx
@@ -17,6 +19,8 @@ import pytest
 from openai.types.responses import Response
 
 from apps.audit.models import RequestLog
+from apps.gateway.inbound import openai_responses
+from apps.gateway.response_store import ResponseStoreUnavailable
 from apps.guardrails.models import GuardrailRule
 from apps.policies.models import Budget
 from fakes.anthropic_server import FakeAnthropicServer
@@ -299,6 +303,43 @@ def test_store_false_is_not_kept(world):
     assert first.store is False
     with pytest.raises(openai.NotFoundError):
         world["client"].responses.create(model="m", input="more", previous_response_id=first.id)
+
+
+def test_a_store_that_fails_still_answers_saying_store_false(world, monkeypatch):
+    """The answer was paid for: it goes out, saying it was not stored, and the record
+    says so too."""
+
+    async def broken(stored):
+        raise ResponseStoreUnavailable("database away")
+
+    monkeypatch.setattr(world["gateway"].response_store, "save", broken)
+    response = world["client"].responses.create(model="m", input="Hi")
+    assert response.output_text and response.store is False
+    events = stream_events(world, model="m", input="Hi")
+    assert events[-1].type == "response.completed" and events[0].response.store is True
+    assert events[-1].response.model_extra["store"] is False
+    for record in records_wait(world["gateway"], 2):
+        assert record.status_code == 200
+        assert ["responses_format", "error", "response not stored"] in record.decisions
+
+
+def test_a_stalled_store_is_a_bounded_503(world, monkeypatch):
+    monkeypatch.setattr(openai_responses, "STORE_TIMEOUT_SECONDS", 0.3)
+
+    async def stall(org_id, response_id):
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(world["gateway"].response_store, "conversation", stall)
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as info:
+        world["client"].responses.create(
+            model="m", input="Hi", previous_response_id="resp_" + "1" * 24
+        )
+    assert time.monotonic() - started < 5
+    assert info.value.status_code == 503
+    assert info.value.body["code"] == "response_store_unavailable"
+    assert info.value.response.headers["retry-after"]
+    assert world["upstream"].requests == []
 
 
 # --------------------------------------------------------------------------- refusals

@@ -585,7 +585,9 @@ class PreviousResponse:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
                 history = await self._store.conversation(ctx.key.identity.org_id, previous)
-        except (ResponseStoreUnavailable, TimeoutError) as exc:
+        except Exception as exc:  # unavailable, timed out, or failed: never a hang or a 500
+            if not isinstance(exc, ResponseStoreUnavailable | TimeoutError):
+                log.exception("loading response %s failed", previous)
             ctx.decide(self.name, Outcome.ERROR, "response store unavailable")
             raise GatewayError(
                 503,
@@ -733,8 +735,11 @@ class ResponsesOutput:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
                 await self._store.save(stored)
-        except (ResponseStoreUnavailable, TimeoutError, OSError):
-            log.warning("response %s not stored: the store did not answer", turn.response_id)
+        except Exception as exc:  # the answer is out of the provider: it still goes out
+            if isinstance(exc, ResponseStoreUnavailable | TimeoutError):
+                log.warning("response %s not stored: the store did not answer", turn.response_id)
+            else:
+                log.exception("response %s not stored", turn.response_id)
             response["store"] = False
             ctx.decide(StageName.RESPONSES_FORMAT, Outcome.ERROR, "response not stored")
             return
