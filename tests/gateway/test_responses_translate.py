@@ -237,9 +237,22 @@ def test_tool_choices(choice, expected):
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
             "input[0].content[0]",
         ),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c",
+                        "output": [{"type": "input_image", "image_url": "https://x.test/i.png"}],
+                    }
+                ]
+            },
+            "input[0].output[0]",
+        ),
     ],
 )
 def test_what_chat_cannot_carry_is_refused_by_name(body, param):
+    """Named, never dropped (and the request is never half-translated)."""
     error = refusal({"model": "m", "input": "x", **body})
     assert (error.status, error.code, error.param) == (400, "unsupported_parameter", param)
 

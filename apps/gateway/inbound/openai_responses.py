@@ -276,6 +276,10 @@ def _tool_output(output: Any, param: str) -> str:
     if isinstance(output, str):
         return output
     if isinstance(output, list):
+        for j, part in enumerate(output):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_image", "input_file"):  # chat's tool messages take text only
+                raise unsupported(f"{param}[{j}]", f"An {kind!r} part in a tool output")
         return _text_of(output, param, ("input_text", "output_text"))
     raise _invalid(param, f"'{param}' must be a string or content parts.", "invalid_type")
 
@@ -336,7 +340,9 @@ class _Messages:
         role, content = item.get("role"), item.get("content")
         where = f"{param}.content"
         if role not in ROLES:
-            raise _invalid(f"{param}.role", f"Invalid value for '{param}.role': {role!r}.")
+            supported = ", ".join(f"'{r}'" for r in ROLES)
+            message = f"Invalid value for '{param}.role'. Supported values are: {supported}."
+            raise _invalid(f"{param}.role", message)
         if not isinstance(content, list):
             raise _invalid(where, f"'{where}' must be a string or content parts.", "invalid_type")
         if role in ("system", "developer"):
