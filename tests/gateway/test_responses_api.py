@@ -277,6 +277,28 @@ def test_continued_on_another_provider_kind(world):
         server.stop()
 
 
+def test_item_reference_points_into_the_stored_conversation(world):
+    client = world["client"]
+    first = client.responses.create(model="m", input="Remember: the code word is heron.")
+    [answer] = first.output
+    second = client.responses.create(
+        model="m",
+        previous_response_id=first.id,
+        input=[
+            {"type": "item_reference", "id": answer.id},
+            {"role": "user", "content": "Repeat that."},
+        ],
+    )
+    assert second.output_text
+    messages = sent(world)["messages"]
+    assert messages[1] == messages[2] == {"role": "assistant", "content": first.output_text}
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.create(
+            model="m", input=[{"type": "item_reference", "id": "msg_" + "9" * 24}]
+        )
+    assert info.value.body["param"] == "input[0].id"
+
+
 def test_another_organisations_id_looks_exactly_like_a_missing_one(world):
     first = world["client"].responses.create(model="m", input="secret plans")
     other_key = key_create(project_create(team_create(org_create("other-org"))))
