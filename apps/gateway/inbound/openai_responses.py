@@ -70,18 +70,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.context import InboundRequest, Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError, bad_request
 from apps.gateway.inbound.openai_responses_output import (
     ResponseStream,
     chat_to_response,
     new_id,
     response_object,
+    sse,
 )
 from apps.gateway.request_schema import RequestSchema
 from apps.gateway.response_store import ResponseStore, ResponseStoreUnavailable, StoredResponse
@@ -125,6 +127,8 @@ CARRIED = frozenset(
 )
 #: Known fields accepted only at the value that asks for nothing (their default).
 DEFAULTS_ONLY = {"background": False, "top_logprobs": 0, "truncation": "disabled"}
+#: Top-level fields only a native (OpenAI-wire) deployment can honour.
+NATIVE_ONLY = frozenset({"top_logprobs", "max_tool_calls"})
 #: Chat fields of the same name and meaning.
 SAME_NAME = (
     "temperature",
@@ -162,28 +166,41 @@ def _missing(param: str) -> GatewayError:
 
 
 def check_request(body: dict[str, Any]) -> None:
-    """The spec's schema (``input`` aside, see the module docstring), then every field
-    the translation cannot carry refused by name."""
+    """The spec's schema (``input`` aside, see the module docstring), then what no
+    deployment is sent: fields the gateway cannot honour whoever serves the request
+    (``background``, ``conversation``, ``prompt``) and unknown ones. What only the
+    translation cannot carry is :func:`translation_refusals`'."""
     if isinstance(body.get("input"), list):
         RESPONSES.check({**body, "input": ""})
     else:
         RESPONSES.check(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise _invalid(
-            "model", "Missing required parameter: 'model'.", "missing_required_parameter"
-        )
+        raise _missing("model")
     for name in sorted(body):
         value = body[name]
         if value is None or DEFAULTS_ONLY.get(name, object()) == value:
             continue
-        if name not in CARRIED:
-            if name in DEFAULTS_ONLY or name in ("conversation", "prompt", "max_tool_calls"):
-                raise unsupported(name, f"'{name}'")
+        if name in ("background", "conversation", "prompt"):
+            raise unsupported(name, f"'{name}'")
+        if name not in CARRIED and name not in NATIVE_ONLY:
             raise bad_request(
                 f"Unrecognized request argument supplied: '{name}'.",
                 code="unsupported_parameter",
                 param=name,
             )
+    options = body.get("stream_options") or {}
+    for name in sorted(options):
+        if name != "include_obfuscation":
+            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
+    if body.get("input") is None and body.get("previous_response_id") is None:
+        raise _missing("input")
+
+
+def translation_refusals(body: dict[str, Any]) -> None:
+    """Top-level settings only a native deployment can honour (see the module docstring)."""
+    for name in sorted(NATIVE_ONLY):
+        if body.get(name) not in (None, DEFAULTS_ONLY.get(name)):
+            raise unsupported(name, f"'{name}'")
     if body.get("truncation") == "auto":
         raise unsupported("truncation", "Truncating the conversation ('truncation: auto')")
     reasoning = body.get("reasoning") or {}
@@ -193,14 +210,6 @@ def check_request(body: dict[str, Any]) -> None:
     for value in body.get("include") or ():
         if value not in INCLUDABLE:
             raise unsupported("include", f"include value {value!r}")
-    options = body.get("stream_options") or {}
-    for name in sorted(options):
-        if name != "include_obfuscation":
-            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
-    if body.get("input") is None and body.get("previous_response_id") is None:
-        raise _invalid(
-            "input", "Missing required parameter: 'input'.", "missing_required_parameter"
-        )
 
 
 def input_items(value: Any) -> list[dict[str, Any]]:
@@ -460,6 +469,7 @@ def responses_to_openai(
     """A checked Responses request (``items``: its normalised input, ``history``: the
     stored conversation before it) → an OpenAI chat-completions body. With
     ``pending_history`` (the chain is not loaded yet) references are left for later."""
+    translation_refusals(body)
     history = history or []
     known = {
         str(item["id"]): item
@@ -539,6 +549,111 @@ class Turn:
         )
 
 
+# --------------------------------------------------------------------------- native
+
+
+FORMAT = "openai.responses"  # ``ctx.inbound.format``; OpenAI-wire kinds declare it
+_PATH_PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
+
+
+def native_request(
+    body: dict[str, Any], history: list[dict[str, Any]], items: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a native (OpenAI-wire) deployment is sent: the client's body with the whole
+    conversation as ``input`` (the stored chain, then this input; item references
+    resolved), no ``previous_response_id`` and ``store: false`` — the gateway stores, the
+    provider keeps nothing. Earlier reasoning items go only with their
+    ``encrypted_content`` (without it a provider that stores nothing cannot use them)."""
+    known = {
+        str(item["id"]): item
+        for item in [*history, *items]
+        if item.get("id") and item.get("type") != "item_reference"
+    }
+    conversation = []
+    for index, item in enumerate([*history, *items]):
+        if item.get("type") == "item_reference":
+            target = known.get(str(item.get("id") or ""))
+            if target is None:
+                where = f"input[{index - len(history)}].id" if index >= len(history) else None
+                raise GatewayError(
+                    404,
+                    f"Item with id '{item.get('id')}' not found in this conversation.",
+                    code="not_found",
+                    param=where or "previous_response_id",
+                )
+            item = target
+        if item.get("type") == "reasoning" and not item.get("encrypted_content"):
+            continue
+        conversation.append(item)
+    out = {k: v for k, v in body.items() if k != "previous_response_id"}
+    out["input"] = conversation
+    out["store"] = False
+    return out
+
+
+def _without(body: dict[str, Any], param: str) -> dict[str, Any]:
+    """A copy of ``body`` without what ``param`` names (up to its last list element)."""
+    copy = orjson.loads(orjson.dumps(body))
+    parts: list[str | int] = [
+        int(m.group(1)) if m.group(1) is not None else m.group(0)
+        for m in _PATH_PART.finditer(param)
+    ]
+    indexes = [i for i, part in enumerate(parts) if isinstance(part, int)]
+    if indexes:
+        parts = parts[: indexes[-1] + 1]
+    node: Any = copy
+    for part in parts[:-1]:
+        node = node[part]
+    del node[parts[-1]]
+    return copy
+
+
+def governed(native: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI chat body the stages govern for a native request: its translation with
+    what only the native format carries left out (budgets and guardrails count the rest;
+    the native attempt sends everything)."""
+    body = native
+    for _ in range(256):
+        try:
+            return responses_to_openai(body, list(body.get("input") or ()))
+        except GatewayError as error:
+            if error.code != "unsupported_parameter" or not error.param:
+                raise
+            body = _without(body, error.param)
+    raise bad_request("The request holds too much only a native deployment can carry.")
+
+
+def _native_ok(ctx: RequestContext) -> bool:
+    """Native pass-through needs no output guard: a key whose answers are guarded (or
+    restored) is served by the translation, where the guard reads every answer."""
+    guard = ctx.key.guardrails if ctx.key is not None else None
+    return guard is None or not (guard.output or guard.restore)
+
+
+def prepare(ctx: RequestContext, turn: Turn, *, pending_history: bool = False) -> None:
+    """``ctx.body`` (the chat translation the stages govern) and, for deployments that
+    speak the format, ``ctx.inbound`` (the native request). What only a native deployment
+    can carry is refused at once when none may serve it (an output-guarded key), else kept
+    in ``inbound.untranslatable``: the route stage skips translated deployments then, and
+    answers that 400 if nothing else could serve the request."""
+    native_ok = _native_ok(ctx)
+    untranslatable = None
+    try:
+        ctx.body = responses_to_openai(
+            turn.body, turn.items, turn.history, pending_history=pending_history
+        )
+    except GatewayError as error:
+        if error.code != "unsupported_parameter" or not native_ok:
+            raise
+        untranslatable = error
+    if pending_history or not native_ok:
+        return  # the chain is not loaded yet (PreviousResponse prepares again)
+    native = native_request(turn.body, turn.history, turn.items)
+    if untranslatable is not None:
+        ctx.body = governed(native)
+    ctx.inbound = InboundRequest(FORMAT, native, untranslatable=untranslatable, governed=governed)
+
+
 def validate_responses(ctx: RequestContext) -> None:
     """Parse and check a Responses request; set ``ctx`` up as for chat (this turn only:
     :class:`PreviousResponse` adds a stored conversation)."""
@@ -553,7 +668,7 @@ def validate_responses(ctx: RequestContext) -> None:
     ctx.include_usage = True
     # With a previous response, references may point into the stored chain: they are
     # resolved once it is loaded (PreviousResponse), the rest is checked now.
-    ctx.body = responses_to_openai(body, items, pending_history=turn.previous_id is not None)
+    prepare(ctx, turn, pending_history=turn.previous_id is not None)
 
 
 # --------------------------------------------------------------------------- the stages
@@ -612,7 +727,7 @@ class PreviousResponse:
             )
         turn.history = history
         try:
-            ctx.body = responses_to_openai(turn.body, turn.items, history)
+            prepare(ctx, turn)
         except GatewayError as error:
             ctx.decide(self.name, Outcome.DENY, f"invalid request: {error.code}")
             raise
@@ -620,6 +735,9 @@ class PreviousResponse:
 
 
 # --------------------------------------------------------------------------- the answer
+
+
+_NATIVE_DELTA = b"event: response."
 
 
 def _sse_data(event: bytes) -> dict[str, Any] | None:
@@ -650,12 +768,20 @@ class ResponsesOutput:
         self._parts: list[bytes] = []
         self._buffer = b""
         self._stream: ResponseStream | None = None
+        self._native = False  # this attempt went to a deployment speaking the format
+        self._seq = -1  # the last sequence number of a native stream
+        self._snapshot: dict[str, Any] | None = None  # its last response object
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
-            if content_type.startswith(b"text/event-stream") and self.turn is not None:
+            inbound = self._ctx.inbound
+            self._native = inbound is not None and inbound.native
+            if self._native and content_type.startswith(b"text/event-stream"):
+                self._mode = "native"
+                await self._send(message)
+            elif content_type.startswith(b"text/event-stream") and self.turn is not None:
                 self._mode = "sse"
                 options = self.turn.body.get("stream_options") or {}
                 self._stream = ResponseStream(
@@ -679,6 +805,9 @@ class ResponsesOutput:
             if not message.get("more_body"):
                 await self._send_json()
             return
+        if self._mode == "native":
+            await self._relay_native(message)
+            return
         await self._relay_sse(message)
 
     async def _send_json(self) -> None:
@@ -693,6 +822,11 @@ class ResponsesOutput:
                 shell = self.turn.shell(self._ctx.model_name)
                 response = chat_to_response(answer, shell, self.turn.namespaces)
                 await self._save(response)
+                body = orjson.dumps(response)
+            elif isinstance(answer, dict) and answer.get("object") == "response":
+                response = self._ours(answer)  # a native answer
+                if response.get("status") in ("completed", "incomplete"):
+                    await self._save(response)
                 body = orjson.dumps(response)
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -717,6 +851,57 @@ class ResponsesOutput:
             out += stream.final()
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+    def _ours(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A native response object as the client's: the gateway's id (the one stored and
+        continued), its ``store`` and ``previous_response_id``, not the upstream's."""
+        turn = self.turn
+        assert turn is not None
+        response["id"] = turn.response_id
+        response["store"] = turn.store
+        response["previous_response_id"] = turn.previous_id
+        return response
+
+    async def _relay_native(self, message: dict[str, Any]) -> None:
+        """A native stream: deltas pass untouched; events carrying the response get the
+        gateway's id, and the final one is stored before it leaves; the gateway's own
+        error event (``data: {"error": ...}``) becomes ``error`` + ``response.failed``."""
+        self._buffer += message.get("body", b"")
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        out = b""
+        for raw in events:
+            if not raw:
+                continue
+            if raw.startswith(_NATIVE_DELTA) and b".delta\n" in raw[:64]:
+                self._seq += 1  # numbered one by one, as every event of the stream
+                out += raw + b"\n\n"
+                continue
+            data = _sse_data(raw)
+            if data is None:
+                out += raw + b"\n\n"
+            elif "type" in data:
+                out += await self._native_event(data)
+            elif "error" in data:
+                out += self._native_failure(data.get("error") or {})
+        more = bool(message.get("more_body"))
+        if out or not more:
+            await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+    async def _native_event(self, data: dict[str, Any]) -> bytes:
+        if isinstance(data.get("sequence_number"), int):
+            self._seq = data["sequence_number"]
+        response = data.get("response")
+        if isinstance(response, dict):
+            self._snapshot = self._ours(response)
+            if data["type"] in ("response.completed", "response.incomplete"):
+                await self._save(response)
+        return sse(data)
+
+    def _native_failure(self, error: dict[str, Any]) -> bytes:
+        shell = self._snapshot or self.turn.shell(self._ctx.model_name)  # type: ignore[union-attr]
+        stream = ResponseStream(shell, obfuscate=False)
+        stream.seq, stream.started = self._seq + 1, True
+        return stream.fail(error)
 
     async def _save(self, response: dict[str, Any]) -> None:
         """Keep the response for ``previous_response_id`` and GET, bounded; when the store
