@@ -28,7 +28,7 @@ from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound.anthropic_count_tokens import CountTokens, validate_count_tokens
 from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
-from apps.gateway.inbound.openai_responses import (
+from apps.gateway.inbound.openai_responses_stages import (
     PreviousResponse,
     ResponsesFormat,
     validate_responses,

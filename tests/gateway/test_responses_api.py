@@ -20,7 +20,7 @@ import pytest
 from openai.types.responses import Response
 
 from apps.audit.models import RequestLog
-from apps.gateway.inbound import openai_responses
+from apps.gateway.inbound import openai_responses_stages
 from apps.gateway.response_store import ResponseStoreUnavailable
 from apps.guardrails.models import GuardrailRule
 from apps.policies.models import Budget
@@ -351,7 +351,7 @@ def test_a_store_that_fails_still_answers_saying_store_false(world, monkeypatch)
 
 
 def test_a_stalled_store_is_a_bounded_503(world, monkeypatch):
-    monkeypatch.setattr(openai_responses, "STORE_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(openai_responses_stages, "STORE_TIMEOUT_SECONDS", 0.3)
 
     async def stall(org_id, response_id):
         await asyncio.sleep(30)
