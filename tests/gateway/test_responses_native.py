@@ -156,3 +156,12 @@ def test_input_redaction_reaches_the_native_body(world):
     assert EMAIL not in json.dumps(body)
     assert body["input"][0]["content"][0]["text"] == "Write to [EMAIL_1]"
     assert body["instructions"] == "[EMAIL_1]"
+
+
+def test_remote_mcp_tools_are_refused_even_natively(world):
+    """The provider would call the MCP server itself, around the gateway's tool grants."""
+    mcp = {"type": "mcp", "server_label": "x", "server_url": "https://mcp.example.test/"}
+    with pytest.raises(openai.BadRequestError) as info:
+        world["client"].responses.create(model="m", input="Hi", tools=[mcp])
+    assert info.value.body["param"] == "tools[0]" and "/mcp" in info.value.body["message"]
+    assert world["upstream"].requests == []

@@ -50,7 +50,8 @@ field then gets chat's own treatment for the deployment's provider):
 
 Refused with 400 ``unsupported_parameter`` naming the field, never dropped:
   * by every deployment: ``background``, ``conversation``, ``prompt`` (templates: content
-    the gateway cannot govern) and unknown top-level fields;
+    the gateway cannot govern), ``mcp`` tools (the provider would call remote MCP servers
+    itself, around the gateway's MCP grants and audit) and unknown top-level fields;
   * by translated deployments only (the route stage skips them when the model also has a
     native one, and answers this 400 when nothing else could serve the request; a key
     with output guardrails is always served the translation, so for it they are refused
@@ -178,6 +179,15 @@ def check_request(body: dict[str, Any]) -> None:
                 f"Unrecognized request argument supplied: '{name}'.",
                 code="unsupported_parameter",
                 param=name,
+            )
+    for i, tool in enumerate(body.get("tools") or ()):
+        if isinstance(tool, dict) and tool.get("type") == "mcp":
+            raise bad_request(
+                "Remote MCP servers called by the provider ('mcp' tools) would bypass the "
+                "gateway's MCP governance (tool grants, audit): connect MCP servers through "
+                "the gateway's /mcp endpoint instead.",
+                code="unsupported_parameter",
+                param=f"tools[{i}]",
             )
     options = body.get("stream_options") or {}
     for name in sorted(options):
