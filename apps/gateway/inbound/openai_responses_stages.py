@@ -164,7 +164,11 @@ class PreviousResponse:
 # --------------------------------------------------------------------------- the answer
 
 
-_NATIVE_DELTA = b"event: response."
+#: Native stream events that carry the response object (the others pass unparsed).
+_RESPONSE_EVENTS = frozenset(
+    b"event: response." + kind
+    for kind in (b"created", b"in_progress", b"queued", b"completed", b"incomplete", b"failed")
+)
 
 
 def _sse_data(event: bytes) -> dict[str, Any] | None:
@@ -285,21 +289,24 @@ class ResponsesOutput:
         turn = self.turn
         assert turn is not None
         response["id"] = turn.response_id
+        response["model"] = self._ctx.model_name
         response["store"] = turn.store
         response["previous_response_id"] = turn.previous_id
         return response
 
     async def _relay_native(self, message: dict[str, Any]) -> None:
-        """A native stream: deltas pass untouched; events carrying the response get the
-        gateway's id, and the final one is stored before it leaves; the gateway's own
-        error event (``data: {"error": ...}``) becomes ``error`` + ``response.failed``."""
+        """A native stream: item and delta events pass untouched (unparsed); the events
+        carrying the response object get the gateway's id and the public model, and the
+        final one is stored before it leaves; the gateway's own error event (``data:
+        {"error": ...}``) becomes ``error`` + ``response.failed``."""
         self._buffer += message.get("body", b"")
         *events, self._buffer = self._buffer.split(b"\n\n")
         out = b""
         for raw in events:
             if not raw:
                 continue
-            if raw.startswith(_NATIVE_DELTA) and b".delta\n" in raw[:64]:
+            head = raw[: raw.find(b"\n")]
+            if head.startswith(b"event: ") and head not in _RESPONSE_EVENTS:
                 self._seq += 1  # numbered one by one, as every event of the stream
                 out += raw + b"\n\n"
                 continue

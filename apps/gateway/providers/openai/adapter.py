@@ -93,7 +93,7 @@ class OpenAIAdapter(BaseAdapter):
         return native_answer(ctx, body)
 
     def native_events(self, ctx: RequestContext, headers: Mapping[str, Any]) -> StreamTranslator:
-        return ResponsesPassThrough(ctx.model_name)
+        return ResponsesPassThrough()
 
     def native_decoder(self) -> SSEDecoder:
         return SSEDecoder(raw_event, crlf=False)

@@ -7,7 +7,8 @@ built by ``apps.gateway.inbound.openai_responses.native_request``) goes to the p
 ``/responses`` with only ``model`` changed to the deployment's upstream model, so built-in
 tools, reasoning summaries, ``include`` and every other field arrive as sent. The answer,
 and every stream event, passes through with ``model`` renamed to the public name (the
-gateway's id and ``store`` are set by the inbound wrapper, which also stores it).
+gateway's id and ``store`` are set by the inbound wrapper, which also stores it, and
+renames the model in stream events: it parses those events anyway).
 
 Usage is read from the Responses ``usage`` (``input_tokens``, of them
 ``input_tokens_details.cached_tokens``, ``output_tokens``).
@@ -25,8 +26,8 @@ from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import stream_broken
 
-_DELTA = b"event: response."
-_FINAL = frozenset({"response.completed", "response.incomplete"})
+_FINAL = frozenset({b"event: response.completed", b"event: response.incomplete"})
+_FAILED = frozenset({b"event: error", b"event: response.failed"})
 
 
 def native_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -61,40 +62,37 @@ def native_answer(ctx: RequestContext, body: bytes) -> bytes:
 class ResponsesPassThrough:
     """Responses stream events (raw SSE event bytes) → the same events.
 
-    Delta events (most of a stream) pass without being parsed; the others are parsed for
-    the public model name (events carrying the response), the usage and the end
-    (``response.completed``/``response.incomplete``). The provider's ``error`` and
+    Only the final event (``response.completed``/``response.incomplete``: usage, the end)
+    and failures are parsed; the rest passes as it came — the inbound wrapper
+    (``inbound.openai_responses_stages``) gives the events carrying the response object
+    the gateway's id and the public model name. The provider's ``error`` and
     ``response.failed`` events are not passed on: the base adapter's stream loop reports
     them (a retryable failure before the first byte, else the gateway's error event, which
     the inbound wrapper turns into ``error`` + ``response.failed``).
     """
 
-    __slots__ = ("_model", "deltas", "error", "finished", "usage")
+    __slots__ = ("deltas", "error", "finished", "usage")
 
-    def __init__(self, public_model: str) -> None:
-        self._model = public_model
+    def __init__(self) -> None:
         self.usage: dict[str, Any] | None = None
         self.deltas = 0
         self.finished = False
         self.error: dict[str, Any] | None = None
 
     def feed_event(self, event: bytes) -> bytes:
-        if event.startswith(_DELTA) and b".delta\n" in event[:64]:
-            self.deltas += 1
-            return event + b"\n\n"
-        data = _data(event)
-        kind = data.get("type") if data is not None else None
-        if kind == "error" or kind == "response.failed":
-            failed = (data.get("response") or {}).get("error") if kind != "error" else data  # type: ignore[union-attr]
-            self.error = failed if isinstance(failed, dict) else {}
+        head = event[: event.find(b"\n")]
+        if head in _FINAL:
+            data = _data(event) or {}
+            response = data.get("response") or {}
+            self.usage = response.get("usage")
+            self.finished = True
+        elif head in _FAILED:
+            data = _data(event) or {}
+            error = data if head == b"event: error" else (data.get("response") or {}).get("error")
+            self.error = error if isinstance(error, dict) else {}
             return b""
-        response = data.get("response") if data is not None else None
-        if isinstance(response, dict):
-            response["model"] = self._model
-            if kind in _FINAL:
-                self.usage = response.get("usage")
-                self.finished = True
-            return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        elif head.endswith(b".delta"):
+            self.deltas += 1
         return event + b"\n\n"
 
     def trailer(self) -> bytes:
