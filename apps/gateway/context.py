@@ -33,6 +33,7 @@ class StageName(StrEnum):
     COUNT_TOKENS = "count_tokens"  # /v1/messages/count_tokens: counted, nothing sent upstream
     RESPONSES_FORMAT = "responses_format"  # /v1/responses: translated; the response stored
     PREVIOUS_RESPONSE = "previous_response"  # /v1/responses: the stored chain continued
+    STORED_RESPONSE = "stored_response"  # GET/DELETE /v1/responses/{id}, input_items, cancel
     SESSION = "session"  # /mcp: session opened, resumed, ended
     RELAY = "relay"  # /mcp: what an upstream asked the agent meanwhile
     RECORD = "record"
