@@ -325,6 +325,20 @@ def test_another_organisations_id_looks_exactly_like_a_missing_one(world):
     assert len(world["upstream"].requests) == 1  # neither reached a provider
 
 
+def test_another_projects_id_is_missing_too(world):
+    """As GET /v1/responses/{id}: a continuation shows the whole conversation."""
+    first = world["client"].responses.create(model="m", input="project secrets")
+    team = world["key"].key.project.team
+    neighbour = key_create(project_create(team))
+    world["gateway"].snapshots.reload()
+    client = openai.OpenAI(
+        base_url=world["gateway"].url + "/v1", api_key=neighbour.secret, max_retries=0
+    )
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.create(model="m", input="go on", previous_response_id=first.id)
+    assert info.value.body["param"] == "previous_response_id"
+
+
 def test_store_false_is_not_kept(world):
     first = world["client"].responses.create(model="m", input="Hi", store=False)
     assert first.store is False
@@ -353,7 +367,7 @@ def test_a_store_that_fails_still_answers_saying_store_false(world, monkeypatch)
 def test_a_stalled_store_is_a_bounded_503(world, monkeypatch):
     monkeypatch.setattr(openai_responses_stages, "STORE_TIMEOUT_SECONDS", 0.3)
 
-    async def stall(org_id, response_id):
+    async def stall(org_id, response_id, **scope):
         await asyncio.sleep(30)
 
     monkeypatch.setattr(world["gateway"].response_store, "conversation", stall)
@@ -364,7 +378,7 @@ def test_a_stalled_store_is_a_bounded_503(world, monkeypatch):
         )
     assert time.monotonic() - started < 5
     assert info.value.status_code == 503
-    assert info.value.body["code"] == "response_store_unavailable"
+    assert info.value.body["code"] == "store_unavailable"
     assert info.value.response.headers["retry-after"]
     assert world["upstream"].requests == []
 

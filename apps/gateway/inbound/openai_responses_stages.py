@@ -9,11 +9,12 @@ translations are :mod:`.openai_responses` (requests) and :mod:`.openai_responses
 (answers); the module docstring of the former says what is carried and what refused.
 
 Stored responses: ``store`` (default true) saves the final response and this turn's
-input items, bounded (``STORE_TIMEOUT_SECONDS``); a store that fails or stalls never
-fails the answer (it was paid for): it goes out saying ``store: false``, and the record
-says "response not stored". Loading a previous response that does not answer in time is a
-503 with ``Retry-After``; one that does not exist in the key's organisation a 404 naming
-``previous_response_id``, the same for another organisation's id.
+input items, bounded (``STORE_TIMEOUT_SECONDS``); a store that fails, stalls or refuses
+(too large) never fails the answer (it was paid for): it goes out saying ``store:
+false``, and the record says "response not stored". Loading a previous response that does
+not answer in time is the store's 503 ``store_unavailable`` with ``Retry-After``; one
+that does not exist in the key's project a 404 naming ``previous_response_id``, the same
+for another project's or organisation's id.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from apps.gateway.inbound.openai_responses_output import (
     new_id,
     sse,
 )
-from apps.gateway.response_store import ResponseStore, ResponseStoreUnavailable, StoredResponse
+from apps.gateway.response_store import (
+    ResponseStore,
+    ResponseStoreRefused,
+    ResponseStoreUnavailable,
+    StoredResponse,
+    response_not_found,
+)
 from apps.gateway.stages import parse_json_body
 
 log = logging.getLogger(__name__)
@@ -115,8 +122,11 @@ class ResponsesFormat:
 
 
 class PreviousResponse:
-    """``previous_response_id``: the stored chain (this organisation's only) before this
-    turn's input. A missing, expired, deleted or another organisation's id is the same 404."""
+    """``previous_response_id``: the stored chain before this turn's input — the key's
+    project's only, as ``GET /v1/responses/{id}`` (a continuation shows the model, and so
+    the client, the whole conversation). A missing, expired, deleted or another
+    project's or organisation's id is the same 404; a chain with a turn gone, or past the
+    store's limits, the store's 400 naming ``previous_response_id``."""
 
     name = StageName.PREVIOUS_RESPONSE
 
@@ -130,28 +140,23 @@ class PreviousResponse:
         if previous is None:
             ctx.decide(self.name, Outcome.PASS, "no previous_response_id")
             return
+        identity = ctx.key.identity
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                history = await self._store.conversation(ctx.key.identity.org_id, previous)
+                history = await self._store.conversation(
+                    identity.org_id, previous, project_id=identity.project_id
+                )
+        except ResponseStoreRefused as refused:  # a turn gone, or too long: never shortened
+            ctx.decide(self.name, Outcome.DENY, f"previous response refused: {refused.code}")
+            raise
         except Exception as exc:  # unavailable, timed out, or failed: never a hang or a 500
             if not isinstance(exc, ResponseStoreUnavailable | TimeoutError):
                 log.exception("loading response %s failed", previous)
             ctx.decide(self.name, Outcome.ERROR, "response store unavailable")
-            raise GatewayError(
-                503,
-                "Stored responses cannot be read right now; retry shortly.",
-                code="response_store_unavailable",
-                type="api_error",
-                headers=[(b"retry-after", b"2")],
-            ) from exc
+            raise ResponseStoreUnavailable() from exc
         if history is None:
             ctx.decide(self.name, Outcome.DENY, "previous response not found")
-            raise GatewayError(
-                404,
-                f"Previous response with id '{previous}' not found.",
-                code="not_found",
-                param="previous_response_id",
-            )
+            raise response_not_found(previous, param="previous_response_id")
         turn.history = history
         try:
             prepare(ctx, turn)
