@@ -73,7 +73,11 @@ __all__ = [
 DEFAULT_PORT = 9003
 
 _DEPLOYMENTS_PREFIX = "/openai/deployments/"
-_V1_KINDS = {"/openai/v1/chat/completions": "chat", "/openai/v1/embeddings": "embeddings"}
+_V1_KINDS = {
+    "/openai/v1/chat/completions": "chat",
+    "/openai/v1/embeddings": "embeddings",
+    "/openai/v1/responses": "responses",  # the fake OpenAI's (fakes.openai_responses)
+}
 _DEPLOYMENT_KINDS = {"chat/completions": "chat", "embeddings": "embeddings"}
 _MODELS_PATHS = ("/openai/models", "/openai/v1/models")
 
@@ -303,6 +307,8 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
     # ---- payloads
 
     def _chat_payload(self, body: dict[str, Any], behavior: FakeBehavior) -> dict[str, Any]:
+        if "input" in body and "messages" not in body:  # /v1/responses: the OpenAI fake's
+            return super()._stream_events(body, behavior)
         filtered = _mentions(body, self.completion_filter_word)
         if filtered:  # the output filter cut the completion half-way
             behavior = dataclasses.replace(
@@ -324,6 +330,8 @@ class FakeAzureOpenAIServer(FakeOpenAIServer):
         The leading ``prompt_filter_results`` chunk shares the first write with the role
         chunk, so ``disconnect_after_chunks`` counts content chunks as in the base class.
         """
+        if "input" in body and "messages" not in body:  # /v1/responses: the OpenAI fake's
+            return super()._stream_events(body, behavior)
         filtered = _mentions(body, self.completion_filter_word)
         if filtered:
             behavior = dataclasses.replace(

@@ -1,9 +1,10 @@
 """A fast fake OpenAI upstream, for tests and benchmarks of the gateway.
 
-It speaks the OpenAI wire format (chat completions, streaming included, embeddings and the
-model list). Its behaviour can be changed while it runs (latency, failures, hangs, dropped
-streams), and it can check every request body against the ``openai`` SDK's own parameter
-types, so a translation bug in the gateway fails loudly here.
+It speaks the OpenAI wire format (chat completions, streaming included, the Responses API
+(:mod:`fakes.openai_responses`), embeddings and the model list). Its behaviour can be
+changed while it runs (latency, failures, hangs, dropped streams), and it can check every
+request body against the ``openai`` SDK's own parameter types, so a translation bug in the
+gateway fails loudly here.
 
 Tool calls, mirroring the Anthropic fake: when the request has ``tools`` and its last
 message is a user message whose text contains the word "weather", or whenever
@@ -42,7 +43,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fakes import base
+from fakes import base, openai_responses
 from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, retry_after, tokens
 
 __all__ = [
@@ -355,6 +356,8 @@ class FakeOpenAIServer(base.FakeServer):
 
         if path == "/v1/chat/completions":
             kind = "chat"
+        elif path == "/v1/responses":
+            kind = "responses"
         elif path == "/v1/embeddings":
             kind = "embeddings"
         elif path == "/v1/moderations" and method == "POST" and not bad_json:
@@ -377,6 +380,8 @@ class FakeOpenAIServer(base.FakeServer):
     ) -> web.StreamResponse:
         """A routed, parsed chat or embeddings request: validation, a refusal, the answer."""
         behavior = self.behavior
+        if kind == "responses":
+            return await self._responses(request, body, behavior)
         if behavior.validate:
             problem = validate_request(kind, body)
             if problem is not None:
@@ -389,6 +394,19 @@ class FakeOpenAIServer(base.FakeServer):
         if body.get("stream") is True:
             return await self._stream(request, body, behavior)
         return await self._with_effects(behavior, self._chat(body, behavior))
+
+    async def _responses(
+        self, request: web.BaseRequest, body: dict[str, Any], behavior: FakeBehavior
+    ) -> web.StreamResponse:
+        """``POST /v1/responses`` (see :mod:`fakes.openai_responses`)."""
+        if behavior.validate:
+            problem = openai_responses.validate(body)
+            if problem is not None:
+                return _error(400, problem)
+        if body.get("stream") is True:
+            return await self._stream(request, body, behavior)
+        answer = openai_responses.Answer(body, behavior, next(self._ids), TOOL_ARGUMENTS)
+        return await self._with_effects(behavior, json_response(answer.response(True)))
 
     def _refusal(self, body: dict[str, Any], behavior: FakeBehavior) -> web.Response | None:
         """A chat request the model refuses before answering: here, a prompt longer than
@@ -546,6 +564,9 @@ class FakeOpenAIServer(base.FakeServer):
     ) -> tuple[list[bytes], int]:
         """All SSE events of one stream, serialised up front, and the number of content
         chunks: role, tokens (or a function call's argument pieces), finish, usage."""
+        if "input" in body and "messages" not in body:  # /v1/responses (chat has no input)
+            answer = openai_responses.Answer(body, behavior, next(self._ids), TOOL_ARGUMENTS)
+            return answer.events()
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(
             stream_options.get("include_usage")

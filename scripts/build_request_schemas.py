@@ -2,8 +2,9 @@
 
 The rules come from the vendors, not from a hand-kept list:
 
-- OpenAI (chat completions, embeddings): the request schemas of OpenAI's published OpenAPI
-  spec (``openai-openapi.yaml``), every ``$ref`` they reach copied under ``$defs``.
+- OpenAI (chat completions, embeddings, responses): the request schemas of OpenAI's
+  published OpenAPI spec (``openai-openapi.yaml``), every ``$ref`` they reach copied
+  under ``$defs``.
 - Anthropic (messages, messages/count_tokens): the request TypedDicts of the official
   ``anthropic`` SDK (current: thinking, output_config, ``role: "system"`` messages, …) as
   JSON Schema via pydantic, plus what Anthropic's published OpenAPI spec
@@ -18,6 +19,8 @@ Then one normalisation for all, each step for a reason:
 - ``oneOf`` becomes ``anyOf``: without ``additionalProperties: false`` some branches overlap,
   and anyOf accepts exactly the documents one of them describes (and stops at the first).
 - Annotations (descriptions, examples, ``x-*``, discriminators) are removed.
+- 2019-09's ``$recursiveAnchor``/``$recursiveRef: "#"`` (the spec's nested file-search
+  filters) become a plain ``$ref`` to the definition they sit in: draft 2020-12 refuses them.
 - An ``integer`` with no bound of its own gets the signed 32-bit range; ``10**30`` or
   ``1e308`` never leave. (``seed`` keeps its own 64-bit bounds.)
 - ``OVERLAY``: a few bounds the vendor's API enforces but its spec leaves out (each says
@@ -117,8 +120,22 @@ def _with_defs(root: dict[str, Any], defs: dict[str, Any], prefix: str) -> dict[
         needed[name] = defs[name]
         todo.extend(sorted(_refs(defs[name], prefix) - needed.keys()))
     schema = copy.deepcopy(root)
-    schema["$defs"] = {name: copy.deepcopy(needed[name]) for name in sorted(needed)}
+    schema["$defs"] = {
+        name: _unrecurse(copy.deepcopy(needed[name]), f"{prefix}{name}") for name in sorted(needed)
+    }
     return _rewrite_refs(schema, prefix)
+
+
+def _unrecurse(node: Any, own_ref: str) -> Any:
+    """``$recursiveRef: "#"`` → a ``$ref`` to the definition itself; no ``$recursiveAnchor``."""
+    if isinstance(node, list):
+        return [_unrecurse(v, own_ref) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _unrecurse(v, own_ref) for k, v in node.items() if k != "$recursiveAnchor"}
+    if out.pop("$recursiveRef", None) is not None:
+        out["$ref"] = own_ref
+    return out
 
 
 def _rewrite_refs(node: Any, prefix: str) -> Any:
@@ -229,6 +246,7 @@ def openai_schemas(specs: Path) -> dict[str, dict[str, Any]]:
     for name, root in (
         ("openai_chat_completions", "CreateChatCompletionRequest"),
         ("openai_embeddings", "CreateEmbeddingRequest"),
+        ("openai_responses", "CreateResponse"),
     ):
         schema = _with_defs(defs[root], defs, prefix)
         out[name] = schema

@@ -28,6 +28,11 @@ from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats
 from apps.gateway.errors import GatewayError
 from apps.gateway.inbound.anthropic_count_tokens import CountTokens, validate_count_tokens
 from apps.gateway.inbound.anthropic_messages import AnthropicFormat, validate_messages
+from apps.gateway.inbound.openai_responses_stages import (
+    PreviousResponse,
+    ResponsesFormat,
+    validate_responses,
+)
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.providers.registry import build_adapters
@@ -122,7 +127,8 @@ class GatewayApp:
         response_store: ResponseStore | None = None,
     ) -> None:
         self.config = config
-        self.response_store = response_store or MemoryResponseStore()
+        # Stored responses (``/v1/responses``); the Django side hands in the database's.
+        self.response_store: ResponseStore = response_store or MemoryResponseStore()
         self.breaker_state = breaker_state
         self.deployment_stats = DeploymentStats()
         self._routing_task: asyncio.Task[None] | None = None
@@ -184,6 +190,19 @@ class GatewayApp:
                 [
                     authenticate,
                     Authorize(validate_chat),
+                    inspect,
+                    reserve,
+                    route("chat"),
+                ],
+                record,
+            ),
+            ("POST", "/v1/responses"): Pipeline(
+                "responses",
+                [
+                    ResponsesFormat(self.response_store),  # Responses out; stores the answer
+                    authenticate,
+                    Authorize(validate_responses),
+                    PreviousResponse(self.response_store),  # the stored chain, before inspect
                     inspect,
                     reserve,
                     route("chat"),

@@ -15,16 +15,19 @@ the same rules. Per request:
   explicit error event. Redactions in the answer, and restoring the prompt's redacted
   values (``restore_in_response``), work on both.
 
-Other client formats (``ctx.inbound``, Anthropic Messages): the input scan reads the body
-the client sent, in its own shape, and redacts it in place — so a native attempt sends the
-redacted text — then re-derives ``ctx.body`` (the OpenAI translation the other stages and
-translated attempts use) from it; earlier turns' thinking blocks are not scanned (they
-are the model's output, already checked, and changing one voids its signature). The
+Other client formats (``ctx.inbound``, Anthropic Messages, the Responses API): the input
+scan reads the body the client sent, in its own shape, and redacts it in place — so a
+native attempt sends the redacted text — then re-derives ``ctx.body`` (the OpenAI
+translation the other stages and translated attempts use) from it; earlier turns'
+thinking blocks are not scanned (they are the model's output, already checked, and
+changing one voids its signature). The
 output guard recognises a native answer (an Anthropic ``Message``; ``text_delta`` and
 ``thinking_delta`` events) as well as OpenAI's. Thinking is scanned like text: a block
 rule cuts it, a redaction masks it — the rule's promise that the value never reaches the
 client wins over the block's signature, which then no longer matches (Anthropic refuses
-such a block if it is sent back within a tool-use loop).
+such a block if it is sent back within a tool-use loop). Responses API answers reach no
+output guard natively: a key with output guardrails is served the translation
+(``inbound.openai_responses``).
 
 Findings (``ctx.findings``) carry the detector, the action taken and the stage — never the
 matched text.
@@ -250,9 +253,33 @@ def _value_slots(value: Any, path: str) -> Iterator[_Slot]:
             yield from _value_slots(item, where)
 
 
+def _responses_slots(body: dict[str, Any]) -> Iterator[_Slot]:
+    """The texts of a Responses API body (``ctx.inbound`` of ``/v1/responses``: the whole
+    reconstructed conversation): instructions, message texts, function-call arguments and
+    outputs. Reasoning items are not scanned (encrypted, the model's own output)."""
+    if isinstance(body.get("instructions"), str):
+        yield _Slot("instructions", body, "instructions")
+    items = body.get("input")
+    if isinstance(items, str):
+        yield _Slot("input", body, "input")
+        return
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        for key in ("content", "output", "arguments"):
+            value = item.get(key)
+            if isinstance(value, str):
+                yield _Slot(f"input[{i}].{key}", item, key)
+            elif isinstance(value, list):
+                for j, part in enumerate(value):
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        yield _Slot(f"input[{i}].{key}[{j}].text", part, "text")
+
+
 #: Inbound format (``ctx.inbound.format``) → the walker of its own body's texts.
 INBOUND_SLOTS: dict[str, Callable[[dict[str, Any]], Iterator[_Slot]]] = {
     MESSAGES_FORMAT: _anthropic_slots,
+    "openai.responses": _responses_slots,
 }
 
 

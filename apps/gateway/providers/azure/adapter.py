@@ -29,12 +29,17 @@ Passed through untouched (they are valid OpenAI-format extensions):
     still read from the final usage chunk);
   * ``finish_reason: "content_filter"`` (the completion was cut by the output filter).
 
+The Responses API (``/v1/responses`` sent natively): always ``POST {api_base}/openai/v1/
+responses`` with ``model`` = ``upstream_model``, whatever ``api_version`` says — the
+dated data-plane versions this adapter defaults to have no Responses API, the v1 surface
+has it on every resource, and the native choice is made per kind, not per deployment.
+
 Not supported:
   * Microsoft Entra ID (AAD) bearer tokens: only API keys are stored for a provider;
   * dated ``api_version`` values older than ``2024-09-01-preview`` reject
     ``stream_options``, which the gateway always sends on streams to count usage: use the
     default or a newer version (or ``v1``);
-  * the Assistants, Responses, images and audio APIs: the gateway does not proxy them.
+  * the Assistants, images and audio APIs: the gateway does not proxy them.
 """
 
 from __future__ import annotations
@@ -94,6 +99,17 @@ class AzureOpenAIAdapter(OpenAIAdapter):
             (dep.api_base, path, dep.api_key, dep.upstream_model, dep.options),
             lambda: (
                 azure_url(dep.api_base, dep.upstream_model, path, api_version_of(dep)),
+                azure_headers(dep.api_key),
+            ),
+        )
+
+    def native_target(self, dep: DeploymentEntry) -> tuple[URL, dict[str, str]]:
+        """Azure's Responses API, on the v1 surface (see the module docstring)."""
+        return cached_target(
+            self._targets,
+            (dep.api_base, "native:/responses", dep.api_key),
+            lambda: (
+                azure_url(dep.api_base, dep.upstream_model, "/responses", V1),
                 azure_headers(dep.api_key),
             ),
         )

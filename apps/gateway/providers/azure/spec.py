@@ -24,4 +24,6 @@ AZURE = ProviderSpec(
     "Azure OpenAI",
     AzureOptions,
     "apps.gateway.providers.azure.adapter:AzureOpenAIAdapter",
+    # /v1/responses natively, always on Azure's v1 surface (see the adapter's docstring).
+    native_formats=frozenset({"openai.responses"}),
 )

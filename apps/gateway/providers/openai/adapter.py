@@ -1,4 +1,9 @@
-"""The OpenAI wire-format adapter (OpenAI and compatible servers: vLLM, Ollama, Mistral…)."""
+"""The OpenAI wire-format adapter (OpenAI and compatible servers: vLLM, Ollama, Mistral…).
+
+``/v1/responses`` requests go natively to the ``openai`` kind (and Azure's, which
+subclasses this adapter): ``POST {api_base}/responses`` (:mod:`.responses_native`). The
+``openai_compatible`` kind does not declare the format (not every compatible server has
+the Responses API), so it is served the translation."""
 
 from __future__ import annotations
 
@@ -10,7 +15,12 @@ from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.providers.base import BaseAdapter, cached_target
-from apps.gateway.providers.contract import EMBEDDINGS
+from apps.gateway.providers.contract import EMBEDDINGS, StreamTranslator
+from apps.gateway.providers.openai.responses_native import (
+    ResponsesPassThrough,
+    native_answer,
+    native_body,
+)
 from apps.gateway.providers.openai.translate import (
     OpenAIStreamTranslator,
     openai_request,
@@ -64,4 +74,26 @@ class OpenAIAdapter(BaseAdapter):
         return OpenAIStreamTranslator(include_usage=ctx.include_usage, public_model=ctx.model_name)
 
     def decoder(self) -> SSEDecoder:
+        return SSEDecoder(raw_event, crlf=False)
+
+    # ---- native: OpenAI Responses in and out (the kinds declaring "openai.responses")
+
+    def native_target(self, dep: DeploymentEntry) -> tuple[URL, dict[str, str]]:
+        """The URL and headers of the deployment's Responses endpoint."""
+        return self._target(dep, "/responses")
+
+    def native_request(
+        self, ctx: RequestContext, dep: DeploymentEntry, op: str
+    ) -> tuple[URL, dict[str, str], bytes]:
+        assert ctx.inbound is not None
+        url, headers = self.native_target(dep)
+        return url, headers, native_body(ctx.inbound.body, dep.upstream_model)
+
+    def native_answer(self, ctx: RequestContext, body: bytes, headers: Mapping[str, str]) -> bytes:
+        return native_answer(ctx, body)
+
+    def native_events(self, ctx: RequestContext, headers: Mapping[str, Any]) -> StreamTranslator:
+        return ResponsesPassThrough()
+
+    def native_decoder(self) -> SSEDecoder:
         return SSEDecoder(raw_event, crlf=False)
