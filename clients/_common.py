@@ -82,4 +82,5 @@ def tail(text: str, limit: int = 300) -> str:
             lines.insert(0, line.strip())
         if len(lines) == 3:
             break
-    return " | ".join(lines)[-limit:]
+    joined = " | ".join(lines)
+    return joined if len(joined) <= limit else "…" + joined[-limit:]
