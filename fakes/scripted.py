@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from fakes import base
+from fakes import base, openai_responses
 from fakes.anthropic_server import CLI as ANTHROPIC_CLI
 from fakes.anthropic_server import FakeAnthropicServer
 from fakes.anthropic_server import validate_request as anthropic_problem
@@ -349,9 +349,9 @@ class ScriptedOpenAIServer(_Scripted, FakeOpenAIServer):
         return expected is None or request.headers.get("Authorization") == expected
 
     def _problem(self, request: web.BaseRequest, body: dict[str, Any]) -> str | None:
-        if request.path.endswith("/chat/completions"):
-            return openai_problem("chat", body)
-        return None  # the OpenAI fake has no Responses validation (yet)
+        if request.path.endswith("/responses"):
+            return openai_responses.validate(body)
+        return openai_problem("chat", body)
 
     async def _scripted(
         self, request: web.BaseRequest, body: dict[str, Any], call: tuple[str, dict[str, Any]]

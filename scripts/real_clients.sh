@@ -35,6 +35,9 @@
 #   scripts/real_clients.sh --direct [CHECK...]  the same clients straight at the fakes, no
 #                                                gateway and no baseline: tells a gateway gap
 #                                                from a client the fakes cannot serve yet.
+#                                                (The OpenAI fake stores nothing: Responses
+#                                                clients that leave `store` on get its 400
+#                                                there; the gateway sends store false.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -27,6 +27,7 @@ FUNCTION = {
     "type": "function",
     "name": "exec_command",
     "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}},
+    "strict": False,
 }
 OTHER = FUNCTION | {"name": "other"}
 CHAT_TOOL = {"type": "function", "function": {k: FUNCTION[k] for k in ("name", "parameters")}}
@@ -58,6 +59,7 @@ def sse_data(text: str) -> list[dict[str, Any]]:
 def test_responses_stream_calls_the_named_tool(openai_fake: ScriptedOpenAIServer) -> None:
     body = {
         "model": "m",
+        "store": False,
         "stream": True,
         "tools": [OTHER, FUNCTION],
         "input": [{"role": "user", "content": [{"type": "input_text", "text": PROMPT}]}],
@@ -81,7 +83,9 @@ def test_responses_stream_calls_the_named_tool(openai_fake: ScriptedOpenAIServer
 def test_responses_non_stream_through_the_sdk(openai_fake: ScriptedOpenAIServer) -> None:
     client = openai.OpenAI(base_url=openai_fake.url, api_key=KEY, max_retries=0)
     user: Any = [{"role": "user", "content": PROMPT}]
-    raw = client.responses.with_raw_response.create(model="m", input=user, tools=[FUNCTION])
+    raw = client.responses.with_raw_response.create(
+        model="m", input=user, tools=[FUNCTION], store=False
+    )
     response = Response.model_validate(json.loads(raw.http_response.text))
     assert response.output[0].type == "function_call"
     assert json.loads(response.output[0].arguments) == ARGS
@@ -231,3 +235,10 @@ def test_an_invalid_request_gets_the_plain_fakes_400(
     messages["max_tokens"] = 10
     answer = httpx.post(f"{anthropic_fake.url}/v1/messages", json=messages, headers=headers)
     assert answer.json()["content"][0]["type"] == "tool_use"
+    responses = {"model": "m", "tools": [FUNCTION], "input": [{"role": "user", "content": PROMPT}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    answer = httpx.post(f"{openai_fake.url}/responses", json=responses, headers=headers)
+    assert answer.status_code == 400  # the fake stores nothing: store false is required
+    responses["store"] = False
+    answer = httpx.post(f"{openai_fake.url}/responses", json=responses, headers=headers)
+    assert answer.json()["output"][0]["type"] == "function_call"
