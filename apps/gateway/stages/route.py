@@ -11,7 +11,10 @@ Order of events for one request:
      content-policy refusal), its fallback models in order — each only if the key may use
      it — through the same loop;
 all within the model's attempt budget, a per-attempt timeout and the request's overall
-deadline. A stream fails over only before its first byte reached the client.
+deadline. A deployment whose kind refuses a field the client sent (``unsupported_parameter``,
+raised before any I/O) is passed over for the model's next deployment, without using an
+attempt; when none can carry it, that 400 is the answer (fallback models are not tried).
+A stream fails over only before its first byte reached the client.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
 from apps.gateway.providers.contract import Adapter
 from apps.gateway.providers.errors import timeout_error as _timeout_error
+from apps.gateway.providers.parameters import UNSUPPORTED_PARAMETER
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
 
 
@@ -214,9 +218,12 @@ class Route:
         policy = self._policy
         last_error: GatewayError | None = None
         tried: set[int] = set()
+        cannot: set[int] = set()  # refused a field the client sent: never retried
         for _round in range(budget.max_attempts):
             progressed = False
             for dep in order:
+                if dep.id in cannot:
+                    continue
                 if budget.exhausted():
                     return False, last_error
                 if not await self._breakers.allow(dep.id):
@@ -250,6 +257,13 @@ class Route:
                             ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                             raise
                         return False, error
+                    if error.code == UNSUPPORTED_PARAMETER:
+                        # Refused before anything was sent (providers.parameters): another
+                        # deployment's kind may carry the field; this one never will.
+                        cannot.add(dep.id)
+                        budget.attempts -= 1
+                        last_error = error
+                        continue
                     if error.code not in RETRYABLE_CODES:
                         ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                         raise

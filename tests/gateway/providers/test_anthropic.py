@@ -29,7 +29,9 @@ from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 # --------------------------------------------------------------------------- pure: requests
 
 
-def test_system_messages_become_the_top_level_system_and_sampling_is_dropped():
+def test_system_messages_become_the_top_level_system_and_default_sampling_passes():
+    """The Messages API has no sampling parameters: their defaults (1) ask for nothing,
+    any other value is refused (see test_chat_fidelity.py), never dropped."""
     body = {
         "model": "claude",
         "messages": [
@@ -37,8 +39,8 @@ def test_system_messages_become_the_top_level_system_and_sampling_is_dropped():
             {"role": "developer", "content": [{"type": "text", "text": "No emojis."}]},
             {"role": "user", "content": "Hi"},
         ],
-        "temperature": 0.2,
-        "top_p": 0.9,
+        "temperature": 1,
+        "top_p": 1.0,
         "stream_options": {"include_usage": True},
     }
     out = openai_to_anthropic(body, "claude-up")
@@ -159,7 +161,7 @@ def test_tool_calls_and_results_round_trip():
     assert validate_request("messages", out) is None
 
 
-def test_images_only_data_urls_are_forwarded():
+def test_images_data_urls_as_base64_and_remote_urls_as_url_sources():
     body = {
         "messages": [
             {
@@ -182,6 +184,7 @@ def test_images_only_data_urls_are_forwarded():
             "type": "image",
             "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
         },
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
     ]
     assert validate_request("messages", out) is None
 
@@ -366,7 +369,7 @@ def test_non_streaming_text_with_usage_and_cost(setup):
     upstream.behavior.completion_tokens = 5
 
     reply = client.chat.completions.create(
-        model="claude", messages=MESSAGES, temperature=0.3, max_tokens=50
+        model="claude", messages=MESSAGES, temperature=1, max_tokens=50
     )
 
     assert reply.model == "claude" and reply.id.startswith("chatcmpl-msg_")
@@ -375,7 +378,7 @@ def test_non_streaming_text_with_usage_and_cost(setup):
     sent = upstream.requests[-1]
     assert sent["json"]["model"] == "claude-up" and sent["json"]["max_tokens"] == 50
     assert sent["json"]["system"] == "You are terse."
-    assert "temperature" not in sent["json"]
+    assert "temperature" not in sent["json"]  # 1 is the default: nothing to send
     assert sent["headers"]["x-api-key"] == "sk-ant-upstream"
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
     assert issued.secret not in str(sent)

@@ -21,10 +21,28 @@ What is translated (OpenAI → Converse):
     which only some models accept);
   * ``max_completion_tokens`` / ``max_tokens``, ``temperature``, ``top_p``, ``stop`` →
     ``inferenceConfig`` {maxTokens, temperature, topP, stopSequences};
-  * ``response_format``: ``json_object`` / ``text`` add nothing; ``json_schema`` is
-    refused with 400 ``unsupported_parameter`` rather than silently ignored.
-Not forwarded: ``parallel_tool_calls``, ``user``, ``seed``, penalties, ``logprobs``,
-``logit_bias``, ``stream_options`` (the usage chunk is ours); ``n`` > 1 is refused (400).
+  * ``response_format`` ``json_schema`` → ``outputConfig.textFormat`` (Converse's native
+    structured output: ``{"type": "json_schema", "structure": {"jsonSchema": {"schema":
+    <the schema as JSON text>, "name", "description"}}}``), ``reasoning_effort``
+    low/medium/high/xhigh → ``outputConfig.effort``;
+  * ``service_tier`` default/flex/priority → ``serviceTier.type`` (auto: not sent, the
+    default); non-empty ``metadata`` → ``requestMetadata`` (Bedrock's key-value pairs on
+    the invocation, shown in its invocation logs).
+
+Structured outputs, a choice: Converse's ``outputConfig.textFormat`` rather than a forced
+tool, for the reasons given for the anthropic kind: decoding constrained to the schema as
+OpenAI's strict mode promises, the client's own tools keep working, the answer is text in
+streams too. A model without it (older Claude, most non-Claude models) makes Bedrock
+answer a ValidationException, which the client sees as a 400: never an unstructured answer.
+
+Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
+``response_format`` ``json_object`` (Converse has no schema-less JSON mode), ``seed``,
+``top_k`` and non-zero penalties (only model-specific ``additionalModelRequestFields``,
+whose names differ per model family), ``parallel_tool_calls: false``, ``n`` > 1,
+``logprobs``, ``logit_bias``, audio, ``prediction``, ``web_search_options``, ``store``,
+``safety_identifier``, ``prompt_cache_key``, and any field the table does not name.
+``user`` is accepted: the gateway's end-user limits and audit read it.
+Not forwarded: ``stream_options`` (the usage chunk is ours).
 A conversation that does not start with a user turn, or that holds tool calls but no
 ``tools``, is sent as is: Bedrock's own ValidationException explains it to the client.
 
@@ -46,6 +64,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from apps.gateway.errors import bad_request
 from apps.gateway.providers.bedrock.errors import stream_exception
 from apps.gateway.providers.chat_format import (
@@ -57,6 +77,7 @@ from apps.gateway.providers.chat_format import (
     data_url,
     function_tools,
     image_url_of,
+    json_schema_of,
     stop_sequences,
     tool_arguments,
     tool_call,
@@ -64,6 +85,26 @@ from apps.gateway.providers.chat_format import (
 )
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import invalid_response, stream_broken
+from apps.gateway.providers.parameters import (
+    ANY,
+    COMMON,
+    Rule,
+    check_parameters,
+    only,
+    response_format_types,
+    unsupported,
+)
+
+KIND = "bedrock"
+
+#: Every chat-completions field a bedrock deployment takes, and which values.
+PARAMETERS: dict[str, Rule] = {
+    **COMMON,
+    "response_format": response_format_types("text", "json_schema"),
+    "reasoning_effort": only("low", "medium", "high", "xhigh"),
+    "service_tier": only("auto", "default", "flex", "priority"),
+    "metadata": ANY,  # → requestMetadata
+}
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -118,10 +159,14 @@ def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
         for position, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
-            if part.get("type") == "text" and part.get("text"):
-                blocks.append({"text": str(part["text"])})
+            where = f"messages[{index}].content[{position}]"
+            if part.get("type") == "text":
+                if part.get("text"):
+                    blocks.append({"text": str(part["text"])})
             elif part.get("type") == "image_url":
-                blocks.append(_image_block(part, f"messages[{index}].content[{position}]"))
+                blocks.append(_image_block(part, where))
+            else:  # audio, files: no Converse block here, and never dropped silently
+                raise unsupported(KIND, where, "text and image parts only")
     return blocks
 
 
@@ -193,28 +238,39 @@ def _inference_config(body: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _check_unsupported(body: dict[str, Any]) -> None:
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        raise bad_request(
-            "response_format 'json_schema' is not supported for Bedrock deployments "
-            "(Converse has no structured-output mode we translate to); use 'json_object' "
-            "or a tool.",
-            code="unsupported_parameter",
-            param="response_format",
-        )
-    n = body.get("n")
-    if isinstance(n, int) and n > 1:
-        raise bad_request(
-            "Bedrock returns one choice per request: 'n' must be 1.",
-            code="unsupported_parameter",
-            param="n",
-        )
+def _output_config(body: dict[str, Any]) -> dict[str, Any]:
+    """``response_format`` json_schema → ``textFormat``, ``reasoning_effort`` → ``effort``."""
+    config: dict[str, Any] = {}
+    schema = json_schema_of(body, fold_description=False)
+    if schema is not None:
+        spec = body["response_format"].get("json_schema") or {}
+        definition: dict[str, Any] = {"schema": orjson.dumps(schema).decode()}
+        for name in ("name", "description"):
+            if isinstance(spec.get(name), str) and spec[name]:
+                definition[name] = spec[name]
+        config["textFormat"] = {"type": "json_schema", "structure": {"jsonSchema": definition}}
+    if body.get("reasoning_effort") is not None:
+        config["effort"] = body["reasoning_effort"]
+    return config
+
+
+def _request_fields(body: dict[str, Any], out: dict[str, Any]) -> None:
+    """The top-level Converse fields beyond the conversation: output, tier, metadata."""
+    output_config = _output_config(body)
+    if output_config:
+        out["outputConfig"] = output_config
+    tier = body.get("service_tier")
+    if tier is not None and tier != "auto":
+        out["serviceTier"] = {"type": tier}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and metadata:
+        out["requestMetadata"] = {str(k): str(v) for k, v in metadata.items()}
 
 
 def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat-completions body → a Converse body (the model id goes in the URL)."""
-    _check_unsupported(body)
+    """An OpenAI chat-completions body → a Converse body (the model id goes in the URL);
+    a field this kind cannot carry is refused (see ``PARAMETERS``)."""
+    check_parameters(body, PARAMETERS, KIND)
     system_texts, turns = conversation(body)
     system = [{"text": text} for text in system_texts]
     messages: list[dict[str, Any]] = []
@@ -246,6 +302,7 @@ def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
         if converse_choice is not None:
             tool_config["toolChoice"] = converse_choice
         out["toolConfig"] = tool_config
+    _request_fields(body, out)
     return out
 
 
