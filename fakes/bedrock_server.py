@@ -37,6 +37,8 @@ What it answers:
     request has tools and the last user message's text contains "weather", or when
     ``toolChoice`` is ``any``/``tool`` (the tool named there, else the first); a text
     answer whenever the last user message carries a ``toolResult``.
+  * With ``outputConfig.textFormat`` (structured output), a text block holding JSON that
+    fits the schema (``fakes.structured``), streamed in pieces.
   * Streams: messageStart (+ contentBlockStart for a tool call), one contentBlockDelta per
     token (or ``toolUse.input`` JSON pieces), contentBlockStop, messageStop, metadata
     (usage, metrics). Each payload carries the ``p`` padding field the real service adds.
@@ -80,6 +82,7 @@ from botocore.credentials import Credentials
 
 from fakes import base
 from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, tokens
+from fakes.structured import structured_text
 
 __all__ = [
     "CLI",
@@ -431,6 +434,20 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: Mapping[str, Any]) -> str | None:
+    """The JSON answer to ``outputConfig.textFormat`` (structured output), else ``None``."""
+    config = body.get("outputConfig")
+    text_format = config.get("textFormat") if isinstance(config, dict) else None
+    if not isinstance(text_format, dict) or text_format.get("type") != "json_schema":
+        return None
+    definition = (text_format.get("structure") or {}).get("jsonSchema") or {}
+    try:
+        schema = orjson.loads(definition.get("schema") or "null")
+    except orjson.JSONDecodeError:
+        schema = None
+    return structured_text(schema)
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     config = body.get("inferenceConfig")
     max_tokens = config.get("maxTokens") if isinstance(config, dict) else None
@@ -707,6 +724,9 @@ class FakeBedrockServer(base.FakeServer):
                 "input": dict(TOOL_INPUT),
             }
             content: list[dict[str, Any]] = [{"toolUse": tool_use}]
+        elif _structured(body) is not None:
+            content = [{"text": _structured(body)}]
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             content = [{"text": "".join(tokens(plan.output_tokens))}]
         payload = {
@@ -746,6 +766,12 @@ class FakeBedrockServer(base.FakeServer):
             }
             head += _event("contentBlockStart", {"contentBlockIndex": 0, "start": start})
             deltas: Sequence[bytes] = _TOOL_DELTAS
+        elif _structured(body) is not None:
+            deltas = tuple(
+                _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+                for piece in base.pieces(_structured(body) or "", _TOOL_JSON_PIECE)
+            )
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             deltas = _text_deltas(plan.output_tokens)
         metadata = {"usage": _usage(body, plan, behavior), "metrics": {"latencyMs": 42}}

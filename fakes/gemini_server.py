@@ -39,6 +39,9 @@ What it answers, like the real API:
     "weather" or ``functionCallingConfig.mode`` is ANY (the first ``allowedFunctionNames``,
     else the first declared function); never with mode NONE. A request whose last turn
     carries ``functionResponse`` parts gets a text answer.
+  * In JSON mode (``responseMimeType: application/json``), a text part holding JSON that
+    fits the ``responseJsonSchema`` / ``responseSchema`` (``fakes.structured``), streamed
+    in pieces.
   * Extra usage and refusals a test may ask for, as attributes of the server:
     ``cached_content_tokens`` (``cachedContentTokenCount``, part of the prompt count),
     ``thoughts_tokens`` (``thoughtsTokenCount``) and ``block_reason`` (a
@@ -73,6 +76,7 @@ from aiohttp import web
 
 from fakes import base
 from fakes.base import JSON_HEADERS, TOOL_INPUT, WEATHER, FakeBehavior, json_response, sse, tokens
+from fakes.structured import structured_text
 
 __all__ = [
     "CLI",
@@ -517,6 +521,15 @@ def _function_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: Mapping[str, Any]) -> str | None:
+    """The JSON answer in JSON mode (``responseMimeType: application/json``), fitting the
+    ``responseJsonSchema`` / ``responseSchema`` when there is one; else ``None``."""
+    config = _get(body, "generationConfig") or {}
+    if _get(config, "responseMimeType") != "application/json" or _function_to_call(body):
+        return None
+    return structured_text(_get(config, "responseJsonSchema") or _get(config, "responseSchema"))
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     limit = _get(_get(body, "generationConfig") or {}, "maxOutputTokens")
     reasons = ("STOP", "MAX_TOKENS", "STOP")
@@ -601,7 +614,7 @@ class FakeGeminiServer(base.FakeServer):
             stream = {"request": body, "model": model, "sse": request.query.get("alt") == "sse"}
             return await self._stream(request, stream, behavior)
         if kind == "generateContent":
-            payload = self._response(model, _plan(body, behavior))
+            payload = self._response(model, _plan(body, behavior), _structured(body))
         elif kind == "embedContent":
             payload = {"embedding": self._embedding(body)}
         else:
@@ -641,7 +654,9 @@ class FakeGeminiServer(base.FakeServer):
             candidate["finishReason"] = finish
         return candidate
 
-    def _response(self, model: str, plan: base.Plan) -> dict[str, Any]:
+    def _response(
+        self, model: str, plan: base.Plan, structured: str | None = None
+    ) -> dict[str, Any]:
         response_id = f"fake{next(_RESPONSE_IDS):012d}"
         if self.block_reason:
             return {
@@ -651,6 +666,8 @@ class FakeGeminiServer(base.FakeServer):
             }
         if plan.tool is not None:
             parts = [{"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}]
+        elif structured is not None:
+            parts = [{"text": structured}]
         else:
             parts = [{"text": "".join(tokens(plan.output_tokens))}]
         return {
@@ -685,7 +702,12 @@ class FakeGeminiServer(base.FakeServer):
         if self.block_reason or plan.tool is not None:
             events.append(self._response(model, plan) | envelope)
         else:
-            texts = tokens(plan.output_tokens) or ("",)
+            structured = _structured(request)
+            if structured is not None:
+                plan = dataclasses.replace(plan, stop_reason="STOP")
+                texts = base.pieces(structured, 6)
+            else:
+                texts = tokens(plan.output_tokens) or ("",)
             running = {"promptTokenCount": plan.prompt_tokens + self.cached_content_tokens}
             for number, token in enumerate(texts):
                 last = number == len(texts) - 1

@@ -261,6 +261,7 @@ class Route:
                         # Refused before anything was sent (providers.parameters): another
                         # deployment's kind may carry the field; this one never will.
                         cannot.add(dep.id)
+                        ctx.deployment = None  # not used: nothing to estimate nor bill
                         budget.attempts -= 1
                         last_error = error
                         continue

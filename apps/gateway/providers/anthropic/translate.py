@@ -19,7 +19,7 @@ What is translated:
   * ``response_format`` ``json_schema`` → ``output_config.format`` (Anthropic's native
     structured outputs, constrained decoding like OpenAI's strict mode); the schema's
     ``description`` is carried in the schema when it has none of its own;
-    ``reasoning_effort`` low/medium/high/xhigh → ``output_config.effort``.
+    ``reasoning_effort`` low/medium/high/xhigh/max → ``output_config.effort``.
 
 Structured outputs, a choice: the native ``output_config.format`` rather than a forced
 tool. It gives what OpenAI's ``json_schema`` promises (decoding constrained to the schema;
@@ -92,7 +92,7 @@ PARAMETERS: dict[str, Rule] = {
     "parallel_tool_calls": ANY,  # false → tool_choice.disable_parallel_tool_use
     "safety_identifier": ANY,  # → metadata.user_id when there is no ``user``
     "response_format": response_format_types("text", "json_schema"),
-    "reasoning_effort": only("low", "medium", "high", "xhigh"),
+    "reasoning_effort": only("low", "medium", "high", "xhigh", "max"),
 }
 #: OpenAI's ``service_tier`` → Anthropic's (``auto`` may use priority capacity).
 SERVICE_TIERS = {"auto": "auto", "default": "standard_only"}

@@ -24,7 +24,7 @@ What is translated (OpenAI → Converse):
   * ``response_format`` ``json_schema`` → ``outputConfig.textFormat`` (Converse's native
     structured output: ``{"type": "json_schema", "structure": {"jsonSchema": {"schema":
     <the schema as JSON text>, "name", "description"}}}``), ``reasoning_effort``
-    low/medium/high/xhigh → ``outputConfig.effort``;
+    low/medium/high/xhigh/max → ``outputConfig.effort``;
   * ``service_tier`` default/flex/priority → ``serviceTier.type`` (auto: not sent, the
     default); non-empty ``metadata`` → ``requestMetadata`` (Bedrock's key-value pairs on
     the invocation, shown in its invocation logs).
@@ -101,7 +101,7 @@ KIND = "bedrock"
 PARAMETERS: dict[str, Rule] = {
     **COMMON,
     "response_format": response_format_types("text", "json_schema"),
-    "reasoning_effort": only("low", "medium", "high", "xhigh"),
+    "reasoning_effort": only("low", "medium", "high", "xhigh", "max"),
     "service_tier": only("auto", "default", "flex", "priority"),
     "metadata": ANY,  # → requestMetadata
 }
