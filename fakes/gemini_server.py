@@ -42,6 +42,8 @@ What it answers, like the real API:
   * In JSON mode (``responseMimeType: application/json``), a text part holding JSON that
     fits the ``responseJsonSchema`` / ``responseSchema`` (``fakes.structured``), streamed
     in pieces.
+  * With ``responseLogprobs``, the candidate's ``logprobsResult`` for its text tokens
+    (``logprobs`` alternatives each), in streams per event.
   * Extra usage and refusals a test may ask for, as attributes of the server:
     ``cached_content_tokens`` (``cachedContentTokenCount``, part of the prompt count),
     ``thoughts_tokens`` (``thoughtsTokenCount``) and ``block_reason`` (a
@@ -530,6 +532,41 @@ def _structured(body: Mapping[str, Any]) -> str | None:
     return structured_text(_get(config, "responseJsonSchema") or _get(config, "responseSchema"))
 
 
+def _logprobs_asked(body: Mapping[str, Any]) -> int | None:
+    """How many alternatives per token ``responseLogprobs`` asks for (0: none), or
+    ``None`` when no log probabilities were asked for."""
+    config = _get(body, "generationConfig") or {}
+    if _get(config, "responseLogprobs") is not True:
+        return None
+    return int(_get(config, "logprobs") or 0)
+
+
+def logprobs_result(texts: Sequence[str], top: int) -> dict[str, Any]:
+    """A ``logprobsResult`` for these tokens: each chosen with ``-0.25 * position``, and
+    ``top`` alternatives per token (the chosen one first, then ``alt1``...)."""
+    chosen = [
+        {"token": text, "tokenId": position, "logProbability": -0.25 * position}
+        for position, text in enumerate(texts)
+    ]
+    alternatives = [
+        {
+            "candidates": [
+                c,
+                *(
+                    {"token": f"alt{j}", "tokenId": 1000 + j, "logProbability": -5.0 - j}
+                    for j in range(1, top)
+                ),
+            ][:top]
+        }
+        for c in chosen
+    ]
+    return {
+        "topCandidates": alternatives,
+        "chosenCandidates": chosen,
+        "logProbabilitySum": sum(c["logProbability"] for c in chosen),
+    }
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     limit = _get(_get(body, "generationConfig") or {}, "maxOutputTokens")
     reasons = ("STOP", "MAX_TOKENS", "STOP")
@@ -614,7 +651,8 @@ class FakeGeminiServer(base.FakeServer):
             stream = {"request": body, "model": model, "sse": request.query.get("alt") == "sse"}
             return await self._stream(request, stream, behavior)
         if kind == "generateContent":
-            payload = self._response(model, _plan(body, behavior), _structured(body))
+            plan = _plan(body, behavior)
+            payload = self._with_logprobs(self._response(model, plan, _structured(body)), body)
         elif kind == "embedContent":
             payload = {"embedding": self._embedding(body)}
         else:
@@ -676,6 +714,19 @@ class FakeGeminiServer(base.FakeServer):
             **self._envelope(model, response_id),
         }
 
+    def _with_logprobs(self, payload: dict[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer with its ``logprobsResult`` when the request asked for one."""
+        top = _logprobs_asked(body)
+        candidates = payload.get("candidates")
+        if top is None or not candidates:
+            return payload
+        text = candidates[0]["content"]["parts"][0].get("text")
+        if isinstance(text, str):
+            structured = _structured(body)
+            texts = base.pieces(structured, 6) if structured else re.findall(r"\s*\S+", text)
+            candidates[0]["logprobsResult"] = logprobs_result(texts, top)
+        return payload
+
     def _embedding(self, request: Mapping[str, Any]) -> dict[str, Any]:
         text = "".join(
             str(part.get("text") or "") for part in (request.get("content") or {}).get("parts", [])
@@ -709,12 +760,14 @@ class FakeGeminiServer(base.FakeServer):
             else:
                 texts = tokens(plan.output_tokens) or ("",)
             running = {"promptTokenCount": plan.prompt_tokens + self.cached_content_tokens}
+            top = _logprobs_asked(request)
             for number, token in enumerate(texts):
                 last = number == len(texts) - 1
+                candidate = self._candidate([{"text": token}], plan.stop_reason if last else None)
+                if top is not None:
+                    candidate["logprobsResult"] = logprobs_result((token,), top)
                 event = {
-                    "candidates": [
-                        self._candidate([{"text": token}], plan.stop_reason if last else None)
-                    ],
+                    "candidates": [candidate],
                     "usageMetadata": self._usage(plan)
                     if last
                     else {**running, "totalTokenCount": running["promptTokenCount"]},

@@ -319,13 +319,18 @@ class ChunkTranslator:
             {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
         )
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> bytes:
+        """One ``chat.completion.chunk`` (``logprobs``: the delta's, where the provider
+        reports them)."""
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         payload = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.public_model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "choices": [choice],
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 

@@ -318,6 +318,37 @@ def test_forwarded_parameters_arrive_in_the_providers_shape(translated):
     assert [r.status_code for r in records_wait(gateway, 2)] == [200, 200]
 
 
+def test_gemini_log_probabilities_come_back_in_openais_shape(gateway):
+    """``logprobs`` / ``top_logprobs`` → ``responseLogprobs`` / ``logprobs``; Gemini's
+    ``logprobsResult`` → the choice's ``logprobs`` (non-streamed and per chunk)."""
+    with served_by("gemini", gateway) as (_kind, gw, secret, server):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+        server.behavior.completion_tokens = 3
+        answer = client.chat.completions.create(
+            model="m", messages=HI, logprobs=True, top_logprobs=2
+        )
+        config = server.requests[-1]["json"]["generationConfig"]
+        assert (config["responseLogprobs"], config["logprobs"]) == (True, 2)
+        content = answer.choices[0].logprobs.content
+        assert "".join(t.token for t in content) == answer.choices[0].message.content
+        assert [t.logprob for t in content] == [0.0, -0.25, -0.5]
+        assert content[1].bytes == list(b" tok1")
+        assert [a.token for a in content[1].top_logprobs] == [" tok1", "alt1"]
+
+        chunks = list(
+            client.chat.completions.create(model="m", messages=HI, logprobs=True, stream=True)
+        )
+        streamed = [
+            t.token for c in chunks if c.choices and c.choices[0].logprobs
+            for t in c.choices[0].logprobs.content
+        ]  # fmt: skip
+        assert streamed == ["tok0", " tok1", " tok2"]
+
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="m", messages=HI, top_logprobs=2)
+        assert err.value.body["param"] == "logprobs"
+
+
 # --------------------------------------------------------------------------- refused
 
 # Per kind: fields (with a value that asks for something) the kind cannot carry.
@@ -344,7 +375,6 @@ REFUSED: dict[str, list[tuple[str, Any]]] = {
         ("top_k", 5),
     ],
     "gemini": [
-        ("logprobs", True),
         ("n", 3),
         ("logit_bias", {"50256": -100}),
         ("parallel_tool_calls", False),

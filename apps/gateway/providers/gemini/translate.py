@@ -36,8 +36,13 @@ What is translated:
     ``enum`` Gemini has. Without ``strict`` OpenAI does not enforce the schema either,
     so it is sent as is.
 
+Log probabilities: ``logprobs: true`` → ``responseLogprobs``, ``top_logprobs`` →
+``logprobs``; the candidate's ``logprobsResult`` comes back as the choice's ``logprobs``
+(each chosen token with its alternatives; ``bytes`` are the token's UTF-8), in streams
+with the first text delta of each event.
+
 Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
-``parallel_tool_calls: false`` (Gemini cannot limit a turn to one call), ``logprobs``,
+``parallel_tool_calls: false`` (Gemini cannot limit a turn to one call),
 ``logit_bias``, audio output, ``prediction``, ``web_search_options``, ``store``, non-empty
 ``metadata``, ``service_tier`` other than auto/default, ``safety_identifier``,
 ``prompt_cache_key``, and any field the table does not name. ``user`` is accepted: the
@@ -111,6 +116,8 @@ PARAMETERS: dict[str, Rule] = {
     "frequency_penalty": ANY,
     "response_format": response_format_types("text", "json_object", "json_schema"),
     "reasoning_effort": only("minimal", "low", "medium", "high", "xhigh"),
+    "logprobs": ANY,  # → responseLogprobs; the answer's logprobsResult → choice.logprobs
+    "top_logprobs": ANY,  # → logprobs (the alternatives per token)
 }
 #: The JSON Schema keywords ``responseJsonSchema`` enforces (Gemini API reference,
 #: ``GenerationConfig.responseJsonSchema``), and the annotations that constrain nothing.
@@ -274,6 +281,14 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
         config["candidateCount"] = 1  # the table accepts 1 only
     if body.get("top_k") is not None:
         config["topK"] = body["top_k"]
+    if body.get("logprobs") is True:
+        config["responseLogprobs"] = True
+        if body.get("top_logprobs"):
+            config["logprobs"] = body["top_logprobs"]
+    elif body.get("top_logprobs"):
+        raise bad_request(
+            "'top_logprobs' needs 'logprobs' to be true.", code="invalid_value", param="logprobs"
+        )
     if body.get("reasoning_effort") is not None:
         config["thinkingConfig"] = {"thinkingLevel": str(body["reasoning_effort"]).upper()}
     response_format = body.get("response_format") or {}
@@ -405,8 +420,41 @@ def _completion_id(response: dict[str, Any]) -> str:
     return "chatcmpl-" + str(response.get("responseId") or secrets.token_hex(12))
 
 
+def _token_logprob(candidate: Any) -> dict[str, Any]:
+    token = str(candidate.get("token") or "") if isinstance(candidate, dict) else ""
+    logprob = candidate.get("logProbability") if isinstance(candidate, dict) else None
+    return {
+        "token": token,
+        "logprob": float(logprob if logprob is not None else 0.0),
+        "bytes": list(token.encode()),
+    }
+
+
+def openai_logprobs(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The first candidate's ``logprobsResult`` → OpenAI's ``logprobs`` (chosen tokens,
+    each with its ``top_logprobs`` alternatives), or ``None`` when there is none."""
+    candidates = response.get("candidates") or []
+    result = candidates[0].get("logprobsResult") if candidates else None
+    if not isinstance(result, dict):
+        return None
+    tops = result.get("topCandidates") or []
+    content = []
+    for position, chosen in enumerate(result.get("chosenCandidates") or ()):
+        entry = _token_logprob(chosen)
+        top = tops[position].get("candidates") if position < len(tops) else None
+        entry["top_logprobs"] = [_token_logprob(c) for c in top or ()]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
 def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, Any]:
     """A Gemini ``GenerateContentResponse`` → an OpenAI ``chat.completion``."""
+    answer = _gemini_to_openai(response, public_model)
+    answer["choices"][0]["logprobs"] = openai_logprobs(response)
+    return answer
+
+
+def _gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, Any]:
     parts, reason = _answer_parts(response)
     text = "".join(
         str(p["text"]) for p in parts if isinstance(p.get("text"), str) and not p.get("thought")
@@ -456,12 +504,14 @@ class GeminiStreamTranslator(ChunkTranslator):
             self.usage = event["usageMetadata"]
             self.got_usage = True
         parts, reason = _answer_parts(event)
+        logprobs = openai_logprobs(event)  # the event's tokens: sent with its first text
         for part in parts:
             if part.get("thought"):
                 continue
             if isinstance(part.get("text"), str) and part["text"]:
                 self.deltas += 1
-                out += self._chunk({"content": part["text"]})
+                out += self._chunk({"content": part["text"]}, logprobs=logprobs)
+                logprobs = None
             elif isinstance(part.get("functionCall"), dict):
                 call = {"index": self.calls, **_tool_call(part["functionCall"])}
                 self.calls += 1
