@@ -39,6 +39,7 @@ What it answers:
     answer whenever the last user message carries a ``toolResult``.
   * With ``outputConfig.textFormat`` (structured output), a text block holding JSON that
     fits the schema (``fakes.structured``), streamed in pieces.
+  * ``server.tool_uses = N`` answers a tool call with N parallel ``toolUse`` blocks.
   * Streams: messageStart (+ contentBlockStart for a tool call), one contentBlockDelta per
     token (or ``toolUse.input`` JSON pieces), contentBlockStop, messageStop, metadata
     (usage, metrics). Each payload carries the ``p`` padding field the real service adds.
@@ -81,7 +82,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from fakes import base
-from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, tokens
+from fakes.base import TOOL_INPUT, TOOL_INPUT_JSON, WEATHER, FakeBehavior, json_response, tokens
 from fakes.structured import structured_text
 
 __all__ = [
@@ -566,6 +567,8 @@ class FakeBedrockServer(base.FakeServer):
         self.secret_access_key = secret_access_key
         self.session_token = session_token
         self.region = region
+        #: ``toolUse`` blocks in a tool-calling answer (parallel calls when > 1).
+        self.tool_uses = 1
         self._signer: SigV4Auth | None = None
         if access_key_id and secret_access_key:
             credentials = Credentials(access_key_id, secret_access_key, session_token)
@@ -718,12 +721,16 @@ class FakeBedrockServer(base.FakeServer):
     def _converse(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
         if plan.tool is not None:
-            tool_use = {
-                "toolUseId": f"tooluse_fake{next(self._ids):012d}",
-                "name": plan.tool,
-                "input": dict(TOOL_INPUT),
-            }
-            content: list[dict[str, Any]] = [{"toolUse": tool_use}]
+            content: list[dict[str, Any]] = [
+                {
+                    "toolUse": {
+                        "toolUseId": f"tooluse_fake{next(self._ids):012d}",
+                        "name": plan.tool,
+                        "input": dict(TOOL_INPUT),
+                    }
+                }
+                for _ in range(max(1, self.tool_uses))
+            ]
         elif _structured(body) is not None:
             content = [{"text": _structured(body)}]
             plan = dataclasses.replace(plan, stop_reason="end_turn")
@@ -775,10 +782,24 @@ class FakeBedrockServer(base.FakeServer):
         else:
             deltas = _text_deltas(plan.output_tokens)
         metadata = {"usage": _usage(body, plan, behavior), "metrics": {"latencyMs": 42}}
+        more: list[bytes] = []  # parallel tool calls after the first: blocks 1, 2...
+        for block in range(1, max(1, self.tool_uses) if plan.tool is not None else 1):
+            start = {
+                "toolUse": {"toolUseId": f"tooluse_fake{next(self._ids):012d}", "name": plan.tool}
+            }
+            more.append(_event("contentBlockStart", {"contentBlockIndex": block, "start": start}))
+            more.append(
+                _event(
+                    "contentBlockDelta",
+                    {"contentBlockIndex": block, "delta": {"toolUse": {"input": TOOL_INPUT_JSON}}},
+                )
+            )
+            more.append(_event("contentBlockStop", {"contentBlockIndex": block}))
         events = [
             head,
             *deltas,
             _BLOCK_STOP,
+            *more,
             _event("messageStop", {"stopReason": plan.stop_reason}),
             _event("metadata", metadata),
         ]

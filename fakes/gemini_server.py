@@ -46,7 +46,8 @@ What it answers, like the real API:
     (``logprobs`` alternatives each), in streams per event.
   * Extra usage and refusals a test may ask for, as attributes of the server:
     ``cached_content_tokens`` (``cachedContentTokenCount``, part of the prompt count),
-    ``thoughts_tokens`` (``thoughtsTokenCount``) and ``block_reason`` (a
+    ``thoughts_tokens`` (``thoughtsTokenCount``), ``function_calls`` (parallel calls in
+    a tool-calling answer) and ``block_reason`` (a
     ``promptFeedback.blockReason`` answer with no candidate).
   * Errors have Google's shape ``{"error": {"code", "message", "status"}}`` (429 adds a
     ``RetryInfo`` detail with ``retryDelay: "1s"``).
@@ -613,6 +614,8 @@ class FakeGeminiServer(base.FakeServer):
         self.thoughts_tokens = 0
         #: When set (e.g. ``"SAFETY"``), answer with ``promptFeedback.blockReason`` only.
         self.block_reason: str | None = None
+        #: ``functionCall`` parts in a tool-calling answer (parallel calls when > 1).
+        self.function_calls = 1
 
     # ---- request handling
 
@@ -703,7 +706,8 @@ class FakeGeminiServer(base.FakeServer):
                 **self._envelope(model, response_id),
             }
         if plan.tool is not None:
-            parts = [{"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}]
+            call = {"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}
+            parts = [call] * max(1, self.function_calls)
         elif structured is not None:
             parts = [{"text": structured}]
         else:

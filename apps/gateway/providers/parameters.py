@@ -123,7 +123,7 @@ COMMON: Mapping[str, Rule] = {
     "reasoning_effort": NEVER,
     "parallel_tool_calls": TRUE,
     "safety_identifier": NEVER,
-    "prompt_cache_key": NEVER,
+    "prompt_cache_key": NEVER,  # each kind says (a cache hint, never part of the answer)
     "prompt_cache_retention": NEVER,
     "functions": NEVER,  # the deprecated function-calling fields: use tools
     "function_call": NEVER,

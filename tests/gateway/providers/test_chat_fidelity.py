@@ -233,8 +233,10 @@ FORWARDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "frequency_penalty": 0,
             "temperature": 1,
             "store": False,
+            "prompt_cache_key": "conversation-42",
         },
         {
+            "cache_control": {"type": "ephemeral"},
             "stop_sequences": ["END"],
             "metadata": {"user_id": "end-user-7"},
             "service_tier": "standard_only",
@@ -256,6 +258,7 @@ FORWARDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "reasoning_effort": "low",
             "user": "end-user-7",
             "logprobs": False,
+            "prompt_cache_key": "conversation-42",  # a cache hint: accepted, nothing to send
         },
         {
             "generationConfig": {
@@ -283,6 +286,7 @@ FORWARDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "reasoning_effort": "medium",
             "user": "end-user-7",
             "n": 1,
+            "prompt_cache_key": "conversation-42",  # a cache hint: accepted, nothing to send
         },
         {
             "inferenceConfig": {
@@ -315,6 +319,7 @@ def test_forwarded_parameters_arrive_in_the_providers_shape(translated):
         for field, value in expected.items():
             assert sent[field] == value, (kind, stream, field, sent.get(field))
         assert "temperature" not in sent and "n" not in sent  # defaults or translated
+        assert "prompt_cache_key" not in json.dumps(sent)
     assert [r.status_code for r in records_wait(gateway, 2)] == [200, 200]
 
 
@@ -349,6 +354,32 @@ def test_gemini_log_probabilities_come_back_in_openais_shape(gateway):
         assert err.value.body["param"] == "logprobs"
 
 
+@pytest.mark.parametrize("kind", ["gemini", "bedrock"])
+def test_parallel_tool_calls_false_returns_one_call_where_the_provider_has_no_switch(kind, gateway):
+    """Gemini and Converse cannot be told to make one call per turn: the gateway keeps the
+    client's ``parallel_tool_calls: false`` on the answer (the first call only)."""
+    with served_by(kind, gateway) as (_kind, gw, secret, server):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+        setattr(server, "function_calls" if kind == "gemini" else "tool_uses", 3)
+        ask = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+            "tools": [WEATHER_TOOL],
+        }
+        assert len(client.chat.completions.create(**ask).choices[0].message.tool_calls) == 3
+        one = client.chat.completions.create(**ask, parallel_tool_calls=False)
+        [call] = one.choices[0].message.tool_calls
+        assert json.loads(call.function.arguments) == {"city": "Paris"}
+        assert one.choices[0].finish_reason == "tool_calls"
+        chunks = list(client.chat.completions.create(**ask, parallel_tool_calls=False, stream=True))
+        calls = [
+            d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()
+        ]  # fmt: skip
+        assert {d.index for d in calls} == {0}
+        assert "".join(d.function.arguments or "" for d in calls) == '{"city":"Paris"}'
+        assert "parallel_tool_calls" not in json.dumps(server.requests[-1]["json"])
+
+
 # --------------------------------------------------------------------------- refused
 
 # Per kind: fields (with a value that asks for something) the kind cannot carry.
@@ -371,13 +402,13 @@ REFUSED: dict[str, list[tuple[str, Any]]] = {
         ("modalities", ["text", "audio"]),
         ("prediction", {"type": "content", "content": "x"}),
         ("web_search_options", {}),
-        ("prompt_cache_key", "k"),
+        ("prompt_cache_retention", "24h"),
         ("top_k", 5),
     ],
     "gemini": [
         ("n", 3),
         ("logit_bias", {"50256": -100}),
-        ("parallel_tool_calls", False),
+        ("prompt_cache_retention", "24h"),
         ("service_tier", "priority"),
         ("metadata", {"team": "search"}),
         ("store", True),
@@ -391,7 +422,7 @@ REFUSED: dict[str, list[tuple[str, Any]]] = {
         ("presence_penalty", 0.5),
         ("logprobs", True),
         ("n", 2),
-        ("parallel_tool_calls", False),
+        ("prompt_cache_retention", "24h"),
         ("service_tier", "scale"),
         ("reasoning_effort", "none"),
         ("store", True),
@@ -409,8 +440,6 @@ def test_refused_parameters_name_the_field_send_nothing_and_spend_nothing(transl
     refused = REFUSED[kind]
     for field, value in refused:
         body: dict[str, Any] = {field: value}
-        if field == "parallel_tool_calls":
-            body["tools"] = [WEATHER_TOOL]
         with pytest.raises(openai.BadRequestError) as err:
             client.chat.completions.create(model="m", messages=HI, extra_body=body)
         error = err.value.body

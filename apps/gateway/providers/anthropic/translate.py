@@ -19,7 +19,12 @@ What is translated:
   * ``response_format`` ``json_schema`` → ``output_config.format`` (Anthropic's native
     structured outputs, constrained decoding like OpenAI's strict mode); the schema's
     ``description`` is carried in the schema when it has none of its own;
-    ``reasoning_effort`` low/medium/high/xhigh/max → ``output_config.effort``.
+    ``reasoning_effort`` low/medium/high/xhigh/max → ``output_config.effort``;
+  * ``prompt_cache_key`` → the top-level ``cache_control: {"type": "ephemeral"}``
+    (Anthropic's automatic prompt caching of the request's prefix). OpenAI caches
+    prompts by itself and the key asks for cache hits; Anthropic caches only when asked,
+    so the key is what asks. Cache writes cost more than plain input on Anthropic: a
+    client that sends a key (Codex does, every turn) resends the same prefix.
 
 Structured outputs, a choice: the native ``output_config.format`` rather than a forced
 tool. It gives what OpenAI's ``json_schema`` promises (decoding constrained to the schema;
@@ -38,7 +43,8 @@ for), ``response_format`` ``json_object`` (Anthropic has no schema-less JSON mod
 asking for JSON would not be the same promise), ``seed``, non-zero penalties, ``n`` > 1,
 ``logprobs``, ``logit_bias``, audio, ``prediction``, ``web_search_options``, ``store``,
 non-empty ``metadata``, ``verbosity`` other than medium, ``reasoning_effort`` none/minimal,
-``service_tier`` flex/scale/priority, and any field the table does not name.
+``service_tier`` flex/scale/priority, ``prompt_cache_retention: 24h`` (Anthropic keeps a
+cache an hour at most), and any field the table does not name.
 
 Not forwarded: ``stream_options``: usage is always in Anthropic's stream, the usage chunk
 is the gateway's.
@@ -91,6 +97,8 @@ PARAMETERS: dict[str, Rule] = {
     "top_p": UNIT,
     "parallel_tool_calls": ANY,  # false → tool_choice.disable_parallel_tool_use
     "safety_identifier": ANY,  # → metadata.user_id when there is no ``user``
+    "prompt_cache_key": ANY,  # → top-level cache_control: Anthropic's automatic caching
+    "prompt_cache_retention": only("in_memory", takes="only 'in_memory', the default"),
     "response_format": response_format_types("text", "json_schema"),
     "reasoning_effort": only("low", "medium", "high", "xhigh", "max"),
 }
@@ -248,6 +256,8 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
     output_config = _output_config(body)
     if output_config:
         out["output_config"] = output_config
+    if body.get("prompt_cache_key"):
+        out["cache_control"] = {"type": "ephemeral"}
     if body.get("stream") is True:
         out["stream"] = True
     return out

@@ -35,12 +35,18 @@ OpenAI's strict mode promises, the client's own tools keep working, the answer i
 streams too. A model without it (older Claude, most non-Claude models) makes Bedrock
 answer a ValidationException, which the client sees as a 400: never an unstructured answer.
 
+``parallel_tool_calls: false``: Converse has no such switch, so the gateway keeps the
+promise on the answer: only the turn's first ``toolUse`` is returned (later ones are left
+out, in streams too; the client asks again after that call's result, as a sequential
+caller does); the usage still counts every token produced. ``prompt_cache_key`` is
+accepted and not sent: a hint for a provider-side cache, never part of the answer.
+
 Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
 ``response_format`` ``json_object`` (Converse has no schema-less JSON mode), ``seed``,
 ``top_k`` and non-zero penalties (only model-specific ``additionalModelRequestFields``,
-whose names differ per model family), ``parallel_tool_calls: false``, ``n`` > 1,
-``logprobs``, ``logit_bias``, audio, ``prediction``, ``web_search_options``, ``store``,
-``safety_identifier``, ``prompt_cache_key``, and any field the table does not name.
+whose names differ per model family), ``n`` > 1, ``logprobs``, ``logit_bias``, audio,
+``prediction``, ``web_search_options``, ``store``, ``safety_identifier``,
+``prompt_cache_retention: 24h``, and any field the table does not name.
 ``user`` is accepted: the gateway's end-user limits and audit read it.
 Not forwarded: ``stream_options`` (the usage chunk is ours).
 A conversation that does not start with a user turn, or that holds tool calls but no
@@ -104,6 +110,13 @@ PARAMETERS: dict[str, Rule] = {
     "reasoning_effort": only("low", "medium", "high", "xhigh", "max"),
     "service_tier": only("auto", "default", "flex", "priority"),
     "metadata": ANY,  # → requestMetadata
+    # Converse has no switch for it: false is honoured on the answer (see the docstring).
+    "parallel_tool_calls": ANY,
+    # A provider-side cache routing hint, never part of the answer (Codex sends one on
+    # every turn); Converse caches only at explicit cachePoint blocks, which not every
+    # model takes, so nothing is sent.
+    "prompt_cache_key": ANY,
+    "prompt_cache_retention": only("in_memory", takes="only 'in_memory', the default"),
 }
 
 FINISH_REASONS = {
@@ -324,12 +337,17 @@ def _tool_call(tool_use: dict[str, Any]) -> dict[str, Any]:
     return tool_call(tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input"))
 
 
-def converse_to_openai(answer: dict[str, Any], public_model: str, answer_id: str) -> dict[str, Any]:
-    """A Converse answer → an OpenAI ``chat.completion`` named after the public model."""
+def converse_to_openai(
+    answer: dict[str, Any], public_model: str, answer_id: str, *, single_call: bool = False
+) -> dict[str, Any]:
+    """A Converse answer → an OpenAI ``chat.completion`` named after the public model
+    (``single_call``: the client sent ``parallel_tool_calls: false``)."""
     message = (answer.get("output") or {}).get("message") or {}
     blocks = [b for b in message.get("content") or () if isinstance(b, dict)]
     text = "".join(str(b["text"]) for b in blocks if isinstance(b.get("text"), str))
     calls = [_tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)]
+    if single_call:
+        calls = calls[:1]
     return chat_completion(
         f"chatcmpl-{answer_id}",
         public_model,
@@ -349,10 +367,14 @@ class ConverseStreamTranslator(ChunkTranslator):
     ``(exception type, message)`` and produces nothing.
     """
 
-    def __init__(self, public_model: str, answer_id: str, *, include_usage: bool) -> None:
+    def __init__(
+        self, public_model: str, answer_id: str, *, include_usage: bool, single_call: bool = False
+    ) -> None:
         super().__init__(
             public_model, include_usage=include_usage, completion_id=f"chatcmpl-{answer_id}"
         )
+        self.single_call = single_call  # parallel_tool_calls: false
+        self._left_out: set[int] = set()  # tool blocks after the first, when single_call
         self.stopped = False
         self.finish_reason = "stop"
         self.error: tuple[str, str] | None = None
@@ -403,6 +425,9 @@ class ConverseStreamTranslator(ChunkTranslator):
             if not isinstance(tool_use, dict):
                 return b""
             block = int(payload.get("contentBlockIndex") or 0)
+            if self.single_call and self._tool_index and block not in self._tool_index:
+                self._left_out.add(block)
+                return b""
             tool_index = self._tool_index.setdefault(block, len(self._tool_index))
             return self._tool_start(tool_index, tool_use.get("toolUseId"), tool_use.get("name"))
         if kind == "contentBlockDelta":
@@ -414,6 +439,8 @@ class ConverseStreamTranslator(ChunkTranslator):
             if isinstance(tool_use, dict):
                 self.deltas += 1
                 block = int(payload.get("contentBlockIndex") or 0)
+                if block in self._left_out:
+                    return b""
                 tool_index = self._tool_index.setdefault(block, len(self._tool_index))
                 return self._tool_arguments(tool_index, str(tool_use.get("input") or ""))
             return b""  # reasoning, citations: no OpenAI equivalent

@@ -41,11 +41,17 @@ Log probabilities: ``logprobs: true`` → ``responseLogprobs``, ``top_logprobs``
 (each chosen token with its alternatives; ``bytes`` are the token's UTF-8), in streams
 with the first text delta of each event.
 
+``parallel_tool_calls: false``: Gemini has no such switch, so the gateway keeps the
+promise on the answer: only the turn's first function call is returned (later ones are
+left out, in streams too; the client asks again after that call's result, as a
+sequential caller does). The usage still counts every token Gemini produced.
+``prompt_cache_key`` is accepted and not sent: it is a hint for a provider-side cache,
+never part of the answer, and Gemini caches repeated prefixes implicitly.
+
 Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
-``parallel_tool_calls: false`` (Gemini cannot limit a turn to one call),
 ``logit_bias``, audio output, ``prediction``, ``web_search_options``, ``store``, non-empty
 ``metadata``, ``service_tier`` other than auto/default, ``safety_identifier``,
-``prompt_cache_key``, and any field the table does not name. ``user`` is accepted: the
+``prompt_cache_retention: 24h``, and any field the table does not name. ``user`` is accepted: the
 gateway's end-user limits and audit read it; Gemini has no field for it.
 
 Not forwarded:
@@ -116,6 +122,12 @@ PARAMETERS: dict[str, Rule] = {
     "frequency_penalty": ANY,
     "response_format": response_format_types("text", "json_object", "json_schema"),
     "reasoning_effort": only("minimal", "low", "medium", "high", "xhigh"),
+    # Gemini has no switch for it: false is honoured on the answer (see the docstring).
+    "parallel_tool_calls": ANY,
+    # A provider-side cache routing hint, never part of the answer: Gemini caches repeated
+    # prefixes implicitly, so there is nothing to send (Codex sends one on every turn).
+    "prompt_cache_key": ANY,
+    "prompt_cache_retention": only("in_memory", takes="only 'in_memory', the default"),
     "logprobs": ANY,  # → responseLogprobs; the answer's logprobsResult → choice.logprobs
     "top_logprobs": ANY,  # → logprobs (the alternatives per token)
 }
@@ -447,14 +459,19 @@ def openai_logprobs(response: dict[str, Any]) -> dict[str, Any] | None:
     return {"content": content, "refusal": None}
 
 
-def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, Any]:
-    """A Gemini ``GenerateContentResponse`` → an OpenAI ``chat.completion``."""
-    answer = _gemini_to_openai(response, public_model)
+def gemini_to_openai(
+    response: dict[str, Any], public_model: str, *, single_call: bool = False
+) -> dict[str, Any]:
+    """A Gemini ``GenerateContentResponse`` → an OpenAI ``chat.completion``
+    (``single_call``: the client sent ``parallel_tool_calls: false``)."""
+    answer = _gemini_to_openai(response, public_model, single_call)
     answer["choices"][0]["logprobs"] = openai_logprobs(response)
     return answer
 
 
-def _gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, Any]:
+def _gemini_to_openai(
+    response: dict[str, Any], public_model: str, single_call: bool
+) -> dict[str, Any]:
     parts, reason = _answer_parts(response)
     text = "".join(
         str(p["text"]) for p in parts if isinstance(p.get("text"), str) and not p.get("thought")
@@ -462,6 +479,8 @@ def _gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, 
     calls = [
         _tool_call(p["functionCall"]) for p in parts if isinstance(p.get("functionCall"), dict)
     ]
+    if single_call:
+        calls = calls[:1]
     return chat_completion(
         _completion_id(response),
         public_model,
@@ -483,10 +502,13 @@ class GeminiStreamTranslator(ChunkTranslator):
     still counts. An ``{"error": ...}`` event is kept in ``error``.
     """
 
-    def __init__(self, public_model: str, *, include_usage: bool) -> None:
+    def __init__(
+        self, public_model: str, *, include_usage: bool, single_call: bool = False
+    ) -> None:
         super().__init__(public_model, include_usage=include_usage, completion_id="")
         self.reason: str | None = None
         self.calls = 0
+        self.single_call = single_call  # parallel_tool_calls: false
 
     def openai_usage(self, usage: Any) -> dict[str, Any]:
         return usage_from_gemini(usage)
@@ -513,6 +535,8 @@ class GeminiStreamTranslator(ChunkTranslator):
                 out += self._chunk({"content": part["text"]}, logprobs=logprobs)
                 logprobs = None
             elif isinstance(part.get("functionCall"), dict):
+                if self.single_call and self.calls:
+                    continue
                 call = {"index": self.calls, **_tool_call(part["functionCall"])}
                 self.calls += 1
                 self.deltas += 1
