@@ -103,6 +103,7 @@ COMMON: Mapping[str, Rule] = {
     "stop": ANY,
     "tools": FUNCTION_TOOLS,
     "tool_choice": ANY,
+    "response_format": response_format_types("text"),  # each kind adds what it has
     # No provider here takes several choices, token log probabilities, biases, predicted
     # outputs, audio, OpenAI-side storage or GPT-5 verbosity: only the defaults pass.
     "n": ONE,

@@ -10,14 +10,18 @@ upstream and nothing spent. Pure tests of the tables and the schema conversion c
 
 from __future__ import annotations
 
+import importlib
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
+import orjson
 import pytest
 from pydantic import BaseModel
 
+from apps.gateway import request_schema
 from apps.gateway.errors import GatewayError
 from apps.gateway.governance import budget_key
 from apps.gateway.providers.anthropic.translate import openai_to_anthropic
@@ -70,6 +74,30 @@ def test_the_default_rules_take_the_default_and_nothing_else():
             check_parameters(body, COMMON, "k")
         assert (err.value.code, err.value.param) == ("unsupported_parameter", param)
         assert "not supported by k deployments" in err.value.message
+
+
+def test_every_field_of_openais_chat_schema_has_a_decision():
+    """A field OpenAI adds to the chat API gets a conscious entry in ``COMMON`` (and so in
+    every kind's table), not an accident of the default."""
+    schema = orjson.loads(
+        (
+            Path(request_schema.__file__).parent / "request_schemas/openai_chat_completions.json"
+        ).read_bytes()
+    )
+    stack, fields = [schema], set()
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "messages" in (node.get("properties") or {}):
+                fields |= set(node["properties"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    assert "seed" in fields and "response_format" in fields
+    assert fields - set(COMMON) == set()
+    for kind in TRANSLATING:
+        table = importlib.import_module(f"apps.gateway.providers.{kind}.translate").PARAMETERS
+        assert set(COMMON) <= set(table)
 
 
 @pytest.mark.parametrize("kind", TRANSLATING)
