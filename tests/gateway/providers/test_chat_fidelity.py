@@ -31,6 +31,9 @@ from apps.gateway.providers.parameters import COMMON, ONE, TEXT_ONLY, ZERO, chec
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget
 from apps.providers.models import Model
+from fakes.anthropic_server import validate_request as anthropic_validate
+from fakes.bedrock_server import validate_converse
+from fakes.registry import FAKES
 from fakes.structured import sample
 from tests.factories import records_wait
 from tests.gateway.providers.conftest import served_by, with_openai_fallback
@@ -131,6 +134,34 @@ def test_gemini_schema_converts_const_and_refuses_what_gemini_would_ignore():
     assert "$defs.Item.properties.id.pattern" in err.value.message
     # Without strict, OpenAI does not enforce the schema either: sent as is.
     assert gemini_schema(weaker, strict=False)["$defs"] == weaker["$defs"]
+
+
+PDF_DATA = "data:application/pdf;base64,JVBERi0xLjQK"
+PDF = {"type": "file", "file": {"filename": "q3.pdf", "file_data": PDF_DATA}}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+
+def test_pdf_files_become_documents_and_audio_is_refused_by_name():
+    content = [{"type": "text", "text": "Sum up"}, PDF]
+    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    anthropic_body = openai_to_anthropic(body, "claude-up")
+    assert anthropic_body["messages"][0]["content"][1] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+        "title": "q3.pdf",
+    }
+    assert anthropic_validate("messages", anthropic_body) is None
+    converse = openai_to_converse(body)
+    assert converse["messages"][0]["content"][1] == {
+        "document": {"format": "pdf", "name": "document-0-1", "source": {"bytes": "JVBERi0xLjQK"}}
+    }
+    bedrock_model = FAKES["bedrock"].upstream_model
+    assert validate_converse("Converse", bedrock_model, converse) is None
+    for kind in ("anthropic", "bedrock"):
+        with pytest.raises(GatewayError) as err:
+            TRANSLATE[kind]({**body, "messages": [{"role": "user", "content": [AUDIO]}]})
+        where = "messages[0].content[0]"
+        assert (err.value.code, err.value.param) == ("unsupported_parameter", where)
 
 
 def test_the_fakes_structured_answer_fits_the_schema():

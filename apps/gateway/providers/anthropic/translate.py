@@ -15,7 +15,8 @@ What is translated:
   * function ``tools`` / ``tool_choice`` / ``parallel_tool_calls``, assistant
     ``tool_calls`` → ``tool_use`` blocks, ``role: "tool"`` → ``tool_result`` blocks;
   * image parts → ``image`` blocks (base64 ``data:`` URLs as base64 sources, other URLs
-    as ``url`` sources, which Anthropic fetches itself);
+    as ``url`` sources, which Anthropic fetches itself); ``file`` parts holding a base64
+    PDF → ``document`` blocks; any other part (audio, other files) is refused, naming it;
   * ``response_format`` ``json_schema`` → ``output_config.format`` (Anthropic's native
     structured outputs, constrained decoding like OpenAI's strict mode); the schema's
     ``description`` is carried in the schema when it has none of its own;
@@ -129,6 +130,26 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
+def _document_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``file`` part holding a base64 PDF → a ``document`` block (titled by its
+    ``filename``); other files have no Anthropic block."""
+    file = part.get("file") or {}
+    parsed = data_url(file.get("file_data"))
+    if parsed is None or parsed[0] != "application/pdf":
+        return None
+    block: dict[str, Any] = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]},
+    }
+    if isinstance(file.get("filename"), str) and file["filename"]:
+        block["title"] = file["filename"]
+    return block
+
+
+def _none(_part: dict[str, Any]) -> None:
+    return None
+
+
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
     """OpenAI user/assistant content → Anthropic blocks (empty text dropped: it is rejected);
     a part with no Anthropic block (audio, files) is refused, naming it."""
@@ -143,10 +164,13 @@ def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
                 if part.get("text"):
                     blocks.append({"type": "text", "text": str(part["text"])})
                 continue
-            block = _image_block(part) if part.get("type") == "image_url" else None
+            kind = part.get("type")
+            block = {"image_url": _image_block, "file": _document_block}.get(kind, _none)(part)
             if block is None:
                 raise unsupported(
-                    KIND, f"messages[{index}].content[{position}]", "text and image parts only"
+                    KIND,
+                    f"messages[{index}].content[{position}]",
+                    "text, image and PDF file parts only",
                 )
             blocks.append(block)
     return blocks

@@ -7,6 +7,8 @@ What is translated (OpenAI → Converse):
   * ``system`` / ``developer`` messages → ``system: [{"text"}]``; user/assistant turns →
     ``messages`` with ``{"text"}`` blocks; consecutive same-role messages are merged
     (Converse requires alternating roles);
+  * ``file`` parts holding a base64 document (pdf, csv, doc(x), xls(x), html, txt, md) →
+    ``document`` blocks with a neutral name; other parts (audio, other files) are refused;
   * image parts given as base64 ``data:`` URLs → ``{"image": {"format", "source":
     {"bytes"}}}`` (png, jpeg, gif, webp); a remote image URL or another format is a 400:
     Bedrock cannot fetch URLs and dropping the image would answer a different question;
@@ -130,6 +132,17 @@ FINISH_REASONS = {
 }
 #: What the event-stream decoder yields for a message it cannot read.
 CORRUPT = object()
+DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
 IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -163,6 +176,18 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
+def _document_block(part: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """A ``file`` part holding a base64 document Converse reads (pdf, csv, doc(x), xls(x),
+    html, txt, md) → a ``document`` block. Its name is neutral (``document-<i>-<j>``), as
+    AWS advises: a file name reaches the model and may carry instructions."""
+    parsed = data_url((part.get("file") or {}).get("file_data"))
+    document_format = DOCUMENT_FORMATS.get(parsed[0].lower()) if parsed else None
+    if parsed is None or document_format is None:
+        return None
+    name = "document-" + where.replace("messages[", "").replace("].content[", "-").rstrip("]")
+    return {"document": {"format": document_format, "name": name, "source": {"bytes": parsed[1]}}}
+
+
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
     """OpenAI user/assistant content → Converse blocks (empty text dropped: it is rejected)."""
     if isinstance(content, str):
@@ -178,8 +203,11 @@ def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
                     blocks.append({"text": str(part["text"])})
             elif part.get("type") == "image_url":
                 blocks.append(_image_block(part, where))
-            else:  # audio, files: no Converse block here, and never dropped silently
-                raise unsupported(KIND, where, "text and image parts only")
+            else:  # audio, other files: no Converse block, and never dropped silently
+                document = _document_block(part, where) if part.get("type") == "file" else None
+                if document is None:
+                    raise unsupported(KIND, where, "text, image and document file parts only")
+                blocks.append(document)
     return blocks
 
 
