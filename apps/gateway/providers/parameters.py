@@ -85,6 +85,16 @@ FUNCTION_TOOLS = Rule(
     "function tools only",
 )
 
+#: ``tool_choice`` as a mode or one function (``allowed_tools`` and ``custom`` choices
+#: have no equivalent).
+FUNCTION_TOOL_CHOICE = Rule(
+    lambda v: (
+        v in ("none", "auto", "required")
+        or (isinstance(v, dict) and v.get("type", "function") == "function")
+    ),
+    "'none', 'auto', 'required' or a function",
+)
+
 #: The fields every translating kind treats alike.
 COMMON: Mapping[str, Rule] = {
     "model": ANY,  # the deployment's upstream model replaces it
@@ -102,7 +112,7 @@ COMMON: Mapping[str, Rule] = {
     "top_p": ANY,
     "stop": ANY,
     "tools": FUNCTION_TOOLS,
-    "tool_choice": ANY,
+    "tool_choice": FUNCTION_TOOL_CHOICE,
     "response_format": response_format_types("text"),  # each kind adds what it has
     # No provider here takes several choices, token log probabilities, biases, predicted
     # outputs, audio, OpenAI-side storage or GPT-5 verbosity: only the defaults pass.

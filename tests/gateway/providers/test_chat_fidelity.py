@@ -72,7 +72,14 @@ def test_the_default_rules_take_the_default_and_nothing_else():
     assert not ZERO.accepts(0.5)
     assert TEXT_ONLY.accepts(["text"]) and not TEXT_ONLY.accepts(["text", "audio"])
     check_parameters({"n": 1, "logprobs": False, "seed": None}, COMMON, "k")  # defaults, null
-    for body, param in (({"n": True}, "n"), ({"logprobs": 0}, "logprobs"), ({"x": 1}, "x")):
+    allowed_tools = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}
+    for body, param in (
+        ({"n": True}, "n"),
+        ({"logprobs": 0}, "logprobs"),
+        ({"x": 1}, "x"),
+        ({"tool_choice": allowed_tools}, "tool_choice"),
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
+    ):
         with pytest.raises(GatewayError) as err:
             check_parameters(body, COMMON, "k")
         assert (err.value.code, err.value.param) == ("unsupported_parameter", param)
