@@ -62,7 +62,6 @@ def only(*values: Any, takes: str = "") -> Rule:
 ONE = only(1, takes="only 1, the default")
 FALSE = only(False, takes="only false, the default")
 TRUE = only(True, takes="only true, the default")
-UNIT = Rule(lambda v: v == 1 and not isinstance(v, bool), "only 1, the default")
 ZERO = Rule(lambda v: v == 0 and not isinstance(v, bool), "only 0, the default")
 EMPTY = Rule(lambda v: v == {} or v == [], "only an empty value")
 TEXT_ONLY = Rule(lambda v: v == ["text"], 'only ["text"], the default')

@@ -29,9 +29,7 @@ from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 # --------------------------------------------------------------------------- pure: requests
 
 
-def test_system_messages_become_the_top_level_system_and_default_sampling_passes():
-    """The Messages API has no sampling parameters: their defaults (1) ask for nothing,
-    any other value is refused (see test_chat_fidelity.py), never dropped."""
+def test_system_messages_become_the_top_level_system_and_sampling_is_forwarded():
     body = {
         "model": "claude",
         "messages": [
@@ -39,8 +37,8 @@ def test_system_messages_become_the_top_level_system_and_default_sampling_passes
             {"role": "developer", "content": [{"type": "text", "text": "No emojis."}]},
             {"role": "user", "content": "Hi"},
         ],
-        "temperature": 1,
-        "top_p": 1.0,
+        "temperature": 0.2,
+        "top_p": 0.9,
         "stream_options": {"include_usage": True},
     }
     out = openai_to_anthropic(body, "claude-up")
@@ -49,6 +47,8 @@ def test_system_messages_become_the_top_level_system_and_default_sampling_passes
         "system": "Be terse.\n\nNo emojis.",
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": DEFAULT_MAX_TOKENS,
+        "temperature": 0.2,
+        "top_p": 0.9,
     }
     assert validate_request("messages", out) is None
 
@@ -369,7 +369,7 @@ def test_non_streaming_text_with_usage_and_cost(setup):
     upstream.behavior.completion_tokens = 5
 
     reply = client.chat.completions.create(
-        model="claude", messages=MESSAGES, temperature=1, max_tokens=50
+        model="claude", messages=MESSAGES, temperature=0.3, max_tokens=50
     )
 
     assert reply.model == "claude" and reply.id.startswith("chatcmpl-msg_")
@@ -378,7 +378,7 @@ def test_non_streaming_text_with_usage_and_cost(setup):
     sent = upstream.requests[-1]
     assert sent["json"]["model"] == "claude-up" and sent["json"]["max_tokens"] == 50
     assert sent["json"]["system"] == "You are terse."
-    assert "temperature" not in sent["json"]  # 1 is the default: nothing to send
+    assert sent["json"]["temperature"] == 0.3
     assert sent["headers"]["x-api-key"] == "sk-ant-upstream"
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
     assert issued.secret not in str(sent)

@@ -297,11 +297,13 @@ FORWARDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "logprobs": False,
             "presence_penalty": 0,
             "frequency_penalty": 0,
-            "temperature": 1,
+            "temperature": 0.2,
             "store": False,
             "prompt_cache_key": "conversation-42",
         },
         {
+            "temperature": 0.2,
+            "top_k": 5,
             "cache_control": {"type": "ephemeral"},
             "stop_sequences": ["END"],
             "metadata": {"user_id": "end-user-7"},
@@ -367,7 +369,7 @@ FORWARDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
 }
-EXTRA_BODY = {"gemini": {"top_k": 5}}
+EXTRA_BODY = {"gemini": {"top_k": 5}, "anthropic": {"top_k": 5}}
 
 
 def test_forwarded_parameters_arrive_in_the_providers_shape(translated):
@@ -384,7 +386,7 @@ def test_forwarded_parameters_arrive_in_the_providers_shape(translated):
         sent = server.requests[-1]["json"]
         for field, value in expected.items():
             assert sent[field] == value, (kind, stream, field, sent.get(field))
-        assert "temperature" not in sent and "n" not in sent  # defaults or translated
+        assert "n" not in sent  # 1, the default: nothing to send
         assert "prompt_cache_key" not in json.dumps(sent)
     assert [r.status_code for r in records_wait(gateway, 2)] == [200, 200]
 
@@ -458,8 +460,7 @@ REFUSED: dict[str, list[tuple[str, Any]]] = {
         ("presence_penalty", 0.5),
         ("frequency_penalty", -0.5),
         ("logit_bias", {"50256": -100}),
-        ("temperature", 0.2),
-        ("top_p", 0.5),
+        ("temperature", 1.5),
         ("reasoning_effort", "minimal"),
         ("service_tier", "flex"),
         ("metadata", {"team": "search"}),
@@ -469,7 +470,6 @@ REFUSED: dict[str, list[tuple[str, Any]]] = {
         ("prediction", {"type": "content", "content": "x"}),
         ("web_search_options", {}),
         ("prompt_cache_retention", "24h"),
-        ("top_k", 5),
     ],
     "gemini": [
         ("n", 3),

@@ -10,7 +10,8 @@ What is translated:
   * ``system`` / ``developer`` messages → the top-level ``system`` string; consecutive
     user/assistant turns are merged (Anthropic wants strictly alternating roles);
   * ``max_completion_tokens`` / ``max_tokens`` → ``max_tokens`` (required there: default
-    4096); ``stop`` → ``stop_sequences``; ``user`` (else ``safety_identifier``) →
+    4096); ``temperature`` (0 to 1 there), ``top_p`` and ``top_k`` (a common extension)
+    as they are; ``stop`` → ``stop_sequences``; ``user`` (else ``safety_identifier``) →
     ``metadata.user_id``; ``service_tier`` auto → ``auto``, default → ``standard_only``;
   * function ``tools`` / ``tool_choice`` / ``parallel_tool_calls``, assistant
     ``tool_calls`` → ``tool_use`` blocks, ``role: "tool"`` → ``tool_result`` blocks;
@@ -38,10 +39,9 @@ silently unstructured answer). Schema features the model cannot enforce are Anth
 to refuse, and it does, with a 400.
 
 Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
-``temperature`` / ``top_p`` other than 1 (their default: the Messages API version we target
-has no sampling parameters, and dropping them would change the answer the client asked
-for), ``response_format`` ``json_object`` (Anthropic has no schema-less JSON mode; a prompt
-asking for JSON would not be the same promise), ``seed``, non-zero penalties, ``n`` > 1,
+``temperature`` above 1 (Anthropic's maximum), ``response_format`` ``json_object``
+(Anthropic has no schema-less JSON mode; a prompt asking for JSON would not be the same
+promise), ``seed``, non-zero penalties, ``n`` > 1,
 ``logprobs``, ``logit_bias``, audio, ``prediction``, ``web_search_options``, ``store``,
 non-empty ``metadata``, ``verbosity`` other than medium, ``reasoning_effort`` none/minimal,
 ``service_tier`` flex/scale/priority, ``prompt_cache_retention: 24h`` (Anthropic keeps a
@@ -77,7 +77,6 @@ from apps.gateway.providers.chat_format import (
 from apps.gateway.providers.parameters import (
     ANY,
     COMMON,
-    UNIT,
     Rule,
     check_parameters,
     only,
@@ -92,10 +91,12 @@ DEFAULT_MAX_TOKENS = 4096
 #: Every chat-completions field an anthropic deployment takes, and which values.
 PARAMETERS: dict[str, Rule] = {
     **COMMON,
-    # The Messages API this gateway targets has no sampling parameters any more (the
-    # anthropic SDK's MessageCreateParams has none): only the defaults pass.
-    "temperature": UNIT,
-    "top_p": UNIT,
+    # In the Messages API reference (the SDK's types dropped them); Anthropic's
+    # temperature stops at 1 where OpenAI's goes to 2: above it is refused here, so the
+    # route stage can try a deployment that takes it.
+    "temperature": Rule(lambda v: 0 <= v <= 1, "0 to 1 on Anthropic"),
+    "top_p": ANY,
+    "top_k": ANY,
     "parallel_tool_calls": ANY,  # false → tool_choice.disable_parallel_tool_use
     "safety_identifier": ANY,  # → metadata.user_id when there is no ``user``
     "prompt_cache_key": ANY,  # → top-level cache_control: Anthropic's automatic caching
@@ -272,6 +273,9 @@ def openai_to_anthropic(body: dict[str, Any], upstream_model: str) -> dict[str, 
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice is not None:
             out["tool_choice"] = choice
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            out[name] = body[name]
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
