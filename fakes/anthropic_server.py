@@ -28,6 +28,8 @@ What it answers, like the real API:
     follow-up carrying the ``tool_result`` gets a text answer. When validating,
     ``tool_use``/``tool_result`` ids must pair up across consecutive messages, as the real
     API insists.
+  * A text block holding JSON that fits the schema (``fakes.structured``) when the request
+    asks for structured output (``output_config.format``), streamed as text deltas.
   * Streams: ``message_start``, ``content_block_start``, ``ping``, one
     ``content_block_delta`` per token (``text_delta``, or ``input_json_delta`` pieces for a
     tool call), ``content_block_stop``, ``message_delta`` (stop reason, output tokens),
@@ -68,6 +70,7 @@ ranges are run-to-run noise on a shared machine.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import sys
@@ -79,6 +82,7 @@ from aiohttp import web
 
 from fakes import base
 from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, retry_after, sse, tokens
+from fakes.structured import structured_text
 
 __all__ = [
     "CLI",
@@ -336,6 +340,15 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: Mapping[str, Any]) -> str | None:
+    """The JSON answer to ``output_config.format`` (structured outputs), else ``None``."""
+    config = body.get("output_config")
+    output_format = config.get("format") if isinstance(config, dict) else None
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        return structured_text(output_format.get("schema"))
+    return None
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     reasons = ("tool_use", "max_tokens", "end_turn")
     return base.plan_answer(_tool_to_call(body), body.get("max_tokens"), behavior, reasons)
@@ -487,8 +500,12 @@ class FakeAnthropicServer(base.FakeServer):
     def _message(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
         payload = self._message_head(body, plan)
+        structured = _structured(body)
         if plan.tool is not None:
             payload["content"] = [self._tool_use_block(plan.tool, dict(TOOL_INPUT))]
+        elif structured is not None:  # the whole object: constrained decoding ends it
+            payload["content"] = [{"type": "text", "text": structured}]
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             payload["content"] = [{"type": "text", "text": "".join(tokens(plan.output_tokens))}]
         thinking = _thinking(body)
@@ -524,9 +541,17 @@ class FakeAnthropicServer(base.FakeServer):
                 head += _delta({"type": "thinking_delta", "thinking": piece}, 0)
             head += _delta(signature, 0) + _block_stop(0)
             index = 1
+        structured = _structured(body)
         if plan.tool is not None:
             block = self._tool_use_block(plan.tool, {})
             deltas: Sequence[bytes] = _tool_deltas(index)
+        elif structured is not None:  # the whole object: constrained decoding ends it
+            block = {"type": "text", "text": ""}
+            deltas = tuple(
+                _delta({"type": "text_delta", "text": piece}, index)
+                for piece in base.pieces(structured, _TOOL_JSON_PIECE)
+            )
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             block = {"type": "text", "text": ""}
             deltas = _text_deltas(plan.output_tokens, index)

@@ -37,6 +37,9 @@ What it answers:
     request has tools and the last user message's text contains "weather", or when
     ``toolChoice`` is ``any``/``tool`` (the tool named there, else the first); a text
     answer whenever the last user message carries a ``toolResult``.
+  * With ``outputConfig.textFormat`` (structured output), a text block holding JSON that
+    fits the schema (``fakes.structured``), streamed in pieces.
+  * ``server.tool_uses = N`` answers a tool call with N parallel ``toolUse`` blocks.
   * Streams: messageStart (+ contentBlockStart for a tool call), one contentBlockDelta per
     token (or ``toolUse.input`` JSON pieces), contentBlockStop, messageStop, metadata
     (usage, metrics). Each payload carries the ``p`` padding field the real service adds.
@@ -79,7 +82,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from fakes import base
-from fakes.base import TOOL_INPUT, WEATHER, FakeBehavior, json_response, tokens
+from fakes.base import TOOL_INPUT, TOOL_INPUT_JSON, WEATHER, FakeBehavior, json_response, tokens
+from fakes.structured import structured_text
 
 __all__ = [
     "CLI",
@@ -431,6 +435,20 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: Mapping[str, Any]) -> str | None:
+    """The JSON answer to ``outputConfig.textFormat`` (structured output), else ``None``."""
+    config = body.get("outputConfig")
+    text_format = config.get("textFormat") if isinstance(config, dict) else None
+    if not isinstance(text_format, dict) or text_format.get("type") != "json_schema":
+        return None
+    definition = (text_format.get("structure") or {}).get("jsonSchema") or {}
+    try:
+        schema = orjson.loads(definition.get("schema") or "null")
+    except orjson.JSONDecodeError:
+        schema = None
+    return structured_text(schema)
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     config = body.get("inferenceConfig")
     max_tokens = config.get("maxTokens") if isinstance(config, dict) else None
@@ -549,6 +567,8 @@ class FakeBedrockServer(base.FakeServer):
         self.secret_access_key = secret_access_key
         self.session_token = session_token
         self.region = region
+        #: ``toolUse`` blocks in a tool-calling answer (parallel calls when > 1).
+        self.tool_uses = 1
         self._signer: SigV4Auth | None = None
         if access_key_id and secret_access_key:
             credentials = Credentials(access_key_id, secret_access_key, session_token)
@@ -701,12 +721,19 @@ class FakeBedrockServer(base.FakeServer):
     def _converse(self, body: Mapping[str, Any], behavior: FakeBehavior) -> web.Response:
         plan = _plan(body, behavior)
         if plan.tool is not None:
-            tool_use = {
-                "toolUseId": f"tooluse_fake{next(self._ids):012d}",
-                "name": plan.tool,
-                "input": dict(TOOL_INPUT),
-            }
-            content: list[dict[str, Any]] = [{"toolUse": tool_use}]
+            content: list[dict[str, Any]] = [
+                {
+                    "toolUse": {
+                        "toolUseId": f"tooluse_fake{next(self._ids):012d}",
+                        "name": plan.tool,
+                        "input": dict(TOOL_INPUT),
+                    }
+                }
+                for _ in range(max(1, self.tool_uses))
+            ]
+        elif _structured(body) is not None:
+            content = [{"text": _structured(body)}]
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             content = [{"text": "".join(tokens(plan.output_tokens))}]
         payload = {
@@ -746,13 +773,33 @@ class FakeBedrockServer(base.FakeServer):
             }
             head += _event("contentBlockStart", {"contentBlockIndex": 0, "start": start})
             deltas: Sequence[bytes] = _TOOL_DELTAS
+        elif _structured(body) is not None:
+            deltas = tuple(
+                _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+                for piece in base.pieces(_structured(body) or "", _TOOL_JSON_PIECE)
+            )
+            plan = dataclasses.replace(plan, stop_reason="end_turn")
         else:
             deltas = _text_deltas(plan.output_tokens)
         metadata = {"usage": _usage(body, plan, behavior), "metrics": {"latencyMs": 42}}
+        more: list[bytes] = []  # parallel tool calls after the first: blocks 1, 2...
+        for block in range(1, max(1, self.tool_uses) if plan.tool is not None else 1):
+            start = {
+                "toolUse": {"toolUseId": f"tooluse_fake{next(self._ids):012d}", "name": plan.tool}
+            }
+            more.append(_event("contentBlockStart", {"contentBlockIndex": block, "start": start}))
+            more.append(
+                _event(
+                    "contentBlockDelta",
+                    {"contentBlockIndex": block, "delta": {"toolUse": {"input": TOOL_INPUT_JSON}}},
+                )
+            )
+            more.append(_event("contentBlockStop", {"contentBlockIndex": block}))
         events = [
             head,
             *deltas,
             _BLOCK_STOP,
+            *more,
             _event("messageStop", {"stopReason": plan.stop_reason}),
             _event("metadata", metadata),
         ]

@@ -39,9 +39,15 @@ What it answers, like the real API:
     "weather" or ``functionCallingConfig.mode`` is ANY (the first ``allowedFunctionNames``,
     else the first declared function); never with mode NONE. A request whose last turn
     carries ``functionResponse`` parts gets a text answer.
+  * In JSON mode (``responseMimeType: application/json``), a text part holding JSON that
+    fits the ``responseJsonSchema`` / ``responseSchema`` (``fakes.structured``), streamed
+    in pieces.
+  * With ``responseLogprobs``, the candidate's ``logprobsResult`` for its text tokens
+    (``logprobs`` alternatives each), in streams per event.
   * Extra usage and refusals a test may ask for, as attributes of the server:
     ``cached_content_tokens`` (``cachedContentTokenCount``, part of the prompt count),
-    ``thoughts_tokens`` (``thoughtsTokenCount``) and ``block_reason`` (a
+    ``thoughts_tokens`` (``thoughtsTokenCount``), ``function_calls`` (parallel calls in
+    a tool-calling answer) and ``block_reason`` (a
     ``promptFeedback.blockReason`` answer with no candidate).
   * Errors have Google's shape ``{"error": {"code", "message", "status"}}`` (429 adds a
     ``RetryInfo`` detail with ``retryDelay: "1s"``).
@@ -73,6 +79,7 @@ from aiohttp import web
 
 from fakes import base
 from fakes.base import JSON_HEADERS, TOOL_INPUT, WEATHER, FakeBehavior, json_response, sse, tokens
+from fakes.structured import structured_text
 
 __all__ = [
     "CLI",
@@ -517,6 +524,50 @@ def _function_to_call(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _structured(body: Mapping[str, Any]) -> str | None:
+    """The JSON answer in JSON mode (``responseMimeType: application/json``), fitting the
+    ``responseJsonSchema`` / ``responseSchema`` when there is one; else ``None``."""
+    config = _get(body, "generationConfig") or {}
+    if _get(config, "responseMimeType") != "application/json" or _function_to_call(body):
+        return None
+    return structured_text(_get(config, "responseJsonSchema") or _get(config, "responseSchema"))
+
+
+def _logprobs_asked(body: Mapping[str, Any]) -> int | None:
+    """How many alternatives per token ``responseLogprobs`` asks for (0: none), or
+    ``None`` when no log probabilities were asked for."""
+    config = _get(body, "generationConfig") or {}
+    if _get(config, "responseLogprobs") is not True:
+        return None
+    return int(_get(config, "logprobs") or 0)
+
+
+def logprobs_result(texts: Sequence[str], top: int) -> dict[str, Any]:
+    """A ``logprobsResult`` for these tokens: each chosen with ``-0.25 * position``, and
+    ``top`` alternatives per token (the chosen one first, then ``alt1``...)."""
+    chosen = [
+        {"token": text, "tokenId": position, "logProbability": -0.25 * position}
+        for position, text in enumerate(texts)
+    ]
+    alternatives = [
+        {
+            "candidates": [
+                c,
+                *(
+                    {"token": f"alt{j}", "tokenId": 1000 + j, "logProbability": -5.0 - j}
+                    for j in range(1, top)
+                ),
+            ][:top]
+        }
+        for c in chosen
+    ]
+    return {
+        "topCandidates": alternatives,
+        "chosenCandidates": chosen,
+        "logProbabilitySum": sum(c["logProbability"] for c in chosen),
+    }
+
+
 def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
     limit = _get(_get(body, "generationConfig") or {}, "maxOutputTokens")
     reasons = ("STOP", "MAX_TOKENS", "STOP")
@@ -563,6 +614,8 @@ class FakeGeminiServer(base.FakeServer):
         self.thoughts_tokens = 0
         #: When set (e.g. ``"SAFETY"``), answer with ``promptFeedback.blockReason`` only.
         self.block_reason: str | None = None
+        #: ``functionCall`` parts in a tool-calling answer (parallel calls when > 1).
+        self.function_calls = 1
 
     # ---- request handling
 
@@ -601,7 +654,8 @@ class FakeGeminiServer(base.FakeServer):
             stream = {"request": body, "model": model, "sse": request.query.get("alt") == "sse"}
             return await self._stream(request, stream, behavior)
         if kind == "generateContent":
-            payload = self._response(model, _plan(body, behavior))
+            plan = _plan(body, behavior)
+            payload = self._with_logprobs(self._response(model, plan, _structured(body)), body)
         elif kind == "embedContent":
             payload = {"embedding": self._embedding(body)}
         else:
@@ -641,7 +695,9 @@ class FakeGeminiServer(base.FakeServer):
             candidate["finishReason"] = finish
         return candidate
 
-    def _response(self, model: str, plan: base.Plan) -> dict[str, Any]:
+    def _response(
+        self, model: str, plan: base.Plan, structured: str | None = None
+    ) -> dict[str, Any]:
         response_id = f"fake{next(_RESPONSE_IDS):012d}"
         if self.block_reason:
             return {
@@ -650,7 +706,10 @@ class FakeGeminiServer(base.FakeServer):
                 **self._envelope(model, response_id),
             }
         if plan.tool is not None:
-            parts = [{"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}]
+            call = {"functionCall": {"name": plan.tool, "args": dict(TOOL_ARGS)}}
+            parts = [call] * max(1, self.function_calls)
+        elif structured is not None:
+            parts = [{"text": structured}]
         else:
             parts = [{"text": "".join(tokens(plan.output_tokens))}]
         return {
@@ -658,6 +717,19 @@ class FakeGeminiServer(base.FakeServer):
             "usageMetadata": self._usage(plan),
             **self._envelope(model, response_id),
         }
+
+    def _with_logprobs(self, payload: dict[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer with its ``logprobsResult`` when the request asked for one."""
+        top = _logprobs_asked(body)
+        candidates = payload.get("candidates")
+        if top is None or not candidates:
+            return payload
+        text = candidates[0]["content"]["parts"][0].get("text")
+        if isinstance(text, str):
+            structured = _structured(body)
+            texts = base.pieces(structured, 6) if structured else re.findall(r"\s*\S+", text)
+            candidates[0]["logprobsResult"] = logprobs_result(texts, top)
+        return payload
 
     def _embedding(self, request: Mapping[str, Any]) -> dict[str, Any]:
         text = "".join(
@@ -685,14 +757,21 @@ class FakeGeminiServer(base.FakeServer):
         if self.block_reason or plan.tool is not None:
             events.append(self._response(model, plan) | envelope)
         else:
-            texts = tokens(plan.output_tokens) or ("",)
+            structured = _structured(request)
+            if structured is not None:
+                plan = dataclasses.replace(plan, stop_reason="STOP")
+                texts = base.pieces(structured, 6)
+            else:
+                texts = tokens(plan.output_tokens) or ("",)
             running = {"promptTokenCount": plan.prompt_tokens + self.cached_content_tokens}
+            top = _logprobs_asked(request)
             for number, token in enumerate(texts):
                 last = number == len(texts) - 1
+                candidate = self._candidate([{"text": token}], plan.stop_reason if last else None)
+                if top is not None:
+                    candidate["logprobsResult"] = logprobs_result((token,), top)
                 event = {
-                    "candidates": [
-                        self._candidate([{"text": token}], plan.stop_reason if last else None)
-                    ],
+                    "candidates": [candidate],
                     "usageMetadata": self._usage(plan)
                     if last
                     else {**running, "totalTokenCount": running["promptTokenCount"]},

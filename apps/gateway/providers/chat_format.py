@@ -111,6 +111,32 @@ def stop_sequences(body: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def json_schema_of(body: dict[str, Any], *, fold_description: bool = True) -> dict[str, Any] | None:
+    """The JSON schema of a ``response_format`` of type ``json_schema``, else ``None``.
+
+    Providers whose structured output takes a bare schema get the format's
+    ``description`` (guidance for the model) as the schema's own when it has none
+    (``fold_description``), so it is not lost; the ``name`` is an identifier only. A
+    ``json_schema`` without a schema object is the client's 400: there is nothing to
+    constrain the answer to.
+    """
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise bad_request(
+            "response_format json_schema needs a 'schema' object for this deployment.",
+            code="invalid_value",
+            param="response_format.json_schema.schema",
+        )
+    description = spec.get("description")
+    if fold_description and isinstance(description, str) and "description" not in schema:
+        return {**schema, "description": description}
+    return schema
+
+
 def add_turn(turns: list[dict[str, Any]], role: str, items: list[Any], key: str) -> None:
     """Append a turn's ``items`` under ``key``, merged into the previous turn when it has
     the same role (Anthropic, Gemini and Converse want strictly alternating roles); an empty
@@ -293,13 +319,18 @@ class ChunkTranslator:
             {"tool_calls": [{"index": tool_index, "function": {"arguments": piece}}]}
         )
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> bytes:
+        """One ``chat.completion.chunk`` (``logprobs``: the delta's, where the provider
+        reports them)."""
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         payload = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.public_model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "choices": [choice],
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 

@@ -23,6 +23,12 @@ fields only the native format carries) is skipped — recorded as an attempt wit
 budget nor the deployment's health. If nothing could serve the request at all, that 400
 is the answer; if a native deployment was tried and failed, its failure is (a retryable
 upstream error says "try again", which is true; a 400 would say "remove the field").
+
+Chat fields a translating kind cannot carry (``providers.parameters``): its translation
+refuses them with ``unsupported_parameter`` before any I/O; that deployment is passed over
+for the model's next one (whose kind may carry the field) without using an attempt, and
+never retried. When none can carry it, that 400 is the answer (fallback models are not
+tried).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
 from apps.gateway.providers.contract import Adapter
 from apps.gateway.providers.errors import timeout_error as _timeout_error
+from apps.gateway.providers.parameters import UNSUPPORTED_PARAMETER
 from apps.gateway.providers.registry import native_formats
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
 
@@ -245,9 +252,12 @@ class Route:
         policy = self._policy
         last_error: GatewayError | None = None
         tried: set[int] = set()
+        cannot: set[int] = set()  # refused a field the client sent: never retried
         for _round in range(budget.max_attempts):
             progressed = False
             for dep in order:
+                if dep.id in cannot:
+                    continue
                 if budget.exhausted():
                     return False, last_error
                 if ctx.inbound is not None and not self._serves(ctx, dep):
@@ -284,6 +294,15 @@ class Route:
                             ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                             raise
                         return False, error
+                    if error.code == UNSUPPORTED_PARAMETER:
+                        # Refused before anything was sent (providers.parameters): another
+                        # deployment's kind may carry the field; this one never will.
+                        cannot.add(dep.id)
+                        ctx.deployment = None  # not used: nothing to estimate nor bill
+                        budget.attempts -= 1
+                        # A deployment that could serve and failed says more ("try again").
+                        last_error = last_error or error
+                        continue
                     if error.code not in RETRYABLE_CODES:
                         ctx.decide(self.name, Outcome.ERROR, f"{dep.label}: {error.code}")
                         raise

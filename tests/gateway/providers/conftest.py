@@ -4,6 +4,7 @@ provider is in every matrix test the moment it is registered."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import openai
@@ -27,10 +28,10 @@ def start_fake(kind: str):
     return fake.start(UPSTREAM_SECRET), fake.upstream_model, dict(fake.options)
 
 
-@pytest.fixture(params=KINDS)
-def routed(request, gateway) -> Iterator[tuple]:
-    """A gateway whose model ``m`` is served by one provider of the parametrized kind."""
-    kind = request.param
+@contextlib.contextmanager
+def served_by(kind: str, gateway) -> Iterator[tuple]:
+    """A gateway whose model ``m`` is served by one provider of ``kind`` (its fake):
+    ``(kind, gateway, key secret, fake server)``."""
     server, upstream_model, options = start_fake(kind)
     try:
         provider = provider_create(server.url, name=kind, api_key=UPSTREAM_SECRET, kind=kind)
@@ -44,6 +45,13 @@ def routed(request, gateway) -> Iterator[tuple]:
         yield kind, gateway, issued.secret, server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=KINDS)
+def routed(request, gateway) -> Iterator[tuple]:
+    """A gateway whose model ``m`` is served by one provider of the parametrized kind."""
+    with served_by(request.param, gateway) as served:
+        yield served
 
 
 def with_openai_fallback(gateway, model: Model, fake_upstream) -> tuple:

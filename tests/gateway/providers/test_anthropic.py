@@ -29,7 +29,7 @@ from tests.gateway.tool_calls import WEATHER_TOOL, tool_follow_up
 # --------------------------------------------------------------------------- pure: requests
 
 
-def test_system_messages_become_the_top_level_system_and_sampling_is_dropped():
+def test_system_messages_become_the_top_level_system_and_sampling_is_forwarded():
     body = {
         "model": "claude",
         "messages": [
@@ -47,6 +47,8 @@ def test_system_messages_become_the_top_level_system_and_sampling_is_dropped():
         "system": "Be terse.\n\nNo emojis.",
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": DEFAULT_MAX_TOKENS,
+        "temperature": 0.2,
+        "top_p": 0.9,
     }
     assert validate_request("messages", out) is None
 
@@ -159,7 +161,7 @@ def test_tool_calls_and_results_round_trip():
     assert validate_request("messages", out) is None
 
 
-def test_images_only_data_urls_are_forwarded():
+def test_images_data_urls_as_base64_and_remote_urls_as_url_sources():
     body = {
         "messages": [
             {
@@ -182,6 +184,7 @@ def test_images_only_data_urls_are_forwarded():
             "type": "image",
             "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
         },
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
     ]
     assert validate_request("messages", out) is None
 
@@ -375,7 +378,7 @@ def test_non_streaming_text_with_usage_and_cost(setup):
     sent = upstream.requests[-1]
     assert sent["json"]["model"] == "claude-up" and sent["json"]["max_tokens"] == 50
     assert sent["json"]["system"] == "You are terse."
-    assert "temperature" not in sent["json"]
+    assert sent["json"]["temperature"] == 0.3
     assert sent["headers"]["x-api-key"] == "sk-ant-upstream"
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
     assert issued.secret not in str(sent)

@@ -55,7 +55,7 @@ def test_system_and_developer_messages_become_system_instruction():
         ],
         "stream_options": {"include_usage": True},
         "user": "u-1",
-        "parallel_tool_calls": False,
+        "parallel_tool_calls": True,
     }
     assert valid(openai_to_gemini(body)) == {
         "contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
@@ -111,7 +111,7 @@ def test_n_above_one_is_refused_clearly():
     with pytest.raises(GatewayError) as err:
         openai_to_gemini({"messages": [{"role": "user", "content": "x"}], "n": 2})
     assert err.value.status == 400 and err.value.param == "n"
-    assert "'n' must be 1" in err.value.message
+    assert "'n' is not supported by gemini deployments (only 1" in err.value.message
 
 
 def test_images_audio_and_files_as_data_urls_become_inline_data():
@@ -125,7 +125,6 @@ def test_images_audio_and_files_as_data_urls_become_inline_data():
                         "type": "image_url",
                         "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
                     },
-                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
                     {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
                     {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERg=="}},
                 ],
@@ -138,6 +137,16 @@ def test_images_audio_and_files_as_data_urls_become_inline_data():
         {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
         {"inlineData": {"mimeType": "application/pdf", "data": "JVBERg=="}},
     ]
+
+
+def test_a_remote_media_url_is_refused_not_dropped():
+    """The gateway fetches nothing for the provider, and Gemini takes only its own URIs."""
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}]}
+    with pytest.raises(GatewayError) as err:
+        openai_to_gemini(body)
+    assert err.value.code == "unsupported_parameter"
+    assert err.value.param == "messages[0].content[1]"
 
 
 @pytest.mark.parametrize(

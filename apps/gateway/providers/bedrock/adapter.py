@@ -207,13 +207,23 @@ class BedrockAdapter(BaseAdapter):
     def response(
         self, ctx: RequestContext, op: str, body: bytes, headers: Mapping[str, str]
     ) -> bytes:
-        answer = converse_to_openai(orjson.loads(body), ctx.model_name, _request_id(headers, ctx))
+        assert ctx.body is not None
+        answer = converse_to_openai(
+            orjson.loads(body),
+            ctx.model_name,
+            _request_id(headers, ctx),
+            single_call=ctx.body.get("parallel_tool_calls") is False,
+        )
         record_usage(ctx, answer["usage"])
         return orjson.dumps(answer)
 
     def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> ConverseStreamTranslator:
+        assert ctx.body is not None
         return ConverseStreamTranslator(
-            ctx.model_name, _request_id(headers, ctx), include_usage=ctx.include_usage
+            ctx.model_name,
+            _request_id(headers, ctx),
+            include_usage=ctx.include_usage,
+            single_call=ctx.body.get("parallel_tool_calls") is False,
         )
 
     def decoder(self) -> EventStreamDecoder:

@@ -7,6 +7,8 @@ What is translated (OpenAI → Converse):
   * ``system`` / ``developer`` messages → ``system: [{"text"}]``; user/assistant turns →
     ``messages`` with ``{"text"}`` blocks; consecutive same-role messages are merged
     (Converse requires alternating roles);
+  * ``file`` parts holding a base64 document (pdf, csv, doc(x), xls(x), html, txt, md) →
+    ``document`` blocks with a neutral name; other parts (audio, other files) are refused;
   * image parts given as base64 ``data:`` URLs → ``{"image": {"format", "source":
     {"bytes"}}}`` (png, jpeg, gif, webp); a remote image URL or another format is a 400:
     Bedrock cannot fetch URLs and dropping the image would answer a different question;
@@ -21,10 +23,34 @@ What is translated (OpenAI → Converse):
     which only some models accept);
   * ``max_completion_tokens`` / ``max_tokens``, ``temperature``, ``top_p``, ``stop`` →
     ``inferenceConfig`` {maxTokens, temperature, topP, stopSequences};
-  * ``response_format``: ``json_object`` / ``text`` add nothing; ``json_schema`` is
-    refused with 400 ``unsupported_parameter`` rather than silently ignored.
-Not forwarded: ``parallel_tool_calls``, ``user``, ``seed``, penalties, ``logprobs``,
-``logit_bias``, ``stream_options`` (the usage chunk is ours); ``n`` > 1 is refused (400).
+  * ``response_format`` ``json_schema`` → ``outputConfig.textFormat`` (Converse's native
+    structured output: ``{"type": "json_schema", "structure": {"jsonSchema": {"schema":
+    <the schema as JSON text>, "name", "description"}}}``), ``reasoning_effort``
+    low/medium/high/xhigh/max → ``outputConfig.effort``;
+  * ``service_tier`` default/flex/priority → ``serviceTier.type`` (auto: not sent, the
+    default); non-empty ``metadata`` → ``requestMetadata`` (Bedrock's key-value pairs on
+    the invocation, shown in its invocation logs).
+
+Structured outputs, a choice: Converse's ``outputConfig.textFormat`` rather than a forced
+tool, for the reasons given for the anthropic kind: decoding constrained to the schema as
+OpenAI's strict mode promises, the client's own tools keep working, the answer is text in
+streams too. A model without it (older Claude, most non-Claude models) makes Bedrock
+answer a ValidationException, which the client sees as a 400: never an unstructured answer.
+
+``parallel_tool_calls: false``: Converse has no such switch, so the gateway keeps the
+promise on the answer: only the turn's first ``toolUse`` is returned (later ones are left
+out, in streams too; the client asks again after that call's result, as a sequential
+caller does); the usage still counts every token produced. ``prompt_cache_key`` is
+accepted and not sent: a hint for a provider-side cache, never part of the answer.
+
+Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
+``response_format`` ``json_object`` (Converse has no schema-less JSON mode), ``seed``,
+``top_k`` and non-zero penalties (only model-specific ``additionalModelRequestFields``,
+whose names differ per model family), ``n`` > 1, ``logprobs``, ``logit_bias``, audio,
+``prediction``, ``web_search_options``, ``store``, ``safety_identifier``,
+``prompt_cache_retention: 24h``, and any field the table does not name.
+``user`` is accepted: the gateway's end-user limits and audit read it.
+Not forwarded: ``stream_options`` (the usage chunk is ours).
 A conversation that does not start with a user turn, or that holds tool calls but no
 ``tools``, is sent as is: Bedrock's own ValidationException explains it to the client.
 
@@ -46,6 +72,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from apps.gateway.errors import bad_request
 from apps.gateway.providers.bedrock.errors import stream_exception
 from apps.gateway.providers.chat_format import (
@@ -57,6 +85,7 @@ from apps.gateway.providers.chat_format import (
     data_url,
     function_tools,
     image_url_of,
+    json_schema_of,
     stop_sequences,
     tool_arguments,
     tool_call,
@@ -64,6 +93,33 @@ from apps.gateway.providers.chat_format import (
 )
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import invalid_response, stream_broken
+from apps.gateway.providers.parameters import (
+    ANY,
+    COMMON,
+    Rule,
+    check_parameters,
+    only,
+    response_format_types,
+    unsupported,
+)
+
+KIND = "bedrock"
+
+#: Every chat-completions field a bedrock deployment takes, and which values.
+PARAMETERS: dict[str, Rule] = {
+    **COMMON,
+    "response_format": response_format_types("text", "json_schema"),
+    "reasoning_effort": only("low", "medium", "high", "xhigh", "max"),
+    "service_tier": only("auto", "default", "flex", "priority"),
+    "metadata": ANY,  # → requestMetadata
+    # Converse has no switch for it: false is honoured on the answer (see the docstring).
+    "parallel_tool_calls": ANY,
+    # A provider-side cache routing hint, never part of the answer (Codex sends one on
+    # every turn); Converse caches only at explicit cachePoint blocks, which not every
+    # model takes, so nothing is sent.
+    "prompt_cache_key": ANY,
+    "prompt_cache_retention": only("in_memory", takes="only 'in_memory', the default"),
+}
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -76,6 +132,17 @@ FINISH_REASONS = {
 }
 #: What the event-stream decoder yields for a message it cannot read.
 CORRUPT = object()
+DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
 IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -109,6 +176,18 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
+def _document_block(part: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """A ``file`` part holding a base64 document Converse reads (pdf, csv, doc(x), xls(x),
+    html, txt, md) → a ``document`` block. Its name is neutral (``document-<i>-<j>``), as
+    AWS advises: a file name reaches the model and may carry instructions."""
+    parsed = data_url((part.get("file") or {}).get("file_data"))
+    document_format = DOCUMENT_FORMATS.get(parsed[0].lower()) if parsed else None
+    if parsed is None or document_format is None:
+        return None
+    name = "document-" + where.replace("messages[", "").replace("].content[", "-").rstrip("]")
+    return {"document": {"format": document_format, "name": name, "source": {"bytes": parsed[1]}}}
+
+
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
     """OpenAI user/assistant content → Converse blocks (empty text dropped: it is rejected)."""
     if isinstance(content, str):
@@ -118,10 +197,17 @@ def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
         for position, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
-            if part.get("type") == "text" and part.get("text"):
-                blocks.append({"text": str(part["text"])})
+            where = f"messages[{index}].content[{position}]"
+            if part.get("type") == "text":
+                if part.get("text"):
+                    blocks.append({"text": str(part["text"])})
             elif part.get("type") == "image_url":
-                blocks.append(_image_block(part, f"messages[{index}].content[{position}]"))
+                blocks.append(_image_block(part, where))
+            else:  # audio, other files: no Converse block, and never dropped silently
+                document = _document_block(part, where) if part.get("type") == "file" else None
+                if document is None:
+                    raise unsupported(KIND, where, "text, image and document file parts only")
+                blocks.append(document)
     return blocks
 
 
@@ -193,28 +279,39 @@ def _inference_config(body: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _check_unsupported(body: dict[str, Any]) -> None:
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        raise bad_request(
-            "response_format 'json_schema' is not supported for Bedrock deployments "
-            "(Converse has no structured-output mode we translate to); use 'json_object' "
-            "or a tool.",
-            code="unsupported_parameter",
-            param="response_format",
-        )
-    n = body.get("n")
-    if isinstance(n, int) and n > 1:
-        raise bad_request(
-            "Bedrock returns one choice per request: 'n' must be 1.",
-            code="unsupported_parameter",
-            param="n",
-        )
+def _output_config(body: dict[str, Any]) -> dict[str, Any]:
+    """``response_format`` json_schema → ``textFormat``, ``reasoning_effort`` → ``effort``."""
+    config: dict[str, Any] = {}
+    schema = json_schema_of(body, fold_description=False)
+    if schema is not None:
+        spec = body["response_format"].get("json_schema") or {}
+        definition: dict[str, Any] = {"schema": orjson.dumps(schema).decode()}
+        for name in ("name", "description"):
+            if isinstance(spec.get(name), str) and spec[name]:
+                definition[name] = spec[name]
+        config["textFormat"] = {"type": "json_schema", "structure": {"jsonSchema": definition}}
+    if body.get("reasoning_effort") is not None:
+        config["effort"] = body["reasoning_effort"]
+    return config
+
+
+def _request_fields(body: dict[str, Any], out: dict[str, Any]) -> None:
+    """The top-level Converse fields beyond the conversation: output, tier, metadata."""
+    output_config = _output_config(body)
+    if output_config:
+        out["outputConfig"] = output_config
+    tier = body.get("service_tier")
+    if tier is not None and tier != "auto":
+        out["serviceTier"] = {"type": tier}
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and metadata:
+        out["requestMetadata"] = {str(k): str(v) for k, v in metadata.items()}
 
 
 def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat-completions body → a Converse body (the model id goes in the URL)."""
-    _check_unsupported(body)
+    """An OpenAI chat-completions body → a Converse body (the model id goes in the URL);
+    a field this kind cannot carry is refused (see ``PARAMETERS``)."""
+    check_parameters(body, PARAMETERS, KIND)
     system_texts, turns = conversation(body)
     system = [{"text": text} for text in system_texts]
     messages: list[dict[str, Any]] = []
@@ -246,6 +343,7 @@ def openai_to_converse(body: dict[str, Any]) -> dict[str, Any]:
         if converse_choice is not None:
             tool_config["toolChoice"] = converse_choice
         out["toolConfig"] = tool_config
+    _request_fields(body, out)
     return out
 
 
@@ -267,12 +365,17 @@ def _tool_call(tool_use: dict[str, Any]) -> dict[str, Any]:
     return tool_call(tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input"))
 
 
-def converse_to_openai(answer: dict[str, Any], public_model: str, answer_id: str) -> dict[str, Any]:
-    """A Converse answer → an OpenAI ``chat.completion`` named after the public model."""
+def converse_to_openai(
+    answer: dict[str, Any], public_model: str, answer_id: str, *, single_call: bool = False
+) -> dict[str, Any]:
+    """A Converse answer → an OpenAI ``chat.completion`` named after the public model
+    (``single_call``: the client sent ``parallel_tool_calls: false``)."""
     message = (answer.get("output") or {}).get("message") or {}
     blocks = [b for b in message.get("content") or () if isinstance(b, dict)]
     text = "".join(str(b["text"]) for b in blocks if isinstance(b.get("text"), str))
     calls = [_tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)]
+    if single_call:
+        calls = calls[:1]
     return chat_completion(
         f"chatcmpl-{answer_id}",
         public_model,
@@ -292,10 +395,14 @@ class ConverseStreamTranslator(ChunkTranslator):
     ``(exception type, message)`` and produces nothing.
     """
 
-    def __init__(self, public_model: str, answer_id: str, *, include_usage: bool) -> None:
+    def __init__(
+        self, public_model: str, answer_id: str, *, include_usage: bool, single_call: bool = False
+    ) -> None:
         super().__init__(
             public_model, include_usage=include_usage, completion_id=f"chatcmpl-{answer_id}"
         )
+        self.single_call = single_call  # parallel_tool_calls: false
+        self._left_out: set[int] = set()  # tool blocks after the first, when single_call
         self.stopped = False
         self.finish_reason = "stop"
         self.error: tuple[str, str] | None = None
@@ -346,6 +453,9 @@ class ConverseStreamTranslator(ChunkTranslator):
             if not isinstance(tool_use, dict):
                 return b""
             block = int(payload.get("contentBlockIndex") or 0)
+            if self.single_call and self._tool_index and block not in self._tool_index:
+                self._left_out.add(block)
+                return b""
             tool_index = self._tool_index.setdefault(block, len(self._tool_index))
             return self._tool_start(tool_index, tool_use.get("toolUseId"), tool_use.get("name"))
         if kind == "contentBlockDelta":
@@ -357,6 +467,8 @@ class ConverseStreamTranslator(ChunkTranslator):
             if isinstance(tool_use, dict):
                 self.deltas += 1
                 block = int(payload.get("contentBlockIndex") or 0)
+                if block in self._left_out:
+                    return b""
                 tool_index = self._tool_index.setdefault(block, len(self._tool_index))
                 return self._tool_arguments(tool_index, str(tool_use.get("input") or ""))
             return b""  # reasoning, citations: no OpenAI equivalent

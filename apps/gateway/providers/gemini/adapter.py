@@ -82,7 +82,8 @@ class GeminiAdapter(BaseAdapter):
         if op == EMBEDDINGS:
             return self._embeddings_response(ctx, body)
         response = orjson.loads(body)
-        answer = gemini_to_openai(response, ctx.model_name)
+        single_call = ctx.body.get("parallel_tool_calls") is False
+        answer = gemini_to_openai(response, ctx.model_name, single_call=single_call)
         if response.get("usageMetadata"):
             record_usage(ctx, answer["usage"])
         else:  # no count from the provider: the gateway's own prompt count, chars // 4 out
@@ -106,7 +107,12 @@ class GeminiAdapter(BaseAdapter):
         return orjson.dumps(answer)
 
     def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> GeminiStreamTranslator:
-        return GeminiStreamTranslator(ctx.model_name, include_usage=ctx.include_usage)
+        assert ctx.body is not None
+        return GeminiStreamTranslator(
+            ctx.model_name,
+            include_usage=ctx.include_usage,
+            single_call=ctx.body.get("parallel_tool_calls") is False,
+        )
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder(sse_json)

@@ -8,8 +8,9 @@ What is translated:
     system text sends it as the user turn, since Gemini needs ``contents``); user/assistant
     turns → ``contents`` with roles ``user``/``model``, consecutive same-role turns merged;
   * text parts, and base64 ``data:`` URLs of ``image_url``, ``input_audio`` and ``file``
-    parts → ``inlineData`` (remote URLs are dropped: the gateway fetches nothing for the
-    provider, and Gemini's ``fileData`` only takes its own Files API / GCS URIs);
+    parts → ``inlineData``; a remote URL is refused (400 naming the part): the gateway
+    fetches nothing for the provider, and Gemini's ``fileData`` only takes its own Files
+    API / GCS URIs;
   * function ``tools`` → one ``functionDeclarations`` tool, the JSON schema passed unchanged
     as ``parametersJsonSchema`` (google-genai 3.4.0's ``FunctionDeclaration`` has it, so no
     down-conversion to the OpenAPI subset); ``tool_choice`` → ``toolConfig.
@@ -18,17 +19,42 @@ What is translated:
   * assistant ``tool_calls`` → ``functionCall`` parts; ``role: "tool"`` (and the legacy
     ``role: "function"``) → ``functionResponse`` parts named after the earlier call (a
     JSON-object result is sent as is, anything else as ``{"result": <content>}``);
-  * ``temperature``, ``top_p``, ``max_completion_tokens``/``max_tokens`` → ``maxOutputTokens``,
-    ``stop`` → ``stopSequences``, ``seed``, non-zero ``presence_penalty`` /
-    ``frequency_penalty``, ``n`` (1 only: more is refused with a 400, Gemini's
-    ``candidateCount`` > 1 is not offered by every model and our chunks carry one choice);
-    ``response_format`` json_object → ``responseMimeType: application/json``, json_schema →
-    the same plus ``responseJsonSchema``.
+  * ``temperature``, ``top_p``, ``top_k`` (a common extension) → ``topK``,
+    ``max_completion_tokens``/``max_tokens`` → ``maxOutputTokens``, ``stop`` →
+    ``stopSequences``, ``seed``, non-zero ``presence_penalty`` / ``frequency_penalty``,
+    ``n`` (1 only: more is refused, Gemini's ``candidateCount`` > 1 is not offered by every
+    model and our chunks carry one choice), ``reasoning_effort`` →
+    ``thinkingConfig.thinkingLevel`` (minimal/low/medium/high/xhigh; ``none`` is refused:
+    not every Gemini model can stop thinking);
+  * ``response_format`` json_object → ``responseMimeType: application/json`` (Gemini's own
+    JSON mode), json_schema → the same plus ``responseJsonSchema`` (the schema as JSON
+    Schema, unchanged; its ``description`` folded in). Gemini enforces a subset of JSON
+    Schema and ignores the rest, so a ``strict: true`` schema using a keyword outside
+    that subset (``pattern``, ``minLength``, ``allOf``, ``not``, ``multipleOf``...) is
+    refused with a 400 naming the keyword and its place, rather than answered against a
+    weaker schema than the client asked for; ``const`` is converted to the one-value
+    ``enum`` Gemini has. Without ``strict`` OpenAI does not enforce the schema either,
+    so it is sent as is.
+
+Log probabilities: ``logprobs: true`` → ``responseLogprobs``, ``top_logprobs`` →
+``logprobs``; the candidate's ``logprobsResult`` comes back as the choice's ``logprobs``
+(each chosen token with its alternatives; ``bytes`` are the token's UTF-8), in streams
+with the first text delta of each event.
+
+``parallel_tool_calls: false``: Gemini has no such switch, so the gateway keeps the
+promise on the answer: only the turn's first function call is returned (later ones are
+left out, in streams too; the client asks again after that call's result, as a
+sequential caller does). The usage still counts every token Gemini produced.
+``prompt_cache_key`` is accepted and not sent: it is a hint for a provider-side cache,
+never part of the answer, and Gemini caches repeated prefixes implicitly.
+
+Refused (400 ``unsupported_parameter`` naming the field, see ``PARAMETERS``):
+``logit_bias``, audio output, ``prediction``, ``web_search_options``, ``store``, non-empty
+``metadata``, ``service_tier`` other than auto/default, ``safety_identifier``,
+``prompt_cache_retention: 24h``, and any field the table does not name. ``user`` is accepted: the
+gateway's end-user limits and audit read it; Gemini has no field for it.
 
 Not forwarded:
-  * ``parallel_tool_calls``, ``user``, ``logit_bias``, ``logprobs``/``top_logprobs``,
-    ``reasoning_effort``, ``modalities``/``audio``, ``store``/``metadata``: no equivalent
-    in the generateContent API (or one too model-specific to map blindly);
   * ``stream_options``: usage is on every Gemini stream event, the usage chunk is ours;
   * tool call ids and Gemini's ``thoughtSignature``: ids are ours (``call_<hex>``) unless
     Gemini sent one, and are not echoed back, since Gemini matches results by name and
@@ -66,6 +92,7 @@ from apps.gateway.providers.chat_format import (
     data_url,
     function_tools,
     image_url_of,
+    json_schema_of,
     openai_embeddings,
     stop_sequences,
     text_of,
@@ -74,6 +101,46 @@ from apps.gateway.providers.chat_format import (
     usage_dict,
 )
 from apps.gateway.providers.errors import invalid_response
+from apps.gateway.providers.parameters import (
+    ANY,
+    COMMON,
+    Rule,
+    check_parameters,
+    only,
+    response_format_types,
+    unsupported,
+)
+
+KIND = "gemini"
+
+#: Every chat-completions field a gemini deployment takes, and which values.
+PARAMETERS: dict[str, Rule] = {
+    **COMMON,
+    "top_k": ANY,
+    "seed": ANY,
+    "presence_penalty": ANY,
+    "frequency_penalty": ANY,
+    "response_format": response_format_types("text", "json_object", "json_schema"),
+    "reasoning_effort": only("minimal", "low", "medium", "high", "xhigh"),
+    # Gemini has no switch for it: false is honoured on the answer (see the docstring).
+    "parallel_tool_calls": ANY,
+    # A provider-side cache routing hint, never part of the answer: Gemini caches repeated
+    # prefixes implicitly, so there is nothing to send (Codex sends one on every turn).
+    "prompt_cache_key": ANY,
+    "prompt_cache_retention": only("in_memory", takes="only 'in_memory', the default"),
+    "logprobs": ANY,  # → responseLogprobs; the answer's logprobsResult → choice.logprobs
+    "top_logprobs": ANY,  # → logprobs (the alternatives per token)
+}
+#: The JSON Schema keywords ``responseJsonSchema`` enforces (Gemini API reference,
+#: ``GenerationConfig.responseJsonSchema``), and the annotations that constrain nothing.
+SCHEMA_KEYWORDS = frozenset(
+    {
+        "$id", "$defs", "$ref", "$anchor", "type", "format", "title", "description", "enum",
+        "items", "prefixItems", "minItems", "maxItems", "minimum", "maximum", "anyOf",
+        "oneOf", "properties", "additionalProperties", "required", "propertyOrdering",
+        "$schema", "$comment", "default", "examples", "deprecated", "readOnly", "writeOnly",
+    }
+)  # fmt: skip
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -121,22 +188,28 @@ def _media_part(part: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
-    """OpenAI user/assistant content → Gemini parts (empty text dropped: Gemini rejects it)."""
+def _parts(content: Any, index: int) -> list[dict[str, Any]]:
+    """OpenAI user/assistant content → Gemini parts (empty text dropped: Gemini rejects it);
+    a part with no Gemini equivalent (a remote URL, an unknown type) is refused."""
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts: list[dict[str, Any]] = []
     if isinstance(content, list):
-        for part in content:
+        for position, part in enumerate(content):
             if not isinstance(part, dict):
                 continue
             if part.get("type") == "text":
                 if part.get("text"):
                     parts.append({"text": str(part["text"])})
-            else:
-                media = _media_part(part)
-                if media is not None:
-                    parts.append(media)
+                continue
+            media = _media_part(part)
+            if media is None:
+                raise unsupported(
+                    KIND,
+                    f"messages[{index}].content[{position}]",
+                    "text, and media given as base64 data URLs only",
+                )
+            parts.append(media)
     return parts
 
 
@@ -216,32 +289,68 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     stop = stop_sequences(body)
     if stop:
         config["stopSequences"] = stop
-    n = body.get("n")
-    if n is not None:
-        if n != 1:
-            raise bad_request(
-                "Gemini deployments return one choice: 'n' must be 1.",
-                code="unsupported_parameter",
-                param="n",
-            )
-        config["candidateCount"] = 1
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict):
-        kind = response_format.get("type")
-        if kind in ("json_object", "json_schema"):
-            config["responseMimeType"] = "application/json"
-        if kind == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema")
-            if isinstance(schema, dict):
-                config["responseJsonSchema"] = schema
+    if body.get("n") is not None:
+        config["candidateCount"] = 1  # the table accepts 1 only
+    if body.get("top_k") is not None:
+        config["topK"] = body["top_k"]
+    if body.get("logprobs") is True:
+        config["responseLogprobs"] = True
+        if body.get("top_logprobs"):
+            config["logprobs"] = body["top_logprobs"]
+    elif body.get("top_logprobs"):
+        raise bad_request(
+            "'top_logprobs' needs 'logprobs' to be true.", code="invalid_value", param="logprobs"
+        )
+    if body.get("reasoning_effort") is not None:
+        config["thinkingConfig"] = {"thinkingLevel": str(body["reasoning_effort"]).upper()}
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+    schema = json_schema_of(body)
+    if schema is not None:
+        strict = (response_format.get("json_schema") or {}).get("strict") is True
+        config["responseJsonSchema"] = gemini_schema(schema, strict=strict)
     return config
 
 
+def gemini_schema(schema: Any, *, strict: bool, path: str = "") -> Any:
+    """A JSON schema as ``responseJsonSchema`` takes it: ``const`` becomes a one-value
+    ``enum``; with ``strict``, a keyword Gemini would ignore is refused (see the module
+    docstring). Walks every sub-schema (properties, items, $defs, anyOf...)."""
+    if isinstance(schema, list):
+        return [gemini_schema(s, strict=strict, path=f"{path}[{i}]") for i, s in enumerate(schema)]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        where = f"{path}.{key}" if path else key
+        if key == "const":
+            out["enum"] = [value]
+        elif key in ("properties", "$defs"):
+            out[key] = {
+                name: gemini_schema(sub, strict=strict, path=f"{where}.{name}")
+                for name, sub in (value.items() if isinstance(value, dict) else ())
+            }
+        elif key in ("items", "prefixItems", "anyOf", "oneOf", "additionalProperties"):
+            out[key] = gemini_schema(value, strict=strict, path=where)
+        elif key not in SCHEMA_KEYWORDS and strict:
+            raise unsupported(
+                KIND,
+                "response_format",
+                f"the strict JSON schema uses '{where}', which Gemini does not enforce",
+            )
+        else:
+            out[key] = value
+    return out
+
+
 def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat-completions request body → a Gemini ``generateContent`` body.
+    """An OpenAI chat-completions request body → a Gemini ``generateContent`` body; a
+    field this kind cannot carry is refused (see ``PARAMETERS``).
 
     The model is not part of the body (it is in the URL).
     """
+    check_parameters(body, PARAMETERS, KIND)
     system_texts, turns = conversation(body)
     system = [{"text": text} for text in system_texts]
     contents: list[dict[str, Any]] = []
@@ -250,11 +359,11 @@ def openai_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
         if role in ("tool", "function"):
             role, parts = "user", [_function_response(message, index, names)]
         elif role == "assistant":
-            parts = _parts(message.get("content"))
+            parts = _parts(message.get("content"), index)
             parts += _function_call_parts(message.get("tool_calls"), index, names)
             role = "model"
         else:
-            role, parts = "user", _parts(message.get("content"))
+            role, parts = "user", _parts(message.get("content"), index)
         add_turn(contents, role, parts, "parts")
 
     out: dict[str, Any] = {}
@@ -323,8 +432,46 @@ def _completion_id(response: dict[str, Any]) -> str:
     return "chatcmpl-" + str(response.get("responseId") or secrets.token_hex(12))
 
 
-def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, Any]:
-    """A Gemini ``GenerateContentResponse`` → an OpenAI ``chat.completion``."""
+def _token_logprob(candidate: Any) -> dict[str, Any]:
+    token = str(candidate.get("token") or "") if isinstance(candidate, dict) else ""
+    logprob = candidate.get("logProbability") if isinstance(candidate, dict) else None
+    return {
+        "token": token,
+        "logprob": float(logprob if logprob is not None else 0.0),
+        "bytes": list(token.encode()),
+    }
+
+
+def openai_logprobs(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The first candidate's ``logprobsResult`` → OpenAI's ``logprobs`` (chosen tokens,
+    each with its ``top_logprobs`` alternatives), or ``None`` when there is none."""
+    candidates = response.get("candidates") or []
+    result = candidates[0].get("logprobsResult") if candidates else None
+    if not isinstance(result, dict):
+        return None
+    tops = result.get("topCandidates") or []
+    content = []
+    for position, chosen in enumerate(result.get("chosenCandidates") or ()):
+        entry = _token_logprob(chosen)
+        top = tops[position].get("candidates") if position < len(tops) else None
+        entry["top_logprobs"] = [_token_logprob(c) for c in top or ()]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def gemini_to_openai(
+    response: dict[str, Any], public_model: str, *, single_call: bool = False
+) -> dict[str, Any]:
+    """A Gemini ``GenerateContentResponse`` → an OpenAI ``chat.completion``
+    (``single_call``: the client sent ``parallel_tool_calls: false``)."""
+    answer = _gemini_to_openai(response, public_model, single_call)
+    answer["choices"][0]["logprobs"] = openai_logprobs(response)
+    return answer
+
+
+def _gemini_to_openai(
+    response: dict[str, Any], public_model: str, single_call: bool
+) -> dict[str, Any]:
     parts, reason = _answer_parts(response)
     text = "".join(
         str(p["text"]) for p in parts if isinstance(p.get("text"), str) and not p.get("thought")
@@ -332,6 +479,8 @@ def gemini_to_openai(response: dict[str, Any], public_model: str) -> dict[str, A
     calls = [
         _tool_call(p["functionCall"]) for p in parts if isinstance(p.get("functionCall"), dict)
     ]
+    if single_call:
+        calls = calls[:1]
     return chat_completion(
         _completion_id(response),
         public_model,
@@ -353,10 +502,13 @@ class GeminiStreamTranslator(ChunkTranslator):
     still counts. An ``{"error": ...}`` event is kept in ``error``.
     """
 
-    def __init__(self, public_model: str, *, include_usage: bool) -> None:
+    def __init__(
+        self, public_model: str, *, include_usage: bool, single_call: bool = False
+    ) -> None:
         super().__init__(public_model, include_usage=include_usage, completion_id="")
         self.reason: str | None = None
         self.calls = 0
+        self.single_call = single_call  # parallel_tool_calls: false
 
     def openai_usage(self, usage: Any) -> dict[str, Any]:
         return usage_from_gemini(usage)
@@ -374,13 +526,17 @@ class GeminiStreamTranslator(ChunkTranslator):
             self.usage = event["usageMetadata"]
             self.got_usage = True
         parts, reason = _answer_parts(event)
+        logprobs = openai_logprobs(event)  # the event's tokens: sent with its first text
         for part in parts:
             if part.get("thought"):
                 continue
             if isinstance(part.get("text"), str) and part["text"]:
                 self.deltas += 1
-                out += self._chunk({"content": part["text"]})
+                out += self._chunk({"content": part["text"]}, logprobs=logprobs)
+                logprobs = None
             elif isinstance(part.get("functionCall"), dict):
+                if self.single_call and self.calls:
+                    continue
                 call = {"index": self.calls, **_tool_call(part["functionCall"])}
                 self.calls += 1
                 self.deltas += 1
