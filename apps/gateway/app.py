@@ -212,9 +212,8 @@ class GatewayApp:
             ("GET", "/v1/models"): Pipeline("models", [authenticate, ListModels()], record),
             ("GET", MODEL_PREFIX): Pipeline("models", [authenticate, RetrieveModel()], record),
         }
-        self._paths = {path for _, path in self.pipelines}
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
-        unknown = UnknownEndpoint(frozenset(self._paths))
+        unknown = UnknownEndpoint(self.pipelines)
         self._unknown = Pipeline("unknown", [authenticate, unknown], record)
         # The same under /v1/messages, refused in Anthropic's error shape (its clients'
         # SDKs parse nothing else).

@@ -168,6 +168,8 @@ def _check_common(response: httpx.Response, status: int, secret_sent: str | None
     assert response.headers["content-type"].startswith("application/json")
     if status == 429:
         assert int(response.headers["retry-after"]) > 0
+    if status == 405:
+        assert response.headers["allow"] == "POST"
     if secret_sent:
         assert secret_sent not in response.text
 
