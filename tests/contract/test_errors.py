@@ -18,6 +18,9 @@ CHAT = {"model": "alpha", "messages": HI}
 MESSAGES = {"model": "alpha", "max_tokens": 16, "messages": HI}
 COUNT = {"model": "alpha", "messages": HI}
 BIG = [{"role": "user", "content": "x" * MAX_BODY_BYTES}]
+#: AWS's documented example key: the ``guarded`` key's input guardrail blocks it.
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET = [{"role": "user", "content": f"my key is {AWS_KEY}"}]
 
 # (id, method, path, key, body, status, OpenAI code). ``key``: a key of the ``refusals``
 # fixture, a literal secret, or None (no credential). "limited" is sent twice.
@@ -67,6 +70,15 @@ OPENAI_CASES = [
     ),
     ("rate-limited", "POST", "/v1/chat/completions", "limited", CHAT, 429, "rate_limit_exceeded"),
     ("over-budget", "POST", "/v1/chat/completions", "broke", CHAT, 429, "budget_exceeded"),
+    (
+        "guardrail",
+        "POST",
+        "/v1/chat/completions",
+        "guarded",
+        {**CHAT, "messages": SECRET},
+        400,
+        "guardrail_blocked",
+    ),
 ]
 
 # (id, method, path, key, body, status, Anthropic error type).
@@ -98,6 +110,15 @@ ANTHROPIC_CASES = [
     ),
     ("rate-limited", "POST", "/v1/messages", "limited", MESSAGES, 429, "rate_limit_error"),
     ("over-budget", "POST", "/v1/messages", "broke", MESSAGES, 429, "rate_limit_error"),
+    (
+        "guardrail",
+        "POST",
+        "/v1/messages",
+        "guarded",
+        {**MESSAGES, "messages": SECRET},
+        400,
+        "invalid_request_error",
+    ),
     (
         "count-bad",
         "POST",
@@ -172,6 +193,7 @@ def _check_common(response: httpx.Response, status: int, secret_sent: str | None
         assert response.headers["allow"] == "POST"
     if secret_sent:
         assert secret_sent not in response.text
+    assert AWS_KEY not in response.text
 
 
 @pytest.mark.parametrize(
