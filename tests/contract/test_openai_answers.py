@@ -26,10 +26,12 @@ def _client(gateway, secret: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
 
 
-def _stream(client: openai.OpenAI, **body) -> list:
+def _stream(client: openai.OpenAI, include_usage: bool = True, **body) -> list:
     """The ``data`` of every event of a streamed chat completion, ``[DONE]`` included."""
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
     with client.chat.completions.with_streaming_response.create(
-        model="m", stream=True, stream_options={"include_usage": True}, **body
+        model="m", stream=True, **body
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         return [data for _name, data in sse_events(response.iter_lines())]
@@ -73,6 +75,13 @@ def test_chat_completions_and_their_chunks_match_the_spec(routed):
         assert bool([d for d in deltas if d.get("tool_calls")]) == expect_tool
         assert_one_completion(chunks)
         assert_tool_call_deltas(deltas)
+
+    # Without stream_options (the SDKs' default): no usage chunk, and no usage anywhere.
+    *plain, done = _stream(client, include_usage=False, messages=HI)
+    assert done == DONE and all(c["choices"] for c in plain)
+    for chunk in plain:
+        assert_openai("CreateChatCompletionStreamResponse", chunk, kind)
+        assert chunk.get("usage") is None
 
 
 def assert_one_completion(chunks: list[dict]) -> None:
