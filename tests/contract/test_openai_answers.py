@@ -7,7 +7,9 @@ wire; the bytes are read through the openai SDK's raw-response door."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import openai
 import pytest
@@ -122,10 +124,23 @@ def test_embeddings_and_models_match_the_spec(routed):
         assert status == 400
         assert_openai("ErrorResponse", body)
     else:
-        embedded = client.embeddings.with_raw_response.create(
+        floats = client.embeddings.with_raw_response.create(
             model="m", input=["a", "b"], encoding_format="float"
-        )
-        assert_openai("CreateEmbeddingResponse", embedded.http_response.json())
+        ).http_response.json()
+        assert_openai("CreateEmbeddingResponse", floats)
+        # base64 (the openai SDK's default): each vector is little-endian float32 bytes.
+        # The spec types ``embedding`` as floats only, so it is checked decoded, as the
+        # SDK decodes it, and must be the float answer's vector.
+        packed = client.embeddings.with_raw_response.create(
+            model="m", input=["a", "b"], encoding_format="base64"
+        ).http_response.json()
+        for item in packed["data"]:
+            assert isinstance(item["embedding"], str)
+            raw = base64.b64decode(item["embedding"])
+            item["embedding"] = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        assert_openai("CreateEmbeddingResponse", packed)
+        for got, want in zip(packed["data"], floats["data"], strict=True):
+            assert got["embedding"] == pytest.approx(want["embedding"], rel=1e-6)
 
     listed = client.models.with_raw_response.list().http_response.json()
     assert [m["id"] for m in listed["data"]] == ["m"]
