@@ -96,7 +96,9 @@ def test_messages_and_their_stream_events_match_the_sdk(routed):
         deltas = {d["delta"]["type"] for n, d in events if n == "content_block_delta"}
         assert ("input_json_delta" in deltas) == (last_block == "tool_use")
         [delta] = [d for n, d in events if n == "message_delta"]
-        assert delta["usage"]["output_tokens"] > 0
+        assert delta["usage"]["output_tokens"] > 0 and delta["usage"]["input_tokens"] > 0
+        # Issue 14: message_start reports the prompt's size (clients track context by it).
+        assert events[0][1]["message"]["usage"]["input_tokens"] > 0
 
     counted = client.messages.with_raw_response.count_tokens(model="m", messages=HI)
     assert_anthropic(MessageTokensCount, counted.http_response.json())

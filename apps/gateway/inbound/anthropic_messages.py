@@ -41,6 +41,7 @@ from apps.gateway.context import RequestContext, StageName
 from apps.gateway.errors import GatewayError, bad_request
 from apps.gateway.request_schema import ANTHROPIC_MESSAGES
 from apps.gateway.stages import parse_json_body
+from apps.gateway.tokens import count_prompt_tokens
 
 ROLES = ("user", "assistant", "system")
 
@@ -441,10 +442,18 @@ class MessageStreamTranslator:
     Pure state machine: ``feed`` takes one parsed ``data`` object (a chunk, the usage
     chunk or an ``{"error": ...}`` event); ``done`` is called at ``[DONE]`` / the end of
     the body and emits ``message_delta`` (stop reason, usage) and ``message_stop``.
+
+    ``input_tokens`` is what ``message_start`` reports: Anthropic's clients read the
+    prompt's size there (Claude Code tracks its context window with it), but an OpenAI
+    stream tells its usage only at the end, so it is the gateway's own count of the
+    prompt (the one budgets reserve with; four characters a token when no budget or limit
+    made the gateway count); ``message_delta`` then carries the provider's exact figures,
+    which the SDKs keep.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, input_tokens: int = 0) -> None:
         self.model = model
+        self.input_tokens = input_tokens
         self.started = False
         self.finished = False
         self.failed = False
@@ -466,7 +475,7 @@ class MessageStreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
         }
         return sse_event("message_start", {"type": "message_start", "message": message})
 
@@ -587,7 +596,11 @@ class AnthropicResponse:
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
             if content_type.startswith(b"text/event-stream"):
                 self._mode = "sse"
-                self._stream = MessageStreamTranslator(self._ctx.model_name)
+                ctx = self._ctx
+                tokens = ctx.prompt_tokens
+                if tokens is None and ctx.body is not None:
+                    tokens = count_prompt_tokens(ctx.body, estimate=True)
+                self._stream = MessageStreamTranslator(ctx.model_name, tokens or 0)
                 await self._send(message)
             elif content_type.startswith(b"application/json"):
                 self._mode = "json"
