@@ -90,6 +90,12 @@ NULLABLE_IN_PRACTICE: tuple[tuple[str, str], ...] = (
     # "system_fingerprint": null, and the openai SDK types it Optional[str].
     ("CreateChatCompletionResponse", "system_fingerprint"),
     ("CreateChatCompletionStreamResponse", "system_fingerprint"),
+    # Deprecated (replaced by safety_identifier); every Response in OpenAI's own examples
+    # of POST /responses has "user": null.
+    ("ModelResponseProperties", "user"),
+    # A Response not finished yet has no usage: OpenAI's own response.created and
+    # response.in_progress examples carry "usage": null.
+    ("Response", "usage"),
 )
 
 
@@ -102,6 +108,26 @@ PROVIDER_EXTENSIONS: dict[str, frozenset[str]] = {
 }
 
 
+#: Keys the vendor's real answers carry that its schema does not list: (schema, property,
+#: its schema, evidence). Added so the strict key check passes them and checks their type.
+ADDED_PROPERTIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    # Every Response in OpenAI's own examples of POST /responses echoes "store": true.
+    ("Response", "store", {"type": "boolean"}),
+    # "Stream obfuscation adds random characters to an `obfuscation` field on streaming
+    # delta events" (the spec's stream_options.include_obfuscation), undeclared on them.
+    *(
+        (event, "obfuscation", {"type": "string"})
+        for event in (
+            "ResponseTextDeltaEvent",
+            "ResponseFunctionCallArgumentsDeltaEvent",
+            "ResponseRefusalDeltaEvent",
+            "ResponseReasoningTextDeltaEvent",
+            "ResponseReasoningSummaryTextDeltaEvent",
+        )
+    ),
+)
+
+
 class SpecShapes:
     """The component schemas of one OpenAPI document, as validators."""
 
@@ -109,9 +135,12 @@ class SpecShapes:
         self.components = _without_nullable(spec["components"])
         self.schemas: dict[str, Any] = self.components["schemas"]
         for name, prop in NULLABLE_IN_PRACTICE:
-            properties = self.schemas.get(name, {}).get("properties", {})
+            properties = _own_properties(self.schemas[name]) if name in self.schemas else {}
             if prop in properties:
                 properties[prop] = _allow_null(properties[prop])
+        for name, prop, schema in ADDED_PROPERTIES:
+            if name in self.schemas:
+                _own_properties(self.schemas[name])[prop] = schema
 
     @functools.cache  # noqa: B019 - one instance per spec file, for the session
     def validator(self, name: str) -> Draft202012Validator:
@@ -196,6 +225,17 @@ class SpecShapes:
             ref = {"$ref": f"#/components/schemas/{name}"}
             problems = self.unknown_keys(ref, data, extensions=extensions)
         return problems
+
+
+def _own_properties(schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``properties`` written in ``schema`` itself (or its first inline ``allOf``
+    member), where a property can be added without touching a shared schema."""
+    if "properties" in schema:
+        return schema["properties"]
+    for member in schema.get("allOf", ()):
+        if "$ref" not in member and "properties" in member:
+            return member["properties"]
+    return schema.setdefault("properties", {})
 
 
 def _load(filename: str) -> dict[str, Any]:

@@ -167,7 +167,7 @@ ANTHROPIC_CASES = [
 ]
 
 
-def _send(refusals: dict, method: str, path: str, key: str | None, body, *, anthropic: bool):
+def send_refusal(refusals: dict, method: str, path: str, key: str | None, body, *, anthropic: bool):
     secret = refusals.get(key, key) if key else None
     headers = {}
     if secret:
@@ -184,7 +184,7 @@ def _send(refusals: dict, method: str, path: str, key: str | None, body, *, anth
     return response
 
 
-def _check_common(response: httpx.Response, status: int, secret_sent: str | None) -> None:
+def check_refusal(response: httpx.Response, status: int, secret_sent: str | None) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     if status == 429:
@@ -204,8 +204,8 @@ def _check_common(response: httpx.Response, status: int, secret_sent: str | None
 def test_openai_refusals_are_openai_error_responses(
     refusals, method, path, key, body, status, code
 ):
-    response = _send(refusals, method, path, key, body, anthropic=False)
-    _check_common(response, status, refusals.get(key, key) if key else None)
+    response = send_refusal(refusals, method, path, key, body, anthropic=False)
+    check_refusal(response, status, refusals.get(key, key) if key else None)
     assert_openai("ErrorResponse", response.json())
     assert response.json()["error"]["code"] == code
 
@@ -218,8 +218,8 @@ def test_openai_refusals_are_openai_error_responses(
 def test_messages_refusals_are_anthropic_error_responses(
     refusals, method, path, key, body, status, error_type
 ):
-    response = _send(refusals, method, path, key, body, anthropic=True)
-    _check_common(response, status, refusals.get(key, key) if key else None)
+    response = send_refusal(refusals, method, path, key, body, anthropic=True)
+    check_refusal(response, status, refusals.get(key, key) if key else None)
     assert_anthropic_error(response.json())
     assert response.json()["error"]["type"] == error_type
     assert response.json()["request_id"] == response.headers["x-request-id"]

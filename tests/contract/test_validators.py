@@ -107,3 +107,24 @@ def test_stream_events_and_errors_are_checked_by_their_union():
     assert anthropic_errors(
         ErrorResponse, {"type": "error", "error": {"type": "oops", "message": ""}}
     )
+
+
+def test_the_spec_gaps_filled_are_only_those_named():
+    """NULLABLE_IN_PRACTICE / ADDED_PROPERTIES relax exactly what they list."""
+    spec = openai_spec()
+    delta = {
+        "type": "response.output_text.delta",
+        "sequence_number": 3,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "hi",
+        "logprobs": [],
+    }
+    assert not spec.errors("ResponseStreamEvent", {**delta, "obfuscation": "xyz"})
+    assert spec.errors("ResponseStreamEvent", {**delta, "obfuscate": "xyz"})
+    assert spec.errors("ResponseStreamEvent", {**delta, "obfuscation": 5})
+    assert not spec.errors(
+        "CreateChatCompletionStreamResponse", {**CHUNK, "system_fingerprint": None}
+    )
+    assert spec.errors("CreateChatCompletionStreamResponse", {**CHUNK, "system_fingerprint": 5})
