@@ -104,15 +104,21 @@ def test_messages_and_their_stream_events_match_the_sdk(routed):
     assert_anthropic(MessageTokensCount, counted.http_response.json())
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
-def test_upstream_failures_are_anthropic_errors(routed, status):
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("status", [500, 429])
+def test_upstream_failures_are_anthropic_errors(routed, status, stream):
+    """Before the first byte a stream fails like an answer: a JSON error, not SSE."""
     _kind, gateway, secret, server = routed
     server.behavior.fail_status = status
     client = _client(gateway, secret)
     with pytest.raises(anthropic.APIStatusError) as info:
-        client.messages.create(model="m", max_tokens=64, messages=HI)
+        answer = client.messages.create(model="m", max_tokens=64, messages=HI, stream=stream)
+        if stream:
+            list(answer)
     assert info.value.status_code in (429, 502, 503, 504)
     assert_anthropic_error(info.value.response.json())
+    if info.value.status_code == 429:
+        assert int(info.value.response.headers["retry-after"]) >= 0
 
 
 def test_a_stream_cut_by_the_upstream_ends_with_an_anthropic_error_event(routed):

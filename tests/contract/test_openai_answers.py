@@ -40,9 +40,13 @@ def _stream(client: openai.OpenAI, include_usage: bool = True, **body) -> list:
 
 
 def _status_body(call) -> tuple[int, dict]:
+    """Status and body of the error ``call`` raises (a 429 must say when to retry)."""
     with pytest.raises(openai.APIStatusError) as info:
         call()
-    return info.value.status_code, info.value.response.json()
+    response = info.value.response
+    if response.status_code == 429:
+        assert int(response.headers["retry-after"]) >= 0
+    return info.value.status_code, response.json()
 
 
 def test_chat_completions_and_their_chunks_match_the_spec(routed):
@@ -148,12 +152,20 @@ def test_embeddings_and_models_match_the_spec(routed):
     assert_openai("Model", client.models.with_raw_response.retrieve("m").http_response.json())
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
-def test_upstream_failures_are_openai_errors(routed, status):
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("status", [500, 429])
+def test_upstream_failures_are_openai_errors(routed, status, stream):
+    """Before the first byte a stream fails like an answer: a JSON error, not SSE."""
     _kind, gateway, secret, server = routed
     server.behavior.fail_status = status
     client = _client(gateway, secret)
-    got, body = _status_body(lambda: client.chat.completions.create(model="m", messages=HI))
+    got, body = _status_body(
+        lambda: (
+            list(client.chat.completions.create(model="m", messages=HI, stream=stream))
+            if stream
+            else client.chat.completions.create(model="m", messages=HI)
+        )
+    )
     assert got in (429, 502, 503, 504)
     assert_openai("ErrorResponse", body)
 
