@@ -31,6 +31,15 @@ What it answers, like the real API:
     ``content_block_delta`` per token (``text_delta``, or ``input_json_delta`` pieces for a
     tool call), ``content_block_stop``, ``message_delta`` (stop reason, output tokens),
     ``message_stop``. The first three go out in one write.
+  * Requests with an ``anthropic-beta`` header are validated against the SDK's beta types
+    (``context_management``, ``mcp_servers``...), others against the GA ones;
+    ``temperature``/``top_p``/``top_k`` (in the API reference, no longer in the SDK's
+    types) are accepted when in range.
+  * ``thinking`` ``enabled``/``adaptive``: a ``thinking`` block (``THINKING``, or empty
+    with ``display: "omitted"``) with a signature comes first; streamed as
+    ``thinking_delta`` pieces and a ``signature_delta``, the text block then at index 1.
+  * A ``cache_control`` marker anywhere: half the prompt's tokens are cache writes the
+    first time a (model, system, tools) prefix is seen, cache reads after that.
   * Errors have the Anthropic shape ``{"type": "error", "error": {"type", "message"},
     "request_id"}``; the error type follows the status (429 ``rate_limit_error`` with
     ``retry-after: 1``, 500 ``api_error``, 529 ``overloaded_error``, ...).
@@ -110,16 +119,52 @@ _ERROR_MESSAGES = {
 
 @base.once
 def _get_validators() -> Mapping[str, base.TypedBody]:
-    """The SDK's request types by request kind (importing them takes ~1 s)."""
+    """The SDK's request types by request kind (importing them takes ~1 s); ``beta_*``: the
+    beta namespace's (``context_management``, ``mcp_servers``...), for requests that
+    carry an ``anthropic-beta`` header."""
     from anthropic.types import message_count_tokens_params, message_create_params
+    from anthropic.types.beta import message_count_tokens_params as beta_count
+    from anthropic.types.beta import message_create_params as beta_create
 
     create = message_create_params.MessageCreateParamsNonStreaming
     create_stream = message_create_params.MessageCreateParamsStreaming
+    b_create = beta_create.MessageCreateParamsNonStreaming
+    b_stream = beta_create.MessageCreateParamsStreaming
     return {
         "messages": base.typed_body(create, create_stream),
         "messages_stream": base.typed_body(create_stream, create),
         "count_tokens": base.typed_body(message_count_tokens_params.MessageCountTokensParams),
+        "beta_messages": base.typed_body(b_create, b_stream),
+        "beta_messages_stream": base.typed_body(b_stream, b_create),
+        "beta_count_tokens": base.typed_body(beta_count.MessageCountTokensParams),
     }
+
+
+#: Sampling parameters of the API reference (``top_k`` among them) that the SDK's types no
+#: longer declare: accepted when in range, as the API does.
+_SAMPLING = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0), "top_k": (0, 2**31 - 1)}
+
+
+def _check_sampling(body: Mapping[str, Any]) -> str | None:
+    for name, (low, high) in _SAMPLING.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        wanted = int if name == "top_k" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted) or not low <= value <= high:
+            return f"{name}: Input should be a number between {low} and {high}"
+    return None
+
+
+def _has_cache_control(value: Any) -> bool:
+    """Whether a ``cache_control`` marker is anywhere in the request."""
+    if isinstance(value, dict):
+        if value.get("cache_control") is not None:
+            return True
+        return any(_has_cache_control(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_cache_control(v) for v in value)
+    return False
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -165,31 +210,38 @@ def _check_tool_pairing(messages: list[Any]) -> str | None:
     return None
 
 
-def validate_request(kind: str, body: Any) -> str | None:
+def validate_request(kind: str, body: Any, *, beta: bool = False) -> str | None:
     """Check a request body like Anthropic would; return what is wrong, or ``None``.
 
-    ``kind`` is ``"messages"`` or ``"count_tokens"``. Uses the anthropic SDK's own TypedDicts
-    in pydantic strict mode (``"10"`` is not an integer), rejects unknown top-level
-    parameters and an empty ``messages``, and checks that tool calls and results pair up.
+    ``kind`` is ``"messages"`` or ``"count_tokens"``; ``beta``: the request carries an
+    ``anthropic-beta`` header, so the beta namespace's types apply. Uses the anthropic
+    SDK's own TypedDicts in pydantic strict mode (``"10"`` is not an integer), rejects
+    unknown top-level parameters and an empty ``messages``, and checks that tool calls and
+    results pair up. ``temperature``/``top_p``/``top_k`` are checked by range (``_SAMPLING``).
     """
     if not isinstance(body, dict):
         return "Invalid request body: expected a JSON object."
     validators = _get_validators()
+    prefix = "beta_" if beta else ""
     if kind == "messages":
-        typed = validators["messages_stream" if body.get("stream") is True else "messages"]
+        streaming = "messages_stream" if body.get("stream") is True else "messages"
+        typed = validators[prefix + streaming]
     elif kind == "count_tokens":
-        typed = validators["count_tokens"]
+        typed = validators[prefix + "count_tokens"]
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown request kind {kind!r}")
-    unknown = sorted(set(body) - typed.keys)
+    unknown = sorted(set(body) - typed.keys - _SAMPLING.keys())
     if unknown:
         return "; ".join(f"{key}: Extra inputs are not permitted" for key in unknown)
+    sampling = _check_sampling(body)
+    if sampling is not None:
+        return sampling
     messages = body.get("messages")
     if "messages" in body and not isinstance(messages, list):
         return f"messages: Input should be a valid list, not {type(messages).__name__}."
     if isinstance(messages, list) and not messages:
         return "messages: at least one message is required"
-    problem = base.check_typed(typed.adapter, body)
+    problem = base.check_typed(typed.adapter, {k: v for k, v in body.items() if k not in _SAMPLING})
     if problem is not None:
         return problem
     return _check_tool_pairing(messages) if isinstance(messages, list) else None
@@ -222,15 +274,30 @@ def _input_tokens(body: Mapping[str, Any]) -> int:
     return max(1, total // 4)
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _usage(
+    input_tokens: int, output_tokens: int, *, written: int = 0, read: int = 0
+) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+
+
+#: The thinking the fake shows when asked to think (``display: omitted``: none, only the
+#: signature), in pieces as ``thinking_delta`` events.
+THINKING = "Let me think this through."
+
+
+def _thinking(body: Mapping[str, Any]) -> str | None:
+    """The thinking text to answer with ("" when its display is omitted), or None."""
+    config = body.get("thinking")
+    if not isinstance(config, dict) or config.get("type") not in ("enabled", "adaptive"):
+        return None
+    return "" if config.get("display") == "omitted" else THINKING
 
 
 def _last_user_text(messages: Any) -> str:
@@ -272,26 +339,32 @@ def _plan(body: Mapping[str, Any], behavior: FakeBehavior) -> base.Plan:
 
 
 _PING = sse(event="ping", data={"type": "ping"})
-_BLOCK_STOP = sse(event="content_block_stop", data={"type": "content_block_stop", "index": 0})
 _MESSAGE_STOP = sse(event="message_stop", data={"type": "message_stop"})
 
 
-def _delta(delta: Mapping[str, Any]) -> bytes:
+@functools.lru_cache(maxsize=4)
+def _block_stop(index: int) -> bytes:
+    return sse(event="content_block_stop", data={"type": "content_block_stop", "index": index})
+
+
+def _delta(delta: Mapping[str, Any], index: int = 0) -> bytes:
     return sse(
         event="content_block_delta",
-        data={"type": "content_block_delta", "index": 0, "delta": delta},
+        data={"type": "content_block_delta", "index": index, "delta": delta},
     )
 
 
 @functools.lru_cache(maxsize=64)
-def _text_deltas(count: int) -> tuple[bytes, ...]:
-    return tuple(_delta({"type": "text_delta", "text": token}) for token in tokens(count))
+def _text_deltas(count: int, index: int = 0) -> tuple[bytes, ...]:
+    return tuple(_delta({"type": "text_delta", "text": token}, index) for token in tokens(count))
 
 
-_TOOL_DELTAS: tuple[bytes, ...] = tuple(
-    _delta({"type": "input_json_delta", "partial_json": piece})
-    for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
-)
+@functools.lru_cache(maxsize=4)
+def _tool_deltas(index: int = 0) -> tuple[bytes, ...]:
+    return tuple(
+        _delta({"type": "input_json_delta", "partial_json": piece}, index)
+        for piece in base.pieces(base.TOOL_INPUT_JSON, _TOOL_JSON_PIECE)
+    )
 
 
 def _error_body(status: int, message: str, error_type: str | None = None) -> bytes:
@@ -356,7 +429,8 @@ class FakeAnthropicServer(base.FakeServer):
             return _error(400, "There was an issue with your request body: invalid JSON.")
 
         behavior = self.behavior
-        problem = validate_request(kind, body) if behavior.validate else None
+        beta = "anthropic-beta" in request.headers
+        problem = validate_request(kind, body, beta=beta) if behavior.validate else None
         if problem is not None:
             return _error(400, problem)
         if kind == "count_tokens":
@@ -370,6 +444,23 @@ class FakeAnthropicServer(base.FakeServer):
         """The ``fail_status`` answer in Anthropic's shape."""
         return _error(status, base.failure_message(status, _ERROR_MESSAGES))
 
+    def _cache_usage(self, body: Mapping[str, Any], plan: base.Plan) -> dict[str, Any]:
+        """Usage; with a ``cache_control`` marker, half the prompt is cached: written the
+        first time this (model, system, tools) prefix is seen, read after that."""
+        total = _input_tokens(body)
+        if not _has_cache_control(body):
+            return _usage(total, plan.output_tokens)
+        cached = max(1, total // 2)
+        prefix = orjson.dumps([body.get("model"), body.get("system"), body.get("tools")])
+        seen: set[bytes] = self.__dict__.setdefault("_cache_prefixes", set())
+        if prefix in seen:
+            return _usage(total - cached, plan.output_tokens, read=cached)
+        seen.add(prefix)
+        return _usage(total - cached, plan.output_tokens, written=cached)
+
+    def _thinking_block(self, text: str) -> dict[str, Any]:
+        return {"type": "thinking", "thinking": text, "signature": f"sig_fake{next(self._ids)}"}
+
     def _message_head(self, body: Mapping[str, Any], plan: base.Plan) -> dict[str, Any]:
         return {
             "id": f"msg_fake{next(self._ids):012d}",
@@ -379,7 +470,7 @@ class FakeAnthropicServer(base.FakeServer):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _usage(_input_tokens(body), plan.output_tokens),
+            "usage": self._cache_usage(body, plan),
         }
 
     def _tool_use_block(self, name: str, tool_input: Mapping[str, Any]) -> dict[str, Any]:
@@ -397,6 +488,9 @@ class FakeAnthropicServer(base.FakeServer):
             payload["content"] = [self._tool_use_block(plan.tool, dict(TOOL_INPUT))]
         else:
             payload["content"] = [{"type": "text", "text": "".join(tokens(plan.output_tokens))}]
+        thinking = _thinking(body)
+        if thinking is not None:
+            payload["content"].insert(0, self._thinking_block(thinking))
         payload["stop_reason"] = plan.stop_reason
         return json_response(payload)
 
@@ -407,23 +501,36 @@ class FakeAnthropicServer(base.FakeServer):
 
         The base class's stream loop writes ``events[0]`` and then, with
         ``disconnect_after_chunks=N``, only the next N events: so the first element holds
-        everything before the first content delta (message_start, content_block_start,
-        ping).
+        everything before the first content delta (message_start, a whole thinking block
+        when thinking was asked for, content_block_start, ping).
         """
         plan = _plan(body, behavior)
         message = self._message_head(body, plan)
         message["usage"]["output_tokens"] = 1
-        if plan.tool is not None:
-            block = self._tool_use_block(plan.tool, {})
-            deltas: Sequence[bytes] = _TOOL_DELTAS
-        else:
-            block = {"type": "text", "text": ""}
-            deltas = _text_deltas(plan.output_tokens)
-        head = (
-            sse(event="message_start", data={"type": "message_start", "message": message})
-            + sse(
+        head = sse(event="message_start", data={"type": "message_start", "message": message})
+        index = 0
+        thinking = _thinking(body)
+        if thinking is not None:  # a thinking block first: its deltas, then the signature
+            block = self._thinking_block("")
+            signature = {"type": "signature_delta", "signature": f"sig_fake{next(self._ids)}"}
+            head += sse(
                 event="content_block_start",
                 data={"type": "content_block_start", "index": 0, "content_block": block},
+            )
+            for piece in base.pieces(thinking, 8):
+                head += _delta({"type": "thinking_delta", "thinking": piece}, 0)
+            head += _delta(signature, 0) + _block_stop(0)
+            index = 1
+        if plan.tool is not None:
+            block = self._tool_use_block(plan.tool, {})
+            deltas: Sequence[bytes] = _tool_deltas(index)
+        else:
+            block = {"type": "text", "text": ""}
+            deltas = _text_deltas(plan.output_tokens, index)
+        head += (
+            sse(
+                event="content_block_start",
+                data={"type": "content_block_start", "index": index, "content_block": block},
             )
             + _PING
         )
@@ -435,7 +542,7 @@ class FakeAnthropicServer(base.FakeServer):
         events = [
             head,
             *deltas,
-            _BLOCK_STOP,
+            _block_stop(index),
             sse(event="message_delta", data=message_delta),
             _MESSAGE_STOP,
         ]

@@ -194,7 +194,9 @@ class GatewayApp:
                     AnthropicFormat(),
                     authenticate,
                     Authorize(validate_count_tokens),
-                    CountTokens(),  # the gateway's estimate: no upstream call, no budget
+                    inspect,  # the prompt may be sent to a provider to be counted
+                    # the provider's count where it has one, else the estimate; no budget
+                    CountTokens(adapters, stats=self.deployment_stats),
                 ],
                 record,
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from apps.gateway.snapshot import DeploymentEntry, KeyEntry, ModelEntry, Snapsho
 if TYPE_CHECKING:
     import asyncio
 
+    from apps.gateway.errors import GatewayError
     from apps.gateway.governance import Reservation
     from apps.gateway.guardrails import OutputGuard
 
@@ -83,6 +85,44 @@ def attempt(deployment: str, status: int, code: str, ms: float) -> Attempt:
 
 
 @dataclass(slots=True)
+class InboundRequest:
+    """A request that arrived in a client format other than OpenAI chat (``ctx.inbound``).
+
+    ``ctx.body`` still holds its OpenAI chat translation (what the stages govern and what
+    translated attempts send); this keeps what a provider speaking the format natively is
+    sent instead: the client's own ``body`` (input redactions are applied to it too) and
+    the client ``headers`` the format forwards (e.g. ``anthropic-beta``). The route stage
+    sets ``native`` per attempt, before calling, from the chosen deployment's kind
+    (``ProviderSpec.native_formats``); the format's send wrapper reads it to pass a native
+    answer through untouched. See CONTRIBUTING.md, "Native formats".
+    """
+
+    format: str  # e.g. "anthropic.messages"
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+    native: bool = False
+    # Why a translated (non-native) attempt cannot serve this request: the client sent
+    # something only the native format carries. The route stage skips such deployments
+    # and answers this error only if no deployment could serve the request at all.
+    untranslatable: GatewayError | None = None
+    # Kinds a translated attempt may go to when the translation relies on a field only
+    # they forward (e.g. ``reasoning_effort``); None: any kind. Others get ``kind_refusal``.
+    translated_kinds: frozenset[str] | None = None
+    kind_refusal: GatewayError | None = None
+    # ``body`` → the OpenAI body the stages govern: re-run after an input redaction of
+    # ``body`` so that ``ctx.body`` carries the redaction too.
+    governed: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def refusal(self, kind: str) -> GatewayError | None:
+        """Why a translated attempt on a deployment of ``kind`` cannot serve this request."""
+        if self.untranslatable is not None:
+            return self.untranslatable
+        if self.translated_kinds is not None and kind not in self.translated_kinds:
+            return self.kind_refusal
+        return None
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     endpoint: str  # e.g. "chat.completions"
@@ -99,6 +139,7 @@ class RequestContext:
     authorization: str = ""
     raw_body: bytes = b""
     body: dict[str, Any] | None = None
+    inbound: InboundRequest | None = None  # a non-chat client format (None: OpenAI chat)
     model_name: str = ""
     stream: bool = False
     include_usage: bool = False

@@ -15,6 +15,13 @@ the same rules. Per request:
   explicit error event. Redactions in the answer, and restoring the prompt's redacted
   values (``restore_in_response``), work on both.
 
+Other client formats (``ctx.inbound``, Anthropic Messages): the input scan reads the body
+the client sent, in its own shape, and redacts it in place — so a native attempt sends the
+redacted text — then re-derives ``ctx.body`` (the OpenAI translation the other stages and
+translated attempts use) from it. The output guard recognises a native answer (an
+Anthropic ``Message``, ``text_delta`` events) as well as OpenAI's; thinking blocks and
+deltas pass unscanned (changing them would void their signature).
+
 Findings (``ctx.findings``) carry the detector, the action taken and the stage — never the
 matched text.
 """
@@ -180,6 +187,72 @@ def _slots(body: dict[str, Any]) -> Iterator[_Slot]:
                 yield _Slot(f"input[{i}]", value, i)
 
 
+def _anthropic_slots(body: dict[str, Any]) -> Iterator[_Slot]:
+    """The texts of an Anthropic Messages body (``ctx.inbound`` of ``/v1/messages``): the
+    system prompt, text blocks, tool inputs' strings, tool results and text documents, at
+    the paths the client sent them. Thinking blocks of earlier turns are not scanned: they
+    are the model's own (already checked) output, and changing one voids its signature."""
+    system = body.get("system")
+    if isinstance(system, str):
+        yield _Slot("system", body, "system")
+    elif isinstance(system, list):
+        yield from _block_slots(system, "system")
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                yield _Slot(f"messages[{i}].content", message, "content")
+            elif isinstance(content, list):
+                yield from _block_slots(content, f"messages[{i}].content")
+
+
+def _block_slots(blocks: list[Any], path: str) -> Iterator[_Slot]:
+    for j, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            continue
+        where = f"{path}[{j}]"
+        kind = block.get("type")
+        if isinstance(block.get("text"), str):
+            yield _Slot(f"{where}.text", block, "text")
+        elif kind == "tool_use" and isinstance(block.get("input"), dict):
+            yield from _value_slots(block["input"], f"{where}.input")
+        elif kind == "tool_result":
+            content = block.get("content")
+            if isinstance(content, str):
+                yield _Slot(f"{where}.content", block, "content")
+            elif isinstance(content, list):
+                yield from _block_slots(content, f"{where}.content")
+        elif kind == "document":
+            source = block.get("source")
+            if isinstance(source, dict) and source.get("type") == "text":
+                if isinstance(source.get("data"), str):
+                    yield _Slot(f"{where}.source.data", source, "data")
+            elif isinstance(source, dict) and isinstance(source.get("content"), list):
+                yield from _block_slots(source["content"], f"{where}.source.content")
+
+
+def _value_slots(value: Any, path: str) -> Iterator[_Slot]:
+    """The strings inside a JSON value (a tool call's input)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        where = f"{path}.{key}" if isinstance(value, dict) else f"{path}[{key}]"
+        if isinstance(item, str):
+            yield _Slot(where, value, key)
+        elif isinstance(item, dict | list):
+            yield from _value_slots(item, where)
+
+
+def _request_slots(ctx: RequestContext) -> list[_Slot]:
+    """The texts of the request as the client sent it: the inbound format's own body when
+    it has one (so a redaction reaches what a native attempt sends), else ``ctx.body``."""
+    if ctx.inbound is not None:
+        return list(_anthropic_slots(ctx.inbound.body))
+    return list(_slots(ctx.body)) if ctx.body is not None else []
+
+
 def _check_limits(ctx: RequestContext, limits: CompiledRule, prompt_tokens: Any) -> None:
     settings = limits.rule.settings_dict()
     body = ctx.body or {}
@@ -203,16 +276,16 @@ def inspect_input(ctx: RequestContext, guard: GuardSet, prompt_tokens: Any) -> N
     """Scan, then act: blocks raise; redactions change ``ctx.body`` in place."""
     if guard.limits is not None:
         _check_limits(ctx, guard.limits, prompt_tokens)
-    if guard.input and ctx.body is not None:
+    if guard.input and (ctx.body is not None or ctx.inbound is not None):
         _scan_input(ctx, guard)
     if guard.output or (guard.restore and ctx.redactions):
         ctx.output_guard = OutputGuard(ctx, guard)
 
 
 def _scan_input(ctx: RequestContext, guard: GuardSet) -> None:
-    assert ctx.body is not None
-    slots = list(_slots(ctx.body))
+    slots = _request_slots(ctx)
     numbering: dict[str, str] = {}
+    redacted = False
     for compiled in guard.input:
         rule = compiled.rule
         for slot in slots:
@@ -230,7 +303,11 @@ def _scan_input(ctx: RequestContext, guard: GuardSet) -> None:
             if rule.action == "redact":
                 text, pairs = redact(slot.text, findings, numbering=numbering)
                 slot.replace(text)
+                redacted = True
                 ctx.redactions.extend(p for p in pairs if p not in ctx.redactions)
+    inbound = ctx.inbound
+    if redacted and inbound is not None and inbound.governed is not None:
+        ctx.body = inbound.governed(inbound.body)  # the translation carries it too
 
 
 async def inspect_plugins(
@@ -240,7 +317,7 @@ async def inspect_plugins(
     calling out sees the prompt already redacted)."""
     if not guard.plugins or ctx.body is None or ctx.key is None:
         return
-    texts = [slot.text for slot in _slots(ctx.body)]
+    texts = [slot.text for slot in _request_slots(ctx)]
     identity = ctx.key.identity
     request = PluginRequest(
         request_id=ctx.request_id,
@@ -331,6 +408,10 @@ class OutputGuard:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body
+        if not isinstance(answer, dict):
+            return body
+        if answer.get("type") == "message":  # Anthropic's, from a native attempt
+            return self._filter_message(answer, body)
         changed = False
         for choice in answer.get("choices") or ():
             message = choice.get("message") if isinstance(choice, dict) else None
@@ -341,6 +422,18 @@ class OutputGuard:
                     message["content"] = new
                     changed = True
         return orjson.dumps(answer) if changed else body
+
+    def _filter_message(self, message: dict[str, Any], body: bytes) -> bytes:
+        """An Anthropic ``Message``: its text blocks are the answer's content."""
+        changed = False
+        for block in message.get("content") or ():
+            text = block.get("text") if isinstance(block, dict) else None
+            if block.get("type") == "text" and isinstance(text, str) and text:
+                new = self._apply(text, self._scan(text), 0)
+                if new != text:
+                    block["text"] = new
+                    changed = True
+        return orjson.dumps(message) if changed else body
 
     # -- a stream ---------------------------------------------------------------------------
 
@@ -361,7 +454,7 @@ class OutputGuard:
                     out.append(self._flush())
                     out.append(event + b"\n\n")
                 else:
-                    if self.template is not None and parsed is not None:
+                    if self.template is not None and parsed is not None and "choices" in parsed:
                         parsed["choices"][0]["delta"].pop("role", None)  # said once is enough
                     self.template = parsed
                     self.pending += content
@@ -417,9 +510,15 @@ class Blocked(Exception):
         self.released = released
 
 
+_TEXT_DELTA = b"event: content_block_delta"
+
+
 def _content_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
-    """The delta content of an OpenAI chunk event, or None for any other event."""
+    """The delta content of an OpenAI chunk event (or of an Anthropic ``text_delta``
+    event, from a native attempt), or None for any other event."""
     if not event.startswith(b"data: {") or b'"content"' not in event:
+        if event.startswith(_TEXT_DELTA) and b'"text_delta"' in event:
+            return _anthropic_text_of(event)
         return None, None
     try:
         parsed = orjson.loads(event[6:])
@@ -437,9 +536,25 @@ def _content_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
     return content, parsed
 
 
+def _anthropic_text_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    at = event.find(b"data: {")
+    try:
+        parsed = orjson.loads(event[at + 6 :]) if at >= 0 else None
+    except orjson.JSONDecodeError:
+        return None, None
+    delta = parsed.get("delta") if isinstance(parsed, dict) else None
+    text = delta.get("text") if isinstance(delta, dict) else None
+    if not isinstance(text, str) or not text or delta.get("type") != "text_delta":
+        return None, None
+    return text, parsed
+
+
 def _with_content(template: dict[str, Any] | None, text: str) -> bytes:
     if template is None or not text:
         return b""
+    if template.get("type") == "content_block_delta":  # Anthropic's
+        event = {**template, "delta": {"type": "text_delta", "text": text}}
+        return _TEXT_DELTA + b"\ndata: " + orjson.dumps(event) + b"\n\n"
     event = dict(template)
     choice = dict(event["choices"][0])
     choice["delta"] = {**choice["delta"], "content": text}

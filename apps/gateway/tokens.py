@@ -64,11 +64,9 @@ def tokenizer_configure(cache_dir: Path) -> bool:
         return False
 
 
-def count_prompt_tokens(body: dict[str, Any], *, estimate: bool = False) -> int:
-    """Tokens a chat or embeddings request sends, counted the way OpenAI frames them.
-    ``estimate``: four characters a token instead of the BPE, for a figure that must not
-    cost a long prompt's tokenisation on the event loop."""
-    count = _estimate if estimate else count_text
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    """Tokens a chat or embeddings request sends, counted the way OpenAI frames them."""
+    count = count_text
     total = 0
     messages = body.get("messages")
     if isinstance(messages, list):

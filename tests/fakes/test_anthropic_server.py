@@ -384,10 +384,15 @@ def test_missing_anthropic_version_is_400(server: FakeAnthropicServer) -> None:
             {"model": "m", "max_tokens": 5, "messages": USER_HI, "metadata": {"user_id": 5}},
             "user_id",
         ),
-        # anthropic 2.x's MessageCreateParams has no sampling parameters at all.
+        # anthropic 2.x's MessageCreateParams has no sampling parameters at all; the API
+        # reference still has temperature, top_p and top_k: checked by range.
         (
-            {"model": "m", "max_tokens": 5, "messages": USER_HI, "temperature": 0.5},
-            "temperature: Extra inputs are not permitted",
+            {"model": "m", "max_tokens": 5, "messages": USER_HI, "temperature": 1.5},
+            "temperature: Input should be a number between 0.0 and 1.0",
+        ),
+        (
+            {"model": "m", "max_tokens": 5, "messages": USER_HI, "top_k": "5"},
+            "top_k: Input should be a number between 0 and 2147483647",
         ),
         ({"model": "m", "max_tokens": 5, "messages": USER_HI, "n": 2}, "n: Extra inputs"),
         (

@@ -162,3 +162,26 @@ def test_a_rate_limit_on_the_target_model_counts_requests_through_its_alias(gate
     chat(gateway, issued.secret, "claude-sonnet-5")
     with pytest.raises(openai.RateLimitError):
         chat(gateway, issued.secret, "my-model")
+
+
+def test_the_model_list_shows_exact_aliases_of_usable_models_and_retrieve_resolves_them(
+    gateway, served
+):
+    big, small, project = served
+    ModelAlias.objects.create(project=project, alias="claude-sonnet-5", model=big)
+    ModelAlias.objects.create(project=project, alias="claude-haiku-5", model=small)
+    ModelAlias.objects.create(project=project, alias="claude-opus-*", model=small)
+    restricted = key_create(project)
+    allow_models(restricted.key, small)
+    gateway.snapshots.reload()
+    client = client_for(gateway, restricted.secret)
+
+    listed = [m.id for m in client.models.list()]
+
+    # The alias of a model the key may not use is as invisible as the model itself; a
+    # pattern cannot be listed but still resolves.
+    assert listed == ["small", "claude-haiku-5"]
+    assert client.models.retrieve("claude-haiku-5").id == "claude-haiku-5"
+    assert client.models.retrieve("claude-opus-5-5").id == "claude-opus-5-5"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("claude-sonnet-5")

@@ -21,13 +21,28 @@ What is translated (request):
     there; Anthropic, Gemini and Bedrock deployments take every system text apart from the
     turns (``providers.chat_format.conversation``), so there it joins the top-level system.
 
-Never dropped silently: a field or block this translation cannot carry (``thinking``
-other than ``disabled``, ``top_k``, ``cache_control`` anywhere, ``output_config``, document
-blocks, images inside tool results, server tools, any other top-level field) is refused
-with a 400 naming it. The native pass-through that would keep them for Anthropic-kind
-deployments is not built yet, so they are refused for every deployment. Thinking blocks
-of earlier assistant turns are left out, as Anthropic's API itself ignores them.
-``stop_reason`` is never ``stop_sequence``: OpenAI's ``stop`` does not say which.
+Native: an attempt on an Anthropic-kind deployment sends the client's body as it is
+(``ctx.inbound``; ``providers/anthropic/native.py``) and passes the answer through, so
+nothing below applies to it. The translated path decides per deployment kind:
+
+Never dropped silently on the translated path: a field or block the translation cannot
+carry (``thinking`` other than ``disabled`` or ``adaptive`` with ``display: "omitted"``,
+``top_k``, ``cache_control`` anywhere, ``output_config.format``, document blocks, images
+inside tool results, server tools and their blocks, any other top-level field) makes the
+route stage skip the non-Anthropic deployments (an attempt ``unsupported_parameter``);
+with none left to try, the answer is a 400 naming it. Accepted as what they ask for:
+  * ``thinking: {"type": "adaptive", "display": "omitted"}``: no thinking block comes back
+    (none can through chat completions, and none is asked for); the model decides how much
+    to reason;
+  * ``output_config.effort`` → OpenAI's ``reasoning_effort`` (the same five names), sent
+    only to the kinds that forward it as is (``EFFORT_KINDS``: OpenAI, compatible, Azure;
+    Gemini's and Bedrock's translations have no equivalent, so they are skipped);
+  * ``context_management`` with ``clear_thinking_*`` edits only: a no-op here, since the
+    translated path never sends thinking blocks (other edits are refused).
+Thinking blocks of earlier assistant turns are left out, as Anthropic's API itself
+ignores them. ``stop_reason`` is never ``stop_sequence``: OpenAI's ``stop`` does not say
+which. ``message_start`` reports the gateway's count of the prompt (see
+``AnthropicResponse``).
 """
 
 from __future__ import annotations
@@ -37,8 +52,9 @@ from typing import Any
 
 import orjson
 
-from apps.gateway.context import RequestContext, StageName
+from apps.gateway.context import InboundRequest, RequestContext, StageName
 from apps.gateway.errors import GatewayError, bad_request
+from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
 from apps.gateway.request_schema import ANTHROPIC_MESSAGES
 from apps.gateway.stages import parse_json_body
 from apps.gateway.tokens import count_prompt_tokens
@@ -63,6 +79,12 @@ TRANSLATED = frozenset(
         "stream",
     }
 )
+
+# ``output_config.effort`` values, the same names as OpenAI's ``reasoning_effort``; and the
+# provider kinds whose translated path forwards ``reasoning_effort`` as it is (the others'
+# translations have no equivalent, so a request with an effort is not sent to them).
+EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
+EFFORT_KINDS = frozenset({"openai", "openai_compatible", "azure"})
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -136,28 +158,86 @@ def untranslatable(param: str, what: str) -> GatewayError:
     )
 
 
-def _refuse_untranslated(body: dict[str, Any]) -> None:
-    """Refuse the top-level fields the translation does not carry (never drop them)."""
+# ``refused``, in the functions below: None — raise what the translation cannot carry (a
+# strict translation); a list — append it and leave it out (the governance view of a
+# request only an Anthropic-kind deployment can serve: counted and checked, never sent).
+
+
+def _refuse(error: GatewayError, refused: list[GatewayError] | None) -> None:
+    if refused is None:
+        raise error
+    refused.append(error)
+
+
+def _thinking_ok(value: Any) -> bool:
+    """``disabled``, or ``adaptive`` with its display ``omitted``: the translated path asks
+    for what those ask (no thinking blocks in the answer; the model decides how much to
+    reason, at ``output_config.effort`` when given). Anything else wants thinking blocks
+    back (or a token budget) that chat completions cannot carry."""
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("type")
+    return kind == "disabled" or (kind == "adaptive" and value.get("display") == "omitted")
+
+
+def _context_management_ok(value: Any) -> bool:
+    """Only ``clear_thinking_*`` edits: a no-op here, as no thinking block is ever sent on
+    the translated path (earlier turns' thinking is left out)."""
+    if not isinstance(value, dict) or set(value) - {"edits"}:
+        return False
+    edits = value.get("edits") or []
+    return isinstance(edits, list) and all(
+        isinstance(edit, dict) and str(edit.get("type") or "").startswith("clear_thinking_")
+        for edit in edits
+    )
+
+
+def _output_config(value: Any, out: dict[str, Any], refused: list[GatewayError] | None) -> None:
+    """``effort`` → OpenAI's ``reasoning_effort`` (the same five names; only the OpenAI
+    wire kinds forward it, see ``EFFORT_KINDS``); ``format`` and anything else refused."""
+    if not isinstance(value, dict):
+        _refuse(untranslatable("output_config", "'output_config'"), refused)
+        return
+    for name in sorted(value):
+        if value[name] is None:
+            continue
+        if name == "effort" and value[name] in EFFORTS:
+            out["reasoning_effort"] = value[name]
+        else:
+            _refuse(untranslatable(f"output_config.{name}", f"'output_config.{name}'"), refused)
+
+
+def _top_level(body: dict[str, Any], out: dict[str, Any], refused: list[GatewayError] | None):
+    """The top-level fields beyond the conversation: carried, accepted as no-ops, or
+    refused (never dropped)."""
     for name in sorted(body):
         value = body[name]
         if name in TRANSLATED or value is None:
             continue
-        if name == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
+        if name == "thinking" and _thinking_ok(value):
             continue
-        raise untranslatable(name, f"'{name}'")
+        if name == "context_management" and _context_management_ok(value):
+            continue
+        if name == "output_config":
+            _output_config(value, out, refused)
+            continue
+        _refuse(untranslatable(name, f"'{name}'"), refused)
 
 
-def _refuse_cache_control(value: Any, param: str) -> None:
+def _refuse_cache_control(value: Any, param: str, refused: list[GatewayError] | None) -> None:
     """``cache_control`` on any block or tool: prompt caching would be lost, so refuse it."""
     if isinstance(value, dict):
         if value.get("cache_control") is not None:
-            raise untranslatable(f"{param}.cache_control", "Prompt caching ('cache_control')")
+            error = untranslatable(f"{param}.cache_control", "Prompt caching ('cache_control')")
+            _refuse(error, refused)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _refuse_cache_control(item, f"{param}[{i}]")
+            _refuse_cache_control(item, f"{param}[{i}]", refused)
 
 
-def _tool_result_message(block: dict[str, Any], param: str) -> dict[str, Any]:
+def _tool_result_message(
+    block: dict[str, Any], param: str, refused: list[GatewayError] | None
+) -> dict[str, Any]:
     content = block.get("content")
     if content is None:
         text = ""
@@ -168,8 +248,10 @@ def _tool_result_message(block: dict[str, Any], param: str) -> dict[str, Any]:
         for i, item in enumerate(content):
             if not isinstance(item, dict) or item.get("type") != "text":
                 kind = item.get("type") if isinstance(item, dict) else None
-                raise untranslatable(f"{param}.content[{i}]", f"A {kind!r} block in a tool result")
-            _refuse_cache_control(item, f"{param}.content[{i}]")
+                where = f"{param}.content[{i}]"
+                _refuse(untranslatable(where, f"A {kind!r} block in a tool result"), refused)
+                continue
+            _refuse_cache_control(item, f"{param}.content[{i}]", refused)
             texts.append(str(item.get("text") or ""))
         text = "\n".join(texts)
     else:
@@ -190,7 +272,17 @@ def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _message(index: int, message: Any) -> list[dict[str, Any]]:
+def _counted_part(block: dict[str, Any]) -> dict[str, Any]:
+    """What a block only a native deployment takes (a document, a server tool's result)
+    counts as in the governance view: its text when it has some, else an image's flat
+    estimate."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text":
+        return {"type": "text", "text": str(source.get("data") or "")}
+    return {"type": "image_url", "image_url": {"url": ""}}
+
+
+def _message(index: int, message: Any, refused: list[GatewayError] | None) -> list[dict[str, Any]]:
     """One Anthropic message → one or more OpenAI messages."""
     param = f"messages[{index}]"
     if not isinstance(message, dict) or message.get("role") not in ROLES:
@@ -200,7 +292,7 @@ def _message(index: int, message: Any) -> list[dict[str, Any]]:
             param=param,
         )
     role, content = message["role"], message.get("content")
-    _refuse_cache_control(content, f"{param}.content")
+    _refuse_cache_control(content, f"{param}.content", refused)
     if role == "system":  # kept at its position (a mid-conversation system message)
         return [{"role": "system", "content": _text_blocks(content, f"{param}.content")}]
     if isinstance(content, str):
@@ -224,17 +316,14 @@ def _message(index: int, message: Any) -> list[dict[str, Any]]:
         elif kind == "tool_use" and role == "assistant":
             calls.append(_tool_call(block))
         elif kind == "tool_result" and role == "user":
-            results.append(_tool_result_message(block, where))
+            results.append(_tool_result_message(block, where, refused))
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             continue  # an earlier turn's thinking: Anthropic's API ignores it too
-        elif kind == "document":
-            raise untranslatable(where, "A document block")
-        else:
-            raise bad_request(
-                f"{where}: block type {kind!r} is not supported in a {role} message.",
-                code="invalid_value",
-                param=where,
-            )
+        else:  # documents, server tool blocks, ...: only the native format carries them
+            what = "A document block" if kind == "document" else f"A {kind!r} block"
+            _refuse(untranslatable(where, what), refused)
+            if role == "user" and isinstance(block, dict):
+                parts.append(_counted_part(block))
     out: list[dict[str, Any]] = list(results)
     if role == "assistant":
         text = "".join(p["text"] for p in parts)
@@ -250,18 +339,15 @@ def _message(index: int, message: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, refused: list[GatewayError] | None) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise bad_request("'tools' must be an array.", code="invalid_type", param="tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type", "custom") not in ("custom", None):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            raise bad_request(
-                f"tools[{i}]: tool type {kind!r} is not supported (custom tools only).",
-                code="invalid_value",
-                param=f"tools[{i}]",
-            )
+            _refuse(untranslatable(f"tools[{i}]", f"The server tool {kind!r}"), refused)
+            continue
         function: dict[str, Any] = {
             "name": str(tool.get("name") or ""),
             "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
@@ -295,31 +381,39 @@ def _apply_tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
-def conversation_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+def conversation_to_openai(
+    body: dict[str, Any], refused: list[GatewayError] | None = None
+) -> dict[str, Any]:
     """``system``, ``messages``, ``tools`` and ``tool_choice`` → their OpenAI form (shared
     by ``/v1/messages`` and ``/v1/messages/count_tokens``)."""
     messages: list[dict[str, Any]] = []
     if body.get("system") is not None:
-        _refuse_cache_control(body["system"], "system")
+        _refuse_cache_control(body["system"], "system", refused)
         system = _text_blocks(body["system"], "system")
         if system:
             messages.append({"role": "system", "content": system})
     for index, message in enumerate(body["messages"]):
-        messages.extend(_message(index, message))
+        messages.extend(_message(index, message, refused))
     out: dict[str, Any] = {"model": body["model"], "messages": messages}
     if body.get("tools"):
-        _refuse_cache_control(body["tools"], "tools")
-        out["tools"] = _tools(body["tools"])
-        if body.get("tool_choice") is not None:
-            _apply_tool_choice(body["tool_choice"], out)
+        _refuse_cache_control(body["tools"], "tools", refused)
+        tools = _tools(body["tools"], refused)
+        if tools:
+            out["tools"] = tools
+            if body.get("tool_choice") is not None:
+                _apply_tool_choice(body["tool_choice"], out)
     return out
 
 
-def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
+def messages_to_openai(
+    body: dict[str, Any], refused: list[GatewayError] | None = None
+) -> dict[str, Any]:
     """A validated Anthropic Messages request body → an OpenAI chat-completions body;
-    a 400 naming the field for anything the translation would lose."""
-    _refuse_untranslated(body)
-    out = conversation_to_openai(body)
+    a 400 naming the field for anything the translation would lose (``refused`` given:
+    listed there and left out instead)."""
+    out: dict[str, Any] = {}
+    _top_level(body, out, refused)
+    out = {**conversation_to_openai(body, refused), **out}
     out["max_tokens"] = body["max_tokens"]
     for name in ("temperature", "top_p"):
         if isinstance(body.get(name), (int, float)) and not isinstance(body.get(name), bool):
@@ -340,16 +434,43 @@ def messages_to_openai(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _governed(body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI body the stages govern after an input redaction of the native body."""
+    return messages_to_openai(body, [])
+
+
+def client_headers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
+    """The ``anthropic-beta`` header(s) the client sent, joined as one (the SDKs send one
+    comma-separated value; several headers mean the same)."""
+    betas = [
+        value.decode("latin-1").strip()
+        for name, value in ctx.scope.get("headers") or ()
+        if name == b"anthropic-beta"
+    ]
+    betas = [b for b in betas if b]
+    return (("anthropic-beta", ",".join(betas)),) if betas else ()
+
+
 def validate_messages(ctx: RequestContext) -> None:
-    """Parse and check an Anthropic Messages request; set ``ctx`` up as for chat."""
+    """Parse and check an Anthropic Messages request; set ``ctx`` up as for chat, and
+    ``ctx.inbound`` for a native attempt. What only the native format carries does not
+    refuse the request here: it makes the route stage skip non-Anthropic deployments."""
     body = parse_json_body(ctx)
     ANTHROPIC_MESSAGES.check(body)
-    model = body["model"]
-    stream = bool(body.get("stream"))
-    ctx.model_name = model
-    ctx.body = messages_to_openai(body)
-    ctx.stream = stream
+    ctx.model_name = body["model"]
+    refused: list[GatewayError] = []
+    ctx.body = messages_to_openai(body, refused)
+    ctx.stream = bool(body.get("stream"))
     ctx.include_usage = True
+    inbound = InboundRequest(MESSAGES_FORMAT, body, client_headers(ctx), governed=_governed)
+    if refused:
+        inbound.untranslatable = refused[0]
+    elif "reasoning_effort" in ctx.body:
+        inbound.translated_kinds = EFFORT_KINDS
+        inbound.kind_refusal = untranslatable(
+            "output_config.effort", "'output_config.effort' (no reasoning effort on this provider)"
+        )
+    ctx.inbound = inbound
     install(ctx)
 
 
@@ -442,18 +563,11 @@ class MessageStreamTranslator:
     Pure state machine: ``feed`` takes one parsed ``data`` object (a chunk, the usage
     chunk or an ``{"error": ...}`` event); ``done`` is called at ``[DONE]`` / the end of
     the body and emits ``message_delta`` (stop reason, usage) and ``message_stop``.
-
-    ``input_tokens`` is what ``message_start`` reports: Anthropic's clients read the
-    prompt's size there (Claude Code tracks its context window with it), but an OpenAI
-    stream tells its usage only at the end, so it is the gateway's own count of the
-    prompt (the one budgets reserve with; four characters a token when no budget or limit
-    made the gateway count); ``message_delta`` then carries the provider's exact figures,
-    which the SDKs keep.
     """
 
     def __init__(self, model: str, input_tokens: int = 0) -> None:
         self.model = model
-        self.input_tokens = input_tokens
+        self.input_tokens = input_tokens  # what ``message_start`` reports
         self.started = False
         self.finished = False
         self.failed = False
@@ -579,13 +693,25 @@ def _sse_data(event: bytes) -> dict[str, Any] | str | None:
 
 
 class AnthropicResponse:
-    """Wraps ``ctx.send``: OpenAI-format ASGI messages in, Anthropic-format ones out."""
+    """Wraps ``ctx.send``: OpenAI-format ASGI messages in, Anthropic-format ones out.
+
+    A native attempt's answer (``ctx.inbound.native``, decided when the response starts) is
+    already Anthropic's and passes untouched; only the gateway's own errors (OpenAI-shaped
+    bodies and ``data: {"error": ...}`` events: a refusal, a stream cut by an output
+    guardrail or a broken upstream) are put in Anthropic's shape.
+
+    ``message_start`` of a translated stream reports the gateway's count of the prompt's
+    tokens (``ctx.prompt_tokens``, the number the budget reservation used; counted here
+    when no reservation was made): the translated providers' own count only arrives at
+    the end of the stream, in ``message_delta``, which reports the provider's.
+    """
 
     def __init__(self, ctx: RequestContext, send: Any) -> None:
         self._ctx = ctx
         self._send = send
         self._start: dict[str, Any] | None = None
-        self._mode = ""  # "json", "sse" or "raw"
+        self._mode = ""  # "json", "sse", "native" (an SSE pass-through) or "raw"
+        self._native = False
         self._parts: list[bytes] = []
         self._buffer = b""
         self._stream: MessageStreamTranslator | None = None
@@ -594,13 +720,16 @@ class AnthropicResponse:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            inbound = self._ctx.inbound
+            self._native = inbound is not None and inbound.native
             if content_type.startswith(b"text/event-stream"):
-                self._mode = "sse"
-                ctx = self._ctx
-                tokens = ctx.prompt_tokens
-                if tokens is None and ctx.body is not None:
-                    tokens = count_prompt_tokens(ctx.body, estimate=True)
-                self._stream = MessageStreamTranslator(ctx.model_name, tokens or 0)
+                if self._native:
+                    self._mode = "native"
+                else:
+                    self._mode = "sse"
+                    self._stream = MessageStreamTranslator(
+                        self._ctx.model_name, self._prompt_tokens()
+                    )
                 await self._send(message)
             elif content_type.startswith(b"application/json"):
                 self._mode = "json"
@@ -612,6 +741,9 @@ class AnthropicResponse:
         if message["type"] != "http.response.body" or self._mode == "raw":
             await self._send(message)
             return
+        if self._mode == "native":
+            await self._send(_native_events(message))
+            return
         if self._mode == "json":
             self._parts.append(message.get("body", b""))
             if not message.get("more_body"):
@@ -619,16 +751,22 @@ class AnthropicResponse:
             return
         await self._relay_sse(message)
 
+    def _prompt_tokens(self) -> int:
+        ctx = self._ctx
+        if ctx.prompt_tokens is not None:
+            return ctx.prompt_tokens
+        return count_prompt_tokens(ctx.body) if ctx.body is not None else 0
+
     async def _send_json(self) -> None:
         assert self._start is not None
         status = self._start["status"]
         body = b"".join(self._parts)
         if status >= 400:
             body = openai_error_to_anthropic(status, body, self._ctx.request_id)
-        elif status == 200:
+        elif status == 200 and not self._native:
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
                 answer = orjson.loads(body)
-                if "choices" in answer:  # a chat.completion; a native answer passes as is
+                if "choices" in answer:  # a chat.completion
                     body = orjson.dumps(openai_to_message(answer, self._ctx.model_name))
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -652,6 +790,24 @@ class AnthropicResponse:
             out += translator.done()
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+
+def _native_events(message: dict[str, Any]) -> dict[str, Any]:
+    """A native stream's body message, with the gateway's own ``data: {"error": ...}``
+    events (Anthropic's events always start with ``event:``) in Anthropic's shape."""
+    body = message.get("body", b"")
+    if not (body.startswith(b"data: ") or b"\n\ndata: " in body):
+        return message
+    out = []
+    for raw in body.split(b"\n\n"):
+        if raw.startswith(b"data: {"):
+            error = _sse_data(raw)
+            if isinstance(error, dict) and isinstance(error.get("error"), dict):
+                status = 502 if error["error"].get("type") != "invalid_request_error" else 400
+                out.append(MessageStreamTranslator("").error(error["error"], status)[:-2])
+                continue
+        out.append(raw)
+    return {**message, "body": b"\n\n".join(out)}
 
 
 def install(ctx: RequestContext) -> None:

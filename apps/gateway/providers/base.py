@@ -4,6 +4,11 @@ A provider subclasses :class:`BaseAdapter` and supplies the :class:`~.contract.T
 hooks (pure, or signing at most); the I/O and the failure semantics are here, once, so
 that a stream cut before the first byte is ``upstream_stream_broken`` (retryable: the
 route stage fails over) and one cut after it is an SSE error event — for every provider.
+
+Native formats (``ctx.inbound``, see CONTRIBUTING.md) use the same I/O and the same stream
+loop: ``native_call`` / ``native_stream`` differ from ``chat`` / ``stream_chat`` only in
+their hooks (``native_request``, ``native_answer``, ``native_events``, ``native_decoder``),
+which forward the client's body and pass the provider's answer through.
 """
 
 from __future__ import annotations
@@ -85,6 +90,25 @@ class BaseAdapter:
     def decoder(self) -> StreamDecoder:
         raise NotImplementedError
 
+    # ---- native hooks (only for the formats the kind's spec declares in native_formats)
+
+    def native_request(
+        self, ctx: RequestContext, dep: DeploymentEntry, op: str
+    ) -> tuple[Any, dict[str, str], bytes]:
+        """URL, headers and body of ``ctx.inbound`` sent natively (``op``: CHAT or STREAM)."""
+        raise NotImplementedError
+
+    def native_answer(self, ctx: RequestContext, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """The native 200 answer to send (model renamed to the public name); records usage."""
+        raise NotImplementedError
+
+    def native_events(self, ctx: RequestContext, headers: Mapping[str, str]) -> StreamTranslator:
+        """A fresh pass-through translator for one native stream."""
+        raise NotImplementedError
+
+    def native_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
+
     # ---- the I/O
 
     async def chat(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
@@ -113,15 +137,45 @@ class BaseAdapter:
         url, headers = self.endpoint(dep, STREAM, data)
         await self.pool.post_stream(ctx, dep, url, data, headers, self.error, self._pump)
 
+    async def native_call(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        """``ctx.inbound`` sent as the client wrote it; the answer passes through."""
+        url, headers, data = self.native_request(ctx, dep, CHAT)
+        status, body, resp_headers = await self.pool.post(ctx, dep, url, data, headers)
+        if status != 200:
+            raise self.error(status, body, resp_headers)
+        try:
+            answer = self.native_answer(ctx, body, resp_headers)
+        except INVALID_ANSWER as exc:
+            raise invalid_response() from exc
+        await send_body(ctx, 200, answer)
+
+    async def native_stream(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        """The streamed ``native_call``: the same stream loop as every translated stream."""
+        url, headers, data = self.native_request(ctx, dep, STREAM)
+        await self.pool.post_stream(ctx, dep, url, data, headers, self.error, self._native_pump)
+
     async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+        translator = self.stream(ctx, resp.headers)
+        await self._loop(ctx, resp, translator, self.decoder(), self.stop_when_finished)
+
+    async def _native_pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+        translator = self.native_events(ctx, resp.headers)
+        await self._loop(ctx, resp, translator, self.native_decoder(), True)
+
+    @staticmethod
+    async def _loop(
+        ctx: RequestContext,
+        resp: aiohttp.ClientResponse,
+        translator: StreamTranslator,
+        decoder: StreamDecoder,
+        stop_when_finished: bool,
+    ) -> None:
         """The one stream loop. A break before the first byte is ``stream_broken`` (a
         timeout stays a timeout), after it an error event; so is an unfinished stream."""
-        translator = self.stream(ctx, resp.headers)
-        decoder = self.decoder()
         try:
             async for data in resp.content.iter_any():
                 await _relay(ctx, translator, decoder.feed(data))
-                if translator.finished and self.stop_when_finished:
+                if translator.finished and stop_when_finished:
                     break
             else:
                 await _relay(ctx, translator, decoder.flush())

@@ -45,6 +45,13 @@ class Adapter(Protocol):
 
     async def embeddings(self, ctx: RequestContext, dep: DeploymentEntry) -> None: ...
 
+    async def native_call(self, ctx: RequestContext, dep: DeploymentEntry) -> None:
+        """``ctx.inbound``'s own format, sent as the client wrote it (see ``native_formats``)
+        and answered in that format: only for kinds that declare the format."""
+        ...
+
+    async def native_stream(self, ctx: RequestContext, dep: DeploymentEntry) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class StreamFailure:
@@ -136,6 +143,11 @@ class ProviderSpec:
     #: ``"module:Class"`` of a :class:`~.base.BaseAdapter` subclass whose ``options_type``
     #: is ``options``; kinds naming one class share its instance.
     adapter_path: str
+    #: Inbound formats (``ctx.inbound.format``, e.g. ``"anthropic.messages"``) this kind
+    #: speaks natively: the route stage calls the adapter's ``native_call`` /
+    #: ``native_stream`` for them instead of the OpenAI-translated path. Per kind, not per
+    #: adapter class: kinds sharing an adapter need not share its native formats.
+    native_formats: frozenset[str] = frozenset()
 
     @property
     def adapter(self) -> type:

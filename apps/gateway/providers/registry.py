@@ -29,6 +29,12 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 
 
+def native_formats() -> dict[str, frozenset[str]]:
+    """Provider kind -> the inbound formats it speaks natively (see
+    ``ProviderSpec.native_formats``), for the route stage's per-attempt choice."""
+    return {kind: spec.native_formats for kind, spec in PROVIDERS.items()}
+
+
 def choices() -> list[tuple[str, str]]:
     """``(kind, label)`` pairs, for ``ProviderKind`` and the admin's select."""
     return [(spec.kind, spec.label) for spec in PROVIDERS.values()]

@@ -42,15 +42,23 @@ MODELS_PATH = "/v1/models"
 MODEL_PREFIX = MODELS_PATH + "/"
 
 
-def _model_object(model: ModelEntry) -> dict[str, Any]:
-    """OpenAI's Model object for a served model (``owned_by`` is the gateway: which
-    provider serves it is the operator's business)."""
-    return {"id": model.name, "object": "model", "created": model.created, "owned_by": "odock"}
+def _model_object(model: ModelEntry, name: str | None = None) -> dict[str, Any]:
+    """OpenAI's Model object for a served model, under ``name`` when it is an alias
+    (``owned_by`` is the gateway: which provider serves it is the operator's business)."""
+    return {
+        "id": name or model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "odock",
+    }
 
 
 def _visible(ctx: RequestContext, name: str) -> ModelEntry | None:
-    """The model ``name`` if it exists and the key may use it, else ``None``."""
+    """The model ``name`` (a served name or one of the key's aliases) if the key may use
+    what it names, else ``None``."""
     assert ctx.key is not None
+    if name not in ctx.snapshot.models and ctx.key.aliases is not None:
+        name = ctx.key.aliases.target(name) or name
     allowed = ctx.key.allowed_models
     if allowed is not None and name not in allowed:
         return None
@@ -58,18 +66,26 @@ def _visible(ctx: RequestContext, name: str) -> ModelEntry | None:
 
 
 class ListModels:
-    """``GET /v1/models``: the models the key may use."""
+    """``GET /v1/models``: the models the key may use, then its exact aliases of them (a
+    client picking from the list, e.g. Claude Code's model menu, sees the names it may
+    send). Prefix aliases (``claude-opus-*``) cannot be listed; they still resolve."""
 
     name = StageName.LIST_MODELS
 
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None
         allowed = ctx.key.allowed_models
+        models = ctx.snapshot.models
         data = [
             _model_object(m)
-            for name, m in sorted(ctx.snapshot.models.items())
+            for name, m in sorted(models.items())
             if allowed is None or name in allowed
         ]
+        aliases = ctx.key.aliases
+        for alias, target in sorted(aliases.exact.items()) if aliases is not None else ():
+            model = models.get(target)
+            if alias not in models and model is not None and (allowed is None or target in allowed):
+                data.append(_model_object(model, alias))
         ctx.decide(self.name, Outcome.ALLOW, f"{len(data)} models")
         await send_json(ctx, 200, {"object": "list", "data": data})
 
@@ -89,4 +105,4 @@ class RetrieveModel:
             ctx.decide(self.name, Outcome.DENY, "model not available to the key")
             raise model_not_found(ctx.model_name)
         ctx.decide(self.name, Outcome.ALLOW, f"model {model.name}")
-        await send_json(ctx, 200, _model_object(model))
+        await send_json(ctx, 200, _model_object(model, model_id))

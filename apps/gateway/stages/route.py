@@ -12,6 +12,17 @@ Order of events for one request:
      it — through the same loop;
 all within the model's attempt budget, a per-attempt timeout and the request's overall
 deadline. A stream fails over only before its first byte reached the client.
+
+Native formats, per attempt: a request that arrived in another client format
+(``ctx.inbound``, e.g. Anthropic Messages) goes to the adapter's ``native_call`` /
+``native_stream`` when the deployment's kind declares that format
+(``ProviderSpec.native_formats``), else to the OpenAI-translated path. A deployment whose
+translated path cannot serve the request (``ctx.inbound.refusal(kind)``: the client sent
+fields only the native format carries) is skipped — recorded as an attempt with status
+400 and that error's code (``unsupported_parameter``), not counted against the attempt
+budget nor the deployment's health. If nothing could serve the request at all, that 400
+is the answer; if a native deployment was tried and failed, its failure is (a retryable
+upstream error says "try again", which is true; a 400 would say "remove the field").
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from apps.gateway.context import Outcome, RequestContext, StageName, attempt
+from apps.gateway.context import Attempt, Outcome, RequestContext, StageName, attempt
 from apps.gateway.deployment_order import (
     CONTENT_POLICY_CODE,
     CONTEXT_WINDOW_CODE,
@@ -35,6 +46,7 @@ from apps.gateway.disconnect import until_client_disconnects
 from apps.gateway.errors import GatewayError, forbidden
 from apps.gateway.providers.contract import Adapter
 from apps.gateway.providers.errors import timeout_error as _timeout_error
+from apps.gateway.providers.registry import native_formats
 from apps.gateway.snapshot import DeploymentEntry, ModelEntry
 
 
@@ -75,6 +87,18 @@ def _fallback_reason(model: ModelEntry, error: GatewayError | None) -> str | Non
     return None
 
 
+def _skipped_refusal(ctx: RequestContext) -> GatewayError | None:
+    """The refusal of the deployments skipped for this request, when some were."""
+    inbound = ctx.inbound
+    if inbound is None:
+        return None
+    error = inbound.untranslatable or inbound.kind_refusal
+    if error is None:
+        return None
+    skipped = any(isinstance(a, Attempt) and a.code == error.code for a in ctx.attempts)
+    return error if skipped else None
+
+
 class _Budget:
     """Attempts and time left for the whole request, shared by every model tried.
 
@@ -107,8 +131,11 @@ class Route:
         breakers: CircuitBreakers,
         policy: RetryPolicy,
         stats: DeploymentStats | None = None,
+        native: dict[str, frozenset[str]] | None = None,
     ) -> None:
         self._adapters = adapters  # provider kind -> adapter
+        # provider kind -> the inbound formats it speaks natively
+        self._native = native_formats() if native is None else native
         self._operation = operation  # "chat" or "embeddings"
         self._breakers = breakers
         self._policy = policy
@@ -175,6 +202,10 @@ class Route:
                 self.name, Outcome.ERROR, f"no deployment answered ({budget.attempts} attempts)"
             )
             return last_error
+        skipped = _skipped_refusal(ctx)
+        if skipped is not None:
+            ctx.decide(self.name, Outcome.DENY, f"no deployment can serve it: {skipped.code}")
+            return skipped
         if excluded_by_tags and not ctx.attempts:
             rules = ", ".join(
                 f"{tag} in {sorted(values)}" if values else f"{tag}: no value every level allows"
@@ -219,6 +250,9 @@ class Route:
             for dep in order:
                 if budget.exhausted():
                     return False, last_error
+                if ctx.inbound is not None and not self._serves(ctx, dep):
+                    tried.add(dep.id)
+                    continue
                 if not await self._breakers.allow(dep.id):
                     if dep.id not in tried:
                         ctx.attempts.append(attempt(dep.label, 0, "circuit_open", 0.0))
@@ -260,7 +294,30 @@ class Route:
                 break
         return False, last_error
 
+    def _serves(self, ctx: RequestContext, dep: DeploymentEntry) -> bool:
+        """Set ``ctx.inbound.native`` for an attempt on ``dep``; False (recorded as a
+        skipped attempt, once) when its translated path cannot serve the request."""
+        inbound = ctx.inbound
+        assert inbound is not None
+        inbound.native = inbound.format in self._native.get(dep.kind, ())
+        if inbound.native:
+            return True
+        refusal = inbound.refusal(dep.kind)
+        if refusal is None:
+            return True
+        if not any(a.deployment == dep.label for a in ctx.attempts if isinstance(a, Attempt)):
+            ctx.attempts.append(attempt(dep.label, refusal.status, refusal.code, 0.0))
+            ctx.decide(self.name, Outcome.SKIP, f"{dep.label}: {refusal.code} ({refusal.param})")
+        return False
+
     async def _call(self, ctx: RequestContext, adapter: Adapter, dep: DeploymentEntry) -> None:
+        inbound = ctx.inbound
+        if inbound is not None and inbound.native:
+            if ctx.stream:
+                await until_client_disconnects(ctx, adapter.native_stream(ctx, dep))
+            else:
+                await adapter.native_call(ctx, dep)
+            return
         if self._operation == "embeddings":
             await adapter.embeddings(ctx, dep)
         elif ctx.stream:

@@ -20,6 +20,7 @@ from apps.gateway.inbound.anthropic_messages import (
 )
 from fakes.anthropic_server import TOOL_INPUT, FakeAnthropicServer
 from tests.factories import allow_models, key_create, model_create, provider_create, records_wait
+from tests.gateway.contexts import bare_context
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -158,11 +159,8 @@ def test_request_tool_choices(choice, expected):
     assert messages_to_openai(body)["tool_choice"] == expected
 
 
-class _Ctx:
-    def __init__(self, body) -> None:
-        self.raw_body = orjson.dumps(body)
-        self.send = None
-        self.body = None
+def _Ctx(body):  # noqa: N802 - reads as the context it builds
+    return bare_context(endpoint="messages", path="/v1/messages", raw_body=orjson.dumps(body))
 
 
 @pytest.mark.parametrize(
@@ -182,15 +180,6 @@ class _Ctx:
         (
             {"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
             "messages[0].role",
-        ),
-        (
-            {
-                "model": "m",
-                "max_tokens": 5,
-                "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
-            },
-            "tools[0]",
         ),
     ],
 )
@@ -591,8 +580,16 @@ _CACHE = {"type": "ephemeral"}
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"thinking": {"type": "adaptive"}}, "thinking"),
         ({"cache_control": _CACHE}, "cache_control"),
-        ({"output_config": {"effort": "low"}}, "output_config"),
-        ({"context_management": {"edits": []}}, "context_management"),
+        ({"thinking": {"type": "adaptive", "display": "summarized"}}, "thinking"),
+        (
+            {"output_config": {"format": {"type": "json_schema", "schema": {}}}},
+            "output_config.format",
+        ),
+        (
+            {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management",
+        ),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
         (
             {"system": [{"type": "text", "text": "s", "cache_control": _CACHE}]},
             "system[0].cache_control",
@@ -637,9 +634,17 @@ _CACHE = {"type": "ephemeral"}
 def test_what_cannot_be_translated_is_refused_never_dropped(extra, param):
     body = {"model": "m", "max_tokens": 5, "messages": [_USER], **extra}
     with pytest.raises(GatewayError) as err:
-        validate_messages(_Ctx(body))
+        messages_to_openai(body)
     assert err.value.status == 400 and err.value.param == param
     assert err.value.code == "unsupported_parameter" and param in err.value.message
+    # At the door it is not an error (an Anthropic-kind deployment takes it as it is):
+    # the route stage skips the deployments whose translated path would need to drop it.
+    ctx = _Ctx(body)
+    validate_messages(ctx)
+    assert ctx.inbound.format == "anthropic.messages" and ctx.inbound.body == body
+    refusal = ctx.inbound.refusal("openai")
+    assert (refusal.param, refusal.code) == (param, "unsupported_parameter")
+    assert ctx.inbound.refusal("gemini") is refusal
 
 
 def test_thinking_disabled_and_null_fields_are_accepted():
@@ -672,7 +677,7 @@ def test_system_message_mid_conversation_reaches_an_openai_deployment_in_place(s
     ]
 
 
-def test_system_message_mid_conversation_joins_an_anthropic_deployments_system(
+def test_system_message_mid_conversation_reaches_an_anthropic_deployment_in_place(
     anthropic_setup,
 ):
     _, client, upstream = anthropic_setup
@@ -682,9 +687,35 @@ def test_system_message_mid_conversation_joins_an_anthropic_deployments_system(
         {"role": "user", "content": "Hello?"},
     ]
     client.messages.create(model="claude", max_tokens=20, system="Top.", messages=messages)
-    sent = upstream.requests[-1]["json"]
-    assert sent["system"] == "Top.\n\nBe brief."
-    assert all(m["role"] in ("user", "assistant") for m in sent["messages"])
+    sent = upstream.requests[-1]["json"]  # native: the client's body, as it was sent
+    assert sent == {"model": "claude-up", "max_tokens": 20, "system": "Top.", "messages": messages}
+
+
+def test_translated_path_accepts_what_it_serves_faithfully():
+    """Claude Code's adaptive thinking (display omitted), clear_thinking edits and effort:
+    no thinking block can come back through chat completions, none is sent, and the
+    effort is OpenAI's reasoning_effort — for the kinds that forward it only."""
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [_USER],
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "medium"},
+    }
+    out = messages_to_openai(body)
+    assert out["reasoning_effort"] == "medium"
+    assert not {"thinking", "context_management", "output_config"} & set(out)
+    ctx = _Ctx(body)
+    validate_messages(ctx)
+    assert ctx.inbound.untranslatable is None
+    assert ctx.inbound.refusal("openai") is None and ctx.inbound.refusal("azure") is None
+    refusal = ctx.inbound.refusal("gemini")
+    assert (refusal.param, refusal.code) == ("output_config.effort", "unsupported_parameter")
+    without_effort = {k: v for k, v in body.items() if k != "output_config"}
+    plain = _Ctx(without_effort)
+    validate_messages(plain)
+    assert plain.inbound.refusal("bedrock") is None and "reasoning_effort" not in plain.body
 
 
 def test_fields_the_translation_would_drop_are_refused_before_any_upstream(setup):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from apps.gateway.providers.contract import ProviderSpec
 
 DEFAULT_VERSION = "2023-06-01"
+#: The inbound format ``/v1/messages`` declares (``ctx.inbound.format``).
+MESSAGES_FORMAT = "anthropic.messages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,4 +23,5 @@ ANTHROPIC = ProviderSpec(
     "Anthropic",
     AnthropicOptions,
     "apps.gateway.providers.anthropic.adapter:AnthropicAdapter",
+    native_formats=frozenset({MESSAGES_FORMAT}),
 )
