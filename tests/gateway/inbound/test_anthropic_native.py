@@ -367,6 +367,8 @@ def test_translated_message_start_reports_the_gateways_prompt_count(world):
     assert start.type == "message_start"
     expected = count_prompt_tokens(messages_to_openai({**request, "stream": True}))
     assert start.message.usage.input_tokens == expected > 0
+
+
 def test_count_tokens_asks_an_anthropic_deployment_and_estimates_otherwise(world):
     client, claude = world["client"], world["claude"]
     request = {
