@@ -38,7 +38,32 @@ def assert_stream_event(name: str | None, data: dict) -> None:
     elif name == "ping":
         assert data == {"type": "ping"}
     else:
-        assert_anthropic(RawMessageStreamEvent, data, published="MessageStreamEvent")
+        covered = _published_covers(data)
+        published = "MessageStreamEvent" if covered else None
+        assert_anthropic(RawMessageStreamEvent, data, published=published)
+
+
+#: What the published spec (2024-11) knows of content blocks and their deltas; a newer
+#: kind (thinking, citations…) is checked against the SDK's types only.
+_PUBLISHED_BLOCKS = {"text", "tool_use"}
+_PUBLISHED_DELTAS = {"text_delta", "input_json_delta"}
+
+
+def _published_covers(event: dict) -> bool:
+    block = event.get("content_block") or {}
+    delta = event.get("delta") or {}
+    if block and block.get("type") not in _PUBLISHED_BLOCKS:
+        return False
+    return event.get("type") != "content_block_delta" or delta.get("type") in _PUBLISHED_DELTAS
+
+
+#: The delta types each content block type streams (Anthropic's streaming docs).
+DELTAS = {
+    "text": {"text_delta", "citations_delta"},
+    "tool_use": {"input_json_delta"},
+    "server_tool_use": {"input_json_delta"},
+    "thinking": {"thinking_delta", "signature_delta"},
+}
 
 
 def assert_stream_order(events: list[tuple[str | None, dict]]) -> None:
@@ -60,8 +85,7 @@ def assert_stream_order(events: list[tuple[str | None, dict]]) -> None:
             if name == "content_block_stop":
                 open_block = None
             else:
-                expected = {"text": "text_delta", "tool_use": "input_json_delta"}
-                assert data["delta"]["type"] == expected[open_block["type"]], data
+                assert data["delta"]["type"] in DELTAS[open_block["type"]], data
         else:
             raise AssertionError(f"{name} inside the message: {names}")
     assert open_block is None
@@ -134,3 +158,30 @@ def test_a_stream_cut_by_the_upstream_ends_with_an_anthropic_error_event(routed)
     names = [name for name, _ in events]
     assert names[0] == "message_start" and names[-1] == "error"
     assert "message_stop" not in names
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_thinking_is_native_on_anthropic_and_an_anthropic_error_elsewhere(routed):
+    """Anthropic-kind deployments serve ``thinking`` natively (its blocks and deltas are
+    valid SDK shapes); other kinds cannot carry it and refuse it naming the field."""
+    kind, gateway, secret, _server = routed
+    client = _client(gateway, secret)
+    body = dict(model="m", max_tokens=2048, messages=HI, thinking=THINKING)
+    if kind != "anthropic":
+        with pytest.raises(anthropic.BadRequestError) as info:
+            client.messages.create(**body)
+        assert_anthropic_error(info.value.response.json())
+        assert "thinking" in info.value.response.json()["error"]["message"]
+        return
+    message = client.messages.with_raw_response.create(**body).http_response.json()
+    assert [b["type"] for b in message["content"]] == ["thinking", "text"]
+    assert_anthropic(Message, message)
+    with client.messages.with_streaming_response.create(**body, stream=True) as response:
+        events = sse_events(response.iter_lines())
+    for name, data in events:
+        assert_stream_event(name, data)
+    assert_stream_order(events)
+    deltas = {d["delta"]["type"] for n, d in events if n == "content_block_delta"}
+    assert {"thinking_delta", "signature_delta", "text_delta"} <= deltas
