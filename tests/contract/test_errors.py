@@ -223,3 +223,23 @@ def test_messages_refusals_are_anthropic_error_responses(
     assert_anthropic_error(response.json())
     assert response.json()["error"]["type"] == error_type
     assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_an_upstream_that_never_answers_is_a_504_in_each_doors_shape(refusals):
+    from apps.providers.models import Model
+
+    Model.objects.filter(name="alpha").update(attempt_timeout_seconds=0.2)
+    refusals["gateway"].snapshots.reload()
+    refusals["upstream"].behavior.hang = True
+    for path, body, anthropic in (
+        ("/v1/chat/completions", CHAT, False),
+        ("/v1/messages", MESSAGES, True),
+    ):
+        response = send_refusal(refusals, "POST", path, "ok", body, anthropic=anthropic)
+        check_refusal(response, 504, refusals["ok"])
+        if anthropic:
+            assert_anthropic_error(response.json())
+            assert response.json()["error"]["type"] == "timeout_error"
+        else:
+            assert_openai("ErrorResponse", response.json())
+            assert response.json()["error"]["code"] == "upstream_timeout"

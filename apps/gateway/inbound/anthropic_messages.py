@@ -94,6 +94,8 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 
+#: Status → Anthropic's error type, as its "Errors" page lists them (504 is
+#: ``timeout_error``, the SDK's ``GatewayTimeoutErrorObject``).
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -103,6 +105,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
