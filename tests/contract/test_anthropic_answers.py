@@ -27,6 +27,7 @@ def _stream(client: anthropic.Anthropic, **body) -> list[tuple[str | None, dict]
         model="m", max_tokens=64, stream=True, **body
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["request-id"] == response.headers["x-request-id"]
         return sse_events(response.iter_lines())
 
 
@@ -97,6 +98,9 @@ def test_messages_and_their_stream_events_match_the_sdk(routed):
 
     text = client.messages.with_raw_response.create(model="m", max_tokens=64, messages=HI)
     message = text.http_response.json()
+    # The SDK's request id (``request-id``) is the gateway's, as in the audit record.
+    assert text.request_id == text.http_response.headers["x-request-id"]
+    assert len(text.http_response.headers.get_list("request-id")) == 1
     assert message["content"][0]["type"] == "text" and message["model"] == "m"
     assert_anthropic(Message, message, published="Message")
 

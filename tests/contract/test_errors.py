@@ -223,6 +223,7 @@ def test_messages_refusals_are_anthropic_error_responses(
     assert_anthropic_error(response.json())
     assert response.json()["error"]["type"] == error_type
     assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert response.headers["request-id"] == response.headers["x-request-id"]  # the SDK's
 
 
 def test_an_upstream_that_never_answers_is_a_504_in_each_doors_shape(refusals):

@@ -723,6 +723,10 @@ class AnthropicResponse:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            # Anthropic's SDKs read the request id from ``request-id`` (``_request_id``,
+            # ``APIStatusError.request_id``), not ``x-request-id``: both name the same id.
+            request_id = (b"request-id", self._ctx.request_id.encode())
+            message = {**message, "headers": [*headers, request_id]}
             inbound = self._ctx.inbound
             self._native = inbound is not None and inbound.native
             if content_type.startswith(b"text/event-stream"):
