@@ -42,4 +42,5 @@ def refusals(gateway_factory, fake_upstream) -> dict:
             organization=guarded, detector=detector, action=action, stage=stage
         )
     gateway.snapshots.reload()
-    return {"gateway": gateway, "upstream": fake_upstream, **{k: v.secret for k, v in keys.items()}}
+    secrets = {name: issued.secret for name, issued in keys.items()}
+    return {"gateway": gateway, "upstream": fake_upstream, "keys": keys, **secrets}
