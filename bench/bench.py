@@ -42,7 +42,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODES = ("chat", "stream")
+MODES = ("chat", "stream", "responses", "responses-stream")
+#: Responses modes post ``/responses`` (``store: false``, as Codex sends it: no stored-row
+#: write per request), the chat modes ``/chat/completions``.
+RESPONSES_MODES = ("responses", "responses-stream")
 PERCENTILES = ("50", "75", "90", "99")
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -226,10 +229,18 @@ def request_body(model: str, mode: str, prompt_bytes: int = 0) -> dict[str, Any]
     content = "Hello! Please answer briefly."
     if prompt_bytes > len(content):
         content = (PROSE * (prompt_bytes // len(PROSE) + 1))[:prompt_bytes]
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
-    if mode == "stream":
+    body: dict[str, Any]
+    if mode in RESPONSES_MODES:
+        body = {"model": model, "input": content, "store": False}
+    else:
+        body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if mode in ("stream", "responses-stream"):
         body["stream"] = True
     return body
+
+
+def endpoint_path(mode: str) -> str:
+    return "/responses" if mode in RESPONSES_MODES else "/chat/completions"
 
 
 def _lua_string(value: str) -> str:
@@ -272,7 +283,7 @@ def run_wrk(
         "--latency",
         "-s",
         str(script),
-        f"{target.base_url}/chat/completions",
+        f"{target.base_url}{endpoint_path(mode)}",
     ]
     completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
         command, capture_output=True, text=True, check=False
@@ -362,7 +373,7 @@ def preflight(target: Target, mode: str) -> None:
     """One request with the benchmark body: fail fast if the target cannot answer it."""
     body = json.dumps(request_body(target.model, mode, target.prompt_bytes)).encode()
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's target
-        f"{target.base_url}/chat/completions",
+        f"{target.base_url}{endpoint_path(mode)}",
         data=body,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
         method="POST",
@@ -379,6 +390,9 @@ def preflight(target: Target, mode: str) -> None:
         raise SystemExit(message) from None
     if mode == "stream" and "data: [DONE]" not in text:
         raise SystemExit(f"bench: {target.name} stream did not end with [DONE]: {text[:500]}")
+    if mode == "responses-stream" and "response.completed" not in text:
+        message = f"bench: {target.name} stream did not end with response.completed: {text[:500]}"
+        raise SystemExit(message)
 
 
 def _row(mode: str, concurrency: int, direct: WrkResult, gateway: WrkResult) -> dict[str, Any]:
@@ -583,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency", type=_concurrency_list, default=[1, 16, 64], help="e.g. 1,16,64"
     )
-    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help="chat,stream")
+    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help=",".join(MODES))
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (max)")

@@ -24,9 +24,10 @@ What it answers, like the real API:
   * A ``tool_use`` block (``input={"city": "Paris"}``, ``stop_reason="tool_use"``) when the
     request has ``tools`` and the last user message's text contains the word "weather"; or
     whenever ``tool_choice`` is ``any``/``tool`` (never when it is ``none``). The tool is the
-    one named by ``tool_choice``, else the first. A follow-up carrying the ``tool_result``
-    gets a text answer. When validating, ``tool_use``/``tool_result`` ids must pair up
-    across consecutive messages, as the real API insists.
+    one named by ``tool_choice``, else the first client tool (server tools are skipped). A
+    follow-up carrying the ``tool_result`` gets a text answer. When validating,
+    ``tool_use``/``tool_result`` ids must pair up across consecutive messages, as the real
+    API insists.
   * Streams: ``message_start``, ``content_block_start``, ``ping``, one
     ``content_block_delta`` per token (``text_delta``, or ``input_json_delta`` pieces for a
     tool call), ``content_block_stop``, ``message_delta`` (stop reason, output tokens),
@@ -328,8 +329,10 @@ def _tool_to_call(body: Mapping[str, Any]) -> str | None:
     if choice_type == "tool" and isinstance(choice, dict):
         return str(choice.get("name"))
     if choice_type == "any" or WEATHER.search(_last_user_text(body.get("messages"))):
-        first = tools[0]
-        return str(first.get("name") or "tool") if isinstance(first, dict) else "tool"
+        custom = [t for t in tools if isinstance(t, dict) and "input_schema" in t]
+        if not custom:  # server tools only: run by the provider, not the client
+            return None
+        return str(custom[0].get("name") or "tool")
     return None
 
 

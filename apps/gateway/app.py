@@ -196,7 +196,7 @@ class GatewayApp:
                     Authorize(validate_count_tokens),
                     inspect,  # the prompt may be sent to a provider to be counted
                     # the provider's count where it has one, else the estimate; no budget
-                    CountTokens(adapters, stats=self.deployment_stats),
+                    CountTokens(adapters, stats=self.deployment_stats, breakers=self.breakers),
                 ],
                 record,
             ),

@@ -18,9 +18,13 @@ the same rules. Per request:
 Other client formats (``ctx.inbound``, Anthropic Messages): the input scan reads the body
 the client sent, in its own shape, and redacts it in place — so a native attempt sends the
 redacted text — then re-derives ``ctx.body`` (the OpenAI translation the other stages and
-translated attempts use) from it. The output guard recognises a native answer (an
-Anthropic ``Message``, ``text_delta`` events) as well as OpenAI's; thinking blocks and
-deltas pass unscanned (changing them would void their signature).
+translated attempts use) from it; earlier turns' thinking blocks are not scanned (they
+are the model's output, already checked, and changing one voids its signature). The
+output guard recognises a native answer (an Anthropic ``Message``; ``text_delta`` and
+``thinking_delta`` events) as well as OpenAI's. Thinking is scanned like text: a block
+rule cuts it, a redaction masks it — the rule's promise that the value never reaches the
+client wins over the block's signature, which then no longer matches (Anthropic refuses
+such a block if it is sent back within a tool-use loop).
 
 Findings (``ctx.findings``) carry the detector, the action taken and the stage — never the
 matched text.
@@ -28,7 +32,7 @@ matched text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
 from apps.guardrails.detectors import Finding, build_detectors, redact, restore, scan_all
 from apps.guardrails.plugins import GuardrailPlugin, PluginRequest
 from apps.guardrails.policy import EffectiveRule
@@ -245,11 +250,20 @@ def _value_slots(value: Any, path: str) -> Iterator[_Slot]:
             yield from _value_slots(item, where)
 
 
+#: Inbound format (``ctx.inbound.format``) → the walker of its own body's texts.
+INBOUND_SLOTS: dict[str, Callable[[dict[str, Any]], Iterator[_Slot]]] = {
+    MESSAGES_FORMAT: _anthropic_slots,
+}
+
+
 def _request_slots(ctx: RequestContext) -> list[_Slot]:
     """The texts of the request as the client sent it: the inbound format's own body when
-    it has one (so a redaction reaches what a native attempt sends), else ``ctx.body``."""
-    if ctx.inbound is not None:
-        return list(_anthropic_slots(ctx.inbound.body))
+    its walker is known (so a redaction reaches what a native attempt sends), else
+    ``ctx.body`` (the OpenAI translation)."""
+    inbound = ctx.inbound
+    walk = INBOUND_SLOTS.get(inbound.format) if inbound is not None else None
+    if walk is not None:
+        return list(walk(inbound.body))  # type: ignore[union-attr]
     return list(_slots(ctx.body)) if ctx.body is not None else []
 
 
@@ -306,8 +320,9 @@ def _scan_input(ctx: RequestContext, guard: GuardSet) -> None:
                 redacted = True
                 ctx.redactions.extend(p for p in pairs if p not in ctx.redactions)
     inbound = ctx.inbound
-    if redacted and inbound is not None and inbound.governed is not None:
-        ctx.body = inbound.governed(inbound.body)  # the translation carries it too
+    native_slots = inbound is not None and inbound.format in INBOUND_SLOTS
+    if redacted and native_slots and inbound.governed is not None:  # type: ignore[union-attr]
+        ctx.body = inbound.governed(inbound.body)  # type: ignore[union-attr]
 
 
 async def inspect_plugins(
@@ -424,14 +439,17 @@ class OutputGuard:
         return orjson.dumps(answer) if changed else body
 
     def _filter_message(self, message: dict[str, Any], body: bytes) -> bytes:
-        """An Anthropic ``Message``: its text blocks are the answer's content."""
+        """An Anthropic ``Message``: its text and thinking blocks are what the model wrote."""
         changed = False
         for block in message.get("content") or ():
-            text = block.get("text") if isinstance(block, dict) else None
-            if block.get("type") == "text" and isinstance(text, str) and text:
+            if not isinstance(block, dict):
+                continue
+            member = _ANTHROPIC_BLOCK_TEXT.get(block.get("type"))  # type: ignore[arg-type]
+            text = block.get(member) if member is not None else None
+            if isinstance(text, str) and text:
                 new = self._apply(text, self._scan(text), 0)
                 if new != text:
-                    block["text"] = new
+                    block[member] = new  # type: ignore[index]
                     changed = True
         return orjson.dumps(message) if changed else body
 
@@ -510,14 +528,19 @@ class Blocked(Exception):
         self.released = released
 
 
-_TEXT_DELTA = b"event: content_block_delta"
+_BLOCK_DELTA = b"event: content_block_delta"
+# Anthropic's deltas that carry what the model wrote, and the member holding the text.
+_ANTHROPIC_TEXT = {"text_delta": "text", "thinking_delta": "thinking"}
+_ANTHROPIC_BLOCK_TEXT = {"text": "text", "thinking": "thinking"}
 
 
 def _content_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
-    """The delta content of an OpenAI chunk event (or of an Anthropic ``text_delta``
-    event, from a native attempt), or None for any other event."""
+    """The delta content of an OpenAI chunk event (or of an Anthropic ``text_delta`` or
+    ``thinking_delta`` event, from a native attempt), or None for any other event."""
     if not event.startswith(b"data: {") or b'"content"' not in event:
-        if event.startswith(_TEXT_DELTA) and b'"text_delta"' in event:
+        if event.startswith(_BLOCK_DELTA) and (
+            b'"text_delta"' in event or b'"thinking_delta"' in event
+        ):
             return _anthropic_text_of(event)
         return None, None
     try:
@@ -543,8 +566,9 @@ def _anthropic_text_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]
     except orjson.JSONDecodeError:
         return None, None
     delta = parsed.get("delta") if isinstance(parsed, dict) else None
-    text = delta.get("text") if isinstance(delta, dict) else None
-    if not isinstance(text, str) or not text or delta.get("type") != "text_delta":
+    member = _ANTHROPIC_TEXT.get(delta.get("type")) if isinstance(delta, dict) else None
+    text = delta.get(member) if member is not None else None  # type: ignore[union-attr]
+    if not isinstance(text, str) or not text:
         return None, None
     return text, parsed
 
@@ -553,8 +577,9 @@ def _with_content(template: dict[str, Any] | None, text: str) -> bytes:
     if template is None or not text:
         return b""
     if template.get("type") == "content_block_delta":  # Anthropic's
-        event = {**template, "delta": {"type": "text_delta", "text": text}}
-        return _TEXT_DELTA + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+        kind = template["delta"]["type"]
+        event = {**template, "delta": {"type": kind, _ANTHROPIC_TEXT[kind]: text}}
+        return _BLOCK_DELTA + b"\ndata: " + orjson.dumps(event) + b"\n\n"
     event = dict(template)
     choice = dict(event["choices"][0])
     choice["delta"] = {**choice["delta"], "content": text}

@@ -30,9 +30,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from apps.gateway.context import InboundRequest, Outcome, RequestContext, StageName, attempt
-from apps.gateway.deployment_order import DeploymentStats, candidates
+from apps.gateway.deployment_order import CircuitBreakers, DeploymentStats, candidates
 from apps.gateway.errors import GatewayError
-from apps.gateway.inbound.anthropic_messages import client_headers, conversation_to_openai, install
+from apps.gateway.inbound.anthropic_messages import install
+from apps.gateway.inbound.anthropic_request import client_headers, conversation_to_openai
 from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
 from apps.gateway.providers.errors import timeout_error
 from apps.gateway.providers.registry import native_formats
@@ -82,9 +83,11 @@ class CountTokens:
         adapters: dict[str, Adapter] | None = None,
         *,
         stats: DeploymentStats | None = None,
+        breakers: CircuitBreakers | None = None,
         timeout_seconds: float = COUNT_TIMEOUT_SECONDS,
     ) -> None:
         self._adapters = adapters or {}
+        self._breakers = breakers
         self._native = native_formats()
         self._stats = stats
         self._timeout = timeout_seconds
@@ -107,14 +110,23 @@ class CountTokens:
         await send_json(ctx, 200, {"input_tokens": tokens})
 
     def _counting_deployment(self, ctx: RequestContext) -> Any:
-        """The model's first eligible deployment, when its kind speaks the format."""
+        """The model's first eligible deployment (in the route stage's order, its circuit
+        not open), when its kind speaks the format."""
         if ctx.model is None:
             return None
-        order = candidates(ctx.model, key=ctx.key, stats=self._stats)
-        if not order or MESSAGES_FORMAT not in self._native.get(order[0].kind, ()):
+        breakers = self._breakers
+        first = next(
+            (
+                dep
+                for dep in candidates(ctx.model, key=ctx.key, stats=self._stats)
+                if breakers is None or breakers.state(dep.id) != "open"
+            ),
+            None,
+        )
+        if first is None or MESSAGES_FORMAT not in self._native.get(first.kind, ()):
             return None
-        adapter = self._adapters.get(order[0].kind)
-        return order[0] if hasattr(adapter, "native_count_tokens") else None
+        adapter = self._adapters.get(first.kind)
+        return first if hasattr(adapter, "native_count_tokens") else None
 
     async def _provider_count(self, ctx: RequestContext, dep: Any) -> tuple[int | None, str]:
         """(the provider's count, "") or (None, why it failed), recorded as an attempt."""

@@ -81,6 +81,7 @@ def _request(**extra):
             }
         ],
         "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
         **extra,
     }
 
@@ -253,26 +254,40 @@ def test_output_guardrail_cuts_a_native_stream_with_an_anthropic_error_event(wor
     assert record.error_code == "guardrail_blocked" and record.findings[0]["stage"] == "output"
 
 
-def test_output_guardrail_redacts_a_native_answer(world):
+def test_output_guardrail_redacts_a_native_answer_thinking_included(world):
     GuardrailRule.objects.create(
         project=world["project"],
         detector="custom",
         name="tok-two",
         action="redact",
         stage="output",
-        settings={"keywords": ["tok2"]},
+        settings={"keywords": ["tok2", "think"]},
     )
     world["gateway"].snapshots.reload()
     message = world["client"].messages.create(**_request())
-    text = message.content[1].text
-    assert "tok2" not in text and text.startswith("tok0 tok1 [")
-    assert message.content[0].type == "thinking"  # the rest of the message as it was
+    thinking, text = message.content
+    assert "tok2" not in text.text and text.text.startswith("tok0 tok1 [")
+    assert thinking.type == "thinking" and "think " not in thinking.thinking
+    assert thinking.thinking.startswith("Let me [") and thinking.signature
+
+    with world["client"].messages.stream(**_request()) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].thinking == thinking.thinking  # streamed, the same masks
+    assert final.content[1].text == text.text
 
 
 def test_claude_codes_request_is_served_natively(world):
-    """Claude Code 2.1.332's shape: ``?beta=true``, eight betas, adaptive thinking with its
-    display omitted, clear_thinking edits, effort, three cache_control markers and a
-    mid-conversation system turn; streamed."""
+    """Claude Code 2.1.332's shape: its default model name (mapped by an alias),
+    ``?beta=true``, eight betas, adaptive thinking with its display omitted,
+    clear_thinking edits, effort, three cache_control markers and a mid-conversation
+    system turn; streamed."""
+    from apps.policies.models import ModelAlias
+    from apps.providers.models import Model
+
+    ModelAlias.objects.create(
+        project=world["project"], alias="claude-opus-5-5", model=Model.objects.get(name="claude")
+    )
+    world["gateway"].snapshots.reload()
     betas = ",".join(
         [
             "claude-code-20250219",
@@ -286,7 +301,7 @@ def test_claude_codes_request_is_served_natively(world):
         ]
     )
     body = {
-        "model": "claude",
+        "model": "claude-opus-5-5",
         "max_tokens": 32000,
         "stream": True,
         "system": [
@@ -340,7 +355,7 @@ def test_claude_codes_request_is_served_natively(world):
     ]
     types = [e["type"] for e in events]
     assert types[0] == "message_start" and types[-1] == "message_stop"
-    assert events[0]["message"]["model"] == "claude"
+    assert events[0]["message"]["model"] == "claude-opus-5-5"  # the name it asked for
     assert events[0]["message"]["usage"]["input_tokens"] > 0
     deltas = {e["delta"]["type"] for e in events if e["type"] == "content_block_delta"}
     assert deltas == {"signature_delta", "text_delta"}  # display omitted: no thinking text
@@ -397,3 +412,138 @@ def test_count_tokens_asks_an_anthropic_deployment_and_estimates_otherwise(world
     assert [r.endpoint for r in records] == ["messages.count_tokens"] * 3
     reasons = [d[2] for d in records[1].decisions if d[0] == "count_tokens"]
     assert "estimate" in reasons[0] and "upstream_error" in reasons[0]
+
+
+def test_effort_reaches_an_openai_deployment_as_reasoning_effort(world):
+    """Claude Code's adaptive thinking (display omitted), clear_thinking edits and effort,
+    translated for an OpenAI deployment: the effort arrives as ``reasoning_effort``."""
+    message = world["client"].messages.create(
+        model="gpt-only",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Plan the change."}],
+        thinking={"type": "adaptive", "display": "omitted"},
+        output_config={"effort": "high"},
+        extra_body={"context_management": {"edits": [{"type": "clear_thinking_20251015"}]}},
+    )
+    assert message.model == "gpt-only" and message.content[0].type == "text"
+    sent = world["openai"].requests[-1]["json"]
+    assert sent["reasoning_effort"] == "high" and sent["model"] == "gpt-up"
+    assert not {"thinking", "output_config", "context_management"} & set(sent)
+
+
+def test_an_image_by_file_id_is_native_only():
+    from apps.gateway.errors import GatewayError
+    from apps.gateway.inbound.anthropic_messages import messages_to_openai
+
+    image = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [image]}]}
+    with pytest.raises(GatewayError) as err:
+        messages_to_openai(body)
+    assert (err.value.code, err.value.param) == (
+        "unsupported_parameter",
+        "messages[0].content[0].source",
+    )
+    refused: list = []
+    assert messages_to_openai(body, refused)["messages"][0]["content"][0]["type"] == "image_url"
+    assert refused[0].param == "messages[0].content[0].source"
+
+
+def test_a_native_stream_broken_mid_way_ends_with_an_anthropic_error_event(world):
+    world["claude"].behavior.completion_tokens = 10
+    world["claude"].behavior.disconnect_after_chunks = 3
+    received = ""
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        world["client"].messages.stream(**_request()) as stream,
+    ):
+        for text in stream.text_stream:
+            received += text
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "api_error"
+    assert received == "tok0 tok1 tok2"  # what arrived before the break was passed on
+    [record] = records_wait(world["gateway"], 1)
+    assert record.error_code == "upstream_stream_broken" and record.usage_estimated
+    assert record.input_tokens > 0  # the provider's count from message_start
+
+
+def test_a_native_stream_broken_before_its_first_byte_fails_over(world):
+    """Nothing reached the client: the OpenAI deployment of ``mixed`` serves a plain
+    request instead, translated."""
+    world["claude"].behavior.disconnect_after_chunks = -1
+    with world["client"].messages.stream(
+        model="mixed", max_tokens=50, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.model == "mixed" and final.content[0].text
+    [record] = records_wait(world["gateway"], 1)
+    assert [row[:3] for row in record.attempts] == [
+        ["claude-main:claude-up", 502, "upstream_stream_broken"],
+        ["openai-main:gpt-up", 200, ""],
+    ]
+
+
+def test_count_tokens_does_not_ask_a_deployment_whose_circuit_is_open(world):
+    client, claude = world["client"], world["claude"]
+    claude.behavior.fail_status = 500
+    plain = {"max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]}
+    for _ in range(2):  # 3 attempts each: the circuit opens after 5 failures
+        with pytest.raises(anthropic.APIStatusError):
+            client.messages.create(model="claude", **plain)
+    assert world["gateway"].breakers.state(claude_deployment_id()) == "open"
+    calls = len(claude.requests)
+    raw = client.messages.with_raw_response.count_tokens(model="claude", messages=plain["messages"])
+    assert raw.headers["x-odock-token-count"] == "estimate" and len(claude.requests) == calls
+
+
+def claude_deployment_id() -> int:
+    return Deployment.objects.get(model__name="claude").pk
+
+
+def test_the_governed_body_of_a_native_only_request_counts_what_only_it_carries():
+    """Budgets reserve on ``ctx.body``: for a request only an Anthropic-kind deployment can
+    serve it is a governance view (never sent) that still counts documents and server
+    tools."""
+    from apps.gateway.inbound.anthropic_request import messages_to_openai
+    from apps.gateway.tokens import count_prompt_tokens
+
+    plain = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    }
+    native = {
+        **plain,
+        "messages": [{"role": "user", "content": [DOCUMENT, {"type": "text", "text": "Hi"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    }
+    refused: list = []
+    governed = messages_to_openai(native, refused)
+    assert [r.param for r in refused] == [
+        "messages[0].content[0].cache_control",
+        "messages[0].content[0]",
+        "tools[0]",
+    ]
+    with_document = {**native, "tools": []}
+    assert (
+        count_prompt_tokens(governed)
+        > count_prompt_tokens(messages_to_openai(with_document, []))
+        > count_prompt_tokens(messages_to_openai(plain))
+    )
+
+
+def test_output_guardrail_blocks_a_whole_native_answer(world):
+    GuardrailRule.objects.create(
+        project=world["project"],
+        detector="custom",
+        name="no-tok3",
+        action="block",
+        stage="output",
+        settings={"keywords": ["tok3"]},
+    )
+    world["gateway"].snapshots.reload()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        world["client"].messages.create(**_request())
+    assert err.value.body["type"] == "error"
+    assert "guardrail 'custom.no-tok3'" in err.value.body["error"]["message"]
+    assert "tok3" not in err.value.response.text.replace("no-tok3", "")
+    [record] = records_wait(world["gateway"], 1)
+    assert (record.status_code, record.error_code) == (400, "guardrail_blocked")
