@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as ValidationError_
+from jsonschema.exceptions import best_match
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tests.vendor_specs import specs_dir
@@ -217,14 +219,27 @@ class SpecShapes:
         extensions: frozenset[str] = frozenset(),
     ) -> list[str]:
         """Why ``data`` is not a ``name`` (empty when it is)."""
-        problems = [
-            f"{'/'.join(str(p) for p in e.absolute_path) or '$'}: {e.message}"
-            for e in self.validator(name).iter_errors(data)
-        ]
+        problems = [_describe(e) for e in self.validator(name).iter_errors(data)]
         if not problems and strict_keys:
             ref = {"$ref": f"#/components/schemas/{name}"}
             problems = self.unknown_keys(ref, data, extensions=extensions)
         return problems
+
+
+def _describe(error: ValidationError_) -> str:
+    """Where and why, looking into the likeliest branch of an ``anyOf``/``oneOf`` (the
+    event type that matched, say) rather than "not valid under any of the schemas"."""
+    if error.context:
+        branches: dict[Any, list[ValidationError_]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        # Branches whose discriminating ``type`` matched: their errors are the real ones.
+        typed = [
+            errs for errs in branches.values() if not any(list(e.path) == ["type"] for e in errs)
+        ]
+        candidates = typed[0] if len(typed) == 1 else error.context
+        error = best_match(candidates)
+    return f"{'/'.join(str(p) for p in error.absolute_path) or '$'}: {error.message}"
 
 
 def _own_properties(schema: dict[str, Any]) -> dict[str, Any]:

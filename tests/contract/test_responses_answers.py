@@ -11,6 +11,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from apps.gateway.providers.registry import PROVIDERS
 from tests.contract.conftest import MAX_BODY_BYTES
 from tests.contract.shapes import assert_openai
 from tests.contract.test_errors import AWS_KEY, check_refusal, send_refusal
@@ -120,13 +121,6 @@ RESPONSES_CASES = [
         "invalid_type",
     ),
     (
-        "built-in-tool",
-        "ok",
-        {"model": "alpha", "input": "Hi", "tools": [{"type": "web_search"}]},
-        400,
-        "unsupported_parameter",
-    ),
-    (
         "unknown-previous",
         "ok",
         {"model": "alpha", "input": "Hi", "previous_response_id": "resp_" + "0" * 24},
@@ -186,3 +180,20 @@ def test_guardrail_changed_responses_keep_their_shape(refusals):
         events = sse_events(response.iter_lines())
     assert_response_events(events, "openai")
     assert [name for name, _ in events][-2:] == ["error", "response.failed"]
+
+
+def test_a_built_in_tool_is_sent_natively_or_refused_naming_it(routed):
+    """``web_search`` reaches a provider that runs it (the Responses API natively) and is
+    refused by the others with a 400 naming it, never dropped."""
+    kind, gateway, secret, _server = routed
+    client = _client(gateway, secret)
+    tools = [{"type": "web_search"}]
+    if "openai.responses" in PROVIDERS[kind].native_formats:
+        answer = client.responses.with_raw_response.create(model="m", input="Hi", tools=tools)
+        assert_openai("Response", answer.http_response.json(), kind)
+        return
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="Hi", tools=tools)
+    body = info.value.response.json()
+    assert_openai("ErrorResponse", body)
+    assert (body["error"]["code"], body["error"]["param"]) == ("unsupported_parameter", "tools[0]")

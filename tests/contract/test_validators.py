@@ -128,3 +128,17 @@ def test_the_spec_gaps_filled_are_only_those_named():
         "CreateChatCompletionStreamResponse", {**CHUNK, "system_fingerprint": None}
     )
     assert spec.errors("CreateChatCompletionStreamResponse", {**CHUNK, "system_fingerprint": 5})
+
+
+def test_a_union_failure_names_the_field_of_the_branch_its_type_chose():
+    event = {
+        "type": "response.function_call_arguments.done",
+        "sequence_number": 8,
+        "item_id": "fc_1",
+        "output_index": 0,
+        "arguments": "{}",
+    }
+    assert openai_spec().errors("ResponseStreamEvent", event) == [
+        "$: 'name' is a required property"
+    ]
+    assert not openai_spec().errors("ResponseStreamEvent", {**event, "name": "f"})
