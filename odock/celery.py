@@ -23,6 +23,7 @@ app.conf.task_routes = {
     "policies.budget_spend_rollup": {"queue": "rollups"},
     "policies.spend_reconcile": {"queue": "rollups"},
     "audit.retention_purge": {"queue": "rollups"},
+    "responses.stored_response_purge": {"queue": "rollups"},
     "compliance.evidence_pack_build": {"queue": "reports"},
     "reports.usage_rollup": {"queue": "rollups"},
     "reports.usage_rollup_period": {"queue": "rollups"},
@@ -47,6 +48,12 @@ app.conf.beat_schedule = {
         "task": "audit.retention_purge",
         "schedule": crontab(hour=3, minute=17),
         "options": {"expires": 3600},
+    },
+    # Reads never return an expired stored response; this reclaims the rows.
+    "responses-retention-purge": {
+        "task": "responses.stored_response_purge",
+        "schedule": crontab(minute=23),
+        "options": {"expires": 3000},
     },
     "reports-usage-rollup": {
         "task": "reports.usage_rollup",

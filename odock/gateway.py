@@ -15,6 +15,7 @@ from apps.core.models import config_version_current
 from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.breaker_state import RedisBreakerState
+from apps.gateway.response_store import StoreLimits
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
@@ -22,6 +23,7 @@ from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
 from apps.policies.compile import snapshot_compile
 from apps.policies.spend import spend_counters_ensure
+from apps.responses.store import DatabaseResponseStore
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,20 @@ def _spend_guard(redis_url: str):
     return guard
 
 
+def response_store_from_settings() -> DatabaseResponseStore:
+    """Stored responses in the database every gateway process shares, each call bounded
+    by ``ODOCK_RESPONSE_STORE_TIMEOUT_SECONDS`` (then 503 ``store_unavailable``)."""
+    return DatabaseResponseStore(
+        timeout=settings.ODOCK_RESPONSE_STORE_TIMEOUT_SECONDS,
+        threads=settings.ODOCK_RESPONSE_STORE_THREADS,
+        limits=StoreLimits(
+            max_stored_bytes=settings.ODOCK_RESPONSE_MAX_STORED_BYTES,
+            max_chain=settings.ODOCK_RESPONSE_MAX_CHAIN,
+            max_conversation_bytes=settings.ODOCK_RESPONSE_MAX_CONVERSATION_BYTES,
+        ),
+    )
+
+
 def build_gateway(*, redis_url: str | None = None, **config_overrides) -> GatewayApp:
     redis_url = settings.REDIS_URL if redis_url is None else redis_url
     # Every database call of the gateway's own threads waits at most this long (so a
@@ -125,6 +141,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         snapshot_fallback=_snapshot_fallback(kept),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
+        response_store=response_store_from_settings(),
         recorder=RequestLogWriter(
             batch_size=settings.ODOCK_RECORD_BATCH_SIZE,
             flush_seconds=settings.ODOCK_RECORD_FLUSH_SECONDS,

@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "apps.dashboard",
     "apps.guardrails",
     "apps.mcp",
+    "apps.responses",
 ]
 
 MIDDLEWARE = [
@@ -269,6 +270,21 @@ ODOCK_DEFAULT_MAX_OUTPUT_TOKENS = int(os.environ.get("ODOCK_DEFAULT_MAX_OUTPUT_T
 ODOCK_RESERVATION_TTL_SECONDS = float(os.environ.get("ODOCK_RESERVATION_TTL_SECONDS", "600"))
 # Without the database for this long, fail-closed organisations are refused (503).
 ODOCK_DB_OUTAGE_GRACE_SECONDS = float(os.environ.get("ODOCK_DB_OUTAGE_GRACE_SECONDS", "30"))
+# Stored responses (POST /v1/responses with store): each call of the gateway to their
+# database waits at most this long (then 503 store_unavailable), on this many threads of
+# its own; the largest response kept (bytes of JSON), and the longest conversation loaded
+# for a continuation (turns, and bytes).
+ODOCK_RESPONSE_STORE_TIMEOUT_SECONDS = float(
+    os.environ.get("ODOCK_RESPONSE_STORE_TIMEOUT_SECONDS", "5")
+)
+ODOCK_RESPONSE_STORE_THREADS = int(os.environ.get("ODOCK_RESPONSE_STORE_THREADS", "4"))
+ODOCK_RESPONSE_MAX_STORED_BYTES = int(
+    os.environ.get("ODOCK_RESPONSE_MAX_STORED_BYTES", str(16 * 1024 * 1024))
+)
+ODOCK_RESPONSE_MAX_CHAIN = int(os.environ.get("ODOCK_RESPONSE_MAX_CHAIN", "1000"))
+ODOCK_RESPONSE_MAX_CONVERSATION_BYTES = int(
+    os.environ.get("ODOCK_RESPONSE_MAX_CONVERSATION_BYTES", str(64 * 1024 * 1024))
+)
 # Request-log writer batching.
 ODOCK_RECORD_BATCH_SIZE = int(os.environ.get("ODOCK_RECORD_BATCH_SIZE", "500"))
 ODOCK_RECORD_FLUSH_SECONDS = float(os.environ.get("ODOCK_RECORD_FLUSH_SECONDS", "0.05"))

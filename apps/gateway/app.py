@@ -33,6 +33,7 @@ from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.providers.registry import build_adapters
 from apps.gateway.request import context_from_scope, read_body
 from apps.gateway.respond import JSON
+from apps.gateway.response_store import MemoryResponseStore, ResponseStore
 from apps.gateway.snapshot import Snapshot
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.gateway.stages import (
@@ -49,6 +50,17 @@ from apps.gateway.stages import (
 from apps.gateway.stages.local import MODEL_PREFIX
 from apps.gateway.stages.record import Record, RecordSink
 from apps.gateway.stages.route import RetryPolicy, Route
+from apps.gateway.stages.stored_responses import (
+    CANCEL_PATH,
+    INPUT_ITEMS_PATH,
+    RESPONSE_PATH,
+    RESPONSES_PREFIX,
+    CancelResponse,
+    DeleteResponse,
+    ListInputItems,
+    RetrieveResponse,
+    stored_response_path,
+)
 from apps.gateway.state_store import LocalStateStore, StateStore
 from apps.gateway.tokens import tokenizer_configure
 from apps.keys.secrets import key_digest
@@ -107,8 +119,10 @@ class GatewayApp:
         breaker_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
         snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
+        response_store: ResponseStore | None = None,
     ) -> None:
         self.config = config
+        self.response_store = response_store or MemoryResponseStore()
         self.breaker_state = breaker_state
         self.deployment_stats = DeploymentStats()
         self._routing_task: asyncio.Task[None] | None = None
@@ -213,6 +227,7 @@ class GatewayApp:
             ),
             ("GET", "/v1/models"): Pipeline("models", [authenticate, ListModels()], record),
             ("GET", MODEL_PREFIX): Pipeline("models", [authenticate, RetrieveModel()], record),
+            **self._stored_response_pipelines(authenticate, record),
         }
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
         unknown = UnknownEndpoint(self.pipelines)
@@ -226,6 +241,23 @@ class GatewayApp:
         self._start_lock: asyncio.Lock | None = None
         self.metrics: Counter[tuple[str, int]] = Counter()
         self.latency_sum: Counter[str] = Counter()
+
+    def _stored_response_pipelines(
+        self, authenticate: Authenticate, record: Record
+    ) -> dict[tuple[str, str], Pipeline]:
+        """GET/DELETE ``/v1/responses/{id}``, its ``input_items`` and ``cancel``: answered
+        from the response store, scoped to the key (``stages.stored_responses``)."""
+        store = self.response_store
+        stages = [
+            ("GET", RESPONSE_PATH, "responses.retrieve", RetrieveResponse(store)),
+            ("DELETE", RESPONSE_PATH, "responses.delete", DeleteResponse(store)),
+            ("GET", INPUT_ITEMS_PATH, "responses.input_items", ListInputItems(store)),
+            ("POST", CANCEL_PATH, "responses.cancel", CancelResponse(store)),
+        ]
+        return {
+            (method, path): Pipeline(endpoint, [authenticate, stage], record)
+            for method, path, endpoint, stage in stages
+        }
 
     def _database_healthy(self) -> bool:
         return time.time() - self.snapshots.last_ok < self.config.db_outage_grace_seconds
@@ -305,6 +337,9 @@ class GatewayApp:
         await self.snapshots.stop()
         await self.pool.close()
         await self.state_store.close()
+        close_store = getattr(self.response_store, "close", None)
+        if close_store is not None:
+            close_store()
         if self.breaker_state is not None:
             await self.breaker_state.close()
         loop = asyncio.get_running_loop()
@@ -340,6 +375,8 @@ class GatewayApp:
         pipeline = self.pipelines.get((method, path))
         if pipeline is None and path.startswith(MODEL_PREFIX):  # GET /v1/models/{id}
             pipeline = self.pipelines.get((method, MODEL_PREFIX))
+        elif pipeline is None and path.startswith(RESPONSES_PREFIX):  # /v1/responses/{id}…
+            pipeline = self.pipelines.get((method, stored_response_path(path)))
         if pipeline is None:
             if path.startswith("/v1/"):  # an API call the gateway does not serve: recorded
                 await self._refuse_unknown(method, path, scope, receive, send)

@@ -31,6 +31,7 @@ class StageName(StrEnum):
     LIST_MODELS = "list_models"
     ANTHROPIC_FORMAT = "anthropic_format"  # /v1/messages: the Anthropic body, translated
     COUNT_TOKENS = "count_tokens"  # /v1/messages/count_tokens: counted, nothing sent upstream
+    STORED_RESPONSE = "stored_response"  # GET/DELETE /v1/responses/{id}, input_items, cancel
     SESSION = "session"  # /mcp: session opened, resumed, ended
     RELAY = "relay"  # /mcp: what an upstream asked the agent meanwhile
     RECORD = "record"

@@ -147,7 +147,7 @@ class OrganizationAdmin(
                 ),
             },
         ),
-        ("Audit", {"fields": ("audit_retention_days",)}),
+        ("Retention", {"fields": ("audit_retention_days", "response_retention_days")}),
     )
     list_display = ("name", "display_name", "is_active", "outage_policy", "created_at")
     list_filter = ("is_active", "outage_policy")

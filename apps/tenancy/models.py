@@ -43,6 +43,12 @@ class Organization(SecretChangeTimes, models.Model):
         help_text="Audit records older than this are purged, by whole sealed segments. "
         "Blank: kept forever.",
     )
+    response_retention_days = models.PositiveIntegerField(
+        default=30,
+        help_text="Stored responses (POST /v1/responses with store) older than this are never "
+        "returned again and are purged within the hour; applies to those already stored. "
+        "0: kept until deleted.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

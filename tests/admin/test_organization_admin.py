@@ -18,6 +18,7 @@ def org_form(world, **overrides: str) -> dict[str, object]:
         "alert_webhook_url": "https://hooks.example.com/odock",
         "alert_webhook_secret": "",
         "alert_emails": "",
+        "response_retention_days": "30",
         "teams-TOTAL_FORMS": "1",
         "teams-INITIAL_FORMS": "1",
         "teams-0-id": world.team.pk,
@@ -48,7 +49,12 @@ def test_change_page_has_the_section_and_never_renders_the_secret(admin_client, 
 
 @pytest.mark.django_db
 def test_saving_sets_policy_and_alerts_and_a_blank_secret_keeps_it(admin_client, world, change_url):
-    data = org_form(world, outage_policy="fail_open", alert_emails="ops@acme.io ,fin@acme.io")
+    data = org_form(
+        world,
+        outage_policy="fail_open",
+        alert_emails="ops@acme.io ,fin@acme.io",
+        response_retention_days="7",
+    )
 
     response = admin_client.post(change_url, data)
 
@@ -58,6 +64,7 @@ def test_saving_sets_policy_and_alerts_and_a_blank_secret_keeps_it(admin_client,
     assert world.org.alert_webhook_url == "https://hooks.example.com/odock"
     assert world.org.alert_emails == "ops@acme.io, fin@acme.io"
     assert world.org.alert_webhook_secret == WEBHOOK_SECRET
+    assert world.org.response_retention_days == 7
 
 
 @pytest.mark.django_db

@@ -263,6 +263,7 @@ def org_form(org: Organization, page) -> dict[str, str]:
         "alert_webhook_secret": "",
         "alert_emails": "",
         "audit_retention_days": "",
+        "response_retention_days": "30",
         **inline_data(page),
     }
 

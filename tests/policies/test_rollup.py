@@ -615,6 +615,7 @@ def test_the_jobs_are_scheduled_on_the_rollups_queue():
         "policies.spend_reconcile",
         "audit.retention_purge",
         "reports.usage_rollup",
+        "responses.stored_response_purge",
     }
     assert schedule == rollups | {"reports.report_schedules_enqueue_due"}
     for name in rollups:

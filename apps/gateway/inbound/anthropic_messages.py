@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from apps.gateway.context import InboundRequest, RequestContext, StageName
-from apps.gateway.errors import GatewayError
+from apps.gateway.errors import GatewayError, bad_request
 from apps.gateway.inbound.anthropic_request import (
     EFFORT_KINDS,
     client_headers,
@@ -92,6 +92,7 @@ def validate_messages(ctx: RequestContext) -> None:
     ``ctx.inbound`` for a native attempt. What only the native format carries does not
     refuse the request here: it makes the route stage skip non-Anthropic deployments."""
     body = parse_json_body(ctx)
+    refuse_ungoverned_tools(body)  # before the schema, whose complaint would miss the point
     ANTHROPIC_MESSAGES.check(body)
     ctx.model_name = body["model"]
     refused: list[GatewayError] = []
@@ -108,6 +109,27 @@ def validate_messages(ctx: RequestContext) -> None:
         )
     ctx.inbound = inbound
     install(ctx)
+
+
+def refuse_ungoverned_tools(body: dict[str, Any]) -> None:
+    """Anthropic's MCP connector (``mcp_servers``, ``mcp_toolset`` tools) has the provider
+    call MCP servers directly: tool calls the gateway would neither see nor govern (grants,
+    guardrails, audit). Refused on every path; the gateway's ``/mcp`` serves those tools."""
+    if body.get("mcp_servers"):
+        raise ungoverned("mcp_servers")
+    tools = body.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if isinstance(tool, dict) and tool.get("type") == "mcp_toolset":
+            raise ungoverned(f"tools[{i}]")
+
+
+def ungoverned(param: str) -> GatewayError:
+    return bad_request(
+        f"'{param}': Anthropic's MCP connector would call MCP servers outside the gateway's "
+        "governance. Register the server with the gateway and reach its tools through /mcp.",
+        code="unsupported_parameter",
+        param=param,
+    )
 
 
 # --------------------------------------------------------------------------- responses

@@ -55,7 +55,8 @@ What a run does (and what a second run relies on):
   level's rules apply).
 - **Audit.** A level's ``capture: {mode: none|redacted|full, max_bytes: N}`` replaces its
   content capture rule (absent: none at that level; the most specific level with a rule
-  decides); an organisation's ``audit_retention_days`` (0: forever).
+  decides); an organisation's ``audit_retention_days`` (0: forever) and
+  ``response_retention_days`` (stored responses; default 30, 0: until deleted).
 - **Guardrails.** A level's ``guardrails:`` list replaces its guardrail rules (matched by
   detector and custom name): ``{detector, name?, action: block|redact|flag, mode:
   enforce|shadow, stage: input|output|both, allow_loosen?, restore_in_response?}`` plus the

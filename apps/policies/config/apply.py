@@ -397,6 +397,8 @@ def _organization_values(spec: OrganizationSpec, stored: Any) -> dict[str, Any]:
         values["outage_policy"] = spec.outage_policy.value
     if spec.audit_retention_days is not None:
         values["audit_retention_days"] = spec.audit_retention_days or None
+    if spec.response_retention_days is not None:
+        values["response_retention_days"] = spec.response_retention_days
     if spec.alerts is not None:
         values.update(_alert_values(spec.alerts, stored.alert_emails if stored else ""))
     return values

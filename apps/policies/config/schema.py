@@ -315,6 +315,8 @@ class OrganizationSpec(LevelSpec):
     alerts: AlertsSpec | None = None
     # Audit records older than this are purged (by sealed segment); 0: kept forever.
     audit_retention_days: Count | None = None
+    # Stored responses (POST /v1/responses) older than this are gone; 0: until deleted.
+    response_retention_days: Count | None = None
     teams: list[TeamSpec] = Field(default_factory=list)
 
 

@@ -547,3 +547,28 @@ def test_output_guardrail_blocks_a_whole_native_answer(world):
     assert "tok3" not in err.value.response.text.replace("no-tok3", "")
     [record] = records_wait(world["gateway"], 1)
     assert (record.status_code, record.error_code) == (400, "guardrail_blocked")
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"mcp_servers": [{"type": "url", "url": "https://mcp.example.com", "name": "ex"}]},
+            "mcp_servers",
+        ),
+        ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "ex"}]}, "tools[0]"),
+    ],
+)
+def test_anthropics_mcp_connector_is_refused_as_ungoverned_even_natively(world, extra, param):
+    with pytest.raises(anthropic.BadRequestError) as err:
+        world["client"].messages.create(
+            **_request(tools=extra.get("tools", [])),
+            extra_body={k: v for k, v in extra.items() if k != "tools"},
+            extra_headers={"anthropic-beta": "mcp-client-2025-11-20"},
+        )
+    error = err.value.body["error"]
+    assert error["type"] == "invalid_request_error" and f"'{param}'" in error["message"]
+    assert "/mcp" in error["message"]
+    assert world["claude"].requests == []
+    [record] = records_wait(world["gateway"], 1)
+    assert (record.status_code, record.error_code) == (400, "unsupported_parameter")
