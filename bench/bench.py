@@ -119,6 +119,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
             seed += ["--failing-primary", failing_url]
         if args.guardrails:
             seed += ["--guardrails"]
+        seed += ["--provider-kind", args.provider_kind]
         key = (
             subprocess.run(seed, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
             .stdout.strip()
@@ -627,6 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="with --start-gateway: typical = team and key budgets and a team RPM (3 "
         "counters); full = budget, rpm, tpm and concurrency at all four levels (16)",
+    )
+    parser.add_argument(
+        "--provider-kind",
+        choices=("openai", "openai_compatible"),
+        default="openai",
+        help="with --start-gateway: the fake's kind; openai_compatible has /v1/responses "
+        "translated to chat completions instead of passed through",
     )
     parser.add_argument(
         "--prompt-bytes", type=int, default=0, help="pad the prompt to this size (ordinary prose)"

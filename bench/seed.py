@@ -23,6 +23,12 @@ def main() -> None:
     parser.add_argument(
         "--guardrails", action="store_true", help="every built-in detector on, at the org"
     )
+    parser.add_argument(
+        "--provider-kind",
+        choices=("openai", "openai_compatible"),
+        default="openai",
+        help="openai: /v1/responses passes through natively; openai_compatible: translated",
+    )
     args = parser.parse_args()
 
     import django
@@ -33,7 +39,9 @@ def main() -> None:
     from apps.providers.models import Deployment, Model, Provider
     from apps.tenancy.models import Organization, Project, Team
 
-    provider = Provider.objects.create(name="bench-fake", kind="openai", api_base=args.upstream)
+    provider = Provider.objects.create(
+        name="bench-fake", kind=args.provider_kind, api_base=args.upstream
+    )
     model = Model.objects.create(
         name=args.model, input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60")
     )

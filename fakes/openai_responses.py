@@ -191,7 +191,12 @@ class Answer:
             for piece in base.pieces(self.arguments):
                 delta = event("response.function_call_arguments.delta", delta=piece, **where)
                 content.append(delta)
-            tail = event("response.function_call_arguments.done", arguments=self.arguments, **where)
+            tail = event(
+                "response.function_call_arguments.done",
+                arguments=self.arguments,
+                name=self.tool,
+                **where,
+            )
         else:
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             head += event("response.content_part.added", content_index=0, part=part, **where)

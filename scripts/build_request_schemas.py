@@ -250,6 +250,11 @@ def openai_schemas(specs: Path) -> dict[str, dict[str, Any]]:
     ):
         schema = _with_defs(defs[root], defs, prefix)
         out[name] = schema
+    # The spec (and the SDK's TypedDict) require a function tool's ``strict`` and
+    # ``parameters``; the live API takes a tool without them (strict then defaults to true,
+    # parameters to none), and clients written against it send such tools.
+    function_tool = out["openai_responses"]["$defs"]["FunctionTool"]
+    function_tool["required"] = [f for f in function_tool["required"] if f in ("type", "name")]
     return out
 
 

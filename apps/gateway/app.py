@@ -248,9 +248,8 @@ class GatewayApp:
             ("GET", MODEL_PREFIX): Pipeline("models", [authenticate, RetrieveModel()], record),
             **self._stored_response_pipelines(authenticate, record),
         }
-        self._paths = {path for _, path in self.pipelines}
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.
-        unknown = UnknownEndpoint(frozenset(self._paths))
+        unknown = UnknownEndpoint(self.pipelines)
         self._unknown = Pipeline("unknown", [authenticate, unknown], record)
         # The same under /v1/messages, refused in Anthropic's error shape (its clients'
         # SDKs parse nothing else).

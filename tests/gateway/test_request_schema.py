@@ -12,6 +12,7 @@ import pytest
 
 from apps.gateway.errors import GatewayError
 from apps.gateway.request_schema import ANTHROPIC_MESSAGES, CHAT_COMPLETIONS, EMBEDDINGS
+from tests.vendor_specs import specs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -170,16 +171,9 @@ def _spec_examples(specs: Path, path: str) -> list[dict]:
     return bodies
 
 
-def _specs_dir() -> Path:
-    for candidate in (ROOT.parent / "shared" / "specs", Path("/work/shared/specs")):
-        if (candidate / "openai-openapi.yaml").exists():
-            return candidate
-    pytest.skip("the vendor specs (../shared/specs) are not on this machine")
-
-
 def test_the_vendors_published_examples_are_valid():
     """Held-out: request bodies OpenAI wrote for its own documentation."""
-    specs = _specs_dir()
+    specs = specs_dir()
     chat = _spec_examples(specs, "/chat/completions")
     embeddings = _spec_examples(specs, "/embeddings")
     assert len(chat) >= 4 and embeddings
@@ -190,7 +184,7 @@ def test_the_vendors_published_examples_are_valid():
 
 
 def test_the_committed_schemas_are_what_the_build_script_makes():
-    _specs_dir()
+    specs_dir()
     result = subprocess.run(
         [sys.executable, "scripts/build_request_schemas.py", "--check"],
         cwd=ROOT,

@@ -65,6 +65,8 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 
+#: Status → Anthropic's error type, as its "Errors" page lists them (504 is
+#: ``timeout_error``, the SDK's ``GatewayTimeoutErrorObject``).
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -74,6 +76,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
@@ -375,6 +378,10 @@ class AnthropicResponse:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            # Anthropic's SDKs read the request id from ``request-id`` (``_request_id``,
+            # ``APIStatusError.request_id``), not ``x-request-id``: both name the same id.
+            request_id = (b"request-id", self._ctx.request_id.encode())
+            message = {**message, "headers": [*headers, request_id]}
             inbound = self._ctx.inbound
             self._native = inbound is not None and inbound.native
             if content_type.startswith(b"text/event-stream"):

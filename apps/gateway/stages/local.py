@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from apps.gateway.context import Outcome, RequestContext, StageName
@@ -11,18 +12,27 @@ from apps.gateway.snapshot import ModelEntry
 
 
 class UnknownEndpoint:
-    """Refuses what the gateway does not serve: 405 on a known path, 404 otherwise."""
+    """Refuses what the gateway does not serve: 405 on a known path (with the ``Allow``
+    header HTTP requires there, RFC 9110 §15.5.6), 404 otherwise."""
 
     name = StageName.ROUTE
 
-    def __init__(self, known_paths: frozenset[str]) -> None:
-        self._known = known_paths
+    def __init__(self, served: Iterable[tuple[str, str]]) -> None:
+        """``served``: the (method, path) pairs the gateway answers."""
+        methods: dict[str, list[str]] = {}
+        for method, path in served:
+            methods.setdefault(path, []).append(method)
+        self._allow = {path: ", ".join(sorted(m)).encode() for path, m in methods.items()}
 
     async def run(self, ctx: RequestContext) -> None:
         ctx.decide(self.name, Outcome.DENY, f"{ctx.method} {ctx.path[:100]}")
-        if ctx.path in self._known:
+        allow = self._allow.get(ctx.path)
+        if allow is not None:
             raise GatewayError(
-                405, f"Method {ctx.method} is not allowed on {ctx.path}.", code="method_not_allowed"
+                405,
+                f"Method {ctx.method} is not allowed on {ctx.path}.",
+                code="method_not_allowed",
+                headers=[(b"allow", allow)],
             )
         raise GatewayError(404, f"Unknown endpoint {ctx.path}.", code="unknown_endpoint")
 

@@ -286,7 +286,7 @@ def _chunk(delta=None, finish=None, **extra):
 
 
 def test_stream_text_then_usage_event_sequence():
-    t = MessageStreamTranslator("public")
+    t = MessageStreamTranslator("public", input_tokens=7)
     raw = t.feed(_chunk({"role": "assistant", "content": ""}))
     raw += t.feed(_chunk({"content": "Hel"})) + t.feed(_chunk({"content": "lo"}))
     raw += t.feed(_chunk({}, "stop"))
@@ -303,6 +303,7 @@ def test_stream_text_then_usage_event_sequence():
         "message_stop",
     ]
     assert events[0][1]["message"]["model"] == "public"
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 7, "output_tokens": 0}
     assert events[2][1]["delta"] == {"type": "text_delta", "text": "Hel"}
     assert events[5][1]["delta"]["stop_reason"] == "end_turn"
     assert events[5][1]["usage"]["output_tokens"] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import openai
+import orjson
 import pytest
 from yarl import URL
 
@@ -18,6 +19,7 @@ from apps.gateway.providers.azure.adapter import (
     api_version_of,
     azure_url,
 )
+from apps.gateway.providers.azure.translate import AzureStreamTranslator
 from apps.gateway.providers.errors import error_from_upstream as _error_from_upstream
 from apps.gateway.providers.openai.translate import read_usage as _read_usage
 from apps.gateway.providers.pool import UpstreamPool
@@ -230,16 +232,20 @@ def test_prompt_content_filter_is_a_client_400(gateway, azure_upstream) -> None:
     assert [(r.status_code, r.error_code) for r in records] == [(400, "content_filter")] * 2
 
 
-def test_prompt_filter_chunk_and_content_filter_finish_pass_through(
+def test_prompt_filter_results_and_content_filter_finish_pass_through(
     gateway, azure_upstream
 ) -> None:
+    """Azure's leading prompt-filter event is not a chunk: its results ride on the first
+    real chunk, so every chunk the client gets is a ``chat.completion.chunk``."""
     client = azure_setup(gateway, azure_upstream)
     azure_upstream.behavior.completion_tokens = 6
 
     chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
     leading = chunks[0]
-    assert leading.choices == []
+    assert leading.choices[0].delta.role == "assistant" and leading.id
     assert (leading.model_extra or {})["prompt_filter_results"][0]["prompt_index"] == 0
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert not any("prompt_filter_results" in (c.model_extra or {}) for c in chunks[1:])
     assert all(c.usage is None for c in chunks)  # the usage chunk the client did not ask for
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 6
@@ -311,3 +317,37 @@ def test_failing_azure_deployment_fails_over_to_openai(
             "openai-backup:gpt-4o-backup",
         ]
         assert record.attempts[0][1:3] == [502, "upstream_error"]
+
+
+FILTER_EVENT = (
+    b'data: {"choices":[],"created":0,"id":"","model":"","object":"",'
+    b'"prompt_filter_results":[{"prompt_index":0}]}'
+)
+ROLE_CHUNK = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+)
+
+
+def _events(out: bytes) -> list[dict]:
+    return [orjson.loads(e[len(b"data: ") :]) for e in out.split(b"\n\n") if e]
+
+
+def test_the_prompt_filter_event_is_folded_into_the_first_chunk() -> None:
+    translator = AzureStreamTranslator(include_usage=False, public_model="m")
+    assert translator.feed_event(FILTER_EVENT) == b""
+    [first] = _events(translator.feed_event(ROLE_CHUNK))
+    assert first["object"] == "chat.completion.chunk" and first["model"] == "m"
+    assert first["prompt_filter_results"] == [{"prompt_index": 0}]
+    [second] = _events(translator.feed_event(ROLE_CHUNK))
+    assert "prompt_filter_results" not in second and second["model"] == "m"
+    assert translator.chunks == 2  # the held event is not counted as content
+
+
+def test_without_a_filter_event_the_stream_passes_through() -> None:
+    translator = AzureStreamTranslator(include_usage=False, public_model="m")
+    [first] = _events(translator.feed_event(ROLE_CHUNK))
+    assert "prompt_filter_results" not in first
+    # A later event shaped like the filter event is not the leading one: passed on.
+    assert translator.feed_event(FILTER_EVENT) != b""
+    assert translator.feed_event(b"data: [DONE]") == b"data: [DONE]\n\n"

@@ -23,10 +23,11 @@ Translated:
     every other upstream error is mapped as for OpenAI (4xx that describe the request →
     ``upstream_rejected``, 401/403 → 502 ``upstream_auth_failed``, 429 → 429, 5xx → 502).
 
-Passed through untouched (they are valid OpenAI-format extensions):
-  * ``prompt_filter_results`` / ``content_filter_results`` in answers, and the leading
-    stream chunk with empty ``choices`` that carries ``prompt_filter_results`` (usage is
-    still read from the final usage chunk);
+Passed through (Azure's documented extensions of OpenAI's format):
+  * ``prompt_filter_results`` / ``content_filter_results`` in answers. Azure's leading
+    stream event (empty ``choices``, ``object``/``id``/``model`` empty strings) is not a
+    ``chat.completion.chunk``: its ``prompt_filter_results`` go on the first real chunk
+    instead (``translate.AzureStreamTranslator``); usage is read from the usage chunk;
   * ``finish_reason: "content_filter"`` (the completion was cut by the output filter).
 
 The Responses API (``/v1/responses`` sent natively): always ``POST {api_base}/openai/v1/
@@ -44,11 +45,15 @@ Not supported:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from yarl import URL
 
+from apps.gateway.context import RequestContext
 from apps.gateway.providers.azure.spec import DEFAULT_API_VERSION, V1, AzureOptions
+from apps.gateway.providers.azure.translate import AzureStreamTranslator
 from apps.gateway.providers.base import cached_target
 from apps.gateway.providers.openai.adapter import OpenAIAdapter
 from apps.gateway.providers.options import deployment_options
@@ -113,3 +118,6 @@ class AzureOpenAIAdapter(OpenAIAdapter):
                 azure_headers(dep.api_key),
             ),
         )
+
+    def stream(self, ctx: RequestContext, headers: Mapping[str, Any]) -> AzureStreamTranslator:
+        return AzureStreamTranslator(include_usage=ctx.include_usage, public_model=ctx.model_name)
