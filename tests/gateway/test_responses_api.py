@@ -501,3 +501,19 @@ def test_refusal_when_stored_response_id_is_malformed_changes_nothing(world):
     assert response.json()["error"]["param"] == "previous_response_id"
     assert len(records_wait(world["gateway"], before + 1)) == before + 1
     assert orjson.loads(response.content)["error"]["type"] == "invalid_request_error"
+
+
+def test_a_function_tool_without_strict_or_parameters_is_accepted_as_the_live_api_does(world):
+    tool = {"type": "function", "name": "now", "description": "The time."}
+    answer = raw_create(world, model="m", input="What time is it?", tools=[tool])
+
+    assert answer.status_code == 200, answer.text
+    [sent_tool] = sent(world)["tools"]
+    assert sent_tool == {
+        "type": "function",
+        "function": {
+            "name": "now",
+            "description": "The time.",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
