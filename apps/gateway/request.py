@@ -4,12 +4,12 @@ on which header carries the key or when a body counts as complete."""
 
 from __future__ import annotations
 
-import os
 import time
 
 from apps.gateway.asgi import Receive, Scope, Send
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
+from apps.gateway.random_ids import random_hex
 from apps.gateway.snapshot import Snapshot
 
 
@@ -25,7 +25,7 @@ def context_from_scope(
     """A fresh context: request id, client address, user agent and the key's header
     (``Authorization``, else Anthropic clients' ``x-api-key``)."""
     ctx = RequestContext(
-        request_id="req_" + os.urandom(12).hex(),
+        request_id="req_" + random_hex(12),
         endpoint=endpoint,
         method=scope["method"],
         path=scope["path"],

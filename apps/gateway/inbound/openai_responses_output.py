@@ -26,17 +26,18 @@ false``.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import orjson
+
+from apps.gateway.random_ids import random_hex, random_urlsafe
 
 #: chat ``finish_reason`` → the Responses ``incomplete_details.reason`` (others complete).
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
+    return f"{prefix}_{random_hex(12)}"
 
 
 def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -211,7 +212,7 @@ class ResponseStream:
     ) -> None:
         self.response = response  # the shell; becomes the final response
         # Random padding drawn once per stream (a syscall per delta cost ~15 % of a stream).
-        self._pad = secrets.token_urlsafe(3 * _PAD_TO) if obfuscate else ""
+        self._pad = random_urlsafe(3 * _PAD_TO) if obfuscate else ""
         self._pad_at = 0
         self.namespaces = namespaces or {}
         self.seq = 0

@@ -78,7 +78,6 @@ are estimated (characters // 4, at least 1 per input) and the record says so.
 from __future__ import annotations
 
 import contextlib
-import secrets
 from typing import Any
 
 import orjson
@@ -110,6 +109,7 @@ from apps.gateway.providers.parameters import (
     response_format_types,
     unsupported,
 )
+from apps.gateway.random_ids import random_hex
 
 KIND = "gemini"
 
@@ -400,7 +400,7 @@ def usage_from_gemini(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _call_id() -> str:
-    return "call_" + secrets.token_hex(12)
+    return "call_" + random_hex(12)
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
@@ -429,7 +429,7 @@ def _finish_reason(reason: str | None, has_calls: bool) -> str:
 
 
 def _completion_id(response: dict[str, Any]) -> str:
-    return "chatcmpl-" + str(response.get("responseId") or secrets.token_hex(12))
+    return "chatcmpl-" + str(response.get("responseId") or random_hex(12))
 
 
 def _token_logprob(candidate: Any) -> dict[str, Any]:
