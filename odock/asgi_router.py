@@ -19,6 +19,9 @@ def build_application(gateway: GatewayApp, django_app) -> ProtocolTypeRouter:
                 [
                     re_path(r"^mcp/?$", mcp),
                     re_path(r"^(?:v1/|healthz$|readyz$|metrics$)", gateway),
+                    # The API's paths without /v1 (a base URL set without it): a JSON 404
+                    # saying so, not Django's HTML page.
+                    re_path(r"^(?:chat/completions|embeddings|responses|models)(?:/|$)", gateway),
                     re_path(r"", django_app),
                 ]
             ),

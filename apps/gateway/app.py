@@ -462,7 +462,9 @@ class GatewayApp:
         elif path == "/metrics":
             await _text(send, 200, self._metrics_text())
         else:  # every served path is under /v1/: a wrong method there is _refuse_unknown's
-            error = GatewayError(404, f"Unknown endpoint {path}.", code="unknown_endpoint")
+            # (routed here: the API's own paths without /v1, a base URL set without it)
+            message = f"Unknown endpoint {path}. The API is served under /v1: /v1{path}."
+            error = GatewayError(404, message, code="unknown_endpoint")
             await _plain(send, 404, None, error.body())
 
     async def _readyz(self, send: Send) -> None:

@@ -201,6 +201,12 @@ def test_unknown_endpoint_and_wrong_method(env):
         ("unknown", 405),
     ]
     assert records[1].key_id == env["key"].key.pk
+    # A base URL set without /v1: a JSON error saying where the API is, not an HTML page.
+    for path in ("/chat/completions", "/responses", "/models"):
+        missing = httpx.post(url + path, headers=auth, json={})
+        assert missing.status_code == 404, path
+        _assert_openai_error(missing.json(), "unknown_endpoint")
+        assert f"/v1{path}" in missing.json()["error"]["message"]
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(url + "/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["snapshot"] is True
