@@ -31,6 +31,7 @@ from apps.gateway.providers.openai.translate import (
     raw_event,
     with_public_model,
 )
+from apps.gateway.providers.sse import sse_json
 
 __all__ = ["AnthropicPassThrough", "native_answer", "native_body", "raw_event", "read_native_usage"]
 
@@ -84,7 +85,7 @@ class AnthropicPassThrough:
         if event.startswith(_DELTA):
             self.deltas += 1
             return event + b"\n\n"
-        data = _data(event)
+        data = sse_json(event)
         kind = data.get("type") if data is not None else None
         if kind == "message_start":
             message = data.get("message") or {}  # type: ignore[union-attr]
@@ -118,15 +119,3 @@ class AnthropicPassThrough:
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
 
-
-def _data(event: bytes) -> dict[str, Any] | None:
-    """The JSON object in an SSE event's ``data:`` line, else None."""
-    at = event.find(b"data:")
-    if at < 0:
-        return None
-    end = event.find(b"\n", at)
-    try:
-        data = orjson.loads(event[at + 5 : end if end >= 0 else None])
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None

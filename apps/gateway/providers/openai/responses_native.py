@@ -25,6 +25,7 @@ from apps.gateway.errors import upstream_error
 from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import stream_broken
+from apps.gateway.providers.sse import sse_json
 
 _FINAL = frozenset({b"event: response.completed", b"event: response.incomplete"})
 _FAILED = frozenset({b"event: error", b"event: response.failed"})
@@ -50,13 +51,14 @@ def read_responses_usage(ctx: RequestContext, usage: Any) -> bool:
 
 
 def native_answer(ctx: RequestContext, body: bytes) -> bytes:
-    """A ``Response`` passed through: usage recorded, ``model`` the public name."""
+    """A ``Response`` passed through as it came, its usage recorded. The inbound wrapper
+    parses it anyway (it stores it and gives it the gateway's id and the public model
+    name), so it is not encoded twice here."""
     response = orjson.loads(body)
     if not isinstance(response, dict) or response.get("object") != "response":
         raise ValueError("not a Responses API response")
     read_responses_usage(ctx, response.get("usage"))
-    response["model"] = ctx.model_name
-    return orjson.dumps(response)
+    return body
 
 
 class ResponsesPassThrough:
@@ -82,12 +84,12 @@ class ResponsesPassThrough:
     def feed_event(self, event: bytes) -> bytes:
         head = event[: event.find(b"\n")]
         if head in _FINAL:
-            data = _data(event) or {}
+            data = sse_json(event) or {}
             response = data.get("response") or {}
             self.usage = response.get("usage")
             self.finished = True
         elif head in _FAILED:
-            data = _data(event) or {}
+            data = sse_json(event) or {}
             error = data if head == b"event: error" else (data.get("response") or {}).get("error")
             self.error = error if isinstance(error, dict) else {}
             return b""
@@ -113,15 +115,3 @@ class ResponsesPassThrough:
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
 
-
-def _data(event: bytes) -> dict[str, Any] | None:
-    """The JSON object in an SSE event's ``data:`` line, else None."""
-    at = event.find(b"data:")
-    if at < 0:
-        return None
-    end = event.find(b"\n", at)
-    try:
-        data = orjson.loads(event[at + 5 : end if end >= 0 else None])
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
