@@ -118,4 +118,3 @@ class AnthropicPassThrough:
         if not (got and self.finished):
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
-

@@ -114,4 +114,3 @@ class ResponsesPassThrough:
         if not (got and self.finished):
             ctx.usage_estimated = True
             ctx.output_tokens = max(ctx.output_tokens, self.deltas)
-
