@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "apps.guardrails",
     "apps.mcp",
     "apps.responses",
+    "apps.identity",
 ]
 
 MIDDLEWARE = [
