@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 from apps.core.money import MTOK, cost_usd
-from apps.gateway.snapshot import LimitRule, ModelEntry
+from apps.gateway.snapshot import EndUserPolicyEntry, LimitRule, ModelEntry
 from apps.gateway.state_store import PREFIX, V2, Check, Settlement, StateStore
 
 PICO_PER_USD = 10**12
@@ -131,12 +131,42 @@ def current_period(period: str, now_ts: float) -> tuple[str, float | None]:
     return key, end_ts
 
 
+_COUNTER_NAMES = {"rpm": "rpm", "tpm": "tpm", "concurrency": "c"}
+
+
 def counter_key(rule: LimitRule) -> str:
     """The rule's counter in the state store (budgets: without the period suffix)."""
     if rule.kind == "budget":
         return f"{V2}b:{rule.rule_id}:"
-    kind = {"rpm": "rpm", "tpm": "tpm", "concurrency": "c"}[rule.kind]
-    return f"{PREFIX}{kind}:{rule.rule_id}"
+    return f"{PREFIX}{_COUNTER_NAMES[rule.kind]}:{rule.rule_id}"
+
+
+def end_user_counter_stem(kind: str, policy_id: int) -> str:
+    """The stem of an end-user policy's counters; each end user's id is appended
+    (``end_user_rules``), so every end user matching the policy counts on their own."""
+    if kind == "budget":
+        return f"{V2}b:eu{policy_id}:"
+    return f"{PREFIX}{_COUNTER_NAMES[kind]}:eu{policy_id}:"
+
+
+def end_user_rules(policy: EndUserPolicyEntry, end_user: str, model_name: str) -> list[LimitRule]:
+    """The policy's limits for one end user: named ``end_user:<id>``, counted per
+    (organisation's policy, end user). Budget counters get the period appended later."""
+    level = f"end_user:{end_user}"
+    return [
+        LimitRule(
+            kind=r.kind,
+            rule_id=r.rule_id,
+            level=level,
+            limit=r.limit,
+            model=r.model,
+            period=r.period,
+            hard=r.hard,
+            key=f"{r.key}{end_user}:" if r.kind == "budget" else r.key + end_user,
+        )
+        for r in policy.rules
+        if r.model is None or r.model == model_name
+    ]
 
 
 def plan_checks(

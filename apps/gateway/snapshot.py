@@ -67,6 +67,37 @@ class AliasTable:
 
 
 @dataclass(frozen=True, slots=True)
+class EndUserPolicyEntry:
+    """One end-user policy of an organisation: its limits as ``LimitRule`` templates.
+
+    The templates carry no level name and no counter: each end user gets their own
+    (``apps.gateway.governance.end_user_rules``), so ``key`` here is the counter's stem."""
+
+    policy_id: int
+    match: str  # the policy's end_user: an id, ``prefix*`` or ``*``
+    rules: tuple[LimitRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EndUserPolicies:
+    """An organisation's end-user policies: exact ids in a dict; patterns (prefix, entry),
+    longest prefix first (``*`` alone is the empty prefix, last), scanned on a miss."""
+
+    exact: dict[str, EndUserPolicyEntry]
+    patterns: tuple[tuple[str, EndUserPolicyEntry], ...] = ()
+
+    def policy_for(self, end_user: str) -> EndUserPolicyEntry | None:
+        """The one policy an end user carries: exact id first, then the longest pattern."""
+        found = self.exact.get(end_user)
+        if found is not None:
+            return found
+        for prefix, entry in self.patterns:
+            if end_user.startswith(prefix):
+                return entry
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyEntry:
     identity: Identity
     # Epoch seconds; None means never.
@@ -78,8 +109,11 @@ class KeyEntry:
     allowed_models: frozenset[str] | None
     # For a rotated key's old digest: when it stops working (epoch seconds).
     valid_until: float | None = None
-    # Budgets and rate limits of the key, its project, team and organisation.
+    # Budgets and rate limits of the key, its project, team and organisation, and of the
+    # person who owns it (``user:<name>``, shared by all their keys).
     limits: tuple[LimitRule, ...] = ()
+    # The organisation's end-user policies (None: it has none).
+    end_user_policies: EndUserPolicies | None = None
     # When the shared state store (Redis) is unreachable: serve with local best-effort
     # limits (True) or refuse with 503 (False). Set per organisation.
     fail_open: bool = False

@@ -12,12 +12,14 @@ from collections import defaultdict
 from decimal import ROUND_FLOOR, Decimal
 
 from apps.core.models import config_version_current
-from apps.gateway.governance import PICO_PER_USD, counter_key
+from apps.gateway.governance import PICO_PER_USD, counter_key, end_user_counter_stem
 from apps.gateway.guardrails import guardset_compile
 from apps.gateway.providers.registry import options_parse
 from apps.gateway.snapshot import (
     AliasTable,
     DeploymentEntry,
+    EndUserPolicies,
+    EndUserPolicyEntry,
     Identity,
     KeyEntry,
     LimitRule,
@@ -26,7 +28,14 @@ from apps.gateway.snapshot import (
 )
 from apps.guardrails.policy import resolve
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
+from apps.policies.models import (
+    Budget,
+    DeploymentTagRule,
+    EndUserPolicy,
+    ModelAccess,
+    ModelAlias,
+    RateLimit,
+)
 from apps.providers.models import Deployment, DeploymentRole, Model, ModelFallback
 from apps.tenancy.models import OutagePolicy
 
@@ -36,14 +45,15 @@ LevelKey = tuple[str, int]
 def _allowed_models_by_level() -> dict[tuple[str, int], set[str]]:
     allowed: dict[tuple[str, int], set[str]] = defaultdict(set)
     rows = ModelAccess.objects.values_list(
-        "organization_id", "team_id", "project_id", "key_id", "model__name"
+        "organization_id", "team_id", "project_id", "key_id", "user_id", "model__name"
     )
-    for org_id, team_id, project_id, key_id, model_name in rows:
+    for org_id, team_id, project_id, key_id, user_id, model_name in rows:
         for level, level_id in (
             ("org", org_id),
             ("team", team_id),
             ("project", project_id),
             ("key", key_id),
+            ("user", user_id),
         ):
             if level_id is not None:
                 allowed[(level, level_id)].add(model_name)
@@ -56,8 +66,9 @@ def _level_of(rule) -> LevelKey:
         ("team", "team_id"),
         ("project", "project_id"),
         ("key", "key_id"),
+        ("user", "user_id"),  # budgets, rate limits and model access only
     ):
-        level_id = getattr(rule, attr)
+        level_id = getattr(rule, attr, None)
         if level_id is not None:
             return (level, level_id)
     raise ValueError(f"{rule!r} is attached to no level")
@@ -66,19 +77,22 @@ def _level_of(rule) -> LevelKey:
 def _limit_rules_by_level() -> dict[LevelKey, list[LimitRule]]:
     """Every budget and rate limit, compiled and grouped by the level it is attached to."""
     rules: dict[LevelKey, list[LimitRule]] = defaultdict(list)
-    related = ("organization", "team", "project", "key", "model")
+    related = ("organization", "team", "project", "key", "user", "model")
     for b in Budget.objects.select_related(*related):
-        limit = int((b.limit_usd * PICO_PER_USD).to_integral_value(rounding=ROUND_FLOOR))
         rules[_level_of(b)].append(
             LimitRule(
                 kind="budget",
                 rule_id=b.pk,
                 level=b.level,
-                limit=limit,
+                limit=_pico(b.limit_usd),
                 model=b.model.name if b.model_id else None,
                 period=b.period,
                 hard=b.hard,
-                thresholds=tuple(sorted({int(t) for t in (b.alert_thresholds or [])})),
+                # A person's budget has no organisation whose webhook or mailbox an
+                # alert would go to (``apps.policies.alerts``): it sends none yet.
+                thresholds=()
+                if b.user_id is not None
+                else tuple(sorted({int(t) for t in (b.alert_thresholds or [])})),
             )
         )
     for r in RateLimit.objects.select_related(*related):
@@ -97,6 +111,44 @@ def _limit_rules_by_level() -> dict[LevelKey, list[LimitRule]]:
         level: [dataclasses.replace(rule, key=counter_key(rule)) for rule in level_rules]
         for level, level_rules in rules.items()
     }
+
+
+def _pico(usd: Decimal) -> int:
+    return int((usd * PICO_PER_USD).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _end_user_policies_by_org() -> dict[int, EndUserPolicies]:
+    """Each organisation's end-user policies, as the reserve stage looks them up."""
+    by_org: dict[int, list[EndUserPolicyEntry]] = defaultdict(list)
+    for p in EndUserPolicy.objects.select_related("organization").order_by("pk"):
+        templates = []
+        if p.limit_usd is not None:
+            templates.append(
+                LimitRule(
+                    kind="budget",
+                    rule_id=p.pk,
+                    level="",
+                    limit=_pico(p.limit_usd),
+                    period=p.period,
+                    hard=p.hard,
+                )
+            )
+        for kind, value in (("rpm", p.rpm), ("tpm", p.tpm), ("concurrency", p.max_concurrency)):
+            if value is not None:
+                templates.append(LimitRule(kind=kind, rule_id=p.pk, level="", limit=value))
+        rules = tuple(
+            dataclasses.replace(t, key=end_user_counter_stem(t.kind, p.pk)) for t in templates
+        )
+        by_org[p.organization_id].append(EndUserPolicyEntry(p.pk, p.end_user, rules))
+    tables = {}
+    for org_id, entries in by_org.items():
+        exact = {e.match: e for e in entries if not e.match.endswith("*")}
+        patterns = sorted(
+            ((e.match[:-1], e) for e in entries if e.match.endswith("*")),
+            key=lambda pair: (-len(pair[0]), pair[0]),
+        )
+        tables[org_id] = EndUserPolicies(exact=exact, patterns=tuple(patterns))
+    return tables
 
 
 def _intersect(chain: list[set[str] | None]) -> frozenset[str] | None:
@@ -243,6 +295,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
     capture = _capture_by_level()
     guardrails = _guardrails_by_level()
     aliases = _aliases_by_level()
+    end_users = _end_user_policies_by_org()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:
@@ -260,13 +313,11 @@ def _compile_keys() -> dict[str, KeyEntry]:
             org_name=org.name,
             owner_id=k.owner_id,
         )
-        chain = [
-            allowed.get(("org", org.pk)),
-            allowed.get(("team", team.pk)),
-            allowed.get(("project", project.pk)),
-            allowed.get(("key", k.pk)),
-        ]
         levels = [("org", org.pk), ("team", team.pk), ("project", project.pk), ("key", k.pk)]
+        # The owner is a level of budgets, rate limits and model access only: their
+        # rules (and counters) are shared by every key they own.
+        governed = [*levels, ("user", k.owner_id)] if k.owner_id is not None else levels
+        chain = [allowed.get(level) for level in governed]
         entry = KeyEntry(
             identity=identity,
             expires_at=k.expires_at.timestamp() if k.expires_at else None,
@@ -275,7 +326,8 @@ def _compile_keys() -> dict[str, KeyEntry]:
             allowed_models=_intersect(chain),
             # Every level's rules are enforced independently, so a child's looser limit
             # can never loosen its parent's: the parent's own counter still refuses.
-            limits=tuple(rule for level in levels for rule in limits.get(level, ())),
+            limits=tuple(rule for level in governed for rule in limits.get(level, ())),
+            end_user_policies=end_users.get(org.pk),
             fail_open=org.outage_policy == OutagePolicy.FAIL_OPEN,
             required_tags=_required_tags(levels, tag_rules),
         )

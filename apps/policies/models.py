@@ -1,13 +1,18 @@
 """Budgets, rate limits and model access, attachable at any level of the hierarchy.
 
-Each rule names exactly one level (organization, team, project or key). Enforcement of
-budgets and rate limits comes with the governance issue; model access is enforced now.
+Each rule names exactly one level (organization, team, project or key). Budgets, rate
+limits and model access may also name a person (``user``): they then govern every key
+that person owns, across projects. End users (the application's own customers, not login
+accounts) get limits through ``EndUserPolicy``.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -18,12 +23,20 @@ from apps.providers.models import Model
 from apps.tenancy.models import Organization, Project, Team
 
 LEVELS = ("organization", "team", "project", "key")
+# The levels of the rules a person can carry (budgets, rate limits, model access).
+USER_LEVELS = (*LEVELS, "user")
 
 
-def _exactly_one_level(name: str) -> models.CheckConstraint:
-    one = [Q(**{f"{level}__isnull": level != chosen for level in LEVELS}) for chosen in LEVELS]
-    condition = one[0] | one[1] | one[2] | one[3]
-    return models.CheckConstraint(condition=condition, name=name)
+def _exactly_one_level(name: str, levels: tuple[str, ...] = LEVELS) -> models.CheckConstraint:
+    one = [Q(**{f"{level}__isnull": level != chosen for level in levels}) for chosen in levels]
+    return models.CheckConstraint(condition=functools.reduce(operator.or_, one), name=name)
+
+
+def level_label(field: str, obj: object) -> str:
+    """``org:acme``, ``team:search``, ``user:alice``: how refusals and reports name a level."""
+    if field == "user":
+        return f"user:{obj.get_username()}"  # type: ignore[attr-defined]
+    return f"{'org' if field == 'organization' else field}:{obj.name}"  # type: ignore[attr-defined]
 
 
 class ScopedRule(models.Model):
@@ -42,22 +55,51 @@ class ScopedRule(models.Model):
         VirtualKey, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
 
+    # The level fields this rule type has (``UserScopedRule`` adds ``user``).
+    levels: tuple[str, ...] = LEVELS
+
     class Meta:
         abstract = True
 
     def clean(self) -> None:
-        set_levels = [level for level in LEVELS if getattr(self, f"{level}_id") is not None]
+        set_levels = [level for level in self.levels if getattr(self, f"{level}_id") is not None]
         if len(set_levels) != 1:
             raise ValidationError("Attach the rule to exactly one level.")
 
     @property
+    def level_field(self) -> str | None:
+        """The field naming the rule's level (``organization`` … ``user``), or None."""
+        return next((f for f in self.levels if getattr(self, f"{f}_id") is not None), None)
+
+    @property
     def level(self) -> str:
         """e.g. ``team:search`` — the form refusals and reports name a level in."""
-        for level in LEVELS:
-            obj = getattr(self, level)
-            if obj is not None:
-                return f"{'org' if level == 'organization' else level}:{obj.name}"
-        return "unattached"
+        field = self.level_field
+        return "unattached" if field is None else level_label(field, getattr(self, field))
+
+
+class UserScopedRule(ScopedRule):
+    """Abstract: a rule that may also be attached to a person (a fifth level).
+
+    A person's rule governs every key they own (``VirtualKey.owner``), wherever the key
+    sits, in addition to the key's own levels: a user's budget counts the spend of all
+    their keys. Only budgets, rate limits and model access take it; routing, aliases,
+    guardrails and capture belong to where traffic comes from, not to who owns the key,
+    so those rule types keep the four hierarchy levels (no ``user`` column at all)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="A person: the rule governs every key they own.",
+    )
+
+    levels = USER_LEVELS
+
+    class Meta:
+        abstract = True
 
 
 class BudgetPeriod(models.TextChoices):
@@ -71,7 +113,7 @@ def default_thresholds() -> list[int]:
     return [50, 80, 100]
 
 
-class Budget(ScopedRule):
+class Budget(UserScopedRule):
     model = models.ForeignKey(
         Model, null=True, blank=True, on_delete=models.CASCADE, help_text="Blank: all models."
     )
@@ -89,13 +131,13 @@ class Budget(ScopedRule):
     )
 
     class Meta:
-        constraints = [_exactly_one_level("budget_exactly_one_level")]
+        constraints = [_exactly_one_level("budget_exactly_one_level", USER_LEVELS)]
 
     def __str__(self) -> str:
         return f"{self.level} {self.limit_usd} USD {self.period}"
 
 
-class RateLimit(ScopedRule):
+class RateLimit(UserScopedRule):
     model = models.ForeignKey(
         Model, null=True, blank=True, on_delete=models.CASCADE, help_text="Blank: all models."
     )
@@ -104,13 +146,13 @@ class RateLimit(ScopedRule):
     max_concurrency = models.PositiveIntegerField("concurrent requests", null=True, blank=True)
 
     class Meta:
-        constraints = [_exactly_one_level("ratelimit_exactly_one_level")]
+        constraints = [_exactly_one_level("ratelimit_exactly_one_level", USER_LEVELS)]
 
     def __str__(self) -> str:
         return f"{self.level} rpm={self.rpm} tpm={self.tpm} conc={self.max_concurrency}"
 
 
-class ModelAccess(ScopedRule):
+class ModelAccess(UserScopedRule):
     """Allows one model at one level. A level with no rows allows whatever its parent allows;
     a level with rows allows only those (intersected with every ancestor's list)."""
 
@@ -118,7 +160,7 @@ class ModelAccess(ScopedRule):
 
     class Meta:
         verbose_name = "model access rule"
-        constraints = [_exactly_one_level("modelaccess_exactly_one_level")]
+        constraints = [_exactly_one_level("modelaccess_exactly_one_level", USER_LEVELS)]
 
     def __str__(self) -> str:
         return f"{self.level} may use {self.model.name}"
@@ -196,6 +238,75 @@ class ModelAlias(ScopedRule):
             raise ValidationError(
                 {"alias": f"'{self.alias}' is a model's own name; an alias may not shadow it."}
             )
+
+
+# An end-user id as applications send it (``x-odock-end-user``, OpenAI's ``user``,
+# Anthropic's ``metadata.user_id``): an opaque id, an email, a hash. Bounded so it can
+# key a counter and a report column.
+END_USER_MAX_LENGTH = 128
+END_USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=:/-]{0,127}$"
+END_USER_MATCH = RegexValidator(
+    r"^(\*|[A-Za-z0-9][A-Za-z0-9._@+=:/-]{0,126}\*?)$",
+    "An end-user id, a prefix ending in one * (e.g. trial-*), or * for every end user.",
+)
+
+
+class EndUserPolicy(models.Model):
+    """Limits each end user of an organisation carries: the application's own customers,
+    named per request, never login accounts.
+
+    ``end_user`` is an exact id, a prefix ending in ``*`` or ``*`` alone. Every end user
+    matching it gets counters of their own (a ``trial-*`` budget of 1 USD gives each trial
+    user 1 USD, not all of them together). One policy applies per end user: an exact id
+    beats a pattern, a longer pattern a shorter one. Enforced in addition to the key's
+    levels, atomically with them."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="end_user_policies"
+    )
+    end_user = models.CharField(
+        "end user",
+        max_length=END_USER_MAX_LENGTH,
+        validators=[END_USER_MATCH],
+        help_text="An end-user id, a prefix ending in * (trial-*), or * for every end user.",
+    )
+    limit_usd = models.DecimalField(
+        "budget (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Blank: no budget.",
+    )
+    period = models.CharField(
+        max_length=16, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTHLY
+    )
+    hard = models.BooleanField(
+        default=True, help_text="Hard: refuse past the budget. Soft: count only."
+    )
+    rpm = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tpm = models.PositiveIntegerField("tokens per minute", null=True, blank=True)
+    max_concurrency = models.PositiveIntegerField("concurrent requests", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "end-user policy"
+        verbose_name_plural = "end-user policies"
+        ordering = ["organization_id", "end_user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "end_user"],
+                name="enduserpolicy_once_per_org",
+                violation_error_message="This organisation already has a policy for this end user.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"end_user:{self.end_user} in {self.organization.name}"
+
+    def clean(self) -> None:
+        if all(v is None for v in (self.limit_usd, self.rpm, self.tpm, self.max_concurrency)):
+            raise ValidationError("Set a budget or at least one rate limit.")
 
 
 class BudgetAlert(models.Model):

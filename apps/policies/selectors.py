@@ -7,47 +7,66 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from django.db.models import Q
+
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.guardrails.policy import effective_rule_of, resolve
 from apps.keys.models import VirtualKey
-from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
+from apps.policies.models import (
+    Budget,
+    DeploymentTagRule,
+    ModelAccess,
+    ModelAlias,
+    RateLimit,
+    ScopedRule,
+    level_label,
+)
 from apps.policies.spend import budget_spent_usd
 
 
 @dataclass(frozen=True)
 class Level:
-    kind: str  # org | team | project | key
+    kind: str  # org | team | project | key | user
     obj: object
 
     @property
     def label(self) -> str:
-        return f"{self.kind}:{self.obj.name}"  # type: ignore[attr-defined]
+        return level_label(self.field, self.obj)
 
     @property
     def field(self) -> str:
-        return {"org": "organization", "team": "team", "project": "project", "key": "key"}[
-            self.kind
-        ]
+        return {
+            "org": "organization",
+            "team": "team",
+            "project": "project",
+            "key": "key",
+            "user": "user",
+        }[self.kind]
 
 
 def key_levels(key: VirtualKey) -> list[Level]:
+    """The key's levels, parents first; its owner last (budgets, rate limits and model
+    access attached to the person govern all their keys)."""
     project = key.project
     team = project.team
-    return [
+    levels = [
         Level("org", team.organization),
         Level("team", team),
         Level("project", project),
         Level("key", key),
     ]
+    if key.owner_id is not None:
+        levels.append(Level("user", key.owner))
+    return levels
 
 
-def _level_q(levels: list[Level]):
-    from django.db.models import Q
-
+def _level_q(levels: list[Level], rule_model: type[ScopedRule]) -> Q:
+    """Rules of ``rule_model`` attached to any of ``levels`` it has a field for."""
     q = Q(pk__in=[])
     for level in levels:
-        q |= Q(**{level.field: level.obj})
+        if level.field in rule_model.levels:
+            q |= Q(**{level.field: level.obj})
     return q
 
 
@@ -79,12 +98,12 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
 
     def label_of(rule) -> str:
         for level in levels:
-            if getattr(rule, f"{level.field}_id") == level.obj.pk:
+            if getattr(rule, f"{level.field}_id", None) == level.obj.pk:
                 return labels[(level.field, level.obj.pk)]
         return "?"
 
     allowed: dict[str, set[str]] = {}
-    for rule in ModelAccess.objects.filter(_level_q(levels)).select_related("model"):
+    for rule in ModelAccess.objects.filter(_level_q(levels, ModelAccess)).select_related("model"):
         allowed.setdefault(label_of(rule), set()).add(rule.model.name)
     effective_models: set[str] | None = None
     for level in levels:
@@ -93,7 +112,7 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
             effective_models = names if effective_models is None else effective_models & names
 
     limits = []
-    for r in RateLimit.objects.filter(_level_q(levels)).select_related("model"):
+    for r in RateLimit.objects.filter(_level_q(levels, RateLimit)).select_related("model"):
         for kind, value in (("rpm", r.rpm), ("tpm", r.tpm), ("concurrency", r.max_concurrency)):
             if value is not None:
                 limits.append(
@@ -107,7 +126,7 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
                 )
     now = datetime.now(UTC)
     budgets = []
-    for b in Budget.objects.filter(_level_q(levels)).select_related("model"):
+    for b in Budget.objects.filter(_level_q(levels, Budget)).select_related("model"):
         period_key, end = period_bounds(b.period, now)
         spent = budget_spent_usd(b, now)
         budgets.append(
@@ -128,7 +147,7 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
     _mark_binding(limits, budgets)
     residency: dict[str, set[str]] = {}
     residency_rules = []
-    for t in DeploymentTagRule.objects.filter(_level_q(levels)):
+    for t in DeploymentTagRule.objects.filter(_level_q(levels, DeploymentTagRule)):
         values = set(t.allowed_values or ())
         residency[t.tag] = residency[t.tag] & values if t.tag in residency else values
         residency_rules.append(
@@ -136,12 +155,14 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
         )
     # Parents first, so the nearest level's mapping of an alias is the one kept.
     aliases: dict[str, dict[str, str]] = {}
-    alias_rows = ModelAlias.objects.filter(_level_q(levels)).select_related("model")
+    alias_rows = ModelAlias.objects.filter(_level_q(levels, ModelAlias)).select_related("model")
     order = {level.label: i for i, level in enumerate(levels)}
     for a in sorted(alias_rows, key=lambda row: order.get(label_of(row), 0)):
         aliases[a.alias] = {"model": a.model.name, "from": label_of(a)}
     guard_levels = []
     for level in levels:
+        if level.kind == "user":
+            continue  # guardrails follow where traffic comes from, not who owns the key
         rules = GuardrailRule.objects.filter(**{level.field: level.obj}).order_by("pk")
         guard_levels.append([effective_rule_of(r) for r in rules])
     guard = resolve(guard_levels)

@@ -61,6 +61,7 @@ def budget_filter(budget: Budget) -> Q:
         ("team", "team_id"),
         ("project", "project_id"),
         ("key", "key_id"),
+        ("user", "user_id"),  # the key's owner, as the record has it
     ):
         level_id = getattr(budget, f"{level}_id")
         if level_id is not None:

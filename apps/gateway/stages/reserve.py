@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
-from apps.gateway.governance import applicable_rules, plan_checks, plan_settlement, usd_text
+from apps.gateway.governance import (
+    applicable_rules,
+    end_user_rules,
+    plan_checks,
+    plan_settlement,
+    usd_text,
+)
 from apps.gateway.snapshot import LimitRule
 from apps.gateway.state_store import StateStore, StateUnavailable
 from apps.gateway.tokens import count_prompt_tokens
@@ -100,6 +106,12 @@ class ReserveBudget:
     async def run(self, ctx: RequestContext) -> None:
         assert ctx.key is not None and ctx.model is not None and ctx.body is not None
         rules = applicable_rules(ctx.key.limits, ctx.model.name)  # an alias counts as its model
+        policies = ctx.key.end_user_policies
+        if ctx.end_user and policies is not None:
+            # The end user's own limits, reserved in the same atomic step as the key's.
+            policy = policies.policy_for(ctx.end_user)
+            if policy is not None:
+                rules += end_user_rules(policy, ctx.end_user, ctx.model.name)
         if not rules:  # needs no governance state: served from the snapshot, outage or not
             ctx.decide(self.name, Outcome.PASS, "no budget or rate limit applies")
             return
