@@ -43,6 +43,7 @@ HASHED_FIELDS = (
     "key_id",
     "key_prefix",
     "user_id",
+    "end_user",
     "endpoint",
     "model_requested",
     "model_served",
@@ -96,6 +97,9 @@ def _plain(value: Any) -> Any:
 def canonical(record: Mapping[str, Any]) -> bytes:
     """The bytes a record's hash covers, from a writer's dict or a database row's values."""
     values = {name: record.get(name) for name in HASHED_FIELDS}
+    if not values["end_user"]:
+        # Added later: records without an end user hash as they did before the column.
+        del values["end_user"]
     values["created_at"] = _utc_text(values["created_at"])
     values["cost_usd"] = _cost_text(values["cost_usd"] or 0)
     values["client_ip"] = _ip_text(values["client_ip"])

@@ -39,6 +39,14 @@ class RequestLog(models.Model):
     key = _ref("keys.VirtualKey")
     key_prefix = models.CharField(max_length=32, blank=True)
     user = _ref(settings.AUTH_USER_MODEL)  # the key's owner, when it has one
+    end_user = models.CharField(
+        "end user",
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",  # rows inserted by plain SQL (imports, tools) name no end user
+        help_text="The application's end customer (x-odock-end-user or the body's user field).",
+    )
     endpoint = models.CharField(max_length=64)
     model_requested = models.CharField(max_length=200, blank=True)
     model_served = models.CharField(
@@ -98,6 +106,13 @@ class RequestLog(models.Model):
             models.Index(fields=["model_requested", "-created_at"]),
             models.Index(fields=["-created_at", "-id"]),  # keyset pagination
             models.Index(fields=["provider", "-created_at"]),
+            models.Index(fields=["user", "-created_at"]),
+            # Most traffic names no end user: only the records that do are indexed.
+            models.Index(
+                fields=["end_user", "-created_at"],
+                condition=~models.Q(end_user=""),
+                name="requestlog_end_user_idx",
+            ),
             models.Index(
                 fields=["error_code", "-created_at"],
                 condition=~models.Q(error_code=""),

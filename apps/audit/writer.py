@@ -515,6 +515,7 @@ def adopt_spool(path: Path, fd: int, batch_size: int = 500) -> None:
 # the database stores and returns.
 _TEXT_LIMITS = {
     "key_prefix": 32,
+    "end_user": 128,
     "endpoint": 64,
     "model_requested": 200,
     "model_served": 200,

@@ -147,6 +147,9 @@ class RequestContext:
     stream: bool = False
     include_usage: bool = False
     key: KeyEntry | None = None
+    # The application's end customer (``x-odock-end-user``, or the body's ``user``),
+    # validated by the authorize stage; "" when the request names none.
+    end_user: str = ""
     model: ModelEntry | None = None
     deployment: DeploymentEntry | None = None
     served_model: ModelEntry | None = None  # differs from ``model`` after a model fallback

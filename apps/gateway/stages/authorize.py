@@ -3,6 +3,7 @@ model against the key's effective policy."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,42 @@ import orjson
 from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError, bad_request, forbidden, model_not_found
 from apps.gateway.request_schema import CHAT_COMPLETIONS, EMBEDDINGS
+
+END_USER_HEADER = b"x-odock-end-user"
+# The same bound as ``apps.policies.models.END_USER_PATTERN`` (the gateway imports no
+# Django models): 1-128 characters, letters and digits first.
+_END_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=:/-]{0,127}")
+_END_USER_RULE = (
+    "1 to 128 characters: letters, digits and . _ @ + = : / -, starting with a letter or digit"
+)
+
+
+def end_user_of(ctx: RequestContext) -> str:
+    """The end customer the application names: the ``x-odock-end-user`` header, else the
+    body's ``user`` (OpenAI chat, Responses and embeddings; Anthropic's
+    ``metadata.user_id`` arrives translated to it). "" when neither is sent; a 400
+    naming where it came from when it is out of bounds (it keys counters and reports)."""
+    for name, raw in ctx.scope["headers"]:
+        if name == END_USER_HEADER:
+            value = raw.decode("latin-1")
+            if _END_USER.fullmatch(value) is None:
+                raise bad_request(
+                    f"The x-odock-end-user header must be {_END_USER_RULE}.",
+                    code="invalid_end_user",
+                    param="x-odock-end-user",
+                )
+            return value
+    value = ctx.body.get("user") if ctx.body is not None else None
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or _END_USER.fullmatch(value) is None:
+        where = "metadata.user_id" if ctx.endpoint == "messages" else "user"
+        raise bad_request(
+            f"The '{where}' field names the end user and must be {_END_USER_RULE}.",
+            code="invalid_end_user",
+            param=where,
+        )
+    return value
 
 
 def parse_json_body(ctx: RequestContext) -> dict[str, Any]:
@@ -52,6 +89,7 @@ class Authorize:
     async def run(self, ctx: RequestContext) -> None:
         try:
             self._validate(ctx)
+            ctx.end_user = end_user_of(ctx)
         except GatewayError as exc:
             ctx.decide(self.name, Outcome.DENY, f"invalid request: {exc.code}")
             raise

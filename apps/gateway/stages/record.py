@@ -106,6 +106,7 @@ class AuditRecord:
     key_id: int | None
     key_prefix: str
     user_id: int | None
+    end_user: str
     endpoint: str
     model_requested: str
     model_served: str
@@ -144,6 +145,7 @@ class AuditRecord:
             "key_id": self.key_id,
             "key_prefix": self.key_prefix,
             "user_id": self.user_id,
+            "end_user": self.end_user,
             "endpoint": self.endpoint,
             "model_requested": self.model_requested,
             "model_served": self.model_served,
@@ -196,6 +198,7 @@ def record_of(ctx: RequestContext) -> AuditRecord:
         key_id=identity.key_id if identity else None,
         key_prefix=identity.key_prefix if identity else "",
         user_id=identity.owner_id if identity else None,
+        end_user=ctx.end_user,
         endpoint=ctx.endpoint,
         model_requested=ctx.model_name,
         model_served=served.name if served is not None and deployment else "",
