@@ -33,6 +33,8 @@ GROUP_HEADERS = {
     "key": "key",
     "model": "model",
     "provider": "provider",
+    "user": "user",
+    "end_user": "end_user",
 }
 FIGURE_HEADERS = [*FIGURES, "cost_usd"]
 BUDGET_HEADERS = [

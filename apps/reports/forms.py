@@ -18,6 +18,8 @@ GROUP_LABELS = {
     "key": "Key",
     "model": "Model",
     "provider": "Provider",
+    "user": "User (key owner)",
+    "end_user": "End user",
 }
 GROUP_CHOICES = [(name, GROUP_LABELS[name]) for name in GROUP_FIELDS]
 FORMAT_CHOICES = [("html", "Show here"), ("csv", "CSV download"), ("xlsx", "Excel (XLSX) download")]

@@ -1,13 +1,15 @@
 """Usage roll-ups (hourly aggregates of the request log) and scheduled spend reports.
 
 Reports and dashboards read ``UsageRollup`` only, never the raw request log: an hour of
-traffic is one row per (organisation, team, project, key, model, provider) however many
+traffic is one row per (organisation, team, project, key, model, provider, key owner, end
+user) however many
 requests it held. References to the hierarchy carry no database constraint, like the
 audit log's, so roll-ups outlive the keys and teams they name.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import models
@@ -27,6 +29,8 @@ GROUP_FIELDS: dict[str, str] = {
     "key": "key_id",
     "model": "model_requested",
     "provider": "provider",
+    "user": "user_id",  # the key's owner
+    "end_user": "end_user",  # the application's end customer
 }
 
 
@@ -55,6 +59,8 @@ class UsageRollup(models.Model):
     key = _ref("keys.VirtualKey")
     model_requested = models.CharField("model", max_length=200, blank=True)
     provider = models.CharField(max_length=100, blank=True)
+    user = _ref(settings.AUTH_USER_MODEL)
+    end_user = models.CharField("end user", max_length=128, blank=True, default="")
     requests = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0, help_text="Answered 5xx.")
     refusals = models.PositiveBigIntegerField(default=0, help_text="Answered 4xx.")
@@ -84,7 +90,9 @@ class UsageRollup(models.Model):
                 Coalesce("key", Value(0)),
                 "model_requested",
                 "provider",
-                name="usage_rollup_one_row_per_hour_and_dims",
+                Coalesce("user", Value(0)),
+                "end_user",
+                name="usage_rollup_one_row_per_hour_and_dims_v2",
             ),
         ]
 

@@ -26,7 +26,10 @@ class SpendReportQuery(Schema):
     group_by: str = Field(
         default="",
         pattern=GROUP_BY,
-        description="comma-separated, any of org, team, project, key, model, provider",
+        description=(
+            "comma-separated, any of org, team, project, key, model, provider, user "
+            "(the key's owner), end_user"
+        ),
     )
     granularity: Literal["day", "month"] = "day"
     format: Literal["json", "csv", "xlsx"] = Field(

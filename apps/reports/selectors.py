@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncMonth
@@ -168,8 +169,12 @@ def _labels(group: str, ids: set[Any]) -> dict[Any, str]:
     """Names for the ids of one grouping (one query); deleted objects show as ``#id``."""
     real = {i for i in ids if i not in (None, "")}
     labels: dict[Any, str] = {None: NONE_LABEL, "": NONE_LABEL}
-    if group in ("model", "provider"):
+    if group in ("model", "provider", "end_user"):
         return labels | {i: i for i in real}
+    if group == "user":
+        users = get_user_model().objects.filter(pk__in=real)
+        found = {u.pk: u.get_username() for u in users}
+        return labels | {i: found.get(i, f"#{i}") for i in real}
     if group == "org":
         found = dict(Organization.objects.filter(pk__in=real).values_list("pk", "name"))
     elif group == "team":
@@ -224,7 +229,9 @@ def spend_totals(spec: SpendReportSpec) -> Figures:
 
 
 def budgets_in_scope(organization_ids: Sequence[int] | None) -> QuerySet[Budget]:
-    qs = Budget.objects.select_related(
+    """The hierarchy's budgets (a person's budget belongs to no organisation: it spans
+    their keys wherever they are, so no organisation's report lists it)."""
+    qs = Budget.objects.filter(user__isnull=True).select_related(
         "organization",
         "team__organization",
         "project__team__organization",
