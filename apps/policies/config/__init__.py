@@ -63,6 +63,13 @@ What a run does (and what a second run relies on):
   detector's settings written flat (``regex``/``keywords``/``case_sensitive`` for custom,
   ``threshold`` for prompt_injection, ``max_input_bytes``/``max_messages``/
   ``max_prompt_tokens`` for input_limits). Each rule is validated like the admin form.
+- **People and end users.** ``users:`` gives existing people (by ``username``; the file
+  never creates people) their own ``budget(s)``, ``rate_limit(s)`` and ``models``: they
+  govern every key the person owns, each list replacing that person's rules. A key's
+  ``owner: <username>`` sets who owns it (left out: kept). An organisation's
+  ``end_users:`` list (``{end_user: id | "prefix*" | "*", budget: {limit_usd, period,
+  hard}, rate_limit: {rpm, tpm, max_concurrency}}``) replaces its end-user policies,
+  matched by ``end_user``; absent: left as they are.
 - **MCP.** ``mcp_servers:`` registers upstream MCP servers by name: ``url:`` (Streamable
   HTTP) or ``command:`` + ``args:`` (stdio), ``active``, ``namespaced`` (default true: tools
   and prompts are ``<server>__<name>``; false: upstream names), and credentials the gateway injects:

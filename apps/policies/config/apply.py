@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from pydantic import SecretStr
@@ -33,13 +34,16 @@ from apps.policies.config.schema import (
     KeySpec,
     LevelEntry,
     LevelSpec,
+    LimitsSpec,
     McpServerSpec,
     ModelSpec,
     OrganizationSpec,
     ProviderSpec,
     TeamSpec,
     config_levels,
+    config_users,
 )
+from apps.policies.end_users import end_user_policies_sync
 from apps.policies.services import RuleSpec, scoped_rules_sync
 from apps.providers.selectors import models_by_name, providers_by_name
 from apps.providers.services import (
@@ -101,6 +105,11 @@ def _rows_at(paths: list[str]) -> Iterator[None]:
         raise ConfigError(_error_lines(paths[exc.index], exc.error)) from None
 
 
+def user_get_by_username(username: str) -> models.Model:
+    """A person the file names (``config_check`` has made sure they exist)."""
+    return get_user_model().objects.get_by_natural_key(username)
+
+
 class _Applier:
     """Applies a checked ConfigFile; one instance per run, inside one transaction."""
 
@@ -127,6 +136,29 @@ class _Applier:
         for entry in config_levels(config):
             self.levels[entry.names] = self._level(entry)
             self._rules(entry)
+            if isinstance(entry.spec, OrganizationSpec) and entry.spec.end_users is not None:
+                self._end_users(entry.spec, entry.path)
+        for entry in config_users(config):
+            self.levels[entry.names] = user_get_by_username(entry.names[-1])
+            self._rules(entry)
+
+    def _end_users(self, spec: OrganizationSpec, path: str) -> None:
+        assert spec.end_users is not None
+        policies = []
+        for p in spec.end_users:
+            budget, limit = p.budget, p.rate_limit
+            values = {
+                "limit_usd": budget.limit_usd if budget else None,
+                "period": budget.period.value if budget else "monthly",
+                "hard": budget.hard if budget else True,
+                "rpm": limit.rpm if limit else None,
+                "tpm": limit.tpm if limit else None,
+                "max_concurrency": limit.max_concurrency if limit else None,
+            }
+            policies.append((p.end_user, values))
+        with _rows_at([f"{path}.end_users[{i}]" for i in range(len(policies))]):
+            sync = end_user_policies_sync(organization=self.levels[(spec.name,)], policies=policies)
+        self.result.extend(sync)
 
     def _saved(self, saved: Saved[Any], label: str) -> Any:
         self.result.add(saved, label)
@@ -253,11 +285,16 @@ class _Applier:
         assert isinstance(spec, KeySpec)
         project = self.levels[entry.names[:-1]]
         secret = spec.secret.get_secret_value() if spec.secret is not None else None
+        owner = user_get_by_username(spec.owner) if spec.owner is not None else None
         key = key_get_by_name(project=project, name=spec.name)
         if key is None:
             with _errors_at(entry.path):
                 issued = key_issue(
-                    project=project, name=spec.name, expires_at=spec.expires_at, secret=secret
+                    project=project,
+                    name=spec.name,
+                    owner=owner,
+                    expires_at=spec.expires_at,
+                    secret=secret,
                 )
             key = issued.key
             self.result.created.append(label)
@@ -266,7 +303,11 @@ class _Applier:
             elif secret is None:
                 self.result.issued.append(("/".join(entry.names), issued.secret))
             return key
-        data = {"expires_at": spec.expires_at} if "expires_at" in spec.model_fields_set else {}
+        data: dict[str, Any] = {}
+        if "expires_at" in spec.model_fields_set:
+            data["expires_at"] = spec.expires_at
+        if owner is not None:
+            data["owner"] = owner
         with _errors_at(entry.path):
             key, changed = key_update(key=key, data=data, secret=secret)
         if spec.revoked and not key.is_revoked:
@@ -286,7 +327,7 @@ class _Applier:
     def _rules(self, entry: LevelEntry) -> None:
         """Make the level's rules of each type exactly the file's (matched by natural key)."""
         owner = self.levels[entry.names]
-        where = f"{entry.kind} {'/'.join(entry.names)}"
+        where = f"{entry.kind} {'/'.join(entry.names).removeprefix('@user/')}"
         for rule_type, rules in _level_rules(entry, self.models, self.mcp_servers).items():
             with _rows_at([path for path, _rule in rules]):
                 sync = scoped_rules_sync(
@@ -304,7 +345,7 @@ def _level_rules(
 ) -> dict[str, list[tuple[str, RuleSpec]]]:
     """The level's wanted rules of every type, each with its path in the file, in the order
     ``scoped_rules_sync`` applies them."""
-    spec: LevelSpec = entry.spec
+    spec: LimitsSpec = entry.spec
     path = entry.path
 
     def model_id(name: str | None) -> int | None:
@@ -329,6 +370,29 @@ def _level_rules(
     access = {
         (model_id(name),): (f"{path}.models[{i}]", name, {}) for i, name in enumerate(spec.models)
     }
+    wanted = {"budgets": budgets, "rate_limits": limits, "model_access": access}
+    if not isinstance(spec, LevelSpec):  # a person: budgets, rate limits, model access only
+        return _as_rule_specs(wanted)
+    wanted |= _hierarchy_rules(spec, path, model_id, servers)
+    return _as_rule_specs(wanted)
+
+
+def _as_rule_specs(
+    wanted: dict[str, dict[tuple, tuple[str, str, dict[str, Any]]]],
+) -> dict[str, list[tuple[str, RuleSpec]]]:
+    return {
+        rule_type: [
+            (where, RuleSpec(natural, detail, values))
+            for natural, (where, detail, values) in rules.items()
+        ]
+        for rule_type, rules in wanted.items()
+    }
+
+
+def _hierarchy_rules(
+    spec: LevelSpec, path: str, model_id: Any, servers: dict[str, Any]
+) -> dict[str, dict[tuple, tuple[str, str, dict[str, Any]]]]:
+    """The rule types only the hierarchy's levels carry."""
     aliases = {
         (alias,): (
             f"{path}.model_aliases.{alias}",
@@ -369,22 +433,12 @@ def _level_rules(
         )
         for i, g in enumerate(spec.tools)
     }
-    wanted = {
-        "budgets": budgets,
-        "rate_limits": limits,
-        "model_access": access,
+    return {
         "model_aliases": aliases,
         "deployment_tags": tags,
         "capture": capture,
         "guardrails": guards,
         "tool_grants": grants,
-    }
-    return {
-        rule_type: [
-            (where, RuleSpec(natural, detail, values))
-            for natural, (where, detail, values) in rules.items()
-        ]
-        for rule_type, rules in wanted.items()
     }
 
 

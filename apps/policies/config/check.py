@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from apps.keys.services import key_secret_validate
@@ -21,11 +22,13 @@ from apps.policies.config.schema import (
     ConfigFile,
     KeySpec,
     LevelEntry,
+    LevelSpec,
     McpServerSpec,
     OrganizationSpec,
     ProjectSpec,
     TeamSpec,
     config_levels,
+    config_users,
 )
 from apps.providers.selectors import models_by_name, providers_by_name
 from apps.providers.services import provider_field_validate, provider_options_validate
@@ -72,6 +75,8 @@ def _check_level_rules(
     for i, name in enumerate(spec.models):
         check_model(f"{path}.models[{i}]", name)
     _duplicates(errors, f"{path}.models", spec.models, "model")
+    if not isinstance(spec, LevelSpec):
+        return  # a person carries budgets, rate limits and model access only
     _duplicates(
         errors,
         f"{path}.guardrails",
@@ -92,6 +97,31 @@ def _check_level_rules(
         [(g.server, g.tool) for g in spec.tools],
         "tool grant (server, tool)",
     )
+
+
+def _check_people(errors: list[str], config: ConfigFile) -> None:
+    """People are named, never created, by the file: each must exist already."""
+    named = {u.username: f"users[{i}].username" for i, u in enumerate(config.users)}
+    _duplicates(errors, "users", [u.username for u in config.users], "user")
+    for entry in config_levels(config):
+        if isinstance(entry.spec, KeySpec) and entry.spec.owner is not None:
+            named.setdefault(entry.spec.owner, f"{entry.path}.owner")
+        if isinstance(entry.spec, OrganizationSpec) and entry.spec.end_users:
+            _duplicates(
+                errors,
+                f"{entry.path}.end_users",
+                [p.end_user for p in entry.spec.end_users],
+                "end-user policy",
+            )
+    user_model = get_user_model()
+    existing = set(
+        user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": list(named)}).values_list(
+            user_model.USERNAME_FIELD, flat=True
+        )
+    )
+    for username, where in named.items():
+        if username not in existing:
+            errors.append(f"{where}: unknown user {username!r}")
 
 
 def _check_mcp_servers(errors: list[str], servers: list[McpServerSpec]) -> None:
@@ -173,8 +203,9 @@ def config_check(config: ConfigFile) -> list[str]:
     _duplicates(errors, "organizations", [o.name for o in config.organizations], "organization")
     for i, org in enumerate(config.organizations):
         _check_alerts(errors, f"organizations[{i}].alerts", org.alerts)
+    _check_people(errors, config)
     secrets: dict[str, str] = {}
-    for entry in config_levels(config):
+    for entry in [*config_levels(config), *config_users(config)]:
         _check_level_rules(errors, entry, known_models, known_servers)
         if isinstance(entry.spec, OrganizationSpec):
             _duplicates(errors, f"{entry.path}.teams", [t.name for t in entry.spec.teams], "team")

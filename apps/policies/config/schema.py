@@ -37,7 +37,7 @@ from apps.guardrails.models import Detector as GuardrailDetector
 from apps.guardrails.models import Mode as GuardrailMode
 from apps.guardrails.models import Stage as GuardrailStage
 from apps.mcp.models import Effect as ToolEffect
-from apps.policies.models import BudgetPeriod
+from apps.policies.models import END_USER_MATCH, BudgetPeriod
 from apps.providers.models import DeploymentRole, ProviderKind, RoutingStrategy
 from apps.tenancy.models import OutagePolicy
 from apps.tenancy.services import organization_field_validate
@@ -214,31 +214,18 @@ class ToolGrantSpec(_Spec):
     unattended: bool = False
 
 
-class LevelSpec(_Spec):
-    """Rules any level can carry; each list replaces that level's rules of its type."""
+class LimitsSpec(_Spec):
+    """Budgets, rate limits and model access: what every level, a person included, can
+    carry. Each list replaces that level's rules of its type."""
 
     budget: BudgetSpec | None = None
     budgets: list[BudgetSpec] | None = None
     rate_limit: RateLimitSpec | None = None
     rate_limits: list[RateLimitSpec] | None = None
     models: list[ModelName] = Field(default_factory=list)
-    # What the audit record keeps of prompt and response at this level (and below).
-    capture: CaptureSpec | None = None
-    # Guardrail rules of this level (the list replaces the level's rules).
-    guardrails: list[GuardrailSpec] = Field(default_factory=list)
-    # Data residency: tag -> allowed values, e.g. {"region": ["eu"]}.
-    deployment_tags: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64)],
-        Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)],
-    ] = Field(default_factory=dict)
-    # MCP tool grants of this level (the list replaces the level's grants).
-    tools: list[ToolGrantSpec] = Field(default_factory=list)
-    # Model aliases: a name clients send (exact, or a prefix ending in one *) -> a served
-    # model, e.g. {claude-sonnet-5: my-model, "claude-haiku-*": small}.
-    model_aliases: dict[AliasName, ModelName] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _single_or_list(self) -> LevelSpec:
+    def _single_or_list(self) -> LimitsSpec:
         for one, many in (("budget", "budgets"), ("rate_limit", "rate_limits")):
             if getattr(self, one) is not None and getattr(self, many) is not None:
                 raise ValueError(f"give {one} or {many}, not both")
@@ -256,8 +243,75 @@ class LevelSpec(_Spec):
         return [(f"rate_limits[{i}]", r) for i, r in enumerate(self.rate_limits or [])]
 
 
+Username = Annotated[str, StringConstraints(min_length=1, max_length=150)]
+
+
+class UserSpec(LimitsSpec):
+    """A person's own budgets, rate limits and model access: they govern every key the
+    person owns. The person must exist already (single sign-on, SCIM or the admin create
+    people; the file does not)."""
+
+    username: Username
+
+
+class EndUserBudgetSpec(_Spec):
+    limit_usd: Money
+    period: BudgetPeriod = BudgetPeriod.MONTHLY
+    hard: bool = True
+
+
+class EndUserRateLimitSpec(_Spec):
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_concurrency: Count | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> EndUserRateLimitSpec:
+        if self.rpm is None and self.tpm is None and self.max_concurrency is None:
+            raise ValueError("set at least one of rpm, tpm, max_concurrency")
+        return self
+
+
+class EndUserPolicySpec(_Spec):
+    """Limits each end user matching ``end_user`` (an id, ``prefix*`` or ``*``) carries."""
+
+    end_user: Annotated[
+        str, StringConstraints(pattern=END_USER_MATCH.regex.pattern, max_length=128)
+    ]
+    budget: EndUserBudgetSpec | None = None
+    rate_limit: EndUserRateLimitSpec | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> EndUserPolicySpec:
+        if self.budget is None and self.rate_limit is None:
+            raise ValueError("set a budget or a rate_limit")
+        return self
+
+
+class LevelSpec(LimitsSpec):
+    """Rules any level of the hierarchy can carry; each list replaces that level's rules
+    of its type."""
+
+    # What the audit record keeps of prompt and response at this level (and below).
+    capture: CaptureSpec | None = None
+    # Guardrail rules of this level (the list replaces the level's rules).
+    guardrails: list[GuardrailSpec] = Field(default_factory=list)
+    # Data residency: tag -> allowed values, e.g. {"region": ["eu"]}.
+    deployment_tags: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)],
+    ] = Field(default_factory=dict)
+    # MCP tool grants of this level (the list replaces the level's grants).
+    tools: list[ToolGrantSpec] = Field(default_factory=list)
+    # Model aliases: a name clients send (exact, or a prefix ending in one *) -> a served
+    # model, e.g. {claude-sonnet-5: my-model, "claude-haiku-*": small}.
+    model_aliases: dict[AliasName, ModelName] = Field(default_factory=dict)
+
+
 class KeySpec(LevelSpec):
     name: Slug
+    # The person who owns the key (their own rules govern it too); left out: kept.
+    owner: Username | None = None
     secret: SecretStr | None = None
     expires_at: AwareDatetime | None = None
     revoked: bool | None = None
@@ -317,6 +371,8 @@ class OrganizationSpec(LevelSpec):
     audit_retention_days: Count | None = None
     # Stored responses (POST /v1/responses) older than this are gone; 0: until deleted.
     response_retention_days: Count | None = None
+    # Limits of the application's end users (the list replaces the organisation's).
+    end_users: list[EndUserPolicySpec] | None = None
     teams: list[TeamSpec] = Field(default_factory=list)
 
 
@@ -365,6 +421,7 @@ class ConfigFile(_Spec):
     providers: list[ProviderSpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
     organizations: list[OrganizationSpec] = Field(default_factory=list)
+    users: list[UserSpec] = Field(default_factory=list)
     mcp_servers: list[McpServerSpec] = Field(default_factory=list)
 
 
@@ -375,7 +432,7 @@ class LevelEntry:
     path: str  # e.g. organizations[0].teams[1]
     kind: str  # organization, team, project or key (the rule models' field names)
     names: tuple[str, ...]  # e.g. ("acme", "search")
-    spec: LevelSpec
+    spec: LimitsSpec
 
 
 def config_levels(config: ConfigFile) -> Iterator[LevelEntry]:
@@ -391,6 +448,13 @@ def config_levels(config: ConfigFile) -> Iterator[LevelEntry]:
                 yield LevelEntry(project_path, "project", names, project)
                 for n, key in enumerate(project.keys):
                     yield LevelEntry(f"{project_path}.keys[{n}]", "key", (*names, key.name), key)
+
+
+def config_users(config: ConfigFile) -> Iterator[LevelEntry]:
+    """The people the file gives rules to (``names``: ("@user", username), apart from any
+    organisation's name)."""
+    for i, user in enumerate(config.users):
+        yield LevelEntry(f"users[{i}]", "user", ("@user", user.username), user)
 
 
 # --- Loading --------------------------------------------------------------------------
