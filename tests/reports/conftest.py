@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from apps.audit.models import RequestLog
 from apps.keys.models import VirtualKey
@@ -24,6 +25,7 @@ from tests.factories import key_create, org_create, project_create, team_create
 _ids = itertools.count(1)
 MODELS = ("gpt-4o-mini", "claude-haiku", '=HYPERLINK("http://x")')
 PROVIDERS = ("openai-main", "claude-main")
+END_USERS = ("", "", "cust-1", "cust-2@example.com")
 STATUSES = (200, 200, 200, 200, 400, 401, 429, 500, 502)
 # A window of days around a month boundary, away from "now" so nothing is current.
 BASE = datetime(2026, 2, 26, tzinfo=UTC)
@@ -51,13 +53,15 @@ def tenants(db) -> Tenants:
         project_create(ops, "oncall"),
         project_create(lab, "notebook"),
     ]
+    alice = get_user_model().objects.create_user("alice")
+    bob = get_user_model().objects.create_user("bob")
     keys = [
-        key_create(projects[0], "prod").key,
-        key_create(projects[0], "staging").key,
+        key_create(projects[0], "prod", owner=alice).key,
+        key_create(projects[0], "staging", owner=bob).key,
         key_create(projects[1], "batch").key,
         key_create(projects[2], "pager").key,
         key_create(projects[2], "bot").key,
-        key_create(projects[3], "nb-1").key,
+        key_create(projects[3], "nb-1", owner=alice).key,  # alice works in both
         key_create(projects[3], "nb-2").key,
     ]
     for key in keys:  # the hierarchy the rows name, loaded once
@@ -76,6 +80,7 @@ def log_row(
     tokens: tuple[int, int, int] = (10, 5, 0),
     latency_ms: float = 100.0,
     pk: int | None = None,
+    end_user: str = "",
 ) -> RequestLog:
     """An unsaved request record as the gateway's writer stores it (no key: a 401)."""
     project = key.project if key is not None else None
@@ -88,6 +93,8 @@ def log_row(
         project_id=project.pk if project else None,
         key_id=key.pk if key else None,
         key_prefix=key.prefix if key else "",
+        user_id=key.owner_id if key else None,
+        end_user=end_user,
         endpoint="chat.completions",
         model_requested=model,
         provider=provider if status < 400 or status >= 500 else "",
@@ -129,6 +136,7 @@ def random_rows(
                 if billed
                 else (0, 0, 0),
                 latency_ms=math.exp(rng.uniform(math.log(0.2), math.log(120_000))),
+                end_user=rng.choice(END_USERS) if key is not None else "",
             )
         )
     # Exactly on hour, day and month boundaries.
@@ -148,7 +156,16 @@ def insert(rows: Iterable[RequestLog]) -> list[RequestLog]:
     return RequestLog.objects.bulk_create(list(rows), batch_size=500)
 
 
-DIMS = ("organization_id", "team_id", "project_id", "key_id", "model_requested", "provider")
+DIMS = (
+    "organization_id",
+    "team_id",
+    "project_id",
+    "key_id",
+    "model_requested",
+    "provider",
+    "user_id",
+    "end_user",
+)
 
 
 def hour_of(when: datetime) -> datetime:
