@@ -25,9 +25,11 @@ from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.policies.models import (
     LEVELS,
+    USER_LEVELS,
     Budget,
     BudgetAlert,
     DeploymentTagRule,
+    EndUserPolicy,
     ModelAccess,
     ModelAlias,
     RateLimit,
@@ -139,7 +141,7 @@ class RateLimitForm(forms.ModelForm):
 
     class Meta:
         model = RateLimit
-        fields = (*LEVELS, "model", *LIMIT_FIELDS)
+        fields = (*USER_LEVELS, "model", *LIMIT_FIELDS)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -167,7 +169,7 @@ class OncePerLevelForm(forms.ModelForm):
         """The level this rule is attached to, whether the form shows the level fields (the
         standalone admin) or one is fixed by the parent (an inline)."""
         ids = {}
-        for level in LEVELS:
+        for level in self._meta.model.levels:
             if level in self.fields:
                 value = cleaned.get(level)
                 level_id = value.pk if value is not None else None
@@ -188,7 +190,7 @@ class OncePerLevelForm(forms.ModelForm):
         existing = (
             self._meta.model.objects.filter(**{self.unique_field: value}, **levels)
             .exclude(pk=self.instance.pk)
-            .select_related(*LEVELS)
+            .select_related(*self._meta.model.levels)
             .first()
         )
         if existing is not None:
@@ -200,7 +202,7 @@ class OncePerLevelForm(forms.ModelForm):
 class ModelAccessForm(OncePerLevelForm):
     class Meta:
         model = ModelAccess
-        fields = (*LEVELS, "model")
+        fields = (*USER_LEVELS, "model")
 
     def duplicate_message(self, existing: ScopedRule, value: Any) -> str:
         return f"{existing.level} already allows {value.name}; a model is listed once per level."
@@ -274,7 +276,6 @@ def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
     Level admins show them on change pages only: on an add page the parent has no pk yet,
     so the rules' "exactly one level" check could not pass.
     """
-    others = [name for name in LEVELS if name != level]
     return tuple(
         type(
             f"{model.__name__}{level.title()}Inline",
@@ -282,7 +283,7 @@ def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
             {
                 "model": model,
                 "fk_name": level,
-                "exclude": others,
+                "exclude": [name for name in model.levels if name != level],
                 "form": RULE_FORMS.get(model, forms.ModelForm),
                 "autocomplete_fields": ("model",) if _has_model_field(model) else (),
                 "__module__": __name__,
@@ -311,10 +312,11 @@ class LevelTypeFilter(admin.SimpleListFilter):
     field_prefix = ""  # "budget__" when the rows point at a rule
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(level, level.title()) for level in LEVELS]
+        rule_model = Budget if self.field_prefix == "budget__" else model_admin.model
+        return [(level, level.title()) for level in getattr(rule_model, "levels", LEVELS)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in LEVELS:
+        if self.value() in USER_LEVELS:
             return queryset.filter(**{f"{self.field_prefix}{self.value()}__isnull": False})
         return queryset
 
@@ -339,8 +341,17 @@ class RuleAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
         return obj.level
 
 
+class PersonLevelRuleAdmin(RuleAdmin):
+    """Budgets, rate limits and model access may also be attached to a person."""
+
+    list_select_related = (*RuleAdmin.list_select_related, "user")
+    autocomplete_fields = (*RuleAdmin.autocomplete_fields, "user")
+    search_fields = (*RuleAdmin.search_fields, "user__username")
+    search_help_text = "Organisation, team, project, key, model or user name."
+
+
 @admin.register(Budget)
-class BudgetAdmin(RuleAdmin):
+class BudgetAdmin(PersonLevelRuleAdmin):
     list_display = ("level", "model", "limit_usd", "period", "hard", "spent", "used")
     list_filter = (*RuleAdmin.list_filter, "period", "hard")
 
@@ -362,13 +373,13 @@ class BudgetAdmin(RuleAdmin):
 
 
 @admin.register(RateLimit)
-class RateLimitAdmin(RuleAdmin):
+class RateLimitAdmin(PersonLevelRuleAdmin):
     form = RateLimitForm
     list_display = ("level", "model", "rpm", "tpm", "max_concurrency")
 
 
 @admin.register(ModelAccess)
-class ModelAccessAdmin(RuleAdmin):
+class ModelAccessAdmin(PersonLevelRuleAdmin):
     form = ModelAccessForm
     list_display = ("level", "model")
 
@@ -424,6 +435,27 @@ class GuardrailRuleAdmin(RuleAdmin):
     list_filter = (LevelTypeFilter, "detector", "action", "mode", "stage")
 
 
+@admin.register(EndUserPolicy)
+class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
+    """Limits each end user of an organisation carries (an id, a prefix* or *)."""
+
+    list_display = (
+        "end_user",
+        "organization",
+        "limit_usd",
+        "period",
+        "hard",
+        "rpm",
+        "tpm",
+        "max_concurrency",
+    )
+    list_select_related = ("organization",)
+    autocomplete_fields = ("organization",)
+    search_fields = ("end_user", "organization__name")
+    search_help_text = "End-user id or pattern, or organisation name."
+    list_filter = (("organization", admin.RelatedOnlyFieldListFilter), "period", "hard")
+
+
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------
 
 
@@ -466,6 +498,7 @@ class BudgetAlertAdmin(admin.ModelAdmin):
         "budget__team",
         "budget__project",
         "budget__key",
+        "budget__user",
         "budget__model",
     )
     search_fields = (

@@ -26,6 +26,7 @@ from apps.policies.models import (
     Budget,
     BudgetAlert,
     DeploymentTagRule,
+    EndUserPolicy,
     ModelAccess,
     ModelAlias,
     RateLimit,
@@ -75,6 +76,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         ),
         ModelAlias: ModelAlias.objects.create(
             project=world.project, alias="claude-sonnet-*", model=world.model
+        ),
+        EndUserPolicy: EndUserPolicy.objects.create(
+            organization=world.org, end_user="trial-*", limit_usd=1, rpm=10
         ),
         BudgetAlert: BudgetAlert.objects.create(
             budget=world.budget, period_key="m202601", threshold=80, limit_usd=10, spent_usd=8

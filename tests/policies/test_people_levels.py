@@ -248,3 +248,59 @@ def test_odock_apply_refuses_bad_people_and_end_users_and_changes_nothing(
     assert expected in str(err.value)
     assert not Budget.objects.exists() and not EndUserPolicy.objects.exists()
     assert not VirtualKey.objects.exists()
+
+
+# --- admin --------------------------------------------------------------------------------
+
+
+def test_the_admin_attaches_a_budget_to_a_person_and_keeps_the_person_off_level_inlines(
+    admin_client, alice
+):
+    response = admin_client.post(
+        "/admin/policies/budget/add/",
+        {
+            "user": alice.pk,
+            "limit_usd": "7",
+            "period": "daily",
+            "hard": "on",
+            "alert_thresholds": "[]",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Budget.objects.get(user=alice).level == "user:alice"
+    listing = admin_client.get("/admin/policies/budget/?level=user")
+    assert "user:alice" in listing.content.decode()
+    # Two levels at once is refused with the model's message, and nothing is saved.
+    issued = key_create()
+    refused = admin_client.post(
+        "/admin/policies/ratelimit/add/", {"user": alice.pk, "key": issued.key.pk, "rpm": "5"}
+    )
+    assert refused.status_code == 200 and "exactly one level" in refused.content.decode()
+    assert not RateLimit.objects.exists()
+    # An organisation's page lists its rules inline without a person field to pick.
+    org = issued.key.project.team.organization
+    page = admin_client.get(f"/admin/tenancy/organization/{org.pk}/change/").content.decode()
+    assert 'name="budget-0-user"' not in page and 'name="budget-__prefix__-user"' not in page
+    assert 'name="budget-__prefix__-limit_usd"' in page
+
+
+def test_the_admin_lists_and_adds_end_user_policies(admin_client):
+    org = team_create().organization
+    response = admin_client.post(
+        "/admin/policies/enduserpolicy/add/",
+        {
+            "organization": org.pk,
+            "end_user": "trial-*",
+            "period": "monthly",
+            "hard": "on",
+            "rpm": "3",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    refused = admin_client.post(
+        "/admin/policies/enduserpolicy/add/",
+        {"organization": org.pk, "end_user": "nolimit", "period": "monthly"},
+    )
+    assert "Set a budget or at least one rate limit" in refused.content.decode()
+    listing = admin_client.get("/admin/policies/enduserpolicy/").content.decode()
+    assert "trial-*" in listing and "nolimit" not in listing
