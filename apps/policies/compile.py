@@ -117,7 +117,7 @@ def _pico(usd: Decimal) -> int:
     return int((usd * PICO_PER_USD).to_integral_value(rounding=ROUND_FLOOR))
 
 
-def _end_user_policies_by_org() -> dict[int, EndUserPolicies]:
+def end_user_policies_by_org() -> dict[int, EndUserPolicies]:
     """Each organisation's end-user policies, as the reserve stage looks them up."""
     by_org: dict[int, list[EndUserPolicyEntry]] = defaultdict(list)
     for p in EndUserPolicy.objects.select_related("organization").order_by("pk"):
@@ -295,7 +295,7 @@ def _compile_keys() -> dict[str, KeyEntry]:
     capture = _capture_by_level()
     guardrails = _guardrails_by_level()
     aliases = _aliases_by_level()
-    end_users = _end_user_policies_by_org()
+    end_users = end_user_policies_by_org()
     keys: dict[str, KeyEntry] = {}
     queryset = VirtualKey.objects.select_related("project__team__organization")
     for k in queryset:

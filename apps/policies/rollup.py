@@ -28,7 +28,14 @@ from django.db.models import Count, Q, Sum
 from apps.audit.models import RequestLog
 from apps.gateway.governance import period_bounds, period_start, pico_to_usd
 from apps.policies.models import Budget, BudgetSpend
-from apps.policies.spend import RECENT, Drift, budget_filter, counters_reconcile, holds_sweep
+from apps.policies.spend import (
+    RECENT,
+    Drift,
+    budget_filter,
+    counters_reconcile,
+    end_user_counters_reconcile,
+    holds_sweep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +264,18 @@ def spend_reconcile(*, redis_client: Any, now: datetime | None = None) -> list[D
                 "drift_usd": pico_to_usd(drift.drift_pico),
             },
         )
+    # End users' budgets: counters only (no spend rows; the request log is their record).
+    for drift in end_user_counters_reconcile(redis_client, now):
+        if drift.anomalous:
+            log.warning(
+                "end-user policy %s %s: settled %s USD in Redis, %s in the database; "
+                "corrected by %s USD",
+                drift.budget_id,
+                drift.period_key,
+                pico_to_usd(drift.redis_pico),
+                pico_to_usd(drift.db_pico),
+                pico_to_usd(drift.corrected_pico),
+            )
     return drifts
 
 

@@ -19,6 +19,7 @@ def connect_config_signals() -> None:
     from apps.policies.models import (
         Budget,
         DeploymentTagRule,
+        EndUserPolicy,
         ModelAccess,
         ModelAlias,
         RateLimit,
@@ -40,6 +41,7 @@ def connect_config_signals() -> None:
         ModelFallback,
         DeploymentTagRule,
         ModelAlias,
+        EndUserPolicy,
         ContentCapture,
         GuardrailRule,
         McpServer,

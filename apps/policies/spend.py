@@ -28,6 +28,7 @@ from apps.gateway.governance import (
     KEEP_AFTER_PERIOD,
     TOTAL_KEEP_MS,
     budget_key,
+    end_user_counter_stem,
     period_bounds,
     period_start,
     usd_to_pico,
@@ -40,7 +41,7 @@ from apps.gateway.state_store import (
     SWEEP_LUA,
     V2,
 )
-from apps.policies.models import Budget
+from apps.policies.models import Budget, EndUserPolicy
 
 log = logging.getLogger(__name__)
 # v2: the pico-USD counters. Its absence (a Redis restart or flush, or the upgrade from
@@ -149,9 +150,33 @@ def counters_reconcile(
     spend and request count in the log."""
     period_key, end = period_bounds(budget.period, now)
     key = budget_key(budget.pk, period_key)
+    return _counter_reconcile(
+        redis_client,
+        key=key,
+        q=_period_q(budget, now),
+        end=end,
+        now=now,
+        restore_recent=restore_recent,
+        budget_id=budget.pk,
+        period_key=period_key,
+    )
+
+
+def _counter_reconcile(
+    redis_client: Any,
+    *,
+    key: str,
+    q: Q,
+    end: datetime | None,
+    now: datetime,
+    restore_recent: bool,
+    budget_id: int,
+    period_key: str,
+) -> tuple[Drift, Decimal, int]:
+    """One budget counter (``key``, period included) set from the request-log rows ``q``
+    selects (see ``counters_reconcile``)."""
     minutes = recent_minutes(now)
     cutoff = datetime.fromtimestamp(minutes[0] * 60, UTC)
-    q = _period_q(budget, now)
     row = RequestLog.objects.filter(q).aggregate(
         spent=Sum("cost_usd"),
         older=Sum("cost_usd", filter=Q(created_at__lt=cutoff)),
@@ -180,7 +205,7 @@ def counters_reconcile(
     )
     db_pico = usd_to_pico(spent)
     drift = Drift(
-        budget_id=budget.pk,
+        budget_id=budget_id,
         period_key=period_key,
         db_pico=db_pico,
         redis_pico=settled,
@@ -192,13 +217,59 @@ def counters_reconcile(
     return drift, spent, row["requests"]
 
 
+def end_user_counters_reconcile(
+    redis_client: Any, now: datetime, *, restore_recent: bool = False
+) -> list[Drift]:
+    """Every end user's current-period budget counters (one per end-user policy with a
+    budget and end user it governs, as the gateway matches them), set from the request
+    log like a budget's. ``Drift.budget_id`` is the end-user policy's id. One query and
+    one script call per end user seen in the period."""
+    from apps.policies.compile import end_user_policies_by_org
+
+    tables = end_user_policies_by_org()
+    drifts: list[Drift] = []
+    for policy in EndUserPolicy.objects.filter(limit_usd__isnull=False).order_by("pk"):
+        period_key, end = period_bounds(policy.period, now)
+        start = period_start(policy.period, now)
+        q = Q(organization_id=policy.organization_id) & ~Q(end_user="")
+        if start is not None:
+            q &= Q(created_at__gte=start, created_at__lt=end)
+        if not policy.end_user.endswith("*"):
+            q &= Q(end_user=policy.end_user)
+        elif policy.end_user != "*":
+            q &= Q(end_user__startswith=policy.end_user[:-1])
+        table = tables[policy.organization_id]
+        stem = end_user_counter_stem("budget", policy.pk)
+        seen = RequestLog.objects.filter(q).values_list("end_user", flat=True).distinct()
+        for end_user in seen.order_by("end_user"):
+            governing = table.policy_for(end_user)
+            if governing is None or governing.policy_id != policy.pk:
+                continue  # a more specific policy counts this end user
+            drift, _spent, _requests = _counter_reconcile(
+                redis_client,
+                key=f"{stem}{end_user}:{period_key}",
+                q=q & Q(end_user=end_user),
+                end=end,
+                now=now,
+                restore_recent=restore_recent,
+                budget_id=policy.pk,
+                period_key=period_key,
+            )
+            drifts.append(drift)
+    return drifts
+
+
 def spend_counters_rebuild(redis_client: Any, now: datetime | None = None) -> list[Drift]:
-    """Every budget's current-period counters, rebuilt from the request log."""
+    """Every budget's current-period counters, rebuilt from the request log (end users'
+    budgets included)."""
     now = now or datetime.now(UTC)
     holds_sweep(redis_client)
     return [
-        counters_reconcile(redis_client, budget, now, restore_recent=True)[0]
-        for budget in Budget.objects.select_related("model").order_by("pk")
+        *(
+            counters_reconcile(redis_client, budget, now, restore_recent=True)[0]
+            for budget in Budget.objects.select_related("model").order_by("pk")
+        ),
+        *end_user_counters_reconcile(redis_client, now, restore_recent=True),
     ]
 
 

@@ -362,3 +362,39 @@ def test_the_end_user_is_recorded_from_every_format_and_the_chain_verifies(world
         )
         cursor.execute("ALTER TABLE audit_requestlog ENABLE TRIGGER USER")
     assert not chain_verify().ok
+
+
+def test_end_users_spend_comes_back_after_a_redis_flush(
+    world, gateway_factory, redis_url, redis_client
+):
+    import time
+
+    org = world["org"]
+    EndUserPolicy.objects.create(
+        organization=org, end_user="trial-*", limit_usd=_usd(3 * COST_MICRO), period="daily"
+    )
+    # A more specific policy: "trial-vip" is counted by it, not by "trial-*".
+    vip = EndUserPolicy.objects.create(
+        organization=org, end_user="trial-vip", limit_usd=_usd(2 * COST_MICRO), period="daily"
+    )
+    gateway = gateway_factory(redis_url=redis_url, snapshot_poll_seconds=0.1)
+    gateway.snapshots.reload()
+    client = _client(gateway, world["alice_keys"][0])
+    for end_user in ("trial-1", "trial-1", "trial-vip"):
+        client.chat.completions.create(**BODY, user=end_user)
+    records_wait(gateway, 3)
+
+    redis_client.flushdb()
+    period_key, _ = period_bounds("daily", datetime.now(UTC))
+    vip_spent = f"{{odock}}:v2:b:eu{vip.pk}:trial-vip:{period_key}:s"
+    deadline = time.monotonic() + 5
+    while _redis_int(redis_client, vip_spent) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _redis_int(redis_client, vip_spent) == COST_MICRO * PICO_PER_MICRO
+    client.chat.completions.create(**BODY, user="trial-1")  # the third of three
+    with pytest.raises(openai.RateLimitError) as err:  # without the rebuild, 3 more would pass
+        client.chat.completions.create(**BODY, user="trial-1")
+    assert "end_user:trial-1" in err.value.body["message"]
+    client.chat.completions.create(**BODY, user="trial-vip")
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(**BODY, user="trial-vip")

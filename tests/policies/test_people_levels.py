@@ -304,3 +304,69 @@ def test_the_admin_lists_and_adds_end_user_policies(admin_client):
     assert "Set a budget or at least one rate limit" in refused.content.decode()
     listing = admin_client.get("/admin/policies/enduserpolicy/").content.decode()
     assert "trial-*" in listing and "nolimit" not in listing
+
+
+def test_end_user_policy_and_person_rule_changes_reload_the_gateways(alice, transactional_db):
+    from apps.core.models import config_version_current
+
+    org = team_create().organization
+    before = config_version_current()
+    policy = EndUserPolicy.objects.create(organization=org, end_user="*", rpm=1)
+    assert config_version_current() > before
+    before = config_version_current()
+    policy.delete()
+    assert config_version_current() > before
+    before = config_version_current()
+    Budget.objects.create(user=alice, limit_usd=Decimal("1"))
+    assert config_version_current() > before
+
+
+def test_reconciliation_sets_each_end_users_budget_counter_from_the_log(
+    transactional_db, redis_url
+):
+    """The five-minute job: an end user's counter is set to what the request log holds,
+    both ways, for the policy that governs that end user (the most specific one)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import redis
+
+    from apps.audit.models import RequestLog
+    from apps.gateway.governance import usd_to_pico
+    from apps.policies.rollup import spend_reconcile
+
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    issued = key_create()
+    org = issued.key.project.team.organization
+    trial = EndUserPolicy.objects.create(
+        organization=org, end_user="trial-*", limit_usd=Decimal("5"), period="daily"
+    )
+    vip = EndUserPolicy.objects.create(organization=org, end_user="trial-vip", rpm=5)
+    other_org_key = key_create()
+    spent = {"trial-1": Decimal("0.25"), "trial-2": Decimal("0.5"), "trial-vip": Decimal("1")}
+    for end_user, cost in [*spent.items(), ("trial-1", Decimal("0.125"))]:
+        for key in (issued.key, other_org_key.key):  # the other organisation's don't count
+            RequestLog.objects.create(
+                request_id=uuid.uuid4().hex,
+                created_at=now - timedelta(hours=1),
+                organization_id=key.project.team.organization_id,
+                key_id=key.pk,
+                end_user=end_user,
+                endpoint="chat.completions",
+                status_code=200,
+                cost_usd=cost,
+            )
+    spent["trial-1"] += Decimal("0.125")
+    client = redis.Redis.from_url(redis_url)
+    stem = f"{{odock}}:v2:b:eu{trial.pk}:"
+    client.set(f"{stem}trial-1:d20261124:s", usd_to_pico(Decimal("9")))  # too high
+    try:
+        spend_reconcile(redis_client=client, now=now)
+        for end_user in ("trial-1", "trial-2"):
+            assert int(client.get(f"{stem}{end_user}:d20261124:s")) == usd_to_pico(spent[end_user])
+        # trial-vip has a policy of its own (no budget): no trial-* counter for it.
+        assert client.get(f"{stem}trial-vip:d20261124:s") is None
+        assert not list(client.scan_iter(f"{{odock}}:v2:b:eu{vip.pk}:*"))
+    finally:
+        client.flushdb()
+        client.close()
