@@ -53,9 +53,8 @@ Refused with 400 ``unsupported_parameter`` naming the field, never dropped:
     the gateway cannot govern), ``mcp`` tools (the provider would call remote MCP servers
     itself, around the gateway's MCP grants and audit) and unknown top-level fields;
   * by translated deployments only (the route stage skips them when the model also has a
-    native one, and answers this 400 when nothing else could serve the request; a key
-    with output guardrails is always served the translation, so for it they are refused
-    at the door): built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
+    native one, and answers this 400 when nothing else could serve the request): built-in
+    tools (``web_search``, ``file_search``, ``code_interpreter``,
     ``computer_use_preview``, ``image_generation``, ``mcp``, ``local_shell``, ``custom``,
     … — the provider would have to run them), ``max_tool_calls``, ``top_logprobs``,
     ``reasoning.summary`` other than ``auto`` (chat answers carry no reasoning, so there
