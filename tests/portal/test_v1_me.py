@@ -134,3 +134,23 @@ def test_me_with_the_in_process_store(world, gateway_factory):
     key_budget = next(b for b in me["budgets"] if b["level"] == "key:mine")
     assert key_budget["remaining_usd"] == "0.49999"
     assert me["usage_available"] is True
+
+
+def test_me_without_redis_still_lists_the_limits(world, gateway_factory):
+    """Redis unreachable (nothing listens there): the limits from the snapshot, with no
+    figures and ``usage_available`` false, answered within the client's bound."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    gateway = gateway_factory(redis_url=f"redis://127.0.0.1:{port}/0")
+    started = time.monotonic()
+    me = _me(gateway, world["mine"].secret)
+    assert time.monotonic() - started < 5
+    assert me.status_code == 200
+    body = me.json()
+    assert body["usage_available"] is False
+    key_budget = next(b for b in body["budgets"] if b["level"] == "key:mine")
+    assert key_budget["limit_usd"] == "0.5" and key_budget["remaining_usd"] is None
+    assert {r["kind"] for r in body["rate_limits"]} == {"rpm", "concurrency"}

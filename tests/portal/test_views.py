@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from apps.compliance.models import ConfigChange
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_secret_matches
 from apps.policies.models import Budget, ModelAccess, RateLimit
@@ -40,6 +41,14 @@ def test_a_member_mints_a_key_within_the_team_policy(world, browser_for):
     assert Budget.objects.get(key=key).limit_usd == Decimal("25")
     assert RateLimit.objects.get(key=key).rpm == 60
     assert [a.model.name for a in ModelAccess.objects.filter(key=key)] == ["gpt-4o-mini"]
+    # The change trail names the person behind the key and each of its rules.
+    trail = ConfigChange.objects.filter(action="create").exclude(object_type="auth.user")
+    assert {(c.object_type, c.actor) for c in trail} >= {
+        ("keys.virtualkey", "ann"),
+        ("policies.budget", "ann"),
+        ("policies.ratelimit", "ann"),
+        ("policies.modelaccess", "ann"),
+    }
 
     # The secret is never shown again; the key, its budgets and policy are.
     index = ann.get("/portal/")
@@ -63,6 +72,7 @@ def test_a_looser_budget_is_refused_with_the_reason_and_nothing_is_created(world
     assert 'id="secret"' not in refused.text
     assert not VirtualKey.objects.filter(name="ann-cli").exists()
     assert not Budget.objects.filter(key__isnull=False).exists()
+    assert not ConfigChange.objects.filter(object_type="keys.virtualkey").exists()
 
 
 def test_other_refusals_create_nothing(world, browser_for):
@@ -175,3 +185,25 @@ def test_sso_link_goes_to_the_organisations_sign_in(world, browser_for):
     assert sso.headers["location"] == "/sso/acme/login/?next=%2Fportal%2F"
     bad = anonymous.get("/portal/sso/", params={"organization": "../admin"})
     assert bad.status_code == 400
+
+
+def test_member_projects_follow_the_membership_level(world):
+    from apps.identity.models import Membership, Role
+    from apps.portal.selectors import member_projects
+    from tests.factories import project_create, team_create
+    from tests.portal.conftest import person
+
+    mobile = project_create(world.search, "mobile")
+    solo = person("solo", (Role.MEMBER, {"project": world.invoices}))
+    wide = person("wide", (Role.FINANCE, {"organization": world.acme}))
+    assert set(member_projects(world.people["ann"])) == {world.web, mobile}
+    assert set(member_projects(solo)) == {world.invoices}
+    assert set(member_projects(wide)) == {world.web, mobile, world.invoices}
+    assert not member_projects(world.people["nobody"]).exists()
+    other = project_create(team_create(name="elsewhere"))
+    assert other not in set(member_projects(wide))
+    mobile.is_active = False
+    mobile.save()
+    assert set(member_projects(world.people["ann"])) == {world.web}
+    Membership.objects.filter(user=solo).delete()
+    assert not member_projects(type(solo).objects.get(pk=solo.pk)).exists()
