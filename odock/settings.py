@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "apps.mcp",
     "apps.responses",
     "apps.identity",
+    "apps.portal",
 ]
 
 MIDDLEWARE = [

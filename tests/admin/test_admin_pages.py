@@ -30,6 +30,7 @@ from apps.policies.models import (
     ModelAlias,
     RateLimit,
 )
+from apps.portal.models import KeyLifetimeRule
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
 from apps.tenancy.models import Organization, Project, Team
@@ -114,6 +115,7 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         EvidencePack: EvidencePack.objects.create(
             organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
         ),
+        KeyLifetimeRule: KeyLifetimeRule.objects.create(team=world.team, max_key_lifetime_days=30),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
     secrets = {
