@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,13 +57,16 @@ class ScimClient:
         assert response.status_code == 201, response.content
         return response.json()
 
-    def create_group(self, name: str, members: list[str] = ()) -> dict[str, Any]:
+    def create_group_response(self, name: str, members: Sequence[str] = ()):
         body = {
             "schemas": [GROUP_URN],
             "displayName": name,
             "members": [{"value": m} for m in members],
         }
-        response = self.post("Groups", body)
+        return self.post("Groups", body)
+
+    def create_group(self, name: str, members: Sequence[str] = ()) -> dict[str, Any]:
+        response = self.create_group_response(name, members)
         assert response.status_code == 201, response.content
         return response.json()
 
