@@ -254,12 +254,15 @@ class ScimUserAdapter(_Base, SCIMUser):
             )
         if creating:
             obj.organization = self.organization
-            obj.user = provisioning.user_for_identity(
-                user_name=obj.user_name,
-                email=obj.email,
-                given_name=obj.given_name,
-                family_name=obj.family_name,
-            )
+            try:
+                obj.user = provisioning.user_for_identity(
+                    user_name=obj.user_name,
+                    email=obj.email,
+                    given_name=obj.given_name,
+                    family_name=obj.family_name,
+                )
+            except ValidationError as error:  # e.g. a userName no account may have
+                raise _bad(_messages(error)) from None
             if ScimIdentity.objects.filter(organization=obj.organization, user=obj.user).exists():
                 raise exceptions.IntegrityError(
                     "This person is already provisioned under another userName.",

@@ -135,6 +135,7 @@ def test_bad_payloads_get_scim_errors_and_change_nothing(acme):
         {"schemas": [USER_URN], "userName": "bob", "name": "Bob"},
         {"schemas": [GROUP_URN], "userName": "bob"},
         {"schemas": [USER_URN], "userName": "x" * 151},
+        {"schemas": [USER_URN], "userName": "has a space"},  # not a valid account name
     ]
     for body in bad_users:
         _error(acme.scim.post("Users", body), 400)
