@@ -26,9 +26,11 @@ from apps.scim.models import ScimGroup, ScimIdentity, ScimToken
 
 USER_URN = constants.SchemaURI.USER
 GROUP_URN = constants.SchemaURI.GROUP
-# A PATCH path: attribute, an optional [value eq "…"] filter, an optional sub-attribute.
+# A PATCH path: attribute, an optional [value eq "…"] or [type eq "…"] filter, an optional
+# sub-attribute (members[value eq "id"], emails[type eq "work"].value, name.givenName).
 _PATH = re.compile(
-    r'^(?P<attr>[A-Za-z$]+)(?:\[\s*value\s+eq\s+"(?P<value>[^"]*)"\s*\])?(?:\.(?P<sub>[A-Za-z]+))?$'
+    r'^(?P<attr>[A-Za-z$]+)(?:\[\s*(?P<fattr>value|type)\s+eq\s+"(?P<fvalue>[^"]*)"\s*\])?'
+    r"(?:\.(?P<sub>[A-Za-z]+))?$"
 )
 _TRUE_FALSE = {"true": True, "false": False}
 _email = EmailValidator()
@@ -69,13 +71,21 @@ def _strip_urn(path: str, urn: str) -> str:
     return path[len(urn) + 1 :] if path.startswith(urn + ":") else path
 
 
-def _parse_path(path: Any, urn: str) -> tuple[str, str | None, str | None]:
+def _parse_path(path: Any, urn: str) -> tuple[str, tuple[str, str] | None, str | None]:
+    """``(attribute, (filter attribute, filter value) or None, sub-attribute)``."""
     if not isinstance(path, str):
         raise _bad('"path" must be a string.', "invalidPath")
     match = _PATH.match(_strip_urn(path.strip(), urn))
     if match is None:
         raise _bad(f'Unsupported PATCH path "{path[:100]}".', "invalidPath")
-    return match["attr"], match["value"], match["sub"]
+    selector = (match["fattr"], match["fvalue"]) if match["fattr"] else None
+    return match["attr"], selector, match["sub"]
+
+
+def _same_id(adapter: Any, value: Any) -> None:
+    """Okta repeats the resource's ``id`` in a PATCH value: fine if unchanged."""
+    if value != adapter.id:
+        raise _bad('"id" cannot be changed.', "mutability")
 
 
 def _operations(operations: Any) -> list[tuple[str, Any, Any]]:
@@ -303,7 +313,18 @@ class ScimUserAdapter(_Base, SCIMUser):
         self.save()
 
     def _apply(self, doc: dict[str, Any], op: str, path: Any, value: Any) -> None:
-        attr, filter_value, sub = _parse_path(path, USER_URN)
+        attr, selector, sub = _parse_path(path, USER_URN)
+        if attr == "id" and selector is None and sub is None:
+            _same_id(self, value)
+            return
+        if attr == "emails" and selector is not None and selector[0] == "type":
+            if sub != "value":
+                raise _bad(f'Unsupported PATCH path "{path}".', "invalidPath")
+            if op == "remove":
+                doc.pop("emails", None)
+            else:
+                doc["emails"] = [{"value": value, "type": selector[1], "primary": True}]
+            return
         if attr == "name" and sub:
             name = doc.setdefault("name", {})
             if not isinstance(name, dict):
@@ -318,7 +339,7 @@ class ScimUserAdapter(_Base, SCIMUser):
             return
         if attr not in {"userName", "externalId", "displayName", "active", "emails", "name"}:
             raise _bad(f'"{attr}" cannot be changed here.', "invalidPath")
-        if filter_value is not None or (sub and attr != "emails"):
+        if selector is not None or (sub and attr != "emails"):
             raise _bad(f'Unsupported PATCH path "{path}".', "invalidPath")
         if op == "remove":
             if attr in ("userName", "active"):
@@ -463,13 +484,16 @@ class ScimGroupAdapter(_Base, SCIMGroup):
         self.save()
 
     def _apply(self, doc: dict[str, Any], op: str, path: Any, value: Any) -> None:
-        attr, filter_value, sub = _parse_path(path, GROUP_URN)
+        attr, selector, sub = _parse_path(path, GROUP_URN)
+        if attr == "id" and selector is None and sub is None:
+            _same_id(self, value)
+            return
         if attr == "members" and sub is None:
             current = [m["value"] for m in doc["members"]]
-            if filter_value is not None:
-                if op != "remove":
+            if selector is not None:
+                if op != "remove" or selector[0] != "value":
                     raise _bad(f'Unsupported PATCH path "{path}".', "invalidPath")
-                doc["members"] = [{"value": v} for v in current if v != filter_value]
+                doc["members"] = [{"value": v} for v in current if v != selector[1]]
                 return
             if value is not None and (
                 not isinstance(value, list) or not all(isinstance(m, dict) for m in value)
@@ -486,7 +510,7 @@ class ScimGroupAdapter(_Base, SCIMGroup):
                 merged = [v for v in current if v not in named]
             doc["members"] = [{"value": v} for v in merged]
             return
-        if attr in ("displayName", "externalId") and filter_value is None and sub is None:
+        if attr in ("displayName", "externalId") and selector is None and sub is None:
             if op == "remove":
                 if attr == "displayName":
                     raise _bad('"displayName" cannot be removed.', "mutability")

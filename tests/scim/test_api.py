@@ -219,3 +219,35 @@ def test_changes_are_attributed_to_the_token_in_the_change_trail(acme):
     )
     assert change.actor == f"scim token {acme.token.name} (acme)"
     assert change.changes["suspended_at"]["before"] is None
+
+
+def test_patch_dialects_of_entra_id_and_okta(acme):
+    ada = acme.scim.create_user("ada", emails=[{"value": "ada@acme.test", "type": "work"}])
+    bob = acme.scim.create_user("bob")
+    group = acme.scim.create_group("eng", [ada["id"]])
+    # Entra ID: capitalised ops, a filtered e-mail path, string booleans, URN-prefixed paths.
+    patched = acme.scim.patch(
+        f"Users/{ada['id']}",
+        {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "lovelace@acme.test"},
+        {"op": "Replace", "path": f"{USER_URN}:name.familyName", "value": "Lovelace"},
+        {"op": "Add", "path": "externalId", "value": "entra-1"},
+    ).json()
+    assert patched["emails"] == [{"value": "lovelace@acme.test", "primary": True, "type": "work"}]
+    assert (patched["name"]["familyName"], patched["externalId"]) == ("Lovelace", "entra-1")
+    acme.scim.patch(
+        f"Groups/{group['id']}",
+        {"op": "Add", "path": "members", "value": [{"value": bob["id"]}]},
+    )
+    # Okta: a path-less replace repeating the group's id.
+    renamed = acme.scim.patch(
+        f"Groups/{group['id']}",
+        {"op": "replace", "value": {"id": group["id"], "displayName": "engineering"}},
+    ).json()
+    assert renamed["displayName"] == "engineering"
+    assert {m["value"] for m in renamed["members"]} == {ada["id"], bob["id"]}
+    _error(
+        acme.scim.patch(f"Groups/{group['id']}", {"op": "replace", "value": {"id": "another-id"}}),
+        400,
+        "mutability",
+    )
+    assert acme.scim.get(f"Groups/{group['id']}").json()["id"] == group["id"]
