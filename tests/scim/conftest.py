@@ -93,3 +93,12 @@ def acme(db) -> Tenant:
 @pytest.fixture
 def globex(db) -> Tenant:
     return tenant("globex")
+
+
+@pytest.fixture
+def short_connections(monkeypatch) -> None:
+    """For tests against a live server: each request thread's connection is closed after
+    the request, so none is left open past the test (or blocks the database's teardown)."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)

@@ -29,7 +29,7 @@ def _expected(result) -> bool:
     )
 
 
-def test_scim2_tester_finds_no_unexpected_failure(gateway):
+def test_scim2_tester_finds_no_unexpected_failure(short_connections, gateway):
     acme = tenant()
     with httpx2.Client(
         base_url=gateway.url + "/scim/v2",

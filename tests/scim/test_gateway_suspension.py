@@ -19,7 +19,9 @@ def _chat(gateway, secret: str):
     return client.chat.completions.create(model="alpha", messages=MESSAGES)
 
 
-def test_a_suspended_key_is_refused_until_its_owner_is_reactivated(gateway, fake_upstream):
+def test_a_suspended_key_is_refused_until_its_owner_is_reactivated(
+    short_connections, gateway, fake_upstream
+):
     model_create("alpha", provider_create(fake_upstream.url))
     acme = tenant()
     scim = httpx.Client(
