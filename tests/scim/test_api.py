@@ -251,3 +251,29 @@ def test_patch_dialects_of_entra_id_and_okta(acme):
         "mutability",
     )
     assert acme.scim.get(f"Groups/{group['id']}").json()["id"] == group["id"]
+
+
+def test_filters_on_unknown_attributes_are_refused_and_groups_filter_by_member(acme, globex):
+    ada, bob = acme.scim.create_user("ada"), acme.scim.create_user("bob")
+    engineers = acme.scim.create_group("eng", [ada["id"]])
+    acme.scim.create_group("empty")
+    globex.scim.create_group("eng")
+
+    # The parser would drop a condition it cannot map and answer more than was asked.
+    for query in ('nickName eq "x"', 'userName eq "ada" or nickName eq "x"', "userName eq"):
+        _error(acme.scim.get("Users", filter=query), 400, "invalidFilter")
+    urn_query = f'{USER_URN}:userName eq "bob"'
+    assert [u["id"] for u in acme.scim.get("Users", filter=urn_query).json()["Resources"]] == [
+        bob["id"]
+    ]
+
+    def groups(query: str) -> list[str]:
+        return sorted(
+            g["displayName"] for g in acme.scim.get("Groups", filter=query).json()["Resources"]
+        )
+
+    # Entra ID's membership check.
+    assert groups(f'id eq "{engineers["id"]}" and members[value eq "{ada["id"]}"]') == ["eng"]
+    assert groups(f'id eq "{engineers["id"]}" and members[value eq "{bob["id"]}"]') == []
+    # A group without members still matches on its own attributes; globex's is not seen.
+    assert groups('displayName eq "eng" or displayName eq "empty"') == ["empty", "eng"]
