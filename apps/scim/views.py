@@ -178,9 +178,6 @@ class SchemasView(scim_views.SchemasView):
 class UnknownView(scim_views.SCIMView):
     """Any other path under the SCIM root: a SCIM 404, not an HTML page."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return super().dispatch(request, *args, **kwargs)
-
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         raise exceptions.NotFoundError(request.path[:200])
 
