@@ -26,6 +26,8 @@ from apps.scim.models import ScimGroup, ScimIdentity, ScimToken
 
 USER_URN = constants.SchemaURI.USER
 GROUP_URN = constants.SchemaURI.GROUP
+# Microsoft Entra ID maps department, manager, … here by default.
+ENTERPRISE_URN = constants.SchemaURI.ENTERPRISE_USER
 # A PATCH path: attribute, an optional [value eq "…"] or [type eq "…"] filter, an optional
 # sub-attribute (members[value eq "id"], emails[type eq "work"].value, name.givenName).
 _PATH = re.compile(
@@ -313,6 +315,8 @@ class ScimUserAdapter(_Base, SCIMUser):
         self.save()
 
     def _apply(self, doc: dict[str, Any], op: str, path: Any, value: Any) -> None:
+        if isinstance(path, str) and path.startswith(ENTERPRISE_URN):
+            return  # not stored (nor published): ignored, as in a POST or PUT body
         attr, selector, sub = _parse_path(path, USER_URN)
         if attr == "id" and selector is None and sub is None:
             _same_id(self, value)

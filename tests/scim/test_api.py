@@ -231,6 +231,11 @@ def test_patch_dialects_of_entra_id_and_okta(acme):
         {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "lovelace@acme.test"},
         {"op": "Replace", "path": f"{USER_URN}:name.familyName", "value": "Lovelace"},
         {"op": "Add", "path": "externalId", "value": "entra-1"},
+        {  # the enterprise extension is not stored: ignored, as in a POST body
+            "op": "Add",
+            "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "value": "Research",
+        },
     ).json()
     assert patched["emails"] == [{"value": "lovelace@acme.test", "primary": True, "type": "work"}]
     assert (patched["name"]["familyName"], patched["externalId"]) == ("Lovelace", "entra-1")
