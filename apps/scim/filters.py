@@ -73,7 +73,8 @@ class IdentityFilterQuery(_OrganizationFilterQuery):
             ("userName", None): "user_name",
             ("externalId", None): "external_id",
             ("displayName", None): "display_name",
-            ("active", None): "active",
+            # Portable: the parser sends true/false as the strings TRUE/FALSE.
+            ("active", None): "(CASE WHEN active THEN 'TRUE' ELSE 'FALSE' END)",
             ("name", "givenName"): "given_name",
             ("name", "familyName"): "family_name",
             ("name", "formatted"): "formatted_name",
