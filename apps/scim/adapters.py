@@ -275,6 +275,10 @@ class ScimUserAdapter(_Base, SCIMUser):
                 )
             except ValidationError as error:  # e.g. a userName no account may have
                 raise _bad(_messages(error)) from None
+            except IntegrityError:  # the same account created by a concurrent request
+                raise exceptions.IntegrityError(
+                    f'userName "{obj.user_name}" is being provisioned.', scim_type="uniqueness"
+                ) from None
             if ScimIdentity.objects.filter(organization=obj.organization, user=obj.user).exists():
                 raise exceptions.IntegrityError(
                     "This person is already provisioned under another userName.",
