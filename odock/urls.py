@@ -14,4 +14,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("portal/", include("apps.portal.urls")),
+    path("scim/v2/", include("apps.scim.urls", namespace="scim")),
 ]

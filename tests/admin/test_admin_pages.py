@@ -33,6 +33,8 @@ from apps.policies.models import (
 from apps.portal.models import KeyLifetimeRule
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
+from apps.scim.models import ScimGroup, ScimIdentity, ScimSettings, ScimToken
+from apps.scim.tokens import scim_token_issue
 from apps.tenancy.models import Organization, Project, Team
 
 
@@ -45,6 +47,10 @@ def assert_no_secret(content: bytes, secrets: dict[str, str], url: str) -> None:
 @pytest.mark.django_db
 def test_every_admin_page_renders_without_secrets(admin_client, admin_user, world):
     admin_token = admin_token_issue(name="ops", organization=world.org)
+    scim_token = scim_token_issue(organization=world.org, name="idp")
+    scim_identity = ScimIdentity.objects.create(
+        organization=world.org, user=admin_user, user_name=admin_user.username
+    )
     mcp_server = McpServer.objects.create(
         name="acme-tools", url="http://127.0.0.1:9/mcp", bearer_token="mcp-upstream-token-77"
     )
@@ -104,6 +110,10 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         User: admin_user,
         Group: world.group,
         AdminToken: admin_token.token,
+        ScimToken: scim_token.token,
+        ScimSettings: ScimSettings.objects.create(organization=world.org),
+        ScimGroup: ScimGroup.objects.create(organization=world.org, display_name="acme-eng"),
+        ScimIdentity: scim_identity,
         McpServer: mcp_server,
         ToolGrant: ToolGrant.objects.create(project=world.project, server=mcp_server),
         UsageRollup: rollup,
@@ -122,6 +132,8 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         **world.secrets(),
         "admin token secret": admin_token.secret,
         "admin token digest": admin_token.token.digest,
+        "scim token secret": scim_token.secret,
+        "scim token digest": scim_token.token.digest,
         "mcp upstream token": "mcp-upstream-token-77",
     }
     request = RequestFactory().get("/admin/")
