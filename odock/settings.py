@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "apps.mcp",
     "apps.responses",
     "apps.identity",
+    "apps.sso",
 ]
 
 MIDDLEWARE = [
@@ -304,3 +305,13 @@ EMAIL_BACKEND = os.environ.get(
     else "django.core.mail.backends.console.EmailBackend",
 )
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "odock@localhost")
+
+# --- Single sign-on (apps/sso) ---------------------------------------------------------
+# Local passwords stay (the break-glass platform admin); OpenID Connect providers are
+# configured per organisation in the admin, not here.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "apps.sso.backend.OrganisationOidcBackend",
+]
+# Every call to an identity provider (discovery, JWKS, token, userinfo) waits at most this.
+ODOCK_SSO_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_SSO_TIMEOUT_SECONDS", "5"))

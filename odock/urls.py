@@ -13,4 +13,5 @@ urlpatterns = [
     path("admin/dashboard/", include("apps.dashboard.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("sso/", include("apps.sso.urls")),
 ]

@@ -32,6 +32,7 @@ from apps.policies.models import (
 )
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
+from apps.sso.models import OidcProvider, SignInEvent
 from apps.tenancy.models import Organization, Project, Team
 
 
@@ -114,6 +115,15 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         EvidencePack: EvidencePack.objects.create(
             organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
         ),
+        OidcProvider: OidcProvider.objects.create(
+            organization=world.org,
+            issuer="http://127.0.0.1:9",
+            client_id="odock",
+            client_secret="oidc-client-secret-3c9e",
+        ),
+        SignInEvent: SignInEvent.objects.create(
+            at=datetime(2026, 1, 1, tzinfo=UTC), username="ana", method="sso", outcome="success"
+        ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
     secrets = {
@@ -121,6 +131,7 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         "admin token secret": admin_token.secret,
         "admin token digest": admin_token.token.digest,
         "mcp upstream token": "mcp-upstream-token-77",
+        "oidc client secret": "oidc-client-secret-3c9e",
     }
     request = RequestFactory().get("/admin/")
     request.user = admin_user
