@@ -80,7 +80,10 @@ class SignInEventAdmin(admin.ModelAdmin):
         return area.filter(super().get_queryset(request), org="organization_id")
 
     def _can_audit(self, request: HttpRequest) -> bool:
-        return scope_for(request.user).can(Capability.AUDIT)
+        # Sign-ins belong to an organisation (local ones to none: platform admins only), so
+        # an audit grant at a team or project level has nothing to see here.
+        area = scope_for(request.user).area(Capability.AUDIT)
+        return area.everything or bool(area.org_ids)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._can_audit(request)
