@@ -44,6 +44,14 @@ class OrganisationOidcBackend(OIDCAuthenticationBackend):
             return values[attr]
         return super().get_settings(attr, *args)
 
+    def verify_token(self, token: str, **kwargs: Any) -> Any:
+        # The library calls this only for a userinfo answer sent as a JWT; the ID token is
+        # checked by apps.sso.services.id_token_verify.
+        raise SsoRefused(
+            "unsupported_userinfo",
+            "The identity provider sends signed userinfo; configure it to send JSON.",
+        )
+
     def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,

@@ -241,6 +241,8 @@ def person_from_claims(provider: OidcProvider, claims: dict[str, Any]) -> Person
     subject = str(claims.get("sub") or "")
     username = str(claims.get(provider.username_claim) or "").strip()
     email = str(claims.get(provider.email_claim) or "").strip()
+    if claims.get("email_verified") is False:
+        email = ""  # the provider says it is not theirs: never matched against a domain
     if not subject or not username:
         raise SsoRefused(
             "missing_claim",

@@ -54,12 +54,12 @@ def acme(oidc_provider):
     return sso
 
 
-def person(oidc_provider, login: str, *groups: str, email: str = "") -> None:
+def person(oidc_provider, login: str, *groups: str, email: str = "", verified: bool = True) -> None:
     oidc_provider.set_account(
         login,
         preferred_username=login,
         email=email or f"{login}@acme.example",
-        email_verified=True,
+        email_verified=verified,
         groups=list(groups),
     )
 
@@ -194,6 +194,15 @@ def test_email_domain_outside_the_allowed_ones_is_refused(live_site, oidc_provid
     assert page.status_code == 403
     assert not User.objects.filter(username="gus").exists()
     assert events(username="gus")[-1].reason == "email_domain_not_allowed"
+
+    # An address the provider has not verified counts as none, even in an allowed domain.
+    person(oidc_provider, "ula", "search-admins", email="ula@acme.test", verified=False)
+    with httpx.Client(timeout=10) as client:
+        assert sso_sign_in(client, live_site, "acme", "ula").status_code == 403
+    assert events(username="ula")[-1].reason == "email_domain_not_allowed"
+    person(oidc_provider, "vic", "search-admins", email="vic@ACME.test")
+    with httpx.Client(timeout=10) as client:
+        assert str(sso_sign_in(client, live_site, "acme", "vic").url) == f"{live_site}/admin/"
 
 
 def test_a_tampered_state_is_refused(live_site, oidc_provider, acme):
