@@ -18,6 +18,7 @@ from apps.core.admin import WriteOnlySecretsAdminMixin
 from apps.identity.roles import Capability
 from apps.identity.scope import scope_for
 from apps.sso.models import GroupMapping, OidcProvider, SignInEvent
+from apps.tenancy.models import Project, Team
 
 
 def _platform(request: HttpRequest) -> bool:
@@ -28,11 +29,26 @@ class GroupMappingInline(admin.TabularInline):
     model = GroupMapping
     extra = 1
     fields = ("group", "role", "team", "project")
-    raw_id_fields = ()
     verbose_name = "claim mapping row"
     verbose_name_plural = (
         "Claim mapping: group → role at a level (blank team and project: the organisation)"
     )
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # On a saved provider's page, offer only its organisation's teams and projects (the
+        # model's clean refuses others anyway, e.g. on the add page).
+        match = request.resolver_match
+        object_id = match.kwargs.get("object_id") if match else None
+        provider = OidcProvider.objects.filter(pk=object_id).first() if object_id else None
+        if provider is not None and db_field.name == "team":
+            kwargs["queryset"] = Team.objects.filter(
+                organization_id=provider.organization_id
+            ).select_related("organization")
+        if provider is not None and db_field.name == "project":
+            kwargs["queryset"] = Project.objects.filter(
+                team__organization_id=provider.organization_id
+            ).select_related("team__organization")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(OidcProvider)

@@ -88,6 +88,7 @@ def mapping_post(client: httpx.Client, sso: OidcProvider, **row) -> httpx.Respon
 
 def test_the_client_secret_is_never_shown_and_blank_keeps_it(live_site, world):
     User.objects.create_superuser("root", password=PASSWORD)
+    team_create(world["globex"], "globex-team")
     sso = world["sso"]
     with closing(login(live_site, "root")) as client:
         pages = [
@@ -102,7 +103,13 @@ def test_the_client_secret_is_never_shown_and_blank_keeps_it(live_site, world):
             page = client.get(url)
             assert page.status_code == 200, url
             assert SECRET not in page.text, url
-        assert "Set, last changed" in client.get(pages[3]).text
+        change_page = client.get(pages[3]).text
+        assert "Set, last changed" in change_page
+        # The mapping offers only the organisation's own teams.
+        assert (
+            ">acme/search<" in change_page
+            and "globex" not in change_page.split("Claim mapping", 1)[1]
+        )
 
         saved = mapping_post(
             client, sso, group="search-admins", role="team_admin", team=str(world["search"].pk)
@@ -124,10 +131,10 @@ def test_the_client_secret_is_never_shown_and_blank_keeps_it(live_site, world):
             {"group": "g", "role": "org_admin", "team": "SEARCH"},
             "granted at the organization level",
         ),
-        ({"group": "g", "role": "team_admin", "team": "OTHER"}, "must belong to the provider"),
+        ({"group": "g", "role": "team_admin", "team": "OTHER"}, "Select a valid choice"),
         (
             {"group": "g", "role": "member", "project": "OTHER_PROJECT"},
-            "must belong to the provider",
+            "Select a valid choice",
         ),
     ],
 )
@@ -208,3 +215,21 @@ def test_an_sso_team_admin_sees_their_team_in_the_admin(live_site, world):
         page = client.get("/admin/tenancy/team/")
         assert page.status_code == 200
         assert "search" in page.text and "hidden-team" not in page.text
+
+
+def test_a_mapping_row_naming_another_organisations_level_is_invalid(world):
+    """Whatever the form offers (the add page offers every team), the model refuses."""
+    from django.core.exceptions import ValidationError
+
+    ops = team_create(world["globex"], "ops")
+    for row in (
+        GroupMapping(provider=world["sso"], group="g", role=Role.TEAM_ADMIN, team=ops),
+        GroupMapping(
+            provider=world["sso"], group="g", role=Role.MEMBER, project=project_create(ops, "x")
+        ),
+    ):
+        with pytest.raises(ValidationError, match="must belong to the provider"):
+            row.full_clean()
+    GroupMapping(
+        provider=world["sso"], group="g", role=Role.TEAM_ADMIN, team=world["search"]
+    ).full_clean()
