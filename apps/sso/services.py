@@ -16,6 +16,7 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -194,9 +195,8 @@ def grants_for_groups(provider: OidcProvider, groups: list[str]) -> list[Grant]:
     return grants
 
 
-def _in_org(provider: OidcProvider) -> Any:
-    from django.db.models import Q
-
+def _in_org(provider: OidcProvider) -> Q:
+    """Memberships at the provider's organisation or anywhere below it."""
     org_id = provider.organization_id
     return (
         Q(organization_id=org_id)
