@@ -90,11 +90,49 @@ def live_site(transactional_db, monkeypatch) -> Iterator[str]:
     discovery_forget()
 
 
+def _provider_start(
+    folder: Path, tmp_path: Path, accounts: Path, clients: Path
+) -> tuple[subprocess.Popen, str]:
+    """Start server.js on a free port and wait (bounded) until its discovery answers. A
+    port taken between choosing and binding it (tests run in parallel on this machine)
+    makes node exit at once: then another port is tried."""
+    for attempt in range(3):
+        port = _free_port()
+        log_path = tmp_path / f"provider-{attempt}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [shutil.which("node") or "node", "server.js"],
+                cwd=folder,
+                env={
+                    "PATH": "/usr/bin:/bin",
+                    "PORT": str(port),
+                    "ACCOUNTS_FILE": str(accounts),
+                    "CLIENTS_FILE": str(clients),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        issuer = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1)
+                if answer.status_code == 200 and answer.json().get("issuer") == issuer:
+                    return process, issuer
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        process.kill()
+        process.wait(5)
+        if "EADDRINUSE" not in log_path.read_text():
+            break
+    raise RuntimeError(f"the OIDC provider did not start: {log_path.read_text()[-2000:]}")
+
+
 @pytest.fixture
 def oidc_provider(
     provider_installed: Path, live_site: str, tmp_path: Path
 ) -> Iterator[OidcTestProvider]:
-    port = _free_port()
     accounts = tmp_path / "accounts.json"
     accounts.write_text("{}")
     clients = tmp_path / "clients.json"
@@ -116,43 +154,13 @@ def oidc_provider(
             ]
         )
     )
-    log = (tmp_path / "provider.log").open("w")
-    process = subprocess.Popen(
-        [shutil.which("node") or "node", "server.js"],
-        cwd=provider_installed,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PORT": str(port),
-            "ACCOUNTS_FILE": str(accounts),
-            "CLIENTS_FILE": str(clients),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    issuer = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if (
-                httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code
-                == 200
-            ):
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(
-                f"the OIDC provider did not start: {(tmp_path / 'provider.log').read_text()}"
-            )
-        time.sleep(0.1)
+    process, issuer = _provider_start(provider_installed, tmp_path, accounts, clients)
     yield OidcTestProvider(issuer=issuer, accounts_file=accounts, process=process)
     process.terminate()
     try:
         process.wait(5)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
 
 
 _FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*method="post"', re.I)
