@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "apps.identity",
     "apps.portal",
     "apps.scim",
+    "apps.sso",
 ]
 
 MIDDLEWARE = [
@@ -334,3 +335,12 @@ SCIM_SERVICE_PROVIDER = {
     ],
     "WWW_AUTHENTICATE_HEADER": 'Bearer realm="odock-scim"',
 }
+# --- Single sign-on (apps/sso) ---------------------------------------------------------
+# Local passwords stay (the break-glass platform admin); OpenID Connect providers are
+# configured per organisation in the admin, not here.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "apps.sso.backend.OrganisationOidcBackend",
+]
+# Every call to an identity provider (discovery, JWKS, token, userinfo) waits at most this.
+ODOCK_SSO_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_SSO_TIMEOUT_SECONDS", "5"))

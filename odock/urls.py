@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/", api.urls),
     path("portal/", include("apps.portal.urls")),
     path("scim/v2/", include("apps.scim.urls", namespace="scim")),
+    path("sso/", include("apps.sso.urls")),
 ]

@@ -35,6 +35,7 @@ from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
 from apps.scim.models import ScimGroup, ScimIdentity, ScimSettings, ScimToken
 from apps.scim.tokens import scim_token_issue
+from apps.sso.models import OidcProvider, SignInEvent
 from apps.tenancy.models import Organization, Project, Team
 
 
@@ -126,6 +127,15 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
             organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
         ),
         KeyLifetimeRule: KeyLifetimeRule.objects.create(team=world.team, max_key_lifetime_days=30),
+        OidcProvider: OidcProvider.objects.create(
+            organization=world.org,
+            issuer="http://127.0.0.1:9",
+            client_id="odock",
+            client_secret="oidc-client-secret-3c9e",
+        ),
+        SignInEvent: SignInEvent.objects.create(
+            at=datetime(2026, 1, 1, tzinfo=UTC), username="ana", method="sso", outcome="success"
+        ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
     secrets = {
@@ -135,6 +145,7 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         "scim token secret": scim_token.secret,
         "scim token digest": scim_token.token.digest,
         "mcp upstream token": "mcp-upstream-token-77",
+        "oidc client secret": "oidc-client-secret-3c9e",
     }
     request = RequestFactory().get("/admin/")
     request.user = admin_user

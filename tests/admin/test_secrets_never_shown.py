@@ -29,6 +29,7 @@ from apps.core.fields import EncryptedTextField
 from apps.mcp.models import McpServer
 from apps.providers.models import Provider
 from apps.reports.models import ReportSchedule
+from apps.sso.models import OidcProvider
 from apps.tenancy.models import Organization
 from tests.factories import key_create, model_create, org_create, project_create, team_create
 
@@ -37,7 +38,14 @@ MCP_TOKEN = "mcp-bearer-plaintext-51ab"
 MCP_HEADER = "mcp-header-plaintext-a8c3"
 MCP_ENV = "mcp-env-plaintext-9e0f"
 WEBHOOK = "whsec-plaintext-77de01"
-VIEW_ONLY = ("view_provider", "view_mcpserver", "view_organization", "view_reportschedule")
+OIDC_SECRET = "oidc-client-secret-plaintext-2b7e"
+VIEW_ONLY = (
+    "view_provider",
+    "view_mcpserver",
+    "view_organization",
+    "view_reportschedule",
+    "view_oidcprovider",
+)
 
 
 def raw(obj, column: str) -> str:
@@ -80,6 +88,12 @@ class Secrets:
         self.schedule = ReportSchedule.objects.create(
             organization=self.org, webhook_url="http://127.0.0.1:9/report"
         )
+        self.oidc = OidcProvider.objects.create(
+            organization=self.org,
+            issuer="http://127.0.0.1:9",
+            client_id="odock",
+            client_secret=OIDC_SECRET,
+        )
         RequestLog.objects.create(
             request_id="req-secrets",
             created_at=timezone.now(),
@@ -101,6 +115,8 @@ class Secrets:
             "webhook secret": WEBHOOK,
             "webhook ciphertext": raw(self.org, "alert_webhook_secret"),
             "virtual key secret": self.key.secret,
+            "oidc client secret": OIDC_SECRET,
+            "oidc client secret ciphertext": raw(self.oidc, "client_secret"),
         }
 
     def assert_absent(self, content: bytes, where: str) -> None:
@@ -131,6 +147,7 @@ def admin_pages(secrets: Secrets) -> list[str]:
         secrets.stdio_server,
         secrets.org,
         secrets.schedule,
+        secrets.oidc,
     ):
         info = f"admin:{obj._meta.app_label}_{obj._meta.model_name}"
         pages += [
@@ -177,7 +194,12 @@ def test_every_secret_holding_model_is_checked_here(db):
         for model in admin.site._registry
         if any(isinstance(f, EncryptedTextField) for f in model._meta.concrete_fields)
     }
-    assert holders == {"providers.Provider", "mcp_gateway.McpServer", "tenancy.Organization"}
+    assert holders == {
+        "providers.Provider",
+        "mcp_gateway.McpServer",
+        "tenancy.Organization",
+        "sso.OidcProvider",
+    }
 
 
 @pytest.mark.parametrize(
