@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from apps.audit.models import RequestLog
+from apps.identity.models import Membership, Role
 from apps.reports.histogram import bucket_of, histogram_empty
 from apps.reports.models import UsageRollup
 from apps.tenancy.models import Organization, Team
@@ -138,14 +139,26 @@ def seeded(db) -> Seeded:
     return s
 
 
-def make_user(username: str, *, staff: bool, superuser: bool = False) -> User:
+def make_user(
+    username: str,
+    *,
+    staff: bool,
+    superuser: bool = False,
+    role: str | None = None,
+    organization: Organization | None = None,
+    team: Team | None = None,
+) -> User:
+    """A user, with a membership when ``role`` is given (at ``organization`` or ``team``;
+    a platform admin at neither)."""
     user = User.objects.create_user(username, password="pw-dash-123456")
     user.is_staff, user.is_superuser = staff, superuser
     user.save()
+    if role is not None:
+        Membership.objects.create(user=user, role=role, organization=organization, team=team)
     return user
 
 
 @pytest.fixture
 def staff_client(client):
-    client.force_login(make_user("staffer", staff=True))
+    client.force_login(make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN))
     return client

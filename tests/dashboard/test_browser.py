@@ -15,6 +15,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from apps.identity.models import Role
 from apps.policies.models import Budget
 from tests.conftest import ServerThread
 from tests.dashboard.conftest import finding_log, make_user
@@ -84,7 +85,7 @@ def test_dashboard_in_headless_chromium(live_site, seeded, fake_upstream, tmp_pa
     from playwright.sync_api import sync_playwright
 
     # Everything the database needs, before the browser's event loop starts.
-    staff = make_user("ops", staff=True)
+    staff = make_user("ops", staff=True, role=Role.PLATFORM_ADMIN)
     provider = provider_create(fake_upstream.url, api_key="sk-upstream-secret")
     model_create("gpt-4o-mini", provider)
     live_key = key_create(project_create(seeded.search), "live-demo")  # an acme key

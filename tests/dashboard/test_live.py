@@ -30,6 +30,7 @@ from apps.dashboard.live import (
 )
 from apps.dashboard.websocket import LIVE_PATH, websocket_application
 from apps.gateway.stages.record import RECORD_OBSERVERS
+from apps.identity.models import Role
 from tests.dashboard.conftest import make_user
 from tests.factories import key_create, model_create, provider_create
 
@@ -92,9 +93,12 @@ def test_consumer_refuses_all_but_staff_of_this_site(who):
     if who == "customer":
         user = make_user("customer", staff=False)
     elif who == "inactive staff":
-        user = make_user("former", staff=True)
+        user = make_user("former", staff=True, role=Role.PLATFORM_ADMIN)
     elif who == "staff from another site":
-        user, origin = make_user("staffer", staff=True), "http://evil.example"
+        user, origin = (
+            make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN),
+            "http://evil.example",
+        )
     headers = session_headers(user, origin=origin)
     if who == "inactive staff":
         user.is_active = False
@@ -111,7 +115,7 @@ def test_consumer_refuses_all_but_staff_of_this_site(who):
 
 @pytest.mark.django_db
 def test_a_published_record_reaches_a_staff_dashboard():
-    headers = session_headers(make_user("staffer", staff=True))
+    headers = session_headers(make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN))
 
     async def scenario() -> list[dict]:
         comm = communicator(headers)
@@ -135,6 +139,8 @@ def test_a_published_record_reaches_a_staff_dashboard():
         "request_id": "req-live-1",
         "time": "2026-01-01T00:00:00+00:00",
         "organization_id": 7,
+        "team_id": None,
+        "project_id": None,
         "key_prefix": "sk-odock-ab12",
         "model": "gpt-4o-mini",
         "status": 200,
@@ -199,7 +205,9 @@ def test_a_request_through_the_gateway_appears_in_the_feed(
     model_create("gpt-4o-mini", provider, input_per_mtok="0.15", output_per_mtok="0.60")
     issued = key_create()
     [cookie] = [
-        v.decode() for k, v in session_headers(make_user("ops", staff=True)) if k == b"cookie"
+        v.decode()
+        for k, v in session_headers(make_user("ops", staff=True, role=Role.PLATFORM_ADMIN))
+        if k == b"cookie"
     ]
     gateway = gateway_factory()
     gateway.snapshots.reload()
