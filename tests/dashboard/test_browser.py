@@ -9,7 +9,6 @@ so every database write happens before the browser starts."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -17,7 +16,6 @@ import pytest
 
 from apps.identity.models import Role
 from apps.policies.models import Budget
-from tests.conftest import ServerThread
 from tests.dashboard.conftest import finding_log, make_user
 from tests.factories import (
     key_create,
@@ -56,29 +54,6 @@ PAINTED_PIXELS = """(id) => {
 
 def chart_labels(page, canvas: str) -> list[str]:
     return page.evaluate(f"Chart.getChart(document.getElementById('{canvas}')).data.labels")
-
-
-@pytest.fixture
-def live_site(transactional_db, monkeypatch) -> Iterator[str]:
-    """The production ASGI stack (gateway, Django, static files, websockets) on loopback."""
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
-    from django.db import connections
-
-    # Django runs each ASGI request's sync code in a fresh thread; with persistent
-    # connections every one would keep its own open past the test (and block the test
-    # database's teardown). The settings dict is shared by every thread's connection.
-    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
-
-    from odock.asgi_router import build_application
-    from odock.gateway import build_gateway
-
-    gateway = build_gateway()
-    server = ServerThread(
-        build_application(gateway, ASGIStaticFilesHandler(get_asgi_application()))
-    ).start()
-    yield server.url
-    server.stop()
 
 
 def test_dashboard_in_headless_chromium(live_site, seeded, fake_upstream, tmp_path):
