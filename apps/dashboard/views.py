@@ -125,6 +125,7 @@ def _dashboard_page(request: HttpRequest, area: Area) -> HttpResponse:
         "title": "Dashboard",
         "is_nav_sidebar_enabled": False,  # the charts want the whole width
         "organizations": selectors.organization_choices(area),
+        "whole_platform": area.everything,
         "ranges": list(selectors.RANGES),
         "config": config,
     }
