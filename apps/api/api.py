@@ -246,5 +246,6 @@ def orgs_list(request: HttpRequest) -> Any:
 
 
 api.add_router("/v1/", v1)
-api.add_router("/v1/audit/", "apps.api.audit.router")  # search and export
+api.add_router("/v1/audit/", "apps.api.audit.router")  # search, export, change trail
+api.add_router("/v1/evidence/", "apps.api.evidence.router")  # evidence packs
 api.add_router("/v1/reports/", reports_router)  # finance spend report (apps.reports)

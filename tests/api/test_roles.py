@@ -8,10 +8,12 @@ a budget and two audit records; acme has an organisation budget too.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -371,3 +373,64 @@ def test_the_command_issues_a_token_with_a_role_and_a_team(db):
     with pytest.raises(CommandError):
         call_command("odock_admin_token", "x", "--org", "acme", "--role", "member")
     assert AdminToken.objects.count() == 1
+
+
+# --- Evidence packs -------------------------------------------------------------------------
+
+
+def test_evidence_packs_by_role(world, settings, tmp_path):
+    from apps.compliance.models import EvidencePack
+    from apps.compliance.services import evidence_pack_build
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    period = {"period_start": "2026-01-01", "period_end": "2026-01-31"}
+    made = world.call("POST", "/evidence/packs", "auditor", json=period)
+    assert made.status_code == 201, made.text
+    pack = made.json()
+    assert pack["organization"] == "acme"
+    assert pack["status"] in ("queued", "done")  # done already where tasks run in-process
+    # Another organisation, a team's token, a finance token: refused, nothing created.
+    assert (
+        world.call(
+            "POST", "/evidence/packs", "auditor", json={**period, "org": "globex"}
+        ).status_code
+        == 403
+    )
+    for token in ("team_auditor", "team_admin", "finance"):
+        assert world.call("POST", "/evidence/packs", token, json=period).status_code == 403, token
+        assert world.get("/evidence/packs", token).status_code == 403, token
+    reversed_period = {"period_start": "2026-02-01", "period_end": "2026-01-01"}
+    assert world.call("POST", "/evidence/packs", "auditor", json=reversed_period).status_code == 422
+    globex = world.call("POST", "/evidence/packs", "platform", json={**period, "org": "globex"})
+    assert globex.status_code == 201
+    assert EvidencePack.objects.count() == 2
+
+    assert [p["id"] for p in world.get("/evidence/packs", "auditor").json()] == [pack["id"]]
+
+    assert [p["id"] for p in world.get("/evidence/packs", "globex_admin").json()] == [
+        globex.json()["id"]
+    ]
+    assert len(world.get("/evidence/packs", "platform").json()) == 2
+    assert world.get(f"/evidence/packs/{globex.json()['id']}", "auditor").status_code == 404
+    queued = EvidencePack.objects.create(
+        organization=world.acme, period_start=date(2026, 2, 1), period_end=date(2026, 2, 1)
+    )
+    assert (
+        world.get(f"/evidence/packs/{queued.pk}/files/evidence.pdf", "auditor").status_code == 404
+    )
+
+    if pack["status"] != "done":
+        evidence_pack_build(pack_id=pack["id"])  # what the worker does
+    done = world.get(f"/evidence/packs/{pack['id']}", "auditor").json()
+    assert done["status"] == "done"
+    names = {f["name"]: f["sha256"] for f in done["files"]}
+    assert {"evidence.pdf", "changes.csv", "records.csv"} <= set(names)
+    changes = world.get(f"/evidence/packs/{pack['id']}/files/changes.csv", "auditor")
+    assert changes.status_code == 200
+    assert hashlib.sha256(changes.content).hexdigest() == names["changes.csv"]
+    assert "actor_role" in changes.text.splitlines()[0]
+    assert (
+        world.get(f"/evidence/packs/{pack['id']}/files/changes.csv", "globex_admin").status_code
+        == 404
+    )
+    assert world.get(f"/evidence/packs/{pack['id']}/files/nope.csv", "auditor").status_code == 404
