@@ -6,7 +6,7 @@ with a 422 (tests in test_management_api.py, test_roles.py and tests/reports): a
 ``expires_at`` must be in the future, a spend report's ``end`` must follow its ``start``
 by at most three years, and an evidence pack's period must not end before it starts.
 Schemathesis checks that every request the schema allows is accepted, so its
-generated requests are made to keep these two rules; everything else it may generate.
+generated requests are made to keep these rules; everything else it may generate.
 """
 
 from __future__ import annotations
