@@ -434,3 +434,33 @@ def test_evidence_packs_by_role(world, settings, tmp_path):
         == 404
     )
     assert world.get(f"/evidence/packs/{pack['id']}/files/nope.csv", "auditor").status_code == 404
+
+
+# --- The admin's spend report forms take the same rule (organisation-wide reports) ----------
+
+
+def test_spend_report_forms_offer_only_the_areas_whole_organisations(db):
+    from apps.identity.scope import Area
+    from apps.reports.forms import ReportScheduleForm, SpendReportForm
+
+    acme, globex = org_create("acme"), org_create("globex")
+    finance = Area(org_ids=frozenset({acme.pk}))
+    form = SpendReportForm(area=finance)
+    assert list(form.fields["organization"].queryset) == [acme]
+    assert form.fields["organization"].required  # no "all organisations" below the platform
+    data = {"start": "2026-01-01", "end": "2026-02-01", "granularity": "day", "format": "html"}
+    refused = SpendReportForm({**data, "organization": globex.pk}, area=finance)
+    assert not refused.is_valid() and "organization" in refused.errors
+    assert not SpendReportForm(data, area=finance).is_valid()  # must pick one
+    chosen = SpendReportForm({**data, "organization": acme.pk}, area=finance)
+    assert chosen.is_valid(), chosen.errors
+    assert chosen.spec.organization_ids == (acme.pk,)
+    # A team's area holds no whole organisation: nothing to choose.
+    team_area = Area(team_ids=frozenset({team_create(acme, "search").pk}))
+    assert not SpendReportForm(area=team_area).fields["organization"].queryset.exists()
+    schedule = ReportScheduleForm(area=finance)
+    assert list(schedule.fields["organization"].queryset) == [acme]
+    # The platform (and callers not passing an area yet): every organisation.
+    platform = SpendReportForm(area=Area(everything=True))
+    assert set(platform.fields["organization"].queryset) == {acme, globex}
+    assert SpendReportForm({**data}, area=Area(everything=True)).is_valid()
