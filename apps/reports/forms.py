@@ -34,12 +34,14 @@ def organizations_for_reports(area: Area) -> Any:
     return qs if area.everything else qs.filter(pk__in=area.org_ids)
 
 
-def scope_organization_field(field: forms.ModelChoiceField, area: Area | None) -> None:
+def scope_organization_field(field: forms.Field | None, area: Area | None) -> None:
     """Limit an organisation choice to the area (None: unscoped, the platform's). A
     choice outside it is refused by the field itself ("not one of the available
-    choices"), so a crafted POST changes nothing."""
-    if area is None or area.everything:
+    choices"), so a crafted POST changes nothing. No field (read-only in the admin): no
+    choice to limit."""
+    if field is None or area is None or area.everything:
         return
+    assert isinstance(field, forms.ModelChoiceField)
     field.queryset = organizations_for_reports(area)
     field.required = True
     field.empty_label = None
@@ -68,7 +70,7 @@ class SpendReportForm(forms.Form):
         kwargs.setdefault("initial", {"start": start, "end": end, "group_by": ["team", "model"]})
         super().__init__(*args, **kwargs)
         self.spec: SpendReportSpec | None = None
-        scope_organization_field(self.fields["organization"], area)
+        scope_organization_field(self.fields.get("organization"), area)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -110,7 +112,7 @@ class ReportScheduleForm(forms.ModelForm):
 
     def __init__(self, *args: Any, area: Area | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        scope_organization_field(self.fields["organization"], area)
+        scope_organization_field(self.fields.get("organization"), area)
         if not self.is_bound:
             self.initial["group_by"] = self.instance.group_by_list
 
