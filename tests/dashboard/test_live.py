@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
@@ -30,9 +31,9 @@ from apps.dashboard.live import (
 )
 from apps.dashboard.websocket import LIVE_PATH, websocket_application
 from apps.gateway.stages.record import RECORD_OBSERVERS
-from apps.identity.models import Role
+from apps.identity.models import Membership, Role
 from tests.dashboard.conftest import make_user
-from tests.factories import key_create, model_create, provider_create
+from tests.factories import key_create, model_create, org_create, provider_create
 
 
 def _websocket_communicator() -> type:
@@ -86,9 +87,16 @@ def communicator(headers) -> WebsocketCommunicator:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "who", ["anonymous", "customer", "inactive staff", "staff from another site"]
+    "who",
+    [
+        "anonymous",
+        "customer",
+        "inactive staff",
+        "staff from another site",
+        "staff without a spend role",
+    ],
 )
-def test_consumer_refuses_all_but_staff_of_this_site(who):
+def test_consumer_refuses_all_but_spend_roles_of_this_site(who):
     user, origin = None, "http://testserver"
     if who == "customer":
         user = make_user("customer", staff=False)
@@ -99,6 +107,8 @@ def test_consumer_refuses_all_but_staff_of_this_site(who):
             make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN),
             "http://evil.example",
         )
+    elif who == "staff without a spend role":
+        user = make_user("auditor", staff=True, role=Role.AUDITOR, organization=org_create())
     headers = session_headers(user, origin=origin)
     if who == "inactive staff":
         user.is_active = False
@@ -110,6 +120,28 @@ def test_consumer_refuses_all_but_staff_of_this_site(who):
     connected, code = async_to_sync(scenario)()
     assert connected is False
     assert code == REFUSED
+    assert live_feed.watching is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_watcher_whose_role_is_taken_away_is_closed_at_the_next_ping():
+    user = make_user("fin", staff=True, role=Role.FINANCE, organization=org_create("acme"))
+    headers = session_headers(user)
+
+    async def scenario() -> dict:
+        comm = communicator(headers)
+        connected, _ = await comm.connect()
+        assert connected
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from(timeout=2) == {"type": "pong"}
+        await database_sync_to_async(Membership.objects.filter(user=user).delete)()
+        await comm.send_json_to({"type": "ping"})
+        closed = await comm.receive_output(timeout=2)
+        await comm.disconnect()  # what the server sends once the socket is closed
+        return closed
+
+    closed = async_to_sync(scenario)()
+    assert closed["type"] == "websocket.close" and closed["code"] == REFUSED
     assert live_feed.watching is False
 
 
