@@ -37,10 +37,12 @@ _DELETED = "_odock_trail_deleted"
 
 def tracked_models() -> tuple[type[models.Model], ...]:
     """The governance models: the same set whose changes bump the config version
-    (``apps.policies.signals``), plus the audit content-capture rules."""
+    (``apps.policies.signals``), plus the audit content-capture rules and who may
+    administer (memberships, single sign-on and SCIM set-up, key lifetimes)."""
     from apps.api.models import AdminToken
     from apps.audit.models import ContentCapture
     from apps.guardrails.models import GuardrailRule
+    from apps.identity.models import Membership
     from apps.keys.models import VirtualKey
     from apps.policies.models import (
         Budget,
@@ -49,7 +51,10 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         ModelAlias,
         RateLimit,
     )
+    from apps.portal.models import KeyLifetimeRule
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
+    from apps.scim.models import ScimGroup, ScimSettings, ScimToken
+    from apps.sso.models import GroupMapping, OidcProvider
     from apps.tenancy.models import Organization, Project, Team
 
     return (
@@ -69,6 +74,14 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         ContentCapture,
         GuardrailRule,
         AdminToken,  # who may change all of the above through the API
+        # Who may administer, and how people get their roles (issue 15).
+        Membership,
+        OidcProvider,
+        GroupMapping,
+        ScimSettings,
+        ScimToken,
+        ScimGroup,
+        KeyLifetimeRule,
     )
 
 
@@ -166,7 +179,7 @@ def organization_of(instance: models.Model) -> int | None:
         return instance.pk
     if getattr(instance, "organization_id", None) is not None:
         return instance.organization_id
-    for parent in ("team", "project", "key"):
+    for parent in ("team", "project", "key", "provider"):  # provider: an SSO mapping's
         if getattr(instance, f"{parent}_id", None) is not None:
             return organization_of(getattr(instance, parent))
     return None
