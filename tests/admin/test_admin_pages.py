@@ -20,6 +20,7 @@ from apps.compliance.models import ConfigChange, EvidencePack
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.guardrails.models import GuardrailRule
+from apps.identity.models import Membership, Role
 from apps.keys.models import VirtualKey
 from apps.mcp.models import McpServer, ToolGrant
 from apps.policies.models import (
@@ -113,6 +114,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         ConfigChange: ConfigChange.objects.first(),  # the changes made above are recorded
         EvidencePack: EvidencePack.objects.create(
             organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
+        ),
+        Membership: Membership.objects.create(
+            user=admin_user, role=Role.ORG_ADMIN, organization=world.org
         ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
