@@ -45,7 +45,7 @@ class MembershipForm(forms.ModelForm):
 
     class Meta:
         model = Membership
-        fields = ("user", "role", "organization", "team", "project", "source")
+        fields = ("user", "role", "organization", "team", "project")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -81,6 +81,7 @@ class MembershipAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("user", "organization", "team__organization", "project__team")
     search_fields = ("user__username", "user__email")
     search_help_text = "Username or email."
+    readonly_fields = ("source", "created_at")
 
     @admin.display(description="level")
     def level(self, obj: Membership) -> str:

@@ -172,7 +172,9 @@ class OrganizationAdmin(
     def save_service(
         self, *, stored: Model | None, obj: Model, data: dict[str, Any]
     ) -> Saved[Organization]:
-        return organization_upsert(name=data["name"], data=data, organization=stored or obj)
+        # An org admin's form has no name field (read-only to them): the stored name stands.
+        name = data.get("name") or (stored or obj).name
+        return organization_upsert(name=name, data=data, organization=stored or obj)
 
 
 @admin.register(Team)
