@@ -41,6 +41,8 @@ from tests.factories import (
 
 PASSWORD = "pw-Admin-scope-4821"
 TIMEOUT = httpx.Timeout(20.0)
+#: A model choice field's refusal: the value is not among the choices offered to the person.
+NOT_A_CHOICE = "That choice is not one of the available choices"
 
 
 class FormParser(HTMLParser):
@@ -318,6 +320,14 @@ def browser_for(live_admin) -> Iterator[Any]:
     yield open_as
     for browser in opened:
         browser.close()
+
+
+def form_errors(html: str) -> list[str]:
+    """The error messages a form page shows (for assertion messages)."""
+    return [
+        re.sub(r"<[^>]+>", " ", m).strip()
+        for m in re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', html, re.S)
+    ]
 
 
 def url(name: str, *args: Any) -> str:
