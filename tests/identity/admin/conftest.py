@@ -281,13 +281,14 @@ def world(transactional_db, settings) -> World:
 @pytest.fixture
 def live_admin(world, monkeypatch) -> Iterator[str]:
     """Django's ASGI application (the admin) on loopback."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
     from django.core.asgi import get_asgi_application
     from django.db import connections
 
     # Each ASGI request runs its sync code in a fresh thread; without this, every thread
     # would keep a connection open past the test and block the database teardown.
     monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
-    django_app = get_asgi_application()
+    django_app = ASGIStaticFilesHandler(get_asgi_application())  # the admin's CSS, too
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":  # uvicorn runs with lifespan on; Django has none
