@@ -27,7 +27,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -380,7 +380,7 @@ def _final_field(model: type[models.Model], path: str) -> models.Field | None:
     for part in path.split("__"):
         try:
             field = model._meta.get_field(part)
-        except Exception:  # noqa: BLE001 - not a field path (a callable's name, a lookup)
+        except FieldDoesNotExist:  # not a field path (a callable's name, a lookup)
             return None
         if field.related_model is not None:
             model = field.related_model
