@@ -43,6 +43,9 @@ def test_requests_evidence_for_its_organisation_only(browser_for, world):
 
 def test_changes_nothing(browser_for, world):
     browser = browser_for("auditor")
+    index = browser.get("/admin/")
+    assert index.status_code == 200 and "/admin/audit/requestlog/" in index.text
+    assert "/admin/reports/" not in index.text
     assert browser.get(url("reports_spendreport_changelist")).status_code == 403
     page = browser.get(url("keys_virtualkey_change", world.search_key.pk))
     assert page.status_code == 200 and 'name="_save"' not in page.text

@@ -47,6 +47,9 @@ def test_spend_for_its_organisation_only(browser_for, world):
 
 def test_no_records_keys_or_people(browser_for, world):
     browser = browser_for("finance")
+    index = browser.get("/admin/")
+    assert index.status_code == 200 and "/admin/reports/spendreport/" in index.text
+    assert "/admin/audit/requestlog/" not in index.text
     assert browser.get(url("audit_requestlog_changelist")).status_code == 403
     assert browser.get(url("audit_requestlog_export"), format="csv").status_code == 403
     assert browser.get(url("identity_membership_changelist")).status_code == 403
