@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from apps.api.models import AdminToken
 from apps.identity.models import Membership, Role
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget
@@ -134,3 +135,16 @@ def test_grants_roles_in_its_organisation_only(browser_for, world):
     assert refused.status_code == 200
     assert "Only a platform admin grants the platform admin role" in refused.text
     assert not Membership.objects.filter(user=member, role=Role.PLATFORM_ADMIN).exists()
+
+
+def test_admin_tokens_only_for_its_organisation(browser_for, world):
+    browser = browser_for("org_admin")
+    add = url("api_admintoken_add")
+    platform_wide = browser.post(add, {"name": "everything", "organization": ""})
+    assert platform_wide.status_code == 200 and "This field is required" in platform_wide.text
+    other = browser.post(add, {"name": "theirs", "organization": world.globex.pk})
+    assert other.status_code == 200 and NOT_A_CHOICE in other.text
+    assert not AdminToken.objects.exists()
+    ours = browser.post(add, {"name": "ours", "organization": world.acme.pk})
+    assert ours.status_code == 200 and "ours" in ours.text  # the show-once page
+    assert list(AdminToken.objects.values_list("organization", flat=True)) == [world.acme.pk]

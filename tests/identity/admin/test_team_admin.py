@@ -114,3 +114,22 @@ def test_grants_only_roles_below_it_in_its_team(browser_for, world):
     # The org admin's membership is above it: not even listed.
     listing = browser.get(url("identity_membership_changelist")).text
     assert "org-admin" not in listing and "member" in listing
+
+
+def test_a_membership_above_it_is_read_only(browser_for, world):
+    finance = Membership.objects.create(
+        user=world.users["member"], role=Role.FINANCE, team=world.search
+    )
+    browser = browser_for("team_admin")
+    change = url("identity_membership_change", finance.pk)
+    page = browser.get(change)
+    assert page.status_code == 200 and 'name="_save"' not in page.text
+    refused = browser.post(
+        change, {"user": finance.user_id, "role": Role.MEMBER, "team": world.search.pk}
+    )
+    assert refused.status_code == 403
+    assert (
+        browser.post(url("identity_membership_delete", finance.pk), {"post": "yes"}).status_code
+        == 403
+    )
+    assert Membership.objects.get(pk=finance.pk).role == Role.FINANCE
