@@ -20,6 +20,7 @@ from apps.compliance.models import ConfigChange, EvidencePack
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.guardrails.models import GuardrailRule
+from apps.identity.models import Membership, Role
 from apps.keys.models import VirtualKey
 from apps.mcp.models import McpServer, ToolGrant
 from apps.policies.models import (
@@ -135,6 +136,9 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         ),
         SignInEvent: SignInEvent.objects.create(
             at=datetime(2026, 1, 1, tzinfo=UTC), username="ana", method="sso", outcome="success"
+        ),
+        Membership: Membership.objects.create(
+            user=admin_user, role=Role.ORG_ADMIN, organization=world.org
         ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
