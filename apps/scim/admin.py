@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
 from apps.core.admin import CredentialStatusFilter, instance_adopt
+from apps.identity.admin_scope import ORGANIZATION_ID_PATHS, ScopedAdminMixin
 from apps.identity.roles import Capability
 from apps.identity.scope import Area, scope_for
 from apps.scim.models import ScimGroup, ScimIdentity, ScimSettings, ScimToken
@@ -39,9 +40,14 @@ def _orgs(request: HttpRequest) -> QuerySet[Organization]:
     return _area(request).filter(Organization.objects.all(), org="id")
 
 
-class _OrgScoped(admin.ModelAdmin):
-    """Rows of the organisations the person manages; only those in the choices, and a
-    POST naming another one is refused (never trust the form's choices alone)."""
+class _OrgScoped(ScopedAdminMixin, admin.ModelAdmin):
+    """Rows of the organisations the person manages as a whole (org admins; a team's
+    grant never reaches them); only those in the choices, and a POST naming another one is
+    refused (never trust the form's choices alone)."""
+
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.MANAGE
+    write_capability = Capability.MANAGE
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return _area(request).filter(super().get_queryset(request), org="organization_id")

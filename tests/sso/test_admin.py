@@ -200,21 +200,24 @@ def test_the_sign_in_record_is_scoped_to_the_viewers_organisation(live_site, wor
             assert client.get("/admin/sso/signinevent/").status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the admin scoping (another helper's branch) gives a team admin the team list; "
-    "remove this mark after the merge",
-)
-def test_an_sso_team_admin_sees_their_team_in_the_admin(live_site, world):
+def test_an_sso_team_admin_manages_exactly_their_team_in_the_admin(live_site, world):
     tina = person("tina")
     Membership.objects.create(
         user=tina, role=Role.TEAM_ADMIN, team=world["search"], source=MembershipSource.SSO
     )
-    team_create(world["globex"], "hidden-team")
+    hidden = team_create(world["globex"], "hidden-team")
+    sibling = team_create(world["search"].organization, "sibling-team")
     with closing(login(live_site, "tina")) as client:
         page = client.get("/admin/tenancy/team/")
         assert page.status_code == 200
-        assert "search" in page.text and "hidden-team" not in page.text
+        assert "search" in page.text
+        assert "hidden-team" not in page.text and "sibling-team" not in page.text
+        assert client.get(f"/admin/tenancy/team/{world['search'].pk}/change/").status_code == 200
+        for team in (hidden, sibling):
+            response = client.get(f"/admin/tenancy/team/{team.pk}/change/")
+            assert response.status_code in (302, 403, 404)
+            assert team.name not in response.text
+        assert client.get("/admin/tenancy/organization/").status_code == 403
 
 
 def test_a_mapping_row_naming_another_organisations_level_is_invalid(world):
