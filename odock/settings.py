@@ -98,6 +98,9 @@ INSTALLED_APPS = [
     "apps.mcp",
     "apps.responses",
     "apps.identity",
+    "apps.portal",
+    "apps.scim",
+    "apps.sso",
 ]
 
 MIDDLEWARE = [
@@ -304,3 +307,40 @@ EMAIL_BACKEND = os.environ.get(
     else "django.core.mail.backends.console.EmailBackend",
 )
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "odock@localhost")
+
+# SCIM 2.0 provisioning (apps/scim, served by django-scim2 at /scim/v2/): one bearer token
+# per organisation, SCIM Users are per-organisation identities (apps.scim.models).
+ODOCK_SCIM_MAX_RESULTS = 200  # the largest page a list or search answers
+SCIM_SERVICE_PROVIDER = {
+    "USER_MODEL_GETTER": "apps.scim.adapters.identity_model",
+    "USER_ADAPTER": "apps.scim.adapters.ScimUserAdapter",
+    "GROUP_MODEL": "apps.scim.models.ScimGroup",
+    "GROUP_ADAPTER": "apps.scim.adapters.ScimGroupAdapter",
+    "USER_FILTER_PARSER": "apps.scim.filters.IdentityFilterQuery",
+    "GROUP_FILTER_PARSER": "apps.scim.filters.GroupFilterQuery",
+    "SERVICE_PROVIDER_CONFIG_MODEL": "apps.scim.discovery.ServiceProviderConfig",
+    "SCHEMAS_GETTER": "apps.scim.discovery.schemas",
+    "BASE_LOCATION_GETTER": "apps.scim.adapters.base_location",
+    "GET_EXTRA_MODEL_FILTER_KWARGS_GETTER": "apps.scim.adapters.organization_filter",
+    "GET_QUERYSET_POST_PROCESSOR_GETTER": "apps.scim.adapters.queryset_prefetch",
+    "AUTH_CHECK_MIDDLEWARE": "apps.scim.auth.ScimTokenAuth",
+    "NETLOC": "unused",  # required by the library; locations use the request's host instead
+    "AUTHENTICATION_SCHEMES": [
+        {
+            "type": "oauthbearertoken",
+            "name": "Bearer token",
+            "description": "An organisation's SCIM token: Authorization: Bearer odk-scim-…",
+            "primary": True,
+        }
+    ],
+    "WWW_AUTHENTICATE_HEADER": 'Bearer realm="odock-scim"',
+}
+# --- Single sign-on (apps/sso) ---------------------------------------------------------
+# Local passwords stay (the break-glass platform admin); OpenID Connect providers are
+# configured per organisation in the admin, not here.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "apps.sso.backend.OrganisationOidcBackend",
+]
+# Every call to an identity provider (discovery, JWKS, token, userinfo) waits at most this.
+ODOCK_SSO_TIMEOUT_SECONDS = float(os.environ.get("ODOCK_SSO_TIMEOUT_SECONDS", "5"))

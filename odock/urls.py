@@ -13,4 +13,7 @@ urlpatterns = [
     path("admin/dashboard/", include("apps.dashboard.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("portal/", include("apps.portal.urls")),
+    path("scim/v2/", include("apps.scim.urls", namespace="scim")),
+    path("sso/", include("apps.sso.urls")),
 ]

@@ -15,12 +15,17 @@ from django.utils.cache import add_never_cache_headers
 from apps.api.models import AdminToken
 from apps.api.services import IssuedAdminToken, admin_token_issue, admin_token_revoke
 from apps.core.admin import CredentialStatusFilter
+from apps.identity.admin_scope import ORGANIZATION_ID_PATHS, ScopedAdminMixin
+from apps.identity.scope import scope_for
 
 SHOW_ONCE_TEMPLATE = "api/admintoken_created.html"
 
 
 @admin.register(AdminToken)
-class AdminTokenAdmin(admin.ModelAdmin):
+class AdminTokenAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    # An organisation's tokens act on its whole subtree: org-level area only (a platform
+    # token, with no organisation, is a platform admin's).
+    scope_paths = ORGANIZATION_ID_PATHS
     # Never a digest or a secret: those exist only on the show-once page.
     add_fields = ("name", "organization", "expires_at")
     status_fields = ("prefix", "status", "created_at", "last_used_at", "revoked_at")
@@ -49,6 +54,13 @@ class AdminTokenAdmin(admin.ModelAdmin):
         if obj.is_revoked:
             return "revoked"
         return "expired" if obj.is_expired else "active"
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "organization" and not scope_for(request.user).platform:
+            # Blank means a platform-wide token: only a platform admin may issue one.
+            field.required = True
+        return field
 
     def get_fields(self, request: HttpRequest, obj: AdminToken | None = None) -> Any:
         return self.add_fields if obj is None else (*self.add_fields, *self.status_fields)

@@ -38,6 +38,7 @@ from apps.api.schemas import (
     ValidationErrorOut,
     refuse_undocumented_query,
 )
+from apps.identity.roles import Capability
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate
 from apps.policies.selectors import effective_policy_for_key
@@ -56,7 +57,9 @@ api = OdockAPI(
     description=(
         "Manage virtual keys and read effective policies and spend. Authenticate with "
         "`Authorization: Bearer odk-admin-…`; an organisation's token sees only that "
-        "organisation. Money is a decimal string, never a JSON number."
+        "organisation, a team's token only that team. A token acts with its role "
+        "(org_admin, team_admin, finance, auditor; platform tokens are platform admins): "
+        "what the role may not do is a 403. Money is a decimal string, never a JSON number."
     ),
     urls_namespace="odock-api",
     openapi_url="/v1/openapi.json",
@@ -67,7 +70,8 @@ v1 = Router(auth=AdminTokenAuth(), tags=["v1"])
 # Every operation answers 401 without a live token and 422 for input its schema refuses
 # (or a rule the schema cannot state, named in its description); 400 is a body that is
 # not JSON at all. Each operation adds what else it can answer.
-ERRORS: dict[int, Any] = {401: ErrorOut, 422: ValidationErrorOut}
+# 403: what the token's role may not do (a finance token creating a key).
+ERRORS: dict[int, Any] = {401: ErrorOut, 403: ErrorOut, 422: ValidationErrorOut}
 BODY_ERRORS: dict[int, Any] = {**ERRORS, 400: ErrorOut}
 READ_ERRORS: dict[int, Any] = {**ERRORS, 404: ErrorOut}
 KeyId = Path(..., ge=1, le=MAX_ID, description="key id")
@@ -146,10 +150,16 @@ def keys_create(request: HttpRequest, payload: KeyCreateIn) -> Status[IssuedKey]
     refuse_undocumented_query(request)
     token = _token(request)
     if isinstance(payload, KeyCreateByIdIn):
-        project = selectors.project_get_visible(token=token, project_id=payload.project_id)
+        project = selectors.project_get_visible(
+            token=token, project_id=payload.project_id, capability=Capability.MANAGE
+        )
     else:
         project = selectors.scope_resolve(
-            token=token, org=payload.org, team=payload.team, project=payload.project
+            token=token,
+            org=payload.org,
+            team=payload.team,
+            project=payload.project,
+            capability=Capability.MANAGE,
         ).project
     assert project is not None  # both shapes name a project
     try:
@@ -168,7 +178,9 @@ def keys_create(request: HttpRequest, payload: KeyCreateIn) -> Status[IssuedKey]
 def keys_revoke(request: HttpRequest, key_id: int = KeyId) -> VirtualKey:
     """Idempotent: revoking a revoked key returns it unchanged."""
     refuse_undocumented_query(request)
-    key = selectors.key_get_visible(token=_token(request), key_id=key_id)
+    key = selectors.key_get_visible(
+        token=_token(request), key_id=key_id, capability=Capability.MANAGE
+    )
     return key_revoke(key=key)
 
 
@@ -183,7 +195,9 @@ def keys_rotate(
     """The previous secret keeps working for ``grace_seconds`` so clients can roll over.
     The body is optional: none (or ``null``) takes the default grace."""
     refuse_undocumented_query(request)
-    key = selectors.key_get_visible(token=_token(request), key_id=key_id)
+    key = selectors.key_get_visible(
+        token=_token(request), key_id=key_id, capability=Capability.MANAGE
+    )
     if key.is_revoked:
         raise HttpError(409, "a revoked key cannot be rotated")
     grace_seconds = payload.grace_seconds if payload is not None else None
@@ -214,7 +228,12 @@ def spend_list(request: HttpRequest, filters: Query[SpendQuery]) -> list[selecto
     refuse_undocumented_query(request, SpendQuery)
     token = _token(request)
     scope = selectors.scope_resolve(
-        token=token, org=filters.org, team=filters.team, project=filters.project, key_id=filters.key
+        token=token,
+        org=filters.org,
+        team=filters.team,
+        project=filters.project,
+        key_id=filters.key,
+        capability=Capability.SPEND,
     )
     return selectors.budget_spend_list(token=token, scope=scope)
 
@@ -227,5 +246,6 @@ def orgs_list(request: HttpRequest) -> Any:
 
 
 api.add_router("/v1/", v1)
-api.add_router("/v1/audit/", "apps.api.audit.router")  # search and export
+api.add_router("/v1/audit/", "apps.api.audit.router")  # search, export, change trail
+api.add_router("/v1/evidence/", "apps.api.evidence.router")  # evidence packs
 api.add_router("/v1/reports/", reports_router)  # finance spend report (apps.reports)

@@ -2,9 +2,9 @@
 
 Thin: filters are parsed and applied by ``apps.audit.selectors`` (the admin's code), pages
 are keyset pages on ``(created_at desc, id desc)`` behind an opaque cursor, and exports are
-streamed by ``apps.audit.export``. An org-scoped token sees its organisation only; naming
-another organisation is a 403, and a team, project or key of another organisation matches
-nothing.
+streamed by ``apps.audit.export``. A token sees its audit area only (an org token its
+organisation, a team token its team; a finance token none: 403); naming another
+organisation is a 403, and a team, project or key outside the area matches nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from apps.api.schemas import (
     query_bool,
     refuse_undocumented_query,
 )
+from apps.api.scope import token_area
 from apps.audit import export
 from apps.audit.models import RequestLog
 from apps.audit.selectors import (
@@ -35,10 +36,14 @@ from apps.audit.selectors import (
     AuditFilter,
     Position,
     audit_filter_parse,
+    parse_instant,
     request_log_get,
     request_log_page,
     request_log_search,
 )
+from apps.compliance.selectors import changes_visible
+from apps.identity.roles import Capability
+from apps.identity.scope import Area
 
 router = Router(auth=AdminTokenAuth(), tags=["audit"])
 
@@ -225,9 +230,11 @@ def cursor_decode(cursor: str | None) -> Position | None:
     return Position(_EPOCH + bounded * _MICROSECOND, int(pk))
 
 
-def _scope(request: HttpRequest) -> int | None:
+def _scope(request: HttpRequest) -> Area:
+    """The token's audit area: an org admin's or auditor's organisation, a team admin's or
+    team auditor's team (403 for a finance token: its role has no audit capability)."""
     token: AdminToken = request.auth  # type: ignore[attr-defined]
-    return token.organization_id
+    return token_area(token, Capability.AUDIT)
 
 
 @router.get(
@@ -239,7 +246,7 @@ def audit_records_list(request: HttpRequest, filters: Query[AuditSearchQuery]) -
     """Newest first, one page at a time; follow ``next_cursor`` for the rest. Every row
     is returned exactly once, even when many share a timestamp."""
     refuse_undocumented_query(request, AuditSearchQuery)
-    qs = request_log_search(filters=filters.audit_filter(), organization_id=_scope(request))
+    qs = request_log_search(filters=filters.audit_filter(), area=_scope(request))
     if not filters.include_content:
         qs = qs.defer("content")
     after = cursor_decode(filters.cursor)
@@ -262,7 +269,7 @@ def audit_record_get(
     request: HttpRequest, request_id: str = Path(..., pattern=REQUEST_ID)
 ) -> RequestLog:
     refuse_undocumented_query(request)
-    return request_log_get(request_id=request_id, organization_id=_scope(request))
+    return request_log_get(request_id=request_id, area=_scope(request))
 
 
 EXPORT_RESPONSE = {
@@ -286,5 +293,89 @@ def audit_export(request: HttpRequest, filters: Query[AuditExportQuery]) -> Stre
 
     No time window is implied: without ``from`` the export covers all time."""
     refuse_undocumented_query(request, AuditExportQuery)
-    qs = request_log_search(filters=filters.audit_filter(), organization_id=_scope(request))
+    qs = request_log_search(filters=filters.audit_filter(), area=_scope(request))
     return export.export_response(qs, filters.format, request=request)
+
+
+# --- The change trail ----------------------------------------------------------------------
+
+CHANGE_CURSOR = r"^c1\.-?[0-9]{1,18}\.[0-9]{1,18}$"
+OBJECT_TYPE = r"^[a-z][a-z0-9_]{0,49}\.[a-z][a-z0-9_]{0,49}$"
+
+
+class ChangeQuery(Schema):
+    """Filters of the change trail; an empty range matches nothing."""
+
+    from_: Instant | Unset = Field(
+        default=None, alias="from", description="start, inclusive (as for records)"
+    )
+    to: Instant | Unset = Field(default=None, description="end, exclusive (as for records)")
+    object_type: _pattern(OBJECT_TYPE) | Unset = Field(
+        default=None, description="app_label.model, e.g. keys.virtualkey"
+    )
+    actor: _pattern(TEXT) | Unset = Field(
+        default=None, description='who: a username, "api token <name>", "odock_apply"'
+    )
+    cursor: _pattern(CHANGE_CURSOR) | Unset = Field(
+        default=None, description="next_cursor of the previous page"
+    )
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+class ChangeOut(Schema):
+    id: int
+    created_at: str = Field(description="ISO 8601, UTC, to the microsecond")
+    actor: str = Field(description='the person or tool: a username, "api token <name>", …')
+    actor_user_id: int | None
+    actor_role: str = Field(
+        description='the role(s) in effect, e.g. "team_admin of team:acme/search"'
+    )
+    action: str = Field(description="create, update or delete")
+    object_type: str
+    object_id: str
+    object_repr: str
+    organization_id: int | None
+    team_id: int | None
+    project_id: int | None
+    changes: Any = Field(description='field → {"before", "after"}; a secret only as "changed"')
+    request_id: str
+    client_ip: str | None
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _full_precision(cls, value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime) else value
+
+
+class ChangePageOut(Schema):
+    items: list[ChangeOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: done")
+
+
+@router.get(
+    "/changes",
+    response={200: ChangePageOut, **ERRORS},
+    summary="The configuration change trail",
+)
+def audit_changes_list(request: HttpRequest, filters: Query[ChangeQuery]) -> dict[str, Any]:
+    """Who changed what, with which role, newest first, within the token's audit area
+    (an org token: its organisation's objects; a team token: its team's; platform-wide
+    objects for platform tokens only). Follow ``next_cursor`` for the rest."""
+    refuse_undocumented_query(request, ChangeQuery)
+    qs = changes_visible(_scope(request))
+    now = datetime.now(UTC)
+    if filters.from_ is not None:
+        qs = qs.filter(created_at__gte=parse_instant(filters.from_, now=now))
+    if filters.to is not None:
+        qs = qs.filter(created_at__lt=parse_instant(filters.to, now=now, end_of_day=True))
+    if filters.object_type is not None:
+        qs = qs.filter(object_type=filters.object_type)
+    if filters.actor is not None:
+        qs = qs.filter(actor=filters.actor)
+    cursor = filters.cursor
+    after = cursor_decode("a1." + cursor.removeprefix("c1.")) if cursor else None
+    rows, next_position = request_log_page(qs, after=after, limit=filters.limit)
+    next_cursor = None
+    if next_position is not None:
+        next_cursor = "c1." + cursor_encode(next_position).removeprefix("a1.")
+    return {"items": rows, "next_cursor": next_cursor}

@@ -1,8 +1,10 @@
 """Reads for the management API, every one scoped by the caller's admin token.
 
-An org-scoped token sees its organisation only; a platform token (no organisation) sees
-all. Unknown ids and ids of other organisations both raise Http404, so ids leak nothing;
-naming another organisation explicitly raises PermissionDenied.
+A token sees the area of its role (``apps.api.scope``) for what the endpoint needs:
+configuration (``configure``), changes (``manage``), spend (``spend``). An org admin token
+sees its organisation, a team admin token its team, a platform token everything. Unknown
+ids and ids outside the area both raise Http404, so ids leak nothing; naming another
+organisation explicitly raises PermissionDenied, as does a role without the capability.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 
 from apps.api.models import AdminToken
+from apps.api.scope import token_area
 from apps.core.money import USD_QUANTUM
 from apps.gateway.governance import period_bounds
+from apps.identity.areas import budget_q
+from apps.identity.roles import Capability
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget
 from apps.policies.spend import budget_spent_usd
@@ -28,32 +33,54 @@ PERCENT_QUANTUM = Decimal("0.01")
 
 
 def organization_list_visible(*, token: AdminToken) -> QuerySet[Organization]:
-    """Organisations with their teams and projects prefetched (one query per level)."""
-    qs = Organization.objects.prefetch_related("teams__projects").order_by("name")
-    if token.organization_id is not None:
-        qs = qs.filter(pk=token.organization_id)
-    return qs
+    """Organisations with their teams and projects prefetched (one query per level), only
+    the teams and projects in the token's area (a team token: its organisation, its team)."""
+    area = token_area(token, Capability.CONFIGURE)
+    projects = area.filter(
+        Project.objects.order_by("name"), org="team__organization_id", team="team_id", project="id"
+    )
+    teams = area.filter(
+        Team.objects.order_by("name"), org="organization_id", team="id", project="projects__id"
+    ).distinct()
+    return (
+        area.organizations()
+        .order_by("name")
+        .prefetch_related(
+            Prefetch("teams", queryset=teams), Prefetch("teams__projects", queryset=projects)
+        )
+    )
 
 
-def key_queryset_visible(*, token: AdminToken) -> QuerySet[VirtualKey]:
+def key_queryset_visible(
+    *, token: AdminToken, capability: Capability = Capability.CONFIGURE
+) -> QuerySet[VirtualKey]:
+    area = token_area(token, capability)
     qs = VirtualKey.objects.select_related("project__team__organization", "owner")
-    if token.organization_id is not None:
-        qs = qs.filter(project__team__organization_id=token.organization_id)
-    return qs
+    return area.filter(
+        qs, org="project__team__organization_id", team="project__team_id", project="project_id"
+    )
 
 
-def key_get_visible(*, token: AdminToken, key_id: int) -> VirtualKey:
-    """The key, or Http404 whether it does not exist or belongs to another organisation."""
-    key = key_queryset_visible(token=token).filter(pk=key_id).first()
+def key_get_visible(
+    *, token: AdminToken, key_id: int, capability: Capability = Capability.CONFIGURE
+) -> VirtualKey:
+    """The key, or Http404 whether it does not exist or is outside the token's area."""
+    key = key_queryset_visible(token=token, capability=capability).filter(pk=key_id).first()
     if key is None:
         raise Http404("key not found")
     return key
 
 
-def project_get_visible(*, token: AdminToken, project_id: int) -> Project:
-    qs = Project.objects.select_related("team__organization")
-    if token.organization_id is not None:
-        qs = qs.filter(team__organization_id=token.organization_id)
+def project_get_visible(
+    *, token: AdminToken, project_id: int, capability: Capability = Capability.MANAGE
+) -> Project:
+    area = token_area(token, capability)
+    qs = area.filter(
+        Project.objects.select_related("team__organization"),
+        org="team__organization_id",
+        team="team_id",
+        project="id",
+    )
     project = qs.filter(pk=project_id).first()
     if project is None:
         raise Http404("project not found")
@@ -143,14 +170,17 @@ def scope_resolve(
     team: str | None = None,
     project: str | None = None,
     key_id: int | None = None,
+    capability: Capability = Capability.CONFIGURE,
 ) -> Scope:
     """Turn ``org`` / ``team`` / ``project`` names (and a key id) into one node.
 
     Each name is looked up under the names given above it (or the token's organisation):
     a team name alone finds the one team of that name, a project name alone the one
     project. Names are unique only within their parent, so a name several objects share
-    there raises AmbiguousName; one that matches nothing, Http404.
+    there raises AmbiguousName; one that matches nothing (or nothing in the token's area
+    for ``capability``: a sibling team is not found), Http404.
     """
+    area = token_area(token, capability)
     organization = token.organization if token.organization_id is not None else None
     if org is not None:
         if organization is not None and org != organization.name:
@@ -161,14 +191,24 @@ def scope_resolve(
                 raise Http404(f"organisation {org!r} not found")
     team_obj = None
     if team is not None:
-        teams = Team.objects.select_related("organization").filter(name=team)
+        teams = area.filter(
+            Team.objects.select_related("organization").filter(name=team),
+            org="organization_id",
+            team="id",
+            project="projects__id",
+        ).distinct()
         if organization is not None:
             teams = teams.filter(organization=organization)
         team_obj = _only(teams, "team", team, "organisation")
         organization = team_obj.organization
     project_obj = None
     if project is not None:
-        projects = Project.objects.select_related("team__organization").filter(name=project)
+        projects = area.filter(
+            Project.objects.select_related("team__organization").filter(name=project),
+            org="team__organization_id",
+            team="team_id",
+            project="id",
+        )
         if team_obj is not None:
             projects = projects.filter(team=team_obj)
         elif organization is not None:
@@ -178,7 +218,11 @@ def scope_resolve(
         organization = team_obj.organization
     scope = Scope(organization=organization, team=team_obj, project=project_obj)
     if key_id is not None:
-        key = key_queryset_visible(token=token).filter(scope.keys_q(), pk=key_id).first()
+        key = (
+            key_queryset_visible(token=token, capability=capability)
+            .filter(scope.keys_q(), pk=key_id)
+            .first()
+        )
         if key is None:
             raise Http404("key not found")
         scope = Scope(organization=organization, team=team_obj, project=project_obj, key=key)
@@ -192,10 +236,13 @@ def key_page_visible(
     include_revoked: bool = False,
     after_id: int = 0,
     limit: int = 100,
+    capability: Capability = Capability.CONFIGURE,
 ) -> tuple[list[VirtualKey], bool]:
     """One page of keys ordered by id, strictly after ``after_id`` (keyset pagination: no
     COUNT, no OFFSET, stable while keys are added). Returns (keys, more_exist)."""
-    qs = key_queryset_visible(token=token).filter(scope.keys_q(), pk__gt=after_id)
+    qs = key_queryset_visible(token=token, capability=capability).filter(
+        scope.keys_q(), pk__gt=after_id
+    )
     if not include_revoked:
         qs = qs.filter(revoked_at__isnull=True)
     rows = list(qs.order_by("pk")[: limit + 1])
@@ -224,19 +271,14 @@ def budget_spend_list(
 
     From the request log (``budget_spent_usd``), not Redis: this is the figure finance
     reconciles against, and it survives a Redis flush. One aggregate query per budget.
+    Only budgets attached inside the token's spend area: a team's token does not see its
+    organisation's budget (that is the whole organisation's spend).
     """
     now = now or datetime.now(UTC)
+    area = token_area(token, Capability.SPEND)
     qs = Budget.objects.select_related("organization", "team", "project", "key", "model").filter(
-        scope.budgets_q()
+        scope.budgets_q(), budget_q(area)
     )
-    if token.organization_id is not None:
-        org_id = token.organization_id
-        qs = qs.filter(
-            Q(organization_id=org_id)
-            | Q(team__organization_id=org_id)
-            | Q(project__team__organization_id=org_id)
-            | Q(key__project__team__organization_id=org_id)
-        )
     rows = []
     for budget in qs.order_by("pk"):
         period_key, period_ends = period_bounds(budget.period, now)

@@ -13,8 +13,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.api.models import ADMIN_TOKEN_PREFIX, AdminToken
+from apps.identity.models import Role
 from apps.keys.secrets import key_digest
-from apps.tenancy.models import Organization
+from apps.tenancy.models import Organization, Team
 
 VISIBLE_PREFIX_LENGTH = len(ADMIN_TOKEN_PREFIX) + 6
 # last_used_at is informational: writing it on every call would turn each read into a write.
@@ -35,14 +36,22 @@ def admin_token_issue(
     *,
     name: str,
     organization: Organization | None = None,
+    role: str | None = None,
+    team: Team | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedAdminToken:
-    """A new token; ``organization=None`` makes it platform-wide. The secret exists only in
-    the return value."""
+    """A new token; ``organization=None`` makes it platform-wide (a platform admin). The
+    role defaults to org admin of ``organization``; team admin, finance and auditor tokens
+    can be limited to a ``team`` of it. ValidationError for a role that does not fit. The
+    secret exists only in the return value."""
+    if role is None:
+        role = Role.PLATFORM_ADMIN if organization is None else Role.ORG_ADMIN
     secret = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = AdminToken(
         name=name,
         organization=organization,
+        role=role,
+        team=team,
         expires_at=expires_at,
         prefix=secret[:VISIBLE_PREFIX_LENGTH],
         digest=admin_token_digest(secret),
@@ -71,7 +80,7 @@ def admin_token_authenticate(*, secret: str) -> AdminToken | None:
         return None
     digest = admin_token_digest(secret)
     token = (
-        AdminToken.objects.select_related("organization")
+        AdminToken.objects.select_related("organization", "team__organization")
         .filter(digest=digest, revoked_at__isnull=True)
         .first()
     )

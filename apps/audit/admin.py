@@ -38,6 +38,8 @@ from apps.audit.selectors import (
     audit_filter_parse,
     request_log_search,
 )
+from apps.identity.admin_scope import ORGANIZATION_ID_PATHS, RECORD_PATHS, ScopedAdminMixin
+from apps.identity.roles import Capability
 from apps.keys.models import VirtualKey
 from apps.keys.secrets import KEY_PREFIX
 
@@ -291,7 +293,11 @@ def _readable(text: Any) -> str:
 
 
 @admin.register(RequestLog)
-class RequestLogAdmin(admin.ModelAdmin):
+class RequestLogAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    # Auditors, org and team admins: the records of their subtree, read-only.
+    scope_paths = RECORD_PATHS
+    view_capability = Capability.AUDIT
+    read_only = True
     list_display = (
         "created_at",
         "request_id",
@@ -478,7 +484,7 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     def export_view(self, request: HttpRequest) -> HttpResponse:
         """The change list's records (same filters, same default window, same search) as a
-        streamed CSV or JSONL download. Staff with view permission only."""
+        streamed CSV or JSONL download: only the records the person may list."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         fmt = request.GET.get("format", "csv")
@@ -491,7 +497,7 @@ class RequestLogAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             text = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
             return HttpResponse(text, status=400, content_type="text/plain")
-        qs = request_log_search(filters=filters)
+        qs = request_log_search(filters=filters, queryset=self.get_queryset(request))
         qs, _ = self.get_search_results(request, qs, request.GET.get(SEARCH_VAR, ""))
         return export.export_response(qs, fmt, request=request)
 
@@ -574,8 +580,12 @@ class RequestLogAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Audit evidence: visible, never editable from the admin."""
+class ReadOnlyAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Audit evidence: visible to auditors of its organisation, never editable here."""
+
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.AUDIT
+    read_only = True
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

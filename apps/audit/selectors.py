@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.audit.models import RequestLog
+from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
 from apps.keys.secrets import KEY_PREFIX
 from apps.tenancy.models import Organization, Project, Team
@@ -263,17 +264,16 @@ class _Resolved:
         )
 
 
-def _resolve(filters: AuditFilter, scope_org_id: int | None) -> _Resolved:
+def _resolve(filters: AuditFilter, scope_org_ids: list[int] | None) -> _Resolved:
     """One small query per named level. A name is looked up under the levels named above it
-    (team names are unique per organisation only), and never outside the caller's scope."""
+    (team names are unique per organisation only), and never outside the caller's
+    organisations (``scope_org_ids``; None: all)."""
     org_ids = team_ids = project_ids = key_ids = None
     if filters.org is not None:
         org_ids = _ids(Organization.objects.filter(_id_or(filters.org, name=filters.org)))
-        if scope_org_id is not None and org_ids != [scope_org_id]:
-            raise PermissionDenied("this token is limited to its own organisation")
-    within_orgs = (
-        org_ids if org_ids is not None else ([scope_org_id] if scope_org_id is not None else None)
-    )
+        if scope_org_ids is not None and not (org_ids and set(org_ids) <= set(scope_org_ids)):
+            raise PermissionDenied("this organisation is outside what you may see")
+    within_orgs = org_ids if org_ids is not None else scope_org_ids
     if filters.team is not None:
         teams = Team.objects.filter(_id_or(filters.team, name=filters.team))
         if within_orgs is not None:
@@ -326,21 +326,25 @@ def request_log_search(
     *,
     filters: AuditFilter,
     organization_id: int | None = None,
+    area: Area | None = None,
     queryset: QuerySet[RequestLog] | None = None,
 ) -> QuerySet[RequestLog]:
     """The records matching ``filters``, newest first (the ``(-created_at, -id)`` index).
 
-    ``organization_id`` is the caller's scope (an org-scoped admin token): every row is
-    limited to it, and naming another organisation raises PermissionDenied rather than
-    quietly widening or emptying the result. Names that match nothing give an empty
-    queryset without touching the log.
+    ``area`` is the caller's audit area (``scope.area(Capability.AUDIT)`` of a person or a
+    token; ``organization_id``: one organisation's): every row is limited to it, and
+    naming an organisation outside it raises PermissionDenied rather than quietly widening
+    or emptying the result. A team, project or key outside it matches nothing. Names that
+    match nothing give an empty queryset without touching the log.
     """
     qs = queryset if queryset is not None else RequestLog.objects.all()
-    resolved = _resolve(filters, organization_id)
+    area = _area(area, organization_id)
+    scope_org_ids = None if area is None or area.everything else _ids(area.organizations())
+    resolved = _resolve(filters, scope_org_ids)
     if filters.is_empty_range() or resolved.matches_nothing():
         return qs.none()
-    if organization_id is not None:
-        qs = qs.filter(organization_id=organization_id)
+    if area is not None:
+        qs = area.filter(qs, org="organization_id", team="team_id", project="project_id")
     for column, ids in (
         ("organization_id", resolved.org_ids),
         ("team_id", resolved.team_ids),
@@ -372,12 +376,21 @@ def request_log_search(
     return qs.order_by(*ORDERING)
 
 
-def request_log_get(*, request_id: str, organization_id: int | None = None) -> RequestLog:
-    """One record by request id (unique index); Http404 whether it does not exist or
-    belongs to another organisation, so ids leak nothing."""
+def _area(area: Area | None, organization_id: int | None) -> Area | None:
+    if area is None and organization_id is not None:
+        return Area(org_ids=frozenset({organization_id}))
+    return area
+
+
+def request_log_get(
+    *, request_id: str, organization_id: int | None = None, area: Area | None = None
+) -> RequestLog:
+    """One record by request id (unique index); Http404 whether it does not exist or is
+    outside the caller's area, so ids leak nothing."""
     qs = RequestLog.objects.filter(request_id=request_id)
-    if organization_id is not None:
-        qs = qs.filter(organization_id=organization_id)
+    area = _area(area, organization_id)
+    if area is not None:
+        qs = area.filter(qs, org="organization_id", team="team_id", project="project_id")
     record = qs.first()
     if record is None:
         raise Http404("record not found")

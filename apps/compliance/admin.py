@@ -24,6 +24,9 @@ from apps.compliance.services import (
     evidence_pack_request,
 )
 from apps.compliance.trail import SECRET_CHANGED, tracked_models
+from apps.identity.admin_scope import ORGANIZATION_ID_PATHS, ScopedAdminMixin
+from apps.identity.roles import Capability
+from apps.identity.scope import scope_for
 
 MAX_ACTOR_CHOICES = 100
 
@@ -47,9 +50,11 @@ class ActorFilter(admin.SimpleListFilter):
     parameter_name = "actor"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        # Distinct over the (actor, -created_at) index; people and tokens are few.
+        # Distinct over the (actor, -created_at) index; people and tokens are few. Only
+        # the actors of the changes the viewer may see (no names from other organisations).
         actors = (
-            ConfigChange.objects.order_by("actor")
+            model_admin.get_queryset(request)
+            .order_by("actor")
             .values_list("actor", flat=True)
             .distinct()[:MAX_ACTOR_CHOICES]
         )
@@ -71,7 +76,12 @@ class ObjectTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ConfigChange)
-class ConfigChangeAdmin(admin.ModelAdmin):
+class ConfigChangeAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    # The trail names an organisation per change: auditors of that organisation read it
+    # (a team-level auditor sees none: the trail has no team ids).
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.AUDIT
+    read_only = True
     list_display = (
         "created_at",
         "actor",
@@ -157,7 +167,12 @@ def _shown(value: Any) -> str:
 
 
 @admin.register(EvidencePack)
-class EvidencePackAdmin(admin.ModelAdmin):
+class EvidencePackAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    # Auditors of an organisation request, list and download its packs; deleting one is
+    # the platform's (superuser's) alone.
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.AUDIT
+    write_capability = Capability.AUDIT
     list_display = (
         "organization",
         "period_start",
@@ -236,7 +251,7 @@ class EvidencePackAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: EvidencePack | None = None) -> bool:
-        return request.user.is_superuser
+        return scope_for(request.user).platform
 
     @admin.action(description="Rebuild selected packs", permissions=["add"])
     def rebuild_packs(self, request: HttpRequest, queryset: QuerySet[EvidencePack]) -> None:
@@ -252,8 +267,9 @@ class EvidencePackAdmin(admin.ModelAdmin):
         return [download, *super().get_urls()]
 
     def download_view(self, request: HttpRequest, object_id: str, name: str) -> FileResponse:
-        """Staff only (``admin_view``), with view permission on packs; by manifest name, so
-        no path from the URL ever reaches the storage."""
+        """Admin users only (``admin_view``), for a pack inside their audit area (else
+        ``get_object`` finds none); by manifest name, so no path from the URL ever reaches
+        the storage."""
         pack = self.get_object(request, object_id)
         if pack is None:
             raise Http404("No such evidence pack.")

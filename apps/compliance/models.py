@@ -34,12 +34,25 @@ class ConfigChange(models.Model):
     actor_user_id = models.BigIntegerField(
         null=True, blank=True, help_text="The user's id when a person made the change."
     )
+    actor_role = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The role(s) in effect: a person's at the changed object's level "
+        '("team_admin of team:acme/search"), a token\'s ("api token ci: finance of '
+        'org:acme"), "odock_apply", "portal", a SCIM token\'s.',
+    )
     action = models.CharField(max_length=8, choices=ChangeAction.choices)
     object_type = models.CharField(max_length=100, help_text="app_label.model")
     object_id = models.CharField(max_length=64)
     object_repr = models.CharField(max_length=200)
     organization_id = models.BigIntegerField(
         null=True, blank=True, help_text="The organisation the object belongs to; blank: platform."
+    )
+    team_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The team the object belongs to, if any."
+    )
+    project_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The project the object belongs to, if any."
     )
     changes = models.JSONField(
         default=dict,

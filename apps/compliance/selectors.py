@@ -11,7 +11,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, F, Q, QuerySet, Sum, When
 
 from apps.audit.models import RequestLog
-from apps.compliance.models import ConfigChange
+from apps.compliance.models import ConfigChange, EvidencePack
+from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
 
 REFUSED = Q(status_code__gte=400)
@@ -42,6 +43,31 @@ def changes_in_period(organization_id: int, start: date, end: date) -> QuerySet[
         created_at__gte=since,
         created_at__lt=until,
     ).order_by("created_at", "id")
+
+
+def changes_visible(area: Area) -> QuerySet[ConfigChange]:
+    """The change trail a person or token with this audit area may read: changes to
+    objects inside it (a team's auditor: its team, projects and keys). Platform-wide
+    changes (providers, models, platform tokens) only for the platform."""
+    return area.filter(
+        ConfigChange.objects.all(), org="organization_id", team="team_id", project="project_id"
+    )
+
+
+def evidence_packs_visible(area: Area) -> QuerySet[EvidencePack]:
+    """Packs a person or token with this audit area may list, read and download. A pack
+    is a whole organisation's evidence (its request log and change trail), so only an
+    organisation-wide audit area covers it; a team's auditor sees none. The admin's
+    evidence pack pages filter with this too."""
+    qs = EvidencePack.objects.select_related("organization", "requested_by")
+    if area.everything:
+        return qs
+    return qs.filter(organization_id__in=area.org_ids)
+
+
+def evidence_pack_may_request(area: Area, organization_id: int) -> bool:
+    """Whether this audit area may ask for a pack of the organisation (the same rule)."""
+    return area.everything or organization_id in area.org_ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,13 @@ def _storage_dir(pack: EvidencePack) -> str:
     return f"evidence/org-{pack.organization_id}/pack-{pack.pk}"
 
 
+def _who(change: ConfigChange) -> str:
+    """The person or tool, and the role behind the change when it says more."""
+    if change.actor_role and change.actor_role != change.actor:
+        return f"{change.actor} ({change.actor_role})"
+    return change.actor
+
+
 def _changed_fields(change: ConfigChange) -> str:
     return ", ".join(sorted(change.changes or {}))
 
@@ -118,7 +125,7 @@ def _document(pack: EvidencePack, files: list[FileLine]) -> PackDocument:
         changes_org=changes.filter(organization_id=org_id).count(),
         changes=[
             ChangeLine(
-                c.created_at, c.actor, c.action, c.object_type, c.object_repr, _changed_fields(c)
+                c.created_at, _who(c), c.action, c.object_type, c.object_repr, _changed_fields(c)
             )
             for c in changes[:MAX_CHANGE_ROWS]
         ],

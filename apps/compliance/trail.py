@@ -21,7 +21,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from apps.compliance.context import change_context
+from apps.compliance.context import change_context, role_at
 from apps.compliance.models import ChangeAction, ConfigChange
 from apps.core.fields import EncryptedTextField
 from apps.core.secrets import changed_at_names
@@ -37,10 +37,12 @@ _DELETED = "_odock_trail_deleted"
 
 def tracked_models() -> tuple[type[models.Model], ...]:
     """The governance models: the same set whose changes bump the config version
-    (``apps.policies.signals``), plus the audit content-capture rules."""
+    (``apps.policies.signals``), plus the audit content-capture rules and who may
+    administer (memberships, single sign-on and SCIM set-up, key lifetimes)."""
     from apps.api.models import AdminToken
     from apps.audit.models import ContentCapture
     from apps.guardrails.models import GuardrailRule
+    from apps.identity.models import Membership
     from apps.keys.models import VirtualKey
     from apps.policies.models import (
         Budget,
@@ -49,7 +51,10 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         ModelAlias,
         RateLimit,
     )
+    from apps.portal.models import KeyLifetimeRule
     from apps.providers.models import Deployment, Model, ModelFallback, Provider
+    from apps.scim.models import ScimGroup, ScimSettings, ScimToken
+    from apps.sso.models import GroupMapping, OidcProvider
     from apps.tenancy.models import Organization, Project, Team
 
     return (
@@ -69,6 +74,14 @@ def tracked_models() -> tuple[type[models.Model], ...]:
         ContentCapture,
         GuardrailRule,
         AdminToken,  # who may change all of the above through the API
+        # Who may administer, and how people get their roles (issue 15).
+        Membership,
+        OidcProvider,
+        GroupMapping,
+        ScimSettings,
+        ScimToken,
+        ScimGroup,
+        KeyLifetimeRule,
     )
 
 
@@ -166,10 +179,29 @@ def organization_of(instance: models.Model) -> int | None:
         return instance.pk
     if getattr(instance, "organization_id", None) is not None:
         return instance.organization_id
-    for parent in ("team", "project", "key"):
+    for parent in ("team", "project", "key", "provider"):  # provider: an SSO mapping's
         if getattr(instance, f"{parent}_id", None) is not None:
             return organization_of(getattr(instance, parent))
     return None
+
+
+def levels_of(instance: models.Model) -> tuple[int | None, int | None, int | None]:
+    """(organisation, team, project) ids of an object — each None where it has no such
+    level — so the trail can be scoped like the request log and a person's role read at
+    the object's level."""
+    from apps.tenancy.models import Organization, Project, Team
+
+    if isinstance(instance, Organization):
+        return instance.pk, None, None
+    if isinstance(instance, Team):
+        return instance.organization_id, instance.pk, None
+    if isinstance(instance, Project):
+        return organization_of(instance), instance.team_id, instance.pk
+    for parent in ("project", "team", "key"):
+        if getattr(instance, f"{parent}_id", None) is not None:
+            org_id, team_id, project_id = levels_of(getattr(instance, parent))
+            return org_id, team_id, project_id
+    return organization_of(instance), None, None
 
 
 def _repr(instance: models.Model) -> str:
@@ -188,13 +220,27 @@ def config_change_record(
     object_id: Any = None,
     object_repr: str | None = None,
     organization_id: int | None = None,
+    levels: tuple[int | None, int | None, int | None] | None = None,
 ) -> ConfigChange:
-    """One row of the trail, attributed to the current change context."""
+    """One row of the trail, attributed to the current change context: the person or
+    token, and the role behind the change."""
     context = change_context()
     actor = context.resolve_actor()
+    _, team_id, project_id = levels if levels is not None else (organization_id, None, None)
+    role = actor.role
+    if role is None:
+        role = role_at(
+            actor.user_id,
+            organization_id=organization_id,
+            team_id=team_id,
+            project_id=project_id,
+        )
     return ConfigChange.objects.create(
         actor=actor.name[:200],
         actor_user_id=actor.user_id,
+        actor_role=role[:300],
+        team_id=team_id,
+        project_id=project_id,
         action=action,
         object_type=instance._meta.label_lower,
         object_id=str(instance.pk if object_id is None else object_id)[:64],
@@ -230,11 +276,13 @@ def _post_save(
         if not changes:
             return
         action = ChangeAction.UPDATE
+    levels = levels_of(instance)
     config_change_record(
         instance=instance,
         action=action,
         changes=changes,
-        organization_id=organization_of(instance),
+        organization_id=levels[0],
+        levels=levels,
     )
 
 
@@ -246,6 +294,7 @@ def _pre_delete(sender: type[models.Model], instance: models.Model, **kwargs: An
             "object_id": instance.pk,
             "object_repr": _repr(instance),
             "organization_id": organization_of(instance),
+            "levels": levels_of(instance),
             "before": _snapshot(instance),
         },
     )
@@ -267,6 +316,7 @@ def _post_delete(sender: type[models.Model], instance: models.Model, **kwargs: A
         object_id=deleted["object_id"],
         object_repr=deleted["object_repr"],
         organization_id=deleted["organization_id"],
+        levels=deleted.get("levels"),
     )
 
 

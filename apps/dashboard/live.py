@@ -22,12 +22,15 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from apps.dashboard.formats import money
+
+if TYPE_CHECKING:  # the record observer's module loads no ORM code
+    from apps.identity.scope import Area
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +54,38 @@ def _iso(value: Any) -> str:
 
 def feed_item(record: Mapping[str, Any]) -> dict[str, Any]:
     """What a dashboard shows of a record (from the gateway's dict or a RequestLog row):
-    no content, no findings, nothing secret."""
+    no content, no findings, nothing secret. Its organisation, team and project let each
+    watcher's connection keep only the rows of its area (``in_area``)."""
     latency = record.get("latency_ms")
     return {
         "request_id": record.get("request_id") or "",
         "time": _iso(record.get("created_at")),
         "organization_id": record.get("organization_id"),
+        "team_id": record.get("team_id"),
+        "project_id": record.get("project_id"),
         "key_prefix": record.get("key_prefix") or "",
         "model": record.get("model_requested") or "",
         "status": record.get("status_code"),
         "latency_ms": None if latency is None else round(float(latency), 1),
         "cost_usd": money(record.get("cost_usd")),
     }
+
+
+def in_area(items: list[dict[str, Any]], area: Area) -> list[dict[str, Any]]:
+    """The feed items a watcher with this spend area may see: every message goes to every
+    watcher's connection, which drops the rows outside its area before anything is sent
+    to the browser (a record without an organisation is the platform's)."""
+    if area.everything:
+        return items
+    return [
+        item
+        for item in items
+        if area.covers(
+            org_id=item.get("organization_id"),
+            team_id=item.get("team_id"),
+            project_id=item.get("project_id"),
+        )
+    ]
 
 
 class LiveFeed:

@@ -7,6 +7,10 @@ both bounded: guardrail findings (roll-ups do not carry them; the most recent
 
 Money stays ``Decimal`` and leaves as strings; rates and latencies are floats (they are
 not money).
+
+Every read is limited to the viewer's spend area (``DashboardScope.area``, from
+``apps.dashboard.permissions.spend_area``): roll-ups and records by their organisation,
+team and project; budgets attached inside the area only (``apps.identity.areas``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from django.utils import timezone
 from apps.audit.models import RequestLog
 from apps.dashboard.formats import money
 from apps.dashboard.live import feed_item
+from apps.identity.areas import budget_q
+from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
 from apps.policies.alerts import budget_organization
 from apps.policies.models import LEVELS, Budget
@@ -56,13 +62,14 @@ RECENT_LIMIT = 50
 @dataclass(frozen=True, slots=True)
 class DashboardScope:
     """What the dashboard shows: ``[start, end)`` in UTC, bucketed per hour or day, for one
-    organisation or (``organization_id=None``) all of them."""
+    organisation or (``organization_id=None``) all of them, within the viewer's ``area``."""
 
     range: str
     bucket: str
     start: datetime
     end: datetime
     organization_id: int | None
+    area: Area = Area(everything=True)
 
     def buckets(self) -> list[datetime]:
         step = timedelta(hours=1) if self.bucket == "hour" else timedelta(days=1)
@@ -83,10 +90,14 @@ class DashboardScope:
 
 
 def dashboard_scope(
-    *, range_name: str = "24h", organization_id: int | None = None, now: datetime | None = None
+    *,
+    range_name: str = "24h",
+    organization_id: int | None = None,
+    area: Area | None = None,
+    now: datetime | None = None,
 ) -> DashboardScope:
     """The range ending with the current hour (24h) or day (7d, 30d); ValidationError for
-    an unknown range."""
+    an unknown range. ``area`` None: the whole platform (callers pass the viewer's)."""
     if range_name not in RANGES:
         raise ValidationError({"range": f"use one of {', '.join(RANGES)}"})
     length, bucket = RANGES[range_name]
@@ -101,6 +112,7 @@ def dashboard_scope(
         start=end - length,
         end=end,
         organization_id=organization_id,
+        area=Area(everything=True) if area is None else area,
     )
 
 
@@ -109,18 +121,22 @@ def _bucket(scope: DashboardScope) -> F | TruncDay:
     return TruncDay("hour", tzinfo=UTC) if scope.bucket == "day" else F("hour")
 
 
+def in_area(qs: QuerySet, area: Area) -> QuerySet:
+    """Roll-ups or request records inside the area (both carry org, team, project ids)."""
+    return area.filter(qs, org="organization_id", team="team_id", project="project_id")
+
+
 def rollups_in(scope: DashboardScope) -> QuerySet[UsageRollup]:
-    qs = UsageRollup.objects.filter(hour__gte=scope.start, hour__lt=scope.end)
+    qs = in_area(UsageRollup.objects.filter(hour__gte=scope.start, hour__lt=scope.end), scope.area)
     if scope.organization_id is not None:
         qs = qs.filter(organization_id=scope.organization_id)
     return qs
 
 
-def organization_choices() -> list[dict[str, Any]]:
-    return [
-        {"id": pk, "name": name}
-        for pk, name in Organization.objects.order_by("name").values_list("pk", "name")
-    ]
+def organization_choices(area: Area | None = None) -> list[dict[str, Any]]:
+    """The organisation picker: the organisations the area touches (all for None)."""
+    qs = Organization.objects.all() if area is None else area.organizations()
+    return [{"id": pk, "name": name} for pk, name in qs.order_by("name").values_list("pk", "name")]
 
 
 # --- Overview -------------------------------------------------------------------------
@@ -339,12 +355,20 @@ def projected_spend(spent: Decimal, window: Window, now: datetime) -> Decimal | 
 
 
 def budget_burn(
-    organization_id: int | None, now: datetime | None = None, limit: int = BUDGETS_LIMIT
+    organization_id: int | None,
+    now: datetime | None = None,
+    limit: int = BUDGETS_LIMIT,
+    area: Area | None = None,
 ) -> dict[str, Any]:
     """Every budget in scope (the ``limit`` most used are listed): spent against its limit
-    in the current period, and the period's projected spend."""
+    in the current period, and the period's projected spend. Only budgets attached inside
+    ``area``: a team's viewer does not see its organisation's budget (the whole
+    organisation's spend)."""
     now = (now or timezone.now()).astimezone(UTC)
-    budgets = list(budgets_in_scope(None if organization_id is None else [organization_id]))
+    in_scope = budgets_in_scope(None if organization_id is None else [organization_id])
+    if area is not None:
+        in_scope = in_scope.filter(budget_q(area))
+    budgets = list(in_scope)
     items = []
     for budget, (window, spent) in zip(budgets, budget_spend_current(budgets, now), strict=True):
         projected = projected_spend(spent, window, now)
@@ -384,7 +408,10 @@ def findings_by_type(scope: DashboardScope, scan_limit: int = FINDINGS_SCAN_LIMI
     """Requests with a finding, per detector, among the most recent ``scan_limit`` records
     of the range. Roll-ups carry no findings, so this is the one chart that reads the
     request log: bounded by the range and the limit, walking the ``created_at`` index."""
-    recent = RequestLog.objects.filter(created_at__gte=scope.start, created_at__lt=scope.end)
+    recent = in_area(
+        RequestLog.objects.filter(created_at__gte=scope.start, created_at__lt=scope.end),
+        scope.area,
+    )
     if scope.organization_id is not None:
         recent = recent.filter(organization_id=scope.organization_id)
     recent_ids = recent.order_by("-created_at", "-id").values("id")[:scan_limit]
@@ -414,16 +441,20 @@ def findings_by_type(scope: DashboardScope, scan_limit: int = FINDINGS_SCAN_LIMI
 # --- The live feed's first rows -------------------------------------------------------
 
 
-def recent_records(organization_id: int | None, limit: int = RECENT_LIMIT) -> list[dict]:
-    """The latest records, shaped like the websocket's pushes: the live feed starts with
-    them."""
-    qs = RequestLog.objects.all()
+def recent_records(
+    organization_id: int | None, limit: int = RECENT_LIMIT, area: Area | None = None
+) -> list[dict]:
+    """The latest records (inside ``area``), shaped like the websocket's pushes: the live
+    feed starts with them."""
+    qs = RequestLog.objects.all() if area is None else in_area(RequestLog.objects.all(), area)
     if organization_id is not None:
         qs = qs.filter(organization_id=organization_id)
     rows = qs.order_by("-created_at", "-id").values(
         "request_id",
         "created_at",
         "organization_id",
+        "team_id",
+        "project_id",
         "key_prefix",
         "model_requested",
         "status_code",

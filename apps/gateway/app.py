@@ -53,6 +53,7 @@ from apps.gateway.stages import (
     validate_embeddings,
 )
 from apps.gateway.stages.local import MODEL_PREFIX
+from apps.gateway.stages.me import ME_PATH, Me
 from apps.gateway.stages.record import Record, RecordSink
 from apps.gateway.stages.route import RetryPolicy, Route
 from apps.gateway.stages.stored_responses import (
@@ -246,6 +247,7 @@ class GatewayApp:
             ),
             ("GET", "/v1/models"): Pipeline("models", [authenticate, ListModels()], record),
             ("GET", MODEL_PREFIX): Pipeline("models", [authenticate, RetrieveModel()], record),
+            ("GET", ME_PATH): Pipeline("me", [authenticate, Me(state_store)], record),
             **self._stored_response_pipelines(authenticate, record),
         }
         # Paths under /v1/ the gateway does not serve: attributed to the key, then refused.

@@ -115,6 +115,11 @@ class InboundRequest:
     # ``body`` → the OpenAI body the stages govern: re-run after an input redaction of
     # ``body`` so that ``ctx.body`` carries the redaction too.
     governed: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # The format's hook for a native answer's object: the provider module hands it each
+    # response object it parsed anyway (the whole answer, ``event`` None, or the object of
+    # a stream event, ``event`` that event) before encoding it, so the format makes it its
+    # own (e.g. the gateway's id on /v1/responses) without parsing the answer again.
+    adopt: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None
 
     def refusal(self, kind: str) -> GatewayError | None:
         """Why a translated attempt on a deployment of ``kind`` cannot serve this request."""

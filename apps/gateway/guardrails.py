@@ -25,9 +25,12 @@ output guard recognises a native answer (an Anthropic ``Message``; ``text_delta`
 ``thinking_delta`` events) as well as OpenAI's. Thinking is scanned like text: a block
 rule cuts it, a redaction masks it — the rule's promise that the value never reaches the
 client wins over the block's signature, which then no longer matches (Anthropic refuses
-such a block if it is sent back within a tool-use loop). Responses API answers reach no
-output guard natively: a key with output guardrails is served the translation
-(``inbound.openai_responses``).
+such a block if it is sent back within a tool-use loop). A native Responses API answer
+is guarded the same way: its ``output_text`` parts (whole) or ``response.output_text.delta``
+events (streamed); the events that repeat the whole text once it is over
+(``output_text.done``, ``content_part.done``, ``output_item.done`` and the final response)
+carry the text as released, never the original. Released deltas may merge held-back ones,
+so the inbound wrapper numbers a guarded native stream's events again.
 
 Findings (``ctx.findings``) carry the detector, the action taken and the stage — never the
 matched text.
@@ -411,6 +414,9 @@ class OutputGuard:
     _buffer: bytes = b""
     _seen: set[tuple[str, int]] = field(default_factory=set)
     _released: int = 0
+    # A native Responses stream: the text released per (item id, content index), which
+    # the events repeating the whole text carry instead of the original.
+    _parts: dict[tuple[str, int], str] = field(default_factory=dict)
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -454,6 +460,8 @@ class OutputGuard:
             return body
         if answer.get("type") == "message":  # Anthropic's, from a native attempt
             return self._filter_message(answer, body)
+        if answer.get("object") == "response":  # the Responses API's, from a native attempt
+            return orjson.dumps(answer) if self._filter_response(answer) else body
         changed = False
         for choice in answer.get("choices") or ():
             message = choice.get("message") if isinstance(choice, dict) else None
@@ -480,6 +488,50 @@ class OutputGuard:
                     changed = True
         return orjson.dumps(message) if changed else body
 
+    def _filter_response(self, response: dict[str, Any]) -> bool:
+        """A Responses ``Response``: its messages' ``output_text`` parts are what the model
+        wrote. True when one changed."""
+        changed = False
+        for part in _output_text_parts(response.get("output")):
+            text = part.get("text")
+            if isinstance(text, str) and text:
+                new = self._apply(text, self._scan(text), 0)
+                if new != text:
+                    part["text"] = new
+                    changed = True
+        return changed
+
+    def _responses_done(self, event: bytes) -> bytes:
+        """An event repeating a whole text of a native Responses stream, with the text as
+        it was released."""
+        at = event.find(b"data: {")
+        try:
+            data = orjson.loads(event[at + 6 :]) if at >= 0 else None
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(data, dict):
+            return event
+        kind, parts = data.get("type"), self._parts
+        if kind == "response.output_text.done":
+            data["text"] = parts.get((data.get("item_id"), data.get("content_index")), "")
+        elif kind == "response.content_part.done" and isinstance(data.get("part"), dict):
+            if data["part"].get("type") == "output_text":
+                key = (data.get("item_id"), data.get("content_index"))
+                data["part"]["text"] = parts.get(key, "")  # type: ignore[call-overload]
+        elif kind == "response.output_item.done":
+            self._released_into([data.get("item")])
+        elif isinstance(data.get("response"), dict):  # completed, incomplete
+            self._released_into(data["response"].get("output"))
+        return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(data)
+
+    def _released_into(self, output: Any) -> None:
+        for item in output if isinstance(output, list) else ():
+            if not isinstance(item, dict) or item.get("type") != "message":
+                continue
+            for index, part in enumerate(item.get("content") or ()):
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    part["text"] = self._parts.get((item.get("id"), index), "")
+
     # -- a stream ---------------------------------------------------------------------------
 
     def filter_chunk(self, chunk: bytes) -> bytes:
@@ -497,6 +549,8 @@ class OutputGuard:
                 content, parsed = _content_of(event)
                 if content is None:
                     out.append(self._flush())
+                    if event.startswith(_RESPONSES_WHOLE_TEXT):
+                        event = self._responses_done(event)
                     out.append(event + b"\n\n")
                 else:
                     if self.template is not None and parsed is not None and "choices" in parsed:
@@ -543,7 +597,11 @@ class OutputGuard:
         self._released += cut
         self.tail = (self.tail + self.pending[:cut])[-self.window :]
         self.pending = self.pending[cut:]
-        return _with_content(self.template, text)
+        template = self.template
+        if template is not None and template.get("type") == _RESPONSES_DELTA:
+            key = (template.get("item_id"), template.get("content_index"))
+            self._parts[key] = self._parts.get(key, "") + text  # type: ignore[index]
+        return _with_content(template, text)
 
 
 class Blocked(Exception):
@@ -561,9 +619,47 @@ _ANTHROPIC_TEXT = {"text_delta": "text", "thinking_delta": "thinking"}
 _ANTHROPIC_BLOCK_TEXT = {"text": "text", "thinking": "thinking"}
 
 
+_RESPONSES_DELTA = "response.output_text.delta"
+_RESPONSES_DELTA_EVENT = b"event: " + _RESPONSES_DELTA.encode() + b"\n"
+#: The Responses stream events that repeat a whole text (or the whole response).
+_RESPONSES_WHOLE_TEXT = tuple(
+    b"event: response." + kind + b"\n"
+    for kind in (
+        b"output_text.done",
+        b"content_part.done",
+        b"output_item.done",
+        b"completed",
+        b"incomplete",
+    )
+)
+
+
+def _output_text_parts(output: Any) -> Iterator[dict[str, Any]]:
+    for item in output if isinstance(output, list) else ():
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    yield part
+
+
+def _responses_text_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    at = event.find(b"data: {")
+    try:
+        parsed = orjson.loads(event[at + 6 :]) if at >= 0 else None
+    except orjson.JSONDecodeError:
+        return None, None
+    delta = parsed.get("delta") if isinstance(parsed, dict) else None
+    if not isinstance(delta, str) or not delta:
+        return None, None
+    return delta, parsed
+
+
 def _content_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]:
     """The delta content of an OpenAI chunk event (or of an Anthropic ``text_delta`` or
-    ``thinking_delta`` event, from a native attempt), or None for any other event."""
+    ``thinking_delta`` event, or a Responses ``response.output_text.delta`` event, from a
+    native attempt), or None for any other event."""
+    if event.startswith(_RESPONSES_DELTA_EVENT):
+        return _responses_text_of(event)
     if not event.startswith(b"data: {") or b'"content"' not in event:
         if event.startswith(_BLOCK_DELTA) and (
             b'"text_delta"' in event or b'"thinking_delta"' in event
@@ -603,6 +699,10 @@ def _anthropic_text_of(event: bytes) -> tuple[str | None, dict[str, Any] | None]
 def _with_content(template: dict[str, Any] | None, text: str) -> bytes:
     if template is None or not text:
         return b""
+    if template.get("type") == _RESPONSES_DELTA:
+        return (
+            _RESPONSES_DELTA_EVENT + b"data: " + orjson.dumps({**template, "delta": text}) + b"\n\n"
+        )
     if template.get("type") == "content_block_delta":  # Anthropic's
         kind = template["delta"]["type"]
         event = {**template, "delta": {"type": kind, _ANTHROPIC_TEXT[kind]: text}}

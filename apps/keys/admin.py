@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 
 from apps.core.admin import CredentialStatusFilter, ServiceSaveAdminMixin, instance_adopt
 from apps.core.services import Saved
+from apps.identity.admin_scope import KEY_PATHS, ScopedAdminMixin
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey, key_issue, key_revoke, key_rotate, key_update
 from apps.policies.admin import (
@@ -67,7 +68,8 @@ def effective_policy_context(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(ServiceSaveAdminMixin, LevelRulesMixin, admin.ModelAdmin):
+class VirtualKeyAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, LevelRulesMixin, admin.ModelAdmin):
+    scope_paths = KEY_PATHS
     # No digest here, ever; a secret appears only on the show-once page.
     status_fields = (
         "prefix",

@@ -31,6 +31,9 @@ class VirtualKey(models.Model):
     previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Suspended (e.g. its owner deprovisioned by SCIM): refused like a revoked key, but
+    # resuming it restores it with the same secret.
+    suspended_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -47,6 +50,10 @@ class VirtualKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
 
     @property
     def is_expired(self) -> bool:

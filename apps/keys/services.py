@@ -78,6 +78,22 @@ def key_revoke(*, key: VirtualKey) -> VirtualKey:
     return key
 
 
+def key_suspend(*, key: VirtualKey) -> VirtualKey:
+    """Refuse the key until :func:`key_resume` (idempotent: the first time is kept)."""
+    if key.suspended_at is None:
+        key.suspended_at = timezone.now()
+        key.save(update_fields=["suspended_at"])
+    return key
+
+
+def key_resume(*, key: VirtualKey) -> VirtualKey:
+    """Lift a suspension; a revoked key stays revoked."""
+    if key.suspended_at is not None:
+        key.suspended_at = None
+        key.save(update_fields=["suspended_at"])
+    return key
+
+
 def key_secret_validate(*, secret: str) -> None:
     """The rule a caller-chosen secret must follow; raises ValueError."""
     key_set_secret(key=VirtualKey(), secret=secret)

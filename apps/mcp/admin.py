@@ -9,18 +9,25 @@ from django.db.models import Model
 
 from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
 from apps.core.services import Saved
+from apps.identity.admin_scope import RULE_PATHS, ScopedAdminMixin, ScopedInlineMixin
 from apps.mcp.models import McpServer, McpTool, ToolGrant
 from apps.mcp.services import mcp_server_upsert
 
 
-class McpToolInline(admin.TabularInline):
+class McpToolInline(ScopedInlineMixin, admin.TabularInline):
     model = McpTool
     fields = ("name", "requires_approval", "rpm", "cost_usd")
     extra = 0
 
 
 @admin.register(McpServer)
-class McpServerAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin):
+class McpServerAdmin(
+    ScopedAdminMixin, ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin
+):
+    # Servers are platform-wide (one pooled session each): read by every administrative
+    # role, changed by platform admins; who may use which tool is a grant, per level.
+    view_capability = None
+    write_capability = None
     list_display = (
         "name",
         "transport",
@@ -45,7 +52,8 @@ class McpServerAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.Mo
 
 
 @admin.register(ToolGrant)
-class ToolGrantAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
+class ToolGrantAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin):
+    scope_paths = RULE_PATHS
     list_display = ("__str__", "server", "tool", "effect", "unattended")
     list_filter = ("effect", "unattended", "server")
     search_fields = ("tool", "server__name")

@@ -23,6 +23,7 @@ from apps.audit.models import ContentCapture
 from apps.core.admin import ServiceSaveAdminMixin
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
+from apps.identity.admin_scope import RULE_PATHS, ScopedAdminMixin, ScopedInlineMixin, level_paths
 from apps.policies.models import (
     LEVELS,
     USER_LEVELS,
@@ -260,7 +261,7 @@ class RuleInlineFormSet(BaseInlineFormSet):
             seen.add(value)
 
 
-class RuleInline(admin.TabularInline):
+class RuleInline(ScopedInlineMixin, admin.TabularInline):
     formset = RuleInlineFormSet
     extra = 0
     autocomplete_fields = ("model",)
@@ -321,8 +322,12 @@ class LevelTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RuleAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
-    """Shared by the three rule admins: a level column, level filter and search by name."""
+class RuleAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin):
+    """Shared by the rule admins: a level column, level filter and search by name. A rule
+    is inside the area of the level it is attached to (a team admin never sees or sets an
+    organisation-level rule); the level choices are limited to the area."""
+
+    scope_paths = RULE_PATHS
 
     list_select_related = ("organization", "team", "project", "key", "model")
     autocomplete_fields = ("organization", "team", "project", "key", "model")
@@ -477,8 +482,11 @@ class DeliveredFilter(admin.SimpleListFilter):
 
 
 @admin.register(BudgetAlert)
-class BudgetAlertAdmin(admin.ModelAdmin):
+class BudgetAlertAdmin(ScopedAdminMixin, admin.ModelAdmin):
     """A record of what was sent: read-only, so it stays evidence of what people were told."""
+
+    scope_paths = level_paths("budget__")
+    read_only = True
 
     list_display = (
         "created_at",

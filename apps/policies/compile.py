@@ -322,7 +322,10 @@ def _compile_keys() -> dict[str, KeyEntry]:
             identity=identity,
             expires_at=k.expires_at.timestamp() if k.expires_at else None,
             revoked=k.revoked_at is not None,
-            active=org.is_active and team.is_active and project.is_active,
+            # A suspended key (its owner deprovisioned by SCIM) is refused as inactive.
+            active=(
+                org.is_active and team.is_active and project.is_active and k.suspended_at is None
+            ),
             allowed_models=_intersect(chain),
             # Every level's rules are enforced independently, so a child's looser limit
             # can never loosen its parent's: the parent's own counter still refuses.

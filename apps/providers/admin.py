@@ -13,19 +13,20 @@ from django.http import HttpRequest
 from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
 from apps.core.forms import WriteOnlySecretsModelForm
 from apps.core.services import Saved
+from apps.identity.admin_scope import ScopedAdminMixin, ScopedInlineMixin
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
 from apps.providers.selectors import deployment_health
 from apps.providers.services import model_upsert, provider_options_validate, provider_upsert
 
 
-class DeploymentInline(admin.TabularInline):
+class DeploymentInline(ScopedInlineMixin, admin.TabularInline):
     model = Deployment
     fields = ("provider", "upstream_model", "role", "weight", "priority", "tags", "is_active")
     autocomplete_fields = ("provider",)
     extra = 0
 
 
-class ProviderDeploymentInline(admin.TabularInline):
+class ProviderDeploymentInline(ScopedInlineMixin, admin.TabularInline):
     """Read-only on the provider: deployments are edited on their model."""
 
     model = Deployment
@@ -56,7 +57,13 @@ class ProviderForm(WriteOnlySecretsModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin):
+class ProviderAdmin(
+    ScopedAdminMixin, ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.ModelAdmin
+):
+    # The platform catalog: every administrative role reads it (they pick models in their
+    # rules); only platform admins change it.
+    view_capability = None
+    write_capability = None
     form = ProviderForm
     list_display = ("name", "kind", "api_base", "api_key_set", "is_active", "created_at")
     list_filter = ("kind", "is_active")
@@ -73,7 +80,7 @@ class ProviderAdmin(ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin, admin.Mod
         return provider_upsert(name=data["name"], data=data, provider=stored or obj)
 
 
-class ModelFallbackInline(admin.TabularInline):
+class ModelFallbackInline(ScopedInlineMixin, admin.TabularInline):
     model = ModelFallback
     fk_name = "model"
     fields = ("position", "fallback")
@@ -84,8 +91,13 @@ class ModelFallbackInline(admin.TabularInline):
 
 
 @admin.register(Model)
-class PublicModelAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
+class PublicModelAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin):
     """Models apps ask for, with prices and routing; deployments and fallbacks inline."""
+
+    # The platform catalog: every administrative role reads it (they pick models in their
+    # rules); only platform admins change it.
+    view_capability = None
+    write_capability = None
 
     list_display = (
         "name",
@@ -129,9 +141,14 @@ class PublicModelAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
+class DeploymentAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin):
     """The deployment list is also the health board: circuit state, last-minute error
     rate and latency as the gateway processes report them."""
+
+    # The platform catalog: every administrative role reads it (they pick models in their
+    # rules); only platform admins change it.
+    view_capability = None
+    write_capability = None
 
     list_display = (
         "model",

@@ -2,11 +2,13 @@
 monthly report schedules with their deliveries, and read-only usage roll-ups.
 
 The spend report appears on the admin index as "Spend reports" (a proxy of the roll-ups
-it reads); like every admin page it is for staff only, and needs the view permission.
+it reads). Everything here needs the spend capability, and shows only the organisations
+it covers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -21,6 +23,13 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from apps.audit.admin import LargeTablePaginator
+from apps.identity.admin_scope import (
+    ORGANIZATION_ID_PATHS,
+    RECORD_PATHS,
+    ScopedAdminMixin,
+    ScopedInlineMixin,
+)
+from apps.identity.roles import Capability
 from apps.reports.delivery import previous_month
 from apps.reports.exports import (
     GROUP_HEADERS,
@@ -32,6 +41,7 @@ from apps.reports.exports import (
 from apps.reports.forms import ReportScheduleForm, SpendReportForm
 from apps.reports.models import ReportDelivery, ReportSchedule, SpendReport, UsageRollup
 from apps.reports.selectors import FIGURES, SpendReportData, spend_report_build
+from apps.tenancy.models import Organization
 
 PREVIEW_ROWS = 500
 
@@ -65,7 +75,12 @@ class RollupPaginatorMixin:
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(RollupPaginatorMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRollupAdmin(
+    RollupPaginatorMixin, ReadOnlyAdminMixin, ScopedAdminMixin, admin.ModelAdmin
+):
+    scope_paths = RECORD_PATHS
+    view_capability = Capability.SPEND
+    read_only = True
     list_display = (
         "hour",
         "organization",
@@ -97,17 +112,33 @@ class UsageRollupAdmin(RollupPaginatorMixin, ReadOnlyAdminMixin, admin.ModelAdmi
 
 
 @admin.register(SpendReport)
-class SpendReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SpendReportAdmin(ReadOnlyAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """The list page is the report form: pick organisation, days, grouping, granularity
-    and format; "show here" previews, CSV and XLSX download."""
+    and format; "show here" previews, CSV and XLSX download.
+
+    A report is built per organisation, so it needs the spend capability at the
+    organisation level: the organisation choices are those, and "all organisations"
+    means all of those. Team-level finance reads its team's usage roll-ups instead."""
+
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.SPEND
+    read_only = True
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = SpendReportForm(request.GET if "start" in request.GET else None)
+        area = self.scope_area(request)
+        if not area.everything:
+            form.fields["organization"].queryset = Organization.objects.filter(
+                pk__in=area.org_ids
+            ).order_by("name")
         report: SpendReportData | None = None
         if form.is_bound and form.is_valid() and form.spec is not None:
-            report = spend_report_build(form.spec)
+            spec = form.spec
+            if not area.everything and spec.organization_ids is None:
+                spec = dataclasses.replace(spec, organization_ids=tuple(sorted(area.org_ids)))
+            report = spend_report_build(spec)
             fmt = form.cleaned_data["format"]
             if fmt in ("csv", "xlsx"):
                 file = report_file(report, fmt)
@@ -151,7 +182,7 @@ def _preview(report: SpendReportData) -> dict[str, Any]:
     }
 
 
-class ReportDeliveryInline(admin.TabularInline):
+class ReportDeliveryInline(ScopedInlineMixin, admin.TabularInline):
     model = ReportDelivery
     fields = ("period", "delivered_at", "emailed", "webhook_status", "error", "created_at")
     readonly_fields = fields
@@ -164,7 +195,11 @@ class ReportDeliveryInline(admin.TabularInline):
 
 
 @admin.register(ReportSchedule)
-class ReportScheduleAdmin(admin.ModelAdmin):
+class ReportScheduleAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    # Finance and org admins schedule their organisations' monthly reports.
+    scope_paths = ORGANIZATION_ID_PATHS
+    view_capability = Capability.SPEND
+    write_capability = Capability.SPEND
     form = ReportScheduleForm
     list_display = (
         "organization",

@@ -1,4 +1,8 @@
-"""Admin forms of the reports app: the spend report download and a schedule's grouping."""
+"""Admin forms of the reports app: the spend report download and a schedule's grouping.
+
+Both take the person's spend area (``area=scope_for(user).area(Capability.SPEND)``): the
+organisation choices are then the organisations wholly inside it (the reports are
+organisation-wide), and a person who is not a platform admin must pick one."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from apps.identity.scope import Area
 from apps.reports.models import GROUP_FIELDS, Granularity, ReportSchedule
 from apps.reports.selectors import SpendReportSpec, day_range_default, spend_report_spec
 from apps.tenancy.models import Organization
@@ -23,6 +28,25 @@ GROUP_LABELS = {
 }
 GROUP_CHOICES = [(name, GROUP_LABELS[name]) for name in GROUP_FIELDS]
 FORMAT_CHOICES = [("html", "Show here"), ("csv", "CSV download"), ("xlsx", "Excel (XLSX) download")]
+
+
+def organizations_for_reports(area: Area) -> Any:
+    """Organisations a spend report or schedule may be about, for this spend area."""
+    qs = Organization.objects.order_by("name")
+    return qs if area.everything else qs.filter(pk__in=area.org_ids)
+
+
+def scope_organization_field(field: forms.Field | None, area: Area | None) -> None:
+    """Limit an organisation choice to the area (None: unscoped, the platform's). A
+    choice outside it is refused by the field itself ("not one of the available
+    choices"), so a crafted POST changes nothing. No field (read-only in the admin): no
+    choice to limit."""
+    if field is None or area is None or area.everything:
+        return
+    assert isinstance(field, forms.ModelChoiceField)
+    field.queryset = organizations_for_reports(area)
+    field.required = True
+    field.empty_label = None
 
 
 class DateInput(forms.DateInput):
@@ -43,11 +67,12 @@ class SpendReportForm(forms.Form):
     granularity = forms.ChoiceField(choices=Granularity.choices, initial=Granularity.DAY)
     format = forms.ChoiceField(choices=FORMAT_CHOICES, initial="html")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, area: Area | None = None, **kwargs: Any) -> None:
         start, end = day_range_default()
         kwargs.setdefault("initial", {"start": start, "end": end, "group_by": ["team", "model"]})
         super().__init__(*args, **kwargs)
         self.spec: SpendReportSpec | None = None
+        scope_organization_field(self.fields.get("organization"), area)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -87,8 +112,9 @@ class ReportScheduleForm(forms.ModelForm):
             "is_active",
         )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, area: Area | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        scope_organization_field(self.fields.get("organization"), area)
         if not self.is_bound:
             self.initial["group_by"] = self.instance.group_by_list
 

@@ -15,6 +15,13 @@ from django.utils.safestring import SafeString
 from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
 from apps.core.forms import WriteOnlySecretsModelForm
 from apps.core.services import Saved
+from apps.identity.admin_scope import (
+    ORGANIZATION_PATHS,
+    PROJECT_PATHS,
+    TEAM_PATHS,
+    ScopedAdminMixin,
+    ScopedInlineMixin,
+)
 from apps.keys.models import VirtualKey
 from apps.policies.admin import (
     LevelRulesMixin,
@@ -28,7 +35,7 @@ from apps.tenancy.services import organization_upsert
 SPEND_FIELD = "spend_vs_limit"
 
 
-class ChildLevelInline(admin.TabularInline):
+class ChildLevelInline(ScopedInlineMixin, admin.TabularInline):
     """A child level's name and state; its rules and children are on its own (linked) page."""
 
     fields = ("name", "is_active", "created_at")
@@ -45,7 +52,7 @@ class ProjectInline(ChildLevelInline):
     model = Project
 
 
-class VirtualKeyInline(admin.TabularInline):
+class VirtualKeyInline(ScopedInlineMixin, admin.TabularInline):
     """Read-only list of a project's keys; issuing and rotating happen on the key admin."""
 
     model = VirtualKey
@@ -123,6 +130,7 @@ class OrganizationForm(WriteOnlySecretsModelForm):
 
 @admin.register(Organization)
 class OrganizationAdmin(
+    ScopedAdminMixin,
     ServiceSaveAdminMixin,
     LevelSpendMixin,
     WriteOnlySecretsAdminMixin,
@@ -130,6 +138,11 @@ class OrganizationAdmin(
     admin.ModelAdmin,
 ):
     form = OrganizationForm
+    # An org admin changes its organisation's settings; only a platform admin adds,
+    # renames, deactivates or deletes organisations.
+    scope_paths = ORGANIZATION_PATHS
+    container_paths = ()
+    identity_fields = ("name", "is_active")
     fieldsets = (
         (None, {"fields": ("name", "display_name", "is_active")}),
         (
@@ -159,11 +172,20 @@ class OrganizationAdmin(
     def save_service(
         self, *, stored: Model | None, obj: Model, data: dict[str, Any]
     ) -> Saved[Organization]:
-        return organization_upsert(name=data["name"], data=data, organization=stored or obj)
+        # An org admin's form has no name field (read-only to them): the stored name stands.
+        name = data.get("name") or (stored or obj).name
+        return organization_upsert(name=name, data=data, organization=stored or obj)
 
 
 @admin.register(Team)
-class TeamAdmin(ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
+class TeamAdmin(
+    ScopedAdminMixin, ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin
+):
+    # A team admin edits its team's page (rules, projects) but not the team itself: its
+    # name, organisation and state belong to the organisation's admins.
+    scope_paths = TEAM_PATHS
+    container_paths = ({"org": "organization_id"},)
+    identity_fields = ("name", "organization", "is_active")
     list_display = ("name", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("organization",)
@@ -179,7 +201,12 @@ class TeamAdmin(ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.M
 
 
 @admin.register(Project)
-class ProjectAdmin(ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin):
+class ProjectAdmin(
+    ScopedAdminMixin, ServiceSaveAdminMixin, LevelSpendMixin, LevelRulesMixin, admin.ModelAdmin
+):
+    scope_paths = PROJECT_PATHS
+    container_paths = ({"org": "team__organization_id", "team": "team_id"},)
+    identity_fields = ("team",)
     list_display = ("name", "team", "organization", "is_active", "created_at")
     list_filter = ("is_active", ("team__organization", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("team__organization",)

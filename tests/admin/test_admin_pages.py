@@ -20,6 +20,7 @@ from apps.compliance.models import ConfigChange, EvidencePack
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField
 from apps.guardrails.models import GuardrailRule
+from apps.identity.models import Membership, Role
 from apps.keys.models import VirtualKey
 from apps.mcp.models import McpServer, ToolGrant
 from apps.policies.models import (
@@ -31,8 +32,12 @@ from apps.policies.models import (
     ModelAlias,
     RateLimit,
 )
+from apps.portal.models import KeyLifetimeRule
 from apps.providers.models import Deployment, Model, Provider
 from apps.reports.models import ReportSchedule, SpendReport, UsageRollup
+from apps.scim.models import ScimGroup, ScimIdentity, ScimSettings, ScimToken
+from apps.scim.tokens import scim_token_issue
+from apps.sso.models import OidcProvider, SignInEvent
 from apps.tenancy.models import Organization, Project, Team
 
 
@@ -45,6 +50,10 @@ def assert_no_secret(content: bytes, secrets: dict[str, str], url: str) -> None:
 @pytest.mark.django_db
 def test_every_admin_page_renders_without_secrets(admin_client, admin_user, world):
     admin_token = admin_token_issue(name="ops", organization=world.org)
+    scim_token = scim_token_issue(organization=world.org, name="idp")
+    scim_identity = ScimIdentity.objects.create(
+        organization=world.org, user=admin_user, user_name=admin_user.username
+    )
     mcp_server = McpServer.objects.create(
         name="acme-tools", url="http://127.0.0.1:9/mcp", bearer_token="mcp-upstream-token-77"
     )
@@ -107,6 +116,10 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         User: admin_user,
         Group: world.group,
         AdminToken: admin_token.token,
+        ScimToken: scim_token.token,
+        ScimSettings: ScimSettings.objects.create(organization=world.org),
+        ScimGroup: ScimGroup.objects.create(organization=world.org, display_name="acme-eng"),
+        ScimIdentity: scim_identity,
         McpServer: mcp_server,
         ToolGrant: ToolGrant.objects.create(project=world.project, server=mcp_server),
         UsageRollup: rollup,
@@ -118,13 +131,29 @@ def test_every_admin_page_renders_without_secrets(admin_client, admin_user, worl
         EvidencePack: EvidencePack.objects.create(
             organization=world.org, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
         ),
+        KeyLifetimeRule: KeyLifetimeRule.objects.create(team=world.team, max_key_lifetime_days=30),
+        OidcProvider: OidcProvider.objects.create(
+            organization=world.org,
+            issuer="http://127.0.0.1:9",
+            client_id="odock",
+            client_secret="oidc-client-secret-3c9e",
+        ),
+        SignInEvent: SignInEvent.objects.create(
+            at=datetime(2026, 1, 1, tzinfo=UTC), username="ana", method="sso", outcome="success"
+        ),
+        Membership: Membership.objects.create(
+            user=admin_user, role=Role.ORG_ADMIN, organization=world.org
+        ),
     }
     assert set(admin.site._registry) == set(objects), "give the new admin model an object here"
     secrets = {
         **world.secrets(),
         "admin token secret": admin_token.secret,
         "admin token digest": admin_token.token.digest,
+        "scim token secret": scim_token.secret,
+        "scim token digest": scim_token.token.digest,
         "mcp upstream token": "mcp-upstream-token-77",
+        "oidc client secret": "oidc-client-secret-3c9e",
     }
     request = RequestFactory().get("/admin/")
     request.user = admin_user

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection, models
 from django.test import Client
 from django.test.utils import isolate_apps
@@ -26,9 +26,11 @@ from apps.audit.models import RequestLog
 from apps.compliance.models import ConfigChange
 from apps.core.checks import admin_errors, model_errors, secrets_write_only
 from apps.core.fields import EncryptedTextField
+from apps.identity.models import Membership, Role
 from apps.mcp.models import McpServer
 from apps.providers.models import Provider
 from apps.reports.models import ReportSchedule
+from apps.sso.models import OidcProvider
 from apps.tenancy.models import Organization
 from tests.factories import key_create, model_create, org_create, project_create, team_create
 
@@ -37,7 +39,7 @@ MCP_TOKEN = "mcp-bearer-plaintext-51ab"
 MCP_HEADER = "mcp-header-plaintext-a8c3"
 MCP_ENV = "mcp-env-plaintext-9e0f"
 WEBHOOK = "whsec-plaintext-77de01"
-VIEW_ONLY = ("view_provider", "view_mcpserver", "view_organization", "view_reportschedule")
+OIDC_SECRET = "oidc-client-secret-plaintext-2b7e"
 
 
 def raw(obj, column: str) -> str:
@@ -80,6 +82,12 @@ class Secrets:
         self.schedule = ReportSchedule.objects.create(
             organization=self.org, webhook_url="http://127.0.0.1:9/report"
         )
+        self.oidc = OidcProvider.objects.create(
+            organization=self.org,
+            issuer="http://127.0.0.1:9",
+            client_id="odock",
+            client_secret=OIDC_SECRET,
+        )
         RequestLog.objects.create(
             request_id="req-secrets",
             created_at=timezone.now(),
@@ -101,6 +109,8 @@ class Secrets:
             "webhook secret": WEBHOOK,
             "webhook ciphertext": raw(self.org, "alert_webhook_secret"),
             "virtual key secret": self.key.secret,
+            "oidc client secret": OIDC_SECRET,
+            "oidc client secret ciphertext": raw(self.oidc, "client_secret"),
         }
 
     def assert_absent(self, content: bytes, where: str) -> None:
@@ -114,9 +124,15 @@ def secrets(db) -> Secrets:
     return Secrets()
 
 
-def staff(username: str, *codenames: str, superuser: bool = False) -> Client:
-    user = User.objects.create(username=username, is_staff=True, is_superuser=superuser)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+def person(
+    username: str, *roles: str, org: Organization | None = None, superuser: bool = False
+) -> Client:
+    """A logged-in client for someone holding ``roles`` (at ``org``; a platform admin at no
+    level). Admin access comes from memberships, not from is_staff or model permissions."""
+    user = User.objects.create(username=username, is_superuser=superuser)
+    for role in roles:
+        level = None if role == Role.PLATFORM_ADMIN else org
+        Membership.objects.create(user=user, role=role, organization=level)
     client = Client()
     client.force_login(user)
     return client
@@ -131,6 +147,7 @@ def admin_pages(secrets: Secrets) -> list[str]:
         secrets.stdio_server,
         secrets.org,
         secrets.schedule,
+        secrets.oidc,
     ):
         info = f"admin:{obj._meta.app_label}_{obj._meta.model_name}"
         pages += [
@@ -177,37 +194,43 @@ def test_every_secret_holding_model_is_checked_here(db):
         for model in admin.site._registry
         if any(isinstance(f, EncryptedTextField) for f in model._meta.concrete_fields)
     }
-    assert holders == {"providers.Provider", "mcp_gateway.McpServer", "tenancy.Organization"}
+    assert holders == {
+        "providers.Provider",
+        "mcp_gateway.McpServer",
+        "tenancy.Organization",
+        "sso.OidcProvider",
+    }
 
 
 @pytest.mark.parametrize(
     "who",
-    ["view-only staff", "superuser", "change staff"],
+    ["finance and auditor", "superuser", "org admin", "platform admin"],
 )
 def test_no_admin_page_shows_a_stored_secret(secrets, who):
     client = {
-        "view-only staff": lambda: staff("viewer", *VIEW_ONLY, "view_configchange"),
-        "superuser": lambda: staff("root", superuser=True),
-        "change staff": lambda: staff(
-            "editor",
-            *VIEW_ONLY,
-            "change_provider",
-            "change_mcpserver",
-            "change_organization",
-            "view_configchange",
+        # Read-only everywhere: configuration, schedules and the change trail.
+        "finance and auditor": lambda: person(
+            "viewer", Role.FINANCE, Role.AUDITOR, org=secrets.org
         ),
+        "superuser": lambda: person("root", superuser=True),
+        # Changes the organisation (its webhook secret), reads the catalog.
+        "org admin": lambda: person("editor", Role.ORG_ADMIN, org=secrets.org),
+        # Changes everything, providers and MCP servers included.
+        "platform admin": lambda: person("platform", Role.PLATFORM_ADMIN),
     }[who]()
     seen = 0
     for url in admin_pages(secrets):
         response = client.get(url)
-        assert response.status_code in (200, 403), (url, response.status_code)
+        # 302: an object outside the person's area "does not exist" (back to the index).
+        assert response.status_code in (200, 302, 403), (url, response.status_code)
+        assert "/login/" not in response.get("Location", ""), (url, who)
         secrets.assert_absent(response.content, f"{url} as {who}")
         seen += response.status_code == 200
     assert seen >= 16
 
 
-def test_view_only_staff_see_set_or_not_set_and_when_it_changed(secrets):
-    client = staff("viewer", *VIEW_ONLY)
+def test_view_only_roles_see_set_or_not_set_and_when_it_changed(secrets):
+    client = person("viewer", Role.FINANCE, org=secrets.org)
     html = client.get(
         reverse("admin:providers_provider_change", args=[secrets.provider.pk])
     ).content.decode()
@@ -269,7 +292,7 @@ def org_form(org: Organization, page) -> dict[str, str]:
 
 
 def test_admin_sets_replaces_and_keeps_a_secret_without_ever_seeing_it(secrets):
-    client = staff("root", superuser=True)
+    client = person("root", superuser=True)
     url = reverse("admin:tenancy_organization_change", args=[secrets.org.pk])
     form = org_form(secrets.org, client.get(url))
     before = Organization.objects.get(pk=secrets.org.pk).alert_webhook_secret_changed_at

@@ -1,11 +1,12 @@
-"""The two rules of the management API that its OpenAPI schema cannot state, for
+"""The three rules of the management API that its OpenAPI schema cannot state, for
 schemathesis (``SCHEMATHESIS_HOOKS=tests.api.schemathesis_hooks``).
 
 Each is written in its operation's description, and the API refuses a request breaking it
-with a 422 (tests in test_management_api.py and tests/reports): a new key's ``expires_at``
-must be in the future, and a spend report's ``end`` must follow its ``start`` by at most
-three years. Schemathesis checks that every request the schema allows is accepted, so its
-generated requests are made to keep these two rules; everything else it may generate.
+with a 422 (tests in test_management_api.py, test_roles.py and tests/reports): a new key's
+``expires_at`` must be in the future, a spend report's ``end`` must follow its ``start``
+by at most three years, and an evidence pack's period must not end before it starts.
+Schemathesis checks that every request the schema allows is accepted, so its
+generated requests are made to keep these rules; everything else it may generate.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def map_query(ctx: Any, query: Any) -> Any:
 
 @schemathesis.hook
 def filter_body(ctx: Any, body: Any) -> bool:
-    """A new key's ``expires_at`` in the past is refused by design: not generated."""
+    """A new key's ``expires_at`` in the past, and an evidence pack's period that ends
+    before it starts, are refused by design: not generated."""
     method, path = _operation(ctx)
+    if method == "POST" and path.endswith("/evidence/packs") and isinstance(body, dict):
+        start, end = _date(body.get("period_start")), _date(body.get("period_end"))
+        return start is None or end is None or start <= end
     if not (method == "POST" and path.endswith("/v1/keys") and isinstance(body, dict)):
         return True
     expires_at = body.get("expires_at")

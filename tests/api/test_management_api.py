@@ -636,6 +636,10 @@ def test_openapi_schema_and_docs_load_without_a_token():
         f"{API}/audit/records",
         f"{API}/audit/records/{{request_id}}",
         f"{API}/audit/export",
+        f"{API}/audit/changes",
+        f"{API}/evidence/packs",
+        f"{API}/evidence/packs/{{pack_id}}",
+        f"{API}/evidence/packs/{{pack_id}}/files/{{name}}",
         f"{API}/reports/spend",
     }
     assert set(schema["paths"][f"{API}/keys"]) == {"get", "post"}
@@ -651,7 +655,7 @@ def test_every_operation_documents_its_refusals_with_their_shapes():
     is not JSON; each with the error shape the API really answers."""
     schema = Client().get(f"{API}/openapi.json").json()
     operations = [(m, p, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 11
+    assert len(operations) == 16
     for method, path, op in operations:
         codes = set(op["responses"])
         assert {"401", "422"} <= codes, (method, path)

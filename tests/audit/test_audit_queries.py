@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.test import Client
@@ -524,17 +524,25 @@ def test_admin_change_view_is_readable_and_escaped(admin_client, data):
     assert 'name="_save"' not in page
 
 
-def test_admin_export_is_for_staff_with_view_permission(client, admin_client, data):
-    url = EXPORT_URL + "?org=acme&format=csv"
+def test_admin_export_is_for_auditors_and_holds_only_their_records(client, admin_client, data):
+    from apps.identity.models import Membership, Role
+
+    url = EXPORT_URL + "?format=csv"
     assert client.get(url).status_code == 302  # anonymous: to the login page
-    user = User.objects.create(username="clerk", is_staff=False)
+    user = User.objects.create(username="clerk", is_staff=True)
     client.force_login(user)
-    assert client.get(url).status_code == 302  # not staff
-    user.is_staff = True
-    user.save()
-    assert client.get(url).status_code == 403  # staff without view permission
-    user.user_permissions.add(Permission.objects.get(codename="view_requestlog"))
-    assert client.get(url).status_code == 200
+    assert client.get(url).status_code == 302  # staff without a role: no admin
+    Membership.objects.create(user=user, role=Role.FINANCE, organization=data.acme)
+    assert client.get(url).status_code == 403  # finance: no audit capability
+    Membership.objects.create(user=user, role=Role.AUDITOR, team=data.acme_search)
+    body = b"".join(client.get(url).streaming_content).decode()
+    exported = {line.split(",")[1] for line in body.splitlines()[1:]}
+    expected = set(
+        RequestLog.objects.filter(
+            team=data.acme_search, created_at__gte=timezone.now() - timedelta(days=1)
+        ).values_list("request_id", flat=True)
+    )
+    assert exported == expected and expected  # the team's records, nothing else
     assert admin_client.get(EXPORT_URL + "?format=xml").status_code == 400
     assert admin_client.get(EXPORT_URL + "?status=6xx").status_code == 400
 

@@ -28,10 +28,15 @@ from apps.compliance.middleware import ChangeContextMiddleware
 from apps.compliance.models import ConfigChange
 from apps.compliance.trail import tracked_models
 from apps.guardrails.models import GuardrailRule
+from apps.identity.models import Membership, Role
 from apps.keys.models import VirtualKey
 from apps.keys.services import IssuedKey
 from apps.policies.models import Budget, DeploymentTagRule, ModelAccess, ModelAlias, RateLimit
+from apps.portal.models import KeyLifetimeRule
 from apps.providers.models import Deployment, Model, ModelFallback, Provider
+from apps.scim.models import ScimGroup, ScimSettings, ScimToken
+from apps.scim.tokens import scim_token_issue
+from apps.sso.models import GroupMapping, OidcProvider
 from apps.tenancy.models import Organization, Project, Team
 from tests.admin.conftest import raw_column
 from tests.compliance.conftest import admin_url, post_form, trail_of, trail_text
@@ -175,7 +180,52 @@ def test_every_tracked_model_is_covered():
         ContentCapture,
         GuardrailRule,
         AdminToken,
+        *WHO_ADMINISTERS,
     }
+
+
+#: Who may administer and how people get roles: covered by the test below.
+WHO_ADMINISTERS = {
+    Membership,
+    OidcProvider,
+    GroupMapping,
+    ScimSettings,
+    ScimToken,
+    ScimGroup,
+    KeyLifetimeRule,
+}
+
+
+@pytest.mark.django_db
+def test_who_may_administer_is_in_the_trail_at_its_level_without_secrets():
+    org = Organization.objects.create(name="trail-people")
+    team = Team.objects.create(organization=org, name="search")
+    person = User.objects.create_user("pat")
+    with changes_by("platform-root"):
+        Membership.objects.create(user=person, role=Role.TEAM_ADMIN, team=team)
+        provider = OidcProvider.objects.create(
+            organization=org,
+            issuer="http://127.0.0.1:9",
+            client_id="c",
+            client_secret="oidc-s3cr3t",
+        )
+        GroupMapping.objects.create(provider=provider, group="g", role=Role.TEAM_ADMIN, team=team)
+        ScimSettings.objects.create(organization=org)
+        issued = scim_token_issue(organization=org, name="okta")
+        ScimGroup.objects.create(organization=org, display_name="Admins")
+        KeyLifetimeRule.objects.create(team=team, max_key_lifetime_days=30)
+    labels = {m._meta.label_lower for m in WHO_ADMINISTERS}
+    changes = {
+        c.object_type: c
+        for c in ConfigChange.objects.filter(action="create", object_type__in=labels)
+    }
+    assert set(changes) == labels
+    assert all(c.actor == "platform-root" for c in changes.values())
+    assert {c.organization_id for c in changes.values()} == {org.pk}
+    assert changes["identity.membership"].team_id == team.pk
+    text = json.dumps([c.changes for c in changes.values()])
+    assert "oidc-s3cr3t" not in text
+    assert issued.secret not in text and issued.token.digest not in text
 
 
 @pytest.mark.django_db

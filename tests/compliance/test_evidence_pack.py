@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.urls import reverse
 from pypdf import PdfReader
@@ -29,6 +29,7 @@ from apps.compliance.services import (
     evidence_pack_rebuild,
     evidence_pack_request,
 )
+from apps.identity.models import Membership, Role
 from apps.keys.services import IssuedKey
 from apps.tenancy.models import Organization
 from tests.factories import (
@@ -349,7 +350,7 @@ def test_admin_builds_lists_and_serves_a_pack(
 
 
 @pytest.mark.django_db
-def test_only_staff_with_view_permission_can_download(
+def test_only_auditors_of_its_organisation_can_download(
     client, seeded, django_capture_on_commit_callbacks
 ):
     pack = build(django_capture_on_commit_callbacks, seeded.org)
@@ -358,17 +359,21 @@ def test_only_staff_with_view_permission_can_download(
     response = client.get(url)  # anonymous
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
-    client.force_login(seeded.alice)  # a user, not staff
+    client.force_login(seeded.alice)  # a user without an administrative role
     response = client.get(url)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert b"request_id" not in response.content
 
-    staff = User.objects.create_user("bob", is_staff=True)
-    client.force_login(staff)  # staff, without permission on evidence packs
-    assert client.get(url).status_code == 403
+    bob = User.objects.create_user("bob", is_staff=True)
+    other = Organization.objects.create(name="globex-evidence")
+    Membership.objects.create(user=bob, role=Role.AUDITOR, organization=other)
+    client.force_login(bob)  # an auditor, of another organisation: no such pack for him
+    response = client.get(url)
+    assert response.status_code == 404 and b"request_id" not in response.content
+    Membership.objects.create(user=bob, role=Role.FINANCE, organization=seeded.org)
+    assert client.get(url).status_code == 404  # finance has no audit capability
 
-    staff.user_permissions.add(Permission.objects.get(codename="view_evidencepack"))
-    client.force_login(User.objects.get(pk=staff.pk))
+    Membership.objects.create(user=bob, role=Role.AUDITOR, organization=seeded.org)
     response = client.get(url)
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"id,request_id,")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,9 +14,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from apps.audit.models import RequestLog
+from apps.identity.models import Membership, Role
 from apps.reports.histogram import bucket_of, histogram_empty
 from apps.reports.models import UsageRollup
 from apps.tenancy.models import Organization, Team
+from tests.conftest import ServerThread
 from tests.factories import key_create, org_create, project_create, team_create
 
 _seq = itertools.count(1)
@@ -138,14 +141,49 @@ def seeded(db) -> Seeded:
     return s
 
 
-def make_user(username: str, *, staff: bool, superuser: bool = False) -> User:
+def make_user(
+    username: str,
+    *,
+    staff: bool,
+    superuser: bool = False,
+    role: str | None = None,
+    organization: Organization | None = None,
+    team: Team | None = None,
+) -> User:
+    """A user, with a membership when ``role`` is given (at ``organization`` or ``team``;
+    a platform admin at neither)."""
     user = User.objects.create_user(username, password="pw-dash-123456")
     user.is_staff, user.is_superuser = staff, superuser
     user.save()
+    if role is not None:
+        Membership.objects.create(user=user, role=role, organization=organization, team=team)
     return user
 
 
 @pytest.fixture
 def staff_client(client):
-    client.force_login(make_user("staffer", staff=True))
+    client.force_login(make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN))
     return client
+
+
+@pytest.fixture
+def live_site(transactional_db, monkeypatch) -> Iterator[str]:
+    """The production ASGI stack (gateway, Django, static files, websockets) on loopback."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.asgi import get_asgi_application
+    from django.db import connections
+
+    # Django runs each ASGI request's sync code in a fresh thread; with persistent
+    # connections every one would keep its own open past the test (and block the test
+    # database's teardown). The settings dict is shared by every thread's connection.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+
+    from odock.asgi_router import build_application
+    from odock.gateway import build_gateway
+
+    gateway = build_gateway()
+    server = ServerThread(
+        build_application(gateway, ASGIStaticFilesHandler(get_asgi_application()))
+    ).start()
+    yield server.url
+    server.stop()

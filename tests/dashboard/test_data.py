@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from apps.dashboard.selectors import budget_burn, dashboard_scope, findings_by_type
+from apps.identity.models import Role
 from apps.policies.models import Budget
 from apps.policies.rollup import period_window
 from apps.reports.histogram import histogram_merge, histogram_percentile
@@ -199,6 +200,8 @@ def test_recent_records_for_the_live_feed(staff_client, seeded):
         "request_id",
         "time",
         "organization_id",
+        "team_id",
+        "project_id",
         "key_prefix",
         "model",
         "status",
@@ -222,24 +225,26 @@ def test_bad_parameters_are_refused(staff_client, db):
 
 
 @pytest.mark.parametrize("chart", ["overview", "spend-team", "budgets", "findings", "recent"])
-def test_json_refuses_anonymous_and_non_staff(client, seeded, chart):
+def test_json_refuses_anonymous_and_people_without_a_spend_role(client, seeded, chart):
     url = reverse("dashboard:data", args=[chart])
     assert client.get(url).status_code == 403
     client.force_login(make_user("customer", staff=False))
     response = client.get(url)
     assert response.status_code == 403
-    assert response.json() == {"error": "staff only"}
+    assert response.json() == {"error": "no spend role: the dashboard shows nothing"}
     assert "total_usd" not in response.content.decode()
 
 
-def test_page_is_for_staff_and_linked_from_the_admin_index(client, seeded):
+def test_page_is_for_spend_roles_and_linked_from_the_admin_index(client, seeded):
     page = reverse("dashboard:index")
     response = client.get(page)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     client.force_login(make_user("customer", staff=False))
-    assert client.get(page).status_code == 302
+    assert client.get(page).status_code == 403
+    client.force_login(make_user("bare-staff", staff=True))  # staff, but no role
+    assert client.get(page).status_code == 403
 
-    client.force_login(make_user("staffer", staff=True))
+    client.force_login(make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN))
     html = client.get(page).content.decode()
     for canvas in ("chart-spend-team", "chart-spend-model", "chart-top-keys", "chart-rates"):
         assert f'id="{canvas}"' in html

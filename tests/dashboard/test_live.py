@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
@@ -30,8 +31,9 @@ from apps.dashboard.live import (
 )
 from apps.dashboard.websocket import LIVE_PATH, websocket_application
 from apps.gateway.stages.record import RECORD_OBSERVERS
+from apps.identity.models import Membership, Role
 from tests.dashboard.conftest import make_user
-from tests.factories import key_create, model_create, provider_create
+from tests.factories import key_create, model_create, org_create, provider_create
 
 
 def _websocket_communicator() -> type:
@@ -85,16 +87,28 @@ def communicator(headers) -> WebsocketCommunicator:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "who", ["anonymous", "customer", "inactive staff", "staff from another site"]
+    "who",
+    [
+        "anonymous",
+        "customer",
+        "inactive staff",
+        "staff from another site",
+        "staff without a spend role",
+    ],
 )
-def test_consumer_refuses_all_but_staff_of_this_site(who):
+def test_consumer_refuses_all_but_spend_roles_of_this_site(who):
     user, origin = None, "http://testserver"
     if who == "customer":
         user = make_user("customer", staff=False)
     elif who == "inactive staff":
-        user = make_user("former", staff=True)
+        user = make_user("former", staff=True, role=Role.PLATFORM_ADMIN)
     elif who == "staff from another site":
-        user, origin = make_user("staffer", staff=True), "http://evil.example"
+        user, origin = (
+            make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN),
+            "http://evil.example",
+        )
+    elif who == "staff without a spend role":
+        user = make_user("auditor", staff=True, role=Role.AUDITOR, organization=org_create())
     headers = session_headers(user, origin=origin)
     if who == "inactive staff":
         user.is_active = False
@@ -109,9 +123,31 @@ def test_consumer_refuses_all_but_staff_of_this_site(who):
     assert live_feed.watching is False
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_watcher_whose_role_is_taken_away_is_closed_at_the_next_ping():
+    user = make_user("fin", staff=True, role=Role.FINANCE, organization=org_create("acme"))
+    headers = session_headers(user)
+
+    async def scenario() -> dict:
+        comm = communicator(headers)
+        connected, _ = await comm.connect()
+        assert connected
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from(timeout=2) == {"type": "pong"}
+        await database_sync_to_async(Membership.objects.filter(user=user).delete)()
+        await comm.send_json_to({"type": "ping"})
+        closed = await comm.receive_output(timeout=2)
+        await comm.disconnect()  # what the server sends once the socket is closed
+        return closed
+
+    closed = async_to_sync(scenario)()
+    assert closed["type"] == "websocket.close" and closed["code"] == REFUSED
+    assert live_feed.watching is False
+
+
 @pytest.mark.django_db
 def test_a_published_record_reaches_a_staff_dashboard():
-    headers = session_headers(make_user("staffer", staff=True))
+    headers = session_headers(make_user("staffer", staff=True, role=Role.PLATFORM_ADMIN))
 
     async def scenario() -> list[dict]:
         comm = communicator(headers)
@@ -135,6 +171,8 @@ def test_a_published_record_reaches_a_staff_dashboard():
         "request_id": "req-live-1",
         "time": "2026-01-01T00:00:00+00:00",
         "organization_id": 7,
+        "team_id": None,
+        "project_id": None,
         "key_prefix": "sk-odock-ab12",
         "model": "gpt-4o-mini",
         "status": 200,
@@ -199,7 +237,9 @@ def test_a_request_through_the_gateway_appears_in_the_feed(
     model_create("gpt-4o-mini", provider, input_per_mtok="0.15", output_per_mtok="0.60")
     issued = key_create()
     [cookie] = [
-        v.decode() for k, v in session_headers(make_user("ops", staff=True)) if k == b"cookie"
+        v.decode()
+        for k, v in session_headers(make_user("ops", staff=True, role=Role.PLATFORM_ADMIN))
+        if k == b"cookie"
     ]
     gateway = gateway_factory()
     gateway.snapshots.reload()

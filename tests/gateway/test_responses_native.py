@@ -3,7 +3,7 @@ itself (the fake OpenAI's /v1/responses validates it against the SDK's
 ResponseCreateParams), with the conversation reconstructed and ``store: false`` — the
 gateway stores. Built-in tools reach it; answers carry the gateway's id and the public
 model; a mixed model skips translated deployments for what only the native one can carry;
-an output-guarded key is served the translation; input redaction reaches the native body."""
+an output-guarded key's native answers are guarded; input redaction reaches the native body."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import json
 import openai
 import pytest
 
+from apps.gateway.response_store import ResponseStoreUnavailable
 from apps.guardrails.models import GuardrailRule
 from apps.providers.models import Deployment, DeploymentRole
 from fakes.anthropic_server import FakeAnthropicServer
 from tests.factories import key_create, model_create, provider_create, records_wait
-from tests.gateway.test_responses_api import stream_events
+from tests.gateway.test_responses_api import raw_create, stream_events
 from tests.gateway.test_responses_translate import WEATHER
 
 EMAIL = "jane.doe@example.com"
@@ -96,6 +97,35 @@ def test_native_stream_and_tool_round_trip(world):
     assert record.stream and record.output_tokens > 0 and not record.usage_estimated
 
 
+def test_a_store_that_fails_natively_still_answers_saying_store_false(world, monkeypatch):
+    """The final object is stored before it leaves; when the store fails, the answer (and
+    the stream's final event, re-encoded) says ``store: false``; earlier events said true."""
+
+    async def broken(stored):
+        raise ResponseStoreUnavailable("database away")
+
+    monkeypatch.setattr(world["gateway"].response_store, "save", broken)
+    world["upstream"].behavior.reply = "event: response.completed\n\nis in the text"
+    response = world["client"].responses.create(model="m", input="Hi")
+    assert response.store is False and response.model == "m"
+    assert response.output_text == "event: response.completed\n\nis in the text"
+    events = stream_events(world, model="m", input="Hi")
+    assert events[0].response.store is True and events[0].response.model == "m"
+    assert events[-1].type == "response.completed" and events[-1].response.store is False
+    assert events[-1].response.output_text == response.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    for record in records_wait(world["gateway"], 2):
+        assert ["responses_format", "error", "response not stored"] in record.decisions
+
+
+def test_native_stream_events_are_numbered_through_a_failure(world):
+    world["upstream"].behavior.completion_tokens = 20
+    world["upstream"].behavior.disconnect_after_chunks = 3
+    events = stream_events(world, model="m", input="Hi")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].response.model == "m" and events[-1].response.model == "m"
+
+
 def test_a_native_stream_cut_mid_way_fails_explicitly(world):
     world["upstream"].behavior.completion_tokens = 20
     world["upstream"].behavior.disconnect_after_chunks = 3
@@ -133,18 +163,52 @@ def test_a_mixed_model_skips_what_cannot_serve_it(world):
         server.stop()
 
 
-def test_an_output_guarded_key_is_served_the_translation(world):
+def _output_rule(world, detector: str, action: str) -> None:
     org = world["key"].key.project.team.organization
-    GuardrailRule.objects.create(
-        organization=org, detector="secrets", action="block", stage="output"
-    )
+    GuardrailRule.objects.create(organization=org, detector=detector, action=action, stage="output")
     world["gateway"].snapshots.reload()
-    answer = world["client"].responses.create(model="m", input="Hi")
-    assert answer.output_text
-    assert world["upstream"].requests[-1]["path"] == "/v1/chat/completions"
+
+
+def test_an_output_guarded_key_is_served_natively_and_guarded(world):
+    """Whole answers and streams: the address never leaves, on any event that repeats
+    the text; the stored response is what the client saw; built-in tools still reach the
+    native deployment."""
+    _output_rule(world, "email", "redact")
+    world["upstream"].behavior.reply = f"Write to {EMAIL} today, or to {EMAIL} tomorrow."
+    expected = "Write to [EMAIL_1] today, or to [EMAIL_1] tomorrow."
+    answer = world["client"].responses.create(model="m", input="Hi", tools=[{"type": "web_search"}])
+    assert world["upstream"].requests[-1]["path"] == "/v1/responses"
+    assert answer.output_text == expected
+    assert world["client"].responses.retrieve(answer.id).output_text == expected
+
+    raw = raw_create(world, model="m", input="Hi", stream=True)
+    assert EMAIL.encode() not in raw.content
+    events = stream_events(world, model="m", input="Hi")  # numbered 0, 1, 2, … again
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    [done] = [e for e in events if e.type == "response.output_text.done"]
+    [part] = [e for e in events if e.type == "response.content_part.done"]
+    [item] = [e for e in events if e.type == "response.output_item.done"]
+    final = events[-1]
+    assert deltas == done.text == part.part.text == item.item.content[0].text == expected
+    assert final.type == "response.completed" and final.response.output_text == expected
+    assert world["client"].responses.retrieve(final.response.id).output_text == expected
+    records = [r for r in records_wait(world["gateway"], 6) if r.endpoint == "responses"]
+    assert len(records) == 3
+    assert all(r.status_code == 200 and r.finding_types == "email" for r in records)
+
+
+def test_an_output_block_cuts_a_native_answer(world):
+    secret = "AKIAIOSFODNN7EXAMPLE"
+    _output_rule(world, "secrets", "block")
+    world["upstream"].behavior.reply = f"Here is the key you asked for: {secret} enjoy"
     with pytest.raises(openai.BadRequestError) as info:
-        world["client"].responses.create(model="m", input="x", tools=[{"type": "web_search"}])
-    assert info.value.body["param"] == "tools[0]"
+        world["client"].responses.create(model="m", input="Hi")
+    assert info.value.body["code"] == "guardrail_blocked"
+    raw = raw_create(world, model="m", input="Hi", stream=True)
+    assert secret.encode() not in raw.content and b"AKIA" not in raw.content
+    events = stream_events(world, model="m", input="Hi")
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1].response.status == "failed"
 
 
 def test_input_redaction_reaches_the_native_body(world):

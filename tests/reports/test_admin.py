@@ -12,13 +12,14 @@ from decimal import Decimal
 
 import openpyxl
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.models import RequestLog
+from apps.identity.models import Membership, Role
 from apps.reports.models import ReportDelivery, ReportSchedule, SpendReport, UsageRollup
 from apps.reports.rollup import usage_rollup_run
 from tests.reports.conftest import insert, random_rows
@@ -83,17 +84,21 @@ def test_invalid_form_shows_errors(admin_client, data):
 
 
 @pytest.mark.django_db
-def test_staff_only_and_needs_the_view_permission(client, data):
-    user = User.objects.create_user("clerk", password="pw-Secret-123")
-    client.force_login(user)
+def test_needs_the_spend_capability_and_covers_only_its_organisations(client, data, tenants):
+    user = User.objects.create_user("clerk", password="pw-Secret-123", is_staff=True)
+    client.force_login(user)  # staff without a role: no admin at all
     assert client.get(REPORT_URL, {**FORM, "format": "csv"}).status_code == 302  # to login
-    user.is_staff = True
-    user.save()
-    assert client.get(REPORT_URL, {**FORM, "format": "csv"}).status_code == 403
-    user.user_permissions.add(Permission.objects.get(codename="view_spendreport"))
-    user = User.objects.get(pk=user.pk)
-    client.force_login(user)
-    assert client.get(REPORT_URL, {**FORM, "format": "csv"}).status_code == 200
+    Membership.objects.create(user=user, role=Role.AUDITOR, organization=tenants.acme)
+    assert client.get(REPORT_URL, {**FORM, "format": "csv"}).status_code == 403  # no spend
+    Membership.objects.create(user=user, role=Role.FINANCE, organization=tenants.acme)
+    response = client.get(REPORT_URL, {**FORM, "format": "csv"})  # "all organisations"
+    assert response.status_code == 200
+    lines = list(csv.reader(io.StringIO(response.content.decode())))
+    assert Decimal(lines[lines.index([]) - 1][-1]) == raw_cost(tenants.acme) != raw_cost()
+    # Another organisation is not a choice: the form refuses it, no file is sent.
+    other = client.get(REPORT_URL, {**FORM, "format": "csv", "organization": tenants.globex.pk})
+    assert other.status_code == 200 and "Content-Disposition" not in other
+    assert "Select a valid choice" in other.content.decode()
     assert Client().get(REPORT_URL).status_code == 302
 
 

@@ -53,9 +53,8 @@ Refused with 400 ``unsupported_parameter`` naming the field, never dropped:
     the gateway cannot govern), ``mcp`` tools (the provider would call remote MCP servers
     itself, around the gateway's MCP grants and audit) and unknown top-level fields;
   * by translated deployments only (the route stage skips them when the model also has a
-    native one, and answers this 400 when nothing else could serve the request; a key
-    with output guardrails is always served the translation, so for it they are refused
-    at the door): built-in tools (``web_search``, ``file_search``, ``code_interpreter``,
+    native one, and answers this 400 when nothing else could serve the request): built-in
+    tools (``web_search``, ``file_search``, ``code_interpreter``,
     ``computer_use_preview``, ``image_generation``, ``mcp``, ``local_shell``, ``custom``,
     … — the provider would have to run them), ``max_tool_calls``, ``top_logprobs``,
     ``reasoning.summary`` other than ``auto`` (chat answers carry no reasoning, so there
@@ -121,6 +120,8 @@ CARRIED = frozenset(
 DEFAULTS_ONLY = {"background": False, "top_logprobs": 0, "truncation": "disabled"}
 #: Top-level fields only a native (OpenAI-wire) deployment can honour.
 NATIVE_ONLY = frozenset({"top_logprobs", "max_tool_calls"})
+_NATIVE_ONLY_SORTED = tuple(sorted(NATIVE_ONLY))
+_EMPTY: dict[str, Any] = {}
 #: Chat fields of the same name and meaning.
 SAME_NAME = (
     "temperature",
@@ -168,6 +169,24 @@ def check_request(body: dict[str, Any]) -> None:
         RESPONSES.check(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise _missing("model")
+    if body.keys() - _KNOWN:
+        _refuse_fields(body)
+    if body.get("tools"):
+        _refuse_mcp_tools(body["tools"])
+    options = body.get("stream_options")
+    for name in sorted(options or ()):
+        if name != "include_obfuscation":
+            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
+    if body.get("input") is None and body.get("previous_response_id") is None:
+        raise _missing("input")
+
+
+#: The top-level fields some deployment may be sent (the rest: :func:`_refuse_fields`).
+_KNOWN = CARRIED | NATIVE_ONLY
+
+
+def _refuse_fields(body: dict[str, Any]) -> None:
+    """The first field (alphabetically) no deployment is sent, unless at its default."""
     for name in sorted(body):
         value = body[name]
         if value is None or DEFAULTS_ONLY.get(name, object()) == value:
@@ -180,7 +199,10 @@ def check_request(body: dict[str, Any]) -> None:
                 code="unsupported_parameter",
                 param=name,
             )
-    for i, tool in enumerate(body.get("tools") or ()):
+
+
+def _refuse_mcp_tools(tools: Any) -> None:
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         if isinstance(tool, dict) and tool.get("type") == "mcp":
             raise bad_request(
                 "Remote MCP servers called by the provider ('mcp' tools) would bypass the "
@@ -189,22 +211,16 @@ def check_request(body: dict[str, Any]) -> None:
                 code="unsupported_parameter",
                 param=f"tools[{i}]",
             )
-    options = body.get("stream_options") or {}
-    for name in sorted(options):
-        if name != "include_obfuscation":
-            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
-    if body.get("input") is None and body.get("previous_response_id") is None:
-        raise _missing("input")
 
 
 def translation_refusals(body: dict[str, Any]) -> None:
     """Top-level settings only a native deployment can honour (see the module docstring)."""
-    for name in sorted(NATIVE_ONLY):
+    for name in _NATIVE_ONLY_SORTED:
         if body.get(name) not in (None, DEFAULTS_ONLY.get(name)):
             raise unsupported(name, f"'{name}'")
     if body.get("truncation") == "auto":
         raise unsupported("truncation", "Truncating the conversation ('truncation: auto')")
-    reasoning = body.get("reasoning") or {}
+    reasoning = body.get("reasoning") or _EMPTY
     for name in ("summary", "generate_summary"):
         if reasoning.get(name) not in (None, "auto"):
             raise unsupported(f"reasoning.{name}", f"A {reasoning[name]!r} reasoning summary")
@@ -219,8 +235,9 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     every item without an id gets one (``msg_``/``fc_``/``fco_``)."""
     if value is None:
         return []
-    if isinstance(value, str):
-        value = [{"role": "user", "content": value}]
+    if isinstance(value, str):  # the common case, built directly (as the loop would)
+        text = [{"type": "input_text", "text": value}]
+        return [{"role": "user", "content": text, "type": "message", "id": new_id("msg")}]
     items = []
     for index, item in enumerate(value):
         if not isinstance(item, dict):
@@ -294,13 +311,31 @@ def _tool_output(output: Any, param: str) -> str:
     raise _invalid(param, f"'{param}' must be a string or content parts.", "invalid_type")
 
 
+def _known_items(*sources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Item id → item, what an ``item_reference`` may point at."""
+    return {
+        str(item["id"]): item
+        for items in sources
+        for item in items
+        if item.get("id") and item.get("type") != "item_reference"
+    }
+
+
 class _Messages:
     """Builds the chat messages of a conversation, item by item."""
 
-    def __init__(self, known: dict[str, dict[str, Any]], *, skip_references: bool) -> None:
+    def __init__(self, sources: tuple[list[dict[str, Any]], ...], *, skip_references: bool) -> None:
         self.out: list[dict[str, Any]] = []
-        self.known = known  # item id → item, for item_reference
+        self.sources = sources  # the items an item_reference may point at
+        self._known: dict[str, dict[str, Any]] | None = None
         self.skip_references = skip_references
+
+    @property
+    def known(self) -> dict[str, dict[str, Any]]:
+        """Item id → item, built at the first item_reference (most requests have none)."""
+        if self._known is None:
+            self._known = _known_items(*self.sources)
+        return self._known
 
     def _assistant(self) -> dict[str, Any]:
         """The assistant message function calls join (the last message, if it may)."""
@@ -472,12 +507,7 @@ def responses_to_openai(
     ``pending_history`` (the chain is not loaded yet) references are left for later."""
     translation_refusals(body)
     history = history or []
-    known = {
-        str(item["id"]): item
-        for item in [*history, *items]
-        if item.get("id") and item.get("type") != "item_reference"
-    }
-    messages = _Messages(known, skip_references=pending_history)
+    messages = _Messages((history, items), skip_references=pending_history)
     if body.get("instructions"):
         messages.out.append({"role": "system", "content": body["instructions"]})
     for item in history:
@@ -565,14 +595,11 @@ def native_request(
     resolved), no ``previous_response_id`` and ``store: false`` — the gateway stores, the
     provider keeps nothing. Earlier reasoning items go only with their
     ``encrypted_content`` (without it a provider that stores nothing cannot use them)."""
-    known = {
-        str(item["id"]): item
-        for item in [*history, *items]
-        if item.get("id") and item.get("type") != "item_reference"
-    }
+    known: dict[str, dict[str, Any]] | None = None
     conversation = []
     for index, item in enumerate([*history, *items]):
         if item.get("type") == "item_reference":
+            known = _known_items(history, items) if known is None else known
             target = known.get(str(item.get("id") or ""))
             if target is None:
                 where = f"input[{index - len(history)}].id" if index >= len(history) else None

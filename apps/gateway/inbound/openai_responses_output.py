@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from apps.gateway.providers.sse import typed_event
 from apps.gateway.random_ids import random_hex, random_urlsafe
 
 #: chat ``finish_reason`` → the Responses ``incomplete_details.reason`` (others complete).
@@ -178,10 +179,6 @@ def chat_to_response(
     return finish(response, choice.get("finish_reason"), completion.get("usage"))
 
 
-def sse(data: dict[str, Any]) -> bytes:
-    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
 #: Delta events carry ``obfuscation`` padding up to this many characters with the delta.
 _PAD_TO = 16
 
@@ -232,7 +229,7 @@ class ResponseStream:
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
-        return sse(data)
+        return typed_event(data)
 
     def _delta(self, kind: str, delta: str, **fields: Any) -> bytes:
         if self._pad:  # pad short deltas so an event's size does not tell the delta's length

@@ -40,8 +40,8 @@ from apps.gateway.inbound.openai_responses_output import (
     ResponseStream,
     chat_to_response,
     new_id,
-    sse,
 )
+from apps.gateway.providers.sse import typed_event
 from apps.gateway.response_store import (
     ResponseStore,
     ResponseStoreRefused,
@@ -57,35 +57,32 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT_SECONDS = 5.0
 
 
-def _native_ok(ctx: RequestContext) -> bool:
-    """Native pass-through needs no output guard: a key whose answers are guarded (or
-    restored) is served by the translation, where the guard reads every answer."""
-    guard = ctx.key.guardrails if ctx.key is not None else None
-    return guard is None or not (guard.output or guard.restore)
-
-
 def prepare(ctx: RequestContext, turn: Turn, *, pending_history: bool = False) -> None:
     """``ctx.body`` (the chat translation the stages govern) and, for deployments that
     speak the format, ``ctx.inbound`` (the native request). What only a native deployment
-    can carry is refused at once when none may serve it (an output-guarded key), else kept
-    in ``inbound.untranslatable``: the route stage skips translated deployments then, and
-    answers that 400 if nothing else could serve the request."""
-    native_ok = _native_ok(ctx)
+    can carry is kept in ``inbound.untranslatable``: the route stage skips translated
+    deployments then, and answers that 400 if nothing else could serve the request."""
     untranslatable = None
     try:
         ctx.body = responses_to_openai(
             turn.body, turn.items, turn.history, pending_history=pending_history
         )
     except GatewayError as error:
-        if error.code != "unsupported_parameter" or not native_ok:
+        if error.code != "unsupported_parameter":
             raise
         untranslatable = error
-    if pending_history or not native_ok:
+    if pending_history:
         return  # the chain is not loaded yet (PreviousResponse prepares again)
     native = native_request(turn.body, turn.history, turn.items)
     if untranslatable is not None:
         ctx.body = governed(native)
-    ctx.inbound = InboundRequest(FORMAT, native, untranslatable=untranslatable, governed=governed)
+    ctx.inbound = InboundRequest(
+        FORMAT,
+        native,
+        untranslatable=untranslatable,
+        governed=governed,
+        adopt=installed(ctx).adopt,
+    )
 
 
 def validate_responses(ctx: RequestContext) -> None:
@@ -169,11 +166,19 @@ class PreviousResponse:
 # --------------------------------------------------------------------------- the answer
 
 
-#: Native stream events that carry the response object (the others pass unparsed).
-_RESPONSE_EVENTS = frozenset(
-    b"event: response." + kind
-    for kind in (b"created", b"in_progress", b"queued", b"completed", b"incomplete", b"failed")
-)
+#: The events that end a native answer (their response is stored before they leave).
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
+_GATEWAY_ERROR = b'data: {"error"'
+
+
+def _before_event(body: bytes, kind: str) -> bytes:
+    """``body`` (whole events) up to the event ``kind`` (an event's data is one JSON line,
+    so a blank line followed by its name can only be where it starts)."""
+    name = b"event: " + kind.encode() + b"\n"
+    if body.startswith(name):
+        return b""
+    at = body.find(b"\n\n" + name)
+    return body[: at + 2] if at >= 0 else body
 
 
 def _sse_data(event: bytes) -> dict[str, Any] | None:
@@ -205,8 +210,12 @@ class ResponsesOutput:
         self._buffer = b""
         self._stream: ResponseStream | None = None
         self._native = False  # this attempt went to a deployment speaking the format
-        self._seq = -1  # the last sequence number of a native stream
+        self._events = 0  # events of a native stream sent so far (the next sequence number)
+        self._guarded = False  # a native stream under an output guard (events renumbered)
         self._snapshot: dict[str, Any] | None = None  # its last response object
+        # The native answer's final response object and the stream event carrying it (None
+        # for a whole answer), adopted and not yet stored.
+        self._final: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -216,6 +225,7 @@ class ResponsesOutput:
             self._native = inbound is not None and inbound.native
             if self._native and content_type.startswith(b"text/event-stream"):
                 self._mode = "native"
+                self._guarded = self._ctx.output_guard is not None
                 await self._send(message)
             elif content_type.startswith(b"text/event-stream") and self.turn is not None:
                 self._mode = "sse"
@@ -249,7 +259,16 @@ class ResponsesOutput:
     async def _send_json(self) -> None:
         assert self._start is not None and self.turn is not None
         body = b"".join(self._parts)
-        if self._start["status"] == 200:
+        if self._start["status"] == 200 and self._final is not None:  # a native answer
+            response, _ = self._final
+            self._final = None
+            if self._ctx.output_guard is not None:
+                response = orjson.loads(body)  # as guarded: what the client sees is stored
+            if response.get("status") in ("completed", "incomplete") and not await self._save(
+                response
+            ):
+                body = orjson.dumps(response)  # it says ``store: false`` now
+        elif self._start["status"] == 200:
             try:
                 answer = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -258,11 +277,6 @@ class ResponsesOutput:
                 shell = self.turn.shell(self._ctx.model_name)
                 response = chat_to_response(answer, shell, self.turn.namespaces)
                 await self._save(response)
-                body = orjson.dumps(response)
-            elif isinstance(answer, dict) and answer.get("object") == "response":
-                response = self._ours(answer)  # a native answer
-                if response.get("status") in ("completed", "incomplete"):
-                    await self._save(response)
                 body = orjson.dumps(response)
         headers = [(k, v) for k, v in self._start.get("headers") or [] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
@@ -288,66 +302,71 @@ class ResponsesOutput:
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
 
-    def _ours(self, response: dict[str, Any]) -> dict[str, Any]:
-        """A native response object as the client's: the gateway's id (the one stored and
-        continued), its ``store`` and ``previous_response_id``, not the upstream's."""
+    def adopt(self, response: dict[str, Any], event: dict[str, Any] | None) -> None:
+        """A native response object made the client's (``InboundRequest.adopt``): the
+        gateway's id (the one stored and continued), the public model name, its ``store``
+        and ``previous_response_id``, not the upstream's. The final one is kept to store
+        before it leaves."""
         turn = self.turn
         assert turn is not None
         response["id"] = turn.response_id
         response["model"] = self._ctx.model_name
         response["store"] = turn.store
         response["previous_response_id"] = turn.previous_id
-        return response
+        self._snapshot = response
+        if event is None or event.get("type") in _FINAL_EVENTS:
+            self._final = (response, event)
 
     async def _relay_native(self, message: dict[str, Any]) -> None:
-        """A native stream: item and delta events pass untouched (unparsed); the events
-        carrying the response object get the gateway's id and the public model, and the
-        final one is stored before it leaves; the gateway's own error event (``data:
-        {"error": ...}``) becomes ``error`` + ``response.failed``."""
-        self._buffer += message.get("body", b"")
-        *events, self._buffer = self._buffer.split(b"\n\n")
-        out = b""
-        for raw in events:
-            if not raw:
-                continue
-            head = raw[: raw.find(b"\n")]
-            if head.startswith(b"event: ") and head not in _RESPONSE_EVENTS:
-                self._seq += 1  # numbered one by one, as every event of the stream
-                out += raw + b"\n\n"
-                continue
-            data = _sse_data(raw)
-            if data is None:
-                out += raw + b"\n\n"
-            elif "type" in data:
-                out += await self._native_event(data)
-            elif "error" in data:
-                out += self._native_failure(data.get("error") or {})
-        more = bool(message.get("more_body"))
-        if out or not more:
-            await self._send({"type": "http.response.body", "body": out, "more_body": more})
+        """A native stream, its response objects already adopted by the provider module:
+        the final one is stored before the bytes carrying it leave; the gateway's own error
+        event (``data: {"error": ...}``) becomes ``error`` + ``response.failed``."""
+        body = message.get("body", b"")
+        if self._guarded and body and not body.startswith(_GATEWAY_ERROR):
+            await self._send({**message, "body": await self._renumbered(body)})
+            return
+        if body.startswith(_GATEWAY_ERROR):
+            data = _sse_data(body) or {}
+            body = self._native_failure(data.get("error") or {})
+        elif self._final is not None:
+            response, event = self._final
+            self._final = None
+            if not await self._save(response) and event is not None:
+                body = _before_event(body, event["type"]) + typed_event(event)  # store: false
+        self._events += body.count(b"\n\n")  # one blank line per event: the next number
+        await self._send({**message, "body": body})
 
-    async def _native_event(self, data: dict[str, Any]) -> bytes:
-        if isinstance(data.get("sequence_number"), int):
-            self._seq = data["sequence_number"]
-        response = data.get("response")
-        if isinstance(response, dict):
-            self._snapshot = self._ours(response)
-            if data["type"] in ("response.completed", "response.incomplete"):
-                await self._save(response)
-        return sse(data)
+    async def _renumbered(self, body: bytes) -> bytes:
+        """A guarded native stream's events (the guard may merge held-back deltas, and it
+        rewrites the texts of the final events): numbered again, one by one, and the final
+        response stored as the guard let it out."""
+        out = b""
+        for raw in body.split(b"\n\n"):
+            data = _sse_data(raw) if raw else None
+            if data is None or "type" not in data:
+                out += raw + b"\n\n" if raw else b""
+                continue
+            data["sequence_number"] = self._events
+            self._events += 1
+            if data["type"] in _FINAL_EVENTS and isinstance(data.get("response"), dict):
+                self._final = None
+                await self._save(data["response"])
+            out += typed_event(data)
+        return out
 
     def _native_failure(self, error: dict[str, Any]) -> bytes:
         shell = self._snapshot or self.turn.shell(self._ctx.model_name)  # type: ignore[union-attr]
         stream = ResponseStream(shell, obfuscate=False)
-        stream.seq, stream.started = self._seq + 1, True
+        stream.seq, stream.started = self._events, True
         return stream.fail(error)
 
-    async def _save(self, response: dict[str, Any]) -> None:
+    async def _save(self, response: dict[str, Any]) -> bool:
         """Keep the response for ``previous_response_id`` and GET, bounded; when the store
-        fails the answer still goes out (it was paid for), saying ``store: false``."""
+        fails the answer still goes out (it was paid for), saying ``store: false``.
+        False: it was to be stored and was not (``response`` was changed)."""
         ctx, turn = self._ctx, self.turn
         if turn is None or not turn.store or ctx.key is None:
-            return
+            return True
         identity = ctx.key.identity
         stored = StoredResponse(
             id=turn.response_id,
@@ -372,8 +391,9 @@ class ResponsesOutput:
                 log.exception("response %s not stored", turn.response_id)
             response["store"] = False
             ctx.decide(StageName.RESPONSES_FORMAT, Outcome.ERROR, "response not stored")
-            return
+            return False
         ctx.decide(StageName.RESPONSES_FORMAT, Outcome.ALLOW, f"stored {turn.response_id}")
+        return True
 
 
 def installed(ctx: RequestContext) -> ResponsesOutput:

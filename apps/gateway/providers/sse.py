@@ -42,3 +42,8 @@ def sse_json(event: bytes) -> dict[str, Any] | None:
         data = orjson.loads(b"\n".join(lines))
         return data if isinstance(data, dict) else None
     return None
+
+
+def typed_event(data: dict[str, Any]) -> bytes:
+    """An event named by its data's ``type`` (the Responses API's and Anthropic's shape)."""
+    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

@@ -93,7 +93,7 @@ class OpenAIAdapter(BaseAdapter):
         return native_answer(ctx, body)
 
     def native_events(self, ctx: RequestContext, headers: Mapping[str, Any]) -> StreamTranslator:
-        return ResponsesPassThrough()
+        return ResponsesPassThrough(ctx.inbound.adopt if ctx.inbound is not None else None)
 
     def native_decoder(self) -> SSEDecoder:
         return SSEDecoder(raw_event, crlf=False)

@@ -6,9 +6,11 @@ reconstructed request (``ctx.inbound.body``: the whole conversation, ``store: fa
 built by ``apps.gateway.inbound.openai_responses.native_request``) goes to the provider's
 ``/responses`` with only ``model`` changed to the deployment's upstream model, so built-in
 tools, reasoning summaries, ``include`` and every other field arrive as sent. The answer,
-and every stream event, passes through with ``model`` renamed to the public name (the
-gateway's id and ``store`` are set by the inbound wrapper, which also stores it, and
-renames the model in stream events: it parses those events anyway).
+and every stream event, passes through; the response objects (the whole answer, and the
+one in ``response.created``/``in_progress``/``completed``/… events) are parsed once here
+and handed to the format's hook (``ctx.inbound.adopt``: the inbound wrapper gives them
+the gateway's id, the public model name and ``store``, and keeps the final one to store)
+before they are encoded; every other event passes unparsed.
 
 Usage is read from the Responses ``usage`` (``input_tokens``, of them
 ``input_tokens_details.cached_tokens``, ``output_tokens``).
@@ -16,6 +18,7 @@ Usage is read from the Responses ``usage`` (``input_tokens``, of them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,10 +28,17 @@ from apps.gateway.errors import upstream_error
 from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import stream_broken
-from apps.gateway.providers.sse import sse_json
+from apps.gateway.providers.sse import sse_json, typed_event
 
 _FINAL = frozenset({b"event: response.completed", b"event: response.incomplete"})
+#: The events whose ``response`` the format adopts (``failed`` ends as an error instead).
+_CARRY_RESPONSE = _FINAL | frozenset(
+    {b"event: response.created", b"event: response.in_progress", b"event: response.queued"}
+)
 _FAILED = frozenset({b"event: error", b"event: response.failed"})
+
+
+Adopt = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
 def native_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -51,31 +61,34 @@ def read_responses_usage(ctx: RequestContext, usage: Any) -> bool:
 
 
 def native_answer(ctx: RequestContext, body: bytes) -> bytes:
-    """A ``Response`` passed through as it came, its usage recorded. The inbound wrapper
-    parses it anyway (it stores it and gives it the gateway's id and the public model
-    name), so it is not encoded twice here."""
+    """A ``Response``, its usage recorded, adopted by the format (parsed once)."""
     response = orjson.loads(body)
     if not isinstance(response, dict) or response.get("object") != "response":
         raise ValueError("not a Responses API response")
     read_responses_usage(ctx, response.get("usage"))
-    return body
+    adopt = ctx.inbound.adopt if ctx.inbound is not None else None
+    if adopt is None:
+        return body
+    adopt(response, None)
+    return orjson.dumps(response)
 
 
 class ResponsesPassThrough:
     """Responses stream events (raw SSE event bytes) → the same events.
 
-    Only the final event (``response.completed``/``response.incomplete``: usage, the end)
-    and failures are parsed; the rest passes as it came — the inbound wrapper
-    (``inbound.openai_responses_stages``) gives the events carrying the response object
-    the gateway's id and the public model name. The provider's ``error`` and
-    ``response.failed`` events are not passed on: the base adapter's stream loop reports
-    them (a retryable failure before the first byte, else the gateway's error event, which
-    the inbound wrapper turns into ``error`` + ``response.failed``).
+    The events carrying the response object are parsed, their object handed to ``adopt``
+    (the format's hook, see the module docstring) and encoded again; the final one
+    (``response.completed``/``response.incomplete``) also gives the usage and the end. The
+    rest passes as it came. The provider's ``error`` and ``response.failed`` events are
+    not passed on: the base adapter's stream loop reports them (a retryable failure before
+    the first byte, else the gateway's error event, which the inbound wrapper turns into
+    ``error`` + ``response.failed``).
     """
 
-    __slots__ = ("deltas", "error", "finished", "usage")
+    __slots__ = ("adopt", "deltas", "error", "finished", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, adopt: Adopt | None = None) -> None:
+        self.adopt = adopt
         self.usage: dict[str, Any] | None = None
         self.deltas = 0
         self.finished = False
@@ -83,18 +96,23 @@ class ResponsesPassThrough:
 
     def feed_event(self, event: bytes) -> bytes:
         head = event[: event.find(b"\n")]
-        if head in _FINAL:
-            data = sse_json(event) or {}
-            response = data.get("response") or {}
-            self.usage = response.get("usage")
-            self.finished = True
+        if head.endswith(b".delta"):
+            self.deltas += 1
         elif head in _FAILED:
             data = sse_json(event) or {}
             error = data if head == b"event: error" else (data.get("response") or {}).get("error")
             self.error = error if isinstance(error, dict) else {}
             return b""
-        elif head.endswith(b".delta"):
-            self.deltas += 1
+        elif head in _CARRY_RESPONSE:
+            data = sse_json(event)
+            response = data.get("response") if data is not None else None
+            if isinstance(response, dict):
+                if head in _FINAL:
+                    self.usage = response.get("usage")
+                    self.finished = True
+                if self.adopt is not None:
+                    self.adopt(response, data)
+                    return typed_event(data)  # type: ignore[arg-type]
         return event + b"\n\n"
 
     def trailer(self) -> bytes:

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ScimAppConfig(AppConfig):
+    name = "apps.scim"
+    label = "scim"
+    verbose_name = "SCIM provisioning"
