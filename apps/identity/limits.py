@@ -210,3 +210,13 @@ def project_allowed_models(project: DjangoModel) -> frozenset[str] | None:
         Ancestor("organization", team.organization),
     ]
     return models_allowed_by(levels)
+
+
+def parent_refusal(rule: ScopedRule) -> str | None:
+    """Why a budget, rate limit or model access rule may not be saved at its level (it
+    would be looser than a parent's), or None. A person's rules have no parent level."""
+    if isinstance(rule, Budget | RateLimit):
+        return looser_than_parents(rule)
+    if isinstance(rule, ModelAccess):
+        return model_access_not_allowed_by_parents(rule)
+    return None

@@ -101,6 +101,16 @@ class UserScopedRule(ScopedRule):
     class Meta:
         abstract = True
 
+    def clean(self) -> None:
+        """A child's limit can only be tighter than its parents' (every door saves
+        through ``full_clean``: the admin, the API, ``odock_apply``, the portal)."""
+        super().clean()
+        from apps.identity.limits import parent_refusal  # it reads these models
+
+        refusal = parent_refusal(self)
+        if refusal is not None:
+            raise ValidationError(refusal)
+
 
 class BudgetPeriod(models.TextChoices):
     DAILY = "daily", "Daily"

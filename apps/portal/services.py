@@ -81,17 +81,17 @@ def portal_key_create(*, owner: Any, request: KeyRequest) -> IssuedKey:
         budget = Budget(
             key=key, limit_usd=request.budget_usd, period=request.budget_period, hard=True
         )
-        budget.full_clean()
-        why = looser_than_parents(budget)
+        why = looser_than_parents(budget)  # before full_clean: it says so too, unattached
         if why:
             raise _refuse("budget_usd", why)
+        budget.full_clean()
         budget.save()
     if request.rpm is not None or request.tpm is not None:
         limit = RateLimit(key=key, rpm=request.rpm, tpm=request.tpm)
-        limit.full_clean()
         why = looser_than_parents(limit)
         if why:
             raise _refuse("tpm" if why.startswith("tpm") else "rpm", why)
+        limit.full_clean()
         limit.save()
     return issued
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from apps.policies.models import Budget
+from apps.policies.models import Budget, RateLimit
 from tests.admin.conftest import RULE_INLINES, empty_inlines
 
 ADD_URL = reverse("admin:policies_budget_add")
@@ -13,7 +14,7 @@ ADD_URL = reverse("admin:policies_budget_add")
 
 def budget_form(**levels: int) -> dict[str, object]:
     return {
-        "limit_usd": "25",
+        "limit_usd": "5",
         "period": "monthly",
         "hard": "on",
         "alert_thresholds": "[50, 80, 100]",
@@ -50,6 +51,24 @@ def test_budget_at_one_level_is_saved_and_listed_with_its_level(admin_client, wo
     filtered = admin_client.get(reverse("admin:policies_budget_changelist") + "?level=team")
     assert "team:search" in filtered.content.decode()
     assert "project:assistant" not in filtered.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_budget_looser_than_its_parents_is_refused_saying_why(admin_client, world):
+    """Enforced on write at every door (the model's clean): the admin names the parent."""
+    before = Budget.objects.count()
+    response = admin_client.post(
+        ADD_URL, {**budget_form(project=world.project.pk), "limit_usd": "25"}
+    )
+    assert response.status_code == 200
+    assert "looser than team:search&#x27;s monthly budget of 10" in response.content.decode()
+    assert Budget.objects.count() == before
+    loose = RateLimit(project=world.project, rpm=10**6)
+    tight = RateLimit(team=world.team, rpm=60)
+    tight.full_clean()
+    tight.save()
+    with pytest.raises(ValidationError, match="looser than team:search"):
+        loose.full_clean()
 
 
 @pytest.mark.django_db
