@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from django.core.management.base import CommandError
 from pydantic import ValidationError
 
 from apps.sso.config import SsoConfigError, SsoSpec, sso_apply
 from apps.sso.models import GroupMapping, OidcProvider
-from tests.factories import org_create, project_create, team_create
+from tests.factories import odock_apply_text, org_create, project_create, team_create
 
 pytestmark = pytest.mark.django_db
 
@@ -122,3 +123,30 @@ def test_a_new_provider_needs_its_issuer_and_client_id(acme):
 def test_the_shape_is_checked_before_anything(text):
     with pytest.raises(ValidationError):
         spec(text)
+
+
+def test_odock_apply_takes_an_organisations_sso_block(tmp_path, monkeypatch):
+    """Through the config file: created, then unchanged on re-apply; the secret is never
+    printed; a mapping naming a team the organisation lacks fails the whole apply."""
+    monkeypatch.setenv("ACME_OIDC_SECRET", "s3cret-from-env")
+    indented = "\n".join("      " + line for line in BLOCK.strip().splitlines())
+    text = f"""
+organizations:
+  - name: acme
+    teams:
+      - name: search
+        projects: [{{name: web}}]
+    sso:
+{indented}
+"""
+    out = odock_apply_text(tmp_path, text)
+    assert "single sign-on of acme" in out and "s3cret-from-env" not in out
+    provider = OidcProvider.objects.get(organization__name="acme")
+    assert provider.client_secret == "s3cret-from-env"
+    assert ("search-admins", "team_admin", "search", None) in rows(provider.organization)
+    again = odock_apply_text(tmp_path, text)
+    assert "single sign-on of acme" not in again
+    broken = text.replace("team: search}", "team: nowhere}")
+    with pytest.raises(CommandError, match="nowhere"):
+        odock_apply_text(tmp_path, broken)
+    assert ("search-admins", "team_admin", "search", None) in rows(provider.organization)

@@ -52,6 +52,8 @@ from apps.providers.services import (
     model_upsert,
     provider_upsert,
 )
+from apps.sso.config import SsoConfigError, sso_apply
+from apps.sso.models import OidcProvider
 from apps.tenancy.selectors import organization_get_by_name
 from apps.tenancy.services import organization_upsert, project_upsert, team_upsert
 
@@ -133,14 +135,19 @@ class _Applier:
         for i, spec in enumerate(config.mcp_servers):
             self._mcp_server(spec, f"mcp_servers[{i}]")
         self.mcp_servers = mcp_servers_by_name()
+        single_sign_on: list[tuple[OrganizationSpec, str]] = []  # after the teams exist
         for entry in config_levels(config):
             self.levels[entry.names] = self._level(entry)
             self._rules(entry)
             if isinstance(entry.spec, OrganizationSpec) and entry.spec.end_users is not None:
                 self._end_users(entry.spec, entry.path)
+            if isinstance(entry.spec, OrganizationSpec) and entry.spec.sso is not None:
+                single_sign_on.append((entry.spec, entry.path))
         for entry in config_users(config):
             self.levels[entry.names] = user_get_by_username(entry.names[-1])
             self._rules(entry)
+        for spec, path in single_sign_on:  # its mapping names the organisation's levels
+            self._sso(spec, path)
 
     def _end_users(self, spec: OrganizationSpec, path: str) -> None:
         assert spec.end_users is not None
@@ -159,6 +166,23 @@ class _Applier:
         with _rows_at([f"{path}.end_users[{i}]" for i in range(len(policies))]):
             sync = end_user_policies_sync(organization=self.levels[(spec.name,)], policies=policies)
         self.result.extend(sync)
+
+    def _sso(self, spec: OrganizationSpec, path: str) -> None:
+        """The organisation's single sign-on (all or nothing; a secret never printed)."""
+        assert spec.sso is not None
+        organization = self.levels[(spec.name,)]
+        existed = OidcProvider.objects.filter(organization=organization).exists()
+        try:
+            changed = sso_apply(organization=organization, spec=spec.sso, path=f"{path}.sso")
+        except SsoConfigError as exc:
+            raise ConfigError(exc.errors) from None
+        label = f"single sign-on of {spec.name}"
+        if not existed:
+            self.result.created.append(label)
+        elif changed:
+            self.result.updated.append(f"{label} ({', '.join(changed)})")
+        else:
+            self.result.unchanged += 1
 
     def _saved(self, saved: Saved[Any], label: str) -> Any:
         self.result.add(saved, label)

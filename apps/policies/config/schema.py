@@ -39,6 +39,7 @@ from apps.guardrails.models import Stage as GuardrailStage
 from apps.mcp.models import Effect as ToolEffect
 from apps.policies.models import END_USER_MATCH, BudgetPeriod
 from apps.providers.models import DeploymentRole, ProviderKind, RoutingStrategy
+from apps.sso.config import SsoSpec
 from apps.tenancy.models import OutagePolicy
 from apps.tenancy.services import organization_field_validate
 
@@ -373,6 +374,8 @@ class OrganizationSpec(LevelSpec):
     response_retention_days: Count | None = None
     # Limits of the application's end users (the list replaces the organisation's).
     end_users: list[EndUserPolicySpec] | None = None
+    # The organisation's OpenID Connect provider and group → role mapping (apps.sso).
+    sso: SsoSpec | None = None
     teams: list[TeamSpec] = Field(default_factory=list)
 
 
