@@ -164,9 +164,12 @@ def _detach(ctx: RequestContext) -> None:
     """Drop the answer's send wrappers once the response is over. A format wrapper (the
     Responses or Anthropic output) holds the context that holds it: a reference cycle per
     request, left to the cyclic GC — 24 ms pauses every few hundred requests under load
-    (measured). Freed by reference counting instead."""
+    (measured). Freed by reference counting instead; the same for the format's hook for
+    native answers (``ctx.inbound.adopt``, a method of that wrapper)."""
     ctx.send = _answered
     ctx.output_guard = None
+    if ctx.inbound is not None:
+        ctx.inbound.adopt = None
 
 
 def fill_missing_usage(ctx: RequestContext) -> None:

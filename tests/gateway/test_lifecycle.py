@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from apps.gateway.context import Outcome, RequestContext, StageName
+from apps.gateway.context import InboundRequest, Outcome, RequestContext, StageName
 from apps.gateway.errors import GatewayError
 from apps.gateway.lifecycle import Pipeline
 from apps.gateway.stages.record import Record
@@ -109,8 +109,13 @@ class Wrapping:
             async def __call__(self, message: Any) -> None:
                 await outer(message)
 
+            def adopt(self, response: Any, event: Any) -> None:
+                pass
+
         self.wrapper = Wrapper()
         ctx.send = self.wrapper
+        # And the format's hook for native answers: ctx.inbound → bound method → ctx.
+        ctx.inbound = InboundRequest("openai.responses", {}, adopt=self.wrapper.adopt)
         await ctx.send({"type": "http.response.start", "status": 200, "headers": []})
         await ctx.send({"type": "http.response.body", "body": b"{}"})
 
