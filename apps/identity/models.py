@@ -53,6 +53,27 @@ def _at_most_one_level() -> models.CheckConstraint:
     )
 
 
+def _one_grant_per_level() -> list[models.UniqueConstraint]:
+    """A role once per person and level: one constraint per level (rather than one with
+    ``nulls_distinct``, which SQLite, the embedded default, does not support)."""
+    unique = [
+        models.UniqueConstraint(
+            fields=["user", "role"],
+            condition=Q(organization__isnull=True, team__isnull=True, project__isnull=True),
+            name="membership_unique_platform",
+        )
+    ]
+    for level in LEVELS:
+        unique.append(
+            models.UniqueConstraint(
+                fields=["user", "role", level],
+                condition=Q(**{f"{level}__isnull": False}),
+                name=f"membership_unique_{level}",
+            )
+        )
+    return unique
+
+
 class Membership(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
@@ -79,11 +100,7 @@ class Membership(models.Model):
         ordering = ["user_id", "role"]
         constraints = [
             _at_most_one_level(),
-            models.UniqueConstraint(
-                fields=["user", "role", "organization", "team", "project"],
-                nulls_distinct=False,
-                name="membership_unique",
-            ),
+            *_one_grant_per_level(),
         ]
 
     def __str__(self) -> str:

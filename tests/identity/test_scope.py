@@ -86,3 +86,13 @@ def test_roles_are_granted_at_their_levels_only(tree):
         Membership.objects.create(
             user=user, role=Role.MEMBER, organization=tree["acme"], team=tree["search"]
         )
+
+
+def test_a_role_is_granted_once_per_person_and_level(tree):
+    user = person("dup", (Role.TEAM_ADMIN, {"team": tree["search"]}))
+    Membership.objects.create(user=user, role=Role.TEAM_ADMIN, team=tree["billing"])  # another
+    Membership.objects.create(user=user, role=Role.PLATFORM_ADMIN)
+    for level in ({"team": tree["search"]}, {}):
+        role = Role.TEAM_ADMIN if level else Role.PLATFORM_ADMIN
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Membership.objects.create(user=user, role=role, **level)
