@@ -90,7 +90,8 @@ def test_roles_are_granted_at_their_levels_only(tree):
 
 def test_a_role_is_granted_once_per_person_and_level(tree):
     user = person("dup", (Role.TEAM_ADMIN, {"team": tree["search"]}))
-    Membership.objects.create(user=user, role=Role.TEAM_ADMIN, team=tree["billing"])  # another
+    other = team_create(tree["acme"], "other-team")
+    Membership.objects.create(user=user, role=Role.TEAM_ADMIN, team=other)  # another level
     Membership.objects.create(user=user, role=Role.PLATFORM_ADMIN)
     for level in ({"team": tree["search"]}, {}):
         role = Role.TEAM_ADMIN if level else Role.PLATFORM_ADMIN
