@@ -3,6 +3,7 @@ model against the key's effective policy."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +26,13 @@ _END_USER_RULE = (
 def end_user_of(ctx: RequestContext) -> str:
     """The end customer the application names: the ``x-odock-end-user`` header, else the
     body's ``user`` (OpenAI chat, Responses and embeddings; Anthropic's
-    ``metadata.user_id`` arrives translated to it). "" when neither is sent; a 400
-    naming where it came from when it is out of bounds (it keys counters and reports)."""
+    ``metadata.user_id`` arrives translated to it). "" when neither is sent.
+
+    The id keys counters and reports, so it is bounded. The header is the gateway's own: out
+    of bounds, a 400 naming it. The body's field belongs to the provider's API, which
+    accepts more (Claude Code sends a ``metadata.user_id`` of ~170 characters): it is
+    forwarded as sent and never refused; out of bounds, the end user is its digest,
+    ``sha256:`` + 32 hex characters (stable, so limits and reports still work)."""
     for name, raw in ctx.scope["headers"]:
         if name == END_USER_HEADER:
             value = raw.decode("latin-1")
@@ -40,13 +46,10 @@ def end_user_of(ctx: RequestContext) -> str:
     value = ctx.body.get("user") if ctx.body is not None else None
     if value is None or value == "":
         return ""
-    if not isinstance(value, str) or _END_USER.fullmatch(value) is None:
-        where = "metadata.user_id" if ctx.endpoint == "messages" else "user"
-        raise bad_request(
-            f"The '{where}' field names the end user and must be {_END_USER_RULE}.",
-            code="invalid_end_user",
-            param=where,
-        )
+    if not isinstance(value, str):
+        value = orjson.dumps(value).decode()
+    if _END_USER.fullmatch(value) is None:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return value
 
 
