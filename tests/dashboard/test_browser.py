@@ -152,14 +152,12 @@ def test_dashboard_in_headless_chromium(live_site, seeded, fake_upstream, tmp_pa
 
 
 def _keep_screenshot(shot, name: str) -> None:
-    """Under $ODOCK_VAR_DIR/screenshots/ and, when it exists, /work/helpers/shots/ (to be
-    checked by eye)."""
+    """Under $ODOCK_VAR_DIR/screenshots/ (to be checked by eye)."""
     from django.conf import settings
 
-    for directory in (Path(settings.VAR_DIR) / "screenshots", Path("/work/helpers/shots")):
-        if directory.parent.exists():
-            directory.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, directory / name)
+    directory = Path(settings.VAR_DIR) / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, directory / name)
 
 
 def test_a_finance_user_sees_only_their_organisations_spend(

@@ -25,7 +25,6 @@ from tests.scim.conftest import GROUP_URN, USER_URN
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "pw-scim-browser-4821"
-SHOTS_COPY = Path("/work/helpers/shots")
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None, reason=f"Debian's chromium is not installed at {CHROMIUM}"
@@ -54,9 +53,6 @@ def _shot(page, name: str) -> Path:
     path = Path(settings.VAR_DIR) / "screenshots" / f"scim-{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
-    if SHOTS_COPY.parent.is_dir():
-        SHOTS_COPY.mkdir(exist_ok=True)
-        shutil.copy(path, SHOTS_COPY / path.name)
     return path
 
 

@@ -3,7 +3,7 @@
 team, configures the organisation's OpenID Connect provider and maps the group
 ``search-admins`` to team admin of ``search``; then a person in that group signs in through
 the provider's own login and consent pages and lands in the admin. Screenshots of each step
-go to $ODOCK_VAR_DIR/screenshots/ and /work/helpers/shots/ (when that folder exists).
+go to $ODOCK_VAR_DIR/screenshots/.
 
 Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls:
 the database is written before the browser starts and read after it closed."""
@@ -25,7 +25,6 @@ from tests.sso.conftest import CLIENT_ID, CLIENT_SECRET
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT_PASSWORD = "break-glass-pw-5521"
-HELPER_SHOTS = Path("/work/helpers/shots")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -46,9 +45,6 @@ class Shots:
         path = self.folder / f"sso-{len(self.taken) + 1:02d}-{name}.png"
         page.screenshot(path=str(path), full_page=True)
         self.taken.append(path)
-        if HELPER_SHOTS.parent.is_dir():
-            HELPER_SHOTS.mkdir(exist_ok=True)
-            shutil.copy(path, HELPER_SHOTS / path.name)
 
 
 def test_a_mapped_group_member_signs_in_through_the_real_provider(live_site, oidc_provider):
