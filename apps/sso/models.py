@@ -97,10 +97,22 @@ class GroupMapping(models.Model):
     class Meta:
         ordering = ["provider_id", "group", "role"]
         constraints = [
+            # One row per group, role and level; one constraint per level shape, as
+            # SQLite (the embedded default) ignores ``nulls_distinct``.
             models.UniqueConstraint(
-                fields=["provider", "group", "role", "team", "project"],
-                nulls_distinct=False,
-                name="sso_group_mapping_unique",
+                fields=["provider", "group", "role"],
+                condition=models.Q(team__isnull=True, project__isnull=True),
+                name="sso_group_mapping_unique_org",
+            ),
+            models.UniqueConstraint(
+                fields=["provider", "group", "role", "team"],
+                condition=models.Q(team__isnull=False),
+                name="sso_group_mapping_unique_team",
+            ),
+            models.UniqueConstraint(
+                fields=["provider", "group", "role", "project"],
+                condition=models.Q(project__isnull=False),
+                name="sso_group_mapping_unique_project",
             ),
             models.CheckConstraint(
                 condition=models.Q(team__isnull=True) | models.Q(project__isnull=True),

@@ -236,3 +236,20 @@ def test_a_mapping_row_naming_another_organisations_level_is_invalid(world):
     GroupMapping(
         provider=world["sso"], group="g", role=Role.TEAM_ADMIN, team=world["search"]
     ).full_clean()
+
+
+def test_a_mapping_row_is_unique_per_group_role_and_level(world):
+    from django.db import IntegrityError, transaction
+
+    search = world["search"]
+    rows = [
+        {"role": Role.FINANCE},  # the organisation
+        {"role": Role.TEAM_ADMIN, "team": search},
+        {"role": Role.MEMBER, "project": project_create(search, "dup-web")},
+    ]
+    for fields in rows:
+        GroupMapping.objects.create(provider=world["sso"], group="dup", **fields)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            GroupMapping.objects.create(provider=world["sso"], group="dup", **fields)
+    # The same group and role at another level is another grant.
+    GroupMapping.objects.create(provider=world["sso"], group="dup", role=Role.MEMBER)

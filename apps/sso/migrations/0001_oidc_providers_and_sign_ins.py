@@ -70,7 +70,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['provider_id', 'group', 'role'],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'group', 'role', 'team', 'project'), name='sso_group_mapping_unique', nulls_distinct=False), models.CheckConstraint(condition=models.Q(('team__isnull', True), ('project__isnull', True), _connector='OR'), name='sso_group_mapping_one_level')],
+                'constraints': [models.UniqueConstraint(condition=models.Q(('project__isnull', True), ('team__isnull', True)), fields=('provider', 'group', 'role'), name='sso_group_mapping_unique_org'), models.UniqueConstraint(condition=models.Q(('team__isnull', False)), fields=('provider', 'group', 'role', 'team'), name='sso_group_mapping_unique_team'), models.UniqueConstraint(condition=models.Q(('project__isnull', False)), fields=('provider', 'group', 'role', 'project'), name='sso_group_mapping_unique_project'), models.CheckConstraint(condition=models.Q(('team__isnull', True), ('project__isnull', True), _connector='OR'), name='sso_group_mapping_one_level')],
             },
         ),
         migrations.CreateModel(
