@@ -11,7 +11,8 @@ Config (a plain dict, e.g. from a policy row or ``odock_apply``)::
         "pii": ["email", "phone", "card", "iban", "us_ssn", "ip_address"],  # or true (all);
                # an entry may be {"name": "ip_address", "include_private": false}
         "secrets": true,                      # or {"high_entropy": false}
-        "prompt_injection": {"threshold": 0.7},   # or true (0.7)
+        "prompt_injection": {"threshold": 0.7, "method": "combined"},  # or true;
+               # method: "combined" (rules and the learned model), "rules" or "model"
         "custom": [{"name": "codes", "regex": "PRJ-\\d{4}", "keywords": ["falcon"],
                     "case_sensitive": false}],
     }
@@ -92,10 +93,15 @@ def build_detectors(config: Mapping[str, Any]) -> list[Detector]:
 
     injection = _options(config.get("prompt_injection"), "prompt_injection")
     if injection is not None:
-        extra = set(injection) - {"threshold"}
+        extra = set(injection) - {"threshold", "method"}
         if extra:
             raise ValueError(f"guardrails config: unknown prompt_injection options {sorted(extra)}")
-        detectors.append(InjectionDetector(threshold=float(injection.get("threshold", 0.7))))
+        detectors.append(
+            InjectionDetector(
+                threshold=float(injection.get("threshold", 0.7)),
+                method=str(injection.get("method", "combined")),
+            )
+        )
 
     names: set[str] = set()
     for rule in config.get("custom") or ():
