@@ -77,7 +77,12 @@ def _detector_config(rule: EffectiveRule) -> dict[str, Any]:
     if rule.detector == "secrets":
         return {"secrets": True}
     if rule.detector == "prompt_injection":
-        return {"prompt_injection": {"threshold": settings.get("threshold", 0.7)}}
+        return {
+            "prompt_injection": {
+                "threshold": settings.get("threshold", 0.7),
+                "method": settings.get("method", "combined"),
+            }
+        }
     return {
         "custom": [
             {

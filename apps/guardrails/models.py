@@ -128,6 +128,8 @@ class GuardrailRule(ScopedRule):
             threshold = settings.get("threshold", 0.7)
             if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
                 raise ValidationError({"settings": "threshold: a number in (0, 1]."})
+            if settings.get("method", "combined") not in ("combined", "rules", "model"):
+                raise ValidationError({"settings": "method: combined, rules or model."})
             if self.action == Action.REDACT:
                 raise ValidationError({"action": "Prompt injection can be blocked or flagged."})
         if self.restore_in_response and self.action != Action.REDACT:
