@@ -174,6 +174,7 @@ class GuardrailSpec(_Spec):
     keywords: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
     case_sensitive: bool | None = None
     threshold: Annotated[float, Field(gt=0, le=1)] | None = None
+    method: Literal["combined", "rules", "model"] | None = None  # prompt_injection
     max_input_bytes: PositiveInt | None = None
     max_messages: PositiveInt | None = None
     max_prompt_tokens: PositiveInt | None = None
@@ -184,6 +185,7 @@ class GuardrailSpec(_Spec):
             "keywords",
             "case_sensitive",
             "threshold",
+            "method",
             "max_input_bytes",
             "max_messages",
             "max_prompt_tokens",
