@@ -133,45 +133,64 @@ class Supervisor:
         return proc
 
     def run_step(self, what: str, argv: Sequence[str], deadline: float) -> str:
-        """Run a one-shot command (its output captured), bounded by ``deadline`` seconds."""
+        """Run a one-shot command (its output captured), bounded by ``deadline`` seconds.
+        Lines it prints as ``phase: <what>`` say what it is doing now."""
         deadline *= self.factor
+        label = [what]
         print(f"  {what}…", flush=True)
         with tempfile.TemporaryFile() as log:  # a file, not a pipe: never blocks the child
             proc = self.start(what, argv, stdout=log, stderr=subprocess.STDOUT)
-            self.wait_until(what, lambda: proc.poll() is not None, deadline, proc=None)
+
+            def done() -> bool:
+                ended = proc.poll() is not None
+                log.seek(0)
+                phases = [
+                    line.removeprefix(b"phase: ").decode(errors="replace").strip()
+                    for line in log.read().splitlines()
+                    if line.startswith(b"phase: ")
+                ]
+                if phases and phases[-1] != label[0]:
+                    label[0] = phases[-1]
+                    print(f"  {label[0]}…", flush=True)
+                return ended
+
+            self.wait_until(lambda: label[0], done, deadline, proc=None)
             self.children.remove((what, proc))  # ended: nothing left to stop
             log.seek(0)
             output = log.read().decode(errors="replace")
         if proc.returncode != 0:
-            raise StartFailed(f"{what} failed (exit status {proc.returncode}):\n{output}")
+            raise StartFailed(f"{label[0]} failed (exit status {proc.returncode}):\n{output}")
         return output
 
     def wait_until(
         self,
-        what: str,
+        what: str | Callable[[], str],
         done: Callable[[], bool],
         deadline: float,
         *,
         proc: subprocess.Popen[bytes] | None,
     ) -> None:
-        """Poll ``done`` until it holds; fail at ``deadline`` or if ``proc`` exits first."""
+        """Poll ``done`` until it holds; fail at ``deadline`` or if ``proc`` exits first.
+        ``what`` names what is awaited (a callable: what it is right now)."""
         started = time.monotonic()
         next_note = started + PROGRESS_EVERY
         while not done():
+            now_what = what() if callable(what) else what
             self.check()
             now = time.monotonic()
             if proc is not None and proc.poll() is not None:
                 raise StartFailed(
-                    f"{what}: the process exited with status {proc.returncode} before it was "
+                    f"{now_what}: the process exited with status {proc.returncode} before it was "
                     "ready (its log is above)"
                 )
             if now - started > deadline:
                 raise StartFailed(
-                    f"{what}: not done after {deadline:.0f} s (a slow machine? set "
+                    f"{now_what}: not done after {deadline:.0f} s (a slow machine? set "
                     "ODOCK_START_TIMEOUT_FACTOR=3 to wait three times longer)"
                 )
             if now >= next_note:
-                print(f"  … still {what} ({now - started:.0f} s of {deadline:.0f} s)", flush=True)
+                took = f"{now - started:.0f} s of {deadline:.0f} s"
+                print(f"  … still {now_what} ({took})", flush=True)
                 next_note = now + PROGRESS_EVERY
             time.sleep(POLL)
 
@@ -268,26 +287,35 @@ def _banner(base: str, upstream: str, demo_key: str, sup: Supervisor, took: floa
 """
 
 
+# Migrations and the demo seed in one Django process (one start-up less, seconds on a busy
+# machine); it says which it is doing, and prints the demo key last.
+PREPARE = """
+import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "odock.settings")
+print("phase: migrating the database", flush=True)
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+print("phase: seeding the demo (admin user, fake provider, models, hierarchy, key)", flush=True)
+call_command("odock_demo", upstream=sys.argv[1])
+"""
+
+
 def _start(sup: Supervisor, port: int, fake_port: int) -> None:
     started = time.monotonic()
-    migrations = _migration_count()
-    sup.run_step(
-        "migrating the database",
-        [PY, "manage.py", "migrate", "--noinput", "-v", "0"],
-        MIGRATE_BASE + MIGRATE_PER_MIGRATION * migrations,
-    )
+    # The fake needs no database: it starts while the database is prepared.
+    fake = sup.start("fake provider", _fake_argv(fake_port))
+    print(f"  started the fake provider (pid {fake.pid})", flush=True)
     upstream = f"http://127.0.0.1:{fake_port}/v1"
     output = sup.run_step(
-        "seeding the demo (admin user, fake provider, models, hierarchy, key)",
-        [PY, "manage.py", "odock_demo", "--upstream", upstream],
-        SEED_DEADLINE,
+        "migrating the database",
+        [PY, "-c", PREPARE, upstream],
+        MIGRATE_BASE + MIGRATE_PER_MIGRATION * _migration_count() + SEED_DEADLINE,
     )
     keys = [line.split(":", 1)[1].strip() for line in output.splitlines() if "demo key:" in line]
     if not keys:
         raise StartFailed(f"the demo set-up printed no demo key:\n{output}")
-
-    fake = sup.start("fake provider", _fake_argv(fake_port))
-    print(f"  started the fake provider (pid {fake.pid})", flush=True)
     sup.wait_until(
         f"waiting for the fake provider on :{fake_port}",
         lambda: not _port_free(fake_port),
