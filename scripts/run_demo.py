@@ -342,8 +342,8 @@ def main() -> int:
             print(f"port {p} is already in use (set ODOCK_PORT / ODOCK_FAKE_PORT)", file=sys.stderr)
             return 1
     sup = Supervisor(factor)
-    signal.signal(signal.SIGINT, sup.on_signal)
-    signal.signal(signal.SIGTERM, sup.on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: terminal closed
+        signal.signal(signum, sup.on_signal)
     try:
         _start(sup, port, fake_port)
         while True:
