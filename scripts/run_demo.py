@@ -96,7 +96,7 @@ class Supervisor:
     def __init__(self, factor: float) -> None:
         self.factor = factor
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.signals = 0  # SIGINT/SIGTERM received
+        self.signals = 0  # SIGINT, SIGTERM or SIGHUP received
         self.stopping = False
 
     # --- signals ---------------------------------------------------------------------
