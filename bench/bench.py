@@ -59,6 +59,8 @@ class Target:
     key: str
     model: str
     prompt_bytes: int = 0
+    #: The gateway's process id when this script started it (``bench/cpu.py`` reads its CPU time).
+    pid: int | None = None
 
 
 #: Opens a gateway that routes ``Target.model`` to the given upstream base URL.
@@ -151,7 +153,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
         )
         try:
             _wait_for_port(port, proc, 30)
-            yield Target("gateway", f"http://127.0.0.1:{port}/v1", key, args.model)
+            yield Target("gateway", f"http://127.0.0.1:{port}/v1", key, args.model, pid=proc.pid)
         finally:
             proc.terminate()
             proc.wait(15)
