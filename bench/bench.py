@@ -61,6 +61,8 @@ class Target:
     prompt_bytes: int = 0
     #: The gateway's process id when this script started it (``bench/cpu.py`` reads its CPU time).
     pid: int | None = None
+    #: Extra request headers (a peer gateway's routing headers, ``bench/peers.py``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 #: Opens a gateway that routes ``Target.model`` to the given upstream base URL.
@@ -260,7 +262,11 @@ def wrk_script(target: Target, mode: str) -> str:
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = {_lua_string("Bearer " + target.key)}\n'
-        f"wrk.body = {_lua_string(body)}\n"
+        + "".join(
+            f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}\n"
+            for name, value in target.headers
+        )
+        + f"wrk.body = {_lua_string(body)}\n"
     )
 
 
@@ -378,7 +384,11 @@ def preflight(target: Target, mode: str) -> None:
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's target
         f"{target.base_url}{endpoint_path(mode)}",
         data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {target.key}",
+            **dict(target.headers),
+        },
         method="POST",
     )
     try:
