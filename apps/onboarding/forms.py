@@ -47,6 +47,8 @@ class NewTeamForm(forms.Form):
         field.queryset = organizations  # type: ignore[attr-defined]
         if len(organizations) == 1:
             self.initial.setdefault("organization", organizations[0].pk)
+        else:  # several: make the person choose rather than default to the first
+            field.empty_label = "Choose an organisation"  # type: ignore[attr-defined]
 
 
 def options_parse_lines(text: str) -> dict[str, str]:

@@ -206,6 +206,10 @@ def test_a_platform_admin_picks_any_organisation(live_site, sign_in, acme):
     root = sign_in("root", role=Role.PLATFORM_ADMIN)
     page = root.get(URL)
     assert ">acme</option>" in page.text and ">globex</option>" in page.text
+    assert '<option value="" selected>Choose an organisation</option>' in page.text
+    before = written()
+    unchosen = root.submit(URL, form(globex, organization=""))
+    assert "This field is required." in unchosen.text and written() == before
     answer = root.submit(URL, form(globex))
     assert 'id="odock-key-secret"' in answer.text
     assert Team.objects.filter(organization=globex, name="research").exists()
