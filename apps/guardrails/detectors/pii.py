@@ -200,7 +200,7 @@ class PhoneDetector:
         regions: list[str] | tuple[str, ...] = DEFAULT_PHONE_REGIONS,
         leniency: str = "valid",
     ) -> None:
-        self.regions = tuple(phone_regions_ok(list(regions)))
+        self.regions = tuple(phone_regions_ok(regions))
         self.leniency_name = phone_leniency_ok(leniency)
         self._leniency = LENIENCIES[leniency]
         # "valid": libphonenumber's possible matches, kept if valid or written as a phone.
@@ -258,6 +258,7 @@ class PhoneDetector:
                         out.append(Finding(self.name, *span))
             if "+" in chunk:
                 out.extend(self._plus_trimmed(text, lo, hi, out))
+        out.sort(key=lambda f: (f.start, f.end))
         return out
 
     def _plus_trimmed(self, text: str, lo: int, hi: int, found: list[Finding]) -> list[Finding]:
