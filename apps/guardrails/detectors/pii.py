@@ -222,30 +222,35 @@ class PhoneDetector:
         classes = prepared.classes
         lower = prepared.lower
         n = len(text)
-        # Windows: [lo, hi, international?]. Runs that cannot be a phone number are dropped
+        # Windows: [lo, hi, regions to try]. Runs that cannot be a phone number are dropped
         # before libphonenumber (~25 µs a parse, per region) sees them: too few digits, a date
         # / SSN / IPv4 shape, or an identifier word right before ("order 20240514-88231").
-        windows: list[list[int]] = []
+        # An international "+" number reads the same from every region (one pass); a national
+        # one starting with 0 is only read by trunk-0 regions (and a region whose
+        # international prefix it starts with), one starting with 1-9 only by the others.
+        windows: list[list] = []
         for s, e in prepared.numeric:
             if classes.count(b"0", s, e) < 7:
                 continue  # no phone number has fewer than 7 digits (extensions come after)
             plus = s > 0 and text[s - 1] == "+" or (s > 1 and text[s - 2 : s] == "(+")
-            if not plus:
+            if plus:
+                regions = self.regions[:1]
+            else:
                 core = text[s:e].rstrip(" .-/(")
                 if _NOT_PHONE.fullmatch(core) or self._identifier_before(lower, s):
                     continue
+                regions = self._regions_for(core)
             lo, hi = max(0, s - _PHONE_LEFT), min(n, e + _PHONE_RIGHT)
             if windows and lo <= windows[-1][1]:
                 windows[-1][1] = hi
-                windows[-1][2] = windows[-1][2] and plus
+                windows[-1][2] = tuple(dict.fromkeys(windows[-1][2] + regions))
             else:
-                windows.append([lo, hi, plus])
+                windows.append([lo, hi, regions])
         out: list[Finding] = []
         seen: set[tuple[int, int]] = set()
-        for lo, hi, plus in windows:
+        for lo, hi, regions in windows:
             chunk = text[lo:hi]
-            # An international "+" number reads the same from every region: one pass.
-            for region in self.regions[:1] if plus else self.regions:
+            for region in regions:
                 matcher = phonenumbers.PhoneNumberMatcher(
                     chunk, region, leniency=self._scan_leniency, max_tries=_PHONE_MAX_TRIES
                 )
@@ -281,6 +286,18 @@ class PhoneDetector:
                     extra.append(Finding(self.name, start, cut))
                     break
         return extra
+
+    def _regions_for(self, digits: str) -> tuple[str, ...]:
+        """The regions whose national (or international-prefix) form can start like
+        ``digits``; the others would only produce matches that ``_plausible`` refuses."""
+        if digits.startswith("0"):
+            compact = digits.replace(" ", "").replace("-", "")
+            return tuple(
+                r
+                for r in self.regions
+                if self._trunk[r] or (self._idd[r] and compact.startswith(self._idd[r]))
+            )
+        return tuple(r for r in self.regions if not self._trunk[r])
 
     def _accept(
         self, match: phonenumbers.PhoneNumberMatch, region: str, text: str, span: tuple[int, int]
