@@ -302,6 +302,17 @@ def test_phone_keeps_precision_on_hard_negatives(text):
     assert PhoneDetector().scan(text) == []
 
 
+def test_phone_contact_list_is_found_whole_and_stays_bounded():
+    # Thousands of numbers: libphonenumber checks the first runs, the rest count by layout;
+    # every one is found, and the cost stays bounded (one window per run, never one big one).
+    numbers = [f"+44 20 7946 {i:04d}" for i in range(3000)]
+    text = ", ".join(numbers)
+    t0 = time.perf_counter()
+    found = spans(PhoneDetector(), text)
+    assert time.perf_counter() - t0 < 1.0
+    assert found == numbers
+
+
 def test_phone_drops_trailing_groups_beyond_fifteen_digits():
     assert spans(PhoneDetector(), "+44 20 7946 0958 2024") == ["+44 20 7946 0958"]
 

@@ -139,6 +139,9 @@ _PHONE_WORDS = frozenset(
         "joindre", "telefon", "handy", "anrufen", "erreichen", "rufnummer",
     }
 )  # fmt: skip
+_PHONE_MAX_WINDOWS = 128  # runs checked with libphonenumber per text (~40 ms at most)
+_MATCH_CACHE: dict[tuple[str, str, str], tuple[phonenumbers.PhoneNumberMatch, ...]] = {}
+_MATCH_CACHE_SIZE = 4096  # windows are ≤ ~60 characters: well under a megabyte
 _PHONE_PLUS_RUN = re.compile(r"\+\d[\d ().\-]{6,40}+")
 _DIGITS = re.compile(r"\d+")
 _IBAN_BEFORE = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){0,7} $")
@@ -187,8 +190,11 @@ class PhoneDetector:
     (only its length is plausible; more recall on made-up numbers, less precision),
     ``strict_grouping`` / ``exact_grouping`` (digits grouped as the country prints them).
 
-    Cost: the matcher is pure Python, so it runs only on windows around the text's runs of 7+
-    digits-and-separators (``prep.py``), once per region, at most 64 candidates per window.
+    Cost: the matcher is pure Python (~100 µs a number), so it runs only on a window around
+    each of the text's runs of 7+ digits-and-separators (``prep.py``), only for the regions
+    whose format can start like the run, at most 64 candidates per window, memoised per
+    window text (conversations are sent again every turn); past 128 runs in one text (a
+    contact list) a run printed in a phone layout counts without libphonenumber's check.
     Precision beyond libphonenumber's own date/timestamp checks: a number right after an
     identifier word ("order number is …", "Ticket …") is that identifier, not a phone."""
 
@@ -216,6 +222,8 @@ class PhoneDetector:
             self._trunk[region] = meta.national_prefix == "0"
             idd = meta.preferred_international_prefix or meta.international_prefix or ""
             self._idd[region] = idd if idd.isdigit() else ""
+        self._no_trunk = tuple(r for r in self.regions if not self._trunk[r])
+        self._by_prefix: dict[str, tuple[str, ...]] = {}  # at most 10^4 keys
 
     def scan(self, text: str) -> list[Finding]:
         prepared = prepare(text)
@@ -228,8 +236,9 @@ class PhoneDetector:
         # An international "+" number reads the same from every region (one pass); a national
         # one starting with 0 is only read by trunk-0 regions (and a region whose
         # international prefix it starts with), one starting with 1-9 only by the others.
-        windows: list[list] = []
-        for s, e in prepared.numeric:
+        windows: list[tuple[int, int, int, tuple[str, ...]]] = []
+        runs = prepared.numeric
+        for k, (s, e) in enumerate(runs):
             if classes.count(b"0", s, e) < 7:
                 continue  # no phone number has fewer than 7 digits (extensions come after)
             plus = s > 0 and text[s - 1] == "+" or (s > 1 and text[s - 2 : s] == "(+")
@@ -239,30 +248,40 @@ class PhoneDetector:
                 core = text[s:e].rstrip(" .-/(")
                 if _NOT_PHONE.fullmatch(core) or self._identifier_before(lower, s):
                     continue
-                regions = self._regions_for(core)
-            lo, hi = max(0, s - _PHONE_LEFT), min(n, e + _PHONE_RIGHT)
-            if windows and lo <= windows[-1][1]:
-                windows[-1][1] = hi
-                windows[-1][2] = tuple(dict.fromkeys(windows[-1][2] + regions))
-            else:
-                windows.append([lo, hi, regions])
+                regions = self._regions_for(core[:8])
+            # One window per run, never into the next run: a list of numbers is many small
+            # windows, not one 64 KB text for the matcher.
+            lo = max(runs[k - 1][1] if k else 0, s - _PHONE_LEFT)
+            hi = min(runs[k + 1][0] if k + 1 < len(runs) else n, e + _PHONE_RIGHT)
+            windows.append((s, lo, hi, regions))
         out: list[Finding] = []
         seen: set[tuple[int, int]] = set()
-        for lo, hi, regions in windows:
+        for count, (s, lo, hi, regions) in enumerate(windows):
             chunk = text[lo:hi]
+            if count >= _PHONE_MAX_WINDOWS:
+                # A text made of numbers (a contact list): past this many runs, a run printed
+                # in a phone layout counts without libphonenumber's check (~100 µs each).
+                start = s - 1 if s and text[s - 1] in "+(" else s
+                end = s + len(text[s:hi].split(",")[0].rstrip(" .-/(;:"))
+                m = _WRITTEN_AS_PHONE.fullmatch(text, start, end)
+                if m is not None and classes.count(b"0", m.start(), m.end()) >= 7:
+                    span = (m.start(), m.end())
+                    if span not in seen:
+                        seen.add(span)
+                        out.append(Finding(self.name, *span))
+                continue
+            here: list[Finding] = []
             for region in regions:
-                matcher = phonenumbers.PhoneNumberMatcher(
-                    chunk, region, leniency=self._scan_leniency, max_tries=_PHONE_MAX_TRIES
-                )
-                for match in matcher:
+                for match in self._matches(chunk, region):
                     span = (lo + match.start, lo + match.end)
                     if span in seen or not self._accept(match, region, text, span):
                         continue  # another region may still read the same digits as a phone
                     seen.add(span)
                     if not self._identifier_before(lower, span[0]):
-                        out.append(Finding(self.name, *span))
+                        here.append(Finding(self.name, *span))
             if "+" in chunk:
-                out.extend(self._plus_trimmed(text, lo, hi, out))
+                here.extend(self._plus_trimmed(text, lo, hi, here))
+            out.extend(here)
         out.sort(key=lambda f: (f.start, f.end))
         return out
 
@@ -287,17 +306,37 @@ class PhoneDetector:
                     break
         return extra
 
+    def _matches(self, chunk: str, region: str) -> tuple[phonenumbers.PhoneNumberMatch, ...]:
+        """libphonenumber's matches in one window, memoised per process: a chat client sends
+        the whole conversation again every turn, so the same numbers come back, and the
+        matcher costs ~100 µs a number (its validity check walks the region's patterns)."""
+        key = (chunk, region, self.leniency_name)
+        found = _MATCH_CACHE.get(key)
+        if found is None:
+            matcher = phonenumbers.PhoneNumberMatcher(
+                chunk, region, leniency=self._scan_leniency, max_tries=_PHONE_MAX_TRIES
+            )
+            found = tuple(matcher)
+            if len(_MATCH_CACHE) >= _MATCH_CACHE_SIZE:
+                _MATCH_CACHE.clear()
+            _MATCH_CACHE[key] = found
+        return found
+
     def _regions_for(self, digits: str) -> tuple[str, ...]:
         """The regions whose national (or international-prefix) form can start like
         ``digits``; the others would only produce matches that ``_plausible`` refuses."""
-        if digits.startswith("0"):
-            compact = digits.replace(" ", "").replace("-", "")
-            return tuple(
+        if not digits.startswith("0"):
+            return self._no_trunk
+        compact = digits.replace(" ", "").replace("-", "")[:4]
+        found = self._by_prefix.get(compact)
+        if found is None:
+            found = tuple(
                 r
                 for r in self.regions
                 if self._trunk[r] or (self._idd[r] and compact.startswith(self._idd[r]))
             )
-        return tuple(r for r in self.regions if not self._trunk[r])
+            self._by_prefix[compact] = found
+        return found
 
     def _accept(
         self, match: phonenumbers.PhoneNumberMatch, region: str, text: str, span: tuple[int, int]
