@@ -263,7 +263,7 @@ def wrk_script(target: Target, mode: str) -> str:
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = {_lua_string("Bearer " + target.key)}\n'
         + "".join(
-            f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}\n"
+            f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}\n"
             for name, value in target.headers
         )
         + f"wrk.body = {_lua_string(body)}\n"

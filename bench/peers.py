@@ -31,7 +31,9 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -107,6 +109,18 @@ def rss_mb(pid: int | None) -> float | None:
     return round(total / 1024, 1)
 
 
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until something accepts connections on the port (peers have no ``/readyz``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"peers: the process exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"peers: nothing listening on :{port} after {timeout:.0f} s")
+
+
 @contextlib.contextmanager
 def _process(command: list[str], port: int, env: dict[str, str], name: str) -> Iterator[int]:
     with tempfile.TemporaryFile() as output:
@@ -115,7 +129,7 @@ def _process(command: list[str], port: int, env: dict[str, str], name: str) -> I
         )
         try:
             try:
-                bench._wait_for_port(port, proc, 120)
+                _wait_listening(port, proc, 180)
             except BaseException:
                 output.seek(0)
                 log(f"{name} did not start: {output.read()[-2000:].decode('utf-8', 'replace')}")
@@ -163,11 +177,17 @@ def litellm(command: Path, upstream: str, port: int, model: str) -> Iterator[ben
                 }
             )
         )
-        env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+        master = "sk-" + secrets.token_hex(32)  # it refuses to start without one
+        env = {
+            **os.environ,
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_MASTER_KEY": master,
+        }
         env.pop("DATABASE_URL", None)
         argv = [str(command), "--config", str(config), "--port", str(port), "--num_workers", "1"]
         with _process(argv, port, env, "litellm") as pid:
-            yield bench.Target("litellm", f"http://127.0.0.1:{port}/v1", "sk-fake", model, pid=pid)
+            yield bench.Target("litellm", f"http://127.0.0.1:{port}/v1", master, model, pid=pid)
 
 
 def _fresh_database(name: str) -> str:
@@ -233,13 +253,24 @@ def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
             else:
                 opened = odock(args, system, upstream, port)
             targets.append(stack.enter_context(opened))
+        failed: dict[tuple[str, str], str] = {}
         for mode in args.modes:
             for target in targets:
-                bench.preflight(target, mode)
+                try:
+                    bench.preflight(target, mode)
+                except SystemExit as refusal:  # a peer that cannot serve a mode is reported
+                    if target.name == "direct" or target.name.startswith("odock"):
+                        raise
+                    failed[target.name, mode] = str(refusal)
+                    log(f"{target.name} left out of {mode}: {refusal}")
+        for (system, mode), reason in failed.items():
+            rows.append({"round": 0, "system": system, "mode": mode, "failed": reason})
         for round_no in range(1, args.rounds + 1):
             for mode in args.modes:
                 for concurrency in args.concurrency:
                     for target in targets:
+                        if (target.name, mode) in failed:
+                            continue
                         wrk_args = (args.threads, args.wrk_timeout, tmp)
                         if args.warmup > 0:
                             bench.run_wrk(wrk, target, mode, concurrency, args.warmup, *wrk_args)
@@ -270,6 +301,8 @@ def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median over rounds per system × mode × concurrency, with the added p50 (against the
     fake directly, same round) and the ratios against Portkey and LiteLLM."""
+    failed = [row for row in rows if "failed" in row]
+    rows = [row for row in rows if "failed" not in row]
     direct_p50 = {
         (row["round"], row["mode"], row["concurrency"]): row["p50_ms"]
         for row in rows
@@ -303,8 +336,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "errors": sum(m["errors"] for m in members),
             }
         )
-    by_key = {(s["system"], s["mode"], s["concurrency"]): s for s in summary}
+    for row in failed:
+        summary.append({"system": row["system"], "mode": row["mode"], "failed": row["failed"]})
+    by_key = {(s["system"], s["mode"], s.get("concurrency")): s for s in summary}
     for entry in summary:
+        if "failed" in entry:
+            continue
         for peer in ("portkey", "litellm"):
             other = by_key.get((peer, entry["mode"], entry["concurrency"]))
             if other and other["rps"] and entry["rps"] is not None:
@@ -324,7 +361,10 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
         "| RPS ÷ Portkey | RPS ÷ LiteLLM | added p50 ÷ Portkey's |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for entry in sorted(summary, key=lambda s: (s["mode"], s["concurrency"])):
+    for entry in sorted(summary, key=lambda s: (s["mode"], s.get("concurrency") or 0)):
+        if "failed" in entry:
+            lines.append(f"| {entry['mode']} | - | {entry['system']} | failed: {entry['failed']} |")
+            continue
         lines.append(
             f"| {entry['mode']} | {entry['concurrency']} | {entry['system']} "
             f"| {cell(entry['rps'], ',.0f')} | {cell(entry['p50_ms'])} | {cell(entry['p99_ms'])} "
@@ -363,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(summary))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
-    return 1 if any(entry["errors"] for entry in summary) else 0
+    return 1 if any(entry.get("errors") for entry in summary) else 0
 
 
 if __name__ == "__main__":
