@@ -297,7 +297,7 @@ def run_wrk(
     completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
         command, capture_output=True, text=True, check=False
     )
-    if completed.returncode != 0:
+    if completed.returncode != 0 or str(script) in completed.stderr:  # a Lua error: rc 0
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
     return parse_wrk_output(completed.stdout)
 
