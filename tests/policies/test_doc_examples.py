@@ -91,6 +91,8 @@ def check_routing() -> None:
 def check_guardrails() -> None:
     custom = GuardrailRule.objects.get(team__name="support", name="internal-codenames")
     assert custom.settings["keywords"] == ["project-falcon", "project-osprey"]
+    phone = GuardrailRule.objects.get(team__name="support", detector="phone")
+    assert (phone.mode, phone.settings["regions"]) == ("shadow", ["GB", "IE"])
     assert GuardrailRule.objects.filter(organization__name="acme").count() == 5
     key = compiled_key("helpdesk-bot")
     assert key.capture_mode == "none"  # the project's rule beats the organisation's
