@@ -147,6 +147,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
                 "--lifespan",
                 "on",
                 "--no-access-log",
+                *(["--workers", str(args.workers)] if getattr(args, "workers", 1) > 1 else []),
                 "--log-level",
                 "warning",
             ],
@@ -672,6 +673,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gateway-port", type=int, default=8765)
     parser.add_argument("--database-url", default="", help="with --start-gateway")
     parser.add_argument("--redis-url", default="", help="with --start-gateway")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --start-gateway: uvicorn worker processes (more than one needs "
+        "--database-url and --redis-url: the embedded stores are per process)",
+    )
     return parser
 
 
