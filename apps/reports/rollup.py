@@ -217,3 +217,10 @@ def rollup_freshness() -> datetime | None:
     """When the incremental roll-up last ran (reports say how fresh they are)."""
     state = RollupState.objects.filter(name=ROLLUP_NAME).first()
     return state.last_run_at if state else None
+
+
+def partial_from(rolled_up_at: datetime | None) -> datetime | None:
+    """The first hour the roll-ups hold only in part: the one the last run happened in
+    (its records up to that run are counted, later ones not yet). Every earlier hour is
+    whole, but for records landing late (a spool replay), which the next runs add."""
+    return None if rolled_up_at is None else hour_floor(rolled_up_at)
