@@ -157,6 +157,14 @@ class SpendReportData:
     # roll-up ran): rows holding it are marked partial.
     partial_from: datetime | None = None
 
+    @property
+    def partial_period(self) -> str:
+        """The period label (day or month) holding ``partial_from``; "" if none. Labels
+        sort as text, so a row is partial when its period is not before this one."""
+        if self.partial_from is None:
+            return ""
+        return _period_label(self.partial_from, self.spec.granularity)
+
 
 def _figure_sums() -> dict[str, Sum]:
     return {name: Sum(name) for name in (*FIGURES, "cost_usd")}
