@@ -154,7 +154,16 @@ def _replace_hours(hours: list[datetime], *, now: datetime) -> tuple[int, int]:
 
 
 def _state_locked() -> RollupState:
-    RollupState.objects.get_or_create(name=ROLLUP_NAME)
+    """The state row, locked for the caller's transaction.
+
+    A write comes first: on SQLite (the embedded default) it takes the database's write
+    lock at once — waiting out the audit writer's commits, up to the busy timeout — so the
+    reads that follow cannot go stale under traffic (a deferred transaction that read
+    before another connection committed fails its first write with "database is locked",
+    run after run while requests keep coming). On PostgreSQL the UPDATE row-locks like
+    the ``SELECT … FOR UPDATE`` after it."""
+    if not RollupState.objects.filter(name=ROLLUP_NAME).update(name=ROLLUP_NAME):
+        RollupState.objects.get_or_create(name=ROLLUP_NAME)
     return RollupState.objects.select_for_update().get(name=ROLLUP_NAME)
 
 

@@ -11,22 +11,16 @@ formatter is held equal to the server's."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
-from apps.core.money import USD_QUANTUM, usd_display, usd_exact
+from apps.core.money import usd_display, usd_exact
+from tests.embedded import embedded_gateway, request_log_totals
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 REQUESTS = 12
 VIEWPORTS = [(1366, 768), (1920, 1080)]
@@ -47,83 +41,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _embedded_env(var_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
-    env.pop("ODOCK_SCHEDULER", None)  # the default: on, as in `make run`
-    env.pop("ODOCK_SCHEDULER_SECONDS", None)  # the default 30 s
-    env.update(ODOCK_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="odock.settings")
-    return env
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the embedded gateway exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the embedded gateway did not become ready")
-
-
 @pytest.fixture
 def embedded_demo(tmp_path):
-    """The demo as `make run` sets it up, on a fresh var dir; yields (url, key, sqlite)."""
-    from fakes.openai_server import FakeOpenAIServer
-
-    fake = FakeOpenAIServer(api_key="sk-fake-upstream")
-    fake.start()
-    var_dir = tmp_path / "var"
-    env = _embedded_env(var_dir)
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "odock_demo", "--upstream", fake.url],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    gateway = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "odock.asgi:application"),
-            *("--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"),
-            *("--http", "odock.server:HttpProtocol", "--lifespan", "on", "--no-access-log"),
-            *("--log-level", "warning", "--timeout-graceful-shutdown", "5"),
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, gateway)
-        key = (var_dir / "demo_key").read_text().strip()
-        yield url, key, var_dir / "odock.sqlite3"
-    finally:
-        gateway.terminate()
-        try:
-            gateway.wait(15)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-        fake.stop()
-
-
-def _request_log(db: Path) -> tuple[int, Decimal]:
-    """Count and exact cost of the gateway's records (each cost at the stored 1e-12)."""
-    with sqlite3.connect(db) as conn:
-        costs = [row[0] for row in conn.execute("SELECT cost_usd FROM audit_requestlog")]
-    total = sum((Decimal(str(c)).quantize(USD_QUANTUM) for c in costs), Decimal(0))
-    return len(costs), total
+    """The demo as `make run` sets it up (default scheduler settings)."""
+    with embedded_gateway(tmp_path) as demo:
+        yield demo
 
 
 def _login(page, url: str, next_path: str) -> None:
@@ -159,7 +81,7 @@ def test_demo_traffic_reaches_the_dashboard_and_the_spend_report_within_a_minute
         )
         assert reply.status_code == 200, reply.text
     traffic_done = time.monotonic()
-    count, total = _request_log(db)
+    count, total = request_log_totals(db)
     assert count == REQUESTS and total > 0
 
     with sync_playwright() as pw:
