@@ -11,6 +11,7 @@ admin.site.index_template = "dashboard/admin_index.html"
 
 urlpatterns = [
     path("admin/dashboard/", include("apps.dashboard.urls")),
+    path("admin/onboarding/", include("apps.onboarding.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("portal/", include("apps.portal.urls")),

@@ -14,6 +14,7 @@ import re
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from apps.guardrails.detectors.pii import phone_leniency_ok, phone_regions_ok
 from apps.policies.models import ScopedRule, _exactly_one_level
 
 
@@ -124,6 +125,17 @@ class GuardrailRule(ScopedRule):
                 )
             if self.action != Action.BLOCK or self.stage != Stage.INPUT:
                 raise ValidationError("Input limits block, on the prompt.")
+        if self.detector == Detector.PHONE:
+            extra = set(settings) - {"regions", "leniency"}
+            if extra:
+                raise ValidationError({"settings": f"Unknown phone settings {sorted(extra)}."})
+            try:
+                if "regions" in settings:
+                    phone_regions_ok(settings["regions"])
+                if "leniency" in settings:
+                    phone_leniency_ok(settings["leniency"])
+            except ValueError as exc:
+                raise ValidationError({"settings": str(exc)}) from exc
         if self.detector == Detector.PROMPT_INJECTION:
             threshold = settings.get("threshold", 0.7)
             if not isinstance(threshold, int | float) or not 0 < threshold <= 1:

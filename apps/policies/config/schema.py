@@ -177,10 +177,16 @@ class GuardrailSpec(_Spec):
     max_input_bytes: PositiveInt | None = None
     max_messages: PositiveInt | None = None
     max_prompt_tokens: PositiveInt | None = None
+    # Phone rules: the countries whose national formats to expect (ISO 3166 codes; "+" forms
+    # are found for every country) and libphonenumber's leniency.
+    regions: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]] | None = None
+    leniency: Literal["possible", "valid", "strict_grouping", "exact_grouping"] | None = None
 
     def settings(self) -> dict[str, Any]:
         names = (
             "regex",
+            "regions",
+            "leniency",
             "keywords",
             "case_sensitive",
             "threshold",
