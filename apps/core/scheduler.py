@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 # Beat entries that run every ODOCK_SCHEDULER_SECONDS in-process (beat: minutes).
 FAST_JOBS = ("reports-usage-rollup", "budget-spend-rollup")
-# Short: `make run` gives the whole shutdown 10 s, and the audit writer drains after this.
+# Short: `make run` gives the gateway's whole stop 30 s (connections 5 s, this, then the
+# audit writer and the alerts 10 s each).
 STOP_TIMEOUT_SECONDS = 5.0
 
 
