@@ -40,7 +40,7 @@ from apps.policies.rollup import Window, period_window
 from apps.policies.spend import budget_filter
 from apps.reports.histogram import histogram_empty, histogram_merge, histogram_percentile
 from apps.reports.models import UsageRollup
-from apps.reports.rollup import rollup_freshness
+from apps.reports.rollup import partial_from, rollup_freshness
 from apps.reports.selectors import budgets_in_scope
 from apps.tenancy.models import Organization, Team
 
@@ -155,6 +155,9 @@ def overview(scope: DashboardScope) -> dict[str, Any]:
     )
     requests = row["requests"] or 0
     rolled = rollup_freshness()
+    partial = partial_from(rolled)
+    if partial is not None and not scope.start <= partial < scope.end:
+        partial = None
     return {
         "range": scope.range,
         "start": scope.start.isoformat(),
@@ -168,6 +171,8 @@ def overview(scope: DashboardScope) -> dict[str, Any]:
         "output_tokens": row["output_tokens"] or 0,
         "total_usd": money(row["cost"]),
         "rolled_up_at": rolled.isoformat() if rolled else None,
+        # The hour the roll-ups hold up to their last run only (the page marks it).
+        "partial_from": partial.isoformat() if partial else None,
     }
 
 

@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 
 from apps.audit.models import ContentCapture
 from apps.core.admin import ServiceSaveAdminMixin
+from apps.core.money import usd_display
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.identity.admin_scope import RULE_PATHS, ScopedAdminMixin, ScopedInlineMixin, level_paths
@@ -53,9 +54,9 @@ LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
 
 def usd(value: Decimal | str) -> str:
-    """Money for people: at most 6 decimals (finer than anyone reads a bill), at least 2."""
-    amount = Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount:f}"
+    """Money for people, by the one rule every page follows (``apps.core.money``); the
+    pages write "USD" after it."""
+    return usd_display(value, symbol=False)
 
 
 def percent_used(spent: Decimal | str, limit: Decimal | str) -> Decimal | None:
