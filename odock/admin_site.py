@@ -19,6 +19,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse, reverse_lazy
 
+from apps.dashboard.permissions import may_watch
+from apps.dashboard.views import dashboard_page
+
 # (section name, [app_label.model_name, ...]) in navigation order; a model not named here
 # goes to "More" at the end, so a new app is never hidden.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -127,9 +130,6 @@ def _index(
 ) -> HttpResponse:
     """The dashboard for whoever may watch spend (platform, org and team admins, finance);
     the list of sections for the others (auditors)."""
-    from apps.dashboard.permissions import may_watch  # the dashboard app reads the ORM
-    from apps.dashboard.views import dashboard_page
-
     if may_watch(request.user):
         return dashboard_page(request)
     return sections_page(site, request)
