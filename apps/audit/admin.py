@@ -306,7 +306,7 @@ class RequestLogAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "request",
         "model_requested",
         "status",
-        "findings",
+        "finding_list",
         "team_name",
         "key_name",
         "cost",
@@ -521,7 +521,8 @@ class RequestLogAdmin(ScopedAdminMixin, admin.ModelAdmin):
         )
 
     @admin.display(description="findings")
-    def findings(self, obj: RequestLog) -> str:
+    def finding_list(self, obj: RequestLog) -> str:
+        # Not "findings": a model field of that name would be shown instead (its JSON).
         return obj.finding_types.replace(",", ", ") if obj.finding_types else "—"
 
     @admin.display(description="team")
