@@ -604,7 +604,7 @@ class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     list_display = (
         "end_user",
         "organization",
-        "limit_usd",
+        "limit",
         "period",
         "hard",
         "rpm",
@@ -616,6 +616,11 @@ class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     search_fields = ("end_user", "organization__name")
     search_help_text = "End-user id or pattern, or organisation name."
     list_filter = (("organization", admin.RelatedOnlyFieldListFilter), "period", "hard")
+    formfield_overrides = {models.DecimalField: {"form_class": PlainDecimalField}}
+
+    @admin.display(description="limit", ordering="limit_usd")
+    def limit(self, obj: EndUserPolicy) -> str:
+        return usd_text(obj.limit_usd)
 
 
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------
