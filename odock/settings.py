@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "apps.portal",
     "apps.scim",
     "apps.sso",
+    "apps.onboarding",
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ odock_site_install(admin.site)
 
 urlpatterns = [
     path("admin/dashboard/", include("apps.dashboard.urls")),
+    path("admin/onboarding/", include("apps.onboarding.urls")),
     path(
         "admin/sections/",
         admin.site.admin_view(lambda request: sections_page(admin.site, request)),

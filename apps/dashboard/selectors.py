@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.audit.models import RequestLog
 from apps.dashboard.formats import money
 from apps.dashboard.live import feed_item
+from apps.guardrails.detectors import rule_and_kind
 from apps.identity.areas import budget_q
 from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
@@ -425,9 +426,10 @@ def findings_by_type(scope: DashboardScope, scan_limit: int = FINDINGS_SCAN_LIMI
     scanned = 0
     for row in groups:
         scanned += row["n"]
-        for name in (row["finding_types"] or "").split(","):
-            if name.strip():
-                counts[name.strip()] += row["n"]
+        # One count per rule and request: old records name "secret.<kind>", new ones the rule.
+        names = {rule_and_kind(n.strip())[0] for n in (row["finding_types"] or "").split(",")}
+        for name in names - {""}:
+            counts[name] += row["n"]
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "source": "request_log",
