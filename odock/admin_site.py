@@ -51,7 +51,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Reports", ("reports.spendreport", "reports.reportschedule", "reports.usagerollup")),
     ("Compliance", ("compliance.configchange", "compliance.evidencepack")),
     (
-        "People and access",
+        "People",
         (
             "identity.membership",
             "auth.user",
