@@ -103,7 +103,7 @@ def test_budget_list_shows_spent_and_percent_used(admin_client, world, spend):
     html = admin_client.get(reverse("admin:policies_budget_changelist")).content.decode()
 
     row = re.search(r'<tr>\s*<td class="action-checkbox">.*?</tr>', html, re.DOTALL)[0]
-    assert '<td class="field-spent">1.75 USD</td>' in row
+    assert '<td class="field-spent">$1.75</td>' in row
     assert '<td class="field-used">17.5%</td>' in row
 
 
