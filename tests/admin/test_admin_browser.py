@@ -173,7 +173,7 @@ def test_list_pages_fit_without_horizontal_scroll(site, browser, size):
     assert rows.count() >= 20
     text = page.text_content("#result_list")
     assert "8.6" in text and "8.572397" not in text  # latency in ms, sensible precision
-    assert "$0.000005" in text and "0.000004950000" not in text
+    assert "$0.00000495" in text and "0.000004950000" not in text
     assert "budget_exceeded_at_team_level" in text
     assert "pii, secrets, prompt_injection" in text
     assert_fits(page, f"request log at {size}")

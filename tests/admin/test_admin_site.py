@@ -64,7 +64,8 @@ def test_limits_and_money_for_people():
     assert number_text(Decimal("100.000000")) == "100"
     assert number_text(Decimal("0.500000")) == "0.5"
     assert usd_text(Decimal("100.000000")) == "$100.00"
-    assert usd_text(Decimal("0.000004950000")) == "$0.000005"
+    assert usd_text(Decimal("0.000004950000")) == "$0.00000495"  # the one rule: 3 digits
+    assert usd_text(Decimal("1234.5")) == "$1,234.50"
     assert usd_text(Decimal("-1.5")) == "-$1.50"
     assert usd_text(None) == "—"
 

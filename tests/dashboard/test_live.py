@@ -133,10 +133,10 @@ def test_a_watcher_whose_role_is_taken_away_is_closed_at_the_next_ping():
         connected, _ = await comm.connect()
         assert connected
         await comm.send_json_to({"type": "ping"})
-        assert await comm.receive_json_from(timeout=2) == {"type": "pong"}
+        assert await comm.receive_json_from(timeout=10) == {"type": "pong"}
         await database_sync_to_async(Membership.objects.filter(user=user).delete)()
         await comm.send_json_to({"type": "ping"})
-        closed = await comm.receive_output(timeout=2)
+        closed = await comm.receive_output(timeout=10)
         await comm.disconnect()  # what the server sends once the socket is closed
         return closed
 
