@@ -21,7 +21,7 @@ from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
-from apps.policies.compile import snapshot_compile
+from apps.policies.compile import snapshot_compile, snapshot_update
 from apps.policies.spend import spend_counters_ensure
 from apps.responses.store import DatabaseResponseStore
 
@@ -42,6 +42,12 @@ def _snapshot_loader(kept: Path | None) -> Callable[[], Snapshot]:
         return snapshot
 
     return load
+
+
+def _snapshot_updater(snapshot: Snapshot) -> Snapshot | None:
+    """Apply the configuration change log to the snapshot (the loader thread)."""
+    close_old_connections()
+    return snapshot_update(snapshot)
 
 
 def _snapshot_fallback(kept: Path | None) -> Callable[[], Snapshot | None]:
@@ -139,6 +145,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         on_poll=bounded(_spend_guard(redis_url), timeout),
         snapshot_loader=bounded(_snapshot_loader(kept), timeout),
         snapshot_fallback=_snapshot_fallback(kept),
+        snapshot_updater=bounded(_snapshot_updater, timeout),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         response_store=response_store_from_settings(),

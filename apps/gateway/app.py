@@ -125,6 +125,7 @@ class GatewayApp:
         breaker_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
         snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
+        snapshot_updater: Callable[[Snapshot], Snapshot | None] | None = None,
         response_store: ResponseStore | None = None,
     ) -> None:
         self.config = config
@@ -141,6 +142,7 @@ class GatewayApp:
             release=release_loader,
             on_poll=on_poll,
             fallback=snapshot_fallback,
+            updater=snapshot_updater,
         )
         self.state_store = state_store
         self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)

@@ -177,12 +177,20 @@ class ModelEntry:
     reserve_output_per_mtok: Decimal | None = None
 
 
+class SnapshotStale(Exception):
+    """An incremental update cannot bring this snapshot up to date: build it in full."""
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
     keys_by_digest: dict[str, KeyEntry]
     models: dict[str, ModelEntry]
     built_at: float = 0.0
+    # The last configuration change (``apps.configlog``) this snapshot includes.
+    log_cursor: int = 0
+    # Key id -> its digests in ``keys_by_digest``, to replace or drop a changed key.
+    digests_by_key: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Snapshot:

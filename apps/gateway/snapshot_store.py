@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from apps.gateway.snapshot import Snapshot
+from apps.gateway.snapshot import Snapshot, SnapshotStale
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,20 @@ class SnapshotStore:
         release: Callable[[], None] = lambda: None,
         on_poll: Callable[[], None] = lambda: None,
         fallback: Callable[[], Snapshot | None] = lambda: None,
+        updater: Callable[[Snapshot], Snapshot | None] | None = None,
     ) -> None:
-        """``release`` runs on the loader thread at stop (closes its DB connection);
-        ``on_poll`` runs there on every poll (e.g. rebuilding counters after a Redis flush);
-        ``fallback`` gives the last good snapshot kept on disk, when the database is away at
-        start-up."""
+        """``updater`` applies the configuration changes since a snapshot (None: nothing
+        changed; ``SnapshotStale``: only a full ``loader`` build will do); without one,
+        every version move rebuilds in full. ``release`` runs on the loader thread at stop
+        (closes its DB connection); ``on_poll`` runs there on every poll (e.g. rebuilding
+        counters after a Redis flush); ``fallback`` gives the last good snapshot kept on
+        disk, when the database is away at start-up."""
         self._loader = loader
         self._version_reader = version_reader
         self._release = release
         self._on_poll = on_poll
         self._fallback = fallback
+        self._updater = updater
         self._poll_seconds = poll_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-snapshot")
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +70,20 @@ class SnapshotStore:
             len(snapshot.models),
         )
         return snapshot
+
+    def update(self) -> None:
+        """Apply the configuration changes since the current snapshot (blocking; the
+        loader thread): a revocation reaches this process one poll after its commit."""
+        assert self._updater is not None
+        try:
+            updated = self._updater(self.current)
+        except SnapshotStale as stale:
+            log.warning("policy snapshot rebuilt in full: %s", stale)
+            self.reload()
+            return
+        if updated is not None:
+            self.current = updated
+            log.debug("policy snapshot updated to change #%s", updated.log_cursor)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,13 +121,16 @@ class SnapshotStore:
         while True:
             await asyncio.sleep(self._poll_seconds)
             try:
-                version = await loop.run_in_executor(self._executor, self._version_reader)
+                if self._updater is not None and self.loaded and not self.from_disk:
+                    await loop.run_in_executor(self._executor, self.update)
+                else:
+                    version = await loop.run_in_executor(self._executor, self._version_reader)
+                    if version != self.current.version or self.from_disk:
+                        await loop.run_in_executor(self._executor, self.reload)
                 self.last_ok = time.time()
                 if self._away:
                     self._away = False
                     log.warning("database reachable again")
-                if version != self.current.version or self.from_disk:
-                    await loop.run_in_executor(self._executor, self.reload)
                 await loop.run_in_executor(self._executor, self._on_poll)
             except asyncio.CancelledError:
                 raise
