@@ -16,12 +16,16 @@ from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.breaker_state import RedisBreakerState
 from apps.gateway.response_store import StoreLimits
-from apps.gateway.snapshot import Snapshot
-from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
+from apps.gateway.snapshot import Snapshot, snapshot_apply
+from apps.gateway.snapshot_file import (
+    snapshot_delta_append,
+    snapshot_file_load,
+    snapshot_file_save,
+)
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
-from apps.policies.compile import snapshot_compile, snapshot_update
+from apps.policies.compile import snapshot_changes, snapshot_compile
 from apps.policies.spend import spend_counters_ensure
 from apps.responses.store import DatabaseResponseStore
 
@@ -44,10 +48,23 @@ def _snapshot_loader(kept: Path | None) -> Callable[[], Snapshot]:
     return load
 
 
-def _snapshot_updater(snapshot: Snapshot) -> Snapshot | None:
-    """Apply the configuration change log to the snapshot (the loader thread)."""
-    close_old_connections()
-    return snapshot_update(snapshot)
+def _snapshot_updater(kept: Path | None) -> Callable[[Snapshot], Snapshot | None]:
+    """Apply the configuration change log to the snapshot (the loader thread), keeping
+    each update on disk after the last full snapshot."""
+
+    def update(snapshot: Snapshot) -> Snapshot | None:
+        close_old_connections()
+        delta = snapshot_changes(snapshot)
+        if delta is None:
+            return None
+        if kept is not None:
+            try:
+                snapshot_delta_append(kept, delta, encrypt_bytes)
+            except Exception:  # serving matters more than keeping a copy
+                log.exception("could not keep the policy snapshot update in %s", kept)
+        return snapshot_apply(snapshot, delta)
+
+    return update
 
 
 def _snapshot_fallback(kept: Path | None) -> Callable[[], Snapshot | None]:
@@ -145,7 +162,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         on_poll=bounded(_spend_guard(redis_url), timeout),
         snapshot_loader=bounded(_snapshot_loader(kept), timeout),
         snapshot_fallback=_snapshot_fallback(kept),
-        snapshot_updater=bounded(_snapshot_updater, timeout),
+        snapshot_updater=bounded(_snapshot_updater(kept), timeout),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         response_store=response_store_from_settings(),

@@ -30,7 +30,9 @@ from apps.gateway.snapshot import (
     LimitRule,
     ModelEntry,
     Snapshot,
+    SnapshotDelta,
     SnapshotStale,
+    snapshot_apply,
 )
 from apps.guardrails.policy import resolve
 from apps.keys.models import VirtualKey
@@ -610,11 +612,11 @@ def _models_scope(model_ids: set[int]) -> LevelSets:
     return levels
 
 
-def snapshot_update(snapshot: Snapshot) -> Snapshot | None:
-    """Apply the change log past ``snapshot.log_cursor``: recompile only the keys and
-    models the changes touch, in a new snapshot sharing everything else. None when
-    nothing changed. Raises ``SnapshotStale`` when only a full build will do (the log
-    was pruned past the cursor or reset, a change of unknown reach, a bulk import)."""
+def snapshot_changes(snapshot: Snapshot) -> SnapshotDelta | None:
+    """The change log past ``snapshot.log_cursor``, compiled: only the keys and models the
+    changes touch. None when nothing changed. Raises ``SnapshotStale`` when only a full
+    build will do (the log was pruned past the cursor or reset, a change of unknown
+    reach, a bulk import)."""
     version = config_version_current()
     batch = config_changes_since(snapshot.log_cursor, limit=UPDATE_BATCH_LIMIT)
     if batch.pruned_through > snapshot.log_cursor or batch.newest < snapshot.log_cursor:
@@ -625,7 +627,7 @@ def snapshot_update(snapshot: Snapshot) -> Snapshot | None:
         if version == snapshot.version:
             return None
         # Changes outside the snapshot (MCP): the new version lets its readers reload.
-        return dataclasses.replace(snapshot, version=version)
+        return SnapshotDelta(version, snapshot.log_cursor, frozenset(), {})
     levels: LevelSets = defaultdict(set)
     model_ids: set[int] = set()
     models_changed = False
@@ -642,29 +644,29 @@ def snapshot_update(snapshot: Snapshot) -> Snapshot | None:
     if model_ids:
         for level, ids in _models_scope(model_ids).items():
             levels[level] |= ids
-    keys, index = snapshot.keys_by_digest, snapshot.digests_by_key
+    entries: dict[str, KeyEntry] = {}
+    dropped: set[int] = set()
     if levels:
         condition = Q(pk__in=[])
         for level, lookup in _KEY_LOOKUPS:
             if levels.get(level):
                 condition |= Q(**{f"{lookup}__in": sorted(levels[level])})
-        fresh, compiled = _compile_keys(condition)
-        keys, index = dict(keys), dict(index)
+        entries, compiled = _compile_keys(condition)
         # Keys named by a change but no longer in the database were deleted.
-        for key_id in compiled | levels.get("key", set()):
-            for digest in index.pop(key_id, ()):
-                keys.pop(digest, None)
-        keys.update(fresh)
-        for key_id, digests in _digests_by_key(fresh).items():
-            index[key_id] = digests
-    return dataclasses.replace(
-        snapshot,
+        dropped = compiled | levels.get("key", set())
+    return SnapshotDelta(
         version=version,
-        keys_by_digest=keys,
-        digests_by_key=index,
-        models=_compile_models() if models_changed else snapshot.models,
         log_cursor=batch.changes[-1][0],
+        dropped_keys=frozenset(dropped),
+        entries=entries,
+        models=_compile_models() if models_changed else None,
     )
+
+
+def snapshot_update(snapshot: Snapshot) -> Snapshot | None:
+    """``snapshot`` with the change log applied (None: nothing changed)."""
+    delta = snapshot_changes(snapshot)
+    return None if delta is None else snapshot_apply(snapshot, delta)
 
 
 _SCOPE_LEVELS = {

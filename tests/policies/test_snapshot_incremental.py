@@ -248,3 +248,32 @@ def test_a_change_outside_the_snapshot_moves_only_the_version(world):
     assert updated is not None
     assert updated.version != snapshot.version  # the MCP policy reloads on it
     assert updated.keys_by_digest is snapshot.keys_by_digest
+
+
+def test_updates_kept_on_disk_are_served_by_a_restart_without_the_database(world, tmp_path):
+    from apps.core.crypto import decrypt_bytes, encrypt_bytes
+    from apps.gateway.snapshot_file import (
+        snapshot_delta_append,
+        snapshot_file_load,
+        snapshot_file_save,
+    )
+    from apps.policies.compile import snapshot_changes
+
+    kept = tmp_path / "policy-snapshot"
+    snapshot = snapshot_compile()
+    snapshot_file_save(kept, snapshot, encrypt_bytes)
+    for change in ("key revoked", "key created", "team deactivated", "model price changed"):
+        CHANGES[change](world)
+        delta = snapshot_changes(snapshot)
+        snapshot_delta_append(kept, delta, encrypt_bytes)
+        snapshot = snapshot_update(snapshot)
+    # A torn last record (a crash while appending) loses only itself.
+    with open(kept.with_name(kept.name + ".delta"), "ab") as handle:
+        handle.write(b"\x00\x00\x10\x00partial")
+    loaded = snapshot_file_load(kept, decrypt_bytes)
+    assert _comparable(loaded) == _comparable(snapshot)
+    assert loaded.keys_by_digest[world["keys"]["web1"].key.digest].revoked
+    # The next full snapshot replaces the updates.
+    snapshot_file_save(kept, snapshot_compile(), encrypt_bytes)
+    assert not kept.with_name(kept.name + ".delta").exists()
+    assert _comparable(snapshot_file_load(kept, decrypt_bytes)) == _comparable(snapshot)
