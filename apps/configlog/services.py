@@ -21,10 +21,13 @@ def config_change_record(*, scope: str, object_id: int | None, source: str) -> N
     On PostgreSQL the writers take one transaction-level advisory lock first, so an id is
     only handed out once every earlier writer has committed or rolled back: readers can
     advance past a missing id safely. SQLite already serialises its writers."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
-    ConfigChange.objects.create(scope=scope, object_id=object_id, source=source)
+    # One transaction (a savepoint inside the caller's): in autocommit the lock would be
+    # released before the insert, and ids could again commit out of order.
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
+        ConfigChange.objects.create(scope=scope, object_id=object_id, source=source)
 
 
 @dataclass(frozen=True, slots=True)
