@@ -277,3 +277,44 @@ def test_updates_kept_on_disk_are_served_by_a_restart_without_the_database(world
     snapshot_file_save(kept, snapshot_compile(), encrypt_bytes)
     assert not kept.with_name(kept.name + ".delta").exists()
     assert _comparable(snapshot_file_load(kept, decrypt_bytes)) == _comparable(snapshot)
+
+
+def test_a_change_id_is_handed_out_only_after_earlier_writers_committed(world):
+    """What lets a reader advance past a missing id: a writer waits for the one before."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the writers' lock is PostgreSQL's (SQLite serialises writers itself)")
+    in_transaction, committed, seen = threading.Event(), threading.Event(), {}
+
+    def slow() -> None:
+        try:
+            with transaction.atomic():
+                config_change_record(scope=Scope.NONE, object_id=None, source="slow")
+                in_transaction.set()
+                committed.wait(0.5)  # still uncommitted while the other writer starts
+            committed.set()
+        finally:
+            connection.close()
+
+    def fast() -> None:
+        try:
+            in_transaction.wait(10)
+            config_change_record(scope=Scope.NONE, object_id=None, source="fast")  # autocommit
+            # The slow writer's change is visible the moment the fast one's call returns.
+            seen["slow committed first"] = ConfigChange.objects.filter(source="slow").exists()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=slow), threading.Thread(target=fast)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"slow committed first": True}
+    order = ConfigChange.objects.filter(source__in=("slow", "fast")).values_list(
+        "source", flat=True
+    )
+    assert list(order.order_by("id")) == ["slow", "fast"]
