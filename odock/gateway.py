@@ -26,7 +26,8 @@ from apps.gateway.snapshot_file import (
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
-from apps.policies.compile import snapshot_changes, snapshot_compile
+from apps.policies.compile import snapshot_compile
+from apps.policies.snapshot_update import snapshot_changes
 from apps.policies.spend import spend_counters_ensure
 from apps.responses.store import DatabaseResponseStore
 

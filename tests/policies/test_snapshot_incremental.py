@@ -1,4 +1,4 @@
-"""Incremental snapshot updates (``apps.policies.compile.snapshot_update``) against a full
+"""Incremental snapshot updates (``apps.policies.snapshot_update``) against a full
 build on a real database: every kind of change, applied from the change log, must leave
 exactly the snapshot a full build gives — and a log that no longer covers the snapshot
 must force the full build."""
@@ -18,8 +18,9 @@ from apps.gateway.snapshot import Snapshot, SnapshotStale
 from apps.gateway.snapshot_store import SnapshotStore
 from apps.keys.models import VirtualKey
 from apps.keys.services import key_revoke, key_rotate, key_suspend
-from apps.policies.compile import snapshot_compile, snapshot_update
+from apps.policies.compile import snapshot_compile
 from apps.policies.models import Budget, EndUserPolicy, ModelAccess, ModelAlias, RateLimit
+from apps.policies.snapshot_update import snapshot_update
 from apps.providers.models import Deployment, Model
 from apps.tenancy.models import OutagePolicy
 from tests.factories import (
@@ -257,7 +258,7 @@ def test_updates_kept_on_disk_are_served_by_a_restart_without_the_database(world
         snapshot_file_load,
         snapshot_file_save,
     )
-    from apps.policies.compile import snapshot_changes
+    from apps.policies.snapshot_update import snapshot_changes
 
     kept = tmp_path / "policy-snapshot"
     snapshot = snapshot_compile()
