@@ -4,6 +4,8 @@ gateway process updates only those parts of its snapshot."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from apps.configlog.models import Scope
@@ -39,6 +41,8 @@ def change_scope(instance) -> tuple[str, int | None]:
         return Scope.TEAM, instance.pk
     if label == "tenancy.Organization":
         return Scope.ORG, instance.pk
+    if instance._meta.label == settings.AUTH_USER_MODEL:
+        return Scope.USER, instance.pk  # deleted: their keys lose their owner
     if label == "providers.Model":
         return Scope.MODEL, instance.pk
     if label in ("providers.Provider", "providers.Deployment", "providers.ModelFallback"):
@@ -135,3 +139,6 @@ def connect_config_signals() -> None:
         uid = f"odock-config-{model._meta.label}-moved"
         pre_save.connect(_before_save, sender=model, dispatch_uid=uid, weak=False)
     m2m_changed.connect(_m2m, dispatch_uid="odock-config-m2m", weak=False)
+    post_delete.connect(
+        _deleted, sender=get_user_model(), dispatch_uid="odock-config-user-delete", weak=False
+    )

@@ -75,6 +75,15 @@ def snapshot_changes(snapshot: Snapshot) -> SnapshotDelta | None:
     if model_ids:
         for level, ids in _models_scope(model_ids).items():
             levels[level] |= ids
+    if levels.get("user"):
+        # A deleted person's keys lost their owner without a signal (SET_NULL is one
+        # UPDATE): find them by the owner they were compiled with.
+        users = levels["user"]
+        levels["key"] |= {
+            entry.identity.key_id
+            for entry in snapshot.keys_by_digest.values()
+            if entry.identity.owner_id in users
+        }
     entries: dict[str, KeyEntry] = {}
     dropped: set[int] = set()
     if levels:

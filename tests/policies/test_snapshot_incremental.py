@@ -114,6 +114,7 @@ CHANGES = {
     "end-user policy added": lambda w: EndUserPolicy.objects.create(
         organization=w["acme"], end_user="*", rpm=10
     ),
+    "person deleted": lambda w: get_user_model().objects.filter(pk=w["alice"].pk).delete(),
 }
 
 
