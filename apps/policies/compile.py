@@ -427,6 +427,9 @@ def _shared(
     )
 
 
+# Above this many keys a scoped compile reads whole tables rather than filtering by id.
+SCOPED_KEYS_MAX = 5000
+
 _KEY_COLUMNS = (
     "pk",
     "digest",
@@ -450,18 +453,20 @@ def _compile_keys(scope: Q | None = None) -> tuple[dict[str, KeyEntry], set[int]
     rules of their own: 100,000 keys build in seconds and share their policy objects."""
     rows = VirtualKey.objects.all() if scope is None else VirtualKey.objects.filter(scope)
     rows = list(rows.values_list(*_KEY_COLUMNS))
+    # A scope holding most keys (an organisation's change) reads whole tables: cheaper
+    # than sending tens of thousands of ids back in IN lists.
+    scoped = scope is not None and len(rows) <= SCOPED_KEYS_MAX
     projects_q, teams_q, orgs_q = Project.objects.all(), Team.objects.all(), Organization.objects
     where: LevelSets | None = None
-    if scope is not None:
-        project_ids = {row[4] for row in rows}
-        projects_q = projects_q.filter(pk__in=project_ids)
+    if scoped:
+        projects_q = projects_q.filter(pk__in={row[4] for row in rows})
     projects = {
         pk: (name, active, team_id)
         for pk, name, active, team_id in projects_q.values_list(
             "pk", "name", "is_active", "team_id"
         )
     }
-    if scope is not None:
+    if scoped:
         teams_q = teams_q.filter(pk__in={p[2] for p in projects.values()})
     teams = {
         pk: (name, active, org_id)
@@ -469,7 +474,7 @@ def _compile_keys(scope: Q | None = None) -> tuple[dict[str, KeyEntry], set[int]
             "pk", "name", "is_active", "organization_id"
         )
     }
-    if scope is not None:
+    if scoped:
         orgs_q = orgs_q.filter(pk__in={t[2] for t in teams.values()})
         where = {
             "org": {t[2] for t in teams.values()},

@@ -320,3 +320,15 @@ def test_a_change_id_is_handed_out_only_after_earlier_writers_committed(world):
         "source", flat=True
     )
     assert list(order.order_by("id")) == ["slow", "fast"]
+
+
+def test_a_change_reaching_many_keys_reads_whole_tables_and_equals_a_full_build(world, monkeypatch):
+    monkeypatch.setattr("apps.policies.compile.SCOPED_KEYS_MAX", 0)  # every scope is "large"
+    before = snapshot_compile()
+    _fail_open(world["acme"])
+    _budget_bump(world)
+    updated = snapshot_update(before)
+    assert _comparable(updated) == _comparable(snapshot_compile()) != _comparable(before)
+    # Only the keys below the changed levels were replaced.
+    far = world["keys"]["far1"].key.digest
+    assert updated.keys_by_digest[far] is before.keys_by_digest[far]
