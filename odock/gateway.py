@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from apps.audit.writer import RequestLogWriter
+from apps.configlog.services import NUDGE_CHANNEL
 from apps.core.crypto import decrypt_bytes, encrypt_bytes
 from apps.core.models import config_version_current
 from apps.core.postgres import bounded
@@ -85,6 +87,39 @@ def _snapshot_updater(keeper: _SnapshotKeeper) -> Callable[[Snapshot], Snapshot 
         return snapshot_apply(snapshot, delta)
 
     return update
+
+
+def _config_nudges(redis_url: str) -> Callable[[Callable[[], None]], Awaitable[None]] | None:
+    """Listen on the Redis channel commits publish to (``config_change_nudge``); on every
+    (re)subscription nudge once too, for what was published while away."""
+    if not redis_url:
+        return None
+
+    async def listen(nudge: Callable[[], None]) -> None:
+        import redis.asyncio as aioredis
+
+        away = False
+        while True:
+            client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(NUDGE_CHANNEL)
+                    away = False
+                    nudge()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            nudge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not away:  # the poll still applies changes meanwhile
+                    away = True
+                    log.warning("configuration nudges unavailable (Redis); polling only")
+                await asyncio.sleep(1)
+            finally:
+                await client.aclose()
+
+    return listen
 
 
 def _snapshot_fallback(kept: Path | None) -> Callable[[], Snapshot | None]:
@@ -184,6 +219,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         snapshot_loader=bounded(_snapshot_loader(keeper), timeout),
         snapshot_fallback=_snapshot_fallback(kept),
         snapshot_updater=bounded(_snapshot_updater(keeper), timeout),
+        snapshot_nudges=_config_nudges(redis_url),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         response_store=response_store_from_settings(),

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from apps.configlog.models import ConfigChange, ConfigLogState
 
+log = logging.getLogger(__name__)
+
 # Any constant: the transaction-level advisory lock that orders the writers.
 _WRITER_LOCK = 0x0D0C_C0F1
+# The Redis channel a commit nudges gateway processes on (they poll anyway).
+NUDGE_CHANNEL = "odock:config-changed"
+_publisher = None
+
+
+def config_change_nudge() -> None:
+    """Tell the gateway processes a change was committed, so they read the log now rather
+    than at their next poll. Best effort (a lost nudge costs one poll interval): bounded
+    to half a second, never raises."""
+    global _publisher
+    if not settings.REDIS_URL:
+        return
+    try:
+        if _publisher is None:
+            import redis
+
+            _publisher = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+        _publisher.publish(NUDGE_CHANNEL, b"1")
+    except Exception:
+        log.warning("could not nudge the gateways about a configuration change", exc_info=True)
 
 
 def config_change_record(*, scope: str, object_id: int | None, source: str) -> None:
@@ -28,6 +54,7 @@ def config_change_record(*, scope: str, object_id: int | None, source: str) -> N
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITER_LOCK])
         ConfigChange.objects.create(scope=scope, object_id=object_id, source=source)
+    transaction.on_commit(config_change_nudge)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,3 +65,21 @@ def test_changes_reach_every_live_process(gateway_processes, redis_url, fake_ups
     for g in gateways:
         _until(g, kept.secret, 401)
         _until(g, fresh.secret, 401)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_nudges_the_processes_through_redis(
+    gateway_processes, redis_url, fake_upstream, settings
+):
+    """With a poll of a minute, only the Redis nudge can bring the revocation in time."""
+    settings.REDIS_URL = redis_url  # this process publishes on commit
+    provider = provider_create(fake_upstream.url)
+    model_create("m", provider, upstream_model="gpt-4o-mini")
+    project = project_create()
+    victim = key_create(project)
+    gateways = gateway_processes(2, redis_url=redis_url, ODOCK_SNAPSHOT_POLL_SECONDS="60")
+    for g in gateways:
+        assert _status(g, victim.secret) == 200
+    key_revoke(key=victim.key)
+    for g in gateways:
+        _until(g, victim.secret, 401, bound=30)
