@@ -60,6 +60,13 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 290},
     },
+    # Processes read the change log every poll; a day covers any lag short of a full
+    # rebuild (a process behind the pruned part rebuilds in full).
+    "configlog-prune": {
+        "task": "configlog.prune",
+        "schedule": crontab(hour=4, minute=41),
+        "options": {"expires": 3600},
+    },
     # Hourly through the 1st: a tick lost to a beat restart is made up by the next, and
     # delivery is idempotent per schedule and month, so extra ticks send nothing.
     "reports-monthly-delivery": {

@@ -2,46 +2,124 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from apps.audit.writer import RequestLogWriter
+from apps.configlog.services import NUDGE_CHANNEL
 from apps.core.crypto import decrypt_bytes, encrypt_bytes
 from apps.core.models import config_version_current
 from apps.core.postgres import bounded
 from apps.gateway.app import GatewayApp, GatewayConfig
 from apps.gateway.breaker_state import RedisBreakerState
 from apps.gateway.response_store import StoreLimits
-from apps.gateway.snapshot import Snapshot
-from apps.gateway.snapshot_file import snapshot_file_load, snapshot_file_save
+from apps.gateway.snapshot import Snapshot, SnapshotDelta, snapshot_apply
+from apps.gateway.snapshot_file import (
+    snapshot_delta_append,
+    snapshot_file_load,
+    snapshot_file_save,
+)
 from apps.gateway.state_store import LocalStateStore, RedisStateStore, StateStore
 from apps.guardrails.plugins import plugins_load
 from apps.policies.alerts import budget_alert_enqueue
 from apps.policies.compile import snapshot_compile
+from apps.policies.snapshot_update import snapshot_changes
 from apps.policies.spend import spend_counters_ensure
 from apps.responses.store import DatabaseResponseStore
 
 log = logging.getLogger(__name__)
 
 
-def _snapshot_loader(kept: Path | None) -> Callable[[], Snapshot]:
+class _SnapshotKeeper:
+    """Writes the kept snapshot and its updates to disk in order, on one background
+    thread: at 100,000 keys pickling and encrypting takes ~1.5 s of CPU, which a starting
+    process should not wait for before its first answer."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-keep")
+
+    def save(self, snapshot: Snapshot) -> None:
+        self._submit(snapshot_file_save, snapshot)
+
+    def append(self, delta: SnapshotDelta) -> None:
+        self._submit(snapshot_delta_append, delta)
+
+    def _submit(self, write: Callable[..., None], item: Snapshot | SnapshotDelta) -> None:
+        if self._path is not None:
+            self._executor.submit(self._write, write, item)
+
+    def _write(self, write: Callable[..., None], item: Snapshot | SnapshotDelta) -> None:
+        try:
+            write(self._path, item, encrypt_bytes)
+        except Exception:  # serving matters more than keeping a copy
+            log.exception("could not keep the policy snapshot in %s", self._path)
+
+
+def _snapshot_loader(keeper: _SnapshotKeeper) -> Callable[[], Snapshot]:
     """Compile a snapshot; keep it on disk for a restart while the database is away."""
 
     def load() -> Snapshot:
         close_old_connections()
         snapshot = snapshot_compile()
-        if kept is not None:
-            try:
-                snapshot_file_save(kept, snapshot, encrypt_bytes)
-            except Exception:  # serving matters more than keeping a copy
-                log.exception("could not keep the policy snapshot in %s", kept)
+        keeper.save(snapshot)
         return snapshot
 
     return load
+
+
+def _snapshot_updater(keeper: _SnapshotKeeper) -> Callable[[Snapshot], Snapshot | None]:
+    """Apply the configuration change log to the snapshot (the loader thread), keeping
+    each update on disk after the last full snapshot."""
+
+    def update(snapshot: Snapshot) -> Snapshot | None:
+        close_old_connections()
+        delta = snapshot_changes(snapshot)
+        if delta is None:
+            return None
+        keeper.append(delta)
+        return snapshot_apply(snapshot, delta)
+
+    return update
+
+
+def _config_nudges(redis_url: str) -> Callable[[Callable[[], None]], Awaitable[None]] | None:
+    """Listen on the Redis channel commits publish to (``config_change_nudge``); on every
+    (re)subscription nudge once too, for what was published while away."""
+    if not redis_url:
+        return None
+
+    async def listen(nudge: Callable[[], None]) -> None:
+        import redis.asyncio as aioredis
+
+        away = False
+        while True:
+            client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=1)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(NUDGE_CHANNEL)
+                    away = False
+                    nudge()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            nudge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not away:  # the poll still applies changes meanwhile
+                    away = True
+                    log.warning("configuration nudges unavailable (Redis); polling only")
+                await asyncio.sleep(1)
+            finally:
+                await client.aclose()
+
+    return listen
 
 
 def _snapshot_fallback(kept: Path | None) -> Callable[[], Snapshot | None]:
@@ -121,6 +199,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
     # stalled database is noticed like a refused one).
     timeout = settings.ODOCK_DB_TIMEOUT_SECONDS
     kept = settings.ODOCK_SNAPSHOT_FILE
+    keeper = _SnapshotKeeper(kept)
     config = gateway_config_from_settings(**config_overrides)
     if config.audit_durable and 2 * timeout > config.audit_durable_timeout_seconds:
         log.warning(
@@ -137,8 +216,10 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
         guardrail_plugins=plugins_load(settings.ODOCK_GUARDRAIL_PLUGINS),
         on_budget_alert=bounded(budget_alert_enqueue, timeout),
         on_poll=bounded(_spend_guard(redis_url), timeout),
-        snapshot_loader=bounded(_snapshot_loader(kept), timeout),
+        snapshot_loader=bounded(_snapshot_loader(keeper), timeout),
         snapshot_fallback=_snapshot_fallback(kept),
+        snapshot_updater=bounded(_snapshot_updater(keeper), timeout),
+        snapshot_nudges=_config_nudges(redis_url),
         version_reader=bounded(_read_version, timeout),
         release_loader=_close_thread_connection,
         response_store=response_store_from_settings(),

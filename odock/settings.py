@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "apps.keys",
     "apps.providers",
     "apps.policies",
+    "apps.configlog",
     "apps.audit",
     "apps.api",
     "apps.reports",

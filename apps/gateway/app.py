@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,6 +125,8 @@ class GatewayApp:
         breaker_state: RedisBreakerState | None = None,
         guardrail_plugins: dict[str, Any] | None = None,
         snapshot_fallback: Callable[[], Snapshot | None] = lambda: None,
+        snapshot_updater: Callable[[Snapshot], Snapshot | None] | None = None,
+        snapshot_nudges: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
         response_store: ResponseStore | None = None,
     ) -> None:
         self.config = config
@@ -141,6 +143,8 @@ class GatewayApp:
             release=release_loader,
             on_poll=on_poll,
             fallback=snapshot_fallback,
+            updater=snapshot_updater,
+            nudges=snapshot_nudges,
         )
         self.state_store = state_store
         self.alerts = BackgroundCalls(on_budget_alert, "odock-alerts", on_exit=release_loader)

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from apps.gateway.snapshot import Snapshot
+from apps.gateway.snapshot import Snapshot, SnapshotStale
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,27 @@ class SnapshotStore:
         release: Callable[[], None] = lambda: None,
         on_poll: Callable[[], None] = lambda: None,
         fallback: Callable[[], Snapshot | None] = lambda: None,
+        updater: Callable[[Snapshot], Snapshot | None] | None = None,
+        nudges: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
     ) -> None:
-        """``release`` runs on the loader thread at stop (closes its DB connection);
-        ``on_poll`` runs there on every poll (e.g. rebuilding counters after a Redis flush);
-        ``fallback`` gives the last good snapshot kept on disk, when the database is away at
-        start-up."""
+        """``updater`` applies the configuration changes since a snapshot (None: nothing
+        changed; ``SnapshotStale``: only a full ``loader`` build will do); without one,
+        every version move rebuilds in full. ``release`` runs on the loader thread at stop
+        (closes its DB connection); ``on_poll`` runs there on every poll (e.g. rebuilding
+        counters after a Redis flush); ``fallback`` gives the last good snapshot kept on
+        disk, when the database is away at start-up. ``nudges`` runs for the store's life,
+        calling its argument whenever a change was committed (a Redis channel): the next
+        poll then starts at once instead of at the end of its interval, which stays the
+        bound when nudges are lost."""
         self._loader = loader
         self._version_reader = version_reader
         self._release = release
         self._on_poll = on_poll
         self._fallback = fallback
+        self._updater = updater
+        self._nudges = nudges
+        self._nudge_task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._poll_seconds = poll_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odock-snapshot")
         self._task: asyncio.Task[None] | None = None
@@ -67,6 +78,20 @@ class SnapshotStore:
         )
         return snapshot
 
+    def update(self) -> None:
+        """Apply the configuration changes since the current snapshot (blocking; the
+        loader thread): a revocation reaches this process one poll after its commit."""
+        assert self._updater is not None
+        try:
+            updated = self._updater(self.current)
+        except SnapshotStale as stale:
+            log.warning("policy snapshot rebuilt in full: %s", stale)
+            self.reload()
+            return
+        if updated is not None:
+            self.current = updated
+            log.debug("policy snapshot updated to change #%s", updated.log_cursor)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -85,9 +110,19 @@ class SnapshotStore:
                     kept.version,
                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(kept.built_at)),
                 )
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._poll(), name="odock-snapshot-poll")
+        if self._nudges is not None:
+            self._nudge_task = asyncio.create_task(
+                self._nudges(self._wake.set), name="odock-snapshot-nudges"
+            )
 
     async def stop(self) -> None:
+        if self._nudge_task is not None:
+            self._nudge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._nudge_task
+            self._nudge_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,16 +135,22 @@ class SnapshotStore:
 
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
+        wake = self._wake or asyncio.Event()
         while True:
-            await asyncio.sleep(self._poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._poll_seconds)
+            wake.clear()  # nudges arriving during this poll start the next one at once
             try:
-                version = await loop.run_in_executor(self._executor, self._version_reader)
+                if self._updater is not None and self.loaded and not self.from_disk:
+                    await loop.run_in_executor(self._executor, self.update)
+                else:
+                    version = await loop.run_in_executor(self._executor, self._version_reader)
+                    if version != self.current.version or self.from_disk:
+                        await loop.run_in_executor(self._executor, self.reload)
                 self.last_ok = time.time()
                 if self._away:
                     self._away = False
                     log.warning("database reachable again")
-                if version != self.current.version or self.from_disk:
-                    await loop.run_in_executor(self._executor, self.reload)
                 await loop.run_in_executor(self._executor, self._on_poll)
             except asyncio.CancelledError:
                 raise
