@@ -25,7 +25,13 @@ from apps.core.admin import ServiceSaveAdminMixin, usd_text
 from apps.core.money import usd_display
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
-from apps.identity.admin_scope import RULE_PATHS, ScopedAdminMixin, ScopedInlineMixin, level_paths
+from apps.identity.admin_scope import (
+    ORGANIZATION_ID_PATHS,
+    RULE_PATHS,
+    ScopedAdminMixin,
+    ScopedInlineMixin,
+    level_paths,
+)
 from apps.policies.models import (
     LEVELS,
     USER_LEVELS,
@@ -599,8 +605,12 @@ class GuardrailRuleAdmin(RuleAdmin):
 
 
 @admin.register(EndUserPolicy)
-class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
-    """Limits each end user of an organisation carries (an id, a prefix* or *)."""
+class EndUserPolicyAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin):
+    """Limits each end user of an organisation carries (an id, a prefix* or *); an
+    organisation's admins manage its own, nobody else's."""
+
+    scope_paths = ORGANIZATION_ID_PATHS
+    container_paths = ORGANIZATION_ID_PATHS
 
     list_display = (
         "end_user",
