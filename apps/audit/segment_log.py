@@ -179,17 +179,16 @@ class SegmentLog:
         with contextlib.suppress(OSError):
             self._lock.close()
 
-    def orphans(self) -> list[str]:
-        """Writer ids with files in the directory, other than this one (alive or not:
-        their lock says)."""
-        writers = set()
-        for path in self.directory.iterdir():
-            if path.suffix == ".lock":
-                writers.add(path.stem)
-            elif match := _SEGMENT_NAME.match(path.name):
-                writers.add(match["writer"])
-        writers.discard(self.writer_id)
-        return sorted(writers)
+
+def writer_ids(directory: Path) -> list[str]:
+    """The writers with files in ``directory`` (alive or not: their lock says)."""
+    writers = set()
+    for path in directory.iterdir():
+        if path.suffix == ".lock":
+            writers.add(path.stem)
+        elif match := _SEGMENT_NAME.match(path.name):
+            writers.add(match["writer"])
+    return sorted(writers)
 
 
 def orphan_segments(directory: Path, writer_id: str) -> list[Path]:

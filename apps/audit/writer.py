@@ -49,7 +49,13 @@ import orjson
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from apps.audit.chain import HASHED_FIELDS, ChainHeads, chain_seal_tail
-from apps.audit.segment_log import SegmentLog, frame, orphan_segments, read_segment
+from apps.audit.segment_log import (
+    SegmentLog,
+    frame,
+    orphan_segments,
+    read_segment,
+    writer_ids,
+)
 from apps.core.postgres import database_wait_limit
 
 log = logging.getLogger(__name__)
@@ -191,6 +197,7 @@ class RequestLogWriter:
         self._checkpoints: list[dict[str, Any]] = []  # sealed, not saved yet (under _lock)
         self._noted_chains: set[str] = set()
         self._last_orphan_scan = 0.0
+        self._removed_below = 1  # segments before this index are removed
         self.submitted = 0  # written by the submitting (event-loop) thread only
         self.handled = 0  # on disk, committed or failed; the writer thread only
         self.written = 0
@@ -438,8 +445,8 @@ class RequestLogWriter:
             done = records[: len(records) - len(unwritten)]
             for record in done:
                 self._shipped_chains.follow(record)
-            self.shipped += len(done)
             if unwritten:
+                self.shipped += len(done)
                 entry.records = unwritten
                 if not self._database_away:
                     log.warning(
@@ -456,8 +463,12 @@ class RequestLogWriter:
             if self._database_away:
                 log.info("database back; the audit segment log is being shipped")
                 self._database_away = False
-            if entry.index is not None and following is not None and following > entry.index:
+            # Segments before the oldest one still to ship (or the one being written) are
+            # in the database whole. A batch the disk refused has no segment.
+            if following is not None and following > self._removed_below:
                 log_.remove_before(following)
+                self._removed_below = following
+            self.shipped += len(done)
 
     def _seal_shipped(self) -> None:
         """Checkpoints over what the database has (the shipper's own view of the chains)."""
@@ -501,38 +512,57 @@ class RequestLogWriter:
 
     def _adopt_orphans(self) -> None:
         assert self._log is not None
-        directory = self._log.directory
-        for writer_id in self._log.orphans():
-            if not self._adopt(directory / f"{writer_id}.lock", writer_id):
-                self._last_orphan_scan = 0.0  # the database is away: at the next round
-                return
-        for path in sorted(directory.glob("*.jsonl")):  # spools of the earlier format
-            if not self._adopt(path, None):
-                self._last_orphan_scan = 0.0
-                return
+        replayed, complete = orphans_adopt(
+            self._log.directory, self.batch_size, exclude=self._log.writer_id
+        )
+        self.replayed += replayed
+        if not complete:
+            self._last_orphan_scan = 0.0  # the database is away: at the next round
 
-    def _adopt(self, lock_path: Path, writer_id: str | None) -> bool:
-        """Take a writer's lock; if it is free (the writer is dead), replay what it left.
-        False if the database went away meanwhile."""
-        try:
-            with open(lock_path, "a+b") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if not lock_path.exists():
-                    return True  # adopted by another process meanwhile
-                if writer_id is None:
-                    adopt_spool(lock_path, handle.fileno(), self.batch_size)
-                else:
-                    self.replayed += adopt_segments(lock_path.parent, writer_id, self.batch_size)
-        except BlockingIOError:
-            pass  # its writer is alive
-        except FileNotFoundError:
-            pass  # adopted by another process meanwhile
-        except (OperationalError, InterfaceError):
-            _connection_lost()
-            return False
-        except OSError:
-            log.exception("could not adopt the audit files of %s", lock_path.name)
-        return True
+
+def orphans_adopt(
+    directory: Path, batch_size: int = 500, *, exclude: str | None = None
+) -> tuple[int, bool]:
+    """Replay what every dead writer left in ``directory`` (segment logs, and spools of
+    the earlier format) and seal its chains; writers alive (their lock held) are left
+    alone. The records replayed, and False if the database went away meanwhile."""
+    replayed = 0
+    for writer_id in writer_ids(directory):
+        if writer_id == exclude:
+            continue
+        done = _adopt(directory / f"{writer_id}.lock", writer_id, batch_size)
+        if done is None:
+            return replayed, False
+        replayed += done
+    for path in sorted(directory.glob("*.jsonl")):  # spools of the earlier format
+        done = _adopt(path, None, batch_size)
+        if done is None:
+            return replayed, False
+        replayed += done
+    return replayed, True
+
+
+def _adopt(lock_path: Path, writer_id: str | None, batch_size: int) -> int | None:
+    """Take a writer's lock; if it is free (the writer is dead), replay what it left: the
+    records replayed, or None if the database went away meanwhile."""
+    try:
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not lock_path.exists():
+                return 0  # adopted by another process meanwhile
+            if writer_id is None:
+                return adopt_spool(lock_path, handle.fileno(), batch_size)
+            return adopt_segments(lock_path.parent, writer_id, batch_size)
+    except BlockingIOError:
+        return 0  # its writer is alive
+    except FileNotFoundError:
+        return 0  # adopted by another process meanwhile
+    except (OperationalError, InterfaceError):
+        _connection_lost()
+        return None
+    except OSError:
+        log.exception("could not adopt the audit files of %s", lock_path.name)
+        return 0
 
 
 def adopt_segments(directory: Path, writer_id: str, batch_size: int = 500) -> int:
@@ -558,7 +588,7 @@ def adopt_segments(directory: Path, writer_id: str, batch_size: int = 500) -> in
     return replayed
 
 
-def adopt_spool(path: Path, fd: int, batch_size: int = 500) -> None:
+def adopt_spool(path: Path, fd: int, batch_size: int = 500) -> int:
     """A spool of the earlier format (JSON lines) left by a dead writer (its lock held by
     the caller): replay it, seal its chains, remove both files. Raises
     ``OperationalError`` if the database goes away (nothing is removed then)."""
@@ -578,6 +608,7 @@ def adopt_spool(path: Path, fd: int, batch_size: int = 500) -> None:
     log.info(
         "adopted %s: %d audit records replayed, %d chains sealed", path.name, replayed, len(sealed)
     )
+    return replayed
 
 
 # Column lengths and defaults, applied before hashing so that what is hashed is exactly what
