@@ -79,6 +79,14 @@ def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None = 
                 future.set_exception(error)
 
 
+def _answer(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Resolve the futures on their event loop's thread."""
+    if futures:
+        loop = futures[0].get_loop()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, futures, error)
+
+
 def _connection_lost() -> None:
     """After a database error: drop this thread's connection (a timed-out one is closed
     already), so the next attempt opens a fresh one."""
@@ -147,6 +155,22 @@ class _Appended:
     in_memory: int  # records counted against ``max_in_memory``
 
 
+@dataclass(slots=True)
+class _Sync:
+    """The batch the writer thread is appending: the watchdog takes it over (commits it to
+    the database, answers its futures) if the disk does not return in time."""
+
+    records: list[dict[str, Any]]
+    futures: list[asyncio.Future[None]]
+    started: float
+    taken: bool = False
+
+
+class _Superseded(Exception):
+    """The writer thread came back from a stalled disk to find its batch taken over and a
+    new writer thread running: it ends."""
+
+
 class RequestLogWriter:
     """Records go on a deque (``submit`` takes no lock); the writer thread wakes every
     ``flush_seconds`` — at once when a durable record is waiting and it is idle — drains it
@@ -165,6 +189,7 @@ class RequestLogWriter:
         retry_seconds: float = 1.0,
         max_in_memory: int = 20_000,
         segment_bytes: int = 8 << 20,
+        disk_timeout: float | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds  # the writer's pace in async mode, the shipper's
@@ -175,6 +200,12 @@ class RequestLogWriter:
         self.retry_seconds = retry_seconds  # the shipper's pace while the database is away
         self.max_in_memory = max_in_memory
         self.segment_bytes = segment_bytes
+        # An append + fdatasync longer than this is a stalled disk: an outage, like a
+        # database that stalls (the batch waits that long, later ones not at all).
+        self.disk_timeout = disk_timeout or db_timeout or 5.0
+        self._syncing: _Sync | None = None  # under _lock
+        self._disk_stalled = False
+        self._watchdog: threading.Thread | None = None
         self.chains = ChainHeads(writer_id or new_writer_id())
         # What the database has, in chain order: the shipper seals from this one.
         self._shipped_chains = ChainHeads(self.chains.writer_id)
@@ -232,6 +263,11 @@ class RequestLogWriter:
         self._thread.start()
         self._keeper = threading.Thread(target=self._keep, name="odock-audit-keeper", daemon=True)
         self._keeper.start()
+        if self._log is not None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="odock-audit-watchdog", daemon=True
+            )
+            self._watchdog.start()
 
     def flush(self, timeout: float = 10.0, *, shipped: bool = True) -> bool:
         """Wait until everything submitted so far is durable and (``shipped``) in the
@@ -292,7 +328,10 @@ class RequestLogWriter:
                 batch: list[Item] = []
                 while self._queue and len(batch) < self.batch_size:
                     batch.append(self._queue.popleft())
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except _Superseded:
+                    return
             if (
                 self._log is None
                 and not stopping
@@ -304,6 +343,7 @@ class RequestLogWriter:
 
     def _write(self, batch: list[Item]) -> None:
         records = [record for record, _ in batch]
+        futures = [f for _, f in batch if f is not None]
         error: BaseException | None = None
         try:
             for record in records:
@@ -312,22 +352,26 @@ class RequestLogWriter:
             if self._log is None:
                 self._write_or_retry(records)
             else:
-                self._append(records)
+                self._append(records, futures)
+        except _Superseded:
+            raise
         except Exception as exc:  # neither the disk nor the database took them: say so
             log.exception("%d audit records could not be made durable", len(records))
             error = exc
         self.handled += len(records)
-        futures = [f for _, f in batch if f is not None]
-        if futures:
-            loop = futures[0].get_loop()
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_resolve, futures, error)
+        _answer(futures, error)
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
+    def _append(self, records: list[dict[str, Any]], futures: list[asyncio.Future[None]]) -> None:
         """The durability point: the batch appended to the segment log and synced, then
-        handed to the shipper. A disk that fails: committed to the database instead."""
+        handed to the shipper. A disk that fails or stalls: committed to the database."""
         assert self._log is not None
         count = len(records)
+        if self._disk_stalled:
+            self._commit_instead(records)
+            return
+        sync = _Sync(records, futures, time.monotonic())
+        with self._lock:
+            self._syncing = sync
         try:
             new_chains = {r["chain"] for r in records if r["chain"] not in self._noted_chains}
             if new_chains:
@@ -335,14 +379,22 @@ class RequestLogWriter:
                 self._noted_chains.update(new_chains)
             index, start, end = self._log.append(b"".join(frame(r) for r in records))
         except OSError:
+            with self._lock:
+                self._syncing, taken = None, sync.taken
+                self._disk_stalled = False
+            if taken:
+                raise _Superseded from None
             log.exception("the audit log's disk failed; committing %d records instead", count)
-            with self._lock:  # kept for the shipper too: its replay is idempotent
-                self._outbox.append(_Appended(None, 0, 0, records, count))
-                self._outbox_records += count
-            if write_all(records, self.batch_size):
-                raise OSError("audit records neither on disk nor in the database") from None
-            self.written += count
+            self._commit_instead(records)
             return
+        with self._lock:
+            self._syncing, taken = None, sync.taken
+            self._disk_stalled = False
+        if taken:  # the watchdog answered this batch; a new writer thread runs
+            log.warning(
+                "the audit log's disk answered again after %.1f s", time.monotonic() - sync.started
+            )
+            raise _Superseded
         self.spooled += count
         entry = _Appended(index, start, end, records, count)
         with self._lock:
@@ -354,6 +406,55 @@ class RequestLogWriter:
         if backlog >= self.batch_size:
             self._last_ship = 0.0
         self._wake_keeper.set()
+
+    def _commit_instead(self, records: list[dict[str, Any]]) -> None:
+        """The disk failed or stalls: commit the batch to the database (bounded by
+        ``db_timeout``), and keep it for the shipper too, in chain order (its replay is
+        idempotent). Raises if the database does not take it either."""
+        count = len(records)
+        with self._lock:
+            self._outbox.append(_Appended(None, 0, 0, records, count))
+            self._outbox_records += count
+        if write_all(records, self.batch_size):
+            raise OSError("audit records neither on disk nor in the database")
+        self.written += count
+
+    # --- the watchdog thread --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Take over a batch whose append has not returned within ``disk_timeout``: commit
+        it to the database, answer its futures, and start a new writer thread that commits
+        to the database until the disk answers again."""
+        database_wait_limit(self.db_timeout)
+        try:
+            while not self._stopping.wait(min(0.1, self.disk_timeout / 4)):
+                with self._lock:
+                    sync = self._syncing
+                    if sync is None or time.monotonic() - sync.started < self.disk_timeout:
+                        continue
+                    sync.taken, self._syncing, self._disk_stalled = True, None, True
+                    count = len(sync.records)
+                    self._outbox.append(_Appended(None, 0, 0, sync.records, count))
+                    self._outbox_records += count
+                log.error(
+                    "the audit log's disk has not answered for %.1f s; committing records to "
+                    "the database until it does",
+                    self.disk_timeout,
+                )
+                error = None
+                if write_all(sync.records, self.batch_size):
+                    error = OSError("audit records neither on disk nor in the database")
+                    log.error("%d audit records could not be made durable", count)
+                else:
+                    self.written += count
+                self.handled += count  # the stalled thread counts nothing more
+                _answer(sync.futures, error)
+                self._thread = threading.Thread(
+                    target=self._run, name="odock-audit-writer", daemon=True
+                )
+                self._thread.start()
+        finally:
+            connection.close()
 
     def _write_or_retry(self, records: list[dict[str, Any]]) -> None:
         """Without a spool directory (benchmarks): hold the batch and retry with back-off."""

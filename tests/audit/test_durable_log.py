@@ -8,6 +8,7 @@ Counted from the client's side: every request that got a response is stored exac
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -21,7 +22,7 @@ from django.db import connection
 
 from apps.audit.chain import chain_verify
 from apps.audit.models import RequestLog
-from apps.audit.segment_log import frame, parse_frames, read_segment
+from apps.audit.segment_log import SegmentLog, frame, parse_frames, read_segment
 from apps.audit.writer import RequestLogWriter
 from tests import conftest
 from tests.factories import key_create, model_create, project_create, provider_create
@@ -197,3 +198,64 @@ def test_segments_rotate_and_shipped_ones_are_removed(transactional_db, tmp_path
         writer.stop()
     assert not list(spool.iterdir())  # a clean shutdown: shipped, sealed, nothing to adopt
     assert chain_verify().ok
+
+
+class StallingLog(SegmentLog):
+    """A disk that stalls: with ``stall_next`` set, the next append hangs until
+    ``release`` (as an ``fdatasync`` on a dying or saturated disk does), then completes.
+    The fault is injected at the disk, the writer around it is the real one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.stall_next = False
+
+    def append(self, data: bytes) -> tuple[int, int, int]:
+        if self.stall_next:
+            self.stall_next = False
+            self.release.wait(30)
+        return super().append(data)
+
+
+def test_a_stalled_disk_holds_one_batch_then_none_and_the_log_resumes(transactional_db, tmp_path):
+    spool = tmp_path / "spool"
+    writer = RequestLogWriter(spool_dir=spool, flush_seconds=0.01, disk_timeout=1.0)
+    disk = writer._log = StallingLog(spool, writer.chains.writer_id)
+    writer.start()
+
+    async def durable(i: int) -> float:
+        future = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+        writer.submit(_record(f"s-{i}"), future)
+        await asyncio.wait_for(future, 15)  # raises if it was not made durable
+        return time.monotonic() - started
+
+    async def scenario() -> tuple[float, list[float]]:
+        disk.stall_next = True
+        stalled = await durable(0)  # the watchdog commits it to the database instead
+        meanwhile = [await durable(i) for i in range(1, 6)]  # straight to the database
+        disk.release.set()  # the disk answers again
+        for _ in range(100):
+            if not writer._disk_stalled:
+                break
+            await asyncio.sleep(0.05)
+        for i in range(6, 9):
+            await durable(i)  # back on the segment log
+        return stalled, meanwhile
+
+    try:
+        stalled, meanwhile = asyncio.run(scenario())
+        # Behaviour, not speed: the stalled batch waited for the watchdog, none after it
+        # waited for the disk.
+        assert stalled >= 1.0 and max(meanwhile) < 1.0, (stalled, meanwhile)
+        on_disk = {r["request_id"] for p in spool.glob("*.seg") for r in read_segment(p)}
+        assert {"s-6", "s-7", "s-8", "s-0"} <= on_disk  # s-0: its append did complete
+        assert not on_disk & {f"s-{i}" for i in range(1, 6)}
+        assert writer.flush(10)
+        stored = list(RequestLog.objects.values_list("request_id", flat=True))
+        assert sorted(stored) == sorted(f"s-{i}" for i in range(9))  # each once
+    finally:
+        disk.release.set()
+        writer.stop()
+    report = chain_verify()
+    assert report.ok and report.unsealed == 0, report.summary()
