@@ -261,7 +261,7 @@ class RequestLogWriter:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="odock-audit-writer", daemon=True)
         self._thread.start()
-        self._keeper = threading.Thread(target=self._keep, name="odock-audit-keeper", daemon=True)
+        self._keeper = threading.Thread(target=self._keep, name="odock-audit-shipper", daemon=True)
         self._keeper.start()
         if self._log is not None:
             self._watchdog = threading.Thread(
