@@ -59,6 +59,10 @@ class Target:
     key: str
     model: str
     prompt_bytes: int = 0
+    #: The gateway's process id when this script started it (``bench/cpu.py`` reads its CPU time).
+    pid: int | None = None
+    #: Extra request headers (a peer gateway's routing headers, ``bench/peers.py``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 #: Opens a gateway that routes ``Target.model`` to the given upstream base URL.
@@ -143,6 +147,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
                 "--lifespan",
                 "on",
                 "--no-access-log",
+                *(["--workers", str(args.workers)] if getattr(args, "workers", 1) > 1 else []),
                 "--log-level",
                 "warning",
             ],
@@ -151,7 +156,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
         )
         try:
             _wait_for_port(port, proc, 30)
-            yield Target("gateway", f"http://127.0.0.1:{port}/v1", key, args.model)
+            yield Target("gateway", f"http://127.0.0.1:{port}/v1", key, args.model, pid=proc.pid)
         finally:
             proc.terminate()
             proc.wait(15)
@@ -258,7 +263,11 @@ def wrk_script(target: Target, mode: str) -> str:
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = {_lua_string("Bearer " + target.key)}\n'
-        f"wrk.body = {_lua_string(body)}\n"
+        + "".join(
+            f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}\n"
+            for name, value in target.headers
+        )
+        + f"wrk.body = {_lua_string(body)}\n"
     )
 
 
@@ -289,7 +298,7 @@ def run_wrk(
     completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
         command, capture_output=True, text=True, check=False
     )
-    if completed.returncode != 0:
+    if completed.returncode != 0 or str(script) in completed.stderr:  # a Lua error: rc 0
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
     return parse_wrk_output(completed.stdout)
 
@@ -376,7 +385,11 @@ def preflight(target: Target, mode: str) -> None:
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's target
         f"{target.base_url}{endpoint_path(mode)}",
         data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {target.key}",
+            **dict(target.headers),
+        },
         method="POST",
     )
     try:
@@ -660,6 +673,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gateway-port", type=int, default=8765)
     parser.add_argument("--database-url", default="", help="with --start-gateway")
     parser.add_argument("--redis-url", default="", help="with --start-gateway")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --start-gateway: uvicorn worker processes (more than one needs "
+        "--database-url and --redis-url: the embedded stores are per process)",
+    )
     return parser
 
 

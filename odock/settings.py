@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "apps.portal",
     "apps.scim",
     "apps.sso",
+    "apps.onboarding",
 ]
 
 MIDDLEWARE = [
@@ -206,6 +207,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_TIMEZONE = "UTC"
+# The periodic jobs (odock/celery.py's beat schedule) run inside the gateway process when
+# no beat runs them: on by default exactly in the embedded mode (no REDIS_URL, so no
+# worker); the roll-ups then run every ODOCK_SCHEDULER_SECONDS (apps/core/scheduler.py).
+ODOCK_SCHEDULER = env_bool("ODOCK_SCHEDULER", not REDIS_URL)
+ODOCK_SCHEDULER_SECONDS = float(os.environ.get("ODOCK_SCHEDULER_SECONDS", "30"))
+if ODOCK_SCHEDULER_SECONDS <= 0:
+    raise ValueError("ODOCK_SCHEDULER_SECONDS must be positive")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -2,15 +2,20 @@ from django.contrib import admin
 from django.urls import include, path
 
 from apps.api.api import api
+from odock.admin_site import odock_site_install, sections_page
 
-admin.site.site_header = "Odock administration"
-admin.site.site_title = "Odock"
-admin.site.index_title = "Governance"
-# The admin index links the dashboard (apps/dashboard: charts and the live feed).
-admin.site.index_template = "dashboard/admin_index.html"
+# The admin's landing page is the dashboard, its navigation follows the hierarchy and
+# "View site" opens the dashboard (odock/admin_site.py).
+odock_site_install(admin.site)
 
 urlpatterns = [
     path("admin/dashboard/", include("apps.dashboard.urls")),
+    path("admin/onboarding/", include("apps.onboarding.urls")),
+    path(
+        "admin/sections/",
+        admin.site.admin_view(lambda request: sections_page(admin.site, request)),
+        name="admin-sections",
+    ),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("portal/", include("apps.portal.urls")),

@@ -1,6 +1,9 @@
 """Precision and recall of the guardrail detectors over the labelled corpus.
 
-Every line of ``apps/guardrails/corpus/*.jsonl`` is ``{"text": ..., "labels": [...]}``: the
+Two corpora, same line format: (a) ``apps/guardrails/corpus/`` (*tuning*: written while the
+detectors were tuned, so it flatters them) and (b) ``apps/guardrails/heldout/`` (*held-out*:
+generated from third-party sources by ``scripts/build_heldout.py``, frozen, never tuned on;
+its lines also carry a ``"source"``). Every line is ``{"text": ..., "labels": [...]}``: the
 detector names that should fire on the text (an empty list: none should). Every detector runs
 on every line (all built-in detectors plus the corpus's custom rules, :data:`CORPUS_CONFIG`), so
 a phone detector firing on an IBAN example counts against the phone detector.
@@ -12,7 +15,7 @@ label counts as a hit).
 
 Usage::
 
-    .venv/bin/python scripts/guardrail_eval.py [--misses] [--json]
+    .venv/bin/python scripts/guardrail_eval.py [--corpus tuning|heldout|both] [--misses] [--json]
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from apps.guardrails.detectors import all_detectors_config, build_detectors, scan_all  # noqa: E402
 
 CORPUS_DIR = ROOT / "apps" / "guardrails" / "corpus"
+HELDOUT_DIR = ROOT / "apps" / "guardrails" / "heldout"
+CORPORA = {"tuning": CORPUS_DIR, "heldout": HELDOUT_DIR}
 # The custom rules that the corpus's custom.jsonl is labelled against.
 CORPUS_CUSTOM_RULES = [
     {"name": "project_codes", "regex": r"\bPRJ-\d{4}\b"},
@@ -63,15 +68,16 @@ class Score:
 
 
 def load_corpus(directory: Path = CORPUS_DIR) -> list[tuple[str, set[str], str]]:
-    """(text, labels, source file) for every line of every corpus file."""
+    """(text, labels, source file) for every line of every corpus file (an optional
+    ``"source"`` key says where a held-out line came from)."""
     rows = []
     for path in sorted(directory.glob("*.jsonl")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             item = json.loads(line)
-            if set(item) != {"text", "labels"}:
-                raise ValueError(f"{path.name}:{n}: expected keys text and labels")
+            if not {"text", "labels"} <= set(item) <= {"text", "labels", "source"}:
+                raise ValueError(f"{path.name}:{n}: expected keys text, labels (and source)")
             rows.append((item["text"], set(item["labels"]), f"{path.name}:{n}"))
     return rows
 
@@ -109,19 +115,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--misses", action="store_true", help="list false negatives/positives")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--corpus",
+        choices=("tuning", "heldout", "both"),
+        default="tuning",
+        help="which labelled corpus to score (default: tuning)",
+    )
     args = parser.parse_args(argv)
 
-    rows = load_corpus()
-    scores = evaluate(rows)
+    names = ("tuning", "heldout") if args.corpus == "both" else (args.corpus,)
+    results = {}
+    for corpus in names:
+        rows = load_corpus(CORPORA[corpus])
+        results[corpus] = (rows, evaluate(rows))
     if args.json:
         out = {
-            name: {"precision": s.precision, "recall": s.recall, "tp": s.tp, "fp": s.fp, "fn": s.fn}
-            for name, s in sorted(scores.items())
+            corpus: {
+                name: {
+                    "precision": s.precision,
+                    "recall": s.recall,
+                    "tp": s.tp,
+                    "fp": s.fp,
+                    "fn": s.fn,
+                }
+                for name, s in sorted(scores.items())
+            }
+            for corpus, (_, scores) in results.items()
         }
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out if args.corpus == "both" else out[args.corpus], indent=2))
         return 0
+    for corpus, (rows, scores) in results.items():
+        _print_table(corpus, rows, scores, misses=args.misses)
+    return 0
+
+
+def _print_table(
+    corpus: str, rows: list[tuple[str, set[str], str]], scores: dict[str, Score], *, misses: bool
+) -> None:
     negatives = sum(1 for _, labels, _ in rows if not labels)
-    print(f"corpus: {len(rows)} texts ({negatives} with no label) from {CORPUS_DIR}")
+    where = CORPORA[corpus].relative_to(ROOT)
+    print(f"{corpus} corpus: {len(rows)} texts ({negatives} with no label) from {where}")
     header = ("detector", "support", "tp", "fp", "fn", "precision", "recall")
     print("{:<30} {:>7} {:>4} {:>4} {:>4} {:>9} {:>7}".format(*header))
     for name, s in sorted(scores.items()):
@@ -129,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<30} {s.support:>7} {s.tp:>4} {s.fp:>4} {s.fn:>4}"
             f" {s.precision:>9.3f} {s.recall:>7.3f}"
         )
-    if args.misses:
+    if misses:
         for name, s in sorted(scores.items()):
             for line in s.misses:
                 print(f"MISS  {name}: {line}")
             for line in s.false_alarms:
                 print(f"FALSE {name}: {line}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -241,6 +241,9 @@ def gateway_processes(transactional_db, tmp_path):
             "ODOCK_AUDIT_SPOOL_DIR": str(tmp_path / "audit-spool"),
             "ODOCK_SNAPSHOT_FILE": str(tmp_path / "policy-snapshot"),
             "CELERY_TASK_ALWAYS_EAGER": "true",
+            # No in-process roll-ups behind a test's back (tests/core/test_scheduler.py
+            # turns them on where that is the point).
+            "ODOCK_SCHEDULER": "false",
             **extra_env,
         }
         procs = [GatewayProcess(env) for _ in range(count)]

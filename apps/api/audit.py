@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
@@ -25,6 +24,7 @@ from apps.api.schemas import (
     QueryBool,
     Unset,
     ValidationErrorOut,
+    money_exact,
     query_bool,
     refuse_undocumented_query,
 )
@@ -193,7 +193,7 @@ class AuditRecordOut(Schema):
     @field_validator("cost_usd", mode="before")
     @classmethod
     def _decimal_as_string(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, Decimal) else value
+        return money_exact(value)
 
     @field_validator("created_at", mode="before")
     @classmethod

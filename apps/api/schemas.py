@@ -1,6 +1,8 @@
 """Request and response shapes of the management API (the edge: ninja / pydantic only here).
 
-Money is a string holding a Decimal, never a JSON number: floats lose cents.
+Money is a string holding a Decimal, never a JSON number: floats lose cents. It is the
+exact figure without trailing-zero noise (``money_exact``: ``0.00000495``, ``5``), the
+same text the exports and ``GET /v1/me`` give.
 
 The OpenAPI schema is the contract, checked by schemathesis in CI
 (``tests/api/test_schemathesis.py``): every value the schema allows is accepted, and every
@@ -34,9 +36,23 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from apps.core.money import usd_exact
 from apps.keys.models import VirtualKey
 
 SLUG = r"^[-a-zA-Z0-9_]+$"
+
+
+def money_exact(value: Any) -> Any:
+    """An amount (Decimal, or its text from a selector) as the API's exact money text;
+    anything else is left to the field's own validation."""
+    if isinstance(value, Decimal | int | str) and not isinstance(value, bool):
+        try:
+            return usd_exact(value)
+        except (ArithmeticError, ValueError):
+            return value
+    return value
+
+
 MAX_GRACE_SECONDS = 30 * 86_400
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
@@ -296,6 +312,11 @@ class PolicyBudgetOut(Schema):
     rule_id: int
     binding: bool
 
+    @field_validator("limit_usd", "spent_usd", "remaining_usd", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Any:
+        return money_exact(value)
+
 
 class PolicyOut(Schema):
     key: str
@@ -325,7 +346,12 @@ class SpendOut(Schema):
     percent: str | None = Field(description="spent / limit × 100; null for a zero limit")
     hard: bool
 
-    @field_validator("limit_usd", "spent_usd", "remaining_usd", "percent", mode="before")
+    @field_validator("limit_usd", "spent_usd", "remaining_usd", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Any:
+        return money_exact(value)
+
+    @field_validator("percent", mode="before")
     @classmethod
     def _decimal_as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Decimal) else value

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.audit.models import RequestLog
+from apps.guardrails.detectors import kind_prefix, rule_and_kind
 from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
 from apps.keys.secrets import KEY_PREFIX
@@ -304,15 +305,35 @@ def _resolve(filters: AuditFilter, scope_org_ids: list[int] | None) -> _Resolved
     return _Resolved(org_ids, team_ids, project_ids, key_ids)
 
 
-def finding_q(detector: str) -> Q:
+def _finding_name_q(name: str) -> Q:
     """``finding_types`` holds sorted detector names joined by commas: match a whole name,
     so ``pii`` does not match ``pii_email``."""
     return (
-        Q(finding_types=detector)
-        | Q(finding_types__startswith=f"{detector},")
-        | Q(finding_types__endswith=f",{detector}")
-        | Q(finding_types__contains=f",{detector},")
+        Q(finding_types=name)
+        | Q(finding_types__startswith=f"{name},")
+        | Q(finding_types__endswith=f",{name}")
+        | Q(finding_types__contains=f",{name},")
     )
+
+
+def finding_q(detector: str) -> Q:
+    """Records with a finding of the rule ``detector`` (``secrets``), or of one sub-kind
+    (``secrets:aws_access_key``, or the old spelling ``secret.aws_access_key``). Findings are
+    recorded under the rule's name with the sub-kind beside it; records written before that
+    named the finding ``secret.<kind>``, and the rule's name still finds them."""
+    rule, kind = rule_and_kind(detector)
+    if kind is None and ":" in detector:
+        rule, kind = detector.split(":", 1)
+    prefix = kind_prefix(rule)
+    if kind is None:
+        q = _finding_name_q(rule)
+        if prefix is not None:  # old records: "secret.aws_access_key,email"
+            q |= Q(finding_types__startswith=prefix) | Q(finding_types__contains=f",{prefix}")
+        return q
+    q = _finding_name_q(rule) & Q(findings__contains=[{"detector": rule, "kind": kind}])
+    if prefix is not None:
+        q |= _finding_name_q(f"{prefix}{kind}")
+    return q
 
 
 def status_q(status: str) -> Q:

@@ -12,6 +12,7 @@ from django.db.models import Case, Count, F, Q, QuerySet, Sum, When
 
 from apps.audit.models import RequestLog
 from apps.compliance.models import ConfigChange, EvidencePack
+from apps.guardrails.detectors import rule_and_kind
 from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
 
@@ -172,7 +173,8 @@ def period_evidence(organization_id: int, start: date, end: date) -> PeriodEvide
         .order_by()
         .values_list("finding_types", "n")
     ):
-        for name in {t.strip() for t in types.split(",") if t.strip()}:
+        # Old records name "secret.<kind>", new ones the rule ("secrets"): one row per rule.
+        for name in {rule_and_kind(t.strip())[0] for t in types.split(",") if t.strip()}:
             by_type[name] = by_type.get(name, 0) + n
     evidence.findings = sorted(by_type.items(), key=lambda item: (-item[1], item[0]))
     return evidence

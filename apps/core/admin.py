@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -12,12 +13,48 @@ from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 
 from apps.core.fields import EncryptedTextField
 from apps.core.forms import WriteOnlySecretField, WriteOnlySecretsModelForm
+from apps.core.money import usd_display
 from apps.core.secrets import encrypted_fields, secret_status
 from apps.core.services import Saved, model_save
+
+# --- numbers for people (list and detail pages) ---------------------------------------
+
+
+def ms_text(value: float | None) -> str:
+    """A duration in milliseconds as people read it: ``8.6`` below 10 ms, then whole
+    milliseconds with thousands separators (``1,234``); ``—`` when not measured."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def number_text(value: Decimal | int | None) -> str:
+    """A limit as typed: ``100``, ``0.5``, never ``100.000000``; ``—`` when unset."""
+    if value is None:
+        return "—"
+    text = f"{Decimal(value).normalize():f}"
+    return text
+
+
+def usd_text(value: Decimal | str | None) -> str:
+    """Money for people, the one rule of ``apps.core.money.usd_display`` (``$100.00``,
+    ``$0.00000495``); a dash for no value."""
+    if value is None:
+        return "—"
+    return usd_display(value)
+
+
+def ellipsis(text: str, title: str | None = None) -> SafeString:
+    """A long identifier cut to fit a list column; the whole value in its tooltip."""
+    return format_html('<span class="odock-ellipsis" title="{}">{}</span>', title or text, text)
 
 
 def status_name(name: str) -> str:
@@ -153,6 +190,9 @@ class ServiceSaveAdminMixin:
         return model_save(instance=stored or obj, data=data)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        early = getattr(request, "_odock_early_save", None)
+        if early is not None and early[1] is obj and obj.pk is not None:
+            return  # an add page saved it already, before its rule inlines (LevelRulesMixin)
         stored = type(obj)._default_manager.get(pk=obj.pk) if change else None
         saved = self.save_service(stored=stored, obj=obj, data=form_values(obj, form))
         instance_adopt(obj, saved.instance)

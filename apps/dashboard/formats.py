@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-MICRO = Decimal("0.000001")
+from apps.core.money import usd_exact
 
 
 def money(value: Decimal | int | str | None) -> str:
-    """USD as text at micro-USD precision: exact as far as a chart can show, no float."""
-    return str(Decimal(value or 0).quantize(MICRO))
+    """USD as exact text (``apps.core.money.usd_exact``), no float: the page formats it
+    for people by the same rules as every other page (``static/dashboard/dashboard.js``)."""
+    return usd_exact(value)

@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.audit.models import RequestLog
 from apps.dashboard.formats import money
 from apps.dashboard.live import feed_item
+from apps.guardrails.detectors import rule_and_kind
 from apps.identity.areas import budget_q
 from apps.identity.scope import Area
 from apps.keys.models import VirtualKey
@@ -39,7 +40,7 @@ from apps.policies.rollup import Window, period_window
 from apps.policies.spend import budget_filter
 from apps.reports.histogram import histogram_empty, histogram_merge, histogram_percentile
 from apps.reports.models import UsageRollup
-from apps.reports.rollup import rollup_freshness
+from apps.reports.rollup import partial_from, rollup_freshness
 from apps.reports.selectors import budgets_in_scope
 from apps.tenancy.models import Organization, Team
 
@@ -154,6 +155,9 @@ def overview(scope: DashboardScope) -> dict[str, Any]:
     )
     requests = row["requests"] or 0
     rolled = rollup_freshness()
+    partial = partial_from(rolled)
+    if partial is not None and not scope.start <= partial < scope.end:
+        partial = None
     return {
         "range": scope.range,
         "start": scope.start.isoformat(),
@@ -167,6 +171,8 @@ def overview(scope: DashboardScope) -> dict[str, Any]:
         "output_tokens": row["output_tokens"] or 0,
         "total_usd": money(row["cost"]),
         "rolled_up_at": rolled.isoformat() if rolled else None,
+        # The hour the roll-ups hold up to their last run only (the page marks it).
+        "partial_from": partial.isoformat() if partial else None,
     }
 
 
@@ -425,9 +431,10 @@ def findings_by_type(scope: DashboardScope, scan_limit: int = FINDINGS_SCAN_LIMI
     scanned = 0
     for row in groups:
         scanned += row["n"]
-        for name in (row["finding_types"] or "").split(","):
-            if name.strip():
-                counts[name.strip()] += row["n"]
+        # One count per rule and request: old records name "secret.<kind>", new ones the rule.
+        names = {rule_and_kind(n.strip())[0] for n in (row["finding_types"] or "").split(",")}
+        for name in names - {""}:
+            counts[name] += row["n"]
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return {
         "source": "request_log",

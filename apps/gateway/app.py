@@ -351,21 +351,27 @@ class GatewayApp:
         if not self._started:
             return
         self._started = False
-        if self._routing_task is not None:
-            self._routing_task.cancel()
-        if self._sweep_task is not None:
-            self._sweep_task.cancel()
-        await self.snapshots.stop()
-        await self.pool.close()
-        await self.state_store.close()
-        close_store = getattr(self.response_store, "close", None)
-        if close_store is not None:
-            close_store()
-        if self.breaker_state is not None:
-            await self.breaker_state.close()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.recorder.stop)
-        await loop.run_in_executor(None, self.alerts.stop)
+        try:
+            if self._routing_task is not None:
+                self._routing_task.cancel()
+            if self._sweep_task is not None:
+                self._sweep_task.cancel()
+            await self.snapshots.stop()
+            await self.pool.close()
+            await self.state_store.close()
+            close_store = getattr(self.response_store, "close", None)
+            if close_store is not None:
+                close_store()
+            if self.breaker_state is not None:
+                await self.breaker_state.close()
+        finally:
+            # Whatever failed above, the audit writer drains its queue and seals its chains
+            # (records already answered must not be lost on a stop), then the alerts thread.
+            try:
+                await loop.run_in_executor(None, self.recorder.stop)
+            finally:
+                await loop.run_in_executor(None, self.alerts.stop)
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:

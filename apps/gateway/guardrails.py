@@ -47,7 +47,15 @@ import orjson
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.anthropic.spec import MESSAGES_FORMAT
-from apps.guardrails.detectors import Finding, build_detectors, redact, restore, scan_all
+from apps.guardrails.detectors import (
+    Finding,
+    blocked_label,
+    build_detectors,
+    note_finding,
+    redact,
+    restore,
+    scan_all,
+)
 from apps.guardrails.plugins import GuardrailPlugin, PluginRequest
 from apps.guardrails.policy import EffectiveRule
 
@@ -72,12 +80,20 @@ class GuardSet:
 
 def _detector_config(rule: EffectiveRule) -> dict[str, Any]:
     settings = rule.settings_dict()
+    if rule.detector == "phone":
+        options = {k: settings[k] for k in ("regions", "leniency") if k in settings}
+        return {"pii": [{"name": "phone", **options}]}
     if rule.detector in PII:
         return {"pii": [rule.detector]}
     if rule.detector == "secrets":
         return {"secrets": True}
     if rule.detector == "prompt_injection":
-        return {"prompt_injection": {"threshold": settings.get("threshold", 0.7)}}
+        return {
+            "prompt_injection": {
+                "threshold": settings.get("threshold", 0.7),
+                "method": settings.get("method", "combined"),
+            }
+        }
     return {
         "custom": [
             {
@@ -131,22 +147,16 @@ def guardset_compile(rules: Sequence[EffectiveRule]) -> GuardSet | None:
 
 
 def _note(ctx: RequestContext, detector: str, action: str, stage: str) -> None:
-    for finding in ctx.findings:
-        if (finding["detector"], finding["action"], finding["stage"]) == (
-            detector,
-            action,
-            stage,
-        ):
-            finding["count"] = finding.get("count", 1) + 1
-            return
-    ctx.findings.append({"detector": detector, "action": action, "stage": stage, "count": 1})
+    """Recorded under the rule's detector name, the sub-kind beside it (``secrets`` /
+    ``aws_access_key``), so filtering the audit log by the rule finds what it flagged."""
+    note_finding(ctx.findings, detector, action, stage)
 
 
 def _blocked(detector: str, stage: str, param: str | None = None) -> GatewayError:
     where = "request" if stage == "input" else "answer"
     return GatewayError(
         400,
-        f"The {where} was blocked by the guardrail '{detector}'.",
+        f"The {where} was blocked by the guardrail {blocked_label(detector)}.",
         code="guardrail_blocked",
         param=param,
     )

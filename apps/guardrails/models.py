@@ -14,6 +14,7 @@ import re
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from apps.guardrails.detectors.pii import phone_leniency_ok, phone_regions_ok
 from apps.policies.models import ScopedRule, _exactly_one_level
 
 
@@ -124,10 +125,23 @@ class GuardrailRule(ScopedRule):
                 )
             if self.action != Action.BLOCK or self.stage != Stage.INPUT:
                 raise ValidationError("Input limits block, on the prompt.")
+        if self.detector == Detector.PHONE:
+            extra = set(settings) - {"regions", "leniency"}
+            if extra:
+                raise ValidationError({"settings": f"Unknown phone settings {sorted(extra)}."})
+            try:
+                if "regions" in settings:
+                    phone_regions_ok(settings["regions"])
+                if "leniency" in settings:
+                    phone_leniency_ok(settings["leniency"])
+            except ValueError as exc:
+                raise ValidationError({"settings": str(exc)}) from exc
         if self.detector == Detector.PROMPT_INJECTION:
             threshold = settings.get("threshold", 0.7)
             if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
                 raise ValidationError({"settings": "threshold: a number in (0, 1]."})
+            if settings.get("method", "combined") not in ("combined", "rules", "model"):
+                raise ValidationError({"settings": "method: combined, rules or model."})
             if self.action == Action.REDACT:
                 raise ValidationError({"action": "Prompt injection can be blocked or flagged."})
         if self.restore_in_response and self.action != Action.REDACT:

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from apps.gateway.context import RequestContext
-from apps.guardrails.detectors import redact, scan_all
+from apps.guardrails.detectors import note_finding, redact, scan_all
 
 MAX_DEPTH = 32
 
@@ -32,11 +32,8 @@ class ValueBlocked(Exception):
 
 
 def note(ctx: RequestContext, detector: str, action: str, stage: str) -> None:
-    for finding in ctx.findings:
-        if (finding["detector"], finding["action"], finding["stage"]) == (detector, action, stage):
-            finding["count"] = finding.get("count", 1) + 1
-            return
-    ctx.findings.append({"detector": detector, "action": action, "stage": stage, "count": 1})
+    """As the gateway records them: the rule's detector name, the sub-kind beside it."""
+    note_finding(ctx.findings, detector, action, stage)
 
 
 def _scan_text(

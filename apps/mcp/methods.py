@@ -25,6 +25,7 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from apps.gateway.context import McpAttempt, Outcome, RequestContext, StageName
+from apps.guardrails.detectors import blocked_label, rule_and_kind
 from apps.mcp import metering
 from apps.mcp.call import McpCall, ToolCall
 from apps.mcp.errors import (
@@ -372,10 +373,10 @@ class McpMethods:
             ctx.decide(StageName.INSPECT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
-                f"The arguments were blocked by the guardrail '{blocked.detector}'.",
+                f"The arguments were blocked by the guardrail {blocked_label(blocked.detector)}.",
                 status=400,
                 code="guardrail_blocked",
-                data={"detector": blocked.detector, "param": blocked.path},
+                data={"detector": rule_and_kind(blocked.detector)[0], "param": blocked.path},
             ) from None
         acted = sorted({f["action"] for f in ctx.findings if f["stage"] == "input"})
         ctx.decide(StageName.INSPECT, Outcome.ALLOW, ", ".join(acted) if acted else "nothing found")
@@ -394,10 +395,10 @@ class McpMethods:
             ctx.decide(StageName.INSPECT_OUTPUT, Outcome.DENY, "blocked by a guardrail")
             raise McpFailure(
                 GUARDRAIL_BLOCKED,
-                f"The result was blocked by the guardrail '{blocked.detector}'.",
+                f"The result was blocked by the guardrail {blocked_label(blocked.detector)}.",
                 status=400,
                 code="guardrail_blocked",
-                data={"detector": blocked.detector},
+                data={"detector": rule_and_kind(blocked.detector)[0]},
             ) from None
 
     # --- resources --------------------------------------------------------------------------

@@ -12,15 +12,17 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import InlineModelAdmin
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
+from django.forms.formsets import INITIAL_FORM_COUNT, TOTAL_FORM_COUNT
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.audit.models import ContentCapture
-from apps.core.admin import ServiceSaveAdminMixin
+from apps.core.admin import ServiceSaveAdminMixin, usd_text
+from apps.core.money import usd_display
 from apps.gateway.governance import period_bounds
 from apps.guardrails.models import GuardrailRule
 from apps.identity.admin_scope import RULE_PATHS, ScopedAdminMixin, ScopedInlineMixin, level_paths
@@ -53,9 +55,9 @@ LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 
 
 def usd(value: Decimal | str) -> str:
-    """Money for people: at most 6 decimals (finer than anyone reads a bill), at least 2."""
-    amount = Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount:f}"
+    """Money for people, by the one rule every page follows (``apps.core.money``); the
+    pages write "USD" after it."""
+    return usd_display(value, symbol=False)
 
 
 def percent_used(spent: Decimal | str, limit: Decimal | str) -> Decimal | None:
@@ -135,6 +137,84 @@ def budget_usage_table(usages: list[BudgetUsage]) -> SafeString:
 
 
 # --- Forms ----------------------------------------------------------------------------
+
+
+class PlainDecimalField(forms.DecimalField):
+    """A decimal input that shows ``100`` rather than ``100.000000`` (the column's scale)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return f"{value.normalize():f}"
+        return super().prepare_value(value)
+
+
+class ThresholdsField(forms.CharField):
+    """Alert thresholds as people type them, ``50, 80, 100`` (percentages of the limit),
+    stored as the sorted list of whole numbers the compiler and ``odock_apply`` read."""
+
+    default_error_messages = {
+        "invalid": "Enter whole percentages separated by commas, e.g. 50, 80, 100.",
+        "not_positive": "Each threshold must be a whole percentage above 0 (got %(value)s).",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("encoder", None)  # what JSONField.formfield passes on
+        kwargs.pop("decoder", None)
+        kwargs.pop("max_length", None)
+        kwargs.setdefault(
+            "help_text", "Percentages of the limit that send an alert, e.g. 50, 80, 100."
+        )
+        super().__init__(**kwargs)
+        self.widget.attrs.setdefault("placeholder", "50, 80, 100")
+        self.widget.attrs.setdefault("size", "14")
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value)
+        if isinstance(value, str) and value.startswith("["):  # a JSON list, re-shown
+            return value.strip("[]").replace(",", ", ").replace("  ", " ")
+        return "" if value is None else str(value)
+
+    def to_python(self, value: Any) -> list[int]:  # type: ignore[override]
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        text = (value or "").strip().strip("[]")
+        if not text:
+            return []
+        numbers = set()
+        for part in text.replace(";", ",").replace(" ", ",").split(","):
+            part = part.strip().rstrip("%")
+            if not part:
+                continue
+            try:
+                number = int(part)
+            except ValueError:
+                raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+            if number <= 0:
+                raise ValidationError(
+                    self.error_messages["not_positive"], code="not_positive", params={"value": part}
+                )
+            numbers.add(number)
+        return sorted(numbers)
+
+    def validate(self, value: Any) -> None:
+        if self.required and not value:
+            raise ValidationError(self.error_messages["required"], code="required")
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            return self.to_python(initial or []) != self.to_python(data)
+        except ValidationError:
+            return True
+
+
+class BudgetForm(forms.ModelForm):
+    """A budget's limit shown as typed and its alert thresholds as a list of numbers."""
+
+    class Meta:
+        model = Budget
+        fields = (*USER_LEVELS, "model", "limit_usd", "period", "hard", "alert_thresholds")
+        field_classes = {"limit_usd": PlainDecimalField, "alert_thresholds": ThresholdsField}
 
 
 class RateLimitForm(forms.ModelForm):
@@ -224,6 +304,7 @@ class ModelAliasForm(OncePerLevelForm):
 
 
 RULE_FORMS: dict[type[ScopedRule], type[forms.ModelForm]] = {
+    Budget: BudgetForm,
     RateLimit: RateLimitForm,
     ModelAccess: ModelAccessForm,
     ModelAlias: ModelAliasForm,
@@ -239,6 +320,18 @@ ONCE_PER_LEVEL: dict[type[ScopedRule], str] = {ModelAccess: "model", ModelAlias:
 class RuleInlineFormSet(BaseInlineFormSet):
     """Rules relate to their level with ``related_name="+"``, which leaves Django no prefix
     to derive; name the formset after the rule model so the POST keys stay readable."""
+
+    def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(data, *args, **kwargs)
+        total = self.add_prefix(TOTAL_FORM_COUNT)
+        if self.is_bound and self.instance.pk is None and total not in self.data:
+            # An add page posted without this inline's section (a script, an older form):
+            # no rules to add, rather than a "management form missing" refusal. A change
+            # page keeps Django's check (rows it lists must come back).
+            data = self.data.copy()
+            data[total] = "0"
+            data[self.add_prefix(INITIAL_FORM_COUNT)] = "0"
+            self.data = data
 
     @classmethod
     def get_default_prefix(cls) -> str:
@@ -266,6 +359,11 @@ class RuleInline(ScopedInlineMixin, admin.TabularInline):
     extra = 0
     autocomplete_fields = ("model",)
 
+    def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
+        # A new level's page opens with one empty budget row, ready to fill (left empty,
+        # it adds nothing).
+        return 1 if obj is None and self.model is Budget else self.extra
+
 
 def _has_model_field(rule_model: type[ScopedRule]) -> bool:
     return any(f.name == "model" for f in rule_model._meta.get_fields())
@@ -274,8 +372,8 @@ def _has_model_field(rule_model: type[ScopedRule]) -> bool:
 def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
     """Budget, RateLimit and ModelAccess inlines bound to one level (the other levels hidden).
 
-    Level admins show them on change pages only: on an add page the parent has no pk yet,
-    so the rules' "exactly one level" check could not pass.
+    Level admins show them on change pages, and the budget and rate limit ones on add
+    pages too (:class:`LevelRulesMixin` saves the new level first, in a savepoint).
     """
     return tuple(
         type(
@@ -294,14 +392,69 @@ def rule_inlines_for(level: str) -> tuple[type[RuleInline], ...]:
     )
 
 
+# The rules a level's add page offers (a new team with its budget in one save); the
+# others (routing, guardrails, capture) wait for its change page.
+ADD_PAGE_RULES: tuple[type[ScopedRule], ...] = (Budget, RateLimit)
+EARLY_SAVE = "_odock_early_save"
+
+
+def early_saved(request: HttpRequest, obj: models.Model) -> bool:
+    """Whether ``obj`` is the level an add page already saved for its inlines (see
+    :class:`LevelRulesMixin`): the admin's own ``save_model`` must not save it twice."""
+    early = getattr(request, EARLY_SAVE, None)
+    return early is not None and early[1] is obj
+
+
 class LevelRulesMixin:
-    """For a level's ModelAdmin: appends its ``rule_inlines`` on change pages."""
+    """For a level's ModelAdmin: appends its ``rule_inlines`` on change pages, and its
+    budget and rate limit inlines on the add page too.
+
+    A rule's checks (attached to exactly one level; never looser than a parent's) need the
+    new level's row, which an add page does not have while it validates. So once the
+    level's own form is valid, it is saved inside a savepoint before the inlines are
+    validated; if any inline row is refused, the page rolls the savepoint back and shows
+    the errors (nothing written), else the admin goes on and saves the rules.
+    """
 
     rule_inlines: tuple[type[RuleInline], ...] = ()
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:
         inlines = list(super().get_inlines(request, obj))  # type: ignore[misc]
-        return inlines if obj is None else [*inlines, *self.rule_inlines]
+        if obj is None:
+            return [*inlines, *(i for i in self.rule_inlines if i.model in ADD_PAGE_RULES)]
+        return [*inlines, *self.rule_inlines]
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        obj = super().save_form(request, form, change)  # type: ignore[misc]
+        if change or request.method != "POST":
+            return obj
+        savepoint = transaction.savepoint()
+        self.save_model(request, obj, form, change)  # type: ignore[attr-defined]
+        setattr(request, EARLY_SAVE, (savepoint, obj))
+        return obj
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        early = getattr(request, EARLY_SAVE, None)
+        if add and early is not None:
+            # An inline was refused: undo the level's early save, show the page again.
+            savepoint, saved = early
+            transaction.savepoint_rollback(savepoint)
+            delattr(request, EARLY_SAVE)
+            saved.pk = None
+            saved._state.adding = True
+            if hasattr(request, "_odock_issued_key"):
+                delattr(request, "_odock_issued_key")
+        return super().render_change_form(  # type: ignore[misc]
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
 
 
 # --- Rule admins ----------------------------------------------------------------------
@@ -357,7 +510,8 @@ class PersonLevelRuleAdmin(RuleAdmin):
 
 @admin.register(Budget)
 class BudgetAdmin(PersonLevelRuleAdmin):
-    list_display = ("level", "model", "limit_usd", "period", "hard", "spent", "used")
+    form = BudgetForm
+    list_display = ("level", "model", "limit", "period", "hard", "spent", "used")
     list_filter = (*RuleAdmin.list_filter, "period", "hard")
 
     def _spent(self, obj: Budget) -> Decimal:
@@ -368,9 +522,13 @@ class BudgetAdmin(PersonLevelRuleAdmin):
             obj._odock_spent_usd = budget_spent_usd(obj)  # type: ignore[attr-defined]
         return obj._odock_spent_usd  # type: ignore[attr-defined]
 
+    @admin.display(description="limit", ordering="limit_usd")
+    def limit(self, obj: Budget) -> str:
+        return usd_text(obj.limit_usd)
+
     @admin.display(description="spent (this period)")
     def spent(self, obj: Budget) -> str:
-        return f"{usd(self._spent(obj))} USD"
+        return usd_text(self._spent(obj))
 
     @admin.display(description="% used")
     def used(self, obj: Budget) -> str:
@@ -447,7 +605,7 @@ class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     list_display = (
         "end_user",
         "organization",
-        "limit_usd",
+        "limit",
         "period",
         "hard",
         "rpm",
@@ -459,6 +617,11 @@ class EndUserPolicyAdmin(ServiceSaveAdminMixin, admin.ModelAdmin):
     search_fields = ("end_user", "organization__name")
     search_help_text = "End-user id or pattern, or organisation name."
     list_filter = (("organization", admin.RelatedOnlyFieldListFilter), "period", "hard")
+    formfield_overrides = {models.DecimalField: {"form_class": PlainDecimalField}}
+
+    @admin.display(description="limit", ordering="limit_usd")
+    def limit(self, obj: EndUserPolicy) -> str:
+        return usd_text(obj.limit_usd)
 
 
 # --- Budget alerts (written by apps.policies.alerts, never by hand) -------------------

@@ -166,6 +166,25 @@ def _reserve_prices(name: str, entries: dict[str, ModelEntry]) -> tuple[Decimal,
     return max(m.input_per_mtok for m in chain), max(m.output_per_mtok for m in chain)
 
 
+def deployment_entry(d: Deployment) -> DeploymentEntry:
+    """One deployment (its provider loaded) as the gateway's adapters read it: what the
+    snapshot holds, and what the onboarding's "test this deployment" sends with."""
+    return DeploymentEntry(
+        id=d.pk,
+        provider=d.provider.name,
+        kind=d.provider.kind,
+        api_base=d.provider.api_base.rstrip("/"),
+        api_key=d.provider.api_key or "",
+        upstream_model=d.upstream_model,
+        weight=d.weight,
+        priority=d.priority,
+        role=d.role,
+        tags=tuple(sorted((str(k), str(v)) for k, v in (d.tags or {}).items())),
+        options=tuple(sorted((str(k), str(v)) for k, v in (d.provider.options or {}).items())),
+        typed_options=options_parse(d.provider.kind, d.provider.options),
+    )
+
+
 def _compile_models() -> dict[str, ModelEntry]:
     fallback_names: dict[int, list[str]] = defaultdict(list)
     for model_id, name in ModelFallback.objects.filter(fallback__is_active=True).values_list(
@@ -181,22 +200,7 @@ def _compile_models() -> dict[str, ModelEntry]:
     for m in Model.objects.filter(is_active=True):
         primaries, fallbacks = [], []
         for d in deployments.get(m.pk, []):
-            entry = DeploymentEntry(
-                id=d.pk,
-                provider=d.provider.name,
-                kind=d.provider.kind,
-                api_base=d.provider.api_base.rstrip("/"),
-                api_key=d.provider.api_key or "",
-                upstream_model=d.upstream_model,
-                weight=d.weight,
-                priority=d.priority,
-                role=d.role,
-                tags=tuple(sorted((str(k), str(v)) for k, v in (d.tags or {}).items())),
-                options=tuple(
-                    sorted((str(k), str(v)) for k, v in (d.provider.options or {}).items())
-                ),
-                typed_options=options_parse(d.provider.kind, d.provider.options),
-            )
+            entry = deployment_entry(d)
             (primaries if d.role == DeploymentRole.PRIMARY else fallbacks).append(entry)
         if not primaries and fallbacks:
             primaries, fallbacks = fallbacks, []

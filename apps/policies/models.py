@@ -144,7 +144,10 @@ class Budget(UserScopedRule):
         constraints = [_exactly_one_level("budget_exactly_one_level", USER_LEVELS)]
 
     def __str__(self) -> str:
-        return f"{self.level} {self.limit_usd} USD {self.period}"
+        # ``100``, not the column's ``100.000000`` (admin inline rows print this).
+        limit = self.limit_usd
+        shown = f"{Decimal(limit).normalize():f}" if limit is not None else "?"
+        return f"{self.level} {shown} USD {self.period}"
 
 
 class RateLimit(UserScopedRule):

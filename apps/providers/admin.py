@@ -10,7 +10,12 @@ from django.db.models import Model as DjangoModel
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.core.admin import ServiceSaveAdminMixin, WriteOnlySecretsAdminMixin
+from apps.core.admin import (
+    ServiceSaveAdminMixin,
+    WriteOnlySecretsAdminMixin,
+    ms_text,
+    usd_text,
+)
 from apps.core.forms import WriteOnlySecretsModelForm
 from apps.core.services import Saved
 from apps.identity.admin_scope import ScopedAdminMixin, ScopedInlineMixin
@@ -65,7 +70,7 @@ class ProviderAdmin(
     view_capability = None
     write_capability = None
     form = ProviderForm
-    list_display = ("name", "kind", "api_base", "api_key_set", "is_active", "created_at")
+    list_display = ("name", "kind", "api_base", "api_key_set", "is_active")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "api_base")
     inlines = (ProviderDeploymentInline,)
@@ -99,14 +104,7 @@ class PublicModelAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin
     view_capability = None
     write_capability = None
 
-    list_display = (
-        "name",
-        "input_per_mtok",
-        "output_per_mtok",
-        "routing_strategy",
-        "is_active",
-        "created_at",
-    )
+    list_display = ("name", "input_price", "output_price", "routing_strategy", "is_active")
     list_filter = (
         "is_active",
         "routing_strategy",
@@ -134,6 +132,14 @@ class PublicModelAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin
     )
     inlines = (DeploymentInline, ModelFallbackInline)
 
+    @admin.display(description="input / 1M tokens", ordering="input_per_mtok")
+    def input_price(self, obj: Model) -> str:
+        return usd_text(obj.input_per_mtok)
+
+    @admin.display(description="output / 1M tokens", ordering="output_per_mtok")
+    def output_price(self, obj: Model) -> str:
+        return usd_text(obj.output_per_mtok)
+
     def save_service(
         self, *, stored: DjangoModel | None, obj: DjangoModel, data: dict[str, Any]
     ) -> Saved[Model]:
@@ -150,13 +156,12 @@ class DeploymentAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin)
     view_capability = None
     write_capability = None
 
+    # The health board fits a 1366 px screen; weight, priority and the upstream model's
+    # name are on each deployment's page.
     list_display = (
         "model",
         "provider",
-        "upstream_model",
         "role",
-        "weight",
-        "priority",
         "is_active",
         "circuit",
         "error_rate",
@@ -199,7 +204,7 @@ class DeploymentAdmin(ScopedAdminMixin, ServiceSaveAdminMixin, admin.ModelAdmin)
     @admin.display(description="latency (avg ms)")
     def latency(self, obj: Deployment) -> str:
         value = self._figures(obj).get("latency_ms")
-        return "—" if value is None else f"{value:.0f}"
+        return ms_text(value)
 
     @admin.display(description="in flight")
     def in_flight(self, obj: Deployment) -> int:

@@ -23,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from apps.audit.admin import LargeTablePaginator
+from apps.core.money import usd_display
 from apps.identity.admin_scope import (
     ORGANIZATION_ID_PATHS,
     RECORD_PATHS,
@@ -33,7 +34,6 @@ from apps.identity.roles import Capability
 from apps.reports.delivery import previous_month
 from apps.reports.exports import (
     GROUP_HEADERS,
-    money_text,
     report_about,
     report_file,
     report_headers,
@@ -163,13 +163,13 @@ def _preview(report: SpendReportData) -> dict[str, Any]:
     rows = [
         [r.period, *(r.groups[g] for g in report.spec.group_by)]
         + [getattr(r.figures, f) for f in FIGURES]
-        + [money_text(r.figures.cost_usd)]
+        + [usd_display(r.figures.cost_usd)]
         for r in report.rows[:PREVIEW_ROWS]
     ]
     totals = (
         ["Total", *("" for _ in report.spec.group_by)]
         + [getattr(report.totals, f) for f in FIGURES]
-        + [money_text(report.totals.cost_usd)]
+        + [usd_display(report.totals.cost_usd)]
     )
     return {
         "headers": report_headers(report),

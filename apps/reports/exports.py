@@ -2,10 +2,10 @@
 
 Every format carries the rows, a totals row and budget vs actual (XLSX: a second sheet;
 CSV: a second section after a blank line). CSV and JSON hold money as exact decimal
-strings; XLSX cells are spreadsheet numbers (IEEE doubles, 15 significant digits, as
-Excel itself keeps them), so its "About" sheet also states the exact total as text.
-Text that a spreadsheet would run as a formula (a model name is whatever a client sent)
-is prefixed with an apostrophe.
+strings (``apps.core.money.usd_exact``: no trailing zeros, no exponent); XLSX cells are
+spreadsheet numbers (IEEE doubles, 15 significant digits, as Excel itself keeps them), so
+its "About" sheet also states the exact total as text. Text that a spreadsheet would run
+as a formula (a model name is whatever a client sent) is prefixed with an apostrophe.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
+from apps.core.money import usd_exact
 from apps.reports.selectors import FIGURES, BudgetActual, Figures, SpendReportData
 
 GROUP_HEADERS = {
@@ -74,7 +75,8 @@ def safe_text(value: str) -> str:
 
 
 def money_text(value: Decimal) -> str:
-    return f"{value:f}"
+    """Exact money in files and JSON (people's pages use ``usd_display``)."""
+    return usd_exact(value)
 
 
 def report_headers(report: SpendReportData) -> list[str]:
@@ -192,7 +194,17 @@ def report_about(report: SpendReportData) -> list[tuple[str, str]]:
         ("Total cost (USD, exact)", money_text(report.totals.cost_usd)),
         ("Generated at", report.generated_at.isoformat()),
         ("Roll-ups last updated", _when(report.rolled_up_at) or "never"),
+        ("Partial", _partial_text(report)),
     ]
+
+
+def _partial_text(report: SpendReportData) -> str:
+    if report.partial_from is None:
+        return "no: every hour in the range was whole when last rolled up"
+    return (
+        f"yes: the hour from {report.partial_from:%Y-%m-%d %H:%M} UTC holds requests up to "
+        f"the last roll-up only (rows marked partial)"
+    )
 
 
 def report_json(report: SpendReportData) -> dict[str, Any]:
@@ -210,11 +222,13 @@ def report_json(report: SpendReportData) -> dict[str, Any]:
         "organizations": report.organizations if spec.organization_ids is not None else None,
         "generated_at": report.generated_at.isoformat(),
         "rolled_up_at": _when(report.rolled_up_at) or None,
+        "partial_from": _when(report.partial_from) or None,
         "rows": [
             {
                 "period": row.period,
                 **{GROUP_HEADERS[g]: row.groups[g] for g in spec.group_by},
                 **figures(row.figures),
+                "partial": row.partial,
             }
             for row in report.rows
         ],

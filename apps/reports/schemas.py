@@ -75,8 +75,17 @@ class SpendReportOut(Schema):
     organizations: list[str] | None = Field(description="null: every organisation")
     generated_at: str
     rolled_up_at: str | None = Field(description="when the hourly roll-ups last ran")
+    partial_from: str | None = Field(
+        description=(
+            "the hour the roll-ups hold only up to their last run (the current one), when "
+            "the range reaches it; rows holding it have partial: true"
+        )
+    )
     rows: list[dict[str, Any]] = Field(
-        description="period, one field per grouping (a name), then the figures"
+        description=(
+            "period, one field per grouping (a name), the figures (money as exact decimal "
+            "strings), and partial"
+        )
     )
     totals: FiguresOut
     budgets: list[BudgetActualOut]

@@ -27,7 +27,7 @@ from apps.policies.rollup import Window, period_window
 from apps.policies.spend import budget_filter
 from apps.reports.histogram import histogram_merge, histogram_percentile
 from apps.reports.models import GROUP_FIELDS, Granularity, UsageRollup
-from apps.reports.rollup import rollup_freshness
+from apps.reports.rollup import partial_from, rollup_freshness
 from apps.tenancy.models import Organization, Project, Team
 
 MAX_RANGE_DAYS = 3 * 366
@@ -121,6 +121,7 @@ class SpendRow:
     period: str  # "2026-01-15" per day, "2026-01" per month
     groups: dict[str, str]  # group name → label, in the spec's order
     figures: Figures
+    partial: bool = False  # holds the hour the roll-ups have only in part
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,17 @@ class SpendReportData:
     budgets: list[BudgetActual]
     generated_at: datetime
     rolled_up_at: datetime | None
+    # The hour being rolled up as traffic comes (None: the range is past it, or no
+    # roll-up ran): rows holding it are marked partial.
+    partial_from: datetime | None = None
+
+    @property
+    def partial_period(self) -> str:
+        """The period label (day or month) holding ``partial_from``; "" if none. Labels
+        sort as text, so a row is partial when its period is not before this one."""
+        if self.partial_from is None:
+            return ""
+        return _period_label(self.partial_from, self.spec.granularity)
 
 
 def _figure_sums() -> dict[str, Sum]:
@@ -197,8 +209,18 @@ def _period_label(value: datetime | date, granularity: str) -> str:
     return f"{day:%Y-%m}" if granularity == Granularity.MONTH else day.isoformat()
 
 
-def spend_rows(spec: SpendReportSpec) -> list[SpendRow]:
-    """One row per period and group, ordered by period then the groups' ids."""
+def _period_end(start: datetime | date, granularity: str) -> datetime:
+    if not isinstance(start, datetime):
+        start = datetime.combine(start, time(0), tzinfo=UTC)
+    start = start.astimezone(UTC)
+    if granularity == Granularity.MONTH:
+        return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return start + timedelta(days=1)
+
+
+def spend_rows(spec: SpendReportSpec, partial: datetime | None = None) -> list[SpendRow]:
+    """One row per period and group, ordered by period then the groups' ids; rows whose
+    period ends after ``partial`` (the hour the roll-ups hold in part) are marked."""
     trunc = TruncMonth if spec.granularity == Granularity.MONTH else TruncDay
     fields = [GROUP_FIELDS[g] for g in spec.group_by]
     raw = list(
@@ -216,6 +238,8 @@ def spend_rows(spec: SpendReportSpec) -> list[SpendRow]:
             period=_period_label(r["bucket_period"], spec.granularity),
             groups={g: labels[g][r[GROUP_FIELDS[g]]] for g in spec.group_by},
             figures=Figures.from_row(r),
+            partial=partial is not None
+            and _period_end(r["bucket_period"], spec.granularity) > partial,
         )
         for r in raw
     ]
@@ -333,14 +357,19 @@ def spend_report_build(spec: SpendReportSpec) -> SpendReportData:
             .order_by("name")
             .values_list("name", flat=True)
         )
+    rolled_up_at = rollup_freshness()
+    partial = partial_from(rolled_up_at)
+    if partial is not None and not spec.start_at <= partial < spec.end_at:
+        partial = None
     return SpendReportData(
         spec=spec,
         organizations=organizations,
-        rows=spend_rows(spec),
+        rows=spend_rows(spec, partial),
         totals=spend_totals(spec),
         budgets=budget_vs_actual(spec),
         generated_at=timezone.now(),
-        rolled_up_at=rollup_freshness(),
+        rolled_up_at=rolled_up_at,
+        partial_from=partial,
     )
 
 
@@ -372,8 +401,8 @@ def latency_summary(rollups: QuerySet[UsageRollup]) -> LatencySummary:
 
 
 def day_range_default(today: date | None = None) -> tuple[date, date]:
-    """The previous calendar month as ``(start, end)``: the report finance asks for most."""
+    """The current calendar month so far, today included, as ``(start, end)``: on a new
+    install last month is empty, and this month is what everyone looks at first (the
+    monthly delivery sends the previous month by itself)."""
     today = today or timezone.now().astimezone(UTC).date()
-    end = today.replace(day=1)
-    start = (end - timedelta(days=1)).replace(day=1)
-    return start, end
+    return today.replace(day=1), today + timedelta(days=1)

@@ -14,21 +14,48 @@
     "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
   ];
   const charts = {};
-  const state = { range: "24h", org: "" };
+  const state = { range: "24h", org: "", partialFrom: null };
   let loadSeq = 0;
 
   // --- Formatting --------------------------------------------------------------------
 
-  // Dollars and cents, with more decimals for the fractions of a cent a request costs.
+  // Money for people: the port of apps.core.money.usd_display (tests hold them equal).
+  // Cents from a dollar up ("$1,234.57"); below a dollar three significant digits, at
+  // least cents ("$0.50", "$0.0375", "$0.00000495"); half rounds up. Works on the exact
+  // decimal text the server sends (BigInt arithmetic), so no float rounding shows.
+  const SIGNIFICANT = 3;
   function usd(value) {
-    const n = Number(value || 0);
-    const a = Math.abs(n);
-    const digits = a === 0 || a >= 1 ? 2 : a >= 0.01 ? 4 : 6;
-    return "$" + n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    const text = String(value === null || value === undefined || value === "" ? "0" : value).trim();
+    const m = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
+    if (!m || (m[2] === "" && !m[3])) return "$" + text;
+    const negative = m[1] === "-";
+    let digits = BigInt((m[2] || "") + (m[3] || "") || "0");
+    let scale = (m[3] || "").length - parseInt(m[4] || "0", 10); // value = digits × 10^-scale
+    if (scale < 0) { digits *= 10n ** BigInt(-scale); scale = 0; }
+    let places = 2;
+    const one = 10n ** BigInt(scale);
+    if (digits !== 0n && digits < one) {
+      const adjusted = digits.toString().length - 1 - scale; // power of ten of the first digit
+      places = Math.max(2, SIGNIFICANT - 1 - adjusted);
+    }
+    if (scale > places) {
+      const divisor = 10n ** BigInt(scale - places);
+      let q = digits / divisor;
+      if ((digits % divisor) * 2n >= divisor) q += 1n;
+      digits = q;
+    } else {
+      digits *= 10n ** BigInt(places - scale);
+    }
+    const padded = digits.toString().padStart(places + 1, "0");
+    const whole = padded.slice(0, padded.length - places).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    let fraction = padded.slice(padded.length - places).replace(/0+$/, "");
+    fraction = fraction.padEnd(2, "0");
+    return (negative && digits !== 0n ? "-" : "") + "$" + whole + "." + fraction;
   }
+  window.odockUsd = usd; // the browser test compares it with the server's formatter
 
   function usdTick(value) {
-    return "$" + Number(value).toLocaleString("en-US", { maximumFractionDigits: 6 });
+    return usd(value);
   }
 
   function count(n) {
@@ -46,10 +73,19 @@
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   function pad(n) { return String(n).padStart(2, "0"); }
 
+  // The bucket holding the hour the roll-ups have only in part is marked "(so far)".
   function bucketLabel(iso, bucket) {
     const d = new Date(iso);
     const day = MONTHS[d.getUTCMonth()] + " " + d.getUTCDate();
-    return bucket === "hour" ? day + " " + pad(d.getUTCHours()) + ":00" : day;
+    const label = bucket === "hour" ? day + " " + pad(d.getUTCHours()) + ":00" : day;
+    return isPartial(d, bucket) ? label + " (so far)" : label;
+  }
+
+  function isPartial(d, bucket) {
+    if (!state.partialFrom) return false;
+    const p = new Date(state.partialFrom);
+    if (bucket === "hour") return d.getTime() === p.getTime();
+    return d.getUTCFullYear() === p.getUTCFullYear() && d.getUTCMonth() === p.getUTCMonth() && d.getUTCDate() === p.getUTCDate();
   }
 
   function timeOfDay(iso) {
@@ -125,7 +161,7 @@
       options: {
         scales: { x: { stacked: true }, y: Object.assign({ stacked: true }, usdAxis()) },
         plugins: {
-          tooltip: { callbacks: { label: (c) => c.dataset.label + ": " + usd(c.raw) } },
+          tooltip: { callbacks: { label: (c) => c.dataset.label + ": " + usd(data.series[c.datasetIndex].data[c.dataIndex]) } },
           legend: { position: "right" },
         },
       },
@@ -147,7 +183,7 @@
           tooltip: {
             callbacks: {
               title: (items) => data.keys[items[0].dataIndex].label,
-              label: (c) => usd(c.raw) + " · " + count(data.keys[c.dataIndex].requests) + " requests",
+              label: (c) => usd(data.keys[c.dataIndex].cost_usd) + " · " + count(data.keys[c.dataIndex].requests) + " requests",
             },
           },
         },
@@ -251,8 +287,10 @@
     document.getElementById("kpi-refusals").textContent = pct(data.refusal_rate);
     document.getElementById("kpi-p95").textContent = ms(latency.overall.p95);
     const asof = document.getElementById("dash-asof");
+    asof.dataset.partialFrom = data.partial_from || "";
     asof.textContent = "Times in UTC · roll-ups " +
-      (data.rolled_up_at ? "as of " + new Date(data.rolled_up_at).toISOString().slice(0, 16).replace("T", " ") : "not run yet");
+      (data.rolled_up_at ? "as of " + new Date(data.rolled_up_at).toISOString().slice(0, 16).replace("T", " ") : "not run yet") +
+      (data.partial_from ? " · the current hour so far" : "");
   }
 
   async function loadAll() {
@@ -269,6 +307,7 @@
     }
     if (seq !== loadSeq) return; // a newer selection is loading
     const [overview, spendTeam, spendModel, topKeys, rates, latency, budgets, findings] = results;
+    state.partialFrom = overview.partial_from;
     showOverview(overview, latency);
     drawSpend("chart-spend-team", spendTeam);
     drawSpend("chart-spend-model", spendModel);
@@ -385,6 +424,11 @@
     document.getElementById("dash-org").addEventListener("change", (e) => select({ org: e.target.value }));
     loadAll();
     loadRecent().then(connect);
+    // The roll-ups move on every ODOCK_SCHEDULER_SECONDS (or beat's minutes): follow
+    // them while the page is in view, one load at a time.
+    setInterval(() => {
+      if (!document.hidden && document.body.dataset.dashboardReady !== "0") loadAll();
+    }, config.refreshSeconds * 1000);
   }
 
   start();

@@ -236,8 +236,10 @@ def test_hierarchy_pages_link_children_and_show_level_rules(admin_client, world)
 
 
 @pytest.mark.django_db
-def test_level_add_page_has_no_rule_inlines(admin_client, world):
-    """On an add page the level has no pk yet, so a rule could not name it."""
+def test_level_add_page_offers_budgets_and_limits_only(admin_client, world):
+    """A new team takes its budget and rate limit in the same save; routing, guardrail
+    and capture rules wait for its change page."""
     html = admin_client.get(reverse("admin:tenancy_team_add")).content.decode()
-    assert "budget-TOTAL_FORMS" not in html
+    assert "budget-TOTAL_FORMS" in html and "ratelimit-TOTAL_FORMS" in html
+    assert "modelalias-TOTAL_FORMS" not in html and "guardrailrule-TOTAL_FORMS" not in html
     assert "projects-TOTAL_FORMS" in html

@@ -69,7 +69,7 @@ def test_org_and_project_pages_count_their_own_requests(admin_client, world, spe
 
     # The org counts its other team's 3.00 as well; a zero limit has no percentage.
     assert spend_rows(org_html.content.decode()) == [
-        f"all models {period} 4.75 USD 1000.00 USD 0.5% {ends} hard (refuses past the limit)"
+        f"all models {period} 4.75 USD 1,000.00 USD 0.5% {ends} hard (refuses past the limit)"
     ]
     assert spend_rows(project_html.content.decode()) == [
         f"all models {period} 1.75 USD 0.00 USD — {ends} hard (refuses past the limit)"
@@ -103,7 +103,7 @@ def test_budget_list_shows_spent_and_percent_used(admin_client, world, spend):
     html = admin_client.get(reverse("admin:policies_budget_changelist")).content.decode()
 
     row = re.search(r'<tr>\s*<td class="action-checkbox">.*?</tr>', html, re.DOTALL)[0]
-    assert '<td class="field-spent">1.75 USD</td>' in row
+    assert '<td class="field-spent">$1.75</td>' in row
     assert '<td class="field-used">17.5%</td>' in row
 
 
@@ -126,7 +126,10 @@ def test_money_and_percent_helpers():
     assert usd(Decimal("10")) == "10.00"
     assert usd(Decimal("1.750000000000")) == "1.75"
     assert usd(Decimal("0.0015")) == "0.0015"
-    assert usd("0.0000004") == "0.00"
+    # Below a cent: three significant digits, never "0.00" (apps.core.money.usd_display).
+    assert usd("0.0000004") == "0.0000004"
+    assert usd("0.00000495000000000000") == "0.00000495"
+    assert usd("1234.5") == "1,234.50"
     assert percent_used(Decimal("1.75"), Decimal("10")) == Decimal("17.5")
     assert percent_used(Decimal("1"), Decimal("3")) == Decimal("33.3")
     assert percent_used(Decimal("1"), Decimal("0")) is None

@@ -493,7 +493,7 @@ def test_policy_reflects_inheritance(acme, globex):
     budgets = {b["level"]: b for b in policy["budgets"]}
     assert set(budgets) == {"org:acme", "key:prod"}
     assert budgets["key:prod"]["binding"] and not budgets["org:acme"]["binding"]
-    assert budgets["key:prod"]["limit_usd"] == "5.000000"
+    assert budgets["key:prod"]["limit_usd"] == "5"  # exact, no trailing zeros
 
 
 # --- spend -------------------------------------------------------------------------------

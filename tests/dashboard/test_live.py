@@ -177,7 +177,7 @@ def test_a_published_record_reaches_a_staff_dashboard():
         "model": "gpt-4o-mini",
         "status": 200,
         "latency_ms": 123.5,
-        "cost_usd": "0.000123",
+        "cost_usd": "0.000123456789",  # exact; the page formats it (usd_display)
     }
     assert second["status"] == 429
     assert "never reach" not in json.dumps(messages)

@@ -74,12 +74,12 @@ def test_a_secret_is_blocked_named_and_never_sent_or_echoed(world):
     with pytest.raises(openai.BadRequestError) as info:
         ask(world, f"my key is {AWS_KEY} please store it")
     body = info.value.body
-    assert body["code"] == "guardrail_blocked" and "secret." in body["message"]
+    assert body["code"] == "guardrail_blocked" and "'secrets' (aws_access_key)" in body["message"]
     assert body["param"] == "messages[0].content"
     assert AWS_KEY not in info.value.response.text
     assert world["upstream"].requests == []
     record = last_record(world)
-    assert record.status_code == 400 and record.finding_types.startswith("secret.")
+    assert record.status_code == 400 and record.finding_types == "secrets"
     assert record.findings[0]["action"] == "block" and AWS_KEY not in str(record.findings)
     assert ["inspect", "deny", "blocked by a guardrail"] in record.decisions
 
@@ -115,7 +115,7 @@ def test_flag_and_shadow_record_without_acting(world):
     sent = world["upstream"].requests[-1]["json"]["messages"][0]["content"]
     assert EMAIL in sent and AWS_KEY in sent  # nothing changed
     actions = {(f["detector"].split(".")[0], f["action"]) for f in record_of(response).findings}
-    assert actions == {("email", "flag"), ("secret", "shadow:block")}
+    assert actions == {("email", "flag"), ("secrets", "shadow:block")}
 
 
 def test_output_guardrail_cuts_a_stream_when_a_secret_spans_chunks(world):

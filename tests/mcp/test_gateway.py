@@ -106,13 +106,14 @@ def test_a_secret_in_the_arguments_is_refused_naming_the_detector(world):
             return info.value.error
 
     error = run(go())
-    assert error.code == -32005 and "secret.aws_access_key" in error.message
+    assert error.code == -32005 and "'secrets' (aws_access_key)" in error.message
     assert error.data["param"] == "arguments.title"
     assert AWS_KEY not in str(error)
     assert world["tickets"].calls == []
     [record] = [r for r in logs(world, 2) if r.endpoint == "mcp.tools/call"]
     assert record.status_code == 400 and record.error_code == "guardrail_blocked"
-    assert record.finding_types == "secret.aws_access_key"
+    assert record.finding_types == "secrets"  # the rule's name; the sub-kind beside it
+    assert record.findings[0]["kind"] == "aws_access_key"
     assert record.findings[0]["action"] == "block" and AWS_KEY not in str(record.findings)
     assert record.cost_usd == 0
 

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.models import RequestLog
+from apps.core.money import usd_display
 from apps.identity.models import Membership, Role
 from apps.reports.models import ReportDelivery, ReportSchedule, SpendReport, UsageRollup
 from apps.reports.rollup import usage_rollup_run
@@ -73,7 +74,8 @@ def test_admin_downloads_total_the_raw_records(admin_client, data, tenants):
 
     preview = admin_client.get(REPORT_URL, {**params, "format": "html"}).content.decode()
     assert 'id="spend-rows"' in preview and 'id="budget-vs-actual"' in preview
-    assert f"{raw_cost(tenants.acme):f}" in preview
+    # The page shows money for people (the downloads hold the exact figure).
+    assert f"<th>{usd_display(raw_cost(tenants.acme))}</th>" in preview
 
 
 @pytest.mark.django_db

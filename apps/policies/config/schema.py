@@ -174,16 +174,24 @@ class GuardrailSpec(_Spec):
     keywords: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
     case_sensitive: bool | None = None
     threshold: Annotated[float, Field(gt=0, le=1)] | None = None
+    method: Literal["combined", "rules", "model"] | None = None  # prompt_injection
     max_input_bytes: PositiveInt | None = None
     max_messages: PositiveInt | None = None
     max_prompt_tokens: PositiveInt | None = None
+    # Phone rules: the countries whose national formats to expect (ISO 3166 codes; "+" forms
+    # are found for every country) and libphonenumber's leniency.
+    regions: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")]] | None = None
+    leniency: Literal["possible", "valid", "strict_grouping", "exact_grouping"] | None = None
 
     def settings(self) -> dict[str, Any]:
         names = (
             "regex",
+            "regions",
+            "leniency",
             "keywords",
             "case_sensitive",
             "threshold",
+            "method",
             "max_input_bytes",
             "max_messages",
             "max_prompt_tokens",

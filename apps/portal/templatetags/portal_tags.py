@@ -1,4 +1,5 @@
-"""Money as people read it: ``100.00``, ``0.50``, ``0.00003`` (never a float)."""
+"""Money as people read it, by the rule every page follows (``apps.core.money``):
+``100.00``, ``0.50``, ``0.00003``, ``1,250.00`` (never a float); the pages write "USD"."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from decimal import Decimal
 
 from django import template
 
-from apps.identity.limits import usd_text
+from apps.core.money import usd_display
 
 register = template.Library()
 
@@ -15,4 +16,4 @@ register = template.Library()
 def usd(value: Decimal | int | None) -> str:
     if value is None:
         return ""
-    return usd_text(Decimal(value))
+    return usd_display(value, symbol=False)

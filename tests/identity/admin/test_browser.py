@@ -44,7 +44,11 @@ def test_team_admin_and_member_in_chromium(live_admin, world):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             _login(page, live_admin, "team-admin")
-            assert page.url.endswith("/admin/")
+            assert page.url.endswith("/admin/")  # the dashboard: their landing page
+            nav = page.text_content("#odock-nav")
+            assert "Keys" in nav and "Organizations" not in nav
+            _keep(page, "team-admin-landing")
+            page.goto(f"{live_admin}/admin/sections/")
             index = page.text_content("#content-main")
             assert "Virtual keys" in index and "Organizations" not in index
             _keep(page, "team-admin-index")
