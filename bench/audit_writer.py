@@ -15,6 +15,15 @@ submitted ``--batch-size`` at a time, each group waited for (as durable response
 and the writer's CPU time and wall time to spool them all are printed::
 
     .venv/bin/python bench/audit_writer.py --database-away --records 20000 --batch-size 50
+
+``--durable-latency`` measures what a durable response waits for: ``--concurrency`` asyncio
+tasks each submit a record with a future and await it, back to back, for ``--seconds``;
+the p50/p99 of submit → resolved, with the durability point on local disk (the segment
+log, then shipped) and committed to the database first (no spool directory), alternated
+``--rounds`` times. ``--fsync`` times ``fdatasync`` of a 1 KB append alone (the floor)::
+
+    DATABASE_URL=… .venv/bin/python bench/audit_writer.py --durable-latency --concurrency 1
+    .venv/bin/python bench/audit_writer.py --fsync
 """
 
 from __future__ import annotations
@@ -101,11 +110,11 @@ def database_away(args: argparse.Namespace) -> int:
         for start in range(0, len(records), args.batch_size):
             for r in records[start : start + args.batch_size]:
                 writer.submit(r)
-            if not writer.flush(timeout=600):
+            if not writer.flush(timeout=600, shipped=False):
                 print("writer did not finish", file=sys.stderr)
                 return 1
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        size = sum(p.stat().st_size for p in Path(spool).glob("*.jsonl"))
+        size = sum(p.stat().st_size for p in Path(spool).glob("*.seg"))
         writer.stop(timeout=1)
     print(
         f"{args.records} records spooled in groups of {args.batch_size} with the database "
@@ -114,12 +123,94 @@ def database_away(args: argparse.Namespace) -> int:
     return 0
 
 
+def _percentiles(samples: list[float]) -> str:
+    samples = sorted(samples)
+    p50 = samples[len(samples) // 2] * 1000
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000
+    return f"p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({len(samples)} samples)"
+
+
+def fsync_cost(args: argparse.Namespace) -> int:
+    """``fdatasync`` of a 1 KB append, alone: what the segment log's durability costs."""
+    import tempfile
+
+    directory = os.environ.get("ODOCK_VAR_DIR") or None
+    with tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as handle:
+        fd, block, samples = handle.fileno(), b"x" * 1023 + b"\n", []
+        for _ in range(args.records):
+            started = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            samples.append(time.perf_counter() - started)
+    print(f"append 1 KB + fdatasync: {_percentiles(samples)}")
+    return 0
+
+
+def durable_latency(args: argparse.Namespace) -> int:
+    """Submit → durable, from an event loop, as the gateway's record stage waits for it."""
+    import asyncio
+    import tempfile
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from apps.audit.writer import RequestLogWriter
+
+    call_command("migrate", verbosity=0)
+
+    async def measure(writer: RequestLogWriter) -> list[float]:
+        loop = asyncio.get_running_loop()
+        samples: list[float] = []
+        end = time.perf_counter() + args.seconds
+
+        async def client(n: int) -> None:
+            i = 0
+            while time.perf_counter() < end:
+                future = loop.create_future()
+                started = time.perf_counter()
+                writer.submit(record(n + i), future)
+                await future
+                samples.append(time.perf_counter() - started)
+                i += 2
+                await asyncio.sleep(0.0005)  # the rest of a request, roughly
+
+        await asyncio.gather(*(client(n) for n in range(args.concurrency)))
+        return samples
+
+    results: dict[str, list[str]] = {"segment log": [], "database commit": []}
+    for _ in range(args.rounds):
+        for name in results:
+            with tempfile.TemporaryDirectory() as spool:
+                spool_dir = Path(spool) if name == "segment log" else None
+                writer = RequestLogWriter(spool_dir=spool_dir)
+                writer.start()
+                samples = asyncio.run(measure(writer))
+                writer.flush(60)
+                writer.stop()
+            results[name].append(_percentiles(samples))
+    for name, rows in results.items():
+        for row in rows:
+            print(f"c={args.concurrency} {name:>16}: {row}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--database-away", action="store_true")
+    parser.add_argument("--durable-latency", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fsync", action="store_true")
     args = parser.parse_args()
+    if args.fsync:
+        return fsync_cost(args)
+    if args.durable_latency:
+        return durable_latency(args)
     if args.database_away:
         os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{_closed_port()}/away"
         return database_away(args)

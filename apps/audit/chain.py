@@ -208,6 +208,21 @@ class ChainHeads:
         segment.first_at = min(segment.first_at, record["created_at"])
         segment.last_at = max(segment.last_at, record["created_at"])
 
+    def follow(self, record: Mapping[str, Any]) -> None:
+        """Note a record another ``ChainHeads`` linked (its chain fields set), in its
+        chain's order: what a shipper that seals only what the database has keeps."""
+        chain, seq, created = record["chain"], record["seq"], record["created_at"]
+        self.heads[chain] = (seq, record["hash"])
+        segment = self.open_segments.get(chain)
+        if segment is None:
+            segment = self.open_segments[chain] = _Segment(
+                seq, record["prev_hash"], created, created
+            )
+            self.organization[chain] = record.get("organization_id")
+        segment.count += 1
+        segment.first_at = min(segment.first_at, created)
+        segment.last_at = max(segment.last_at, created)
+
     def seal(self) -> list[dict[str, Any]]:
         """Signed checkpoints for every chain with unsealed records; they start anew."""
         sealed_at = datetime.now(UTC)

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 
 import httpx
 import openai
@@ -19,6 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from apps.audit.chain import chain_verify
 from apps.audit.models import AuditCheckpoint, AuditPurge, ContentCapture, RequestLog
 from apps.audit.retention import audit_retention_purge
+from apps.audit.segment_log import read_segment
 from apps.policies.models import RateLimit
 from tests.factories import allow_models, key_create, model_create, project_create, provider_create
 from tests.netutil import TcpProxy
@@ -45,7 +47,14 @@ def world(gateway_factory, fake_upstream):
     return {"key": issued, "project": project, "upstream": fake_upstream}
 
 
-def test_every_request_allowed_or_refused_is_durable_before_its_last_byte(world, gateway_factory):
+def logged_records(spool: Path) -> list[dict]:
+    """Every record in the segment logs of ``spool``, as they are on disk now."""
+    return [r for path in sorted(spool.glob("*.seg")) for r in read_segment(path)]
+
+
+def test_every_request_allowed_or_refused_is_durable_before_its_last_byte(
+    world, gateway_factory, settings
+):
     gateway = gateway_factory()  # durable by default
     gateway.snapshots.reload()
     secret = world["key"].secret
@@ -70,8 +79,12 @@ def test_every_request_allowed_or_refused_is_durable_before_its_last_byte(world,
         "bad body": (400, "invalid_type"),
         "rate limited": (429, "rate_limit_exceeded"),
     }
+    # Read at once, with no waiting: every record was on disk (appended and synced to the
+    # writer's segment log) before its response's body ended.
+    on_disk = {r["request_id"] for r in logged_records(settings.ODOCK_AUDIT_SPOOL_DIR)}
+    assert {r.headers["x-request-id"] for r in responses.values()} <= on_disk
+    assert gateway.recorder.flush()  # then shipped to the database
     for name, response in responses.items():
-        # Read at once, with no waiting: the record was committed before the body ended.
         record = RequestLog.objects.get(request_id=response.headers["x-request-id"])
         status, code = expected[name]
         assert (response.status_code, record.status_code) == (status, status), name
@@ -119,6 +132,7 @@ def test_update_and_delete_are_refused_by_postgresql(world, gateway_factory):
     gateway = gateway_factory()
     gateway.snapshots.reload()
     request_id = chat(gateway, world["key"].secret).headers["x-request-id"]
+    assert gateway.recorder.flush()
     rows = RequestLog.objects.filter(request_id=request_id)
     for attempt in (lambda: rows.update(cost_usd=Decimal("9")), rows.delete):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
@@ -171,6 +185,7 @@ def test_content_capture_follows_the_most_specific_level(world, gateway_factory)
     long_prompt = [{"role": "user", "content": "secret plan " * 100}]
     with_content = chat(gateway, captured.secret, messages=long_prompt)
     without = chat(gateway, world["key"].secret)
+    assert gateway.recorder.flush()
     record = RequestLog.objects.get(request_id=with_content.headers["x-request-id"])
     assert record.content["mode"] == "full"
     assert record.content["request"].startswith('{"model":"m","messages":[{"role":"user"')
@@ -214,8 +229,8 @@ def test_a_database_outage_mid_load_loses_no_record_and_duplicates_none(
             for f in running:
                 f.result()
         assert len(answered) == 160
-        spooled = list((tmp_path / "spool").glob("*.jsonl"))
-        assert spooled, "the writer never needed its spool: the outage did not bite"
+        # Every record went through the segment log (the durability point), outage or not.
+        assert list((tmp_path / "spool").glob("*.seg"))
         deadline = time.monotonic() + 30
         while RequestLog.objects.count() < 160:
             assert time.monotonic() < deadline, RequestLog.objects.count()
@@ -245,16 +260,16 @@ def test_a_crashed_writers_spool_is_replayed_by_the_next_one(world, gateway_proc
         ids = [chat(first, world["key"].secret).headers["x-request-id"] for _ in range(5)]
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
-        assert RequestLog.objects.count() == 0 and list(spool.glob("*.jsonl"))
+        assert RequestLog.objects.count() == 0 and list(spool.glob("*.seg"))
         gateway_processes(1, **env)  # straight to the database
         deadline = time.monotonic() + 20
         while RequestLog.objects.count() < 5:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == sorted(ids)
-        assert not list(spool.glob("*.jsonl")) or all(
-            p.stat().st_size == 0 for p in spool.glob("*.jsonl")
-        )
+        while list(spool.glob("*.seg")):  # the dead writer's segments go once replayed
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     finally:
         proxy.close()
 

@@ -232,6 +232,11 @@ def test_a_crashed_writers_unsealed_tail_is_reported_then_sealed_by_the_next_wri
     client = Client(first)
     for _ in range(3):
         assert client.chat(world["free"]) == 200
+    # Shipped from the writer's segment log to the database soon after (then it dies).
+    deadline = time.monotonic() + 10
+    while RequestLog.objects.count() < 3:
+        assert time.monotonic() < deadline, "never shipped"
+        time.sleep(0.05)
     _kill(first)
 
     report = chain_verify()
@@ -281,7 +286,7 @@ def test_the_spool_is_not_read_again_for_every_batch_while_the_database_is_away(
     for _ in range(200):  # one at a time: a batch, and a spool append, per request
         assert client.chat(world["free"]) == 200
     read = _bytes_read(gateway.proc.pid) - before
-    spooled = sum(p.stat().st_size for p in (tmp_path / "audit-spool").glob("*.jsonl"))
+    spooled = sum(p.stat().st_size for p in (tmp_path / "audit-spool").glob("*.seg"))
     assert spooled > 200 * 500  # the records are on disk
     # Reading the whole spool again for every batch read it ~100 times over (~50 MB here).
     assert read < 2 * spooled + 2_000_000, (read, spooled)

@@ -135,7 +135,17 @@ def test_hot_path_makes_no_database_query(env, monkeypatch):
     client.models.list()
     assert len(records_wait(gateway, 121)) == 121
     writer_or_loader = [
-        n for n in seen if n.startswith(("odock-audit-writer", "odock-snapshot", "odock-alerts"))
+        n
+        for n in seen
+        if n.startswith(
+            (
+                "odock-audit-writer",
+                "odock-audit-shipper",
+                "odock-audit-watchdog",
+                "odock-snapshot",
+                "odock-alerts",
+            )
+        )
     ]
     others = [n for n in seen if n not in writer_or_loader and n != threading.main_thread().name]
     assert others == [], f"queries from request-serving threads: {set(others)}"

@@ -4,6 +4,8 @@ boundaries, inheritance and tighten-only — each with its audit record."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -51,10 +53,19 @@ def ask(world, text: str, *, key=None, **extra):
 
 
 def record_of(response) -> RequestLog:
-    return RequestLog.objects.get(request_id=response.headers["x-request-id"])
+    """The response's record, once shipped (records reach the database just after their
+    response: durable on local disk before it)."""
+    deadline = time.monotonic() + 10
+    while (
+        row := RequestLog.objects.filter(request_id=response.headers["x-request-id"]).first()
+    ) is None:
+        assert time.monotonic() < deadline, "no record"
+        time.sleep(0.02)
+    return row
 
 
-def last_record() -> RequestLog:
+def last_record(world) -> RequestLog:
+    world["gateway"].recorder.flush()
     return RequestLog.objects.order_by("-created_at").first()
 
 
@@ -67,7 +78,7 @@ def test_a_secret_is_blocked_named_and_never_sent_or_echoed(world):
     assert body["param"] == "messages[0].content"
     assert AWS_KEY not in info.value.response.text
     assert world["upstream"].requests == []
-    record = last_record()
+    record = last_record(world)
     assert record.status_code == 400 and record.finding_types == "secrets"
     assert record.findings[0]["action"] == "block" and AWS_KEY not in str(record.findings)
     assert ["inspect", "deny", "blocked by a guardrail"] in record.decisions

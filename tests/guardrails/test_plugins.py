@@ -4,6 +4,8 @@ fail-open / fail-closed behaviour."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -49,6 +51,18 @@ def start(gateway_factory, fake_upstream, moderation, settings):
     return run
 
 
+def record_of(response) -> RequestLog:
+    """The response's record, once shipped (durable on local disk before the answer, in
+    the database just after it)."""
+    deadline = time.monotonic() + 10
+    while (
+        row := RequestLog.objects.filter(request_id=response.headers["x-request-id"]).first()
+    ) is None:
+        assert time.monotonic() < deadline, "no record"
+        time.sleep(0.02)
+    return row
+
+
 def chat(client, text: str):
     return client.chat.completions.with_raw_response.create(
         model="m", messages=[{"role": "user", "content": text}]
@@ -69,7 +83,7 @@ def test_a_flagged_prompt_is_blocked_and_a_clean_one_passes(start, fake_upstream
 def test_a_flag_rule_records_and_lets_through(start):
     client = start(action="flag")
     response = chat(client, "forbidden but only flagged")
-    record = RequestLog.objects.get(request_id=response.headers["x-request-id"])
+    record = record_of(response)
     assert record.findings == [
         {"detector": "moderation.harassment", "action": "flag", "stage": "input", "count": 1}
     ]
@@ -82,7 +96,7 @@ def test_an_unreachable_moderation_service_follows_its_setting(start, moderation
     if fail_open:
         response = chat(client, "hello")
         assert response.parse().choices  # answered, and the gap is on the record
-        record = RequestLog.objects.get(request_id=response.headers["x-request-id"])
+        record = record_of(response)
         assert record.findings == [
             {
                 "detector": "plugin.moderation.unavailable",

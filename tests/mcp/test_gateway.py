@@ -228,6 +228,7 @@ def test_upstream_credentials_are_injected_but_never_reach_the_client(world):
     assert world["wiki"].called("search") == [{"query": "x"}]  # and wiki its header
     for text in seen:
         assert TICKETS_TOKEN not in text and WIKI_HEADER not in text
+    world["gateway"].recorder.flush()  # records reach the database behind the answers
     whoami = RequestLog.objects.get(model_requested="tickets__whoami")
     [finding] = whoami.findings  # in the text and the structured content
     assert (finding["detector"], finding["action"], finding["stage"]) == (
@@ -275,6 +276,7 @@ def test_sessions_versions_and_authentication(world):
         assert http.delete(url, headers={**theirs, "Mcp-Session-Id": sid}).status_code == 404
         assert http.delete(url, headers=with_sid).status_code == 200
         assert http.post(url, json=ping, headers=with_sid).status_code == 404  # ended
+    world["gateway"].recorder.flush()
     rows = RequestLog.objects.filter(endpoint__startswith="mcp")
     assert rows.filter(status_code=401, key_id=None).count() == 1
     assert rows.filter(endpoint="mcp.initialize", status_code=200).count() == 2
@@ -379,5 +381,6 @@ def test_a_client_probing_server_discover_falls_back_to_initialize(world):
     initialized, names = run(go())
     assert initialized is not None and initialized.protocol_version == "2025-11-25"
     assert "tickets__create_ticket" in names
+    world["gateway"].recorder.flush()
     discover = RequestLog.objects.get(endpoint="mcp.server/discover")
     assert discover.status_code == 200 and discover.key_id == world["key"].key.pk

@@ -93,6 +93,10 @@ def test_the_same_spend_everywhere_after_traffic(site):
             timeout=15,
         )
         assert reply.status_code == 200
+    deadline = time.monotonic() + 10
+    while RequestLog.objects.count() < REQUESTS:  # shipped just after the answers
+        assert time.monotonic() < deadline, "records not shipped within 10 s"
+        time.sleep(0.05)
     raw = RequestLog.objects.aggregate(t=Sum("cost_usd"))["t"]
     assert RequestLog.objects.count() == REQUESTS and 0 < raw < Decimal("0.01")  # sub-cent
     deadline = time.monotonic() + 10
