@@ -218,6 +218,9 @@ class ResponsesOutput:
         self._final: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
     async def __call__(self, message: dict[str, Any]) -> None:
+        if self._mode == "native" and message["type"] == "http.response.body":
+            await self._relay_native(message)  # first: one per stream event
+            return
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
@@ -250,9 +253,6 @@ class ResponsesOutput:
             self._parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 await self._send_json()
-            return
-        if self._mode == "native":
-            await self._relay_native(message)
             return
         await self._relay_sse(message)
 
@@ -322,6 +322,10 @@ class ResponsesOutput:
         the final one is stored before the bytes carrying it leave; the gateway's own error
         event (``data: {"error": ...}``) becomes ``error`` + ``response.failed``."""
         body = message.get("body", b"")
+        if self._final is None and not self._guarded and not body.startswith(_GATEWAY_ERROR):
+            self._events += body.count(b"\n\n")  # the common event: passed on as it is
+            await self._send(message)
+            return
         if self._guarded and body and not body.startswith(_GATEWAY_ERROR):
             await self._send({**message, "body": await self._renumbered(body)})
             return
