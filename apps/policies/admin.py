@@ -222,6 +222,14 @@ class BudgetForm(forms.ModelForm):
         fields = (*USER_LEVELS, "model", "limit_usd", "period", "hard", "alert_thresholds")
         field_classes = {"limit_usd": PlainDecimalField, "alert_thresholds": ThresholdsField}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The default thresholds are a callable (a fresh list), so Django would compare an
+        # extra row against a hidden "initial-" input; a post without it (a script, a test
+        # client) would read as changed and be refused for its empty limit. The default is
+        # constant: compare against it directly.
+        self.fields["alert_thresholds"].show_hidden_initial = False
+
 
 class RateLimitForm(forms.ModelForm):
     """A rate limit with no limit set would list as a rule yet limit nothing."""
