@@ -81,7 +81,12 @@ def test_demo_traffic_reaches_the_dashboard_and_the_spend_report_within_a_minute
         )
         assert reply.status_code == 200, reply.text
     traffic_done = time.monotonic()
+    # Records reach the database from the audit log shortly after their responses.
+    deadline = time.monotonic() + 15
     count, total = request_log_totals(db)
+    while count < REQUESTS and time.monotonic() < deadline:
+        time.sleep(0.1)
+        count, total = request_log_totals(db)
     assert count == REQUESTS and total > 0
 
     with sync_playwright() as pw:

@@ -142,7 +142,9 @@ def test_a_watcher_whose_role_is_taken_away_is_closed_at_the_next_ping():
 
     closed = async_to_sync(scenario)()
     assert closed["type"] == "websocket.close" and closed["code"] == REFUSED
-    assert live_feed.watching is False
+    # This process no longer counts the watcher (``watching`` may still be true from another
+    # test's presence in Redis, which expires by itself).
+    assert not live_feed._local
 
 
 @pytest.mark.django_db

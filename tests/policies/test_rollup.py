@@ -617,7 +617,7 @@ def test_the_jobs_are_scheduled_on_the_rollups_queue():
         "reports.usage_rollup",
         "responses.stored_response_purge",
     }
-    assert schedule == rollups | {"reports.report_schedules_enqueue_due"}
+    assert schedule == rollups | {"reports.report_schedules_enqueue_due", "configlog.prune"}
     for name in rollups:
         assert app.conf.task_routes[name] == {"queue": "rollups"}
     assert "rollups" in {q.name for q in app.conf.task_queues}
