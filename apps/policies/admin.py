@@ -228,7 +228,9 @@ class BudgetForm(forms.ModelForm):
         # extra row against a hidden "initial-" input; a post without it (a script, a test
         # client) would read as changed and be refused for its empty limit. The default is
         # constant: compare against it directly.
-        self.fields["alert_thresholds"].show_hidden_initial = False
+        thresholds = self.fields.get("alert_thresholds")  # absent on a read-only page
+        if thresholds is not None:
+            thresholds.show_hidden_initial = False
 
 
 class RateLimitForm(forms.ModelForm):
