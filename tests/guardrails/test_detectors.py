@@ -302,6 +302,39 @@ def test_phone_keeps_precision_on_hard_negatives(text):
     assert PhoneDetector().scan(text) == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Created 2023-04-03 01</td>",  # a date and an hour, not a phone
+        "seen from (93.184.216.34) twice",  # an IPv4 address in parentheses
+        "social security number 030123456",  # a national identifier named right before it
+        "Her social security no. is 030123456",
+        "passport number 0301234567",
+        "NHS number 485 777 3456",
+        "Customer number is 0207946095",
+        "order 0207946095",
+    ],
+)
+def test_phone_not_dates_addresses_or_named_identifiers(text):
+    assert PhoneDetector().scan(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        # An identifier word names the number only as the last word before it (linking
+        # words aside): "customer record" is a record, not a customer number.
+        ("Please update the customer record: 020 7946 0958", "020 7946 0958"),
+        ("customer record: (0161) 496 0018", "(0161) 496 0018"),
+        ("her details are 0631 435608", "0631 435608"),
+        # No identifier is written with the international "+".
+        ("ticket +1 415 555 2671", "+1 415 555 2671"),
+    ],
+)
+def test_phone_identifier_words_must_name_the_number(text, number):
+    assert spans(PhoneDetector(), text) == [number]
+
+
 def test_phone_contact_list_is_found_whole_and_stays_bounded():
     # Thousands of numbers: libphonenumber checks the first runs, the rest count by layout;
     # every one is found, and the cost stays bounded (one window per run, never one big one).
@@ -402,6 +435,18 @@ def test_iban_negatives(text):
 )
 def test_ssn_after_a_phrase_that_names_it(text):
     assert len(SsnDetector().scan(text)) == 1
+
+
+def test_cards_jcb_outside_its_registered_range():
+    """The JCB question (README "Guardrails"): 16-digit Luhn-valid numbers at any 35xx
+    prefix count, as the widely published "35 + 14 digits" rule says; other lengths only in
+    JCB's registered 3528-3589 range; a 15-digit 35... (an IMEI's shape) never."""
+    det = CardDetector()
+    assert spans(det, "card 3502000000000007 ok") == ["3502000000000007"]
+    assert spans(det, "card 3594 0000 0000 0006 ok") == ["3594 0000 0000 0006"]
+    assert spans(det, "card 35300000000000003 ok") == ["35300000000000003"]  # 17, registered
+    assert det.scan("card 35020000000000002 ok") == []  # 17 digits outside the range
+    assert det.scan("IMEI 351200000000001") == []  # 15 digits, Luhn-valid
 
 
 def test_cards_maestro_12_and_jcb_15_digits():

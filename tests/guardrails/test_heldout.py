@@ -4,9 +4,9 @@ findings are recorded under the rule that made them.
 - The corpus is frozen: ``scripts/build_heldout.py --check`` rebuilds it from its seed and
   must match the committed files byte for byte.
 - Floors on it, per detector: issue 18's targets (precision ≥ 0.97, recall ≥ 0.95) for every
-  PII and secret detector. Where a detector misses them today the target is an xfail(strict)
-  test (it turns red the day it passes, so the floor gets raised) and a regression floor at
-  the measured level holds it; the README's evaluation table says why.
+  PII and secret detector, all met. The phone and card rows were met only after this
+  corpus's misses had been read (its README's honesty log), so the clean figure for those
+  two is the second held-out corpus's (``test_heldout2.py``).
 - Findings of the ``secrets`` rule are recorded as ``secrets`` with the sub-kind beside it,
   end to end through the gateway, and filters and the dashboard still find old records that
   named them ``secret.<kind>``.
@@ -44,15 +44,6 @@ load_corpus = guardrail_eval.load_corpus
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PII = ("email", "phone", "card", "iban", "us_ssn", "ip_address")
 TARGET = (0.97, 0.95)  # issue 18: precision, recall on the held-out corpus
-# Measured below the target (see README "Guardrail evaluation"): the floor that holds today.
-SHORTFALL = {
-    # Faker's JCB numbers use prefixes 3500-3527 / 3590-3599, outside JCB's registered
-    # 3528-3589 range: 5 of 60 labelled cards are not cards any issuer could have printed.
-    "card": (0.97, 0.90),
-    # Unassigned numbers written as bare digit runs with no phone word near them, and a few
-    # order-number look-alikes read as phones.
-    "phone": (0.93, 0.90),
-}
 FLOORS = {**dict.fromkeys(PII, TARGET), "secret.*": TARGET}
 
 
@@ -92,22 +83,10 @@ def test_every_line_has_text_labels_and_a_source():
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_heldout_floors(heldout_scores, name):
-    precision, recall = SHORTFALL.get(name, FLOORS[name])
+    precision, recall = FLOORS[name]
     score = heldout_scores[name]
     assert score.precision >= precision, f"{name}: precision {score.precision:.3f}"
     assert score.recall >= recall, f"{name}: recall {score.recall:.3f}"
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="below target"))
-        for n in SHORTFALL
-    ],
-)
-def test_heldout_targets_not_met_yet(heldout_scores, name):
-    score = heldout_scores[name]
-    assert score.precision >= TARGET[0] and score.recall >= TARGET[1]
 
 
 def test_eval_script_reports_both_corpora_as_json():

@@ -122,14 +122,22 @@ _PHONE_LEFT = 4
 _PHONE_RIGHT = 16
 _PHONE_MAX_TRIES = 64  # libphonenumber's cap on candidates per window (its default: 65535)
 # An identifier right before a number says what it is: "order number is 5467404714",
-# "Ticket 123-456-7890", "account 1234567890". Looked for among the last three words.
+# "Ticket 123-456-7890", "account 1234567890", "social security number 033039038". It must
+# name the number: the last word before it, linking words aside ("customer record: …" is a
+# record, not a customer number; "my details are …" names nothing).
 _ID_WORDS = frozenset(
     {
         "order", "invoice", "ticket", "account", "acct", "ref", "reference", "serial", "sku",
         "isbn", "ean", "barcode", "tracking", "lot", "batch", "build", "version", "employee",
         "id", "iban", "bic", "routing", "case", "commit", "po", "customer", "membership",
+        # national identifiers, several of them phone-shaped (NHS 3-3-4, SSN 9 digits)
+        "ssn", "security", "insurance", "tax", "vat", "passport", "licence", "license", "nhs",
     }
 )  # fmt: skip
+# Words between a label and its number: "order number is …", "Kundennummer ist …".
+_LINK_WORDS = frozenset(
+    {"number", "no", "nr", "num", "is", "was", "are", "nummer", "ist", "numéro", "est"}
+)
 _LAST_WORDS = re.compile(r"[a-zäöüéèà]+")
 # Words that say a number is a phone number (English, French, German).
 _PHONE_WORDS = frozenset(
@@ -159,6 +167,10 @@ _WRITTEN_AS_PHONE = re.compile(
 _NOT_PHONE = re.compile(
     r"\d{3}([- ])\d{2}\1\d{4}|\d{1,2}([-./])\d{1,2}\2(?:19|20)\d\d|(?:19|20)\d\d([-./])\d\d\3\d\d"
     r"|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+)
+# A run that starts with a full date is a date and a time ("2023-04-03 01:12"), not a phone.
+_DATE_FIRST = re.compile(
+    r"(?:\d{1,2}([-./])\d{1,2}\1(?:19|20)\d\d|(?:19|20)\d\d([-./])\d\d\2\d\d)(?!\d)"
 )
 
 
@@ -263,8 +275,12 @@ class PhoneDetector:
             if plus:
                 regions = self.regions[:1]
             else:
-                core = text[s:e].rstrip(" .-/(")
-                if _NOT_PHONE.fullmatch(core) or self._identifier_before(lower, s):
+                core = text[s:e].rstrip(" .-/()")
+                if (
+                    _NOT_PHONE.fullmatch(core)
+                    or _DATE_FIRST.match(core)
+                    or self._identifier_before(lower, s)
+                ):
                     continue
                 regions = self._regions_for(core[:8])
             # One window per run, never into the next run: a list of numbers is many small
@@ -295,7 +311,8 @@ class PhoneDetector:
                     if span in seen or not self._accept(match, region, text, span):
                         continue  # another region may still read the same digits as a phone
                     seen.add(span)
-                    if not self._identifier_before(lower, span[0]):
+                    # No identifier is written with the international "+".
+                    if text[span[0]] == "+" or not self._identifier_before(lower, span[0]):
                         here.append(Finding(self.name, *span))
             if "+" in chunk:
                 here.extend(self._plus_trimmed(text, lo, hi, here))
@@ -395,7 +412,8 @@ class PhoneDetector:
     def _plausible(self, raw: str, region: str) -> bool:
         """The numbering plan's word is not the last one: the written form must be how
         people write a phone number in that region (trunk prefix), not another shape."""
-        if _NOT_PHONE.fullmatch(raw):
+        bare = raw.strip("()")
+        if _NOT_PHONE.fullmatch(bare) or _DATE_FIRST.match(bare):
             return False
         digits = raw.lstrip("(")
         if digits.startswith("+"):
@@ -408,8 +426,11 @@ class PhoneDetector:
 
     @staticmethod
     def _identifier_before(lower: str, start: int) -> bool:
-        words = _LAST_WORDS.findall(lower, max(0, start - 32), start)[-3:]
-        return not _ID_WORDS.isdisjoint(words)
+        """Does the last word before ``start`` (linking words aside) name an identifier?"""
+        words = _LAST_WORDS.findall(lower, max(0, start - 32), start)[-4:]
+        while words and words[-1] in _LINK_WORDS:
+            words.pop()
+        return bool(words) and words[-1] in _ID_WORDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,8 +472,15 @@ def _iin_ok(d: str) -> bool:
         return n == 15
     if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925:
         return 16 <= n <= 19
-    if 3528 <= p4 <= 3589:
+    if 3528 <= p4 <= 3589:  # JCB's registered range
         return 16 <= n <= 19
+    if p2 == 35:
+        # Outside JCB's registered range no issuer prints these, but the rule widely
+        # published for JCB is "35 + 14 digits" (payment SDKs' brand checks, Faker's
+        # generator), so numbers made by it end up in test data, logs and tickets. A DLP rule
+        # should flag what a payment form would take as a card; a 16-digit Luhn-valid id
+        # starting 35 is rare enough that precision does not pay for missing them.
+        return n == 16
     if p4 in (1800, 2131):  # JCB's older 15-digit ranges
         return n == 15
     if 300 <= p3 <= 305 or p4 == 3095 or p2 in (36, 38, 39):
