@@ -475,8 +475,8 @@ def _iin_ok(d: str) -> bool:
     if 3528 <= p4 <= 3589:  # JCB's registered range
         return 16 <= n <= 19
     if p2 == 35:
-        # Outside JCB's registered range no issuer prints these, but the rule widely
-        # published for JCB is "35 + 14 digits" (payment SDKs' brand checks, Faker's
+        # Outside JCB's registered range no issuer prints these, but a rule many libraries
+        # publish for JCB is "35 + 14 digits" (some payment SDKs' brand checks, Faker's
         # generator), so numbers made by it end up in test data, logs and tickets. A DLP rule
         # should flag what a payment form would take as a card; a 16-digit Luhn-valid id
         # starting 35 is rare enough that precision does not pay for missing them.
