@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # apps.core.serve: this checkout's, not an installed one
 MODES = ("chat", "stream", "responses", "responses-stream")
 #: Responses modes post ``/responses`` (``store: false``, as Codex sends it: no stored-row
 #: write per request), the chat modes ``/chat/completions``.
@@ -101,6 +102,8 @@ def local_gateway(args: argparse.Namespace, upstream_url: str) -> Iterator[Targe
 
 
 def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str):
+    from apps.core.serve import uvicorn_command
+
     with tempfile.TemporaryDirectory(prefix="odock-bench-var-") as var:
         env = {**os.environ, "ODOCK_VAR_DIR": var, "ODOCK_LOG_LEVEL": "WARNING"}
         if failing_url:
@@ -131,26 +134,7 @@ def _local_gateway(args: argparse.Namespace, upstream_url: str, failing_url: str
         )
         port = args.gateway_port
         proc = subprocess.Popen(
-            [
-                py,
-                "-m",
-                "uvicorn",
-                "odock.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "odock.server:HttpProtocol",
-                "--lifespan",
-                "on",
-                "--no-access-log",
-                *(["--workers", str(args.workers)] if getattr(args, "workers", 1) > 1 else []),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(port, workers=getattr(args, "workers", 1), python=py),
             cwd=REPO_ROOT,
             env=env,
         )

@@ -180,29 +180,13 @@ class Gateway:
     """One gateway process (uvicorn, uvloop, httptools: as in production)."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        from apps.core.serve import uvicorn_command
+
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "odock.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "odock.server:HttpProtocol",
-                "--lifespan",
-                "on",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command(self.port),
             cwd=REPO_ROOT,
             env=env,
         )

@@ -30,6 +30,9 @@ from pathlib import Path
 from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's apps.core.serve, not an installed one's
+from apps.core.serve import uvicorn_command  # noqa: E402  (needs ROOT on the path)
+
 PY = sys.executable
 POLL = 0.1  # seconds between checks while waiting
 PROGRESS_EVERY = 10.0  # say we are still waiting this often
@@ -231,25 +234,9 @@ def _migration_count() -> int:
 
 
 def _gateway_argv(port: int) -> list[str]:
-    return [
-        PY,
-        "-m",
-        "uvicorn",
-        "odock.asgi:application",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "odock.server:HttpProtocol",
-        "--lifespan",
-        "on",
-        "--no-access-log",
-        "--timeout-graceful-shutdown",
-        "5",  # open streams (MCP agents' GET streams) would hold a stop forever
-    ]
+    # uvicorn's own start-up lines (info) on the console; open streams (MCP agents' GET
+    # streams) would hold a stop forever without the graceful-shutdown bound.
+    return uvicorn_command(port, log_level=None, graceful_shutdown_seconds=5, python=PY)
 
 
 def _fake_argv(port: int) -> list[str]:

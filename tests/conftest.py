@@ -147,34 +147,14 @@ class GatewayProcess:
 
     def __init__(self, env: dict[str, str]) -> None:
         import subprocess
-        import sys
+
+        from apps.core.serve import uvicorn_command
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "odock.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "odock.server:HttpProtocol",
-                "--lifespan",
-                "on",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        self.proc = subprocess.Popen(uvicorn_command(self.port), env=env)
 
     def wait_ready(self, timeout: float = 30) -> None:
         import httpx

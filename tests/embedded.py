@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from apps.core.money import USD_QUANTUM
+from apps.core.serve import uvicorn_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +74,7 @@ def embedded_gateway(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, st
     port = free_port()
     log = (var_dir / "gateway.log").open("wb")  # the process's console, for the test to read
     gateway = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "odock.asgi:application"),
-            *("--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"),
-            *("--http", "odock.server:HttpProtocol", "--lifespan", "on", "--no-access-log"),
-            *("--log-level", "warning", "--timeout-graceful-shutdown", "5"),
-        ],
+        uvicorn_command(port, graceful_shutdown_seconds=5),
         cwd=ROOT,
         env={**env, **extra_env},
         stdout=log,

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.api.models import ADMIN_TOKEN_PREFIX, AdminToken
+from apps.core.tokens import token_touch
 from apps.identity.models import Role
 from apps.keys.secrets import key_digest
 from apps.tenancy.models import Organization, Team
 
 VISIBLE_PREFIX_LENGTH = len(ADMIN_TOKEN_PREFIX) + 6
-# last_used_at is informational: writing it on every call would turn each read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class IssuedAdminToken(NamedTuple):
@@ -86,17 +84,5 @@ def admin_token_authenticate(*, secret: str) -> AdminToken | None:
     )
     if token is None or not hmac.compare_digest(token.digest, digest) or token.is_expired:
         return None
-    _touch(token)
+    token_touch(token=token)
     return token
-
-
-def _touch(token: AdminToken) -> None:
-    """Record use at most once a minute, as a conditional update (no lost-update races)."""
-    now = timezone.now()
-    stale = now - LAST_USED_RESOLUTION
-    if token.last_used_at is not None and token.last_used_at > stale:
-        return
-    AdminToken.objects.filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=token.pk
-    ).update(last_used_at=now)
-    token.last_used_at = now

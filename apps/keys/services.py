@@ -71,13 +71,21 @@ def key_rotate(*, key: VirtualKey, grace: timedelta | None = None) -> IssuedKey:
     return IssuedKey(key=key, secret=secret)
 
 
+# Revoke, suspend, resume and update write the key and, through its post_save signal, the
+# change-log row (apps.configlog) that tells every gateway process to reload the key: one
+# transaction, so a failure between cannot commit a revoked key the gateways never hear of.
+
+
+@transaction.atomic
 def key_revoke(*, key: VirtualKey) -> VirtualKey:
+    """Refuse the key from now on, for good (idempotent: the first time is kept)."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     return key
 
 
+@transaction.atomic
 def key_suspend(*, key: VirtualKey) -> VirtualKey:
     """Refuse the key until :func:`key_resume` (idempotent: the first time is kept)."""
     if key.suspended_at is None:
@@ -86,6 +94,7 @@ def key_suspend(*, key: VirtualKey) -> VirtualKey:
     return key
 
 
+@transaction.atomic
 def key_resume(*, key: VirtualKey) -> VirtualKey:
     """Lift a suspension; a revoked key stays revoked."""
     if key.suspended_at is not None:
@@ -99,6 +108,7 @@ def key_secret_validate(*, secret: str) -> None:
     key_set_secret(key=VirtualKey(), secret=secret)
 
 
+@transaction.atomic
 def key_update(
     *, key: VirtualKey, data: Mapping[str, Any], secret: str | None = None
 ) -> tuple[VirtualKey, list[str]]:

@@ -1,5 +1,6 @@
 """The flows' forms: input checks only (types, bounds, slugs); every rule about the
-hierarchy is the services' (``apps.onboarding.services``)."""
+hierarchy is the services' (``apps.onboarding.services``). Each form's fields are named
+after its service's keyword arguments: the view passes the cleaned data as they are."""
 
 from __future__ import annotations
 

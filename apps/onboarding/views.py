@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -27,6 +28,7 @@ from apps.onboarding.services import provider_onboard, team_onboard
 from apps.providers.models import Deployment
 
 View = Callable[..., HttpResponse]
+T = TypeVar("T")
 
 
 def _signed_in(view: View) -> View:
@@ -49,9 +51,18 @@ def _page(request: HttpRequest, template: str, title: str, **context: Any) -> Te
     )
 
 
-def _form_errors(form: Any, exc: ValidationError) -> None:
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
+def _submitted(request: HttpRequest, form: forms.Form, service: Callable[..., T]) -> T | None:
+    """What ``service`` returned for a valid POST, called with the form's cleaned data
+    (each flow's form names its fields after its service's keyword arguments); None to
+    show the form, again with the service's refusals on their fields."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        return service(**form.cleaned_data)
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return None
 
 
 @require_http_methods(["GET", "POST"])
@@ -64,36 +75,24 @@ def new_team(request: HttpRequest) -> HttpResponse:
     if not organizations.exists():
         raise PermissionDenied("Creating a team needs an organisation admin role.")
     form = NewTeamForm(request.POST or None, organizations=organizations)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            done = team_onboard(
-                organization=data["organization"],
-                team_name=data["team_name"],
-                monthly_budget_usd=data["monthly_budget_usd"],
-                rpm=data["rpm"],
-                project_name=data["project_name"],
-                key_name=data["key_name"],
-            )
-        except ValidationError as exc:
-            _form_errors(form, exc)
-        else:
-            response = _page(
-                request,
-                "onboarding/team_created.html",
-                "Team created",
-                done=done,
-                key=done.issued.key,
-                secret=done.issued.secret,
-                rotated=False,
-                opts=VirtualKey._meta,
-                key_url=reverse("admin:keys_virtualkey_change", args=[done.issued.key.pk]),
-                team_url=reverse("admin:tenancy_team_change", args=[done.team.pk]),
-                show_once_template=SHOW_ONCE_TEMPLATE,
-            )
-            add_never_cache_headers(response)  # no-store: the secret is in this page
-            return response
-    return _page(request, "onboarding/new_team.html", "New team", form=form)
+    done = _submitted(request, form, team_onboard)
+    if done is None:
+        return _page(request, "onboarding/new_team.html", "New team", form=form)
+    response = _page(
+        request,
+        "onboarding/team_created.html",
+        "Team created",
+        done=done,
+        key=done.issued.key,
+        secret=done.issued.secret,
+        rotated=False,
+        opts=VirtualKey._meta,
+        key_url=reverse("admin:keys_virtualkey_change", args=[done.issued.key.pk]),
+        team_url=reverse("admin:tenancy_team_change", args=[done.team.pk]),
+        show_once_template=SHOW_ONCE_TEMPLATE,
+    )
+    add_never_cache_headers(response)  # no-store: the secret is in this page
+    return response
 
 
 def _platform_only(view: View) -> View:
@@ -113,26 +112,11 @@ def _platform_only(view: View) -> View:
 def new_provider(request: HttpRequest) -> HttpResponse:
     """Provider + API key + public model + deployment, then on to the test page."""
     form = NewProviderForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            done = provider_onboard(
-                provider_name=data["provider_name"],
-                kind=data["kind"],
-                api_base=data["api_base"],
-                api_key=data["api_key"],
-                options=data["options"],
-                model_name=data["model_name"],
-                upstream_model=data["upstream_model"],
-                input_per_mtok=data["input_per_mtok"],
-                output_per_mtok=data["output_per_mtok"],
-            )
-        except ValidationError as exc:
-            _form_errors(form, exc)
-        else:
-            url = reverse("onboarding:deployment-test", args=[done.deployment.pk])
-            return redirect(f"{url}?created=1")
-    return _page(request, "onboarding/new_provider.html", "New provider and model", form=form)
+    done = _submitted(request, form, provider_onboard)
+    if done is None:
+        return _page(request, "onboarding/new_provider.html", "New provider and model", form=form)
+    url = reverse("onboarding:deployment-test", args=[done.deployment.pk])
+    return redirect(f"{url}?created=1")
 
 
 @require_http_methods(["GET", "POST"])

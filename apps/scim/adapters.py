@@ -122,6 +122,15 @@ class _Base:
 
         return urljoin(get_base_scim_location_getter()(self.request), self.path)
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {
+            "resourceType": self.resource_type,
+            "created": self.obj.created_at.isoformat(),
+            "lastModified": self.obj.updated_at.isoformat(),
+            "location": self.location,
+        }
+
 
 class ScimUserAdapter(_Base, SCIMUser):
     """A SCIM User: a :class:`ScimIdentity` of the token's organisation."""
@@ -162,15 +171,6 @@ class ScimUserAdapter(_Base, SCIMUser):
                 {"value": adapter.id, "$ref": adapter.location, "display": group.display_name}
             )
         return dicts
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return {
-            "resourceType": self.resource_type,
-            "created": self.obj.created_at.isoformat(),
-            "lastModified": self.obj.updated_at.isoformat(),
-            "location": self.location,
-        }
 
     def to_dict(self) -> dict[str, Any]:
         obj = self.obj
@@ -393,15 +393,6 @@ class ScimGroupAdapter(_Base, SCIMGroup):
                 {"value": adapter.id, "$ref": adapter.location, "type": "User"}
             )
         return dicts
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return {
-            "resourceType": self.resource_type,
-            "created": self.obj.created_at.isoformat(),
-            "lastModified": self.obj.updated_at.isoformat(),
-            "location": self.location,
-        }
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
+from apps.core.tokens import token_touch
 from apps.keys.secrets import key_digest
 from apps.scim.models import SCIM_TOKEN_PREFIX, ScimToken
 from apps.tenancy.models import Organization
 
 VISIBLE_PREFIX_LENGTH = len(SCIM_TOKEN_PREFIX) + 6
 MAX_SECRET_LENGTH = 200
-# last_used_at is informational: writing it on every call would turn each read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class IssuedScimToken(NamedTuple):
@@ -75,17 +73,5 @@ def scim_token_authenticate(*, secret: str) -> ScimToken | None:
     )
     if token is None or not hmac.compare_digest(token.digest, digest) or token.is_expired:
         return None
-    _touch(token)
+    token_touch(token=token)
     return token
-
-
-def _touch(token: ScimToken) -> None:
-    """Record use at most once a minute, as a conditional update (no lost-update races)."""
-    now = timezone.now()
-    stale = now - LAST_USED_RESOLUTION
-    if token.last_used_at is not None and token.last_used_at > stale:
-        return
-    ScimToken.objects.filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=token.pk
-    ).update(last_used_at=now)
-    token.last_used_at = now

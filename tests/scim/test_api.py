@@ -3,7 +3,7 @@ partial writes, filters and pages (Django's test client: the full middleware sta
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -282,3 +282,15 @@ def test_filters_on_unknown_attributes_are_refused_and_groups_filter_by_member(a
     assert groups(f'id eq "{engineers["id"]}" and members[value eq "{bob["id"]}"]') == []
     # A group without members still matches on its own attributes; globex's is not seen.
     assert groups('displayName eq "eng" or displayName eq "empty"') == ["empty", "eng"]
+
+
+def test_users_and_groups_carry_their_meta(acme):
+    """RFC 7643 §3.1: each resource's type, times and own location (one shared builder)."""
+    ada = acme.scim.create_user("ada")
+    engineers = acme.scim.create_group("engineers", [ada["id"]])
+    for path, kind in ((f"Users/{ada['id']}", "User"), (f"Groups/{engineers['id']}", "Group")):
+        meta = acme.scim.get(path).json()["meta"]
+        assert meta["resourceType"] == kind
+        assert meta["location"].endswith(f"/{path}")
+        created, modified = (datetime.fromisoformat(meta[k]) for k in ("created", "lastModified"))
+        assert created <= modified
