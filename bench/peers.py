@@ -240,7 +240,7 @@ def odock(
         "redis_url": "",
     }
     if system != "odock-embedded":
-        options["database_url"] = _fresh_database(f"odock_peers_{system.split('-')[1]}")
+        options["database_url"] = _fresh_database(f"{args.database_prefix}_{system.split('-')[1]}")
         redis_db = args.redis_db - (system == "odock-async")  # their ids would collide
         options["redis_url"] = f"redis://127.0.0.1:{args.redis_port}/{redis_db}"
         flush = [shutil.which("redis-cli") or "redis-cli", "-p", str(args.redis_port)]
@@ -520,6 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-db", type=int, default=12, help="Redis db for odock-prod (async: the one below)"
     )
     parser.add_argument("--redis-port", type=int, default=6379, help="of the Redis on 127.0.0.1")
+    parser.add_argument(
+        "--database-prefix",
+        default="odock_peers",
+        help="PostgreSQL databases PREFIX_prod and PREFIX_async (dropped and created)",
+    )
     parser.add_argument(
         "--measure",
         default="wrk,ttft",
