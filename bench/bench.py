@@ -22,10 +22,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import datetime
+import gc
 import json
+import math
 import os
 import queue
 import re
@@ -36,10 +39,14 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
+import uvloop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # apps.core.serve: this checkout's, not an installed one
@@ -285,6 +292,362 @@ def run_wrk(
     if completed.returncode != 0 or str(script) in completed.stderr:  # a Lua error: rc 0
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
     return parse_wrk_output(completed.stdout)
+
+
+# --------------------------------------------------------------------------- time to first token
+
+#: The stream modes, the only ones with a first token before the end of the answer.
+STREAM_MODES = ("stream", "responses-stream")
+
+
+@dataclasses.dataclass
+class TtftResult:
+    """What one time-to-first-token run measured (milliseconds, client side).
+
+    ``ttft_ms``: from writing the request to the arrival of the first byte of the first SSE
+    event that carries answer text (a chat ``delta.content`` that is not empty, or a
+    ``response.output_text.delta``); ``end_ms``: to the end of the stream. wrk only sees the
+    latter."""
+
+    requests: int
+    rps: float
+    ttft_ms: dict[str, float]
+    end_ms: dict[str, float]
+    errors: int
+    first_error: str | None = None
+
+
+class _Framing:
+    """Incremental HTTP/1.1 response reader that timestamps the SSE lines of its body.
+
+    Fed with ``(bytes, arrival time)``; undoes chunked transfer coding (or counts a
+    Content-Length), splits the body into lines and reports the arrival time of the first
+    byte of the first content-delta event. Just enough HTTP for a benchmark client."""
+
+    def __init__(self, mode: str, sent_at: float) -> None:
+        self.mode = mode
+        self.sent_at = sent_at
+        self.buffer = bytearray()
+        self.head_done = False
+        self.status = 0
+        self.chunked = False
+        self.remaining: int | None = None  # body bytes (Content-Length) or of the chunk
+        self.close = False
+        self.done = False
+        self.first_token_at: float | None = None
+        self.line = bytearray()
+        self.line_at = 0.0
+        self.error_body = bytearray()
+
+    def feed(self, data: bytes, now: float) -> None:
+        self.buffer += data
+        if not self.head_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self._head(bytes(self.buffer[:end]))
+            del self.buffer[: end + 4]
+        if self.chunked:
+            self._chunks(now)
+        else:
+            body, self.buffer = bytes(self.buffer), bytearray()
+            if self.remaining is not None:
+                body = body[: self.remaining]
+                self.remaining -= len(body)
+                self.done = self.remaining <= 0
+            self._body(body, now)
+
+    def eof(self) -> None:
+        """The server closed the connection: the end of a body without framing."""
+        if self.head_done and not self.chunked and self.remaining is None:
+            self.done = True
+
+    def _head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        self.status = int(parts[1])
+        self.close = parts[0] == "HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "transfer-encoding" and "chunked" in value:
+                self.chunked = True
+            elif name == "content-length":
+                self.remaining = int(value)
+            elif name == "connection":
+                self.close = value == "close"
+        if self.chunked:
+            self.remaining = None
+        self.head_done = True
+        if not self.chunked and self.remaining == 0:
+            self.done = True
+
+    def _chunks(self, now: float) -> None:
+        """Undo chunked coding; ``remaining`` counts a chunk's data and its CRLF. The body
+        is sliced only while it is still looked at (before the first token, or an error)."""
+        buffer, pos, size = self.buffer, 0, len(self.buffer)
+        while pos < size and not self.done:
+            if self.remaining is None:  # a chunk's size line
+                end = buffer.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                length = int(buffer[pos:end].split(b";")[0], 16)
+                pos = end + 2
+                if length == 0:  # the last chunk; trailers are not expected
+                    self.done = True
+                    break
+                self.remaining = length + 2
+            take = min(self.remaining, size - pos)
+            data = min(take, self.remaining - 2)
+            if data > 0 and (self.status != 200 or self.first_token_at is None):
+                self._body(bytes(buffer[pos : pos + data]), now)
+            pos += take
+            self.remaining -= take
+            if self.remaining == 0:
+                self.remaining = None
+        del buffer[:pos]
+
+    def _body(self, body: bytes, now: float) -> None:
+        if self.status != 200:
+            self.error_body += body[: 500 - len(self.error_body)]
+            return
+        if self.first_token_at is not None or not body:
+            return
+        if not self.line:
+            self.line_at = now
+        self.line += body
+        while self.first_token_at is None:
+            end = self.line.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self.line[:end])
+            del self.line[: end + 1]
+            if _is_content_delta(line, self.mode):
+                self.first_token_at = self.line_at
+            self.line_at = now  # the next line began in this read
+
+
+def _is_content_delta(line: bytes, mode: str) -> bool:
+    """Whether one SSE line is a ``data:`` event carrying answer text."""
+    if not line.startswith(b"data:"):
+        return False
+    if mode == "responses-stream":
+        if b"response.output_text.delta" not in line:
+            return False
+        event = orjson.loads(line[5:])
+        return event.get("type") == "response.output_text.delta" and bool(event.get("delta"))
+    if b'"content"' not in line:
+        return False
+    event = orjson.loads(line[5:])
+    choices = event.get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank percentiles (ms) of one run."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        pct: round(ordered[max(0, math.ceil(len(ordered) * float(pct) / 100) - 1)] * 1000, 3)
+        for pct in PERCENTILES
+    }
+
+
+def _raw_request(target: Target, mode: str) -> tuple[str, int, bytes]:
+    """Host, port and the bytes of the benchmark request (the same body and headers wrk
+    sends), built once per run."""
+    url = urllib.parse.urlsplit(target.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    body = json.dumps(request_body(target.model, mode, target.prompt_bytes)).encode()
+    headers = {
+        "Host": f"{host}:{port}",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {target.key}",
+        **dict(target.headers),
+        "Content-Length": str(len(body)),
+    }
+    head = f"POST {url.path.rstrip('/')}{endpoint_path(mode)} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    return host, port, head.encode("latin-1") + b"\r\n" + body
+
+
+class _TtftRun:
+    """The shared state of one run: what is left to send and what was measured."""
+
+    def __init__(self, mode: str, request: bytes, deadline: float, budget: int | None) -> None:
+        self.mode = mode
+        self.request = request
+        self.deadline = deadline
+        self.budget = -1 if budget is None else budget
+        self.ttfts: list[float] = []
+        self.ends: list[float] = []
+        self.errors: list[str] = []
+
+    def more(self) -> bool:
+        """Whether another request may start (and, if so, count it)."""
+        if self.budget == 0 or time.perf_counter() >= self.deadline:
+            return False
+        self.budget -= 1
+        return True
+
+    def record(self, framing: _Framing, ended: float) -> None:
+        if framing.status != 200:
+            self.errors.append(f"{framing.status}: {framing.error_body.decode('utf-8', 'replace')}")
+        elif framing.first_token_at is None:
+            self.errors.append("a stream without any content delta")
+        else:
+            self.ttfts.append(framing.first_token_at - framing.sent_at)
+            self.ends.append(ended - framing.sent_at)
+
+
+class _TtftConnection(asyncio.Protocol):
+    """One keep-alive connection sending the request again as soon as an answer ends.
+
+    A protocol, not a stream reader: the arrival time is read in ``data_received`` itself,
+    and no coroutine switch per read adds to the client's cost."""
+
+    def __init__(self, run: _TtftRun) -> None:
+        self.run = run
+        self.transport: asyncio.Transport | None = None
+        self.framing: _Framing | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # uvloop's is no subclass
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        if not self.run.more():
+            self.framing = None
+            self.transport.close()
+            return
+        self.framing = _Framing(self.run.mode, time.perf_counter())
+        self.transport.write(self.run.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        framing = self.framing
+        assert framing is not None and self.transport is not None
+        try:
+            framing.feed(data, now)
+        except ValueError as exc:  # not HTTP, or not JSON where an event was expected
+            self.fail(f"{type(exc).__name__}: {exc}")
+            return
+        if framing.done:
+            self.run.record(framing, now)
+            self.framing = None
+            if framing.close:
+                self.transport.close()
+            else:
+                self._send()
+
+    def eof_received(self) -> bool:
+        framing = self.framing
+        if framing is not None:
+            framing.eof()
+            if framing.done:
+                self.run.record(framing, time.perf_counter())
+                self.framing = None
+        return False  # close our side too
+
+    def fail(self, reason: str) -> None:
+        """Count the request in flight as an error and drop the connection."""
+        if self.framing is not None:
+            self.run.errors.append(reason)
+            self.framing = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.framing is not None:
+            self.run.errors.append(f"connection lost mid-answer: {exc}")
+            self.framing = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _ttft_run(
+    target: Target,
+    mode: str,
+    concurrency: int,
+    duration: float,
+    max_requests: int | None,
+    timeout: float,
+) -> TtftResult:
+    host, port, request = _raw_request(target, mode)
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    run = _TtftRun(mode, request, started + duration, max_requests)
+    connections: list[_TtftConnection] = []
+
+    async def worker() -> None:
+        while run.more():
+            run.budget += 1  # the connection's first request counts itself
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: _TtftConnection(run), host, port
+                )
+            except OSError as exc:
+                run.errors.append(f"connect: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            connections.append(connection)
+            await connection.closed
+            connections.remove(connection)
+
+    async def watchdog() -> None:
+        """Every request bounded by ``timeout``, without a timer per request."""
+        while True:
+            await asyncio.sleep(min(0.5, timeout / 2))
+            now = time.perf_counter()
+            for connection in list(connections):
+                framing = connection.framing
+                if framing is not None and now - framing.sent_at > timeout:
+                    connection.fail(f"no complete answer within {timeout} s")
+
+    guard = asyncio.ensure_future(watchdog())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        guard.cancel()
+    elapsed = time.perf_counter() - started
+    return TtftResult(
+        requests=len(run.ttfts),
+        rps=round(len(run.ttfts) / elapsed, 1) if elapsed > 0 else 0.0,
+        ttft_ms=_percentiles(run.ttfts),
+        end_ms=_percentiles(run.ends),
+        errors=len(run.errors),
+        first_error=run.errors[0][:500] if run.errors else None,
+    )
+
+
+def run_ttft(
+    target: Target,
+    mode: str,
+    concurrency: int,
+    duration: float,
+    *,
+    max_requests: int | None = None,
+    timeout: float = 10.0,
+) -> TtftResult:
+    """Time to first token of ``mode`` (a stream mode) against ``target``: ``concurrency``
+    keep-alive connections, each sending the benchmark request again as soon as the last
+    answer ended, for ``duration`` s (or ``max_requests`` in all). A raw-socket asyncio
+    client on uvloop, so its own cost per request stays small and the same for every
+    target; its clock reads happen when the event loop hands it the bytes."""
+    if mode not in STREAM_MODES:
+        raise ValueError(f"time to first token needs a stream mode, not {mode!r}")
+    collecting = gc.isenabled()
+    gc.disable()  # a collection in the client would show as a slow first token
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_ttft_run(target, mode, concurrency, duration, max_requests, timeout))
+    finally:
+        if collecting:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------- fake upstream

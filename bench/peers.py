@@ -16,13 +16,16 @@ side:
 For every round (interleaved, ``--rounds``), mode and concurrency it runs wrk against the
 fake directly and then against each system, and prints RPS, p50/p99, the added p50, RSS,
 and the ratios the performance issue asks about (throughput against Portkey and LiteLLM,
-added p50 against Portkey's). Only ratios within one run mean anything on a shared machine.
+added p50 against Portkey's). For the stream modes it then measures the time to first token
+the same way (``bench.run_ttft``: wrk only sees a stream's end) and prints a second table:
+TTFT p50/p99, the TTFT added over the fake's own, and that against Portkey's. Only ratios
+within one run mean anything on a shared machine.
 
 Usage::
 
     .venv/bin/python bench/peers.py [--rounds 2] [--duration 8] [--concurrency 1,16]
         [--modes chat,stream] [--systems odock-prod,odock-async,odock-embedded,portkey,litellm]
-        [--json out.json]
+        [--measure wrk,ttft] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ import bench  # noqa: E402
 #: package that is not published).
 LITELLM = "litellm[proxy]==1.106.12"
 PORTKEY = "@portkey-ai/gateway@1.15.2"
+#: Portkey asks for ``@hono/node-server ^1.3.3``; npm picks the newest 1.x, whose lightweight
+#: ``Response`` keeps the ``Headers`` of the ``Response`` it is built from. Portkey builds its
+#: streamed answer as ``new Response(stream, upstreamResponse)`` and then appends its
+#: ``x-portkey-*`` headers to it: those are the upstream fetch's headers, immutable, so every
+#: stream ends in a 500 (``TypeError: immutable`` in ``ResponseService.updateHeaders``), with
+#: any upstream, real OpenAI included (Portkey-AI/gateway issue #1389). 1.14.1 is the last
+#: release that copies them (1.14.2 and later do not); it is within Portkey's range.
+HONO_NODE_SERVER = "1.14.1"
 SYSTEMS = ("odock-prod", "odock-async", "odock-embedded", "portkey", "litellm")
 PG = "postgres://postgres@127.0.0.1:5432"
 
@@ -76,15 +87,26 @@ def install_litellm(root: Path) -> Path:
 
 
 def install_portkey(root: Path) -> Path:
-    """The Portkey gateway from npm; returns its start script."""
+    """The Portkey gateway from npm, with ``@hono/node-server`` held at
+    :data:`HONO_NODE_SERVER` (npm ``overrides``; Portkey's own code is as published);
+    returns its start script."""
     folder = root / "portkey"
     script = folder / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
-    stamp = folder / f".installed-{PORTKEY.replace('/', '_')}"
+    stamp = folder / f".installed-{PORTKEY.replace('/', '_')}-hono-node-server@{HONO_NODE_SERVER}"
     if not stamp.exists():
-        log(f"installing {PORTKEY} into {folder}")
+        log(f"installing {PORTKEY} (@hono/node-server@{HONO_NODE_SERVER}) into {folder}")
         folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(".installed-*"):
+            old.unlink()
+        name, _, version = PORTKEY.rpartition("@")
+        manifest = {
+            "private": True,
+            "dependencies": {name: version},
+            "overrides": {"@hono/node-server": HONO_NODE_SERVER},
+        }
+        (folder / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
         npm = ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(folder)]
-        subprocess.run([*npm, PORTKEY], check=True)
+        subprocess.run(npm, check=True)
         stamp.touch()
     return script
 
@@ -218,10 +240,11 @@ def odock(
         "redis_url": "",
     }
     if system != "odock-embedded":
-        options["database_url"] = _fresh_database(f"odock_peers_{system.split('-')[1]}")
+        options["database_url"] = _fresh_database(f"{args.database_prefix}_{system.split('-')[1]}")
         redis_db = args.redis_db - (system == "odock-async")  # their ids would collide
-        options["redis_url"] = f"redis://127.0.0.1:6379/{redis_db}"
-        flush = [shutil.which("redis-cli") or "redis-cli", "-n", str(redis_db), "flushdb"]
+        options["redis_url"] = f"redis://127.0.0.1:{args.redis_port}/{redis_db}"
+        flush = [shutil.which("redis-cli") or "redis-cli", "-p", str(args.redis_port)]
+        flush += ["-n", str(redis_db), "flushdb"]
         subprocess.run(flush, check=True, capture_output=True)
     with bench.local_gateway(argparse.Namespace(**options), upstream) as target:
         yield bench.Target(system, target.base_url, target.key, target.model, pid=target.pid)
@@ -230,7 +253,10 @@ def odock(
 # --------------------------------------------------------------------------- measuring
 
 
-def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
+def measure(
+    args: argparse.Namespace, wrk: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """wrk rows and time-to-first-token rows, every round, mode, concurrency and system."""
     root = Path(args.peers_dir)
     root.mkdir(parents=True, exist_ok=True)
     scripts = {}
@@ -239,6 +265,7 @@ def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
     if "portkey" in args.systems:
         scripts["portkey"] = install_portkey(root)
     rows: list[dict[str, Any]] = []
+    ttft_rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(bench.fake_upstream(args))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odock-peers-")))
@@ -269,7 +296,7 @@ def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
             for mode in args.modes:
                 for concurrency in args.concurrency:
                     for target in targets:
-                        if (target.name, mode) in failed:
+                        if (target.name, mode) in failed or wrk is None:
                             continue
                         wrk_args = (args.threads, args.wrk_timeout, tmp)
                         if args.warmup > 0:
@@ -295,7 +322,40 @@ def measure(args: argparse.Namespace, wrk: str) -> list[dict[str, Any]]:
                             f"{result.rps:8.0f} rps  p50 {result.latency_ms.get('50')} ms"
                             + (f"  {result.errors} ERRORS" if result.errors else "")
                         )
-    return rows
+                    if "ttft" in args.measure and mode in bench.STREAM_MODES:
+                        for target in targets:
+                            if (target.name, mode) not in failed:
+                                row = _ttft_row(args, target, mode, concurrency, round_no)
+                                ttft_rows.append(row)
+    return rows, ttft_rows
+
+
+def _ttft_row(
+    args: argparse.Namespace, target: bench.Target, mode: str, concurrency: int, round_no: int
+) -> dict[str, Any]:
+    """One time-to-first-token run (after a discarded warm-up) as a row."""
+    if args.warmup > 0:
+        bench.run_ttft(target, mode, concurrency, args.warmup)
+    result = bench.run_ttft(target, mode, concurrency, args.duration)
+    log(
+        f"round {round_no} [{mode} c={concurrency}] {target.name:>14}: "
+        f"TTFT p50 {result.ttft_ms.get('50')} ms  p99 {result.ttft_ms.get('99')} ms  "
+        f"({result.rps:.0f} streams/s)"
+        + (f"  {result.errors} ERRORS: {result.first_error}" if result.errors else "")
+    )
+    return {
+        "round": round_no,
+        "system": target.name,
+        "mode": mode,
+        "concurrency": concurrency,
+        "streams_per_s": result.rps,
+        "requests": result.requests,
+        "ttft_p50_ms": result.ttft_ms.get("50"),
+        "ttft_p99_ms": result.ttft_ms.get("99"),
+        "end_p50_ms": result.end_ms.get("50"),
+        "errors": result.errors,
+        "first_error": result.first_error,
+    }
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -376,6 +436,79 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summarise_ttft(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median over rounds per system × mode × concurrency of the TTFT percentiles and of the
+    TTFT added over the fake's own (same round), and that added p50 against Portkey's."""
+    direct = {
+        (row["round"], row["mode"], row["concurrency"]): row
+        for row in rows
+        if row["system"] == "direct"
+    }
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        base = direct.get((row["round"], row["mode"], row["concurrency"]))
+        for pct in ("p50", "p99"):
+            mine, theirs = row[f"ttft_{pct}_ms"], base and base[f"ttft_{pct}_ms"]
+            row[f"added_ttft_{pct}_ms"] = (
+                None
+                if row["system"] == "direct" or mine is None or theirs is None
+                else round(mine - theirs, 3)
+            )
+        groups.setdefault((row["system"], row["mode"], row["concurrency"]), []).append(row)
+    summary = []
+    for (system, mode, concurrency), members in groups.items():
+
+        def median(field: str, members: list[dict[str, Any]] = members) -> float | None:
+            values = [m[field] for m in members if m[field] is not None]
+            return round(statistics.median(values), 3) if values else None
+
+        summary.append(
+            {
+                "system": system,
+                "mode": mode,
+                "concurrency": concurrency,
+                "streams_per_s": median("streams_per_s"),
+                "ttft_p50_ms": median("ttft_p50_ms"),
+                "ttft_p99_ms": median("ttft_p99_ms"),
+                "added_ttft_p50_ms": median("added_ttft_p50_ms"),
+                "added_ttft_p99_ms": median("added_ttft_p99_ms"),
+                "end_p50_ms": median("end_p50_ms"),
+                "errors": sum(m["errors"] for m in members),
+            }
+        )
+    by_key = {(s["system"], s["mode"], s["concurrency"]): s for s in summary}
+    for entry in summary:
+        portkey_entry = by_key.get(("portkey", entry["mode"], entry["concurrency"]))
+        theirs = portkey_entry and portkey_entry["added_ttft_p50_ms"]
+        if theirs and entry["added_ttft_p50_ms"] is not None:
+            entry["added_ttft_p50_vs_portkey"] = round(entry["added_ttft_p50_ms"] / theirs, 3)
+    return summary
+
+
+def format_ttft(summary: list[dict[str, Any]]) -> str:
+    def cell(value: Any, spec: str = ".2f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    order = {name: number for number, name in enumerate(("direct", *SYSTEMS))}
+    lines = [
+        "| mode | c | system | streams/s | TTFT p50 ms | TTFT p99 ms | added TTFT p50 ms "
+        "| added TTFT p99 ms | end p50 ms | added TTFT p50 ÷ Portkey's |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in sorted(
+        summary, key=lambda s: (s["mode"], s["concurrency"], order.get(s["system"], 99))
+    ):
+        lines.append(
+            f"| {entry['mode']} | {entry['concurrency']} | {entry['system']} "
+            f"| {cell(entry['streams_per_s'], ',.0f')} | {cell(entry['ttft_p50_ms'])} "
+            f"| {cell(entry['ttft_p99_ms'])} | {cell(entry['added_ttft_p50_ms'])} "
+            f"| {cell(entry['added_ttft_p99_ms'])} | {cell(entry['end_p50_ms'])} "
+            f"| {cell(entry.get('added_ttft_p50_vs_portkey'), '.3f')} |"
+            + (f" ERRORS {entry['errors']}" if entry["errors"] else "")
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench.build_parser()
     parser.description = __doc__
@@ -386,24 +519,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redis-db", type=int, default=12, help="Redis db for odock-prod (async: the one below)"
     )
+    parser.add_argument("--redis-port", type=int, default=6379, help="of the Redis on 127.0.0.1")
+    parser.add_argument(
+        "--database-prefix",
+        default="odock_peers",
+        help="PostgreSQL databases PREFIX_prod and PREFIX_async (dropped and created)",
+    )
+    parser.add_argument(
+        "--measure",
+        default="wrk,ttft",
+        help="wrk: throughput and latency to a stream's end; ttft: time to first token "
+        "of the stream modes (both by default)",
+    )
     parser.set_defaults(modes=["chat", "stream"])
     args = parser.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        log("wrk is not installed (apt-get install wrk)")
-        return 2
+    args.measure = {m.strip() for m in args.measure.split(",") if m.strip()}
+    if not args.measure or args.measure - {"wrk", "ttft"}:
+        parser.error("--measure takes wrk, ttft or both")
+    wrk = None
+    if "wrk" in args.measure:
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            log("wrk is not installed (apt-get install wrk)")
+            return 2
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    rows = measure(args, wrk)
-    summary = summarise(rows)
-    print(f"\n{started}, {os.cpu_count()} cores, {args.rounds} rounds × {args.duration} s\n")
-    print(format_summary(summary))
+    load = os.getloadavg()[0]
+    rows, ttft_rows = measure(args, wrk)
+    summary = summarise(rows) if rows else []
+    ttft_summary = summarise_ttft(ttft_rows)
+    print(
+        f"\n{started}, {os.cpu_count()} cores, load average {load:.1f} at the start, "
+        f"{args.rounds} rounds × {args.duration} s\n"
+    )
+    if summary:
+        print(format_summary(summary))
+    if ttft_summary:
+        print("\nTime to first token (first byte of the first SSE event with answer text):\n")
+        print(format_ttft(ttft_summary))
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
-    return 1 if any(entry.get("errors") for entry in summary) else 0
+        report = {"rows": rows, "summary": summary, "ttft_rows": ttft_rows}
+        report["ttft_summary"] = ttft_summary
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if any(entry.get("errors") for entry in [*summary, *ttft_summary]) else 0
 
 
 if __name__ == "__main__":
