@@ -55,6 +55,7 @@ def _user_saved(sender: type[models.Model], instance: models.Model, **_kwargs: A
 
 def connect_user_signals() -> None:
     user_model = get_user_model()
-    uid = "odock-config-user"
+    # The change log's naming (``apps.policies.signals``): its bulk-write check reads it.
+    uid = f"odock-config-{user_model._meta.label}"
     pre_save.connect(_before_user_save, sender=user_model, dispatch_uid=f"{uid}-pre", weak=False)
     post_save.connect(_user_saved, sender=user_model, dispatch_uid=f"{uid}-save", weak=False)
