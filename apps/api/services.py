@@ -18,6 +18,9 @@ from apps.keys.secrets import key_digest
 from apps.tenancy.models import Organization, Team
 
 VISIBLE_PREFIX_LENGTH = len(ADMIN_TOKEN_PREFIX) + 6
+# An issued secret is about 55 characters; the bound (SCIM's too) keeps a megabyte bearer
+# from being hashed and sent to the database on every unauthenticated call.
+MAX_SECRET_LENGTH = 200
 
 
 class IssuedAdminToken(NamedTuple):
@@ -74,7 +77,7 @@ def admin_token_authenticate(*, secret: str) -> AdminToken | None:
     lookup's timing says nothing about the secret; compare_digest re-checks the row in
     constant time in case the database matched loosely (e.g. a case-insensitive collation).
     """
-    if not secret.startswith(ADMIN_TOKEN_PREFIX):
+    if not secret.startswith(ADMIN_TOKEN_PREFIX) or len(secret) > MAX_SECRET_LENGTH:
         return None
     digest = admin_token_digest(secret)
     token = (

@@ -14,7 +14,7 @@ class Scope(models.TextChoices):
     PROJECT = "project"  # every key of a project (and its rules)
     TEAM = "team"
     ORG = "org"
-    USER = "user"  # every key a person owns (their budgets, limits, model access)
+    USER = "user"  # every key a person owns (their name, is_active, budgets, limits, access)
     MODEL = "model"  # a model: the model table and the rules that name it
     MODELS = "models"  # the model table only (providers, deployments, fallbacks)
     NONE = "none"  # nothing in the gateway snapshot (e.g. MCP: reloaded on the version)

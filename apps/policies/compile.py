@@ -493,6 +493,12 @@ def _compile_keys(scope: Q | None = None) -> tuple[dict[str, KeyEntry], set[int]
             "pk", "name", "is_active", "outage_policy"
         )
     }
+    # A deactivated person's keys are refused until they are reactivated (few rows: read
+    # them all, or only the owners in scope).
+    inactive_q = get_user_model()._default_manager.filter(is_active=False)
+    if scoped:
+        inactive_q = inactive_q.filter(pk__in={row[5] for row in rows if row[5] is not None})
+    inactive_owners = set(inactive_q.values_list("pk", flat=True))
     tables = _Tables(
         allowed=_allowed_models_by_level(where),
         limits=_limit_rules_by_level(where),
@@ -555,7 +561,7 @@ def _compile_keys(scope: Q | None = None) -> tuple[dict[str, KeyEntry], set[int]
             expires_at=expires_at.timestamp() if expires_at else None,
             revoked=revoked_at is not None,
             # A suspended key (its owner deprovisioned by SCIM) is refused as inactive.
-            active=shared.active and suspended_at is None,
+            active=shared.active and suspended_at is None and owner_id not in inactive_owners,
             allowed_models=shared.allowed_models,
             limits=shared.limits,
             end_user_policies=shared.end_user_policies,

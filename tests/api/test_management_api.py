@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.api.models import ADMIN_TOKEN_PREFIX, AdminToken
 from apps.api.services import (
+    MAX_SECRET_LENGTH,
     admin_token_authenticate,
     admin_token_digest,
     admin_token_issue,
@@ -150,6 +151,24 @@ def test_admin_tokens_are_stored_as_a_keyed_digest_only(acme):
     assert issued.secret.startswith(row["prefix"]) and len(row["prefix"]) < len(issued.secret)
     assert admin_token_authenticate(secret=issued.secret) == issued.token
     assert admin_token_authenticate(secret=issued.secret + "x") is None
+
+
+@pytest.mark.django_db
+def test_an_over_long_bearer_is_refused_before_any_lookup(acme):
+    """Bounded like SCIM's tokens: a megabyte header is not hashed nor sent to the database."""
+    longest = ADMIN_TOKEN_PREFIX + "a" * (MAX_SECRET_LENGTH - len(ADMIN_TOKEN_PREFIX))
+    with CaptureQueriesContext(connection) as within_bound:
+        assert admin_token_authenticate(secret=longest) is None
+    assert len(within_bound) == 1  # an unknown secret of allowed length is looked up
+    for secret in (longest + "a", acme.token + "a" * 1_000_000):
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_token_authenticate(secret=secret) is None
+        assert len(queries) == 0
+    with CaptureQueriesContext(connection) as queries:
+        response = call("GET", "/orgs", acme.token + "a" * 1_000_000)
+    assert response.status_code == 401
+    assert not [q for q in queries if "api_admintoken" in q["sql"]]
+    assert call("GET", "/orgs", acme.token).status_code == 200
 
 
 @pytest.mark.django_db

@@ -68,7 +68,7 @@ def bulk_writes(source: str, models: set[str]) -> list[str]:
 
 def test_the_snapshot_models_are_known():
     models = _logged_models()
-    assert {"VirtualKey", "Budget", "RateLimit", "Deployment", "Team"} <= models
+    assert {"VirtualKey", "Budget", "RateLimit", "Deployment", "Team", "User"} <= models
 
 
 def test_no_bulk_write_skips_the_change_log():
