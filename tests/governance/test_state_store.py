@@ -268,3 +268,45 @@ def test_many_tiny_costs_are_counted_exactly(store):
     key = rule.key + "total"
     assert Decimal(_counter(store, key + ":s")) / PICO == expected
     assert _counter(store, key + ":r") == 0
+
+
+def test_a_threshold_far_beyond_two_to_the_53_alerts_at_exactly_its_amount(store):
+    """50 % of an odd limit past 2^53 is a fraction: the alert fires on the settlement that
+    reaches its ceiling, not one pico-USD before."""
+    limit = 50_000 * PICO + 1
+    half = 25_000 * PICO + 1  # ceil(limit / 2)
+    key = PREFIX + "b:11:total"
+
+    def pay(rid, amount):
+        assert reserve(store, rid, [Check("b", key, limit, amount, hard=False, keep_ms=TTL)]).ok
+        item = Settlement(
+            "b",
+            key,
+            amount,
+            amount,
+            limit=limit,
+            keep_ms=TTL,
+            thresholds=(80, 50),  # in any order
+            alert_key=PREFIX + "alert:11:total",
+        )
+        return settle(store, rid, [item])
+
+    assert pay("a", half - 1) == []
+    assert pay("b", 1) == [PREFIX + "alert:11:total:50"]
+    assert pay("c", 30_000 * PICO) == [PREFIX + "alert:11:total:80"]  # far past it: fast path
+
+
+def test_concurrent_reserves_each_get_their_own_exact_answer(store):
+    """Reserves asked in the same loop turn share a round trip to Redis; each still gets
+    its own answer, and a cancelled one does not hold the others up."""
+    check = Check("r", PREFIX + "rpm:7", 5, 1)
+
+    async def go():
+        tasks = [asyncio.ensure_future(store.reserve(f"q{i}", [check], TTL)) for i in range(9)]
+        tasks[0].cancel()
+        done = await asyncio.gather(*tasks[1:])
+        return tasks[0].cancelled(), [r.ok for r in done]
+
+    cancelled, oks = run(go())
+    assert cancelled
+    assert sorted(oks) == [False] * 3 + [True] * 5
