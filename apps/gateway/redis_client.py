@@ -27,9 +27,29 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # Commands packed during this turn of the event loop, written together at its end.
+        self.outbox: list[bytes] = []
+        # Bound once: ``asyncio.get_running_loop()`` is a ``getpid`` system call on 3.11.
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def queue(self, packed: bytes) -> None:
+        """Write ``packed`` with whatever else is queued in this turn of the loop: one
+        ``write`` (and one wake-up of Redis, one reply to read) instead of one per caller.
+        At concurrency 1 a request's reserve and the previous one's settlement meet here
+        (measured: a socket write to Redis was ~6 % of the event loop's CPU, issue 17)."""
+        if not self.outbox:
+            self.loop.call_soon(self.flush)
+        self.outbox.append(packed)
+
+    def flush(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return  # the waiters were failed (or will be) by the timeout or connection_lost
+        transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -102,11 +122,13 @@ class PipelinedRedis:
     async def _send(self, protocol: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
         if not commands:
             return []
-        loop = asyncio.get_running_loop()
+        loop = protocol.loop
         waiters = [loop.create_future() for _ in commands]
         protocol.waiters.extend(waiters)
-        assert protocol.transport is not None
-        protocol.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+        if len(commands) == 1:
+            protocol.queue(hiredis.pack_command(commands[0]))
+        else:
+            protocol.queue(b"".join([hiredis.pack_command(c) for c in commands]))
         # One timer for the whole batch; on timeout the connection is dropped, since a
         # late reply would otherwise be matched to the wrong waiter.
         timer = loop.call_later(self._timeout, self._expire, protocol, waiters[-1])
