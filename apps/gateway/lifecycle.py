@@ -91,11 +91,13 @@ class Pipeline:
                 pass
             except Exception:
                 log.error("audit record %s not durable in time; answering anyway", ctx.request_id)
-        if held.message is not None:
-            try:
+        try:
+            if held.start is not None:
+                await held.send(held.start)
+            if held.message is not None:
                 await held.send(held.message)
-            except OSError:  # the client is already gone
-                ctx.client_disconnected = True
+        except OSError:  # the client is already gone
+            ctx.client_disconnected = True
 
     async def reject(self, ctx: RequestContext, error: GatewayError) -> None:
         """Refuse a request whose body could not be read (too large, cut off) — recorded,
@@ -135,21 +137,32 @@ class Pipeline:
 
 @dataclass(slots=True)
 class _Held:
-    """The response's final body message, kept back until the record is durable."""
+    """The response's final body message, kept back until the record is durable; and its
+    start while no body part has gone out, so that an ordinary answer leaves in one write
+    (odock/server.py joins a header block with the body written in the same turn)."""
 
     send: Send
     message: Message | None = None
+    start: Message | None = None
 
 
 def _hold_last_message(ctx: RequestContext) -> _Held:
-    """Wrap ``ctx.send`` so the final body message is kept back in the returned ``_Held``."""
+    """Wrap ``ctx.send`` so the final body message (and the start, until a stream's first
+    part) is kept back in the returned ``_Held``."""
     held = _Held(ctx.send)
     send = ctx.send
 
     async def hold_last(message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        kind = message["type"]
+        if kind == "http.response.start":
+            held.start = message
+            return
+        if kind == "http.response.body" and not message.get("more_body", False):
             held.message = message
             return
+        if held.start is not None:  # a stream's first part: its headers go out with it
+            start, held.start = held.start, None
+            await send(start)
         await send(message)
 
     ctx.send = hold_last

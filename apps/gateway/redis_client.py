@@ -27,9 +27,42 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # Commands packed but not written yet: at the end of this turn of the event loop,
+        # or (only deferrable ones waiting) when ``later`` fires.
+        self.outbox: list[bytes] = []
+        self.soon = False
+        self.later: asyncio.TimerHandle | None = None
+        # Bound once: ``asyncio.get_running_loop()`` is a ``getpid`` system call on 3.11.
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def queue(self, packed: bytes, defer: float = 0.0) -> None:
+        """Write ``packed`` with whatever else is queued in this turn of the loop: one
+        ``write`` (and one wake-up of Redis, one reply to read) instead of one per caller.
+        At concurrency 1 a request's reserve and the previous one's settlement meet here
+        (measured: a socket write to Redis was ~6 % of the event loop's CPU, issue 17).
+        ``defer`` > 0: it may wait up to that long for a command that cannot wait, and
+        leaves with it."""
+        self.outbox.append(packed)
+        if defer <= 0:
+            if not self.soon:
+                self.soon = True
+                self.loop.call_soon(self.flush)
+        elif not self.soon and self.later is None:
+            self.later = self.loop.call_later(defer, self.flush)
+
+    def flush(self) -> None:
+        self.soon = False
+        if self.later is not None:
+            self.later.cancel()
+            self.later = None
+        outbox, self.outbox = self.outbox, []
+        transport = self.transport
+        if not outbox or self.closed or transport is None or transport.is_closing():
+            return  # the waiters were failed (or will be) by the timeout or connection_lost
+        transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -99,17 +132,21 @@ class PipelinedRedis:
                 raise RedisUnavailable(f"handshake refused: {reply}")
         return protocol
 
-    async def _send(self, protocol: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _send(
+        self, protocol: _Protocol, commands: list[tuple[Any, ...]], defer: float = 0.0
+    ) -> list[Any]:
         if not commands:
             return []
-        loop = asyncio.get_running_loop()
+        loop = protocol.loop
         waiters = [loop.create_future() for _ in commands]
         protocol.waiters.extend(waiters)
-        assert protocol.transport is not None
-        protocol.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+        if len(commands) == 1:
+            protocol.queue(hiredis.pack_command(commands[0]), defer)
+        else:
+            protocol.queue(b"".join([hiredis.pack_command(c) for c in commands]), defer)
         # One timer for the whole batch; on timeout the connection is dropped, since a
         # late reply would otherwise be matched to the wrong waiter.
-        timer = loop.call_later(self._timeout, self._expire, protocol, waiters[-1])
+        timer = loop.call_later(defer + self._timeout, self._expire, protocol, waiters[-1])
         try:
             return [await w for w in waiters]
         finally:
@@ -126,9 +163,12 @@ class PipelinedRedis:
         [reply] = await self.call_many([args])
         return reply
 
-    async def call_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def call_many(self, commands: list[tuple[Any, ...]], *, defer: float = 0.0) -> list[Any]:
+        """``defer`` (seconds): the commands may wait that long for the next ones that
+        cannot wait, and be written with them (work off the requests' path, e.g. a budget
+        settlement, which a hold covers until it lands)."""
         protocol = await self._connection()
-        return await self._send(protocol, commands)
+        return await self._send(protocol, commands, defer)
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

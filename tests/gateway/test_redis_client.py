@@ -70,3 +70,35 @@ def test_it_reconnects_after_an_outage(redis_url):
         run(go())
     finally:
         proxy.close()
+
+
+def test_commands_of_one_turn_leave_in_one_write_and_deferred_ones_ride_along(redis_url):
+    """A deferrable command waits for the next one that cannot wait and goes out with it,
+    in order; alone, it still goes out (after its delay)."""
+
+    async def go():
+        client = PipelinedRedis(redis_url)
+        await client.call("DEL", "{odock}:t")
+        protocol = client._protocol
+        writes: list[bytes] = []
+        write = protocol.transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        protocol.transport.write = counting
+        deferred = asyncio.ensure_future(client.call_many([("INCR", "{odock}:t")], defer=60.0))
+        await asyncio.sleep(0.05)  # queued, not written: it may wait a minute
+        assert writes == []
+        now = await asyncio.gather(
+            client.call("INCR", "{odock}:t"), client.call("GET", "{odock}:t")
+        )
+        assert len(writes) == 1  # all three in one write, in the order they were queued
+        assert await deferred == [1]
+        assert now == [2, b"2"]
+        alone = await client.call_many([("INCR", "{odock}:t")], defer=0.01)
+        assert alone == [3] and len(writes) == 2
+        await client.close()
+
+    run(go())
