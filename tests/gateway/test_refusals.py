@@ -83,7 +83,7 @@ def test_revoked_expired_and_inactive_keys_get_401(env):
     assert [r.decisions[-1][2] for r in records] == [
         "revoked key",
         "expired key",
-        "key's organisation, team or project is inactive",
+        "key suspended, or its owner, organisation, team or project inactive",
     ]
 
 

@@ -10,6 +10,8 @@ from apps.gateway.context import Outcome, RequestContext, StageName
 from apps.gateway.errors import unauthorized
 from apps.keys.secrets import KEY_PREFIX
 
+INACTIVE = "key suspended, or its owner, organisation, team or project inactive"
+
 
 class Authenticate:
     """Virtual key → identity, from the snapshot (no database)."""
@@ -50,9 +52,11 @@ class Authenticate:
                 "This API key was rotated and is no longer valid.", code="key_rotated"
             )
         if not entry.active:
-            ctx.decide(self.name, Outcome.DENY, "key's organisation, team or project is inactive")
+            ctx.decide(self.name, Outcome.DENY, INACTIVE)
             raise unauthorized(
-                "This API key's organisation, team or project is inactive.", code="key_inactive"
+                "This API key is suspended, or its owner, organisation, team or project is "
+                "inactive.",
+                code="key_inactive",
             )
         ctx.decide(self.name, Outcome.ALLOW, f"key {entry.identity.key_prefix}")
         if entry.capture_mode != "none":
