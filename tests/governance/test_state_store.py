@@ -310,3 +310,45 @@ def test_concurrent_reserves_each_get_their_own_exact_answer(store):
     cancelled, oks = run(go())
     assert cancelled
     assert sorted(oks) == [False] * 3 + [True] * 5
+
+
+def test_a_queued_settlement_lands_alone_or_with_the_next_reserve(redis_url):
+    """``settle_later`` waits up to ``settle_delay_seconds`` for a reserve to share its
+    write; with none it still lands, and either way the freed slot is seen."""
+    store = RedisStateStore(redis_url)
+    store.settle_delay_seconds = 0.05
+    check = Check("c", PREFIX + "c:settle-later", 1, 1)
+    alerts: list[list[str]] = []
+
+    async def go():
+        assert (await store.reserve("a", [check], TTL)).ok
+        store.settle_later("a", [Settlement("c", check.key, 1, 0)], alerts.append)
+        # A reserve queued right after rides with the settlement, which goes first.
+        with_it = await store.reserve("b", [check], TTL)
+        store.settle_later("b", [Settlement("c", check.key, 1, 0)], alerts.append)
+        await asyncio.sleep(0.01)
+        held_before_delay = not (await LocalProbe(store).slot_free(check))
+        await asyncio.sleep(0.1)  # past the delay: the lone settlement has landed
+        return with_it.ok, held_before_delay, (await store.reserve("c", [check], TTL)).ok
+
+    try:
+        ok_b, held, ok_c = run(go())
+    finally:
+        run(store.close())
+    assert ok_b, "the settlement queued before the reserve must land before it"
+    assert ok_c, "a settlement with no reserve after it must still land after the delay"
+    assert held is True
+
+
+class LocalProbe:
+    """Reads a concurrency counter straight from Redis, outside the store's batching."""
+
+    def __init__(self, store: RedisStateStore) -> None:
+        self._redis = store._redis
+
+    async def slot_free(self, check: Check) -> bool:
+        kind = await self._redis.call("TYPE", check.key)
+        if kind in (b"zset", "zset"):
+            return int(await self._redis.call("ZCARD", check.key)) < check.limit
+        raw = await self._redis.call("GET", check.key)
+        return raw is None or int(raw) < check.limit
