@@ -50,6 +50,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from apps.audit.chain import HASHED_FIELDS, ChainHeads, chain_seal_tail
 from apps.audit.segment_log import (
+    SPARE_SUFFIX,
     SegmentLog,
     frame,
     orphan_segments,
@@ -258,6 +259,8 @@ class RequestLogWriter:
             return
         if self.spool_dir is not None and self._log is None:
             self._log = SegmentLog(self.spool_dir, self.chains.writer_id, self.segment_bytes)
+        if self._log is not None:
+            self._log.prepare_spare()  # the first segment too (the shipper fills the next)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="odock-audit-writer", daemon=True)
         self._thread.start()
@@ -360,6 +363,9 @@ class RequestLogWriter:
             error = exc
         self.handled += len(records)
         _answer(futures, error)
+        if self._log is not None:
+            # After the answer: the shipper's wake-up must not compete with the responses'.
+            self._wake_keeper.set()
 
     def _append(self, records: list[dict[str, Any]], futures: list[asyncio.Future[None]]) -> None:
         """The durability point: the batch appended to the segment log and synced, then
@@ -405,7 +411,6 @@ class RequestLogWriter:
             backlog = self._outbox_records
         if backlog >= self.batch_size:
             self._last_ship = 0.0
-        self._wake_keeper.set()
 
     def _commit_instead(self, records: list[dict[str, Any]]) -> None:
         """The disk failed or stalls: commit the batch to the database (bounded by
@@ -486,6 +491,8 @@ class RequestLogWriter:
                 if stopping and writer is not None:
                     writer.join()  # the writer drains the queue first
                 try:
+                    if self._log is not None:
+                        self._log.prepare_spare()  # no-op while one is ready
                     self._ship()
                     if self._log is not None and (
                         time.monotonic() - self._last_seal >= self.seal_seconds
@@ -682,6 +689,7 @@ def adopt_segments(directory: Path, writer_id: str, batch_size: int = 500) -> in
     chains = chains_path.read_text().split() if chains_path.exists() else []
     sealed = [cp for chain in dict.fromkeys(chains) if (cp := chain_seal_tail(chain))]
     chains_path.unlink(missing_ok=True)
+    (directory / f"{writer_id}{SPARE_SUFFIX}").unlink(missing_ok=True)
     (directory / f"{writer_id}.lock").unlink(missing_ok=True)
     log.info(
         "adopted %s: %d audit records replayed, %d chains sealed", writer_id, replayed, len(sealed)
