@@ -20,10 +20,11 @@ and the writer's CPU time and wall time to spool them all are printed::
 tasks each submit a record with a future and await it, back to back, for ``--seconds``;
 the p50/p99 of submit → resolved, with the durability point on local disk (the segment
 log, then shipped) and committed to the database first (no spool directory), alternated
-``--rounds`` times. ``--fsync`` times ``fdatasync`` of a 1 KB append alone (the floor)::
+``--rounds`` times. ``--fsync`` times a durable 1 KB write alone (the floor): an append +
+``fdatasync`` against a write over a pre-zeroed file with ``O_DSYNC``::
 
     DATABASE_URL=… .venv/bin/python bench/audit_writer.py --durable-latency --concurrency 1
-    .venv/bin/python bench/audit_writer.py --fsync
+    .venv/bin/python bench/audit_writer.py --fsync --records 2000
 """
 
 from __future__ import annotations
@@ -131,18 +132,41 @@ def _percentiles(samples: list[float]) -> str:
 
 
 def fsync_cost(args: argparse.Namespace) -> int:
-    """``fdatasync`` of a 1 KB append, alone: what the segment log's durability costs."""
+    """A durable 1 KB write, alone — what the segment log's durability point costs: an
+    append + ``fdatasync`` (the file grows: an ext4 journal commit per sync) against a
+    write over a pre-zeroed file opened ``O_DSYNC`` (what the segment log does now),
+    alternated ``--rounds`` times."""
     import tempfile
 
     directory = os.environ.get("ODOCK_VAR_DIR") or None
-    with tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as handle:
-        fd, block, samples = handle.fileno(), b"x" * 1023 + b"\n", []
-        for _ in range(args.records):
-            started = time.perf_counter()
-            os.write(fd, block)
-            os.fdatasync(fd)
-            samples.append(time.perf_counter() - started)
-    print(f"append 1 KB + fdatasync: {_percentiles(samples)}")
+    block, size = b"x" * 1023 + b"\n", 1024 * args.records
+
+    def append(fd: int, i: int) -> None:
+        os.write(fd, block)
+        os.fdatasync(fd)
+
+    def overwrite(fd: int, i: int) -> None:
+        os.pwrite(fd, block, i * len(block))
+
+    for _ in range(args.rounds):
+        for name, write in (("append + fdatasync", append), ("pre-zeroed, O_DSYNC", overwrite)):
+            with tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as handle:
+                if write is overwrite:
+                    handle.write(bytes(size))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                fd = os.open(handle.name, os.O_WRONLY | (os.O_DSYNC if write is overwrite else 0))
+                if write is append:
+                    os.lseek(fd, 0, os.SEEK_END)
+                samples = []
+                try:
+                    for i in range(args.records):
+                        started = time.perf_counter()
+                        write(fd, i)
+                        samples.append(time.perf_counter() - started)
+                finally:
+                    os.close(fd)
+            print(f"1 KB {name:>19}: {_percentiles(samples)}")
     return 0
 
 
