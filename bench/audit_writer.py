@@ -134,39 +134,47 @@ def _percentiles(samples: list[float]) -> str:
 def fsync_cost(args: argparse.Namespace) -> int:
     """A durable 1 KB write, alone — what the segment log's durability point costs: an
     append + ``fdatasync`` (the file grows: an ext4 journal commit per sync) against a
-    write over a pre-zeroed file opened ``O_DSYNC`` (what the segment log does now),
-    alternated ``--rounds`` times."""
+    write over a pre-zeroed file opened ``O_DSYNC`` (what the segment log does now).
+    The two alternate write by write (order swapped each time), so that both see the
+    same disk: on a shared machine its latency moves tenfold within seconds."""
     import tempfile
 
     directory = os.environ.get("ODOCK_VAR_DIR") or None
-    block, size = b"x" * 1023 + b"\n", 1024 * args.records
+    block = b"x" * 1023 + b"\n"
+    with (
+        tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as appended,
+        tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as zeroed,
+    ):
+        zeroed.write(bytes(len(block) * args.records))
+        zeroed.flush()
+        os.fsync(zeroed.fileno())
+        append_fd = os.open(appended.name, os.O_WRONLY | os.O_APPEND)
+        over_fd = os.open(zeroed.name, os.O_WRONLY | os.O_DSYNC)
+        appends: list[float] = []
+        overwrites: list[float] = []
 
-    def append(fd: int, i: int) -> None:
-        os.write(fd, block)
-        os.fdatasync(fd)
+        def append(i: int) -> None:
+            started = time.perf_counter()
+            os.write(append_fd, block)
+            os.fdatasync(append_fd)
+            appends.append(time.perf_counter() - started)
 
-    def overwrite(fd: int, i: int) -> None:
-        os.pwrite(fd, block, i * len(block))
+        def overwrite(i: int) -> None:
+            started = time.perf_counter()
+            os.pwrite(over_fd, block, i * len(block))
+            overwrites.append(time.perf_counter() - started)
 
-    for _ in range(args.rounds):
-        for name, write in (("append + fdatasync", append), ("pre-zeroed, O_DSYNC", overwrite)):
-            with tempfile.NamedTemporaryFile(dir=directory, prefix="fsync-bench-") as handle:
-                if write is overwrite:
-                    handle.write(bytes(size))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                fd = os.open(handle.name, os.O_WRONLY | (os.O_DSYNC if write is overwrite else 0))
-                if write is append:
-                    os.lseek(fd, 0, os.SEEK_END)
-                samples = []
-                try:
-                    for i in range(args.records):
-                        started = time.perf_counter()
-                        write(fd, i)
-                        samples.append(time.perf_counter() - started)
-                finally:
-                    os.close(fd)
-            print(f"1 KB {name:>19}: {_percentiles(samples)}")
+        try:
+            for i in range(args.records):
+                first, second = (append, overwrite) if i % 2 else (overwrite, append)
+                first(i)
+                second(i)
+                time.sleep(args.gap_ms / 1000)
+        finally:
+            os.close(append_fd)
+            os.close(over_fd)
+    print(f"1 KB append + fdatasync:  {_percentiles(appends)}")
+    print(f"1 KB pre-zeroed, O_DSYNC: {_percentiles(overwrites)}")
     return 0
 
 
@@ -230,6 +238,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--fsync", action="store_true")
+    parser.add_argument("--gap-ms", type=float, default=0.5, help="--fsync: pause between pairs")
     args = parser.parse_args()
     if args.fsync:
         return fsync_cost(args)
