@@ -1,8 +1,8 @@
 """The audit writer's local durability point: an append-only segment log per process.
 
-Every batch of linked records is appended to this process's current segment and
-``fdatasync``-ed before any of its responses' last byte goes out (one sync covers the
-whole batch: group commit). A background thread ships the records to the database
+Every batch of linked records is written to this process's current segment and synced
+(``O_DSYNC``) before any of its responses' last byte goes out (one sync covers the whole
+batch: group commit). A background thread ships the records to the database
 through the idempotent replay (``write_all``), then deletes segments it has shipped.
 
 Layout, in the spool directory (``ODOCK_AUDIT_SPOOL_DIR``), for a writer ``W``
