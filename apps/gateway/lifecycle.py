@@ -69,13 +69,19 @@ class Pipeline:
             )
         finally:
             fill_missing_usage(ctx)
-            # Stages that hold something (a budget reservation) let go of it, in reverse;
-            # ``finish`` only queues the work, so a cancelled request still settles.
-            for stage in reversed(ran):
-                finish = getattr(stage, "finish", None)
-                if finish is not None:
-                    finish(ctx)
-            durable = self.record.run(ctx)
+            durable = None
+            try:
+                # The record first: its content is final here, and in durable mode the
+                # writer's append then overlaps the settling below instead of following it.
+                durable = self.record.run(ctx)
+            finally:
+                # Stages that hold something (a budget reservation) let go of it, in
+                # reverse; ``finish`` only queues the work, so a cancelled request still
+                # settles.
+                for stage in reversed(ran):
+                    finish = getattr(stage, "finish", None)
+                    if finish is not None:
+                        finish(ctx)
             if held is not None:
                 await self._release(ctx, held, durable)
             _detach(ctx)
@@ -85,12 +91,20 @@ class Pipeline:
     ) -> None:
         """The response's last byte goes out once its audit record is durable."""
         if durable is not None:
+            # Awaited directly, with a timer that fails it if the writer is stuck: what
+            # ``wait_for(shield(...))`` did with two more futures and loop turns. The writer
+            # leaves a future that is already done (timed out, cancelled) alone.
+            timer = asyncio.get_running_loop().call_later(
+                self.record.durable_timeout, _too_late, durable
+            )
             try:
-                await asyncio.wait_for(asyncio.shield(durable), self.record.durable_timeout)
+                await durable
             except asyncio.CancelledError:
                 pass
             except Exception:
                 log.error("audit record %s not durable in time; answering anyway", ctx.request_id)
+            finally:
+                timer.cancel()
         try:
             if held.start is not None:
                 await held.send(held.start)
@@ -144,6 +158,11 @@ class _Held:
     send: Send
     message: Message | None = None
     start: Message | None = None
+
+
+def _too_late(durable: asyncio.Future[None]) -> None:
+    if not durable.done():
+        durable.set_exception(TimeoutError("the audit record was not durable in time"))
 
 
 def _hold_last_message(ctx: RequestContext) -> _Held:

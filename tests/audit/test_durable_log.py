@@ -259,3 +259,79 @@ def test_a_stalled_disk_holds_one_batch_then_none_and_the_log_resumes(transactio
         writer.stop()
     report = chain_verify()
     assert report.ok and report.unsealed == 0, report.summary()
+
+
+def test_frames_written_over_a_pre_allocated_segment_read_back_exactly(tmp_path: Path):
+    log_ = SegmentLog(tmp_path, "w1", segment_bytes=64 << 10)
+    try:
+        assert log_.prepare_spare()
+        assert log_.spare_path.stat().st_size == 64 << 10
+        first = [{"request_id": f"a{i}"} for i in range(3)]
+        second = [{"request_id": f"b{i}"} for i in range(2)]
+        index, start, end = log_.append(b"".join(frame(r) for r in first))
+        assert log_.preallocated and not log_.spare_path.exists()  # renamed into place
+        assert (index, start) == (1, 0)
+        index, start2, end2 = log_.append(b"".join(frame(r) for r in second))
+        assert start2 == end
+        path = log_.segment_path(1)
+        # Written over the zeros: the file did not grow, its unwritten tail is zeros.
+        assert path.stat().st_size == 64 << 10
+        assert path.read_bytes()[end2:] == bytes((64 << 10) - end2)
+        assert read_segment(path) == first + second
+        assert log_.read(1, start2, end2) == second
+        parsed, used = parse_frames(path.read_bytes())
+        assert used == end2
+    finally:
+        log_.close(clean=True)
+    assert not list(tmp_path.iterdir())  # the segment, the lock and no spare left
+
+
+def test_a_pre_allocated_segment_with_a_torn_tail_and_a_hole_reads_its_whole_frames():
+    records = [{"request_id": f"r{i}", "n": i} for i in range(5)]
+    frames = [frame(r) for r in records]
+    zeros = bytes(4096)
+    # A crash mid-batch: the last frame got half its bytes to disk, the rest is zeros.
+    torn = frames[0] + frames[1] + frames[2][:10] + zeros
+    parsed, used = parse_frames(torn)
+    assert [r["n"] for r in parsed] == [0, 1] and used == len(frames[0] + frames[1])
+    # Pages reach the disk in any order: the middle of a batch stayed zeros while its end
+    # was written. The frames before and after the hole read; the one cut by it does not.
+    hole = frames[0] + frames[1][:5] + bytes(700) + frames[2][20:] + frames[3] + frames[4]
+    parsed, _ = parse_frames(hole + zeros)
+    assert [r["n"] for r in parsed] == [0, 3, 4]
+    # A hole exactly between frames loses nothing.
+    parsed, _ = parse_frames(frames[0] + bytes(100) + frames[1] + zeros)
+    assert [r["n"] for r in parsed] == [0, 1]
+    assert parse_frames(zeros) == ([], 0)
+
+
+def test_a_dead_writers_pre_allocated_segments_replay_once_and_its_spare_goes(
+    transactional_db, tmp_path
+):
+    from apps.audit.writer import orphans_adopt, prepare
+
+    chains_writer = RequestLogWriter(writer_id="dead-1")
+    records = []
+    for i in range(6):
+        record = _record(f"pre-{i}")
+        prepare(record)
+        chains_writer.chains.link(record)
+        records.append(record)
+    log_ = SegmentLog(tmp_path, "dead-1", segment_bytes=1_500)
+    log_.note_chains(sorted({r["chain"] for r in records}))
+    log_.prepare_spare()
+    for record in records:
+        log_.append(frame(record))  # ~600 bytes each: rotates onto plain segments too
+        log_.prepare_spare()  # the shipper's part, done at once here
+    assert log_.index >= 2 and log_.spare_path.exists()
+    log_.close(clean=False)  # as after a SIGKILL: the files stay, the lock is free
+
+    replayed, complete = orphans_adopt(tmp_path)
+    assert complete and replayed == 6
+    assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == sorted(
+        r["request_id"] for r in records
+    )
+    assert not list(tmp_path.iterdir())  # segments, spare, chains and lock removed
+    assert orphans_adopt(tmp_path) == (0, True)  # nothing left to replay twice
+    report = chain_verify()
+    assert report.ok and report.unsealed == 0, report.summary()
