@@ -301,6 +301,10 @@ ODOCK_RESPONSE_MAX_CONVERSATION_BYTES = int(
 # Request-log writer batching.
 ODOCK_RECORD_BATCH_SIZE = int(os.environ.get("ODOCK_RECORD_BATCH_SIZE", "500"))
 ODOCK_RECORD_FLUSH_SECONDS = float(os.environ.get("ODOCK_RECORD_FLUSH_SECONDS", "0.05"))
+# The shipper's pace (segment log → database). Records are durable on the log already, so
+# this is only how soon the database sees them; each shipment is ~3 ms of Python holding
+# the GIL, which at 0.05 s landed on the next request at c=1 (bench/RESULTS.md, issue 17).
+ODOCK_AUDIT_SHIP_SECONDS = float(os.environ.get("ODOCK_AUDIT_SHIP_SECONDS", "0.5"))
 
 # --- Email (budget alerts) -------------------------------------------------------------
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
