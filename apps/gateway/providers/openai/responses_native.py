@@ -25,7 +25,6 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import upstream_error
-from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import stream_broken
 from apps.gateway.providers.sse import sse_json, typed_event
@@ -51,12 +50,9 @@ def read_responses_usage(ctx: RequestContext, usage: Any) -> bool:
     if not isinstance(usage, dict) or not isinstance(usage.get("input_tokens"), int):
         return False
     cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    chat_usage = {
-        "prompt_tokens": usage["input_tokens"],
-        "completion_tokens": int(usage.get("output_tokens") or 0),
-        "prompt_tokens_details": {"cached_tokens": int(cached)},
-    }
-    record_usage(ctx, chat_usage)
+    output, cached = int(usage.get("output_tokens") or 0), int(cached)
+    # What ``chat_format.record_usage`` does, without building a chat usage object first.
+    ctx.input_tokens, ctx.output_tokens, ctx.cached_tokens = usage["input_tokens"], output, cached
     return True
 
 
