@@ -18,6 +18,7 @@ Usage is read from the Responses ``usage`` (``input_tokens``, of them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,12 @@ _CARRY_RESPONSE = _FINAL | frozenset(
     {b"event: response.created", b"event: response.in_progress", b"event: response.queued"}
 )
 _FAILED = frozenset({b"event: error", b"event: response.failed"})
+#: An opening event up to its response object, as OpenAI writes it (compact, these three
+#: members first): where ``response.in_progress`` may repeat ``response.created``.
+_OPENING = re.compile(
+    rb'event: (response\.created|response\.in_progress)\ndata: \{"type":"\1",'
+    rb'"sequence_number":(?:0|[1-9][0-9]*),(?="response":\{)'
+)
 
 
 Adopt = Callable[[dict[str, Any], dict[str, Any] | None], None]
@@ -81,7 +88,7 @@ class ResponsesPassThrough:
     ``error`` + ``response.failed``).
     """
 
-    __slots__ = ("adopt", "deltas", "error", "finished", "usage")
+    __slots__ = ("_created", "adopt", "deltas", "error", "finished", "usage")
 
     def __init__(self, adopt: Adopt | None = None) -> None:
         self.adopt = adopt
@@ -89,6 +96,8 @@ class ResponsesPassThrough:
         self.deltas = 0
         self.finished = False
         self.error: dict[str, Any] | None = None
+        # ``response.created``'s bytes from its response object on, as received and as sent.
+        self._created: tuple[bytes, bytes] | None = None
 
     def feed_event(self, event: bytes) -> bytes:
         head = event[: event.find(b"\n")]
@@ -100,6 +109,10 @@ class ResponsesPassThrough:
             self.error = error if isinstance(error, dict) else {}
             return b""
         elif head in _CARRY_RESPONSE:
+            if self._created is not None and head == b"event: response.in_progress":
+                repeated = self._repeated(event)
+                if repeated is not None:
+                    return repeated
             data = sse_json(event)
             response = data.get("response") if data is not None else None
             if isinstance(response, dict):
@@ -108,8 +121,29 @@ class ResponsesPassThrough:
                     self.finished = True
                 if self.adopt is not None:
                     self.adopt(response, data)
-                    return typed_event(data)  # type: ignore[arg-type]
+                    out = typed_event(data)  # type: ignore[arg-type]
+                    if head == b"event: response.created":
+                        self._remember(event, out)
+                    return out
         return event + b"\n\n"
+
+    def _remember(self, event: bytes, out: bytes) -> None:
+        """Keep ``response.created`` (received and adopted) for :meth:`_repeated`."""
+        received, sent = _OPENING.match(event), _OPENING.match(out)
+        if received is not None and sent is not None and b"\n" not in event[received.end() :]:
+            self._created = (event[received.end() :], out[sent.end() :])
+
+    def _repeated(self, event: bytes) -> bytes | None:
+        """``response.in_progress`` carrying ``response.created``'s very response object
+        (OpenAI sends it twice, byte for byte): the adopted one already encoded, under this
+        event's own type and sequence number — the bytes parsing, adopting and encoding it
+        again would give, without doing so (~45k instructions). None: not a repeat."""
+        assert self._created is not None
+        received, sent = self._created
+        opening = _OPENING.match(event)
+        if opening is None or event[opening.end() :] != received:
+            return None
+        return event[: opening.end()] + sent
 
     def trailer(self) -> bytes:
         return b""
