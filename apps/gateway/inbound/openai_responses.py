@@ -589,19 +589,18 @@ class Turn:
     response_id: str
     created_at: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Read from ``body`` once (a stream's answer asks for them at several of its events).
+    store: bool = field(init=False)
+    previous_id: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = self.body.get("store") is not False
+        value = self.body.get("previous_response_id")
+        self.previous_id = value if isinstance(value, str) and value else None
 
     @property
     def namespaces(self) -> dict[str, str]:
         return namespaces_of(self.body.get("tools") or [])
-
-    @property
-    def store(self) -> bool:
-        return self.body.get("store") is not False
-
-    @property
-    def previous_id(self) -> str | None:
-        value = self.body.get("previous_response_id")
-        return value if isinstance(value, str) and value else None
 
     def shell(self, model: str, store: bool | None = None) -> dict[str, Any]:
         return response_object(
