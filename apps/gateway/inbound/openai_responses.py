@@ -169,14 +169,15 @@ def check_request(body: dict[str, Any]) -> None:
         RESPONSES.check(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise _missing("model")
-    if body.keys() - _KNOWN:
+    if not _KNOWN.issuperset(body):
         _refuse_fields(body)
     if body.get("tools"):
         _refuse_mcp_tools(body["tools"])
     options = body.get("stream_options")
-    for name in sorted(options or ()):
-        if name != "include_obfuscation":
-            raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
+    if options:
+        for name in sorted(options):
+            if name != "include_obfuscation":
+                raise unsupported(f"stream_options.{name}", f"'stream_options.{name}'")
     if body.get("input") is None and body.get("previous_response_id") is None:
         raise _missing("input")
 
@@ -213,8 +214,14 @@ def _refuse_mcp_tools(tools: Any) -> None:
             )
 
 
+#: The top-level fields :func:`translation_refusals` looks at.
+_REFUSABLE = NATIVE_ONLY | {"truncation", "reasoning", "include"}
+
+
 def translation_refusals(body: dict[str, Any]) -> None:
     """Top-level settings only a native deployment can honour (see the module docstring)."""
+    if _REFUSABLE.isdisjoint(body):
+        return  # the common request: none of them (one check instead of a dozen lookups)
     for name in _NATIVE_ONLY_SORTED:
         if body.get(name) not in (None, DEFAULTS_ONLY.get(name)):
             raise unsupported(name, f"'{name}'")
@@ -495,6 +502,38 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": schema}
 
 
+#: The top-level fields that add to the chat body besides ``model`` and ``messages``.
+_OPTIONAL = frozenset(
+    {"tools", "tool_choice", "text", "reasoning", "max_output_tokens", "stream", *SAME_NAME}
+)
+
+
+def _chat_messages(
+    body: dict[str, Any],
+    items: list[dict[str, Any]],
+    history: list[dict[str, Any]] | None,
+    pending_history: bool,
+) -> list[dict[str, Any]]:
+    """The chat messages of the conversation: instructions, the stored chain, this input."""
+    instructions = body.get("instructions")
+    text = body.get("input")
+    if type(text) is str and not history:
+        # A string input is one user message (what the loop below makes of its one item).
+        user = {"role": "user", "content": text}
+        return [{"role": "system", "content": instructions}, user] if instructions else [user]
+    history = history or []
+    messages = _Messages((history, items), skip_references=pending_history)
+    if instructions:
+        messages.out.append({"role": "system", "content": instructions})
+    for item in history:
+        messages.add(item, "previous_response_id")
+    for index, item in enumerate(items):
+        messages.add(item, f"input[{index}]")
+    if not messages.out and not pending_history:
+        raise _invalid("input", "The request has no input to answer.")
+    return messages.out
+
+
 def responses_to_openai(
     body: dict[str, Any],
     items: list[dict[str, Any]],
@@ -506,17 +545,12 @@ def responses_to_openai(
     stored conversation before it) → an OpenAI chat-completions body. With
     ``pending_history`` (the chain is not loaded yet) references are left for later."""
     translation_refusals(body)
-    history = history or []
-    messages = _Messages((history, items), skip_references=pending_history)
-    if body.get("instructions"):
-        messages.out.append({"role": "system", "content": body["instructions"]})
-    for item in history:
-        messages.add(item, "previous_response_id")
-    for index, item in enumerate(items):
-        messages.add(item, f"input[{index}]")
-    if not messages.out and not pending_history:
-        raise _invalid("input", "The request has no input to answer.")
-    out: dict[str, Any] = {"model": body["model"], "messages": messages.out}
+    out: dict[str, Any] = {
+        "model": body["model"],
+        "messages": _chat_messages(body, items, history, pending_history),
+    }
+    if _OPTIONAL.isdisjoint(body):
+        return out  # model and input only (``store``, ``metadata`` and the like stay here)
     tools = body.get("tools") or []
     if tools:
         out["tools"] = _tools(tools)
@@ -555,19 +589,18 @@ class Turn:
     response_id: str
     created_at: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Read from ``body`` once (a stream's answer asks for them at several of its events).
+    store: bool = field(init=False)
+    previous_id: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = self.body.get("store") is not False
+        value = self.body.get("previous_response_id")
+        self.previous_id = value if isinstance(value, str) and value else None
 
     @property
     def namespaces(self) -> dict[str, str]:
         return namespaces_of(self.body.get("tools") or [])
-
-    @property
-    def store(self) -> bool:
-        return self.body.get("store") is not False
-
-    @property
-    def previous_id(self) -> str | None:
-        value = self.body.get("previous_response_id")
-        return value if isinstance(value, str) and value else None
 
     def shell(self, model: str, store: bool | None = None) -> dict[str, Any]:
         return response_object(
@@ -595,6 +628,22 @@ def native_request(
     resolved), no ``previous_response_id`` and ``store: false`` — the gateway stores, the
     provider keeps nothing. Earlier reasoning items go only with their
     ``encrypted_content`` (without it a provider that stores nothing cannot use them)."""
+    conversation = [*history, *items]
+    for item in conversation:
+        kind = item.get("type")
+        if kind == "item_reference" or kind == "reasoning":
+            conversation = _resolved(history, items)
+            break
+    out = dict(body)
+    out.pop("previous_response_id", None)
+    out["input"] = conversation
+    out["store"] = False
+    return out
+
+
+def _resolved(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation with item references resolved and reasoning items that cannot be
+    used (no ``encrypted_content``) left out."""
     known: dict[str, dict[str, Any]] | None = None
     conversation = []
     for index, item in enumerate([*history, *items]):
@@ -613,10 +662,7 @@ def native_request(
         if item.get("type") == "reasoning" and not item.get("encrypted_content"):
             continue
         conversation.append(item)
-    out = {k: v for k, v in body.items() if k != "previous_response_id"}
-    out["input"] = conversation
-    out["store"] = False
-    return out
+    return conversation
 
 
 def _without(body: dict[str, Any], param: str) -> dict[str, Any]:

@@ -240,6 +240,12 @@ class ResponsesOutput:
                 )
                 await self._send(message)
             elif content_type.startswith(b"application/json") and self.turn is not None:
+                if self._native and not self.turn.store:
+                    # Nothing to store and nothing to translate: the answer is already the
+                    # client's (adopted by the provider module), so it goes out as it is.
+                    self._mode = "raw"
+                    await self._send(message)
+                    return
                 self._mode = "json"
                 self._start = message  # held until the body is complete
             else:

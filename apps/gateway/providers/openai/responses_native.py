@@ -18,6 +18,7 @@ Usage is read from the Responses ``usage`` (``input_tokens``, of them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,6 @@ import orjson
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import upstream_error
-from apps.gateway.providers.chat_format import record_usage
 from apps.gateway.providers.contract import StreamFailure
 from apps.gateway.providers.errors import stream_broken
 from apps.gateway.providers.sse import sse_json, typed_event
@@ -36,9 +36,28 @@ _CARRY_RESPONSE = _FINAL | frozenset(
     {b"event: response.created", b"event: response.in_progress", b"event: response.queued"}
 )
 _FAILED = frozenset({b"event: error", b"event: response.failed"})
+#: An opening event up to its response object, as OpenAI writes it (compact, these three
+#: members first): where ``response.in_progress`` may repeat ``response.created``.
+_OPENING = re.compile(
+    rb'event: (response\.created|response\.in_progress)\ndata: \{"type":"\1",'
+    rb'"sequence_number":(?:0|[1-9][0-9]*),(?="response":\{)'
+)
 
 
 Adopt = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+def _event_data(event: bytes) -> dict[str, Any] | None:
+    """``sse_json`` for the usual event of one ``data:`` line, parsed where it lies (no
+    split and join of a response object's kilobyte)."""
+    at = event.find(b"\ndata: ")
+    if at < 0 or event.find(b"\n", at + 7) >= 0:
+        return sse_json(event)
+    try:
+        data = orjson.loads(memoryview(event)[at + 7 :])
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def native_body(body: dict[str, Any], upstream_model: str) -> bytes:
@@ -51,12 +70,9 @@ def read_responses_usage(ctx: RequestContext, usage: Any) -> bool:
     if not isinstance(usage, dict) or not isinstance(usage.get("input_tokens"), int):
         return False
     cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    chat_usage = {
-        "prompt_tokens": usage["input_tokens"],
-        "completion_tokens": int(usage.get("output_tokens") or 0),
-        "prompt_tokens_details": {"cached_tokens": int(cached)},
-    }
-    record_usage(ctx, chat_usage)
+    output, cached = int(usage.get("output_tokens") or 0), int(cached)
+    # What ``chat_format.record_usage`` does, without building a chat usage object first.
+    ctx.input_tokens, ctx.output_tokens, ctx.cached_tokens = usage["input_tokens"], output, cached
     return True
 
 
@@ -85,7 +101,7 @@ class ResponsesPassThrough:
     ``error`` + ``response.failed``).
     """
 
-    __slots__ = ("adopt", "deltas", "error", "finished", "usage")
+    __slots__ = ("_created", "adopt", "deltas", "error", "finished", "usage")
 
     def __init__(self, adopt: Adopt | None = None) -> None:
         self.adopt = adopt
@@ -93,6 +109,8 @@ class ResponsesPassThrough:
         self.deltas = 0
         self.finished = False
         self.error: dict[str, Any] | None = None
+        # ``response.created``'s bytes from its response object on, as received and as sent.
+        self._created: tuple[bytes, bytes] | None = None
 
     def feed_event(self, event: bytes) -> bytes:
         head = event[: event.find(b"\n")]
@@ -104,7 +122,11 @@ class ResponsesPassThrough:
             self.error = error if isinstance(error, dict) else {}
             return b""
         elif head in _CARRY_RESPONSE:
-            data = sse_json(event)
+            if self._created is not None and head == b"event: response.in_progress":
+                repeated = self._repeated(event)
+                if repeated is not None:
+                    return repeated
+            data = _event_data(event)
             response = data.get("response") if data is not None else None
             if isinstance(response, dict):
                 if head in _FINAL:
@@ -112,8 +134,29 @@ class ResponsesPassThrough:
                     self.finished = True
                 if self.adopt is not None:
                     self.adopt(response, data)
-                    return typed_event(data)  # type: ignore[arg-type]
+                    out = typed_event(data)  # type: ignore[arg-type]
+                    if head == b"event: response.created":
+                        self._remember(event, out)
+                    return out
         return event + b"\n\n"
+
+    def _remember(self, event: bytes, out: bytes) -> None:
+        """Keep ``response.created`` (received and adopted) for :meth:`_repeated`."""
+        received, sent = _OPENING.match(event), _OPENING.match(out)
+        if received is not None and sent is not None and b"\n" not in event[received.end() :]:
+            self._created = (event[received.end() :], out[sent.end() :])
+
+    def _repeated(self, event: bytes) -> bytes | None:
+        """``response.in_progress`` carrying ``response.created``'s very response object
+        (OpenAI sends it twice, byte for byte): the adopted one already encoded, under this
+        event's own type and sequence number — the bytes parsing, adopting and encoding it
+        again would give, without doing so (~45k instructions). None: not a repeat."""
+        assert self._created is not None
+        received, sent = self._created
+        opening = _OPENING.match(event)
+        if opening is None or event[opening.end() :] != received:
+            return None
+        return event[: opening.end()] + sent
 
     def trailer(self) -> bytes:
         return b""
