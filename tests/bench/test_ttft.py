@@ -3,6 +3,7 @@ OpenAI upstream and on hand-made byte streams. No database is needed."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,20 @@ import pytest
 
 from fakes.openai_server import FakeOpenAIServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import bench  # noqa: E402
+def _load_bench():
+    """``bench/bench.py`` by its path: putting ``bench/`` on ``sys.path`` would let its
+    ``mcp.py`` shadow the MCP SDK for every test collected after this one."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+    spec = importlib.util.spec_from_file_location("odock_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["odock_bench"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
