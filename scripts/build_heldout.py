@@ -21,11 +21,11 @@ import base64
 import json
 import random
 import string
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from corpus_files import write_or_check
 from faker import Faker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,30 +376,12 @@ def build(seed: int) -> dict[str, list[Row]]:
     return files
 
 
-def render(rows: list[Row]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
-    differ = []
-    for name, rows in build(args.seed).items():
-        path = OUT_DIR / f"{name}.jsonl"
-        text = render(rows)
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                differ.append(path.name)
-            continue
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(ROOT)}: {len(rows)} lines")
-    if differ:
-        print(f"differs from the frozen corpus: {', '.join(differ)}", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(build(args.seed), OUT_DIR, ROOT, check=args.check)
 
 
 if __name__ == "__main__":

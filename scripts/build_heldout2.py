@@ -19,12 +19,11 @@ version is a different corpus).
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from corpus_files import write_or_check
 from mimesis import Generic, Locale
 from mimesis.enums import CardType, TimestampFormat
 
@@ -256,30 +255,12 @@ def build(seed: int) -> dict[str, list[Row]]:
     return files
 
 
-def render(rows: list[Row]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1802)
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
-    differ = []
-    for name, rows in build(args.seed).items():
-        path = OUT_DIR / f"{name}.jsonl"
-        text = render(rows)
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                differ.append(path.name)
-            continue
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(ROOT)}: {len(rows)} lines")
-    if differ:
-        print(f"differs from the frozen corpus: {', '.join(differ)}", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(build(args.seed), OUT_DIR, ROOT, check=args.check)
 
 
 if __name__ == "__main__":
