@@ -119,3 +119,40 @@ def odock_apply_text(tmp_path, text: str) -> str:
     out = StringIO()
     call_command("odock_apply", str(path), stdout=out)
     return out.getvalue()
+
+
+def audit_record(key, request_id: str, created_at: float, **overrides) -> dict:
+    """A request record as the gateway's record stage hands it to the audit writer (before
+    ``prepare`` and chain linking), for ``key``; ``overrides`` replace any field."""
+    record = {
+        "request_id": request_id,
+        "created_at": created_at,
+        "organization_id": key.project.team.organization_id,
+        "team_id": key.project.team_id,
+        "project_id": key.project_id,
+        "key_id": key.pk,
+        "key_prefix": key.prefix,
+        "user_id": None,
+        "endpoint": "chat.completions",
+        "model_requested": "gpt-4o-mini",
+        "model_served": "gpt-4o-mini",
+        "stream": False,
+        "status_code": 200,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cached_tokens": 0,
+        "usage_estimated": False,
+        "cost_usd": "0.01",
+        "latency_ms": 12.5,
+        "upstream_ms": 10.0,
+        "overhead_ms": 2.5,
+        "ttft_ms": None,
+        "client_disconnected": False,
+        "client_ip": "127.0.0.1",
+        "decisions": [],
+        "attempts": [],
+        "findings": [],
+        "content": None,
+    }
+    record.update(overrides)
+    return record

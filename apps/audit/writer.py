@@ -796,13 +796,11 @@ def _copy_insert(cursor: Any, table: str, rows: list[list[Any]]) -> None:
     writer to ~3,900 rows/s, a multi-row INSERT to less (psycopg re-parses the long
     statement each time); COPY is PostgreSQL's bulk path."""
     columns = ", ".join(_COLUMNS)
-    raw = cursor.db.connection
-    if getattr(cursor.db, "_odock_staging_for", None) is not raw:  # once per connection
-        cursor.execute(
+    if getattr(cursor.db, "_odock_staging_for", None) is not cursor.db.connection:
+        cursor.execute(  # once per connection (``write_batch`` marks it after a commit)
             f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "  # noqa: S608
             f"SELECT {columns} FROM {table} WITH NO DATA"
         )
-        cursor.db._odock_staging_for = raw
     # psycopg's own cursor: its errors made Django's, like every other statement's.
     with (
         cursor.db.wrap_database_errors,
@@ -865,11 +863,18 @@ def write_batch(batch: list[dict[str, Any]]) -> None:
         if key_id is not None and r["status_code"] < 400:
             last_used[key_id] = max(created, last_used.get(key_id, created))
     table = RequestLog._meta.db_table
+    # The staging table is known to exist only once a transaction that created it has
+    # committed: a rollback (ours, or an outer one around us) takes it away again.
+    outermost = not connection.in_atomic_block
     try:
         _write_rows(table, rows, last_used)
     except BaseException:
-        connection._odock_staging_for = None  # a rollback takes the staging table with it
+        connection._odock_staging_for = None
         raise
+    if outermost and connection.vendor == "postgresql":
+        connection._odock_staging_for = connection.connection
+    elif not outermost:
+        connection._odock_staging_for = None
 
 
 def _write_rows(table: str, rows: list[list[Any]], last_used: dict[int, datetime]) -> None:

@@ -13,44 +13,13 @@ from apps.audit.chain import ChainHeads
 from apps.audit.models import RequestLog
 from apps.audit.writer import prepare, write_batch
 from apps.keys.models import VirtualKey
-from tests.factories import key_create, org_create, project_create, team_create
+from tests.factories import audit_record, key_create, org_create, project_create, team_create
 
 
 def _records(issued, ids: list[str], heads: ChainHeads, **overrides) -> list[dict]:
-    key = issued.key
     batch = []
     for request_id in ids:
-        rec = {
-            "request_id": request_id,
-            "created_at": time.time(),
-            "organization_id": key.project.team.organization_id,
-            "team_id": key.project.team_id,
-            "project_id": key.project_id,
-            "key_id": key.pk,
-            "key_prefix": key.prefix,
-            "user_id": None,
-            "endpoint": "chat.completions",
-            "model_requested": "m",
-            "model_served": "m",
-            "stream": False,
-            "status_code": 200,
-            "input_tokens": 1,
-            "output_tokens": 1,
-            "cached_tokens": 0,
-            "usage_estimated": False,
-            "cost_usd": "0.000001",
-            "latency_ms": 1.0,
-            "upstream_ms": 0.5,
-            "overhead_ms": 0.5,
-            "ttft_ms": None,
-            "client_disconnected": False,
-            "client_ip": "127.0.0.1",
-            "decisions": [],
-            "attempts": [],
-            "findings": [],
-            "content": None,
-        }
-        rec.update(overrides)
+        rec = audit_record(issued.key, request_id, time.time(), **overrides)
         prepare(rec)
         heads.link(rec)
         batch.append(rec)
@@ -75,3 +44,20 @@ def test_a_failed_first_batch_does_not_lose_the_staging_table_for_the_next():
         "req-c",
     ]
     assert VirtualKey.objects.get(pk=issued.key.pk).last_used_at is not None
+    assert connection._odock_staging_for is connection.connection  # marked after a commit
+
+
+@pytest.mark.django_db
+def test_inside_an_outer_transaction_the_staging_table_is_never_assumed():
+    """An outer transaction (a test's, or a caller's) may roll the CREATE back after
+    ``write_batch`` returns: the next batch must create the table again, not assume it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the COPY staging path is PostgreSQL's")
+    issued = key_create(project_create(team_create(org_create("ship-outer"))))
+    heads = ChainHeads(writer_id="w-ship-outer")
+    write_batch(_records(issued, ["req-o1"], heads))
+    assert connection._odock_staging_for is None
+    with connection.cursor() as cursor:  # what the outer rollback would do
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.odock_audit_staging")
+    write_batch(_records(issued, ["req-o2"], heads))
+    assert RequestLog.objects.filter(request_id__in=["req-o1", "req-o2"]).count() == 2

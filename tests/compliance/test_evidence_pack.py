@@ -33,6 +33,7 @@ from apps.identity.models import Membership, Role
 from apps.keys.services import IssuedKey
 from apps.tenancy.models import Organization
 from tests.factories import (
+    audit_record,
     key_create,
     org_create,
     project_create,
@@ -233,36 +234,7 @@ def writer_records(issued: IssuedKey, count: int) -> None:
     heads = ChainHeads(writer_id="w-test")
     batch = []
     for i in range(count):
-        rec = {
-            "request_id": f"req-chained-{i}",
-            "created_at": at(10 + i).timestamp(),
-            "organization_id": key.project.team.organization_id,
-            "team_id": key.project.team_id,
-            "project_id": key.project_id,
-            "key_id": key.pk,
-            "key_prefix": key.prefix,
-            "user_id": None,
-            "endpoint": "chat.completions",
-            "model_requested": "gpt-4o-mini",
-            "model_served": "gpt-4o-mini",
-            "stream": False,
-            "status_code": 200,
-            "input_tokens": 10,
-            "output_tokens": 5,
-            "cached_tokens": 0,
-            "usage_estimated": False,
-            "cost_usd": "0.01",
-            "latency_ms": 12.5,
-            "upstream_ms": 10.0,
-            "overhead_ms": 2.5,
-            "ttft_ms": None,
-            "client_disconnected": False,
-            "client_ip": "127.0.0.1",
-            "decisions": [],
-            "attempts": [],
-            "findings": [],
-            "content": None,
-        }
+        rec = audit_record(key, f"req-chained-{i}", at(10 + i).timestamp())
         prepare(rec)
         heads.link(rec)
         batch.append(rec)
