@@ -871,10 +871,7 @@ def write_batch(batch: list[dict[str, Any]]) -> None:
     except BaseException:
         connection._odock_staging_for = None
         raise
-    if outermost and connection.vendor == "postgresql":
-        connection._odock_staging_for = connection.connection
-    elif not outermost:
-        connection._odock_staging_for = None
+    connection._odock_staging_for = connection.connection if outermost else None
 
 
 def _write_rows(table: str, rows: list[list[Any]], last_used: dict[int, datetime]) -> None:
