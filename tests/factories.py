@@ -69,6 +69,21 @@ def allow_models(level_obj, *models: Model) -> None:
         ModelAccess.objects.create(model=m, **{field: level_obj})
 
 
+def holds_released(redis_client, counter: str, timeout: float = 5.0) -> None:
+    """Wait until a budget counter's holds (``<counter>:r``) are back to zero.
+
+    A settlement may wait up to ``settle_delay_seconds`` for the next reserve to share its
+    Redis write, and the record can land before it: a test that reads Redis right after
+    the records would race it. A hold that never goes away still fails, after ``timeout``.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while int(redis_client.get(counter + ":r") or 0) != 0:
+        assert time.monotonic() < deadline, f"{counter}:r still holds budget (leaked)"
+        time.sleep(0.01)
+
+
 def records_wait(gateway, count: int, timeout: float = 5.0) -> list:
     """The request-log rows once ``count`` exist (a record is submitted just after the
     response's last byte, so a fast client can ask before it is queued)."""

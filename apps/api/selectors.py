@@ -26,7 +26,7 @@ from apps.identity.areas import budget_q
 from apps.identity.roles import Capability
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget
-from apps.policies.spend import budget_spent_usd
+from apps.policies.spend import budgets_spent_usd
 from apps.tenancy.models import Organization, Project, Team
 
 PERCENT_QUANTUM = Decimal("0.01")
@@ -269,8 +269,9 @@ def budget_spend_list(
 ) -> list[BudgetSpend]:
     """Settled spend in the current period of every budget the scope covers.
 
-    From the request log (``budget_spent_usd``), not Redis: this is the figure finance
-    reconciles against, and it survives a Redis flush. One aggregate query per budget.
+    From the request log (``budgets_spent_usd``), not Redis: this is the figure finance
+    reconciles against, and it survives a Redis flush. One aggregate query per budget, all
+    from one snapshot of the log.
     Only budgets attached inside the token's spend area: a team's token does not see its
     organisation's budget (that is the whole organisation's spend).
     """
@@ -280,9 +281,11 @@ def budget_spend_list(
         scope.budgets_q(), budget_q(area)
     )
     rows = []
-    for budget in qs.order_by("pk"):
+    budgets = list(qs.order_by("pk"))
+    spent_of = budgets_spent_usd(budgets, now)
+    for budget in budgets:
         period_key, period_ends = period_bounds(budget.period, now)
-        spent = budget_spent_usd(budget, now).quantize(USD_QUANTUM)
+        spent = spent_of[budget.pk].quantize(USD_QUANTUM)
         limit = budget.limit_usd
         percent = None
         if limit > 0:

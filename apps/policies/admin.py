@@ -44,7 +44,7 @@ from apps.policies.models import (
     RateLimit,
     ScopedRule,
 )
-from apps.policies.spend import budget_spent_usd
+from apps.policies.spend import budget_spent_usd, budgets_spent_usd
 
 RULE_MODELS: tuple[type[ScopedRule], ...] = (
     Budget,
@@ -102,8 +102,10 @@ def budget_usage_at_level(level: str, obj: models.Model) -> list[BudgetUsage]:
     per budget: a level carries a handful of budgets)."""
     now = datetime.now(UTC)
     usages = []
-    for budget in Budget.objects.filter(**{level: obj}).select_related("model").order_by("pk"):
-        spent = budget_spent_usd(budget, now)
+    budgets = list(Budget.objects.filter(**{level: obj}).select_related("model").order_by("pk"))
+    spent_of = budgets_spent_usd(budgets, now)
+    for budget in budgets:
+        spent = spent_of[budget.pk]
         period_key, ends = period_bounds(budget.period, now)
         usages.append(
             BudgetUsage(budget, spent, percent_used(spent, budget.limit_usd), period_key, ends)

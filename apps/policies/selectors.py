@@ -22,7 +22,7 @@ from apps.policies.models import (
     ScopedRule,
     level_label,
 )
-from apps.policies.spend import budget_spent_usd
+from apps.policies.spend import budgets_spent_usd
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,11 @@ def effective_policy_for_key(key: VirtualKey) -> dict:
                 )
     now = datetime.now(UTC)
     budgets = []
-    for b in Budget.objects.filter(_level_q(levels, Budget)).select_related("model"):
+    rules = list(Budget.objects.filter(_level_q(levels, Budget)).select_related("model"))
+    spent_of = budgets_spent_usd(rules, now)
+    for b in rules:
         period_key, end = period_bounds(b.period, now)
-        spent = budget_spent_usd(b, now)
+        spent = spent_of[b.pk]
         budgets.append(
             {
                 "level": label_of(b),

@@ -15,11 +15,14 @@ counters from here, lowering or raising them:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMinute
 
@@ -86,6 +89,34 @@ def budget_spent_usd(budget: Budget, now: datetime | None = None) -> Decimal:
     now = now or datetime.now(UTC)
     total = RequestLog.objects.filter(_period_q(budget, now)).aggregate(total=Sum("cost_usd"))
     return total["total"] or Decimal(0)
+
+
+def budgets_spent_usd(budgets: Iterable[Budget], now: datetime | None = None) -> dict[int, Decimal]:
+    """``budget_spent_usd`` of several budgets, read from one snapshot of the log.
+
+    A page that shows a key's and its team's remaining budget must not show a record in
+    one and not the other: under PostgreSQL's default isolation each query sees the rows
+    committed before it, so a record landing between two of them would do just that.
+    The queries run in one REPEATABLE READ transaction (one index-using query per budget,
+    one snapshot); inside an outer transaction they share that transaction's view.
+    """
+    now = now or datetime.now(UTC)
+    budgets = list(budgets)
+    with read_snapshot():
+        return {b.pk: budget_spent_usd(b, now) for b in budgets}
+
+
+@contextmanager
+def read_snapshot() -> Iterator[None]:
+    """A transaction whose reads all see the same committed data."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 # --- Counters -------------------------------------------------------------------------

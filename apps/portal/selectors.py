@@ -23,7 +23,7 @@ from apps.identity.roles import Capability
 from apps.identity.scope import scope_for
 from apps.keys.models import VirtualKey
 from apps.policies.models import Budget
-from apps.policies.spend import budget_spent_usd
+from apps.policies.spend import budgets_spent_usd
 from apps.portal.models import DEFAULT_MAX_KEY_LIFETIME_DAYS, KeyLifetimeRule
 from apps.providers.models import Model
 from apps.tenancy.models import Project
@@ -147,7 +147,7 @@ def budgets_by_key(keys: list[VirtualKey], user: Any) -> dict[int, list[BudgetLi
         Budget.objects.filter(q).select_related("model", "organization", "team", "project", "key")
     )
     now = datetime.now(UTC)
-    spent: dict[int, Decimal] = {b.pk: budget_spent_usd(b, now) for b in rules}
+    spent = budgets_spent_usd(rules, now)
     order = {"user": 0, "org": 1, "team": 2, "project": 3, "key": 4}
     result: dict[int, list[BudgetLine]] = {}
     for key in keys:
