@@ -220,9 +220,10 @@ def test_spend_comes_back_after_a_redis_flush(world, gateway_factory, redis_url,
     for _ in range(3):
         client.chat.completions.create(**BODY)
     records_wait(gateway, 3)
+    period_key, _ = period_bounds("daily", datetime.now(UTC))
+    holds_released(redis_client, budget_key(budget.pk, period_key))  # all settled
 
     redis_client.flushdb()
-    period_key, _ = period_bounds("daily", datetime.now(UTC))
     spent_key = budget_key(budget.pk, period_key) + ":s"
     deadline = time.monotonic() + 15  # the rebuild polls; a loaded CI machine is slow
     while _redis_int(redis_client, spent_key) == 0 and time.monotonic() < deadline:

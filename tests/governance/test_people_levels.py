@@ -210,9 +210,10 @@ def test_a_users_spend_comes_back_after_a_redis_flush(
     second.chat.completions.create(**BODY)
     _client(gateway, world["bob_key"]).chat.completions.create(**BODY)  # not alice's spend
     records_wait(gateway, 3)
+    period_key, _ = period_bounds("daily", datetime.now(UTC))
+    holds_released(redis_client, budget_key(budget.pk, period_key))  # all settled
 
     redis_client.flushdb()
-    period_key, _ = period_bounds("daily", datetime.now(UTC))
     spent_key = budget_key(budget.pk, period_key) + ":s"
     deadline = time.monotonic() + 5
     while _redis_int(redis_client, spent_key) == 0 and time.monotonic() < deadline:
