@@ -227,6 +227,7 @@ def build_gateway(*, redis_url: str | None = None, **config_overrides) -> Gatewa
             batch_size=settings.ODOCK_RECORD_BATCH_SIZE,
             flush_seconds=settings.ODOCK_RECORD_FLUSH_SECONDS,
             ship_seconds=settings.ODOCK_AUDIT_SHIP_SECONDS,
+            segment_bytes=settings.ODOCK_AUDIT_SEGMENT_BYTES,
             spool_dir=settings.ODOCK_AUDIT_SPOOL_DIR,
             seal_seconds=settings.ODOCK_AUDIT_SEAL_SECONDS,
             db_timeout=timeout,

@@ -305,6 +305,9 @@ ODOCK_RECORD_FLUSH_SECONDS = float(os.environ.get("ODOCK_RECORD_FLUSH_SECONDS", 
 # this is only how soon the database sees them; each shipment is ~3 ms of Python holding
 # the GIL, which at 0.05 s landed on the next request at c=1 (bench/RESULTS.md, issue 17).
 ODOCK_AUDIT_SHIP_SECONDS = float(os.environ.get("ODOCK_AUDIT_SHIP_SECONDS", "0.5"))
+# The segment log rotates at this size; the next segment is zero-filled ahead of time, so a
+# process keeps up to two on its spool disk.
+ODOCK_AUDIT_SEGMENT_BYTES = int(os.environ.get("ODOCK_AUDIT_SEGMENT_BYTES", str(8 << 20)))
 
 # --- Email (budget alerts) -------------------------------------------------------------
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

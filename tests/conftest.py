@@ -58,6 +58,14 @@ def fake_upstream() -> Iterator:
     server.stop()
 
 
+# Test gateways rotate their audit segments at 1 MB, not 8: every gateway zero-fills and
+# syncs its next segment ahead of time, and at 8 MB the suite's ~1,300 gateways wrote
+# ~21 GB. They ship every 0.1 s, not 0.5 s, so tests that wait for rows in the database
+# wait less; tests of the pace or of rotation set their own.
+TEST_SEGMENT_BYTES = 1 << 20
+TEST_SHIP_SECONDS = 0.1
+
+
 @pytest.fixture
 def gateway_factory(transactional_db, settings, tmp_path):
     """Start real gateways (uvicorn on loopback, full ASGI router); stopped after the test."""
@@ -66,6 +74,8 @@ def gateway_factory(transactional_db, settings, tmp_path):
     # This test's own spool and kept snapshot: nothing left by another test is adopted.
     settings.ODOCK_AUDIT_SPOOL_DIR = tmp_path / "audit-spool"
     settings.ODOCK_SNAPSHOT_FILE = tmp_path / "policy-snapshot"
+    settings.ODOCK_AUDIT_SEGMENT_BYTES = TEST_SEGMENT_BYTES
+    settings.ODOCK_AUDIT_SHIP_SECONDS = TEST_SHIP_SECONDS
 
     from odock.asgi_router import build_application
     from odock.gateway import build_gateway
@@ -220,6 +230,8 @@ def gateway_processes(transactional_db, tmp_path):
             # This test's own spool and kept snapshot (shared by its processes only).
             "ODOCK_AUDIT_SPOOL_DIR": str(tmp_path / "audit-spool"),
             "ODOCK_SNAPSHOT_FILE": str(tmp_path / "policy-snapshot"),
+            "ODOCK_AUDIT_SEGMENT_BYTES": str(TEST_SEGMENT_BYTES),
+            "ODOCK_AUDIT_SHIP_SECONDS": str(TEST_SHIP_SECONDS),
             "CELERY_TASK_ALWAYS_EAGER": "true",
             # No in-process roll-ups behind a test's back (tests/core/test_scheduler.py
             # turns them on where that is the point).

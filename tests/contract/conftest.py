@@ -44,3 +44,12 @@ def refusals(gateway_factory, fake_upstream) -> dict:
     gateway.snapshots.reload()
     secrets = {name: issued.secret for name, issued in keys.items()}
     return {"gateway": gateway, "upstream": fake_upstream, "keys": keys, **secrets}
+
+
+def one_attempt(gateway) -> None:
+    """Model ``m`` gets one attempt: the error tests check the shape of what a failure
+    looks like, and the retries after a 429's ``retry-after: 1`` cost 2 s a test."""
+    from apps.providers.models import Model
+
+    Model.objects.filter(name="m").update(max_attempts=1)
+    gateway.snapshots.reload()

@@ -10,6 +10,7 @@ import anthropic
 import pytest
 from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 
+from tests.contract.conftest import one_attempt
 from tests.contract.shapes import assert_anthropic, assert_anthropic_error
 from tests.contract.wire import sse_events
 from tests.gateway.providers.test_every_provider import ANTHROPIC_WEATHER
@@ -140,6 +141,7 @@ def test_messages_and_their_stream_events_match_the_sdk(routed):
 def test_upstream_failures_are_anthropic_errors(routed, status, stream):
     """Before the first byte a stream fails like an answer: a JSON error, not SSE."""
     _kind, gateway, secret, server = routed
+    one_attempt(gateway)
     server.behavior.fail_status = status
     client = _client(gateway, secret)
     with pytest.raises(anthropic.APIStatusError) as info:

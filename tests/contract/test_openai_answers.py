@@ -14,6 +14,7 @@ import struct
 import openai
 import pytest
 
+from tests.contract.conftest import one_attempt
 from tests.contract.shapes import assert_openai
 from tests.contract.wire import DONE, sse_events
 from tests.gateway.tool_calls import WEATHER_TOOL
@@ -157,6 +158,7 @@ def test_embeddings_and_models_match_the_spec(routed):
 def test_upstream_failures_are_openai_errors(routed, status, stream):
     """Before the first byte a stream fails like an answer: a JSON error, not SSE."""
     _kind, gateway, secret, server = routed
+    one_attempt(gateway)
     server.behavior.fail_status = status
     client = _client(gateway, secret)
     got, body = _status_body(

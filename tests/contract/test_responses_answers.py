@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from apps.gateway.providers.registry import PROVIDERS
-from tests.contract.conftest import MAX_BODY_BYTES
+from tests.contract.conftest import MAX_BODY_BYTES, one_attempt
 from tests.contract.shapes import assert_openai
 from tests.contract.test_errors import AWS_KEY, check_refusal, send_refusal
 from tests.contract.test_guardrail_shapes import CUT, EMAIL, REDACTED
@@ -94,6 +94,7 @@ def test_responses_and_their_stream_events_match_the_spec(routed):
 @pytest.mark.parametrize("status", [500, 429])
 def test_upstream_failures_are_openai_errors(routed, status):
     _kind, gateway, secret, server = routed
+    one_attempt(gateway)
     server.behavior.fail_status = status
     with pytest.raises(openai.APIStatusError) as info:
         _client(gateway, secret).responses.create(model="m", input="Hi")
