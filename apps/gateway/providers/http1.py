@@ -642,7 +642,8 @@ class HTTP1Pool:
 
     async def _open(
         self,
-        url: Any,
+        host: _Host,
+        line: bytes,
         body: bytes,
         headers: Mapping[str, str],
         deadline: float | None,
@@ -652,7 +653,6 @@ class HTTP1Pool:
         """Sends the request; returns once the answer's head is in. ``deadline`` bounds
         it all (non-stream), else ``connect_timeout`` a new connection (or a wait for a
         free one) and ``read_timeout`` each wait for data."""
-        host, line = self._target(url)
         payload = self._payload(line, body, headers)
         fresh = False
         while True:
@@ -680,8 +680,9 @@ class HTTP1Pool:
         self, url: Any, body: bytes, headers: Mapping[str, str], *, timeout: float
     ) -> tuple[int, bytes, Headers]:
         """One POST read to its end within ``timeout`` seconds (connect included)."""
-        loop = asyncio.get_running_loop()
-        response = await self._open(url, body, headers, loop.time() + timeout, None)
+        host, line = self._target(url)
+        # host.loop, not get_running_loop(): that is a getpid system call on 3.11.
+        response = await self._open(host, line, body, headers, host.loop.time() + timeout, None)
         try:
             data = await response.read()
         finally:
@@ -700,7 +701,8 @@ class HTTP1Pool:
         """A POST whose answer is read as it arrives; the caller must ``close()`` it.
         Connecting is bounded by ``connect_timeout``, each wait for data by
         ``read_timeout``."""
-        return await self._open(url, body, headers, None, read_timeout, connect_timeout)
+        host, line = self._target(url)
+        return await self._open(host, line, body, headers, None, read_timeout, connect_timeout)
 
     async def close(self) -> None:
         hosts, self._hosts = list(self._hosts.values()), {}
