@@ -256,7 +256,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.response: Response | None = None
-        self.buf = bytearray()
+        self.rest = b""  # an incomplete head, chunk size line or CRLF, kept for more
         self.state = _IDLE
         self.remaining = 0
         self.keep_alive = True
@@ -273,16 +273,11 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         response._received = True
+        if self.rest:
+            data = self.rest + data
+            self.rest = b""
         try:
-            if self.state == _LENGTH and not self.buf and len(data) <= self.remaining:
-                # The common case: a body's bytes straight through, no copy.
-                self.remaining -= len(data)
-                response._feed(data)
-                if self.remaining == 0:
-                    self._finish()
-                return
-            self.buf += data
-            self._parse(response)
+            self._parse(response, data)
         except UpstreamConnectionError as exc:
             response._fail(exc)
             self.abort()
@@ -300,9 +295,6 @@ class _Connection(asyncio.Protocol):
             return
         if self.state == _CLOSE and exc is None:
             try:
-                if self.buf:
-                    response._feed(bytes(self.buf))
-                    self.buf.clear()
                 response._finish()
             except UpstreamConnectionError as error:
                 response._fail(error)
@@ -322,99 +314,95 @@ class _Connection(asyncio.Protocol):
         self.response = response
         self.state = _HEAD
         self.keep_alive = True
-        self.buf.clear()
+        self.rest = b""
         assert self.transport is not None
         self.transport.write(payload)
         return response
 
-    def _finish(self) -> None:
+    def _finish(self, clean: bool) -> None:
+        """The answer is complete; ``clean``: no byte followed it."""
         response, self.response = self.response, None
         self.state = _IDLE
         assert response is not None
         response._finish()
-        if self.keep_alive and not self.buf and not self.closed:
+        if clean and self.keep_alive and not self.closed:
             self.host.release(self)
         else:
             self.abort()
 
-    def _parse(self, response: Response) -> None:
-        buf = self.buf
-        while True:
+    def _parse(self, response: Response, data: bytes) -> None:
+        """Consumes ``data`` from the current state; keeps an incomplete line in
+        ``rest``. Works on offsets into ``data``: slices only for what is handed on."""
+        pos, size = 0, len(data)
+        while pos < size:
             state = self.state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise UpstreamConnectionError("the response head is too long")
-                    return
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                self._head(response, head)
-            elif state == _LENGTH:
-                n = min(len(buf), self.remaining)
-                if n == 0:
-                    return
-                chunk = bytes(buf[:n])
-                del buf[:n]
+            if state in (_LENGTH, _CHUNK_DATA):
+                n = min(size - pos, self.remaining)
+                chunk = data if n == size else data[pos : pos + n]
+                pos += n
                 self.remaining -= n
                 response._feed(chunk)
                 if self.remaining == 0:
-                    self._finish()
-                    return
+                    if state == _LENGTH:
+                        self._finish(pos == size)
+                        return
+                    self.state = _CHUNK_CRLF
             elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
+                end = data.find(b"\r\n", pos)
                 if end < 0:
-                    if len(buf) > _MAX_HEAD:
+                    if size - pos > _MAX_HEAD:
                         raise UpstreamConnectionError("a chunk size line is too long")
-                    return
-                line = bytes(buf[:end]).split(b";", 1)[0].strip()
-                del buf[: end + 2]
+                    break
+                line = data[pos:end].split(b";", 1)[0].strip()
+                pos = end + 2
                 try:
-                    size = int(line, 16)
+                    chunk_size = int(line, 16)
                 except ValueError:
-                    size = -1
-                if size < 0 or not line.isalnum():
+                    chunk_size = -1
+                if chunk_size < 0 or not line.isalnum():
                     raise UpstreamConnectionError(f"bad chunk size {line[:20]!r}")
-                if size == 0:
+                if chunk_size == 0:
                     self.state = _TRAILER
                 else:
-                    self.remaining = size
+                    self.remaining = chunk_size
                     self.state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                n = min(len(buf), self.remaining)
-                if n == 0:
-                    return
-                chunk = bytes(buf[:n])
-                del buf[:n]
-                self.remaining -= n
-                if self.remaining == 0:
-                    self.state = _CHUNK_CRLF
-                response._feed(chunk)
             elif state == _CHUNK_CRLF:
-                if len(buf) < 2:
-                    return
-                if buf[:2] != b"\r\n":
+                if size - pos < 2:
+                    break
+                if not data.startswith(b"\r\n", pos):
                     raise UpstreamConnectionError("a chunk is not followed by CRLF")
-                del buf[:2]
+                pos += 2
                 self.state = _CHUNK_SIZE
-            elif state == _TRAILER:
-                end = buf.find(b"\r\n")
+            elif state == _HEAD:
+                end = data.find(b"\r\n\r\n", pos)
                 if end < 0:
+                    if size - pos > _MAX_HEAD:
+                        raise UpstreamConnectionError("the response head is too long")
+                    break
+                head = data[pos:end]
+                pos = end + 4
+                self._head(response, head)
+                if self.state == _LENGTH and self.remaining == 0:  # no body
+                    self._finish(pos == size)
                     return
-                del buf[: end + 2]
-                if end == 0:  # the empty line that ends the trailers
-                    self._finish()
+            elif state == _TRAILER:
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > _MAX_HEAD:
+                        raise UpstreamConnectionError("the trailers are too long")
+                    break
+                last = end == pos  # the empty line that ends the trailers
+                pos = end + 2
+                if last:
+                    self._finish(pos == size)
                     return
             elif state == _CLOSE:
-                if buf:
-                    chunk = bytes(buf)
-                    buf.clear()
-                    response._feed(chunk)
+                response._feed(data if pos == 0 else data[pos:])
                 return
             else:  # bytes after a complete answer: nothing was asked
-                if buf:
-                    raise UpstreamConnectionError("unexpected bytes after the response")
-                return
+                raise UpstreamConnectionError("unexpected bytes after the response")
+        if pos < size:
+            self.rest = data[pos:]
 
     def _head(self, response: Response, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
@@ -443,8 +431,8 @@ class _Connection(asyncio.Protocol):
             response._decoder = _Deflate()
         response.status = status
         if status == 204 or status == 304:
-            self.state = _IDLE
-            self._finish()
+            self.remaining = 0
+            self.state = _LENGTH
         elif "chunked" in headers.get("transfer-encoding", "").lower():
             self.state = _CHUNK_SIZE
         elif "content-length" in headers:
@@ -453,8 +441,6 @@ class _Connection(asyncio.Protocol):
                 raise UpstreamConnectionError(f"bad Content-Length {text[:20]!r}")
             self.remaining = int(text)
             self.state = _LENGTH
-            if self.remaining == 0:
-                self._finish()
         else:
             self.state = _CLOSE
             self.keep_alive = False

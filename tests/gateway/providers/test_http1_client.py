@@ -160,6 +160,32 @@ def test_chunked_body_with_extensions_and_trailers():
     assert server.connections == 1  # the chunked body was read to its end: reused
 
 
+def test_every_part_of_an_answer_may_arrive_split():
+    """Head, chunk size lines, chunk data, CRLFs and trailers one byte at a time."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n"
+    )
+
+    async def handler(reader, writer, state):
+        while True:
+            await read_request(reader)
+            for i in range(len(answer)):
+                writer.write(answer[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+
+    async def go():
+        async with Server(handler) as server:
+            pool = HTTP1Pool()
+            first = await pool.post(server.url, b"", {}, timeout=5)
+            second = await pool.post(server.url, b"", {}, timeout=5)
+            await pool.close()
+            return server.connections, first[1], second[1]
+
+    assert run(go()) == (1, b"hello world", b"hello world")
+
+
 def test_close_delimited_body_is_read_to_the_close_and_not_reused():
     async def handler(reader, writer, state):
         await read_request(reader)
