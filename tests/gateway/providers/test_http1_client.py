@@ -317,6 +317,30 @@ def test_a_server_closing_an_idle_connection_between_two_calls():
     assert run(go()) == (2, 200, 200)
 
 
+def test_idle_connections_are_closed_after_the_keepalive_time():
+    async def go():
+        hung_up = asyncio.Event()
+
+        async def handler(reader, writer, state):
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            if await reader.read(1) == b"":
+                hung_up.set()
+
+        async with Server(handler) as server:
+            pool = HTTP1Pool(keepalive_seconds=0.1)
+            await pool.post(server.url, b"", {}, timeout=5)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await asyncio.wait_for(hung_up.wait(), 2)
+            elapsed = loop.time() - t0
+            await pool.close()
+            return elapsed
+
+    assert 0.05 < run(go()) < 1
+
+
 def test_the_keep_alive_race_is_retried_once_on_a_fresh_connection():
     """The server reads the next request and closes without a byte (as one that timed
     the idle connection out as the request arrived): retried once, on a new connection."""
