@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
 import zlib
 from collections.abc import Mapping
@@ -472,7 +473,7 @@ class _Host:
         self.loop = asyncio.get_running_loop()
         self.host = host
         self.port = port
-        self.ssl = pool.ssl_context if scheme == "https" else None
+        self.ssl = (pool.ssl_context or _default_context()) if scheme == "https" else None
         self.idle: list[_Connection] = []
         self.open = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -581,7 +582,7 @@ class HTTP1Pool:
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_seconds = keepalive_seconds
-        self.ssl_context = ssl_context if ssl_context is not None else _default_context()
+        self.ssl_context = ssl_context
         self._hosts: dict[tuple[str, str, int], _Host] = {}
         # Per URL: its host and the request line + Host header, built once.
         self._targets: dict[Any, tuple[_Host, bytes]] = {}
@@ -697,5 +698,7 @@ class HTTP1Pool:
             host.close()
 
 
+@functools.cache
 def _default_context() -> ssl.SSLContext:
+    """The verifying context, built once (loading the CA store takes milliseconds)."""
     return ssl.create_default_context()
