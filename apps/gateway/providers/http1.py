@@ -609,17 +609,23 @@ class HTTP1Pool:
 
     @staticmethod
     def _payload(line: bytes, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """Request line, Host, the caller's headers, aiohttp's defaults not given, then
+        Content-Length and the body: one bytes object, one write."""
         given = set()
-        parts = [line]
+        lines = []
         for name, value in headers.items():
             lower = name.lower()
-            if lower == "host" or lower == "content-length":
-                if lower == "host":  # the caller's Host (a signed one) replaces ours
-                    parts[0] = line[: line.index(b"\r\n") + 2]
-                else:
-                    continue
+            if lower == "content-length":
+                continue
+            if lower == "host":  # the caller's Host (a signed one) replaces ours
+                line = line[: line.index(b"\r\n") + 2]
             given.add(lower)
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+            lines.append(f"{name}: {value}\r\n")
+        text = "".join(lines)
+        # Each header line has one CR and one LF: any other would split it in two.
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+            raise UpstreamConnectionError("a request header contains CR or LF")
+        parts = [line, text.encode()]
         for name, default in _DEFAULTS:
             if name not in given:
                 parts.append(default)

@@ -113,6 +113,25 @@ def test_request_head_is_what_aiohttp_sent_minus_nothing_hidden():
     assert request["body"] == b'{"a":1}'
 
 
+def test_a_header_value_with_a_newline_is_refused_before_sending():
+    async def go():
+        async with Server(keep_alive(OK)) as server:
+            pool = HTTP1Pool()
+            try:
+                with pytest.raises(UpstreamConnectionError):
+                    await pool.post(server.url, b"", {"x-key": "k\r\nX-Evil: 1"}, timeout=5)
+                await pool.post(server.url, b"", {"Host": "signed.example"}, timeout=5)
+            finally:
+                await pool.close()
+            return server.requests
+
+    requests = run(go())
+    assert len(requests) == 1  # the refused one never left
+    assert [x for x in requests[0]["lines"] if x.lower().startswith("host")] == [
+        "Host: signed.example"
+    ]
+
+
 def test_headers_are_case_insensitive_and_repeated_ones_joined():
     answer = (
         b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nX-Request-ID: r1\r\n"
