@@ -7,7 +7,7 @@ Layout (see CONTRIBUTING.md, "Adding a provider"):
   and what the route stage calls (``Adapter``);
 * ``base.py`` — the one base adapter: post, error mapping, translation, usage, send, and
   the one stream loop;
-* ``pool.py`` (pooled aiohttp sessions), ``errors.py`` (shared error mapping),
+* ``pool.py`` (pooled upstream connections, ``http1.py``), ``errors.py`` (shared error mapping),
   ``options.py`` (typed options), ``sse.py`` (event framing), ``chat_format.py`` (the
   OpenAI side of every translation);
 * ``<kind>/`` — ``translate.py`` (pure), ``adapter.py`` (the hooks around the I/O),

@@ -17,8 +17,6 @@ import struct
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-import aiohttp
-
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.contract import (
@@ -29,6 +27,7 @@ from apps.gateway.providers.contract import (
     StreamTranslator,
 )
 from apps.gateway.providers.errors import error_from_upstream, invalid_response, stream_broken
+from apps.gateway.providers.http1 import Response, UpstreamConnectionError
 from apps.gateway.providers.options import NoOptions, deployment_options
 from apps.gateway.providers.pool import UpstreamPool
 from apps.gateway.respond import end_stream, fail_stream, send_body, send_stream_data, start_stream
@@ -154,18 +153,18 @@ class BaseAdapter:
         url, headers, data = self.native_request(ctx, dep, STREAM)
         await self.pool.post_stream(ctx, dep, url, data, headers, self.error, self._native_pump)
 
-    async def _pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+    async def _pump(self, ctx: RequestContext, resp: Response) -> None:
         translator = self.stream(ctx, resp.headers)
         await self._loop(ctx, resp, translator, self.decoder(), self.stop_when_finished)
 
-    async def _native_pump(self, ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+    async def _native_pump(self, ctx: RequestContext, resp: Response) -> None:
         translator = self.native_events(ctx, resp.headers)
         await self._loop(ctx, resp, translator, self.native_decoder(), True)
 
     @staticmethod
     async def _loop(
         ctx: RequestContext,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         translator: StreamTranslator,
         decoder: StreamDecoder,
         stop_when_finished: bool,
@@ -173,13 +172,13 @@ class BaseAdapter:
         """The one stream loop. A break before the first byte is ``stream_broken`` (a
         timeout stays a timeout), after it an error event; so is an unfinished stream."""
         try:
-            async for data in resp.content.iter_any():
+            async for data in resp:
                 await _relay(ctx, translator, decoder.feed(data))
                 if translator.finished and stop_when_finished:
                     break
             else:
                 await _relay(ctx, translator, decoder.flush())
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamConnectionError, TimeoutError) as exc:
             if not translator.finished:  # else only the end of a complete body went missing
                 if not ctx.response_started:
                     if isinstance(exc, TimeoutError):

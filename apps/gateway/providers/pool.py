@@ -1,24 +1,24 @@
-"""Pooled aiohttp clients per upstream: the one place a provider adapter's bytes leave.
+"""Pooled upstream connections: the one place a provider adapter's bytes leave.
 
-aiohttp, not httpx, on the hot path: measured here ~10x the throughput at concurrency 16
-(see ARCHITECTURE.md). One ClientSession (one connection pool) per api_base.
+Our own HTTP/1.1 client (``http1.py``), not aiohttp's: measured at ~18 % of the event
+loop's CPU at concurrency 1 (bench/RESULTS.md). One keep-alive pool per upstream
+(scheme, host, port).
 """
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
-import orjson
 from yarl import URL
 
 from apps.gateway.context import RequestContext
 from apps.gateway.errors import GatewayError
 from apps.gateway.providers.errors import connect_error, timeout_error
+from apps.gateway.providers.http1 import HTTP1Pool, Response, UpstreamConnectionError
 from apps.gateway.snapshot import DeploymentEntry
 
 
@@ -31,38 +31,26 @@ def _upstream_call(ctx: RequestContext) -> Iterator[None]:
         yield
     except TimeoutError as exc:
         raise timeout_error() from exc
-    except aiohttp.ClientError as exc:
+    except UpstreamConnectionError as exc:
         raise connect_error() from exc
     finally:
         ctx.upstream_ms = (time.perf_counter() - t0) * 1000
 
 
 class UpstreamPool:
-    """Lazily creates one pooled ClientSession per upstream base URL."""
+    """Non-stream calls get ``timeout_seconds`` in total; streams that long to connect
+    and for each wait for data (time to next chunk), no total limit. ``ssl_context``:
+    the verifying default unless given (tests trust their own certificate)."""
 
-    def __init__(self, *, timeout_seconds: float, max_connections: int = 1000) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._max_connections = max_connections
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=timeout_seconds)
-        # Streams: no total limit, but each read (time to next chunk) is bounded.
-        self.stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
-        )
-
-    def session(self, base: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(base)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=True,
-            )
-            self._sessions[base] = session
-        return session
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        max_connections: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.http = HTTP1Pool(max_connections=max_connections, ssl_context=ssl_context)
 
     async def post(
         self,
@@ -75,10 +63,7 @@ class UpstreamPool:
         """One non-streaming upstream call: (status, body, headers). Its time goes into
         ``ctx.upstream_ms``; timeouts and connection failures become retryable errors."""
         with _upstream_call(ctx):
-            async with self.session(dep.api_base).post(
-                url, data=data, headers=headers, timeout=self.timeout
-            ) as resp:
-                return resp.status, await resp.read(), resp.headers
+            return await self.http.post(url, data, headers, timeout=self.timeout_seconds)
 
     async def post_stream(
         self,
@@ -88,20 +73,24 @@ class UpstreamPool:
         data: bytes,
         headers: dict[str, str],
         error_of: Callable[[int, bytes, Any], GatewayError],
-        pump: Callable[[RequestContext, aiohttp.ClientResponse], Awaitable[None]],
+        pump: Callable[[RequestContext, Response], Awaitable[None]],
     ) -> None:
         """One streaming upstream call, the same for every adapter: a non-200 answer is
         mapped by ``error_of``, a 200 is handed to ``pump``; timeouts and connection
-        failures become retryable errors and the whole time goes into ``ctx.upstream_ms``."""
+        failures become retryable errors and the whole time goes into ``ctx.upstream_ms``.
+        However the pump ends (cancelled too), an unfinished answer closes its
+        connection."""
+        timeout = self.timeout_seconds
         with _upstream_call(ctx):
-            async with self.session(dep.api_base).post(
-                url, data=data, headers=headers, timeout=self.stream_timeout
-            ) as resp:
+            resp = await self.http.stream(
+                url, data, headers, connect_timeout=timeout, read_timeout=timeout
+            )
+            try:
                 if resp.status != 200:
-                    body = await resp.read()
-                    raise error_of(resp.status, body, resp.headers)
+                    raise error_of(resp.status, await resp.read(), resp.headers)
                 await pump(ctx, resp)
+            finally:
+                resp.close()
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await self.http.close()
