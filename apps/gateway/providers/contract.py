@@ -133,7 +133,7 @@ class ProviderSpec:
     check and the adapter table are derived from.
 
     The adapter is named, not imported: the Django side (choices, options checks, the
-    snapshot compiler) reads specs without loading aiohttp or botocore (~0.4 s).
+    snapshot compiler) reads specs without loading the adapters and botocore (~0.4 s).
     """
 
     kind: str
