@@ -87,6 +87,18 @@ def keep_alive(answer: bytes) -> Handler:
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
+async def post_twice(server, first: bytes = b"", second: bytes = b"") -> tuple:
+    """Two POSTs through one fresh pool (the second may reuse the first's connection)."""
+    pool = HTTP1Pool()
+    try:
+        return (
+            await pool.post(server.url, first, {}, timeout=5),
+            await pool.post(server.url, second, {}, timeout=5),
+        )
+    finally:
+        await pool.close()
+
+
 def test_request_head_is_what_aiohttp_sent_minus_nothing_hidden():
     async def go():
         async with Server(keep_alive(OK)) as server:
@@ -168,10 +180,7 @@ def test_chunked_body_with_extensions_and_trailers():
 
     async def go():
         async with Server(keep_alive(answer)) as server:
-            pool = HTTP1Pool()
-            first = await pool.post(server.url, b"", {}, timeout=5)
-            second = await pool.post(server.url, b"", {}, timeout=5)
-            await pool.close()
+            first, second = await post_twice(server)
             return server, first, second
 
     server, first, second = run(go())
@@ -196,10 +205,7 @@ def test_every_part_of_an_answer_may_arrive_split():
 
     async def go():
         async with Server(handler) as server:
-            pool = HTTP1Pool()
-            first = await pool.post(server.url, b"", {}, timeout=5)
-            second = await pool.post(server.url, b"", {}, timeout=5)
-            await pool.close()
+            first, second = await post_twice(server)
             return server.connections, first[1], second[1]
 
     assert run(go()) == (1, b"hello world", b"hello world")
@@ -216,10 +222,7 @@ def test_close_delimited_body_is_read_to_the_close_and_not_reused():
 
     async def go():
         async with Server(handler) as server:
-            pool = HTTP1Pool()
-            first = await pool.post(server.url, b"", {}, timeout=5)
-            second = await pool.post(server.url, b"", {}, timeout=5)
-            await pool.close()
+            first, second = await post_twice(server)
             return server, first, second
 
     server, first, second = run(go())
@@ -247,10 +250,7 @@ def test_content_length_body_split_across_many_writes():
 
     async def go():
         async with Server(handler) as server:
-            pool = HTTP1Pool()
-            first = await pool.post(server.url, b"x", {}, timeout=5)
-            second = await pool.post(server.url, b"y", {}, timeout=5)
-            await pool.close()
+            first, second = await post_twice(server, b"x", b"y")
             return server, first, second
 
     server, first, second = run(go())
@@ -465,10 +465,7 @@ def test_100_continue_is_skipped():
 
     async def go():
         async with Server(keep_alive(answer)) as server:
-            pool = HTTP1Pool()
-            first = await pool.post(server.url, b"", {}, timeout=5)
-            second = await pool.post(server.url, b"", {}, timeout=5)
-            await pool.close()
+            first, second = await post_twice(server)
             return server.connections, first[:2], second[:2]
 
     assert run(go()) == (1, (201, b"yes"), (201, b"yes"))
