@@ -546,8 +546,10 @@ class RequestLogWriter:
             self._stopping.wait(wait)
 
     def _ship(self) -> None:
-        """Write the appended batches to the database, oldest first; remove the segments
-        every record of which is in."""
+        """Write the appended batches to the database, oldest first, several batches to a
+        transaction (up to ``batch_size`` records: in durable mode at c=1 every record is
+        a batch of its own, and one transaction each kept the shipper busy without pause);
+        remove the segments every record of which is in."""
         log_ = self._log
         if log_ is None:
             return
@@ -556,19 +558,36 @@ class RequestLogWriter:
                 if not self._outbox:
                     self._database_away = False
                     return
-                entry = self._outbox[0]
-            if entry.records is None:
-                assert entry.index is not None
-                entry.records = log_.read(entry.index, entry.start, entry.end)
+                entries = []
+                total = 0
+                for entry in self._outbox:
+                    entries.append(entry)
+                    total += entry.in_memory or self.batch_size  # on disk: not counted
+                    if total >= self.batch_size:
+                        break
+            for entry in entries:
+                if entry.records is None:
+                    assert entry.index is not None
+                    entry.records = log_.read(entry.index, entry.start, entry.end)
             self._last_ship = time.monotonic()
-            records = entry.records
+            records = [r for entry in entries for r in entry.records or ()]
             unwritten = write_all(records, self.batch_size)
-            done = records[: len(records) - len(unwritten)]
-            for record in done:
+            done = len(records) - len(unwritten)
+            for record in records[:done]:
                 self._shipped_chains.follow(record)
+            self.shipped += done
+            left = done
+            with self._lock:
+                for entry in entries:
+                    count = len(entry.records or ())
+                    if left < count:  # written in part: the rest waits for the database
+                        entry.records = (entry.records or [])[left:]
+                        break
+                    left -= count
+                    self._outbox.popleft()
+                    self._outbox_records -= entry.in_memory
+                following = self._outbox[0].index if self._outbox else log_.index
             if unwritten:
-                self.shipped += len(done)
-                entry.records = unwritten
                 if not self._database_away:
                     log.warning(
                         "database unavailable; audit records stay in the segment log until "
@@ -577,10 +596,6 @@ class RequestLogWriter:
                     )
                 self._database_away = True
                 return
-            with self._lock:
-                self._outbox.popleft()
-                self._outbox_records -= entry.in_memory
-                following = self._outbox[0].index if self._outbox else log_.index
             if self._database_away:
                 log.info("database back; the audit segment log is being shipped")
                 self._database_away = False
@@ -589,7 +604,6 @@ class RequestLogWriter:
             if following is not None and following > self._removed_below:
                 log_.remove_before(following)
                 self._removed_below = following
-            self.shipped += len(done)
 
     def _seal_shipped(self) -> None:
         """Checkpoints over what the database has (the shipper's own view of the chains)."""

@@ -335,3 +335,31 @@ def test_a_dead_writers_pre_allocated_segments_replay_once_and_its_spare_goes(
     assert orphans_adopt(tmp_path) == (0, True)  # nothing left to replay twice
     report = chain_verify()
     assert report.ok and report.unsealed == 0, report.summary()
+
+
+def test_many_small_appends_ship_in_few_transactions(transactional_db, tmp_path, monkeypatch):
+    """Durable mode at c=1 appends one record at a time; the shipper must still write
+    them in batches (one transaction per append kept it shipping without pause)."""
+    from apps.audit import writer as writer_module
+
+    transactions: list[int] = []
+    write_one = writer_module.write_batch
+
+    def counted(batch):
+        transactions.append(len(batch))
+        return write_one(batch)
+
+    monkeypatch.setattr(writer_module, "write_batch", counted)
+    writer = RequestLogWriter(spool_dir=tmp_path / "spool", flush_seconds=0.01, ship_seconds=2)
+    writer.start()
+    try:
+        for i in range(40):
+            writer.submit(_record(f"small-{i}"))
+            assert writer.flush(5, shipped=False)  # on disk: an append of its own
+        assert writer._log is not None and len(writer._outbox) >= 30  # not shipped yet
+        assert writer.flush(10)
+        assert RequestLog.objects.count() == 40
+        assert sum(transactions) == 40 and len(transactions) <= 12, transactions
+    finally:
+        writer.stop()
+    assert chain_verify().ok
