@@ -389,7 +389,7 @@ def test_end_users_spend_comes_back_after_a_redis_flush(
     import time
 
     org = world["org"]
-    EndUserPolicy.objects.create(
+    trial = EndUserPolicy.objects.create(
         organization=org, end_user="trial-*", limit_usd=_usd(3 * COST_MICRO), period="daily"
     )
     # A more specific policy: "trial-vip" is counted by it, not by "trial-*".
@@ -402,9 +402,12 @@ def test_end_users_spend_comes_back_after_a_redis_flush(
     for end_user in ("trial-1", "trial-1", "trial-vip"):
         client.chat.completions.create(**BODY, user=end_user)
     records_wait(gateway, 3)
+    period_key, _ = period_bounds("daily", datetime.now(UTC))
+    # All settled first: a late settlement would land on the flushed store.
+    holds_released(redis_client, f"{{odock}}:v2:b:eu{trial.pk}:trial-1:{period_key}")
+    holds_released(redis_client, f"{{odock}}:v2:b:eu{vip.pk}:trial-vip:{period_key}")
 
     redis_client.flushdb()
-    period_key, _ = period_bounds("daily", datetime.now(UTC))
     vip_spent = f"{{odock}}:v2:b:eu{vip.pk}:trial-vip:{period_key}:s"
     deadline = time.monotonic() + 5
     while _redis_int(redis_client, vip_spent) == 0 and time.monotonic() < deadline:
